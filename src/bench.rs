@@ -1,0 +1,1 @@
+//! Message-to-answer benchmark against the Rocket.Chat simulator.

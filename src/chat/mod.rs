@@ -1,0 +1,95 @@
+//! The chat boundary: the neutral message model and the `Chat` trait every chat platform implements.
+
+pub mod rocketchat;
+pub mod split;
+
+use std::future::Future;
+
+/// What kind of room a message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomKind {
+    /// A public channel.
+    Channel,
+    /// A private group.
+    Private,
+    /// A direct message with the bot.
+    Direct,
+}
+
+/// A message someone sent where the bot can hear it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    pub id: String,
+    pub room_id: String,
+    /// Channel name, if the room has one (DMs have none).
+    pub room_name: Option<String>,
+    pub room_kind: RoomKind,
+    pub user_id: String,
+    pub username: String,
+    pub text: String,
+    /// The thread this message is in (its parent's id), if any.
+    pub thread: Option<String>,
+    /// Server timestamp, milliseconds since the epoch.
+    pub ts_ms: i64,
+    /// Fetched while catching up after a disconnection, rather than live.
+    pub caught_up: bool,
+}
+
+/// A message the bot posted, to edit or react to later.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MessageRef {
+    pub room_id: String,
+    pub id: String,
+}
+
+/// Why a chat action failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    #[error("login as {user} on {server} failed: {reason}")]
+    LoginRejected {
+        user: String,
+        server: String,
+        reason: String,
+    },
+    #[error("cannot reach the chat server at {server}: {reason}")]
+    Unreachable { server: String, reason: String },
+    #[error("the chat server refused {action}: {reason}")]
+    Rejected { action: String, reason: String },
+    #[error("gave up on {action}: not connected for {waited_secs}s")]
+    GaveUp { action: String, waited_secs: u64 },
+    #[error("unknown room `{0}`")]
+    UnknownRoom(String),
+    #[error("the chat connection is shut down")]
+    Closed,
+}
+
+/// Posting, editing and reacting: what the rest of the bot may do in chat.
+pub trait Chat: Clone + Send + Sync + 'static {
+    /// The bot's own username (for `@mentions`).
+    fn bot_username(&self) -> String;
+
+    /// Posts `text` in a room (in `thread` when given); a text over the server's limit is split.
+    fn post(
+        &self,
+        room_id: &str,
+        thread: Option<&str>,
+        text: &str,
+    ) -> impl Future<Output = Result<MessageRef, ChatError>> + Send;
+
+    /// Replaces the text of a message the bot posted.
+    fn edit(
+        &self,
+        message: &MessageRef,
+        text: &str,
+    ) -> impl Future<Output = Result<(), ChatError>> + Send;
+
+    /// Adds an emoji reaction (`white_check_mark`, without colons) to a message.
+    fn react(
+        &self,
+        message: &MessageRef,
+        emoji: &str,
+    ) -> impl Future<Output = Result<(), ChatError>> + Send;
+
+    /// Finds a channel's room id by name (`ops` or `#ops`).
+    fn room_id(&self, name: &str) -> impl Future<Output = Result<String, ChatError>> + Send;
+}

@@ -1,0 +1,156 @@
+//! The Rocket.Chat REST calls the bot uses: server info, identity, and the fallbacks for sending and reacting.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// Why a REST call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RestError {
+    #[error("request to {route} failed: {source}")]
+    RequestFailed {
+        route: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{route} answered {status}: {error}")]
+    Refused {
+        route: String,
+        status: u16,
+        /// `errorType` or `error` of the reply.
+        error: String,
+    },
+    #[error("{route} kept answering 429 too-many-requests")]
+    RateLimited { route: String },
+}
+
+/// Credentials for authenticated routes.
+#[derive(Clone)]
+pub struct RestAuth {
+    pub user_id: String,
+    pub token: String,
+}
+
+impl std::fmt::Debug for RestAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestAuth")
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A REST client for one server.
+#[derive(Clone, Debug)]
+pub struct Rest {
+    http: reqwest::Client,
+    base: String,
+}
+
+const MAX_RATE_LIMIT_RETRIES: u32 = 5;
+
+impl Rest {
+    pub fn new(base_url: &str, timeout: Duration) -> Rest {
+        crate::tls::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .user_agent(concat!("rocketops/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Rest {
+            http,
+            base: base_url.trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// `GET /api/info`: the server's version (public).
+    pub async fn server_version(&self) -> Result<String, RestError> {
+        let v = self.send("/api/info", None, None).await?;
+        Ok(v.get("version")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_string())
+    }
+
+    /// `GET /api/v1/me`: the bot's own user, roles included.
+    pub async fn me(&self, auth: &RestAuth) -> Result<Value, RestError> {
+        self.send("/api/v1/me", Some(auth), None).await
+    }
+
+    /// `POST /api/v1/chat.sendMessage`, which reports errors that DDP `sendMessage` swallows.
+    pub async fn send_message(&self, auth: &RestAuth, message: Value) -> Result<Value, RestError> {
+        self.send(
+            "/api/v1/chat.sendMessage",
+            Some(auth),
+            Some(json!({ "message": message })),
+        )
+        .await
+    }
+
+    /// `POST /api/v1/chat.react` (the replacement for the `setReaction` method).
+    pub async fn react(&self, auth: &RestAuth, message_id: &str, emoji: &str) -> Result<(), RestError> {
+        self.send(
+            "/api/v1/chat.react",
+            Some(auth),
+            Some(json!({"messageId": message_id, "emoji": emoji, "shouldReact": true})),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Sends a request, waiting out 429 replies as the server asks.
+    async fn send(&self, route: &str, auth: Option<&RestAuth>, body: Option<Value>) -> Result<Value, RestError> {
+        let url = format!("{}{route}", self.base);
+        for _ in 0..MAX_RATE_LIMIT_RETRIES {
+            let mut req = match &body {
+                Some(b) => self.http.post(&url).json(b),
+                None => self.http.get(&url),
+            };
+            if let Some(a) = auth {
+                req = req
+                    .header("X-User-Id", &a.user_id)
+                    .header("X-Auth-Token", &a.token);
+            }
+            let resp = req.send().await.map_err(|source| RestError::RequestFailed {
+                route: route.to_string(),
+                source,
+            })?;
+            let status = resp.status();
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                let wait = rate_limit_wait(resp.headers());
+                tracing::warn!(route, wait_ms = wait.as_millis() as u64, "REST rate limit hit; waiting");
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            let v: Value = resp.json().await.unwrap_or(Value::Null);
+            if !status.is_success() || v.get("success") == Some(&Value::Bool(false)) {
+                let error = v
+                    .get("errorType")
+                    .or_else(|| v.get("error"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown error")
+                    .to_string();
+                return Err(RestError::Refused {
+                    route: route.to_string(),
+                    status: status.as_u16(),
+                    error,
+                });
+            }
+            return Ok(v);
+        }
+        Err(RestError::RateLimited {
+            route: route.to_string(),
+        })
+    }
+}
+
+/// How long a 429 asks us to wait: `X-RateLimit-Reset` is epoch milliseconds.
+fn rate_limit_wait(headers: &reqwest::header::HeaderMap) -> Duration {
+    let now = chrono::Utc::now().timestamp_millis();
+    headers
+        .get("X-RateLimit-Reset")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok())
+        .map(|reset| Duration::from_millis((reset - now).clamp(50, 60_000) as u64))
+        .unwrap_or(Duration::from_secs(1))
+}

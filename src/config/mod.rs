@@ -1,0 +1,441 @@
+//! The TOML configuration: types, defaults, environment overrides, and validation whose errors name file, key and line.
+
+mod locate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use locate::{key_at_offset, line_col, span_of_key};
+
+/// A secret value (token, password): never printed by `Debug`, never logged.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The secret itself; call only where it is sent to the server.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub bot: BotConfig,
+    pub rocketchat: RocketChatConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// How the bot recognises commands and where it keeps its state.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BotConfig {
+    /// Prefixes that mark a message as a command in a channel (`/deploy`, `!deploy`).
+    pub prefixes: Vec<String>,
+    /// Directory of the embedded store.
+    pub store_path: PathBuf,
+    /// Answer messages from other bots (messages with a `bot` field).
+    pub respond_to_bots: bool,
+    /// A command missed while the bot was offline runs only if it is younger than this.
+    #[serde(with = "humantime_serde")]
+    pub catch_up_max_age: Duration,
+    /// How long message ids are remembered for de-duplication.
+    #[serde(with = "humantime_serde")]
+    pub seen_retention: Duration,
+}
+
+impl Default for BotConfig {
+    fn default() -> Self {
+        BotConfig {
+            prefixes: vec!["/".into(), "!".into()],
+            store_path: PathBuf::from("./data"),
+            respond_to_bots: false,
+            catch_up_max_age: Duration::from_secs(600),
+            seen_retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// The Rocket.Chat server and the bot's account on it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RocketChatConfig {
+    /// Base URL, e.g. `https://chat.example.org`; the WebSocket is `<url>/websocket`.
+    pub url: String,
+    /// The bot's username (needed for a password login; learnt from the server otherwise).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Personal access token (preferred). Also `ROCKETOPS_RC_TOKEN`.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// Password, for a password login. Also `ROCKETOPS_RC_PASSWORD`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// Channels to join at start.
+    #[serde(default = "default_rooms")]
+    pub rooms: Vec<String>,
+    /// Channel for failure alerts.
+    #[serde(default = "default_alerts_channel")]
+    pub alerts_channel: String,
+    #[serde(default = "default_ping_interval", with = "humantime_serde")]
+    pub ping_interval: Duration,
+    #[serde(default = "default_ping_timeout", with = "humantime_serde")]
+    pub ping_timeout: Duration,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long a single method call may wait for its answer.
+    #[serde(default = "default_call_timeout", with = "humantime_serde")]
+    pub call_timeout: Duration,
+    /// How long a post, edit or reaction keeps retrying through reconnects before it is given up.
+    #[serde(default = "default_send_deadline", with = "humantime_serde")]
+    pub send_deadline: Duration,
+    #[serde(default = "default_reconnect_min", with = "humantime_serde")]
+    pub reconnect_min: Duration,
+    #[serde(default = "default_reconnect_max", with = "humantime_serde")]
+    pub reconnect_max: Duration,
+    /// The server's `Message_MaxAllowedSize`; longer messages are split.
+    #[serde(default = "default_max_message_len")]
+    pub max_message_len: usize,
+}
+
+fn default_rooms() -> Vec<String> {
+    vec!["ops".into()]
+}
+fn default_alerts_channel() -> String {
+    "alerts".into()
+}
+fn default_ping_interval() -> Duration {
+    Duration::from_secs(20)
+}
+fn default_ping_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_call_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_send_deadline() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_reconnect_min() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_reconnect_max() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_message_len() -> usize {
+    5000
+}
+
+impl RocketChatConfig {
+    /// A configuration for `url` with every default and no credentials.
+    pub fn new(url: impl Into<String>) -> Self {
+        RocketChatConfig {
+            url: url.into(),
+            username: None,
+            token: None,
+            password: None,
+            rooms: default_rooms(),
+            alerts_channel: default_alerts_channel(),
+            ping_interval: default_ping_interval(),
+            ping_timeout: default_ping_timeout(),
+            connect_timeout: default_connect_timeout(),
+            call_timeout: default_call_timeout(),
+            send_deadline: default_send_deadline(),
+            reconnect_min: default_reconnect_min(),
+            reconnect_max: default_reconnect_max(),
+            max_message_len: default_max_message_len(),
+        }
+    }
+
+    /// Which way the bot logs in, without the secret.
+    pub fn auth_method(&self) -> &'static str {
+        if self.token.is_some() {
+            "personal access token"
+        } else if self.password.is_some() {
+            "password"
+        } else {
+            "none"
+        }
+    }
+}
+
+/// Log format and the health/metrics listener.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// One thing wrong with a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path (`rocketchat.url`); empty for the file as a whole.
+    pub key: String,
+    /// 1-based line and column, when the key appears in the file.
+    pub position: Option<(usize, usize)>,
+    pub message: String,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    ReadFailed {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", render_problems(path, problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+fn render_problems(path: &Path, problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| {
+            let at = match p.position {
+                Some((l, c)) => format!("{}:{l}:{c}", path.display()),
+                None => path.display().to_string(),
+            };
+            if p.key.is_empty() {
+                format!("{at}: {}", p.message)
+            } else {
+                format!("{at}: key `{}`: {}", p.key, p.message)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Environment variables that override the file (secrets belong here rather than in the file).
+pub const ENV_OVERRIDES: &[(&str, &str)] = &[
+    ("ROCKETOPS_RC_URL", "rocketchat.url"),
+    ("ROCKETOPS_RC_USERNAME", "rocketchat.username"),
+    ("ROCKETOPS_RC_TOKEN", "rocketchat.token"),
+    ("ROCKETOPS_RC_PASSWORD", "rocketchat.password"),
+    ("ROCKETOPS_STORE_PATH", "bot.store_path"),
+];
+
+impl Config {
+    /// Reads and validates a file, applying the process environment's overrides.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let src = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFailed {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&src, path, &|k| std::env::var(k).ok())
+    }
+
+    /// Parses and validates `src` (named `path` in errors), with `env` supplying overrides.
+    pub fn from_toml(
+        src: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let invalid = |problems| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+        };
+        let mut config: Config = match toml::from_str(src) {
+            Ok(c) => c,
+            Err(e) => {
+                let (key, position) = match e.span() {
+                    Some(span) => (key_at_offset(src, span.start), Some(line_col(src, span.start))),
+                    None => (String::new(), None),
+                };
+                return Err(invalid(vec![Problem {
+                    key,
+                    position,
+                    message: e.message().trim().to_string(),
+                }]));
+            }
+        };
+        config.apply_env(env);
+        let problems = config.problems(src);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(invalid(problems))
+        }
+    }
+
+    fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) {
+        let rc = &mut self.rocketchat;
+        if let Some(v) = env("ROCKETOPS_RC_URL") {
+            rc.url = v;
+        }
+        if let Some(v) = env("ROCKETOPS_RC_USERNAME") {
+            rc.username = Some(v);
+        }
+        if let Some(v) = env("ROCKETOPS_RC_TOKEN") {
+            rc.token = Some(Secret(v));
+        }
+        if let Some(v) = env("ROCKETOPS_RC_PASSWORD") {
+            rc.password = Some(Secret(v));
+        }
+        if let Some(v) = env("ROCKETOPS_STORE_PATH") {
+            self.bot.store_path = PathBuf::from(v);
+        }
+    }
+
+    /// Semantic checks, each naming its key and, where the key is in the file, its line.
+    fn problems(&self, src: &str) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut bad = |key: &str, message: String| {
+            let position = span_of_key(src, key).map(|s| line_col(src, s));
+            out.push(Problem {
+                key: key.to_string(),
+                position,
+                message,
+            });
+        };
+        let rc = &self.rocketchat;
+        match url::Url::parse(&rc.url) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {
+                if u.host_str().is_none() {
+                    bad("rocketchat.url", format!("`{}` has no host", rc.url));
+                }
+            }
+            Ok(u) => bad(
+                "rocketchat.url",
+                format!("scheme `{}` is not http or https", u.scheme()),
+            ),
+            Err(e) => bad("rocketchat.url", format!("`{}` is not a URL: {e}", rc.url)),
+        }
+        if rc.token.is_none() && rc.password.is_none() {
+            bad(
+                "rocketchat",
+                "no credentials: set `token` (or ROCKETOPS_RC_TOKEN), or `username` with `password` (or ROCKETOPS_RC_PASSWORD)".into(),
+            );
+        }
+        if rc.password.is_some() && rc.token.is_none() && rc.username.is_none() {
+            bad(
+                "rocketchat.username",
+                "a password login needs `username`".into(),
+            );
+        }
+        if let Some(u) = &rc.username {
+            if !valid_name(u) {
+                bad(
+                    "rocketchat.username",
+                    format!("`{u}` is not a valid Rocket.Chat username"),
+                );
+            }
+        }
+        for room in &rc.rooms {
+            if !valid_name(room.trim_start_matches('#')) {
+                bad(
+                    "rocketchat.rooms",
+                    format!("`{room}` is not a valid channel name"),
+                );
+            }
+        }
+        if !valid_name(rc.alerts_channel.trim_start_matches('#')) {
+            bad(
+                "rocketchat.alerts_channel",
+                format!("`{}` is not a valid channel name", rc.alerts_channel),
+            );
+        }
+        if rc.ping_interval.is_zero() {
+            bad("rocketchat.ping_interval", "must be more than zero".into());
+        }
+        if rc.ping_timeout.is_zero() {
+            bad("rocketchat.ping_timeout", "must be more than zero".into());
+        }
+        if rc.call_timeout.is_zero() {
+            bad("rocketchat.call_timeout", "must be more than zero".into());
+        }
+        if rc.reconnect_min > rc.reconnect_max {
+            bad(
+                "rocketchat.reconnect_min",
+                "must not exceed `reconnect_max`".into(),
+            );
+        }
+        if rc.max_message_len < 100 {
+            bad(
+                "rocketchat.max_message_len",
+                format!("{} is too small (at least 100)", rc.max_message_len),
+            );
+        }
+        if self.bot.prefixes.is_empty() {
+            bad("bot.prefixes", "needs at least one prefix, e.g. \"!\"".into());
+        }
+        for p in &self.bot.prefixes {
+            if p.is_empty() || p.chars().any(char::is_whitespace) || p.chars().count() > 3 {
+                bad(
+                    "bot.prefixes",
+                    format!("`{p}` must be 1 to 3 characters without spaces"),
+                );
+            }
+        }
+        out
+    }
+
+    /// A human summary for `check-config`, with no secret in it.
+    pub fn summary(&self) -> String {
+        let rc = &self.rocketchat;
+        format!(
+            "Rocket.Chat:  {}\n\
+             login:        {} ({})\n\
+             rooms:        {}\n\
+             alerts:       #{}\n\
+             prefixes:     {}\n\
+             store:        {}\n\
+             catch-up:     commands younger than {} run after a reconnect",
+            rc.url,
+            rc.username.as_deref().unwrap_or("(learnt from the token)"),
+            rc.auth_method(),
+            rc.rooms
+                .iter()
+                .map(|r| format!("#{}", r.trim_start_matches('#')))
+                .collect::<Vec<_>>()
+                .join(", "),
+            rc.alerts_channel.trim_start_matches('#'),
+            self.bot.prefixes.join(" "),
+            self.bot.store_path.display(),
+            humantime_serde::re::humantime::format_duration(self.bot.catch_up_max_age),
+        )
+    }
+}
+
+/// Rocket.Chat's default username and channel-name rule.
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,109 @@
+//! Tests for configuration loading and its error messages.
+
+use super::*;
+
+fn parse(src: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(src, Path::new("rocketops.toml"), &|_| None)
+}
+
+const GOOD: &str = r#"
+[bot]
+prefixes = ["!"]
+
+[rocketchat]
+url = "https://chat.example.org"
+username = "rocketops"
+password = "hunter2"
+rooms = ["ops", "deploys"]
+ping_interval = "15s"
+"#;
+
+#[test]
+fn a_valid_file_loads_with_defaults_filled_in() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.bot.prefixes, vec!["!"]);
+    assert_eq!(c.bot.store_path, PathBuf::from("./data"));
+    assert_eq!(c.rocketchat.alerts_channel, "alerts");
+    assert_eq!(c.rocketchat.ping_interval, Duration::from_secs(15));
+    assert_eq!(c.rocketchat.max_message_len, 5000);
+}
+
+#[test]
+fn an_unknown_key_is_an_error_naming_key_and_line() {
+    let src = "[rocketchat]\nurl = \"http://x\"\ntoken = \"t\"\npingg_interval = \"5s\"\n";
+    let err = parse(src).unwrap_err().to_string();
+    assert!(err.contains("rocketops.toml:4:"), "{err}");
+    assert!(err.contains("pingg_interval"), "{err}");
+}
+
+#[test]
+fn a_bad_url_names_the_key_and_its_line() {
+    let src = "[rocketchat]\ntoken = \"t\"\nurl = \"ftp://chat\"\n";
+    let err = parse(src).unwrap_err().to_string();
+    assert!(
+        err.contains("rocketops.toml:3:1: key `rocketchat.url`"),
+        "{err}"
+    );
+    assert!(err.contains("ftp"), "{err}");
+}
+
+#[test]
+fn a_wrongly_typed_value_names_its_key_and_line() {
+    let src = "[rocketchat]\nurl = \"http://x\"\ntoken = \"t\"\nmax_message_len = \"long\"\n";
+    let err = parse(src).unwrap_err().to_string();
+    assert!(err.contains("rocketops.toml:4:"), "{err}");
+    assert!(err.contains("max_message_len"), "{err}");
+}
+
+#[test]
+fn a_toml_syntax_error_names_the_line() {
+    let src = "[rocketchat]\nurl = \"http://x\n";
+    let err = parse(src).unwrap_err().to_string();
+    assert!(err.contains("rocketops.toml:2:"), "{err}");
+}
+
+#[test]
+fn missing_credentials_are_reported_with_the_remedy() {
+    let err = parse("[rocketchat]\nurl = \"http://x\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ROCKETOPS_RC_TOKEN"), "{err}");
+}
+
+#[test]
+fn secrets_can_come_from_the_environment() {
+    let src = "[rocketchat]\nurl = \"http://x\"\n";
+    let c = Config::from_toml(src, Path::new("f.toml"), &|k| {
+        (k == "ROCKETOPS_RC_TOKEN").then(|| "pat-123".to_string())
+    })
+    .unwrap();
+    assert_eq!(c.rocketchat.token.as_ref().unwrap().expose(), "pat-123");
+}
+
+#[test]
+fn secrets_never_appear_in_debug_output_or_the_summary() {
+    let c = parse(GOOD).unwrap();
+    assert!(!format!("{c:?}").contains("hunter2"));
+    assert!(!c.summary().contains("hunter2"));
+    assert!(c.summary().contains("password"));
+}
+
+#[test]
+fn several_problems_are_all_reported() {
+    let src = "[bot]\nprefixes = [\"a b\"]\n[rocketchat]\nurl = \"nope\"\ntoken = \"t\"\nmax_message_len = 5\n";
+    let err = parse(src).unwrap_err().to_string();
+    assert_eq!(err.lines().count(), 3, "{err}");
+}
+
+#[test]
+fn line_col_counts_from_one() {
+    assert_eq!(line_col("ab\ncd", 0), (1, 1));
+    assert_eq!(line_col("ab\ncd", 4), (2, 2));
+}
+
+proptest::proptest! {
+    #[test]
+    fn no_input_makes_the_loader_panic(s in "\\PC{0,120}") {
+        let _ = parse(&s);
+    }
+}

@@ -1,0 +1,22 @@
+//! rocketops: a ChatOps bot for Rocket.Chat that runs deploys, backups and restores on Kubernetes.
+
+/// Wiring and the command pipeline.
+pub mod app;
+/// Message-to-answer benchmark against the simulator.
+pub mod bench;
+/// The chat boundary and the Rocket.Chat adapter.
+pub mod chat;
+/// Command recognition, grammar and help.
+pub mod command;
+/// The TOML configuration.
+pub mod config;
+/// The chat-safe user error.
+pub mod error;
+/// The local simulators.
+pub mod sandbox;
+/// The embedded store.
+pub mod store;
+/// Logging setup.
+pub mod telemetry;
+/// The TLS crypto provider.
+pub mod tls;

@@ -1,0 +1,383 @@
+//! The simulator's HTTP side: the WebSocket upgrade, the REST routes bots use, and the `/_sim` control API.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Query, State as AxState, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::state::{RateRule, User};
+use super::{RocketChatSim, SimInner};
+
+type Sim = AxState<Arc<SimInner>>;
+
+pub(crate) fn router(sim: Arc<SimInner>) -> Router {
+    Router::new()
+        .route("/websocket", any(websocket))
+        .route("/sockjs/websocket", any(websocket))
+        .route("/api/info", get(info))
+        .route("/api/v1/login", post(login))
+        .route("/api/v1/me", get(me))
+        .route("/api/v1/users.info", get(users_info))
+        .route("/api/v1/chat.postMessage", post(post_message))
+        .route("/api/v1/chat.sendMessage", post(send_message))
+        .route("/api/v1/chat.update", post(chat_update))
+        .route("/api/v1/chat.react", post(chat_react))
+        .route("/_sim/post", post(ctl_post))
+        .route("/_sim/edit", post(ctl_edit))
+        .route("/_sim/messages", get(ctl_messages))
+        .route("/_sim/drop", post(ctl_drop))
+        .route("/_sim/refuse", post(ctl_refuse))
+        .route("/_sim/delay", post(ctl_delay))
+        .route("/_sim/silence", post(ctl_silence))
+        .route("/_sim/inject", post(ctl_inject))
+        .route("/_sim/rate-limit", post(ctl_rate_limit))
+        .route("/_sim/token", post(ctl_token))
+        .with_state(sim)
+}
+
+async fn websocket(AxState(sim): Sim, upgrade: WebSocketUpgrade) -> Response {
+    let refusing = sim.faults().refuse_until.is_some_and(|t| Instant::now() < t);
+    if refusing {
+        return (StatusCode::SERVICE_UNAVAILABLE, "refusing connections (fault injected)").into_response();
+    }
+    upgrade
+        .on_upgrade(move |socket| super::ws::serve_socket(sim, socket))
+        .into_response()
+}
+
+fn fail(status: StatusCode, error: &str, error_type: &str) -> Response {
+    (
+        status,
+        Json(json!({"success": false, "error": error, "errorType": error_type})),
+    )
+        .into_response()
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"status": "error", "message": "You must be logged in to do this."})),
+    )
+        .into_response()
+}
+
+/// The authenticated user, after the REST rate limiter.
+fn authed(sim: &SimInner, headers: &HeaderMap, route: &str) -> Result<User, Response> {
+    let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let mut st = sim.state();
+    let user = st.user_for_token(&h("X-User-Id"), &h("X-Auth-Token")).cloned().ok_or_else(unauthorized)?;
+    limited(&mut st, Some(&user.id), route)?;
+    Ok(user)
+}
+
+fn limited(st: &mut super::state::State, uid: Option<&str>, route: &str) -> Result<(), Response> {
+    match st.rest_rate_check(uid, route) {
+        Ok(()) => Ok(()),
+        Err(reset) => {
+            let wait = ((reset - super::state::now_ms()).max(0) / 1000) + 1;
+            let mut r = fail(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!("Error, too many requests. Please slow down. You must wait {wait} seconds before trying this endpoint again."),
+                "error-too-many-requests",
+            );
+            let hs = r.headers_mut();
+            if let Some((limit, _)) = st.rest_limit {
+                hs.insert("X-RateLimit-Limit", HeaderValue::from(limit));
+            }
+            hs.insert("X-RateLimit-Remaining", HeaderValue::from(0));
+            hs.insert("X-RateLimit-Reset", HeaderValue::from(reset));
+            Err(r)
+        }
+    }
+}
+
+async fn info() -> Json<Value> {
+    Json(json!({"version": "8.0", "minimumClientVersions": {"desktop": "4.0.0", "mobile": "4.0.0"}, "success": true}))
+}
+
+async fn login(AxState(sim): Sim, Json(body): Json<Value>) -> Response {
+    let mut st = sim.state();
+    let params = if let Some(r) = body.get("resume") {
+        json!([{ "resume": r }])
+    } else {
+        let user = body.get("user").or_else(|| body.get("username")).cloned().unwrap_or(Value::Null);
+        json!([{ "user": {"username": user}, "password": body.get("password").cloned().unwrap_or(Value::Null) }])
+    };
+    match st.login(&params) {
+        Ok((uid, token, _)) => {
+            let me = st.user(&uid).map(user_json).unwrap_or(Value::Null);
+            Json(json!({"status": "success", "data": {"authToken": token, "userId": uid, "me": me}})).into_response()
+        }
+        Err(_) => (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"status": "error", "error": "Unauthorized", "message": "Unauthorized"})),
+        )
+            .into_response(),
+    }
+}
+
+fn user_json(u: &User) -> Value {
+    json!({"_id": u.id, "username": u.username, "name": u.name, "roles": u.roles, "status": "online", "active": true, "type": if u.is_bot() {"bot"} else {"user"}})
+}
+
+async fn me(AxState(sim): Sim, headers: HeaderMap) -> Response {
+    match authed(&sim, &headers, "me") {
+        Ok(u) => {
+            let mut v = user_json(&u);
+            v["success"] = json!(true);
+            Json(v).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+struct UsersInfoQuery {
+    username: Option<String>,
+    #[serde(rename = "userId")]
+    user_id: Option<String>,
+}
+
+async fn users_info(AxState(sim): Sim, headers: HeaderMap, Query(q): Query<UsersInfoQuery>) -> Response {
+    let caller = match authed(&sim, &headers, "users.info") {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let st = sim.state();
+    let found = match (&q.username, &q.user_id) {
+        (Some(n), _) => st.user_by_name(n),
+        (None, Some(id)) => st.user(id),
+        _ => None,
+    };
+    let Some(u) = found else {
+        return fail(StatusCode::BAD_REQUEST, "User not found.", "error-invalid-user");
+    };
+    let mut v = user_json(u);
+    let full = caller.id == u.id || caller.roles.iter().any(|r| r == "admin");
+    if !full {
+        if let Some(o) = v.as_object_mut() {
+            o.remove("roles");
+        }
+    }
+    Json(json!({"user": v, "success": true})).into_response()
+}
+
+async fn post_message(AxState(sim): Sim, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    let user = match authed(&sim, &headers, "chat.postMessage") {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let mut st = sim.state();
+    let target = body
+        .get("roomId")
+        .or_else(|| body.get("channel"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let rid = match super::resolve_room(&mut st, &user.id, &target) {
+        Ok(r) => r,
+        Err(_) => return fail(StatusCode::BAD_REQUEST, "Invalid room", "error-invalid-channel"),
+    };
+    let text = body.get("text").and_then(Value::as_str).unwrap_or_default();
+    let mut m = json!({"rid": rid, "msg": text});
+    if let Some(t) = body.get("tmid") {
+        m["tmid"] = t.clone();
+    }
+    match st.send_message(&user.id, &m) {
+        Ok(Some(doc)) => Json(json!({"ts": doc["ts"]["$date"], "channel": target, "message": doc, "success": true})).into_response(),
+        Ok(None) => fail(StatusCode::BAD_REQUEST, "Message size exceeds the allowed limit", "error-message-size-exceeded"),
+        Err(e) => fail(StatusCode::BAD_REQUEST, e["reason"].as_str().unwrap_or("error"), e["error"].as_str().unwrap_or("error")),
+    }
+}
+
+async fn send_message(AxState(sim): Sim, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    let user = match authed(&sim, &headers, "chat.sendMessage") {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let mut st = sim.state();
+    let m = body.get("message").cloned().unwrap_or(Value::Null);
+    if let Some(existing) = m.get("_id").and_then(Value::as_str).and_then(|id| st.message_index(id)) {
+        let doc = st.message_json(&st.messages[existing]);
+        return Json(json!({"message": doc, "success": true})).into_response();
+    }
+    let text_len = m.get("msg").and_then(Value::as_str).map_or(0, |t| t.chars().count());
+    if text_len > st.max_message_len {
+        return fail(StatusCode::BAD_REQUEST, "Message size exceeds the allowed limit", "error-message-size-exceeded");
+    }
+    match st.send_message(&user.id, &m) {
+        Ok(Some(doc)) => Json(json!({"message": doc, "success": true})).into_response(),
+        Ok(None) => fail(StatusCode::BAD_REQUEST, "Message could not be sent", "error-message-not-sent"),
+        Err(e) => fail(StatusCode::BAD_REQUEST, e["reason"].as_str().unwrap_or("error"), e["error"].as_str().unwrap_or("error")),
+    }
+}
+
+async fn chat_update(AxState(sim): Sim, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    let user = match authed(&sim, &headers, "chat.update") {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let mut st = sim.state();
+    let id = body.get("msgId").cloned().unwrap_or(Value::Null);
+    let m = json!({"_id": id, "msg": body.get("text").cloned().unwrap_or(Value::Null)});
+    match st.update_message(&user.id, &m) {
+        Ok(()) => {
+            let doc = id.as_str().and_then(|i| st.message_index(i)).map(|i| st.message_json(&st.messages[i]));
+            Json(json!({"message": doc, "success": true})).into_response()
+        }
+        Err(e) => fail(StatusCode::BAD_REQUEST, e["reason"].as_str().unwrap_or("error"), e["error"].as_str().unwrap_or("error")),
+    }
+}
+
+async fn chat_react(AxState(sim): Sim, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    let user = match authed(&sim, &headers, "chat.react") {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let mut st = sim.state();
+    let emoji = body.get("emoji").and_then(Value::as_str).unwrap_or_default().trim_matches(':').to_string();
+    let should = body.get("shouldReact").cloned().unwrap_or(Value::Null);
+    let msg_id = body.get("messageId").cloned().unwrap_or(Value::Null);
+    match st.set_reaction(&user.id, &json!(format!(":{emoji}:")), &msg_id, &should) {
+        Ok(()) => Json(json!({"success": true})).into_response(),
+        Err(e) => fail(StatusCode::BAD_REQUEST, e["reason"].as_str().unwrap_or("error"), e["error"].as_str().unwrap_or("error")),
+    }
+}
+
+fn handle(sim: &Arc<SimInner>) -> RocketChatSim {
+    RocketChatSim {
+        inner: sim.clone(),
+        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    }
+}
+
+#[derive(Deserialize)]
+struct CtlPost {
+    user: String,
+    room: String,
+    text: String,
+    tmid: Option<String>,
+}
+
+async fn ctl_post(AxState(sim): Sim, Json(b): Json<CtlPost>) -> Response {
+    match handle(&sim).post_in(&b.user, &b.room, &b.text, b.tmid.as_deref()) {
+        Ok(m) => Json(m).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct CtlEdit {
+    user: String,
+    id: String,
+    text: String,
+}
+
+async fn ctl_edit(AxState(sim): Sim, Json(b): Json<CtlEdit>) -> Response {
+    match handle(&sim).edit(&b.user, &b.id, &b.text) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct CtlRoom {
+    room: String,
+}
+
+async fn ctl_messages(AxState(sim): Sim, Query(q): Query<CtlRoom>) -> Response {
+    match handle(&sim).messages(&q.room) {
+        Ok(m) => Json(m).into_response(),
+        Err(e) => (StatusCode::NOT_FOUND, e.to_string()).into_response(),
+    }
+}
+
+async fn ctl_drop(AxState(sim): Sim) -> StatusCode {
+    handle(&sim).drop_connections();
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct CtlSeconds {
+    seconds: f64,
+}
+
+async fn ctl_refuse(AxState(sim): Sim, Json(b): Json<CtlSeconds>) -> StatusCode {
+    handle(&sim).refuse_connections_for(Duration::from_secs_f64(b.seconds.clamp(0.0, 86_400.0)));
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct CtlDelay {
+    ms: u64,
+}
+
+async fn ctl_delay(AxState(sim): Sim, Json(b): Json<CtlDelay>) -> StatusCode {
+    handle(&sim).set_delay(Duration::from_millis(b.ms));
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct CtlSilence {
+    on: bool,
+}
+
+async fn ctl_silence(AxState(sim): Sim, Json(b): Json<CtlSilence>) -> StatusCode {
+    handle(&sim).set_silent(b.on);
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct CtlInject {
+    frame: String,
+}
+
+async fn ctl_inject(AxState(sim): Sim, Json(b): Json<CtlInject>) -> StatusCode {
+    handle(&sim).inject_frame(&b.frame);
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct CtlRate {
+    method: String,
+    /// Omit to remove the limit.
+    limit: Option<u32>,
+    #[serde(default = "one_second")]
+    window_ms: u64,
+    #[serde(default)]
+    exempt_bots: bool,
+}
+
+fn one_second() -> u64 {
+    1000
+}
+
+async fn ctl_rate_limit(AxState(sim): Sim, Json(b): Json<CtlRate>) -> StatusCode {
+    let rule = b.limit.map(|limit| RateRule {
+        limit,
+        window: Duration::from_millis(b.window_ms),
+        exempt_bots: b.exempt_bots,
+    });
+    handle(&sim).set_rate_limit(&b.method, rule);
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct CtlToken {
+    user: String,
+}
+
+async fn ctl_token(AxState(sim): Sim, Json(b): Json<CtlToken>) -> Response {
+    match handle(&sim).create_token(&b.user) {
+        Ok((token, id)) => Json(json!({"token": token, "userId": id})).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}

@@ -1,0 +1,742 @@
+//! The simulated Rocket.Chat's data and method semantics: users, tokens, rooms, messages, rate limits and fan-out.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::chat::rocketchat::{new_message_id, password_digest};
+
+/// A frame queued for one client connection.
+#[derive(Debug, Clone)]
+pub enum Out {
+    Frame(String),
+    Close,
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    pub name: String,
+    pub password: String,
+    pub roles: Vec<String>,
+}
+
+impl User {
+    pub fn is_bot(&self) -> bool {
+        self.roles.iter().any(|r| r == "bot")
+    }
+    fn bypasses_rest_limit(&self) -> bool {
+        self.roles.iter().any(|r| r == "bot" || r == "admin")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Room {
+    pub id: String,
+    /// Channel name; for a DM, empty.
+    pub name: String,
+    /// `c`, `p` or `d`.
+    pub kind: char,
+    pub members: BTreeSet<String>,
+}
+
+/// A stored message, rendered to the server's JSON document on the way out.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub id: String,
+    pub rid: String,
+    pub msg: String,
+    pub ts: i64,
+    pub updated_at: i64,
+    pub user_id: String,
+    pub t: Option<String>,
+    pub tmid: Option<String>,
+    pub tcount: u32,
+    pub edited_at: Option<i64>,
+    pub edited_by: Option<String>,
+    pub reactions: BTreeMap<String, Vec<String>>,
+    pub bot: Option<Value>,
+}
+
+/// A rate-limit rule for one DDP method, counted per user.
+#[derive(Debug, Clone)]
+pub struct RateRule {
+    pub limit: u32,
+    pub window: Duration,
+    /// Users with the `bot` role (`send-many-messages`) are exempt.
+    pub exempt_bots: bool,
+}
+
+/// What the simulator notes as it happens, for the terminal prompt and the benchmark.
+#[derive(Debug, Clone)]
+pub enum SimEvent {
+    Message { room: String, message: Value, edited: bool },
+}
+
+pub(crate) struct Conn {
+    pub user_id: Option<String>,
+    pub tx: mpsc::UnboundedSender<Out>,
+    pub my_messages: bool,
+    pub notify: BTreeSet<String>,
+}
+
+/// Replies to a DDP method: `Ok(None)` is a result frame without `result`.
+pub type MethodReply = Result<Option<Value>, Value>;
+
+pub struct State {
+    pub users: Vec<User>,
+    pub tokens: HashMap<String, String>,
+    pub rooms: BTreeMap<String, Room>,
+    pub messages: Vec<Message>,
+    index: HashMap<String, usize>,
+    pub(crate) conns: HashMap<u64, Conn>,
+    pub rate_rules: HashMap<String, RateRule>,
+    rate_log: HashMap<(String, String), VecDeque<Instant>>,
+    rest_log: HashMap<(String, String), VecDeque<Instant>>,
+    pub rest_limit: Option<(u32, Duration)>,
+    pub max_message_len: usize,
+    last_ts: i64,
+    pub events: broadcast::Sender<SimEvent>,
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+pub fn error_value(code: impl Into<Value>, reason: &str) -> Value {
+    let code = code.into();
+    let code_text = match &code {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    json!({
+        "isClientSafe": true,
+        "error": code,
+        "reason": reason,
+        "message": format!("{reason} [{code_text}]"),
+        "errorType": "Meteor.Error"
+    })
+}
+
+impl State {
+    pub fn new() -> State {
+        let mut rate_rules = HashMap::new();
+        rate_rules.insert(
+            "sendMessage".to_string(),
+            RateRule {
+                limit: 5,
+                window: Duration::from_secs(1),
+                exempt_bots: true,
+            },
+        );
+        rate_rules.insert(
+            "createDirectMessage".to_string(),
+            RateRule {
+                limit: 10,
+                window: Duration::from_secs(60),
+                exempt_bots: true,
+            },
+        );
+        State {
+            users: Vec::new(),
+            tokens: HashMap::new(),
+            rooms: BTreeMap::new(),
+            messages: Vec::new(),
+            index: HashMap::new(),
+            conns: HashMap::new(),
+            rate_rules,
+            rate_log: HashMap::new(),
+            rest_log: HashMap::new(),
+            rest_limit: Some((10, Duration::from_secs(60))),
+            max_message_len: 5000,
+            last_ts: 0,
+            events: broadcast::channel(4096).0,
+        }
+    }
+
+    fn next_ts(&mut self) -> i64 {
+        self.last_ts = now_ms().max(self.last_ts + 1);
+        self.last_ts
+    }
+
+    pub fn add_user(&mut self, username: &str, roles: &[&str]) -> String {
+        let id = new_message_id();
+        self.users.push(User {
+            id: id.clone(),
+            username: username.to_string(),
+            name: capitalise(username),
+            password: username.to_string(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+        });
+        id
+    }
+
+    pub fn add_channel(&mut self, name: &str, private: bool, members: &[&str]) -> String {
+        let id = new_message_id();
+        let members = members
+            .iter()
+            .filter_map(|u| self.user_by_name(u).map(|u| u.id.clone()))
+            .collect();
+        self.rooms.insert(
+            id.clone(),
+            Room {
+                id: id.clone(),
+                name: name.to_string(),
+                kind: if private { 'p' } else { 'c' },
+                members,
+            },
+        );
+        id
+    }
+
+    pub fn user_by_name(&self, username: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.username == username)
+    }
+
+    pub fn user(&self, id: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.id == id)
+    }
+
+    pub fn room_by_name(&self, name: &str) -> Option<&Room> {
+        let name = name.trim_start_matches('#');
+        self.rooms.values().find(|r| r.name == name)
+    }
+
+    /// A new personal access token for `username`.
+    pub fn create_token(&mut self, username: &str) -> Option<String> {
+        let uid = self.user_by_name(username)?.id.clone();
+        let token = format!("pat-{}{}", new_message_id(), new_message_id());
+        self.tokens.insert(token.clone(), uid);
+        Some(token)
+    }
+
+    pub fn user_for_token(&self, user_id: &str, token: &str) -> Option<&User> {
+        self.tokens
+            .get(token)
+            .filter(|uid| *uid == user_id)
+            .and_then(|uid| self.user(uid))
+    }
+
+    pub fn message_json(&self, m: &Message) -> Value {
+        let user = self.user(&m.user_id);
+        let mut v = json!({
+            "_id": m.id,
+            "rid": m.rid,
+            "msg": m.msg,
+            "ts": {"$date": m.ts},
+            "u": {
+                "_id": m.user_id,
+                "username": user.map(|u| u.username.clone()).unwrap_or_default(),
+                "name": user.map(|u| u.name.clone()).unwrap_or_default(),
+            },
+            "_updatedAt": {"$date": m.updated_at},
+            "mentions": mentions(&m.msg, &self.users),
+            "channels": [],
+            "urls": [],
+        });
+        if let Some(t) = &m.t {
+            v["t"] = json!(t);
+        }
+        if let Some(tmid) = &m.tmid {
+            v["tmid"] = json!(tmid);
+        }
+        if m.tcount > 0 {
+            v["tcount"] = json!(m.tcount);
+        }
+        if let Some(at) = m.edited_at {
+            v["editedAt"] = json!({"$date": at});
+            let by = m.edited_by.clone().unwrap_or_default();
+            let name = self.user(&by).map(|u| u.username.clone()).unwrap_or_default();
+            v["editedBy"] = json!({"_id": by, "username": name});
+        }
+        if !m.reactions.is_empty() {
+            let r: serde_json::Map<String, Value> = m
+                .reactions
+                .iter()
+                .map(|(k, users)| (k.clone(), json!({ "usernames": users })))
+                .collect();
+            v["reactions"] = Value::Object(r);
+        }
+        if let Some(b) = &m.bot {
+            v["bot"] = b.clone();
+        }
+        v
+    }
+
+    /// Inserts a message and fans it out; returns its document.
+    pub fn insert_message(
+        &mut self,
+        user_id: &str,
+        rid: &str,
+        text: &str,
+        id: Option<String>,
+        tmid: Option<String>,
+        t: Option<&str>,
+        bot: Option<Value>,
+    ) -> Value {
+        let ts = self.next_ts();
+        let m = Message {
+            id: id.unwrap_or_else(new_message_id),
+            rid: rid.to_string(),
+            msg: text.to_string(),
+            ts,
+            updated_at: ts,
+            user_id: user_id.to_string(),
+            t: t.map(str::to_string),
+            tmid: tmid.clone(),
+            tcount: 0,
+            edited_at: None,
+            edited_by: None,
+            reactions: BTreeMap::new(),
+            bot,
+        };
+        self.index.insert(m.id.clone(), self.messages.len());
+        self.messages.push(m);
+        let idx = self.messages.len() - 1;
+        self.fan_out(idx, false);
+        if let Some(parent) = tmid.and_then(|p| self.index.get(&p).copied()) {
+            self.messages[parent].tcount += 1;
+            self.messages[parent].updated_at = ts;
+            self.fan_out(parent, false);
+        }
+        self.message_json(&self.messages[idx])
+    }
+
+    /// Sends a message event to every connection that may see it, and to observers.
+    fn fan_out(&mut self, idx: usize, edited: bool) {
+        let doc = self.message_json(&self.messages[idx]);
+        let Some(room) = self.rooms.get(&self.messages[idx].rid) else {
+            return;
+        };
+        for conn in self.conns.values() {
+            let (Some(uid), true) = (&conn.user_id, conn.my_messages) else {
+                continue;
+            };
+            let member = room.members.contains(uid);
+            if !member && room.kind != 'c' {
+                continue;
+            }
+            let mut meta = json!({"roomParticipant": member, "roomType": room.kind.to_string()});
+            if room.kind != 'd' {
+                meta["roomName"] = json!(room.name);
+            }
+            let frame = json!({
+                "msg": "changed",
+                "collection": "stream-room-messages",
+                "id": "id",
+                "fields": {"eventName": "__my_messages__", "args": [doc, meta]}
+            });
+            let _ = conn.tx.send(Out::Frame(frame.to_string()));
+        }
+        let _ = self.events.send(SimEvent::Message {
+            room: room_label(room, &self.users),
+            message: doc,
+            edited,
+        });
+    }
+
+    fn notify_subscription(&self, user_id: &str, room: &Room, action: &str) {
+        let event = format!("{user_id}/subscriptions-changed");
+        let sub = self.subscription_json(user_id, room);
+        let frame = json!({
+            "msg": "changed",
+            "collection": "stream-notify-user",
+            "id": "id",
+            "fields": {"eventName": event, "args": [action, sub]}
+        })
+        .to_string();
+        for conn in self.conns.values() {
+            if conn.user_id.as_deref() == Some(user_id) && conn.notify.contains(&event) {
+                let _ = conn.tx.send(Out::Frame(frame.clone()));
+            }
+        }
+    }
+
+    fn subscription_json(&self, user_id: &str, room: &Room) -> Value {
+        let user = self.user(user_id);
+        let name = if room.kind == 'd' {
+            room.members
+                .iter()
+                .find(|m| *m != user_id)
+                .and_then(|m| self.user(m))
+                .map(|u| u.username.clone())
+                .unwrap_or_default()
+        } else {
+            room.name.clone()
+        };
+        json!({
+            "_id": format!("{}{}", room.id, user_id),
+            "rid": room.id,
+            "t": room.kind.to_string(),
+            "name": name,
+            "fname": name,
+            "u": {"_id": user_id, "username": user.map(|u| u.username.clone()).unwrap_or_default()},
+            "open": true,
+            "unread": 0,
+            "_updatedAt": {"$date": now_ms()},
+        })
+    }
+
+    /// Checks and counts a rate-limited call; `Err(ms)` is the time to reset.
+    fn rate_check(&mut self, user_id: &str, method: &str) -> Result<(), u64> {
+        let Some(rule) = self.rate_rules.get(method).cloned() else {
+            return Ok(());
+        };
+        if rule.exempt_bots && self.user(user_id).is_some_and(User::is_bot) {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let log = self
+            .rate_log
+            .entry((user_id.to_string(), method.to_string()))
+            .or_default();
+        while log.front().is_some_and(|t| now.duration_since(*t) >= rule.window) {
+            log.pop_front();
+        }
+        if log.len() as u32 >= rule.limit {
+            let oldest = log.front().copied().unwrap_or(now);
+            let reset = rule.window.saturating_sub(now.duration_since(oldest));
+            return Err(reset.as_millis().max(1) as u64);
+        }
+        log.push_back(now);
+        Ok(())
+    }
+
+    /// REST limiter: `Err(reset_epoch_ms)` when over the limit.
+    pub fn rest_rate_check(&mut self, user_id: Option<&str>, route: &str) -> Result<(), i64> {
+        let Some((limit, window)) = self.rest_limit else {
+            return Ok(());
+        };
+        if let Some(u) = user_id.and_then(|id| self.user(id)) {
+            if u.bypasses_rest_limit() {
+                return Ok(());
+            }
+        }
+        let now = Instant::now();
+        let log = self
+            .rest_log
+            .entry((user_id.unwrap_or("").to_string(), route.to_string()))
+            .or_default();
+        while log.front().is_some_and(|t| now.duration_since(*t) >= window) {
+            log.pop_front();
+        }
+        if log.len() as u32 >= limit {
+            let oldest = log.front().copied().unwrap_or(now);
+            let reset = window.saturating_sub(now.duration_since(oldest));
+            return Err(now_ms() + reset.as_millis() as i64);
+        }
+        log.push_back(now);
+        Ok(())
+    }
+
+    /// Password or resume login; on success returns `(user id, token, type)`.
+    pub fn login(&mut self, params: &Value) -> Result<(String, String, &'static str), Value> {
+        let p = params.get(0).ok_or_else(|| error_value(400, "Match failed"))?;
+        if let Some(resume) = p.get("resume").and_then(Value::as_str) {
+            let uid = self.tokens.get(resume).cloned().ok_or_else(|| {
+                error_value(403, "You've been logged out by the server. Please log in again.")
+            })?;
+            return Ok((uid, resume.to_string(), "resume"));
+        }
+        let username = p
+            .get("user")
+            .and_then(|u| u.get("username").or_else(|| u.get("email")))
+            .and_then(Value::as_str)
+            .ok_or_else(|| error_value(400, "Match failed"))?;
+        let user = self
+            .user_by_name(username)
+            .cloned()
+            .ok_or_else(|| error_value(403, "User not found"))?;
+        let digest = match p.get("password") {
+            Some(Value::String(plain)) => password_digest(plain),
+            Some(obj) => obj
+                .get("digest")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            None => return Err(error_value(400, "Match failed")),
+        };
+        if digest != password_digest(&user.password) {
+            return Err(error_value(403, "Incorrect password"));
+        }
+        let token = new_message_id() + &new_message_id();
+        self.tokens.insert(token.clone(), user.id.clone());
+        Ok((user.id, token, "password"))
+    }
+
+    /// Dispatches one DDP method for a logged-in user.
+    pub fn call(&mut self, user_id: &str, method: &str, params: &Value) -> MethodReply {
+        if let Err(ms) = self.rate_check(user_id, method) {
+            return Err(json!({
+                "isClientSafe": true,
+                "error": "too-many-requests",
+                "reason": format!("Error, too many requests. Please slow down. You must wait {} seconds before trying again.", ms.div_ceil(1000)),
+                "details": {"timeToReset": ms},
+                "errorType": "Meteor.Error"
+            }));
+        }
+        let arg = |i: usize| params.get(i).cloned().unwrap_or(Value::Null);
+        match method {
+            "sendMessage" => self.send_message(user_id, &arg(0)),
+            "updateMessage" => self.update_message(user_id, &arg(0)).map(|_| None),
+            "setReaction" => self.set_reaction(user_id, &arg(0), &arg(1), &arg(2)).map(|_| None),
+            "getRoomIdByNameOrId" => {
+                let key = arg(0).as_str().unwrap_or_default().to_string();
+                let room = self
+                    .rooms
+                    .get(&key)
+                    .or_else(|| self.room_by_name(&key))
+                    .ok_or_else(|| error_value("error-not-allowed", "Not allowed"))?;
+                if room.kind != 'c' && !room.members.contains(user_id) {
+                    return Err(error_value("error-not-allowed", "Not allowed"));
+                }
+                Ok(Some(json!(room.id)))
+            }
+            "joinRoom" => {
+                let rid = arg(0).as_str().unwrap_or_default().to_string();
+                let room = self
+                    .rooms
+                    .get(&rid)
+                    .cloned()
+                    .ok_or_else(|| error_value("error-invalid-room", "Invalid room"))?;
+                if room.kind != 'c' && !room.members.contains(user_id) {
+                    return Err(error_value("error-not-allowed", "Not allowed"));
+                }
+                if !room.members.contains(user_id) {
+                    if let Some(r) = self.rooms.get_mut(&rid) {
+                        r.members.insert(user_id.to_string());
+                    }
+                    let room = self.rooms[&rid].clone();
+                    self.notify_subscription(user_id, &room, "inserted");
+                    let name = self.user(user_id).map(|u| u.username.clone()).unwrap_or_default();
+                    self.insert_message(user_id, &rid, &name, None, None, Some("uj"), None);
+                }
+                Ok(Some(json!(true)))
+            }
+            "createDirectMessage" => {
+                let mut names = Vec::new();
+                for p in params.as_array().cloned().unwrap_or_default() {
+                    let Some(n) = p.as_str() else {
+                        return Err(error_value(400, "Match failed"));
+                    };
+                    names.push(n.to_string());
+                }
+                let mut members = BTreeSet::from([user_id.to_string()]);
+                for n in &names {
+                    let u = self
+                        .user_by_name(n)
+                        .ok_or_else(|| error_value("error-invalid-user", "Invalid user"))?;
+                    members.insert(u.id.clone());
+                }
+                let rid: String = members.iter().cloned().collect();
+                if !self.rooms.contains_key(&rid) {
+                    let room = Room {
+                        id: rid.clone(),
+                        name: String::new(),
+                        kind: 'd',
+                        members: members.clone(),
+                    };
+                    self.rooms.insert(rid.clone(), room.clone());
+                    for m in &members {
+                        self.notify_subscription(m, &room, "inserted");
+                    }
+                }
+                let usernames: Vec<String> = members
+                    .iter()
+                    .filter_map(|m| self.user(m).map(|u| u.username.clone()))
+                    .collect();
+                Ok(Some(json!({"t": "d", "rid": rid, "_id": rid, "usernames": usernames})))
+            }
+            "loadHistory" => {
+                let rid = arg(0).as_str().unwrap_or_default().to_string();
+                self.readable(user_id, &rid)?;
+                let end = crate::chat::rocketchat::ddp::read_ejson_date(&arg(1));
+                let limit = arg(2).as_u64().unwrap_or(20).min(1000) as usize;
+                let msgs: Vec<Value> = self
+                    .messages
+                    .iter()
+                    .rev()
+                    .filter(|m| m.rid == rid && end.is_none_or(|e| m.ts < e))
+                    .take(limit)
+                    .map(|m| self.message_json(m))
+                    .collect();
+                Ok(Some(json!({"messages": msgs, "unreadNotLoaded": 0})))
+            }
+            "loadMissedMessages" => {
+                let rid = arg(0).as_str().unwrap_or_default().to_string();
+                self.readable(user_id, &rid)?;
+                let since = crate::chat::rocketchat::ddp::read_ejson_date(&arg(1))
+                    .ok_or_else(|| error_value(400, "Match failed"))?;
+                let msgs: Vec<Value> = self
+                    .messages
+                    .iter()
+                    .rev()
+                    .filter(|m| m.rid == rid && m.ts > since)
+                    .map(|m| self.message_json(m))
+                    .collect();
+                Ok(Some(Value::Array(msgs)))
+            }
+            "subscriptions/get" => {
+                let subs: Vec<Value> = self
+                    .rooms
+                    .values()
+                    .filter(|r| r.members.contains(user_id))
+                    .map(|r| self.subscription_json(user_id, r))
+                    .collect();
+                Ok(Some(Value::Array(subs)))
+            }
+            _ => Err(error_value(404, &format!("Method '{method}' not found"))),
+        }
+    }
+
+    fn readable(&self, user_id: &str, rid: &str) -> Result<(), Value> {
+        match self.rooms.get(rid) {
+            Some(r) if r.kind == 'c' || r.members.contains(user_id) => Ok(()),
+            _ => Err(error_value("error-invalid-room", "Invalid room")),
+        }
+    }
+
+    /// `sendMessage`: the real server swallows most errors into an empty result.
+    pub fn send_message(&mut self, user_id: &str, m: &Value) -> MethodReply {
+        const ALLOWED: &[&str] = &[
+            "_id", "rid", "msg", "tmid", "tshow", "ts", "t", "bot", "content", "e2e", "e2eMentions",
+            "customFields", "federation", "groupable", "sentByEmail",
+        ];
+        let Some(obj) = m.as_object() else {
+            return Err(error_value(400, "Match failed"));
+        };
+        if obj.keys().any(|k| !ALLOWED.contains(&k.as_str())) {
+            return Err(error_value(400, "Match failed"));
+        }
+        let rid = obj.get("rid").and_then(Value::as_str).unwrap_or_default().to_string();
+        let text = obj.get("msg").and_then(Value::as_str).unwrap_or_default().to_string();
+        match self.rooms.get(&rid) {
+            Some(r) if r.members.contains(user_id) => {}
+            _ => return Err(error_value("error-not-allowed", "Not allowed")),
+        }
+        let id = obj.get("_id").and_then(Value::as_str).map(str::to_string);
+        if id.as_ref().is_some_and(|id| self.index.contains_key(id)) {
+            return Ok(None);
+        }
+        if text.chars().count() > self.max_message_len {
+            return Ok(None);
+        }
+        let tmid = obj.get("tmid").and_then(Value::as_str).map(str::to_string);
+        let bot = obj.get("bot").cloned();
+        Ok(Some(self.insert_message(user_id, &rid, &text, id, tmid, None, bot)))
+    }
+
+    pub fn update_message(&mut self, user_id: &str, m: &Value) -> Result<(), Value> {
+        let id = m.get("_id").and_then(Value::as_str).unwrap_or_default();
+        let text = m
+            .get("msg")
+            .and_then(Value::as_str)
+            .ok_or_else(|| error_value(400, "Match failed"))?
+            .to_string();
+        let idx = *self
+            .index
+            .get(id)
+            .ok_or_else(|| error_value("error-action-not-allowed", "Not allowed"))?;
+        if self.messages[idx].user_id != user_id {
+            return Err(error_value("error-action-not-allowed", "Not allowed"));
+        }
+        if text.chars().count() > self.max_message_len {
+            return Err(error_value("error-message-size-exceeded", "Message size exceeds the allowed limit"));
+        }
+        if self.messages[idx].msg == text {
+            return Ok(());
+        }
+        let ts = self.next_ts();
+        let msg = &mut self.messages[idx];
+        msg.msg = text;
+        msg.edited_at = Some(ts);
+        msg.edited_by = Some(user_id.to_string());
+        msg.updated_at = ts;
+        self.fan_out(idx, true);
+        Ok(())
+    }
+
+    pub fn set_reaction(&mut self, user_id: &str, emoji: &Value, msg_id: &Value, should: &Value) -> Result<(), Value> {
+        let emoji = emoji.as_str().unwrap_or_default().to_string();
+        let valid = emoji.len() > 2
+            && emoji.starts_with(':')
+            && emoji.ends_with(':')
+            && emoji[1..emoji.len() - 1]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_+-".contains(c));
+        if !valid {
+            return Err(error_value("error-not-allowed", "Invalid emoji provided."));
+        }
+        let idx = *self
+            .index
+            .get(msg_id.as_str().unwrap_or_default())
+            .ok_or_else(|| error_value("error-not-allowed", "Not allowed"))?;
+        let username = self.user(user_id).map(|u| u.username.clone()).unwrap_or_default();
+        let users = self.messages[idx].reactions.entry(emoji.clone()).or_default();
+        let has = users.contains(&username);
+        let want = should.as_bool().unwrap_or(!has);
+        if want == has {
+            return Ok(());
+        }
+        if want {
+            users.push(username);
+        } else {
+            users.retain(|u| *u != username);
+            if users.is_empty() {
+                self.messages[idx].reactions.remove(&emoji);
+            }
+        }
+        self.messages[idx].updated_at = self.next_ts();
+        self.fan_out(idx, false);
+        Ok(())
+    }
+
+    /// A room's messages, oldest first, as documents.
+    pub fn room_messages(&self, rid: &str) -> Vec<Value> {
+        self.messages
+            .iter()
+            .filter(|m| m.rid == rid)
+            .map(|m| self.message_json(m))
+            .collect()
+    }
+
+    pub fn message_index(&self, id: &str) -> Option<usize> {
+        self.index.get(id).copied()
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+/// `#ops`, or `@alice,@rocketops` for a DM.
+pub fn room_label(room: &Room, users: &[User]) -> String {
+    if room.kind == 'd' {
+        room.members
+            .iter()
+            .filter_map(|m| users.iter().find(|u| u.id == *m))
+            .map(|u| format!("@{}", u.username))
+            .collect::<Vec<_>>()
+            .join(",")
+    } else {
+        format!("#{}", room.name)
+    }
+}
+
+fn mentions(text: &str, users: &[User]) -> Value {
+    let list: Vec<Value> = text
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix('@'))
+        .map(|w| w.trim_end_matches([':', ',', '.']))
+        .filter_map(|name| users.iter().find(|u| u.username == name))
+        .map(|u| json!({"_id": u.id, "username": u.username}))
+        .collect();
+    Value::Array(list)
+}

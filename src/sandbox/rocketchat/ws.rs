@@ -1,0 +1,223 @@
+//! The simulator's DDP endpoint: handshake, heartbeat, methods and subscriptions on one WebSocket.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep, sleep_until};
+
+use super::SimInner;
+use super::state::{Conn, Out, error_value};
+
+/// Serves one client until it leaves, is dropped, or stops answering pings.
+pub(crate) async fn serve_socket(sim: Arc<SimInner>, socket: WebSocket) {
+    let conn_id = sim.next_conn.fetch_add(1, Ordering::Relaxed);
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
+    sim.state().conns.insert(
+        conn_id,
+        Conn {
+            user_id: None,
+            tx: tx.clone(),
+            my_messages: false,
+            notify: Default::default(),
+        },
+    );
+    let writer_sim = sim.clone();
+    let mut writer = tokio::spawn(async move {
+        if sink.send(Message::text(r#"{"server_id":"0"}"#)).await.is_err() {
+            return;
+        }
+        while let Some(out) = rx.recv().await {
+            let delay = writer_sim.faults().delay;
+            if !delay.is_zero() {
+                sleep(delay).await;
+            }
+            if writer_sim.faults().silent {
+                continue;
+            }
+            match out {
+                Out::Frame(text) => {
+                    if sink.send(Message::text(text)).await.is_err() {
+                        return;
+                    }
+                }
+                Out::Close => {
+                    let _ = sink.send(Message::Close(None)).await;
+                    return;
+                }
+            }
+        }
+    });
+
+    let send = |v: Value| {
+        let _ = tx.send(Out::Frame(v.to_string()));
+    };
+    let cfg = sim.cfg.clone();
+    let mut connected = false;
+    let mut user_id: Option<String> = None;
+    let mut last_inbound = Instant::now();
+    let mut pinged: Option<Instant> = None;
+    loop {
+        let deadline = match pinged {
+            Some(t) => t + cfg.ping_timeout,
+            None => last_inbound + cfg.ping_interval,
+        };
+        tokio::select! {
+            frame = stream.next() => {
+                let text = match frame {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => { last_inbound = Instant::now(); pinged = None; continue }
+                };
+                last_inbound = Instant::now();
+                pinged = None;
+                if sim.faults().silent {
+                    continue;
+                }
+                if !handle_frame(&sim, conn_id, &text, &mut connected, &mut user_id, &send) {
+                    let _ = tx.send(Out::Close);
+                    break;
+                }
+            }
+            _ = sleep_until(deadline) => {
+                if sim.faults().silent {
+                    last_inbound = Instant::now();
+                    pinged = None;
+                    continue;
+                }
+                if pinged.is_some() {
+                    let _ = tx.send(Out::Close);
+                    break;
+                }
+                send(json!({"msg": "ping"}));
+                pinged = Some(Instant::now());
+            }
+            _ = &mut writer => break,
+            _ = sim.shutdown.cancelled() => { let _ = tx.send(Out::Close); break }
+        }
+    }
+    sim.state().conns.remove(&conn_id);
+    drop(tx);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), writer).await;
+}
+
+/// Handles one text frame; `false` closes the connection.
+fn handle_frame(
+    sim: &SimInner,
+    conn_id: u64,
+    text: &str,
+    connected: &mut bool,
+    user_id: &mut Option<String>,
+    send: &impl Fn(Value),
+) -> bool {
+    let v: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(_) => {
+            send(json!({"msg": "error", "reason": "Parse error"}));
+            return true;
+        }
+    };
+    let msg = v.get("msg").and_then(Value::as_str).unwrap_or_default();
+    if !*connected {
+        if msg != "connect" {
+            send(json!({"msg": "error", "reason": "Must connect first", "offendingMessage": v}));
+            return true;
+        }
+        let version_ok = v.get("version").and_then(Value::as_str) == Some("1");
+        if !version_ok {
+            send(json!({"msg": "failed", "version": "1"}));
+            return false;
+        }
+        *connected = true;
+        send(json!({"msg": "connected", "session": crate::chat::rocketchat::new_message_id()}));
+        return true;
+    }
+    match msg {
+        "ping" => match v.get("id") {
+            Some(id) => send(json!({"msg": "pong", "id": id})),
+            None => send(json!({"msg": "pong"})),
+        },
+        "pong" => {}
+        "connect" => send(json!({"msg": "error", "reason": "Already connected", "offendingMessage": v})),
+        "method" => {
+            let (Some(id), Some(method)) = (
+                v.get("id").and_then(Value::as_str),
+                v.get("method").and_then(Value::as_str),
+            ) else {
+                send(json!({"msg": "error", "reason": "Malformed method invocation", "offendingMessage": v}));
+                return true;
+            };
+            let params = v.get("params").cloned().unwrap_or_else(|| json!([]));
+            let reply = if method == "login" {
+                let mut st = sim.state();
+                match st.login(&params) {
+                    Ok((uid, token, kind)) => {
+                        if let Some(c) = st.conns.get_mut(&conn_id) {
+                            c.user_id = Some(uid.clone());
+                        }
+                        *user_id = Some(uid.clone());
+                        let expires = super::state::now_ms() + 90 * 24 * 3600 * 1000;
+                        Ok(Some(json!({"id": uid, "token": token, "tokenExpires": {"$date": expires}, "type": kind})))
+                    }
+                    Err(e) => Err(e),
+                }
+            } else if let Some(uid) = user_id.as_deref() {
+                sim.state().call(uid, method, &params)
+            } else {
+                Err(error_value("error-invalid-user", "Invalid user"))
+            };
+            match reply {
+                Ok(Some(r)) => send(json!({"msg": "result", "id": id, "result": r})),
+                Ok(None) => send(json!({"msg": "result", "id": id})),
+                Err(e) => send(json!({"msg": "result", "id": id, "error": e})),
+            }
+            send(json!({"msg": "updated", "methods": [id]}));
+        }
+        "sub" => {
+            let (Some(id), Some(name)) = (
+                v.get("id").and_then(Value::as_str),
+                v.get("name").and_then(Value::as_str),
+            ) else {
+                send(json!({"msg": "error", "reason": "Malformed subscription", "offendingMessage": v}));
+                return true;
+            };
+            let first = v.get("params").and_then(|p| p.get(0)).and_then(Value::as_str).unwrap_or_default();
+            let mut st = sim.state();
+            let nosub = |e: Value| json!({"msg": "nosub", "id": id, "error": e});
+            let Some(uid) = user_id.clone() else {
+                send(nosub(error_value("not-allowed", "Not allowed")));
+                return true;
+            };
+            match name {
+                "stream-room-messages" if first == "__my_messages__" => {
+                    if let Some(c) = st.conns.get_mut(&conn_id) {
+                        c.my_messages = true;
+                    }
+                    send(json!({"msg": "ready", "subs": [id]}));
+                }
+                "stream-room-messages" => {
+                    send(nosub(error_value("invalid-event-name", "Per-room streams are not simulated; use __my_messages__")));
+                }
+                "stream-notify-user" if first.starts_with(&format!("{uid}/")) => {
+                    if let Some(c) = st.conns.get_mut(&conn_id) {
+                        c.notify.insert(first.to_string());
+                    }
+                    send(json!({"msg": "ready", "subs": [id]}));
+                }
+                "stream-notify-user" => send(nosub(error_value("not-allowed", "Not allowed"))),
+                other => send(nosub(error_value(404, &format!("Subscription '{other}' not found")))),
+            }
+        }
+        "unsub" => {
+            if let Some(id) = v.get("id") {
+                send(json!({"msg": "nosub", "id": id}));
+            }
+        }
+        _ => send(json!({"msg": "error", "reason": "Bad request", "offendingMessage": v})),
+    }
+    true
+}
