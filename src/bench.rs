@@ -1,1 +1,251 @@
-//! Message-to-answer benchmark against the Rocket.Chat simulator.
+//! Message-to-answer benchmark: the bot as a separate process against the Rocket.Chat simulator, driven by N users.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
+
+use crate::sandbox::rocketchat::{RocketChatSim, SimConfig, SimEvent};
+
+/// Load shape.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Simulated users, each in a direct message with the bot.
+    #[arg(long, default_value_t = 20)]
+    pub users: usize,
+    /// Offered load for the latency phase, messages per second.
+    #[arg(long, default_value_t = 200)]
+    pub rate: u32,
+    /// Length of the latency phase, seconds.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Length of the saturation phase, seconds.
+    #[arg(long, default_value_t = 5)]
+    pub saturate_seconds: u64,
+    /// Pings in flight per user during saturation.
+    #[arg(long, default_value_t = 8)]
+    pub window: usize,
+}
+
+/// Why the benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("cannot start the simulator: {0}")]
+    Simulator(std::io::Error),
+    #[error("cannot start the bot process: {0}")]
+    Spawn(std::io::Error),
+    #[error("the bot did not log in within 20 s")]
+    BotNotReady,
+    #[error("bench setup failed: {0}")]
+    Setup(String),
+}
+
+/// The figures.
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    pub users: usize,
+    pub offered_rate: u32,
+    pub sent: usize,
+    pub answered: usize,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+    pub saturated_answers_per_sec: f64,
+    pub peak_rss_kib: Option<u64>,
+}
+
+impl fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        writeln!(f, "rocketops bench: {} users, /ping in direct messages", self.users)?;
+        writeln!(f, "  latency at {} msg/s: {} sent, {} answered", self.offered_rate, self.sent, self.answered)?;
+        writeln!(f, "    p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms", ms(self.p50), ms(self.p99), ms(self.max))?;
+        writeln!(f, "  saturated: {:.0} answers/s", self.saturated_answers_per_sec)?;
+        match self.peak_rss_kib {
+            Some(k) => write!(f, "  bot peak RSS: {:.1} MB", k as f64 / 1024.0),
+            None => write!(f, "  bot peak RSS: unavailable"),
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Peak resident set (VmHWM) of a process, from /proc.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+struct Tracker {
+    sent: HashMap<u64, (Instant, usize)>,
+    latencies: Vec<Duration>,
+}
+
+/// Runs both phases and reports.
+pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
+    let sim = RocketChatSim::start(SimConfig::default()).await.map_err(BenchError::Simulator)?;
+    let users: Vec<String> = (0..args.users.max(1)).map(|i| format!("bench{i}")).collect();
+    for u in &users {
+        sim.add_user(u, &["user"]);
+    }
+    let dir = tempfile_dir()?;
+    let cfg_path = dir.join("rocketops.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "[bot]\nstore_path = \"{}\"\n[rocketchat]\nurl = \"{}\"\nusername = \"rocketops\"\nrooms = [\"ops\"]\n",
+            dir.join("data").display(),
+            sim.url()
+        ),
+    )
+    .map_err(|e| BenchError::Setup(e.to_string()))?;
+    let exe = std::env::current_exe().map_err(BenchError::Spawn)?;
+    let mut child = tokio::process::Command::new(exe)
+        .arg("run")
+        .arg("--config")
+        .arg(&cfg_path)
+        .env("ROCKETOPS_RC_PASSWORD", "rocketops")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(BenchError::Spawn)?;
+    let pid = child.id().unwrap_or(0);
+    let ready = Instant::now();
+    while sim.sessions_of("rocketops") == 0 {
+        if ready.elapsed() > Duration::from_secs(20) {
+            return Err(BenchError::BotNotReady);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Open each user's DM and let the bot see one message there first.
+    for u in &users {
+        sim.post(u, "@rocketops", "hello").map_err(|e| BenchError::Setup(e.to_string()))?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let tracker = Arc::new(Mutex::new(Tracker { sent: HashMap::new(), latencies: Vec::new() }));
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    let mut events = sim.events();
+    let t2 = tracker.clone();
+    let listener = tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(SimEvent::Message { message, edited: false, .. }) => {
+                    if message["u"]["username"] != "rocketops" {
+                        continue;
+                    }
+                    let Some(seq) = message["msg"].as_str().and_then(|t| t.strip_prefix("pong ")).and_then(|s| s.parse::<u64>().ok()) else {
+                        continue;
+                    };
+                    let now = Instant::now();
+                    let mut t = t2.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some((at, user)) = t.sent.remove(&seq) {
+                        t.latencies.push(now - at);
+                        let _ = done_tx.send(user);
+                    }
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(n)) => tracing::warn!(lost = n, "bench listener lagged"),
+                Err(RecvError::Closed) => break,
+            }
+        }
+    });
+
+    let mut seq: u64 = 0;
+    let mut post = |user: usize, sim: &RocketChatSim, tracker: &Mutex<Tracker>| {
+        seq += 1;
+        tracker.lock().unwrap_or_else(|p| p.into_inner()).sent.insert(seq, (Instant::now(), user));
+        let _ = sim.post(&users[user], "@rocketops", &format!("ping {seq}"));
+    };
+
+    // Phase 1: open loop at the offered rate.
+    let total = (args.rate as u64 * args.seconds) as usize;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate.max(1) as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    for i in 0..total {
+        tick.tick().await;
+        post(i % users.len(), &sim, &tracker);
+    }
+    let drain = Instant::now();
+    while !tracker.lock().unwrap_or_else(|p| p.into_inner()).sent.is_empty() && drain.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    while done_rx.try_recv().is_ok() {}
+    let (answered, mut lat) = {
+        let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
+        t.sent.clear();
+        (t.latencies.len(), std::mem::take(&mut t.latencies))
+    };
+    lat.sort();
+
+    // Phase 2: closed loop, `window` pings in flight per user.
+    for u in 0..users.len() {
+        for _ in 0..args.window.max(1) {
+            post(u, &sim, &tracker);
+        }
+    }
+    let start = Instant::now();
+    let end = start + Duration::from_secs(args.saturate_seconds.max(1));
+    let mut answers = 0usize;
+    while Instant::now() < end {
+        tokio::select! {
+            u = done_rx.recv() => match u {
+                Some(u) => { answers += 1; post(u, &sim, &tracker); }
+                None => break,
+            },
+            _ = tokio::time::sleep_until(end) => break,
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let rss = peak_rss_kib(pid);
+    listener.abort();
+    let _ = child.kill().await;
+    sim.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(BenchReport {
+        users: users.len(),
+        offered_rate: args.rate,
+        sent: total,
+        answered,
+        p50: percentile(&lat, 0.50),
+        p99: percentile(&lat, 0.99),
+        max: lat.last().copied().unwrap_or_default(),
+        saturated_answers_per_sec: answers as f64 / elapsed,
+        peak_rss_kib: rss,
+    })
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf, BenchError> {
+    let dir = std::env::temp_dir().join(format!("rocketops-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| BenchError::Setup(e.to_string()))?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_the_nearest_rank() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&v, 0.5), Duration::from_millis(51));
+        assert_eq!(percentile(&v, 0.99), Duration::from_millis(99));
+        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+    }
+}

@@ -1,3 +1,148 @@
-//! The `rocketops` command line: parses arguments and hands off to the library.
+//! The `rocketops` command line: parses arguments and hands each subcommand to the library.
 
-fn main() {}
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use rocketops::config::{Config, LogFormat};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "rocketops", version, about = "ChatOps for Rocket.Chat on Kubernetes")]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, env = "ROCKETOPS_CONFIG", default_value = "rocketops.toml")]
+    config: PathBuf,
+    /// Log format (overrides `telemetry.log_format`).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the bot against the configured Rocket.Chat server.
+    Run,
+    /// Run the bot against the built-in simulators, with a chat prompt.
+    Sandbox {
+        /// Address for the Rocket.Chat simulator (default: a free loopback port).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Serve the simulators only, without the bot.
+        #[arg(long)]
+        no_bot: bool,
+    },
+    /// Validate the configuration file and print a summary.
+    CheckConfig,
+    /// Show the newest audit entries from the store.
+    Audit {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Measure message-to-answer latency and throughput against the simulator.
+    Bench(rocketops::bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    rocketops::tls::install_crypto_provider();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(dispatch(cli))
+}
+
+async fn dispatch(cli: Cli) -> ExitCode {
+    let load = || Config::load(&cli.config);
+    match cli.command {
+        Cmd::Run => {
+            let config = match load() {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            rocketops::telemetry::init(cli.log_format.unwrap_or(config.telemetry.log_format));
+            match rocketops::app::run(config, shutdown_on_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Cmd::Sandbox { listen, no_bot } => {
+            rocketops::telemetry::init(cli.log_format.unwrap_or_default());
+            let opts = rocketops::sandbox::SandboxOptions { listen, no_bot };
+            match rocketops::sandbox::run(opts, shutdown_on_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Cmd::CheckConfig => match load() {
+            Ok(c) => {
+                println!("{}: OK\n{}", cli.config.display(), c.summary());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Cmd::Audit { limit } => {
+            let config = match load() {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            match rocketops::store::Store::open(&config.bot.store_path).and_then(|s| s.recent_audit(limit)) {
+                Ok(entries) => {
+                    for e in entries {
+                        let at = chrono::DateTime::from_timestamp_millis(e.at_ms).unwrap_or_default();
+                        println!("{}  {:<12} {:<12} {:<30} {}", at.format("%Y-%m-%d %H:%M:%S"), e.user, e.room, e.command, e.outcome);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Cmd::Bench(args) => {
+            rocketops::telemetry::init(cli.log_format.unwrap_or_default());
+            match rocketops::bench::run(args).await {
+                Ok(report) => {
+                    println!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
+}
+
+/// A token cancelled on SIGINT or SIGTERM.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = ctrl_c => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        t.cancel();
+    });
+    token
+}

@@ -1,3 +1,182 @@
 //! The local stand-ins the bot meets first: simulators over real loopback sockets, and the `sandbox` command that runs the bot against them.
 
 pub mod rocketchat;
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncBufReadExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{BotConfig, Config, RocketChatConfig, Secret, TelemetryConfig};
+use crate::store::Store;
+use rocketchat::{RocketChatSim, SEED_CHANNELS, SEED_USERS, SimConfig, SimEvent};
+
+/// What `rocketops sandbox` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxOptions {
+    pub listen: Option<SocketAddr>,
+    pub no_bot: bool,
+}
+
+/// Why the sandbox could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("cannot start the Rocket.Chat simulator on {addr}: {source}")]
+    SimulatorFailed {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the bot did not start: {0}")]
+    BotFailed(String),
+}
+
+/// The configuration the sandbox gives the bot: the seeded `rocketops` account on the simulator.
+pub fn bot_config(sim_url: &str) -> Config {
+    let mut rc = RocketChatConfig::new(sim_url);
+    rc.username = Some("rocketops".into());
+    rc.password = Some(Secret::new("rocketops"));
+    rc.rooms = vec!["ops".into(), "alerts".into()];
+    Config {
+        bot: BotConfig::default(),
+        rocketchat: rc,
+        telemetry: TelemetryConfig::default(),
+    }
+}
+
+/// Runs the simulators (and the bot unless `no_bot`) until `shutdown`; offers a chat prompt on a terminal.
+pub async fn run(opts: SandboxOptions, shutdown: CancellationToken) -> Result<(), SandboxError> {
+    let listen = opts.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let sim = RocketChatSim::start(SimConfig {
+        listen,
+        ..SimConfig::default()
+    })
+    .await
+    .map_err(|source| SandboxError::SimulatorFailed {
+        addr: listen.to_string(),
+        source,
+    })?;
+    print_banner(&sim, opts.no_bot);
+
+    let bot = if opts.no_bot {
+        None
+    } else {
+        let store = Store::temporary().map_err(|e| SandboxError::BotFailed(e.to_string()))?;
+        let token = shutdown.child_token();
+        let config = bot_config(&sim.url());
+        let task = tokio::spawn(crate::app::run_with_store(config, store, token.clone()));
+        for _ in 0..100 {
+            if sim.sessions_of("rocketops") > 0 || task.is_finished() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if task.is_finished() {
+            let why = match task.await {
+                Ok(Err(e)) => e.to_string(),
+                Ok(Ok(())) => "it exited".into(),
+                Err(e) => e.to_string(),
+            };
+            return Err(SandboxError::BotFailed(why));
+        }
+        println!("The bot is online as @rocketops in #ops and #alerts.");
+        Some((task, token))
+    };
+
+    if std::io::stdin().is_terminal() {
+        prompt(&sim, shutdown.clone()).await;
+        shutdown.cancel();
+    } else {
+        println!("No terminal on standard input: running headless until SIGINT or SIGTERM.");
+        shutdown.cancelled().await;
+    }
+    if let Some((task, token)) = bot {
+        token.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
+    sim.stop();
+    Ok(())
+}
+
+fn print_banner(sim: &RocketChatSim, no_bot: bool) {
+    println!("rocketops sandbox");
+    println!("  Rocket.Chat simulator: {}  (DDP: ws://{}/websocket)", sim.url(), sim.addr());
+    println!("  users (password = username):");
+    for (name, roles) in SEED_USERS {
+        println!("    {name:<10} roles: {}", roles.join(", "));
+    }
+    println!(
+        "  channels: {}",
+        SEED_CHANNELS.iter().map(|c| format!("#{c}")).collect::<Vec<_>>().join(", ")
+    );
+    println!("  control API: POST {}/_sim/post {{\"user\",\"room\",\"text\"}}, /_sim/drop, /_sim/refuse, /_sim/delay, /_sim/silence, /_sim/inject", sim.url());
+    if no_bot {
+        println!("  --no-bot: the simulators run alone; point any Rocket.Chat client at the URL above.");
+    }
+}
+
+/// The terminal chat: type as a simulated user, see the room live.
+async fn prompt(sim: &RocketChatSim, shutdown: CancellationToken) {
+    println!();
+    println!("You are alice in #ops. Try `/ping` or `/help`.");
+    println!("  :as USER    speak as another user (admin, alice, bob)");
+    println!("  :in ROOM    move to #CHANNEL or @USER (a direct message)");
+    println!("  :quit       leave (or Ctrl-D)");
+    let who = Arc::new(Mutex::new(("alice".to_string(), "#ops".to_string())));
+    let mut events = sim.events();
+    let shown = who.clone();
+    let printer = tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(SimEvent::Message { room, message, edited }) => {
+                    let (me, here) = shown.lock().map(|g| g.clone()).unwrap_or_default();
+                    let author = message["u"]["username"].as_str().unwrap_or("?").to_string();
+                    let in_view = room == here || (here.starts_with('@') && room.contains(&format!("@{me}")) && room.contains(&here));
+                    if !in_view || message.get("t").is_some() {
+                        continue;
+                    }
+                    let text = message["msg"].as_str().unwrap_or_default();
+                    let mark = if edited { " (edited)" } else { "" };
+                    let thread = if message.get("tmid").is_some() { " ↳" } else { "" };
+                    println!("[{room}]{thread} {author}: {text}{mark}");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => break,
+            }
+        }
+    });
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        let line = tokio::select! {
+            l = lines.next_line() => l,
+            _ = shutdown.cancelled() => break,
+        };
+        let Ok(Some(line)) = line else { break };
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let (me, here) = who.lock().map(|g| g.clone()).unwrap_or_default();
+        if let Some(user) = line.strip_prefix(":as ") {
+            if let Ok(mut g) = who.lock() {
+                g.0 = user.trim().to_string();
+            }
+            println!("(now speaking as {})", user.trim());
+        } else if let Some(room) = line.strip_prefix(":in ") {
+            let room = room.trim();
+            let room = if room.starts_with('@') || room.starts_with('#') { room.to_string() } else { format!("#{room}") };
+            if let Ok(mut g) = who.lock() {
+                g.1 = room.clone();
+            }
+            println!("(now in {room})");
+        } else if line == ":quit" {
+            break;
+        } else if let Err(e) = sim.post(&me, &here, line) {
+            println!("(not sent: {e})");
+        }
+    }
+    printer.abort();
+}
