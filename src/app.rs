@@ -29,15 +29,29 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
 }
 
 /// Runs the bot on an already opened store (the sandbox and tests use this).
-pub async fn run_with_store(config: Config, store: Store, shutdown: CancellationToken) -> Result<(), AppError> {
+pub async fn run_with_store(
+    config: Config,
+    store: Store,
+    shutdown: CancellationToken,
+) -> Result<(), AppError> {
     let options = ConnectOptions {
         respond_to_bots: config.bot.respond_to_bots,
         store: Some(store.clone()),
     };
-    let (chat, incoming) = RocketChat::connect(config.rocketchat.clone(), options, shutdown.clone()).await?;
+    // The connection outlives the pipeline: answers already being sent finish before it closes.
+    let connection = CancellationToken::new();
+    let connect = RocketChat::connect(config.rocketchat.clone(), options, connection.clone());
+    let (chat, incoming) = tokio::select! {
+        r = connect => r?,
+        _ = shutdown.cancelled() => {
+            connection.cancel();
+            return Ok(());
+        }
+    };
     tracing::info!(user = %chat.bot_username(), "rocketops is listening");
     let bot = Bot::new(chat, store.clone(), &config);
     bot.serve(incoming, shutdown).await;
+    connection.cancel();
     store.flush().await?;
     Ok(())
 }
@@ -76,7 +90,11 @@ impl<C: Chat> Bot<C> {
 
     /// Handles messages until the stream ends or `shutdown`. Messages of one room are handled in order;
     /// rooms proceed independently.
-    pub async fn serve(self, mut incoming: mpsc::UnboundedReceiver<Incoming>, shutdown: CancellationToken) {
+    pub async fn serve(
+        self,
+        mut incoming: mpsc::UnboundedReceiver<Incoming>,
+        shutdown: CancellationToken,
+    ) {
         let mut rooms: HashMap<String, mpsc::UnboundedSender<Incoming>> = HashMap::new();
         let mut workers = tokio::task::JoinSet::new();
         let mut prune = tokio::time::interval(Duration::from_secs(3600));
@@ -125,7 +143,9 @@ impl<C: Chat> Bot<C> {
             match self.store.mark_seen(&msg.id, now_ms()) {
                 Ok(true) => self.answer(&msg, body).await,
                 Ok(false) => tracing::debug!(id = %msg.id, "command already handled; skipping"),
-                Err(e) => tracing::error!(error = %e, id = %msg.id, "cannot record message as seen; not running it"),
+                Err(e) => {
+                    tracing::error!(error = %e, id = %msg.id, "cannot record message as seen; not running it")
+                }
             }
         }
         if let Err(e) = self.store.advance_mark(&msg.room_id, msg.ts_ms) {
@@ -137,7 +157,10 @@ impl<C: Chat> Bot<C> {
         let age = Duration::from_millis((now_ms() - msg.ts_ms).max(0) as u64);
         let result = if msg.caught_up && age > self.catch_up_max_age {
             Err(UserError::MissedWhileOffline {
-                age: humantime_serde::re::humantime::format_duration(Duration::from_secs(age.as_secs())).to_string(),
+                age: humantime_serde::re::humantime::format_duration(Duration::from_secs(
+                    age.as_secs(),
+                ))
+                .to_string(),
             })
         } else {
             command::parse(body)
@@ -147,7 +170,11 @@ impl<C: Chat> Bot<C> {
             Err(e) => (e.to_string(), format!("refused: {}", e.label())),
         };
         tracing::info!(user = %msg.username, room = %msg.room_id, command = %body, %outcome, "command");
-        if let Err(e) = self.chat.post(&msg.room_id, msg.thread.as_deref(), &reply).await {
+        if let Err(e) = self
+            .chat
+            .post(&msg.room_id, msg.thread.as_deref(), &reply)
+            .await
+        {
             tracing::error!(error = %e, room = %msg.room_id, "could not answer a command");
         }
         let entry = AuditEntry {
@@ -166,7 +193,9 @@ impl<C: Chat> Bot<C> {
         match cmd {
             Command::Ping { echo: None } => "pong".to_string(),
             Command::Ping { echo: Some(t) } => format!("pong {t}"),
-            Command::Help { topic } => command::help_text(topic.as_deref(), &self.chat.bot_username()),
+            Command::Help { topic } => {
+                command::help_text(topic.as_deref(), &self.chat.bot_username())
+            }
         }
     }
 }

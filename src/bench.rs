@@ -60,10 +60,28 @@ pub struct BenchReport {
 impl fmt::Display for BenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        writeln!(f, "rocketops bench: {} users, /ping in direct messages", self.users)?;
-        writeln!(f, "  latency at {} msg/s: {} sent, {} answered", self.offered_rate, self.sent, self.answered)?;
-        writeln!(f, "    p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms", ms(self.p50), ms(self.p99), ms(self.max))?;
-        writeln!(f, "  saturated: {:.0} answers/s", self.saturated_answers_per_sec)?;
+        writeln!(
+            f,
+            "rocketops bench: {} users, /ping in direct messages",
+            self.users
+        )?;
+        writeln!(
+            f,
+            "  latency at {} msg/s: {} sent, {} answered",
+            self.offered_rate, self.sent, self.answered
+        )?;
+        writeln!(
+            f,
+            "    p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms",
+            ms(self.p50),
+            ms(self.p99),
+            ms(self.max)
+        )?;
+        writeln!(
+            f,
+            "  saturated: {:.0} answers/s",
+            self.saturated_answers_per_sec
+        )?;
         match self.peak_rss_kib {
             Some(k) => write!(f, "  bot peak RSS: {:.1} MB", k as f64 / 1024.0),
             None => write!(f, "  bot peak RSS: unavailable"),
@@ -98,8 +116,12 @@ struct Tracker {
 
 /// Runs both phases and reports.
 pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
-    let sim = RocketChatSim::start(SimConfig::default()).await.map_err(BenchError::Simulator)?;
-    let users: Vec<String> = (0..args.users.max(1)).map(|i| format!("bench{i}")).collect();
+    let sim = RocketChatSim::start(SimConfig::default())
+        .await
+        .map_err(BenchError::Simulator)?;
+    let users: Vec<String> = (0..args.users.max(1))
+        .map(|i| format!("bench{i}"))
+        .collect();
     for u in &users {
         sim.add_user(u, &["user"]);
     }
@@ -135,22 +157,34 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
     }
     // Open each user's DM and let the bot see one message there first.
     for u in &users {
-        sim.post(u, "@rocketops", "hello").map_err(|e| BenchError::Setup(e.to_string()))?;
+        sim.post(u, "@rocketops", "hello")
+            .map_err(|e| BenchError::Setup(e.to_string()))?;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let tracker = Arc::new(Mutex::new(Tracker { sent: HashMap::new(), latencies: Vec::new() }));
+    let tracker = Arc::new(Mutex::new(Tracker {
+        sent: HashMap::new(),
+        latencies: Vec::new(),
+    }));
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
     let mut events = sim.events();
     let t2 = tracker.clone();
     let listener = tokio::spawn(async move {
         loop {
             match events.recv().await {
-                Ok(SimEvent::Message { message, edited: false, .. }) => {
+                Ok(SimEvent::Message {
+                    message,
+                    edited: false,
+                    ..
+                }) => {
                     if message["u"]["username"] != "rocketops" {
                         continue;
                     }
-                    let Some(seq) = message["msg"].as_str().and_then(|t| t.strip_prefix("pong ")).and_then(|s| s.parse::<u64>().ok()) else {
+                    let Some(seq) = message["msg"]
+                        .as_str()
+                        .and_then(|t| t.strip_prefix("pong "))
+                        .and_then(|s| s.parse::<u64>().ok())
+                    else {
                         continue;
                     };
                     let now = Instant::now();
@@ -170,7 +204,11 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
     let mut seq: u64 = 0;
     let mut post = |user: usize, sim: &RocketChatSim, tracker: &Mutex<Tracker>| {
         seq += 1;
-        tracker.lock().unwrap_or_else(|p| p.into_inner()).sent.insert(seq, (Instant::now(), user));
+        tracker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sent
+            .insert(seq, (Instant::now(), user));
         let _ = sim.post(&users[user], "@rocketops", &format!("ping {seq}"));
     };
 
@@ -183,7 +221,13 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
         post(i % users.len(), &sim, &tracker);
     }
     let drain = Instant::now();
-    while !tracker.lock().unwrap_or_else(|p| p.into_inner()).sent.is_empty() && drain.elapsed() < Duration::from_secs(5) {
+    while !tracker
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .sent
+        .is_empty()
+        && drain.elapsed() < Duration::from_secs(5)
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     while done_rx.try_recv().is_ok() {}

@@ -9,10 +9,19 @@ use rocketops::config::{Config, LogFormat};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "rocketops", version, about = "ChatOps for Rocket.Chat on Kubernetes")]
+#[command(
+    name = "rocketops",
+    version,
+    about = "ChatOps for Rocket.Chat on Kubernetes"
+)]
 struct Cli {
     /// Configuration file.
-    #[arg(long, global = true, env = "ROCKETOPS_CONFIG", default_value = "rocketops.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "ROCKETOPS_CONFIG",
+        default_value = "rocketops.toml"
+    )]
     config: PathBuf,
     /// Log format (overrides `telemetry.log_format`).
     #[arg(long, global = true, value_enum)]
@@ -48,7 +57,10 @@ enum Cmd {
 fn main() -> ExitCode {
     rocketops::tls::install_crypto_provider();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
@@ -89,11 +101,21 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail(e),
             };
-            match rocketops::store::Store::open(&config.bot.store_path).and_then(|s| s.recent_audit(limit)) {
+            match rocketops::store::Store::open(&config.bot.store_path)
+                .and_then(|s| s.recent_audit(limit))
+            {
                 Ok(entries) => {
                     for e in entries {
-                        let at = chrono::DateTime::from_timestamp_millis(e.at_ms).unwrap_or_default();
-                        println!("{}  {:<12} {:<12} {:<30} {}", at.format("%Y-%m-%d %H:%M:%S"), e.user, e.room, e.command, e.outcome);
+                        let at =
+                            chrono::DateTime::from_timestamp_millis(e.at_ms).unwrap_or_default();
+                        println!(
+                            "{}  {:<12} {:<12} {:<30} {}",
+                            at.format("%Y-%m-%d %H:%M:%S"),
+                            e.user,
+                            e.room,
+                            e.command,
+                            e.outcome
+                        );
                     }
                     ExitCode::SUCCESS
                 }

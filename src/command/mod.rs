@@ -28,10 +28,10 @@ pub fn addressed_body<'a>(text: &'a str, room: RoomKind, to: &Addressing) -> Opt
         return None;
     }
     for p in &to.prefixes {
-        if let Some(rest) = t.strip_prefix(p.as_str()) {
-            if rest.chars().next().is_some_and(|c| c.is_alphabetic()) {
-                return Some(rest.trim());
-            }
+        if let Some(rest) = t.strip_prefix(p.as_str())
+            && rest.chars().next().is_some_and(|c| c.is_alphabetic())
+        {
+            return Some(rest.trim());
         }
     }
     (room == RoomKind::Direct && !t.is_empty()).then_some(t)
@@ -158,53 +158,88 @@ mod tests {
 
     #[test]
     fn a_slash_command_in_a_channel_is_addressed() {
-        assert_eq!(addressed_body("/deploy test v3.1", RoomKind::Channel, &to()), Some("deploy test v3.1"));
+        assert_eq!(
+            addressed_body("/deploy test v3.1", RoomKind::Channel, &to()),
+            Some("deploy test v3.1")
+        );
     }
 
     #[test]
     fn a_bang_command_is_addressed() {
-        assert_eq!(addressed_body("!ping", RoomKind::Channel, &to()), Some("ping"));
+        assert_eq!(
+            addressed_body("!ping", RoomKind::Channel, &to()),
+            Some("ping")
+        );
     }
 
     #[test]
     fn a_mention_addresses_the_bot_in_any_case_and_with_a_colon() {
-        assert_eq!(addressed_body("@RocketOps: ping", RoomKind::Channel, &to()), Some("ping"));
-        assert_eq!(addressed_body("@rocketops ping now", RoomKind::Private, &to()), Some("ping now"));
+        assert_eq!(
+            addressed_body("@RocketOps: ping", RoomKind::Channel, &to()),
+            Some("ping")
+        );
+        assert_eq!(
+            addressed_body("@rocketops ping now", RoomKind::Private, &to()),
+            Some("ping now")
+        );
     }
 
     #[test]
     fn a_mention_of_someone_else_is_not_addressed() {
-        assert_eq!(addressed_body("@alice ping", RoomKind::Channel, &to()), None);
+        assert_eq!(
+            addressed_body("@alice ping", RoomKind::Channel, &to()),
+            None
+        );
     }
 
     #[test]
     fn plain_chat_in_a_channel_is_not_addressed() {
         assert_eq!(addressed_body("ping", RoomKind::Channel, &to()), None);
-        assert_eq!(addressed_body("/ some path", RoomKind::Channel, &to()), None);
+        assert_eq!(
+            addressed_body("/ some path", RoomKind::Channel, &to()),
+            None
+        );
         assert_eq!(addressed_body("!!!", RoomKind::Channel, &to()), None);
     }
 
     #[test]
     fn bare_text_in_a_direct_message_is_addressed() {
-        assert_eq!(addressed_body("ping", RoomKind::Direct, &to()), Some("ping"));
+        assert_eq!(
+            addressed_body("ping", RoomKind::Direct, &to()),
+            Some("ping")
+        );
     }
 
     #[test]
     fn ping_echoes_its_text() {
-        assert_eq!(parse("ping hello there"), Ok(Command::Ping { echo: Some("hello there".into()) }));
+        assert_eq!(
+            parse("ping hello there"),
+            Ok(Command::Ping {
+                echo: Some("hello there".into())
+            })
+        );
         assert_eq!(parse("PING"), Ok(Command::Ping { echo: None }));
     }
 
     #[test]
     fn an_unknown_command_suggests_the_closest_one() {
         let e = parse("pnig").unwrap_err();
-        assert_eq!(e, UserError::UnknownCommand { given: "pnig".into(), suggestion: Some("ping".into()) });
+        assert_eq!(
+            e,
+            UserError::UnknownCommand {
+                given: "pnig".into(),
+                suggestion: Some("ping".into())
+            }
+        );
         assert!(e.to_string().contains("Did you mean `ping`?"));
     }
 
     #[test]
     fn help_for_an_unknown_command_says_so() {
-        assert!(matches!(parse("help dploy"), Err(UserError::UnknownCommand { .. })));
+        assert!(matches!(
+            parse("help dploy"),
+            Err(UserError::UnknownCommand { .. })
+        ));
     }
 
     #[test]

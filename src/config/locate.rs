@@ -24,7 +24,9 @@ pub fn span_of_key(src: &str, dotted: &str) -> Option<usize> {
     let mut current = table.get_ref();
     let parts: Vec<&str> = dotted.split('.').collect();
     for (i, part) in parts.iter().enumerate() {
-        let (k, v) = current.iter().find(|(k, _)| k.get_ref().as_ref() == *part)?;
+        let (k, v) = current
+            .iter()
+            .find(|(k, _)| k.get_ref().as_ref() == *part)?;
         if i + 1 == parts.len() {
             return Some(k.span().start);
         }
@@ -59,10 +61,8 @@ fn find(table: &DeTable<'_>, offset: usize, path: &mut Vec<String>) -> bool {
         }
         match v.get_ref() {
             // Tables written as `[header]` have spans apart from their keys: search inside.
-            DeValue::Table(t) => {
-                if find(t, offset, path) {
-                    return true;
-                }
+            DeValue::Table(t) if find(t, offset, path) => {
+                return true;
             }
             _ if vs.start <= offset && offset < vs.end => return true,
             _ => {}

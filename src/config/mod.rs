@@ -270,7 +270,10 @@ impl Config {
             Ok(c) => c,
             Err(e) => {
                 let (key, position) = match e.span() {
-                    Some(span) => (key_at_offset(src, span.start), Some(line_col(src, span.start))),
+                    Some(span) => (
+                        key_at_offset(src, span.start),
+                        Some(line_col(src, span.start)),
+                    ),
                     None => (String::new(), None),
                 };
                 return Err(invalid(vec![Problem {
@@ -344,13 +347,13 @@ impl Config {
                 "a password login needs `username`".into(),
             );
         }
-        if let Some(u) = &rc.username {
-            if !valid_name(u) {
-                bad(
-                    "rocketchat.username",
-                    format!("`{u}` is not a valid Rocket.Chat username"),
-                );
-            }
+        if let Some(u) = &rc.username
+            && !valid_name(u)
+        {
+            bad(
+                "rocketchat.username",
+                format!("`{u}` is not a valid Rocket.Chat username"),
+            );
         }
         for room in &rc.rooms {
             if !valid_name(room.trim_start_matches('#')) {
@@ -388,7 +391,10 @@ impl Config {
             );
         }
         if self.bot.prefixes.is_empty() {
-            bad("bot.prefixes", "needs at least one prefix, e.g. \"!\"".into());
+            bad(
+                "bot.prefixes",
+                "needs at least one prefix, e.g. \"!\"".into(),
+            );
         }
         for p in &self.bot.prefixes {
             if p.is_empty() || p.chars().any(char::is_whitespace) || p.chars().count() > 3 {
@@ -432,8 +438,7 @@ impl Config {
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 

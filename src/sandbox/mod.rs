@@ -49,7 +49,9 @@ pub fn bot_config(sim_url: &str) -> Config {
 
 /// Runs the simulators (and the bot unless `no_bot`) until `shutdown`; offers a chat prompt on a terminal.
 pub async fn run(opts: SandboxOptions, shutdown: CancellationToken) -> Result<(), SandboxError> {
-    let listen = opts.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let listen = opts
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
     let sim = RocketChatSim::start(SimConfig {
         listen,
         ..SimConfig::default()
@@ -103,18 +105,31 @@ pub async fn run(opts: SandboxOptions, shutdown: CancellationToken) -> Result<()
 
 fn print_banner(sim: &RocketChatSim, no_bot: bool) {
     println!("rocketops sandbox");
-    println!("  Rocket.Chat simulator: {}  (DDP: ws://{}/websocket)", sim.url(), sim.addr());
+    println!(
+        "  Rocket.Chat simulator: {}  (DDP: ws://{}/websocket)",
+        sim.url(),
+        sim.addr()
+    );
     println!("  users (password = username):");
     for (name, roles) in SEED_USERS {
         println!("    {name:<10} roles: {}", roles.join(", "));
     }
     println!(
         "  channels: {}",
-        SEED_CHANNELS.iter().map(|c| format!("#{c}")).collect::<Vec<_>>().join(", ")
+        SEED_CHANNELS
+            .iter()
+            .map(|c| format!("#{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
-    println!("  control API: POST {}/_sim/post {{\"user\",\"room\",\"text\"}}, /_sim/drop, /_sim/refuse, /_sim/delay, /_sim/silence, /_sim/inject", sim.url());
+    println!(
+        "  control API: POST {}/_sim/post {{\"user\",\"room\",\"text\"}}, /_sim/drop, /_sim/refuse, /_sim/delay, /_sim/silence, /_sim/inject",
+        sim.url()
+    );
     if no_bot {
-        println!("  --no-bot: the simulators run alone; point any Rocket.Chat client at the URL above.");
+        println!(
+            "  --no-bot: the simulators run alone; point any Rocket.Chat client at the URL above."
+        );
     }
 }
 
@@ -131,16 +146,27 @@ async fn prompt(sim: &RocketChatSim, shutdown: CancellationToken) {
     let printer = tokio::spawn(async move {
         loop {
             match events.recv().await {
-                Ok(SimEvent::Message { room, message, edited }) => {
+                Ok(SimEvent::Message {
+                    room,
+                    message,
+                    edited,
+                }) => {
                     let (me, here) = shown.lock().map(|g| g.clone()).unwrap_or_default();
                     let author = message["u"]["username"].as_str().unwrap_or("?").to_string();
-                    let in_view = room == here || (here.starts_with('@') && room.contains(&format!("@{me}")) && room.contains(&here));
+                    let in_view = room == here
+                        || (here.starts_with('@')
+                            && room.contains(&format!("@{me}"))
+                            && room.contains(&here));
                     if !in_view || message.get("t").is_some() {
                         continue;
                     }
                     let text = message["msg"].as_str().unwrap_or_default();
                     let mark = if edited { " (edited)" } else { "" };
-                    let thread = if message.get("tmid").is_some() { " ↳" } else { "" };
+                    let thread = if message.get("tmid").is_some() {
+                        " ↳"
+                    } else {
+                        ""
+                    };
                     println!("[{room}]{thread} {author}: {text}{mark}");
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
@@ -167,7 +193,11 @@ async fn prompt(sim: &RocketChatSim, shutdown: CancellationToken) {
             println!("(now speaking as {})", user.trim());
         } else if let Some(room) = line.strip_prefix(":in ") {
             let room = room.trim();
-            let room = if room.starts_with('@') || room.starts_with('#') { room.to_string() } else { format!("#{room}") };
+            let room = if room.starts_with('@') || room.starts_with('#') {
+                room.to_string()
+            } else {
+                format!("#{room}")
+            };
             if let Ok(mut g) = who.lock() {
                 g.1 = room.clone();
             }

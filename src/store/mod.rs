@@ -69,8 +69,7 @@ impl Store {
         let db = sled::Config::new().path(path).open().map_err(|e| {
             let locked = match &e {
                 sled::Error::Io(io) => {
-                    io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("lock")
+                    io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock")
                 }
                 _ => false,
             };
@@ -164,12 +163,10 @@ impl Store {
         let mut out = Vec::new();
         for item in self.audit.iter().rev().take(limit) {
             let (_, v) = item.map_err(io("read audit"))?;
-            out.push(
-                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                    tree: "audit",
-                    detail: e.to_string(),
-                })?,
-            );
+            out.push(serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                tree: "audit",
+                detail: e.to_string(),
+            })?);
         }
         Ok(out)
     }

@@ -1,1 +1,4 @@
+//! Integration tests: the real bot against the simulators over loopback sockets.
 
+mod rocketchat;
+mod support;

@@ -26,7 +26,11 @@ pub enum Dropped {
 }
 
 /// Classifies one message; `meta` is the `__my_messages__` meta (`roomType`, `roomName`, `roomParticipant`).
-pub fn classify(message: &Value, meta: Option<&Value>, who: &Listener<'_>) -> Result<Incoming, Dropped> {
+pub fn classify(
+    message: &Value,
+    meta: Option<&Value>,
+    who: &Listener<'_>,
+) -> Result<Incoming, Dropped> {
     let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
     let id = s(message, "_id").ok_or(Dropped::Malformed)?;
     let room_id = s(message, "rid").ok_or(Dropped::Malformed)?;
@@ -157,12 +161,18 @@ mod tests {
             Err(Dropped::UnsupportedRoom)
         );
         let m = json!({"roomParticipant":false,"roomType":"c"});
-        assert_eq!(classify(&msg(), Some(&m), &ME), Err(Dropped::NotParticipant));
+        assert_eq!(
+            classify(&msg(), Some(&m), &ME),
+            Err(Dropped::NotParticipant)
+        );
     }
 
     #[test]
     fn a_message_without_required_fields_is_malformed() {
-        assert_eq!(classify(&json!({"_id":"x"}), None, &ME), Err(Dropped::Malformed));
+        assert_eq!(
+            classify(&json!({"_id":"x"}), None, &ME),
+            Err(Dropped::Malformed)
+        );
         assert_eq!(classify(&json!("text"), None, &ME), Err(Dropped::Malformed));
     }
 }

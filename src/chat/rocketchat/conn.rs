@@ -106,9 +106,8 @@ fn next_id(prefix: &str) -> String {
     format!("{prefix}{}", NEXT_ID.fetch_add(1, Ordering::Relaxed))
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 impl Session {
     /// Opens the socket, does the DDP handshake and starts the session's pump task.
@@ -157,20 +156,21 @@ impl Session {
                         return Err(OpenError::VersionRejected { offered: version });
                     }
                     Ok(ServerFrame::Ping { id }) => {
-                        let _ = ws
-                            .send(Message::text(ddp::pong_frame(id.as_deref())))
-                            .await;
+                        let _ = ws.send(Message::text(ddp::pong_frame(id.as_deref()))).await;
                     }
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "skipping malformed frame during handshake"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "skipping malformed frame during handshake")
+                    }
                 }
             }
         };
-        let (ws, session_id) = timeout(timing.connect_timeout, handshake)
-            .await
-            .map_err(|_| OpenError::TimedOut {
-                url: url.to_string(),
-            })??;
+        let (ws, session_id) =
+            timeout(timing.connect_timeout, handshake)
+                .await
+                .map_err(|_| OpenError::TimedOut {
+                    url: url.to_string(),
+                })??;
         let (req_tx, req_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let pump = tokio::spawn(pump(ws, req_rx, ev_tx, timing));
@@ -257,11 +257,10 @@ async fn pump(
                 };
                 last_inbound = Instant::now();
                 ping_sent = None;
-                if let Some(reply) = handle_frame(&text, &mut pending, &events) {
-                    if let Err(e) = ws.send(Message::text(reply)).await {
+                if let Some(reply) = handle_frame(&text, &mut pending, &events)
+                    && let Err(e) = ws.send(Message::text(reply)).await {
                         return SessionEnd::SocketError(e.to_string());
                     }
-                }
             }
             req = requests.recv() => {
                 let (id, frame, reply) = match req {
@@ -307,7 +306,11 @@ async fn pump(
 }
 
 /// Applies one inbound frame; returns a frame to send back, if any.
-fn handle_frame(text: &str, pending: &mut Pending, events: &mpsc::UnboundedSender<Event>) -> Option<String> {
+fn handle_frame(
+    text: &str,
+    pending: &mut Pending,
+    events: &mpsc::UnboundedSender<Event>,
+) -> Option<String> {
     let frame = match ddp::parse_server_frame(text) {
         Ok(f) => f,
         Err(e) => {
@@ -356,7 +359,9 @@ fn handle_frame(text: &str, pending: &mut Pending, events: &mpsc::UnboundedSende
                                 meta: it.next(),
                             });
                         }
-                        _ => tracing::warn!("skipping a stream-room-messages event without a message"),
+                        _ => tracing::warn!(
+                            "skipping a stream-room-messages event without a message"
+                        ),
                     }
                 }
                 "stream-notify-user" => {

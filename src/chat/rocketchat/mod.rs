@@ -121,10 +121,10 @@ impl RecentIds {
         if self.set.contains(id) {
             return false;
         }
-        if self.order.len() == self.cap {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
+        if self.order.len() == self.cap
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
         }
         self.set.insert(id.to_string());
         self.order.push_back(id.to_string());
@@ -193,7 +193,11 @@ impl RocketChat {
     /// Opens (or finds) the direct-message room with `username`.
     pub async fn direct_room(&self, username: &str) -> Result<String, ChatError> {
         let v = self
-            .call("opening a direct message", "createDirectMessage", json!([username]))
+            .call(
+                "opening a direct message",
+                "createDirectMessage",
+                json!([username]),
+            )
             .await?;
         v.as_ref()
             .and_then(|v| v.get("rid"))
@@ -205,18 +209,30 @@ impl RocketChat {
             })
     }
 
-    async fn call(&self, action: &str, method: &str, params: Value) -> Result<Option<Value>, ChatError> {
-        self.call_raw(action, method, params).await.map_err(|f| match f {
-            Failure::Server(e) => ChatError::Rejected {
-                action: action.to_string(),
-                reason: e.to_string(),
-            },
-            Failure::Chat(c) => c,
-        })
+    async fn call(
+        &self,
+        action: &str,
+        method: &str,
+        params: Value,
+    ) -> Result<Option<Value>, ChatError> {
+        self.call_raw(action, method, params)
+            .await
+            .map_err(|f| match f {
+                Failure::Server(e) => ChatError::Rejected {
+                    action: action.to_string(),
+                    reason: e.to_string(),
+                },
+                Failure::Chat(c) => c,
+            })
     }
 
     /// Calls a method on the current session, waiting through reconnects and rate limits until the send deadline.
-    async fn call_raw(&self, action: &str, method: &str, params: Value) -> Result<Option<Value>, Failure> {
+    async fn call_raw(
+        &self,
+        action: &str,
+        method: &str,
+        params: Value,
+    ) -> Result<Option<Value>, Failure> {
         let cfg = &self.inner.cfg;
         let started = Instant::now();
         let deadline = started + cfg.send_deadline;
@@ -228,13 +244,13 @@ impl RocketChat {
         };
         let mut avoid: Option<Arc<Session>> = None;
         loop {
-            let session = self
-                .next_session(avoid.as_ref(), deadline)
-                .await
-                .map_err(|e| match e {
-                    ChatError::GaveUp { .. } => gave_up(),
-                    other => Failure::Chat(other),
-                })?;
+            let session =
+                self.next_session(avoid.as_ref(), deadline)
+                    .await
+                    .map_err(|e| match e {
+                        ChatError::GaveUp { .. } => gave_up(),
+                        other => Failure::Chat(other),
+                    })?;
             match timeout(cfg.call_timeout, session.call(method, params.clone())).await {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(CallError::Server(e))) => match e.rate_limit_wait_ms() {
@@ -249,7 +265,10 @@ impl RocketChat {
                     None => return Err(Failure::Server(e)),
                 },
                 Ok(Err(CallError::Disconnected)) => {
-                    tracing::debug!(method, "connection lost during call; retrying after reconnect");
+                    tracing::debug!(
+                        method,
+                        "connection lost during call; retrying after reconnect"
+                    );
                     avoid = Some(session);
                 }
                 Err(_) => {
@@ -264,7 +283,11 @@ impl RocketChat {
     }
 
     /// The current session, waiting for one (other than `avoid`) up to `deadline`.
-    async fn next_session(&self, avoid: Option<&Arc<Session>>, deadline: Instant) -> Result<Arc<Session>, ChatError> {
+    async fn next_session(
+        &self,
+        avoid: Option<&Arc<Session>>,
+        deadline: Instant,
+    ) -> Result<Arc<Session>, ChatError> {
         let mut rx = self.inner.session.clone();
         loop {
             if self.inner.cancel.is_cancelled() {
@@ -287,9 +310,15 @@ impl RocketChat {
     }
 
     /// Sends one chunk; `Ok(None)` means the server says it is too long.
-    async fn send_one(&self, room_id: &str, thread: Option<&str>, text: &str) -> Result<Option<MessageRef>, ChatError> {
+    async fn send_one(
+        &self,
+        room_id: &str,
+        thread: Option<&str>,
+        text: &str,
+    ) -> Result<Option<MessageRef>, ChatError> {
         let id = new_message_id();
-        let mut message = json!({"_id": id, "rid": room_id, "msg": text, "bot": {"i": "rocketops"}});
+        let mut message =
+            json!({"_id": id, "rid": room_id, "msg": text, "bot": {"i": "rocketops"}});
         if let Some(t) = thread {
             message["tmid"] = json!(t);
         }
@@ -332,7 +361,12 @@ impl Chat for RocketChat {
         self.identity().map(|i| i.username).unwrap_or_default()
     }
 
-    async fn post(&self, room_id: &str, thread: Option<&str>, text: &str) -> Result<MessageRef, ChatError> {
+    async fn post(
+        &self,
+        room_id: &str,
+        thread: Option<&str>,
+        text: &str,
+    ) -> Result<MessageRef, ChatError> {
         let limit = self.inner.max_len.load(Ordering::Relaxed);
         let mut first: Option<MessageRef> = None;
         for chunk in split_message(text, limit) {
@@ -345,7 +379,10 @@ impl Chat for RocketChat {
                     // The server's limit is lower than configured: learn it and split finer.
                     let smaller = (chunk.chars().count() * 2 / 3).max(100);
                     self.inner.max_len.store(smaller, Ordering::Relaxed);
-                    tracing::warn!(limit = smaller, "server rejected a message as too long; splitting finer");
+                    tracing::warn!(
+                        limit = smaller,
+                        "server rejected a message as too long; splitting finer"
+                    );
                     for piece in split_message(&chunk, smaller) {
                         match self.send_one(room_id, thread, &piece).await? {
                             Some(r) => {
@@ -379,7 +416,8 @@ impl Chat for RocketChat {
         )
         .await?;
         for rest in chunks {
-            self.post(&message.room_id, Some(&message.id), &rest).await?;
+            self.post(&message.room_id, Some(&message.id), &rest)
+                .await?;
         }
         Ok(())
     }
@@ -417,7 +455,13 @@ impl Chat for RocketChat {
 
     async fn room_id(&self, name: &str) -> Result<String, ChatError> {
         let name = name.trim_start_matches('#');
-        if let Some(rid) = self.inner.rooms.lock().ok().and_then(|r| r.get(name).cloned()) {
+        if let Some(rid) = self
+            .inner
+            .rooms
+            .lock()
+            .ok()
+            .and_then(|r| r.get(name).cloned())
+        {
             return Ok(rid);
         }
         let v = self
@@ -484,7 +528,10 @@ async fn supervise(
                     match catch_up(&session, store, &listener).await {
                         Ok(missed) => {
                             if !missed.is_empty() {
-                                tracing::info!(count = missed.len(), "catching up on messages sent while disconnected");
+                                tracing::info!(
+                                    count = missed.len(),
+                                    "catching up on messages sent while disconnected"
+                                );
                             }
                             for m in missed {
                                 if recent.insert(&m.id) && incoming.send(m).is_err() {
@@ -492,7 +539,9 @@ async fn supervise(
                                 }
                             }
                         }
-                        Err(e) => tracing::warn!(error = %e, "catching up failed; continuing with live messages"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "catching up failed; continuing with live messages")
+                        }
                     }
                 }
                 loop {
@@ -585,7 +634,11 @@ async fn establish(inner: &Inner, first: bool) -> Result<Established, EstablishE
             "user": { "username": user },
             "password": { "digest": password_digest(pw.expose()), "algorithm": "sha-256" }
         }]),
-        _ => return Err(EstablishError::LoginRejected("no credentials configured".into())),
+        _ => {
+            return Err(EstablishError::LoginRejected(
+                "no credentials configured".into(),
+            ));
+        }
     };
     let login = match timeout(cfg.call_timeout, session.call("login", params)).await {
         Err(_) => return Err(EstablishError::Transient("login timed out".into())),
@@ -597,12 +650,25 @@ async fn establish(inner: &Inner, first: bool) -> Result<Established, EstablishE
         Ok(Ok(None)) => return Err(EstablishError::Transient("login answered nothing".into())),
         Ok(Ok(Some(v))) => v,
     };
-    let user_id = login.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
-    let token = login.get("token").and_then(Value::as_str).unwrap_or_default().to_string();
+    let user_id = login
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let token = login
+        .get("token")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     if user_id.is_empty() || token.is_empty() {
-        return Err(EstablishError::Transient("login result lacks id or token".into()));
+        return Err(EstablishError::Transient(
+            "login result lacks id or token".into(),
+        ));
     }
-    let auth = RestAuth { user_id: user_id.clone(), token };
+    let auth = RestAuth {
+        user_id: user_id.clone(),
+        token,
+    };
     let known = inner.identity.read().ok().and_then(|i| i.clone());
     let username = match (&known, &cfg.username) {
         (Some(k), _) if k.user_id == user_id => k.username.clone(),
@@ -615,20 +681,36 @@ async fn establish(inner: &Inner, first: bool) -> Result<Established, EstablishE
                     .map(|a| a.iter().filter_map(Value::as_str).collect())
                     .unwrap_or_default();
                 if !roles.contains(&"bot") {
-                    tracing::warn!(?roles, "the bot account lacks the `bot` role: the server will rate-limit its messages");
+                    tracing::warn!(
+                        ?roles,
+                        "the bot account lacks the `bot` role: the server will rate-limit its messages"
+                    );
                 }
-                me.get("username").and_then(Value::as_str).unwrap_or_default().to_string()
+                me.get("username")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
             }
-            Err(e) => cfg.username.clone().ok_or_else(|| EstablishError::Transient(format!("cannot learn the bot's username: {e}")))?,
+            Err(e) => cfg.username.clone().ok_or_else(|| {
+                EstablishError::Transient(format!("cannot learn the bot's username: {e}"))
+            })?,
         },
     };
     if let Ok(mut id) = inner.identity.write() {
-        *id = Some(Identity { user_id: user_id.clone(), username: username.clone(), auth });
+        *id = Some(Identity {
+            user_id: user_id.clone(),
+            username: username.clone(),
+            auth,
+        });
     }
     if first {
         match inner.rest.server_version().await {
-            Ok(v) => tracing::info!(server = %cfg.url, version = %v, user = %username, "logged in to Rocket.Chat"),
-            Err(e) => tracing::warn!(server = %cfg.url, error = %e, "logged in, but /api/info did not answer"),
+            Ok(v) => {
+                tracing::info!(server = %cfg.url, version = %v, user = %username, "logged in to Rocket.Chat")
+            }
+            Err(e) => {
+                tracing::warn!(server = %cfg.url, error = %e, "logged in, but /api/info did not answer")
+            }
         }
     }
 
@@ -676,7 +758,11 @@ const HISTORY_PAGE: usize = 50;
 const HISTORY_MAX_PAGES: usize = 20;
 
 /// Fetches, for every room the bot is in, the messages newer than its read mark, oldest first.
-async fn catch_up(session: &Session, store: &Store, who: &Listener<'_>) -> Result<Vec<Incoming>, String> {
+async fn catch_up(
+    session: &Session,
+    store: &Store,
+    who: &Listener<'_>,
+) -> Result<Vec<Incoming>, String> {
     let subs = session
         .call("subscriptions/get", json!([]))
         .await
@@ -744,8 +830,14 @@ mod tests {
 
     #[test]
     fn websocket_url_follows_the_scheme_and_path() {
-        assert_eq!(websocket_url("https://chat.example.org/"), "wss://chat.example.org/websocket");
-        assert_eq!(websocket_url("http://127.0.0.1:3000/rc"), "ws://127.0.0.1:3000/rc/websocket");
+        assert_eq!(
+            websocket_url("https://chat.example.org/"),
+            "wss://chat.example.org/websocket"
+        );
+        assert_eq!(
+            websocket_url("http://127.0.0.1:3000/rc"),
+            "ws://127.0.0.1:3000/rc/websocket"
+        );
     }
 
     #[test]

@@ -88,7 +88,12 @@ impl Rest {
     }
 
     /// `POST /api/v1/chat.react` (the replacement for the `setReaction` method).
-    pub async fn react(&self, auth: &RestAuth, message_id: &str, emoji: &str) -> Result<(), RestError> {
+    pub async fn react(
+        &self,
+        auth: &RestAuth,
+        message_id: &str,
+        emoji: &str,
+    ) -> Result<(), RestError> {
         self.send(
             "/api/v1/chat.react",
             Some(auth),
@@ -99,7 +104,12 @@ impl Rest {
     }
 
     /// Sends a request, waiting out 429 replies as the server asks.
-    async fn send(&self, route: &str, auth: Option<&RestAuth>, body: Option<Value>) -> Result<Value, RestError> {
+    async fn send(
+        &self,
+        route: &str,
+        auth: Option<&RestAuth>,
+        body: Option<Value>,
+    ) -> Result<Value, RestError> {
         let url = format!("{}{route}", self.base);
         for _ in 0..MAX_RATE_LIMIT_RETRIES {
             let mut req = match &body {
@@ -111,14 +121,21 @@ impl Rest {
                     .header("X-User-Id", &a.user_id)
                     .header("X-Auth-Token", &a.token);
             }
-            let resp = req.send().await.map_err(|source| RestError::RequestFailed {
-                route: route.to_string(),
-                source,
-            })?;
+            let resp = req
+                .send()
+                .await
+                .map_err(|source| RestError::RequestFailed {
+                    route: route.to_string(),
+                    source,
+                })?;
             let status = resp.status();
             if status == StatusCode::TOO_MANY_REQUESTS {
                 let wait = rate_limit_wait(resp.headers());
-                tracing::warn!(route, wait_ms = wait.as_millis() as u64, "REST rate limit hit; waiting");
+                tracing::warn!(
+                    route,
+                    wait_ms = wait.as_millis() as u64,
+                    "REST rate limit hit; waiting"
+                );
                 tokio::time::sleep(wait).await;
                 continue;
             }

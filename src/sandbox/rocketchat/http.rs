@@ -44,9 +44,16 @@ pub(crate) fn router(sim: Arc<SimInner>) -> Router {
 }
 
 async fn websocket(AxState(sim): Sim, upgrade: WebSocketUpgrade) -> Response {
-    let refusing = sim.faults().refuse_until.is_some_and(|t| Instant::now() < t);
+    let refusing = sim
+        .faults()
+        .refuse_until
+        .is_some_and(|t| Instant::now() < t);
     if refusing {
-        return (StatusCode::SERVICE_UNAVAILABLE, "refusing connections (fault injected)").into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "refusing connections (fault injected)",
+        )
+            .into_response();
     }
     upgrade
         .on_upgrade(move |socket| super::ws::serve_socket(sim, socket))
@@ -70,22 +77,37 @@ fn unauthorized() -> Response {
 }
 
 /// The authenticated user, after the REST rate limiter.
-fn authed(sim: &SimInner, headers: &HeaderMap, route: &str) -> Result<User, Response> {
-    let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+fn authed(sim: &SimInner, headers: &HeaderMap, route: &str) -> Result<User, Box<Response>> {
+    let h = |k: &str| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
     let mut st = sim.state();
-    let user = st.user_for_token(&h("X-User-Id"), &h("X-Auth-Token")).cloned().ok_or_else(unauthorized)?;
+    let user = st
+        .user_for_token(&h("X-User-Id"), &h("X-Auth-Token"))
+        .cloned()
+        .ok_or_else(|| Box::new(unauthorized()))?;
     limited(&mut st, Some(&user.id), route)?;
     Ok(user)
 }
 
-fn limited(st: &mut super::state::State, uid: Option<&str>, route: &str) -> Result<(), Response> {
+fn limited(
+    st: &mut super::state::State,
+    uid: Option<&str>,
+    route: &str,
+) -> Result<(), Box<Response>> {
     match st.rest_rate_check(uid, route) {
         Ok(()) => Ok(()),
         Err(reset) => {
             let wait = ((reset - super::state::now_ms()).max(0) / 1000) + 1;
             let mut r = fail(
                 StatusCode::TOO_MANY_REQUESTS,
-                &format!("Error, too many requests. Please slow down. You must wait {wait} seconds before trying this endpoint again."),
+                &format!(
+                    "Error, too many requests. Please slow down. You must wait {wait} seconds before trying this endpoint again."
+                ),
                 "error-too-many-requests",
             );
             let hs = r.headers_mut();
@@ -94,13 +116,15 @@ fn limited(st: &mut super::state::State, uid: Option<&str>, route: &str) -> Resu
             }
             hs.insert("X-RateLimit-Remaining", HeaderValue::from(0));
             hs.insert("X-RateLimit-Reset", HeaderValue::from(reset));
-            Err(r)
+            Err(Box::new(r))
         }
     }
 }
 
 async fn info() -> Json<Value> {
-    Json(json!({"version": "8.0", "minimumClientVersions": {"desktop": "4.0.0", "mobile": "4.0.0"}, "success": true}))
+    Json(
+        json!({"version": "8.0", "minimumClientVersions": {"desktop": "4.0.0", "mobile": "4.0.0"}, "success": true}),
+    )
 }
 
 async fn login(AxState(sim): Sim, Json(body): Json<Value>) -> Response {
@@ -108,13 +132,20 @@ async fn login(AxState(sim): Sim, Json(body): Json<Value>) -> Response {
     let params = if let Some(r) = body.get("resume") {
         json!([{ "resume": r }])
     } else {
-        let user = body.get("user").or_else(|| body.get("username")).cloned().unwrap_or(Value::Null);
+        let user = body
+            .get("user")
+            .or_else(|| body.get("username"))
+            .cloned()
+            .unwrap_or(Value::Null);
         json!([{ "user": {"username": user}, "password": body.get("password").cloned().unwrap_or(Value::Null) }])
     };
     match st.login(&params) {
         Ok((uid, token, _)) => {
             let me = st.user(&uid).map(user_json).unwrap_or(Value::Null);
-            Json(json!({"status": "success", "data": {"authToken": token, "userId": uid, "me": me}})).into_response()
+            Json(
+                json!({"status": "success", "data": {"authToken": token, "userId": uid, "me": me}}),
+            )
+            .into_response()
         }
         Err(_) => (
             StatusCode::UNAUTHORIZED,
@@ -135,7 +166,7 @@ async fn me(AxState(sim): Sim, headers: HeaderMap) -> Response {
             v["success"] = json!(true);
             Json(v).into_response()
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -146,10 +177,14 @@ struct UsersInfoQuery {
     user_id: Option<String>,
 }
 
-async fn users_info(AxState(sim): Sim, headers: HeaderMap, Query(q): Query<UsersInfoQuery>) -> Response {
+async fn users_info(
+    AxState(sim): Sim,
+    headers: HeaderMap,
+    Query(q): Query<UsersInfoQuery>,
+) -> Response {
     let caller = match authed(&sim, &headers, "users.info") {
         Ok(u) => u,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let st = sim.state();
     let found = match (&q.username, &q.user_id) {
@@ -158,14 +193,16 @@ async fn users_info(AxState(sim): Sim, headers: HeaderMap, Query(q): Query<Users
         _ => None,
     };
     let Some(u) = found else {
-        return fail(StatusCode::BAD_REQUEST, "User not found.", "error-invalid-user");
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "User not found.",
+            "error-invalid-user",
+        );
     };
     let mut v = user_json(u);
     let full = caller.id == u.id || caller.roles.iter().any(|r| r == "admin");
-    if !full {
-        if let Some(o) = v.as_object_mut() {
-            o.remove("roles");
-        }
+    if !full && let Some(o) = v.as_object_mut() {
+        o.remove("roles");
     }
     Json(json!({"user": v, "success": true})).into_response()
 }
@@ -173,7 +210,7 @@ async fn users_info(AxState(sim): Sim, headers: HeaderMap, Query(q): Query<Users
 async fn post_message(AxState(sim): Sim, headers: HeaderMap, Json(body): Json<Value>) -> Response {
     let user = match authed(&sim, &headers, "chat.postMessage") {
         Ok(u) => u,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut st = sim.state();
     let target = body
@@ -184,7 +221,13 @@ async fn post_message(AxState(sim): Sim, headers: HeaderMap, Json(body): Json<Va
         .to_string();
     let rid = match super::resolve_room(&mut st, &user.id, &target) {
         Ok(r) => r,
-        Err(_) => return fail(StatusCode::BAD_REQUEST, "Invalid room", "error-invalid-channel"),
+        Err(_) => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                "Invalid room",
+                "error-invalid-channel",
+            );
+        }
     };
     let text = body.get("text").and_then(Value::as_str).unwrap_or_default();
     let mut m = json!({"rid": rid, "msg": text});
@@ -192,63 +235,109 @@ async fn post_message(AxState(sim): Sim, headers: HeaderMap, Json(body): Json<Va
         m["tmid"] = t.clone();
     }
     match st.send_message(&user.id, &m) {
-        Ok(Some(doc)) => Json(json!({"ts": doc["ts"]["$date"], "channel": target, "message": doc, "success": true})).into_response(),
-        Ok(None) => fail(StatusCode::BAD_REQUEST, "Message size exceeds the allowed limit", "error-message-size-exceeded"),
-        Err(e) => fail(StatusCode::BAD_REQUEST, e["reason"].as_str().unwrap_or("error"), e["error"].as_str().unwrap_or("error")),
+        Ok(Some(doc)) => Json(
+            json!({"ts": doc["ts"]["$date"], "channel": target, "message": doc, "success": true}),
+        )
+        .into_response(),
+        Ok(None) => fail(
+            StatusCode::BAD_REQUEST,
+            "Message size exceeds the allowed limit",
+            "error-message-size-exceeded",
+        ),
+        Err(e) => fail(
+            StatusCode::BAD_REQUEST,
+            e["reason"].as_str().unwrap_or("error"),
+            e["error"].as_str().unwrap_or("error"),
+        ),
     }
 }
 
 async fn send_message(AxState(sim): Sim, headers: HeaderMap, Json(body): Json<Value>) -> Response {
     let user = match authed(&sim, &headers, "chat.sendMessage") {
         Ok(u) => u,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut st = sim.state();
     let m = body.get("message").cloned().unwrap_or(Value::Null);
-    if let Some(existing) = m.get("_id").and_then(Value::as_str).and_then(|id| st.message_index(id)) {
+    if let Some(existing) = m
+        .get("_id")
+        .and_then(Value::as_str)
+        .and_then(|id| st.message_index(id))
+    {
         let doc = st.message_json(&st.messages[existing]);
         return Json(json!({"message": doc, "success": true})).into_response();
     }
-    let text_len = m.get("msg").and_then(Value::as_str).map_or(0, |t| t.chars().count());
+    let text_len = m
+        .get("msg")
+        .and_then(Value::as_str)
+        .map_or(0, |t| t.chars().count());
     if text_len > st.max_message_len {
-        return fail(StatusCode::BAD_REQUEST, "Message size exceeds the allowed limit", "error-message-size-exceeded");
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "Message size exceeds the allowed limit",
+            "error-message-size-exceeded",
+        );
     }
     match st.send_message(&user.id, &m) {
         Ok(Some(doc)) => Json(json!({"message": doc, "success": true})).into_response(),
-        Ok(None) => fail(StatusCode::BAD_REQUEST, "Message could not be sent", "error-message-not-sent"),
-        Err(e) => fail(StatusCode::BAD_REQUEST, e["reason"].as_str().unwrap_or("error"), e["error"].as_str().unwrap_or("error")),
+        Ok(None) => fail(
+            StatusCode::BAD_REQUEST,
+            "Message could not be sent",
+            "error-message-not-sent",
+        ),
+        Err(e) => fail(
+            StatusCode::BAD_REQUEST,
+            e["reason"].as_str().unwrap_or("error"),
+            e["error"].as_str().unwrap_or("error"),
+        ),
     }
 }
 
 async fn chat_update(AxState(sim): Sim, headers: HeaderMap, Json(body): Json<Value>) -> Response {
     let user = match authed(&sim, &headers, "chat.update") {
         Ok(u) => u,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut st = sim.state();
     let id = body.get("msgId").cloned().unwrap_or(Value::Null);
     let m = json!({"_id": id, "msg": body.get("text").cloned().unwrap_or(Value::Null)});
     match st.update_message(&user.id, &m) {
         Ok(()) => {
-            let doc = id.as_str().and_then(|i| st.message_index(i)).map(|i| st.message_json(&st.messages[i]));
+            let doc = id
+                .as_str()
+                .and_then(|i| st.message_index(i))
+                .map(|i| st.message_json(&st.messages[i]));
             Json(json!({"message": doc, "success": true})).into_response()
         }
-        Err(e) => fail(StatusCode::BAD_REQUEST, e["reason"].as_str().unwrap_or("error"), e["error"].as_str().unwrap_or("error")),
+        Err(e) => fail(
+            StatusCode::BAD_REQUEST,
+            e["reason"].as_str().unwrap_or("error"),
+            e["error"].as_str().unwrap_or("error"),
+        ),
     }
 }
 
 async fn chat_react(AxState(sim): Sim, headers: HeaderMap, Json(body): Json<Value>) -> Response {
     let user = match authed(&sim, &headers, "chat.react") {
         Ok(u) => u,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut st = sim.state();
-    let emoji = body.get("emoji").and_then(Value::as_str).unwrap_or_default().trim_matches(':').to_string();
+    let emoji = body
+        .get("emoji")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .trim_matches(':')
+        .to_string();
     let should = body.get("shouldReact").cloned().unwrap_or(Value::Null);
     let msg_id = body.get("messageId").cloned().unwrap_or(Value::Null);
     match st.set_reaction(&user.id, &json!(format!(":{emoji}:")), &msg_id, &should) {
         Ok(()) => Json(json!({"success": true})).into_response(),
-        Err(e) => fail(StatusCode::BAD_REQUEST, e["reason"].as_str().unwrap_or("error"), e["error"].as_str().unwrap_or("error")),
+        Err(e) => fail(
+            StatusCode::BAD_REQUEST,
+            e["reason"].as_str().unwrap_or("error"),
+            e["error"].as_str().unwrap_or("error"),
+        ),
     }
 }
 

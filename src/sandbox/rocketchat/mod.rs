@@ -14,8 +14,8 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use state::{NewMessage, Out, State};
 pub use state::{RateRule, SimEvent};
-use state::{Out, State};
 
 /// How the simulator listens and times its heartbeat.
 #[derive(Debug, Clone)]
@@ -158,7 +158,10 @@ impl RocketChatSim {
         let token = st
             .create_token(username)
             .ok_or_else(|| SimError::UnknownUser(username.into()))?;
-        let id = st.user_by_name(username).map(|u| u.id.clone()).unwrap_or_default();
+        let id = st
+            .user_by_name(username)
+            .map(|u| u.id.clone())
+            .unwrap_or_default();
         Ok((token, id))
     }
 
@@ -168,7 +171,13 @@ impl RocketChatSim {
     }
 
     /// Posts as `username` in `room`, as a reply in the thread `tmid` when given.
-    pub fn post_in(&self, username: &str, room: &str, text: &str, tmid: Option<&str>) -> Result<Value, SimError> {
+    pub fn post_in(
+        &self,
+        username: &str,
+        room: &str,
+        text: &str,
+        tmid: Option<&str>,
+    ) -> Result<Value, SimError> {
         let mut st = self.inner.state();
         let uid = st
             .user_by_name(username)
@@ -178,18 +187,32 @@ impl RocketChatSim {
         if !st.rooms[&rid].members.contains(&uid) {
             return Err(SimError::Refused(format!("{username} is not in {room}")));
         }
-        Ok(st.insert_message(&uid, &rid, text, None, tmid.map(str::to_string), None, None))
+        let extra = NewMessage {
+            tmid: tmid.map(str::to_string),
+            ..NewMessage::default()
+        };
+        Ok(st.insert_message(&uid, &rid, text, extra))
     }
 
     /// Posts a system message (`t` = `uj`, `ru`, ...) in `room`.
-    pub fn post_system(&self, username: &str, room: &str, t: &str, text: &str) -> Result<Value, SimError> {
+    pub fn post_system(
+        &self,
+        username: &str,
+        room: &str,
+        t: &str,
+        text: &str,
+    ) -> Result<Value, SimError> {
         let mut st = self.inner.state();
         let uid = st
             .user_by_name(username)
             .map(|u| u.id.clone())
             .ok_or_else(|| SimError::UnknownUser(username.into()))?;
         let rid = resolve_room(&mut st, &uid, room)?;
-        Ok(st.insert_message(&uid, &rid, text, None, None, Some(t), None))
+        let extra = NewMessage {
+            t: Some(t.to_string()),
+            ..NewMessage::default()
+        };
+        Ok(st.insert_message(&uid, &rid, text, extra))
     }
 
     /// Edits a message as `username` (who must be its author).
@@ -201,6 +224,22 @@ impl RocketChatSim {
             .ok_or_else(|| SimError::UnknownUser(username.into()))?;
         st.update_message(&uid, &serde_json::json!({"_id": message_id, "msg": text}))
             .map_err(|e| SimError::Refused(e.to_string()))
+    }
+
+    /// Adds `emoji` (without colons) as `username`'s reaction to a message.
+    pub fn react(&self, username: &str, message_id: &str, emoji: &str) -> Result<(), SimError> {
+        let mut st = self.inner.state();
+        let uid = st
+            .user_by_name(username)
+            .map(|u| u.id.clone())
+            .ok_or_else(|| SimError::UnknownUser(username.into()))?;
+        st.set_reaction(
+            &uid,
+            &Value::String(format!(":{emoji}:")),
+            &Value::String(message_id.into()),
+            &Value::Bool(true),
+        )
+        .map_err(|e| SimError::Refused(e.to_string()))
     }
 
     /// A room's messages, oldest first (edits applied, reactions included).
@@ -221,7 +260,12 @@ impl RocketChatSim {
         let ub = st.user_by_name(b)?.id.clone();
         st.rooms
             .values()
-            .find(|r| r.kind == 'd' && r.members.len() == 2 && r.members.contains(&ua) && r.members.contains(&ub))
+            .find(|r| {
+                r.kind == 'd'
+                    && r.members.len() == 2
+                    && r.members.contains(&ua)
+                    && r.members.contains(&ub)
+            })
             .map(|r| r.id.clone())
     }
 
@@ -279,6 +323,14 @@ impl RocketChatSim {
         self.inner.state().events.subscribe()
     }
 
+    /// How many WebSocket connections were ever accepted (a reconnect adds one).
+    pub fn connections_accepted(&self) -> u64 {
+        self.inner
+            .next_conn
+            .load(std::sync::atomic::Ordering::Relaxed)
+            - 1
+    }
+
     /// How many DDP connections are open.
     pub fn connection_count(&self) -> usize {
         self.inner.state().conns.len()
@@ -290,9 +342,11 @@ impl RocketChatSim {
         let Some(uid) = st.user_by_name(username).map(|u| u.id.clone()) else {
             return 0;
         };
-        st.conns.values().filter(|c| c.user_id.as_deref() == Some(uid.as_str()) && c.my_messages).count()
+        st.conns
+            .values()
+            .filter(|c| c.user_id.as_deref() == Some(uid.as_str()) && c.my_messages)
+            .count()
     }
-
 }
 
 /// Finds a room by `#name`/`name`/id, or the DM for `@user` (created when missing).
@@ -303,7 +357,10 @@ fn resolve_room(st: &mut State, poster: &str, spec: &str) -> Result<String, SimE
             .map(|u| u.id.clone())
             .ok_or_else(|| SimError::UnknownUser(other.into()))?;
         if let Some(r) = st.rooms.values().find(|r| {
-            r.kind == 'd' && r.members.len() == 2 && r.members.contains(poster) && r.members.contains(&ou)
+            r.kind == 'd'
+                && r.members.len() == 2
+                && r.members.contains(poster)
+                && r.members.contains(&ou)
         }) {
             return Ok(r.id.clone());
         }

@@ -61,6 +61,18 @@ pub struct Message {
     pub bot: Option<Value>,
 }
 
+/// The optional parts of a new message.
+#[derive(Debug, Clone, Default)]
+pub struct NewMessage {
+    /// Client-chosen id; generated when absent.
+    pub id: Option<String>,
+    /// Thread parent.
+    pub tmid: Option<String>,
+    /// System message type.
+    pub t: Option<String>,
+    pub bot: Option<Value>,
+}
+
 /// A rate-limit rule for one DDP method, counted per user.
 #[derive(Debug, Clone)]
 pub struct RateRule {
@@ -73,7 +85,11 @@ pub struct RateRule {
 /// What the simulator notes as it happens, for the terminal prompt and the benchmark.
 #[derive(Debug, Clone)]
 pub enum SimEvent {
-    Message { room: String, message: Value, edited: bool },
+    Message {
+        room: String,
+        message: Value,
+        edited: bool,
+    },
 }
 
 pub(crate) struct Conn {
@@ -119,6 +135,12 @@ pub fn error_value(code: impl Into<Value>, reason: &str) -> Value {
         "message": format!("{reason} [{code_text}]"),
         "errorType": "Meteor.Error"
     })
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State::new()
+    }
 }
 
 impl State {
@@ -249,7 +271,10 @@ impl State {
         if let Some(at) = m.edited_at {
             v["editedAt"] = json!({"$date": at});
             let by = m.edited_by.clone().unwrap_or_default();
-            let name = self.user(&by).map(|u| u.username.clone()).unwrap_or_default();
+            let name = self
+                .user(&by)
+                .map(|u| u.username.clone())
+                .unwrap_or_default();
             v["editedBy"] = json!({"_id": by, "username": name});
         }
         if !m.reactions.is_empty() {
@@ -272,11 +297,9 @@ impl State {
         user_id: &str,
         rid: &str,
         text: &str,
-        id: Option<String>,
-        tmid: Option<String>,
-        t: Option<&str>,
-        bot: Option<Value>,
+        extra: NewMessage,
     ) -> Value {
+        let NewMessage { id, tmid, t, bot } = extra;
         let ts = self.next_ts();
         let m = Message {
             id: id.unwrap_or_else(new_message_id),
@@ -285,7 +308,7 @@ impl State {
             ts,
             updated_at: ts,
             user_id: user_id.to_string(),
-            t: t.map(str::to_string),
+            t,
             tmid: tmid.clone(),
             tcount: 0,
             edited_at: None,
@@ -393,7 +416,10 @@ impl State {
             .rate_log
             .entry((user_id.to_string(), method.to_string()))
             .or_default();
-        while log.front().is_some_and(|t| now.duration_since(*t) >= rule.window) {
+        while log
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= rule.window)
+        {
             log.pop_front();
         }
         if log.len() as u32 >= rule.limit {
@@ -410,17 +436,21 @@ impl State {
         let Some((limit, window)) = self.rest_limit else {
             return Ok(());
         };
-        if let Some(u) = user_id.and_then(|id| self.user(id)) {
-            if u.bypasses_rest_limit() {
-                return Ok(());
-            }
+        if user_id
+            .and_then(|id| self.user(id))
+            .is_some_and(User::bypasses_rest_limit)
+        {
+            return Ok(());
         }
         let now = Instant::now();
         let log = self
             .rest_log
             .entry((user_id.unwrap_or("").to_string(), route.to_string()))
             .or_default();
-        while log.front().is_some_and(|t| now.duration_since(*t) >= window) {
+        while log
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= window)
+        {
             log.pop_front();
         }
         if log.len() as u32 >= limit {
@@ -434,10 +464,15 @@ impl State {
 
     /// Password or resume login; on success returns `(user id, token, type)`.
     pub fn login(&mut self, params: &Value) -> Result<(String, String, &'static str), Value> {
-        let p = params.get(0).ok_or_else(|| error_value(400, "Match failed"))?;
+        let p = params
+            .get(0)
+            .ok_or_else(|| error_value(400, "Match failed"))?;
         if let Some(resume) = p.get("resume").and_then(Value::as_str) {
             let uid = self.tokens.get(resume).cloned().ok_or_else(|| {
-                error_value(403, "You've been logged out by the server. Please log in again.")
+                error_value(
+                    403,
+                    "You've been logged out by the server. Please log in again.",
+                )
             })?;
             return Ok((uid, resume.to_string(), "resume"));
         }
@@ -482,7 +517,9 @@ impl State {
         match method {
             "sendMessage" => self.send_message(user_id, &arg(0)),
             "updateMessage" => self.update_message(user_id, &arg(0)).map(|_| None),
-            "setReaction" => self.set_reaction(user_id, &arg(0), &arg(1), &arg(2)).map(|_| None),
+            "setReaction" => self
+                .set_reaction(user_id, &arg(0), &arg(1), &arg(2))
+                .map(|_| None),
             "getRoomIdByNameOrId" => {
                 let key = arg(0).as_str().unwrap_or_default().to_string();
                 let room = self
@@ -511,8 +548,19 @@ impl State {
                     }
                     let room = self.rooms[&rid].clone();
                     self.notify_subscription(user_id, &room, "inserted");
-                    let name = self.user(user_id).map(|u| u.username.clone()).unwrap_or_default();
-                    self.insert_message(user_id, &rid, &name, None, None, Some("uj"), None);
+                    let name = self
+                        .user(user_id)
+                        .map(|u| u.username.clone())
+                        .unwrap_or_default();
+                    self.insert_message(
+                        user_id,
+                        &rid,
+                        &name,
+                        NewMessage {
+                            t: Some("uj".into()),
+                            ..NewMessage::default()
+                        },
+                    );
                 }
                 Ok(Some(json!(true)))
             }
@@ -548,7 +596,9 @@ impl State {
                     .iter()
                     .filter_map(|m| self.user(m).map(|u| u.username.clone()))
                     .collect();
-                Ok(Some(json!({"t": "d", "rid": rid, "_id": rid, "usernames": usernames})))
+                Ok(Some(
+                    json!({"t": "d", "rid": rid, "_id": rid, "usernames": usernames}),
+                ))
             }
             "loadHistory" => {
                 let rid = arg(0).as_str().unwrap_or_default().to_string();
@@ -602,8 +652,21 @@ impl State {
     /// `sendMessage`: the real server swallows most errors into an empty result.
     pub fn send_message(&mut self, user_id: &str, m: &Value) -> MethodReply {
         const ALLOWED: &[&str] = &[
-            "_id", "rid", "msg", "tmid", "tshow", "ts", "t", "bot", "content", "e2e", "e2eMentions",
-            "customFields", "federation", "groupable", "sentByEmail",
+            "_id",
+            "rid",
+            "msg",
+            "tmid",
+            "tshow",
+            "ts",
+            "t",
+            "bot",
+            "content",
+            "e2e",
+            "e2eMentions",
+            "customFields",
+            "federation",
+            "groupable",
+            "sentByEmail",
         ];
         let Some(obj) = m.as_object() else {
             return Err(error_value(400, "Match failed"));
@@ -611,8 +674,16 @@ impl State {
         if obj.keys().any(|k| !ALLOWED.contains(&k.as_str())) {
             return Err(error_value(400, "Match failed"));
         }
-        let rid = obj.get("rid").and_then(Value::as_str).unwrap_or_default().to_string();
-        let text = obj.get("msg").and_then(Value::as_str).unwrap_or_default().to_string();
+        let rid = obj
+            .get("rid")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let text = obj
+            .get("msg")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         match self.rooms.get(&rid) {
             Some(r) if r.members.contains(user_id) => {}
             _ => return Err(error_value("error-not-allowed", "Not allowed")),
@@ -626,7 +697,13 @@ impl State {
         }
         let tmid = obj.get("tmid").and_then(Value::as_str).map(str::to_string);
         let bot = obj.get("bot").cloned();
-        Ok(Some(self.insert_message(user_id, &rid, &text, id, tmid, None, bot)))
+        let extra = NewMessage {
+            id,
+            tmid,
+            t: None,
+            bot,
+        };
+        Ok(Some(self.insert_message(user_id, &rid, &text, extra)))
     }
 
     pub fn update_message(&mut self, user_id: &str, m: &Value) -> Result<(), Value> {
@@ -644,7 +721,10 @@ impl State {
             return Err(error_value("error-action-not-allowed", "Not allowed"));
         }
         if text.chars().count() > self.max_message_len {
-            return Err(error_value("error-message-size-exceeded", "Message size exceeds the allowed limit"));
+            return Err(error_value(
+                "error-message-size-exceeded",
+                "Message size exceeds the allowed limit",
+            ));
         }
         if self.messages[idx].msg == text {
             return Ok(());
@@ -659,7 +739,13 @@ impl State {
         Ok(())
     }
 
-    pub fn set_reaction(&mut self, user_id: &str, emoji: &Value, msg_id: &Value, should: &Value) -> Result<(), Value> {
+    pub fn set_reaction(
+        &mut self,
+        user_id: &str,
+        emoji: &Value,
+        msg_id: &Value,
+        should: &Value,
+    ) -> Result<(), Value> {
         let emoji = emoji.as_str().unwrap_or_default().to_string();
         let valid = emoji.len() > 2
             && emoji.starts_with(':')
@@ -674,8 +760,14 @@ impl State {
             .index
             .get(msg_id.as_str().unwrap_or_default())
             .ok_or_else(|| error_value("error-not-allowed", "Not allowed"))?;
-        let username = self.user(user_id).map(|u| u.username.clone()).unwrap_or_default();
-        let users = self.messages[idx].reactions.entry(emoji.clone()).or_default();
+        let username = self
+            .user(user_id)
+            .map(|u| u.username.clone())
+            .unwrap_or_default();
+        let users = self.messages[idx]
+            .reactions
+            .entry(emoji.clone())
+            .or_default();
         let has = users.contains(&username);
         let want = should.as_bool().unwrap_or(!has);
         if want == has {

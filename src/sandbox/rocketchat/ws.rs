@@ -28,7 +28,11 @@ pub(crate) async fn serve_socket(sim: Arc<SimInner>, socket: WebSocket) {
     );
     let writer_sim = sim.clone();
     let mut writer = tokio::spawn(async move {
-        if sink.send(Message::text(r#"{"server_id":"0"}"#)).await.is_err() {
+        if sink
+            .send(Message::text(r#"{"server_id":"0"}"#))
+            .await
+            .is_err()
+        {
             return;
         }
         while let Some(out) = rx.recv().await {
@@ -142,13 +146,17 @@ fn handle_frame(
             None => send(json!({"msg": "pong"})),
         },
         "pong" => {}
-        "connect" => send(json!({"msg": "error", "reason": "Already connected", "offendingMessage": v})),
+        "connect" => {
+            send(json!({"msg": "error", "reason": "Already connected", "offendingMessage": v}))
+        }
         "method" => {
             let (Some(id), Some(method)) = (
                 v.get("id").and_then(Value::as_str),
                 v.get("method").and_then(Value::as_str),
             ) else {
-                send(json!({"msg": "error", "reason": "Malformed method invocation", "offendingMessage": v}));
+                send(
+                    json!({"msg": "error", "reason": "Malformed method invocation", "offendingMessage": v}),
+                );
                 return true;
             };
             let params = v.get("params").cloned().unwrap_or_else(|| json!([]));
@@ -161,7 +169,9 @@ fn handle_frame(
                         }
                         *user_id = Some(uid.clone());
                         let expires = super::state::now_ms() + 90 * 24 * 3600 * 1000;
-                        Ok(Some(json!({"id": uid, "token": token, "tokenExpires": {"$date": expires}, "type": kind})))
+                        Ok(Some(
+                            json!({"id": uid, "token": token, "tokenExpires": {"$date": expires}, "type": kind}),
+                        ))
                     }
                     Err(e) => Err(e),
                 }
@@ -182,10 +192,16 @@ fn handle_frame(
                 v.get("id").and_then(Value::as_str),
                 v.get("name").and_then(Value::as_str),
             ) else {
-                send(json!({"msg": "error", "reason": "Malformed subscription", "offendingMessage": v}));
+                send(
+                    json!({"msg": "error", "reason": "Malformed subscription", "offendingMessage": v}),
+                );
                 return true;
             };
-            let first = v.get("params").and_then(|p| p.get(0)).and_then(Value::as_str).unwrap_or_default();
+            let first = v
+                .get("params")
+                .and_then(|p| p.get(0))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             let mut st = sim.state();
             let nosub = |e: Value| json!({"msg": "nosub", "id": id, "error": e});
             let Some(uid) = user_id.clone() else {
@@ -200,7 +216,10 @@ fn handle_frame(
                     send(json!({"msg": "ready", "subs": [id]}));
                 }
                 "stream-room-messages" => {
-                    send(nosub(error_value("invalid-event-name", "Per-room streams are not simulated; use __my_messages__")));
+                    send(nosub(error_value(
+                        "invalid-event-name",
+                        "Per-room streams are not simulated; use __my_messages__",
+                    )));
                 }
                 "stream-notify-user" if first.starts_with(&format!("{uid}/")) => {
                     if let Some(c) = st.conns.get_mut(&conn_id) {
@@ -209,7 +228,10 @@ fn handle_frame(
                     send(json!({"msg": "ready", "subs": [id]}));
                 }
                 "stream-notify-user" => send(nosub(error_value("not-allowed", "Not allowed"))),
-                other => send(nosub(error_value(404, &format!("Subscription '{other}' not found")))),
+                other => send(nosub(error_value(
+                    404,
+                    &format!("Subscription '{other}' not found"),
+                ))),
             }
         }
         "unsub" => {

@@ -1,0 +1,158 @@
+//! Test fixtures: a simulator, a bot on a real store, and waiting for what a room shows.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rocketops::app::AppError;
+use rocketops::config::Config;
+use rocketops::sandbox::rocketchat::{RocketChatSim, SimConfig};
+use rocketops::store::Store;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long a test waits for something the bot should do in well under a second.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+pub struct World {
+    pub sim: RocketChatSim,
+    pub dir: tempfile::TempDir,
+    bot: Option<(JoinHandle<Result<(), AppError>>, CancellationToken)>,
+}
+
+impl World {
+    pub async fn new() -> World {
+        rocketops::tls::install_crypto_provider();
+        let _ = tracing_subscriber_init();
+        let sim = RocketChatSim::start(SimConfig::default())
+            .await
+            .expect("simulator starts");
+        World {
+            sim,
+            dir: tempfile::tempdir().expect("temp dir"),
+            bot: None,
+        }
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// The sandbox's bot configuration with test-sized timers.
+    pub fn config(&self) -> Config {
+        let mut c = rocketops::sandbox::bot_config(&self.sim.url());
+        let rc = &mut c.rocketchat;
+        rc.ping_interval = Duration::from_millis(300);
+        rc.ping_timeout = Duration::from_millis(300);
+        rc.connect_timeout = Duration::from_secs(1);
+        rc.call_timeout = Duration::from_secs(5);
+        rc.reconnect_min = Duration::from_millis(50);
+        rc.reconnect_max = Duration::from_millis(400);
+        c.bot.store_path = self.store_path();
+        c
+    }
+
+    pub async fn start_bot(&mut self) {
+        let config = self.config();
+        self.start_bot_with(config).await;
+    }
+
+    /// Starts the bot and waits until it has logged in and subscribed.
+    pub async fn start_bot_with(&mut self, config: Config) {
+        let store = open_store(&config.bot.store_path).await;
+        let token = CancellationToken::new();
+        let task = tokio::spawn(rocketops::app::run_with_store(config, store, token.clone()));
+        let started = tokio::time::Instant::now();
+        while self.sim.sessions_of("rocketops") == 0 {
+            assert!(!task.is_finished(), "bot exited during start-up");
+            assert!(started.elapsed() < PATIENCE, "bot did not log in");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.bot = Some((task, token));
+    }
+
+    /// Stops the bot cleanly and waits for it to release the store.
+    pub async fn stop_bot(&mut self) {
+        if let Some((task, token)) = self.bot.take() {
+            token.cancel();
+            let _ = tokio::time::timeout(PATIENCE, task)
+                .await
+                .expect("bot stops");
+        }
+    }
+
+    /// Waits until `room`'s messages satisfy `done`; returns them.
+    pub async fn wait_for(
+        &self,
+        room: &str,
+        what: &str,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let started = tokio::time::Instant::now();
+        loop {
+            let msgs = self.sim.messages(room).expect("room exists");
+            if done(&msgs) {
+                return msgs;
+            }
+            if started.elapsed() > PATIENCE {
+                panic!(
+                    "timed out waiting for {what} in {room}; room has: {:#?}",
+                    texts(&msgs)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Posts `/ping TAG` as alice in #ops and waits for `pong TAG`: the bot is up and answering.
+    pub async fn ping_ok(&self, tag: &str) {
+        self.sim
+            .post("alice", "#ops", &format!("/ping {tag}"))
+            .unwrap();
+        let want = format!("pong {tag}");
+        self.wait_for("#ops", &want, |m| bot_texts(m).contains(&want))
+            .await;
+    }
+}
+
+async fn open_store(path: &std::path::Path) -> Store {
+    // A stopped bot's store is released when its last task drops it: retry briefly.
+    let started = tokio::time::Instant::now();
+    loop {
+        match Store::open(path) {
+            Ok(s) => return s,
+            Err(e) if started.elapsed() < PATIENCE => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("store did not open: {e}"),
+        }
+    }
+}
+
+fn tracing_subscriber_init() -> Result<(), ()> {
+    if std::env::var("TEST_LOG").is_ok() {
+        rocketops::telemetry::init(rocketops::config::LogFormat::Text);
+    }
+    Ok(())
+}
+
+/// Every message's text.
+pub fn texts(msgs: &[Value]) -> Vec<String> {
+    msgs.iter()
+        .map(|m| m["msg"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// The texts the bot wrote, oldest first.
+pub fn bot_texts(msgs: &[Value]) -> Vec<String> {
+    msgs.iter()
+        .filter(|m| m["u"]["username"] == "rocketops" && m.get("t").is_none())
+        .map(|m| m["msg"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// How many of the bot's messages say exactly `text`.
+pub fn count(msgs: &[Value], text: &str) -> usize {
+    bot_texts(msgs).iter().filter(|t| *t == text).count()
+}
