@@ -107,3 +107,13 @@ proptest::proptest! {
         let _ = parse(&s);
     }
 }
+
+#[test]
+fn the_example_configuration_in_the_repository_is_valid() {
+    let src = include_str!("../../rocketops.example.toml");
+    let c = Config::from_toml(src, Path::new("rocketops.example.toml"), &|k| {
+        (k == "ROCKETOPS_RC_TOKEN").then(|| "t".to_string())
+    })
+    .unwrap();
+    assert_eq!(c.rocketchat.send_deadline, Duration::from_secs(120));
+}

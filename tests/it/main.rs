@@ -1,4 +1,6 @@
 //! Integration tests: the real bot against the simulators over loopback sockets.
 
 mod rocketchat;
+mod sandbox;
+mod simulator;
 mod support;
