@@ -54,6 +54,9 @@ pub struct BenchReport {
     pub p99: Duration,
     pub max: Duration,
     pub saturated_answers_per_sec: f64,
+    /// The bot's peak RSS after the fixed-rate phase.
+    pub rate_peak_rss_kib: Option<u64>,
+    /// The bot's peak RSS after saturation.
     pub peak_rss_kib: Option<u64>,
 }
 
@@ -82,10 +85,18 @@ impl fmt::Display for BenchReport {
             "  saturated: {:.0} answers/s",
             self.saturated_answers_per_sec
         )?;
-        match self.peak_rss_kib {
-            Some(k) => write!(f, "  bot peak RSS: {:.1} MB", k as f64 / 1024.0),
-            None => write!(f, "  bot peak RSS: unavailable"),
-        }
+        let mb = |k: Option<u64>| {
+            k.map_or("unavailable".to_string(), |k| {
+                format!("{:.1} MB", k as f64 / 1024.0)
+            })
+        };
+        write!(
+            f,
+            "  bot peak RSS: {} after the {} msg/s phase, {} after saturation",
+            mb(self.rate_peak_rss_kib),
+            self.offered_rate,
+            mb(self.peak_rss_kib)
+        )
     }
 }
 
@@ -237,6 +248,7 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
         (t.latencies.len(), std::mem::take(&mut t.latencies))
     };
     lat.sort();
+    let rate_rss = peak_rss_kib(pid);
 
     // Phase 2: closed loop, `window` pings in flight per user.
     for u in 0..users.len() {
@@ -271,6 +283,7 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
         p99: percentile(&lat, 0.99),
         max: lat.last().copied().unwrap_or_default(),
         saturated_answers_per_sec: answers as f64 / elapsed,
+        rate_peak_rss_kib: rate_rss,
         peak_rss_kib: rss,
     })
 }

@@ -45,6 +45,9 @@ pub struct AuditEntry {
     pub outcome: String,
 }
 
+/// sled's page cache; its default (1 GiB) would let a long-running bot grow without need.
+const CACHE_BYTES: u64 = 4 * 1024 * 1024;
+
 /// Key of the room-independent read mark.
 const GLOBAL_MARK: &str = "*";
 
@@ -66,24 +69,30 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (or creates) the store in `path`; a store held by another process is a clear error.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new().path(path).open().map_err(|e| {
-            let locked = match &e {
-                sled::Error::Io(io) => {
-                    io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock")
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_BYTES)
+            .mode(sled::Mode::LowSpace)
+            .open()
+            .map_err(|e| {
+                let locked = match &e {
+                    sled::Error::Io(io) => {
+                        io.kind() == std::io::ErrorKind::WouldBlock
+                            || io.to_string().contains("lock")
+                    }
+                    _ => false,
+                };
+                if locked {
+                    StoreError::Locked {
+                        path: path.to_path_buf(),
+                    }
+                } else {
+                    StoreError::OpenFailed {
+                        path: path.to_path_buf(),
+                        source: e,
+                    }
                 }
-                _ => false,
-            };
-            if locked {
-                StoreError::Locked {
-                    path: path.to_path_buf(),
-                }
-            } else {
-                StoreError::OpenFailed {
-                    path: path.to_path_buf(),
-                    source: e,
-                }
-            }
-        })?;
+            })?;
         Store::from_db(db)
     }
 

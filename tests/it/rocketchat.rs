@@ -381,3 +381,44 @@ async fn every_answered_command_is_audited() {
     assert_eq!(e.room, "ops");
     assert_eq!(e.outcome, "done");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_handle_posts_edits_in_place_reacts_and_opens_direct_messages() {
+    use rocketops::chat::Chat;
+    use rocketops::chat::rocketchat::{ConnectOptions, RocketChat};
+    let w = World::new().await;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let (chat, _incoming) = RocketChat::connect(
+        w.config().rocketchat,
+        ConnectOptions::default(),
+        cancel.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(chat.bot_username(), "rocketops");
+    let ops = chat.room_id("#ops").await.unwrap();
+    let progress = chat
+        .post(&ops, None, "deploy: 1/3 pods ready")
+        .await
+        .unwrap();
+    chat.edit(&progress, "deploy: 3/3 pods ready")
+        .await
+        .unwrap();
+    chat.react(&progress, "white_check_mark").await.unwrap();
+    let msgs = w.sim.messages("#ops").unwrap();
+    assert_eq!(msgs.len(), 1, "edited in place, not re-posted");
+    assert_eq!(msgs[0]["msg"], "deploy: 3/3 pods ready");
+    assert!(msgs[0]["editedAt"].is_object());
+    assert_eq!(
+        msgs[0]["reactions"][":white_check_mark:"]["usernames"],
+        serde_json::json!(["rocketops"])
+    );
+    let dm = chat.direct_room("alice").await.unwrap();
+    chat.post(&dm, None, "hello alice").await.unwrap();
+    assert_eq!(
+        w.sim.direct_room("alice", "rocketops").as_deref(),
+        Some(dm.as_str())
+    );
+    assert!(chat.room_id("#no-such-room").await.is_err());
+    cancel.cancel();
+}

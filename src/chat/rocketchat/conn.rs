@@ -123,12 +123,12 @@ impl Session {
         OpenError,
     > {
         let handshake = async {
-            let (mut ws, _) = tokio_tungstenite::connect_async(url).await.map_err(|e| {
-                OpenError::SocketFailed {
+            let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+                .await
+                .map_err(|e| OpenError::SocketFailed {
                     url: url.to_string(),
                     source: Box::new(e),
-                }
-            })?;
+                })?;
             ws.send(Message::text(ddp::connect_frame()))
                 .await
                 .map_err(|e| OpenError::SocketFailed {

@@ -490,7 +490,7 @@ async fn supervise(
 ) {
     let mut first = Some(first);
     let mut failures: u32 = 0;
-    let mut recent = RecentIds::new(20_000);
+    let mut recent = RecentIds::new(4096);
     let cancel = inner.cancel.clone();
     loop {
         if cancel.is_cancelled() {

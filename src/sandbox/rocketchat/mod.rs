@@ -119,6 +119,10 @@ impl RocketChatSim {
         });
         let app = http::router(inner.clone());
         let stop = inner.shutdown.clone();
+        // Like any server with small interactive frames: no Nagle delay on replies.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
