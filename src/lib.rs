@@ -6,6 +6,8 @@ pub mod app;
 pub mod bench;
 /// The chat boundary and the Rocket.Chat adapter.
 pub mod chat;
+/// Everything the bot does to Kubernetes.
+pub mod cluster;
 /// Command recognition, grammar and help.
 pub mod command;
 /// The TOML configuration.

@@ -1,5 +1,6 @@
 //! The local stand-ins the bot meets first: simulators over real loopback sockets, and the `sandbox` command that runs the bot against them.
 
+pub mod kube;
 pub mod rocketchat;
 
 use std::io::IsTerminal;
@@ -61,7 +62,35 @@ pub async fn run(opts: SandboxOptions, shutdown: CancellationToken) -> Result<()
         addr: listen.to_string(),
         source,
     })?;
+    let kube = kube::KubeSim::start(kube::KubeSimConfig::default())
+        .await
+        .map_err(|source| SandboxError::SimulatorFailed {
+            addr: "127.0.0.1:0".into(),
+            source,
+        })?;
+    kube.seed_environments(ENVIRONMENTS).map_err(|e| {
+        SandboxError::BotFailed(format!("seeding the cluster failed: {}", e.status()))
+    })?;
+    let kubeconfig = kubeconfig_path();
+    if let Some(dir) = kubeconfig.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    kube.write_kubeconfig(&kubeconfig, ENVIRONMENTS)
+        .map_err(|source| SandboxError::SimulatorFailed {
+            addr: kubeconfig.display().to_string(),
+            source,
+        })?;
     print_banner(&sim, opts.no_bot);
+    println!(
+        "  Kubernetes simulator: {}  (environments: {})",
+        kube.url(),
+        ENVIRONMENTS.join(", ")
+    );
+    println!("  kubeconfig: {}", kubeconfig.display());
+    println!(
+        "    try: kubectl --kubeconfig {} get deploy,sts,cronjob,jobs -A",
+        kubeconfig.display()
+    );
 
     let bot = if opts.no_bot {
         None
@@ -100,7 +129,18 @@ pub async fn run(opts: SandboxOptions, shutdown: CancellationToken) -> Result<()
         let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
     }
     sim.stop();
+    kube.stop();
     Ok(())
+}
+
+/// The sandbox's environments (one namespace each).
+pub const ENVIRONMENTS: &[&str] = &["dev", "test", "prod"];
+
+/// Where the sandbox writes its kubeconfig (overwritten on each start).
+pub fn kubeconfig_path() -> std::path::PathBuf {
+    std::env::temp_dir()
+        .join("rocketops-sandbox")
+        .join("kubeconfig")
 }
 
 fn print_banner(sim: &RocketChatSim, no_bot: bool) {

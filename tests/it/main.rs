@@ -1,5 +1,6 @@
 //! Integration tests: the real bot against the simulators over loopback sockets.
 
+mod cluster;
 mod rocketchat;
 mod sandbox;
 mod simulator;

@@ -1,0 +1,150 @@
+//! Pure Job logic: a Job from a CronJob's template (as `kubectl create job --from`), when a Job has ended, and its result.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+/// How a Job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobEnd {
+    Complete,
+    Failed { reason: String, message: String },
+}
+
+/// `Some` once the Job has a `Complete` or `Failed` condition that is true.
+/// (Checks both: a helper that looks only for `Complete` waits forever on a failed Job.)
+pub fn job_end(job: &Job) -> Option<JobEnd> {
+    let conds = job.status.as_ref()?.conditions.as_ref()?;
+    for c in conds {
+        if c.status != "True" {
+            continue;
+        }
+        match c.type_.as_str() {
+            "Complete" => return Some(JobEnd::Complete),
+            "Failed" => {
+                return Some(JobEnd::Failed {
+                    reason: c.reason.clone().unwrap_or_default(),
+                    message: c.message.clone().unwrap_or_default(),
+                });
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The Job `kubectl create job NAME --from=cronjob/CJ` would create.
+pub fn job_from_cronjob(cj: &CronJob, name: &str) -> Job {
+    let template = cj
+        .spec
+        .as_ref()
+        .map(|s| s.job_template.clone())
+        .unwrap_or_default();
+    let tmeta = template.metadata.unwrap_or_default();
+    let mut annotations: BTreeMap<String, String> = BTreeMap::new();
+    annotations.insert("cronjob.kubernetes.io/instantiate".into(), "manual".into());
+    if let Some(a) = tmeta.annotations {
+        annotations.extend(a);
+    }
+    Job {
+        metadata: ObjectMeta {
+            name: Some(name.chars().take(63).collect()),
+            labels: tmeta.labels,
+            annotations: Some(annotations),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "batch/v1".into(),
+                kind: "CronJob".into(),
+                name: cj.metadata.name.clone().unwrap_or_default(),
+                uid: cj.metadata.uid.clone().unwrap_or_default(),
+                controller: Some(true),
+                block_owner_deletion: None,
+            }]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(template.spec.unwrap_or_default()),
+        status: None,
+    }
+}
+
+/// A Job name that fits in 63 characters: `prefix-<suffix>`.
+pub fn job_name(prefix: &str, suffix: &str) -> String {
+    let room = 63usize.saturating_sub(suffix.len() + 1);
+    let p: String = prefix.chars().take(room).collect();
+    format!("{}-{suffix}", p.trim_end_matches('-'))
+}
+
+/// The termination message and exit code of a Job pod's first terminated container.
+pub fn termination(pod: &Pod) -> Option<(i32, String, String)> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    statuses.iter().find_map(|s| {
+        let t = s
+            .state
+            .as_ref()
+            .and_then(|st| st.terminated.as_ref())
+            .or_else(|| s.last_state.as_ref().and_then(|st| st.terminated.as_ref()))?;
+        Some((
+            t.exit_code,
+            t.reason.clone().unwrap_or_default(),
+            t.message.clone().unwrap_or_default(),
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_job_from_a_cronjob_is_owned_by_it_and_marked_manual() {
+        let cj: CronJob = serde_json::from_value(json!({
+            "metadata": {"name": "mongodb-backup", "uid": "cj-1"},
+            "spec": {"schedule": "1 0 * * *", "jobTemplate": {"metadata": {"labels": {"app": "backup"}},
+                     "spec": {"backoffLimit": 1, "template": {"spec": {"containers": [{"name": "b", "image": "mongo:7"}]}}}}}
+        }))
+        .unwrap();
+        let job = job_from_cronjob(&cj, "mongodb-backup-manual-1");
+        let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+            ("CronJob", "mongodb-backup", "cj-1")
+        );
+        assert_eq!(owner.controller, Some(true));
+        assert_eq!(
+            job.metadata.annotations.as_ref().unwrap()["cronjob.kubernetes.io/instantiate"],
+            "manual"
+        );
+        assert_eq!(job.metadata.labels.as_ref().unwrap()["app"], "backup");
+        assert_eq!(job.spec.unwrap().backoff_limit, Some(1));
+    }
+
+    #[test]
+    fn a_failed_job_has_ended_not_only_a_complete_one() {
+        let failed: Job = serde_json::from_value(json!({"status": {"conditions": [
+            {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded"},
+            {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "limit"}]}})).unwrap();
+        assert_eq!(
+            job_end(&failed),
+            Some(JobEnd::Failed {
+                reason: "BackoffLimitExceeded".into(),
+                message: "limit".into()
+            })
+        );
+        let running: Job = serde_json::from_value(json!({"status": {"active": 1}})).unwrap();
+        assert_eq!(job_end(&running), None);
+        let done: Job = serde_json::from_value(
+            json!({"status": {"conditions": [{"type": "Complete", "status": "True"}]}}),
+        )
+        .unwrap();
+        assert_eq!(job_end(&done), Some(JobEnd::Complete));
+    }
+
+    #[test]
+    fn job_names_fit_in_63_characters() {
+        let n = job_name(&"x".repeat(80), "20261122t0001");
+        assert_eq!(n.len(), 63);
+        assert!(n.ends_with("-20261122t0001"));
+    }
+}

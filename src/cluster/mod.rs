@@ -1,0 +1,702 @@
+//! Everything the bot does to Kubernetes, through the kube client: rollouts, rollbacks, scaling and Jobs, with typed errors.
+
+pub mod jobs;
+pub mod redact;
+pub mod rollout;
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{
+    DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams, PropagationPolicy,
+};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use self::jobs::JobEnd;
+pub use self::rollout::{RolloutState, UndoError};
+
+/// Why a cluster action failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot use kubeconfig {path}: {reason}")]
+    KubeconfigInvalid { path: String, reason: String },
+    #[error("{what} not found in namespace {namespace}")]
+    NotFound { what: String, namespace: String },
+    #[error("the bot may not {action}: {message} (its Role needs this permission)")]
+    Forbidden { action: String, message: String },
+    #[error("the cluster rejected {action}: {message}")]
+    Invalid { action: String, message: String },
+    #[error("{action} kept conflicting with other changes")]
+    Conflict { action: String },
+    #[error("the Kubernetes API is unavailable while trying to {action}: {message}")]
+    Unavailable { action: String, message: String },
+    #[error(transparent)]
+    Undo(#[from] UndoError),
+    #[error("timed out after {secs}s waiting for {what}")]
+    TimedOut { what: String, secs: u64 },
+}
+
+impl ClusterError {
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ClusterError::Unavailable { .. }
+                | ClusterError::Conflict { .. }
+                | ClusterError::TimedOut { .. }
+        )
+    }
+
+    /// Short label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ClusterError::KubeconfigInvalid { .. } => "kubeconfig",
+            ClusterError::NotFound { .. } => "not_found",
+            ClusterError::Forbidden { .. } => "forbidden",
+            ClusterError::Invalid { .. } => "invalid",
+            ClusterError::Conflict { .. } => "conflict",
+            ClusterError::Unavailable { .. } => "unavailable",
+            ClusterError::Undo(_) => "undo",
+            ClusterError::TimedOut { .. } => "timeout",
+        }
+    }
+}
+
+/// Maps a kube client error for `action` in `namespace`.
+fn map_err(action: &str, namespace: &str, e: kube::Error) -> ClusterError {
+    match e {
+        kube::Error::Api(s) => match s.code {
+            404 => ClusterError::NotFound {
+                what: s
+                    .details
+                    .as_ref()
+                    .map(|d| format!("{} {}", d.kind, d.name))
+                    .unwrap_or_else(|| action.to_string()),
+                namespace: namespace.to_string(),
+            },
+            403 => ClusterError::Forbidden {
+                action: action.to_string(),
+                message: s.message,
+            },
+            409 => ClusterError::Conflict {
+                action: action.to_string(),
+            },
+            400 | 422 => ClusterError::Invalid {
+                action: action.to_string(),
+                message: s.message,
+            },
+            _ => ClusterError::Unavailable {
+                action: action.to_string(),
+                message: format!("{} ({})", s.message, s.code),
+            },
+        },
+        other => ClusterError::Unavailable {
+            action: action.to_string(),
+            message: other.to_string(),
+        },
+    }
+}
+
+const ATTEMPTS: u32 = 5;
+
+/// Runs `f` again on conflicts and unavailability, with capped exponential backoff.
+async fn retrying<T, F, Fut>(mut f: F) -> Result<T, ClusterError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClusterError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match f().await {
+            Err(e) if e.is_retryable() && attempt + 1 < ATTEMPTS => {
+                let wait = crate::chat::rocketchat::backoff(
+                    attempt,
+                    Duration::from_millis(100),
+                    Duration::from_secs(5),
+                );
+                tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "cluster call failed; retrying");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A workload kind that can be scaled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    Deployment,
+    StatefulSet,
+}
+
+impl Workload {
+    fn kind(self) -> &'static str {
+        match self {
+            Workload::Deployment => "Deployment",
+            Workload::StatefulSet => "StatefulSet",
+        }
+    }
+}
+
+/// What `scale` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScaleOutcome {
+    pub from: i32,
+    pub to: i32,
+    /// The HPA targeting the workload, with its (min, max) before and after.
+    pub hpa: Option<HpaChange>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HpaChange {
+    pub name: String,
+    pub before: (i32, i32),
+    pub after: (i32, i32),
+}
+
+/// How to treat an HPA when scaling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HpaPolicy {
+    /// Scale within the HPA's bounds only; outside them is an error naming the HPA.
+    Respect,
+    /// Move the HPA's bounds so that the new count holds.
+    Adjust,
+}
+
+/// A progress report while a rollout runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutProgress {
+    pub state: RolloutState,
+    pub ready: i32,
+    pub desired: i32,
+}
+
+/// How a rollout ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RolloutOutcome {
+    Complete {
+        revision: Option<i64>,
+    },
+    /// The progress deadline passed; the failing pod and its reason, when one is found.
+    Failed {
+        message: String,
+        pod: Option<String>,
+        reason: Option<String>,
+    },
+}
+
+/// A finished Job's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobResult {
+    pub end: JobEnd,
+    /// The container's termination message (JSON for backup Jobs), redacted.
+    pub message: String,
+    pub exit_code: Option<i32>,
+    /// The last log lines, redacted (on failure).
+    pub log_tail: Vec<String>,
+}
+
+/// One environment's namespace in one cluster.
+#[derive(Clone)]
+pub struct Cluster {
+    client: Client,
+    namespace: String,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    pub fn new(client: Client, namespace: impl Into<String>) -> Cluster {
+        Cluster {
+            client,
+            namespace: namespace.into(),
+        }
+    }
+
+    /// A cluster from a kubeconfig file and context (the context's namespace unless one is given).
+    pub async fn from_kubeconfig(
+        path: &Path,
+        context: Option<&str>,
+        namespace: Option<&str>,
+    ) -> Result<Cluster, ClusterError> {
+        crate::tls::install_crypto_provider();
+        let bad = |reason: String| ClusterError::KubeconfigInvalid {
+            path: path.display().to_string(),
+            reason,
+        };
+        let kc = Kubeconfig::read_from(path).map_err(|e| bad(e.to_string()))?;
+        let opts = KubeConfigOptions {
+            context: context.map(str::to_string),
+            ..KubeConfigOptions::default()
+        };
+        let config = kube::Config::from_custom_kubeconfig(kc, &opts)
+            .await
+            .map_err(|e| bad(e.to_string()))?;
+        let ns = namespace
+            .map(str::to_string)
+            .unwrap_or_else(|| config.default_namespace.clone());
+        let client = Client::try_from(config).map_err(|e| bad(e.to_string()))?;
+        Ok(Cluster::new(client, ns))
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn err(&self, action: &str) -> impl Fn(kube::Error) -> ClusterError + '_ {
+        let action = action.to_string();
+        move |e| map_err(&action, &self.namespace, e)
+    }
+
+    pub async fn deployment(&self, name: &str) -> Result<Deployment, ClusterError> {
+        retrying(|| async {
+            self.api::<Deployment>()
+                .get(name)
+                .await
+                .map_err(self.err(&format!("get deployment {name}")))
+        })
+        .await
+    }
+
+    /// Sets `container`'s image and records the change cause (one strategic merge patch).
+    pub async fn set_image(
+        &self,
+        deployment: &str,
+        container: &str,
+        image: &str,
+        change_cause: &str,
+    ) -> Result<Deployment, ClusterError> {
+        let patch = rollout::image_patch(container, image, change_cause);
+        let action = format!("patch deployment {deployment}");
+        retrying(|| async {
+            self.api::<Deployment>()
+                .patch(
+                    deployment,
+                    &PatchParams::default(),
+                    &Patch::Strategic(&patch),
+                )
+                .await
+                .map_err(self.err(&action))
+        })
+        .await
+    }
+
+    /// Watches a rollout to its end by kubectl's rules, sending progress as it changes.
+    pub async fn watch_rollout(
+        &self,
+        deployment: &str,
+        progress: Option<mpsc::UnboundedSender<RolloutProgress>>,
+        limit: Duration,
+    ) -> Result<RolloutOutcome, ClusterError> {
+        let api = self.api::<Deployment>();
+        let cfg = watcher::Config::default().fields(&format!("metadata.name={deployment}"));
+        let mut stream = watcher(api, cfg).boxed();
+        let mut last: Option<RolloutProgress> = None;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let event = tokio::select! {
+                e = stream.next() => e,
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(ClusterError::TimedOut { what: format!("the rollout of {deployment}"), secs: limit.as_secs() });
+                }
+            };
+            let d = match event {
+                Some(Ok(watcher::Event::Apply(d))) | Some(Ok(watcher::Event::InitApply(d))) => d,
+                Some(Ok(watcher::Event::Delete(_))) => {
+                    return Err(ClusterError::NotFound {
+                        what: format!("deployment {deployment} (deleted during the rollout)"),
+                        namespace: self.namespace.clone(),
+                    });
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "rollout watch interrupted; resuming");
+                    continue;
+                }
+                None => {
+                    return Err(ClusterError::Unavailable {
+                        action: format!("watch deployment {deployment}"),
+                        message: "watch ended".into(),
+                    });
+                }
+            };
+            let state = rollout::rollout_state(&d);
+            let status = d.status.clone().unwrap_or_default();
+            let p = RolloutProgress {
+                state: state.clone(),
+                ready: status
+                    .updated_replicas
+                    .unwrap_or(0)
+                    .min(status.available_replicas.unwrap_or(0)),
+                desired: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+            };
+            if last.as_ref() != Some(&p) {
+                if let Some(tx) = &progress {
+                    let _ = tx.send(p.clone());
+                }
+                last = Some(p);
+            }
+            match state {
+                RolloutState::Complete => {
+                    let revision = d
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(rollout::REVISION))
+                        .and_then(|r| r.parse().ok());
+                    return Ok(RolloutOutcome::Complete { revision });
+                }
+                RolloutState::DeadlineExceeded { message } => {
+                    let (pod, reason) = self.failing_pod(&d).await.unwrap_or((None, None));
+                    return Ok(RolloutOutcome::Failed {
+                        message,
+                        pod,
+                        reason,
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A pod of the Deployment's newest ReplicaSet that is not ready, and why.
+    async fn failing_pod(
+        &self,
+        d: &Deployment,
+    ) -> Result<(Option<String>, Option<String>), ClusterError> {
+        let revision = d
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(rollout::REVISION))
+            .cloned();
+        let sets = self.replicasets_of(d).await?;
+        let newest = sets.iter().find(|rs| {
+            rs.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(rollout::REVISION))
+                == revision.as_ref()
+        });
+        let Some(rs) = newest else {
+            return Ok((None, None));
+        };
+        let hash = rs
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("pod-template-hash"))
+            .cloned()
+            .unwrap_or_default();
+        let pods = self
+            .api::<Pod>()
+            .list(&ListParams::default().labels(&format!("pod-template-hash={hash}")))
+            .await
+            .map_err(self.err("list pods"))?;
+        for p in pods.items {
+            let reason = p
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|cs| {
+                    cs.iter().find_map(|c| {
+                        let st = c.state.as_ref()?;
+                        st.waiting
+                            .as_ref()
+                            .and_then(|w| w.reason.clone())
+                            .or_else(|| st.terminated.as_ref().and_then(|t| t.reason.clone()))
+                    })
+                });
+            if let Some(r) = reason {
+                return Ok((p.metadata.name, Some(r)));
+            }
+        }
+        Ok((None, None))
+    }
+
+    async fn replicasets_of(&self, d: &Deployment) -> Result<Vec<ReplicaSet>, ClusterError> {
+        let selector = d
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.match_labels.as_ref())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        let list = self
+            .api::<ReplicaSet>()
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(self.err("list replicasets"))?;
+        Ok(rollout::owned(d, &list.items)
+            .into_iter()
+            .cloned()
+            .collect())
+    }
+
+    /// The Deployment's revision history, oldest first.
+    pub async fn history(&self, deployment: &str) -> Result<Vec<rollout::Revision>, ClusterError> {
+        let d = self.deployment(deployment).await?;
+        let sets = self.replicasets_of(&d).await?;
+        Ok(rollout::history(&d, &sets))
+    }
+
+    /// `kubectl rollout undo [--to-revision]`: patches the template back; returns the revision rolled back to.
+    pub async fn undo(
+        &self,
+        deployment: &str,
+        to_revision: Option<i64>,
+    ) -> Result<i64, ClusterError> {
+        let d = self.deployment(deployment).await?;
+        let sets = self.replicasets_of(&d).await?;
+        let plan = rollout::plan_undo(&d, &sets, to_revision)?;
+        let ops: json_patch::Patch =
+            serde_json::from_value(plan.patch.clone()).map_err(|e| ClusterError::Invalid {
+                action: "plan rollback".into(),
+                message: e.to_string(),
+            })?;
+        let action = format!("roll back deployment {deployment}");
+        retrying(|| async {
+            self.api::<Deployment>()
+                .patch(
+                    deployment,
+                    &PatchParams::default(),
+                    &Patch::<()>::Json(ops.clone()),
+                )
+                .await
+                .map_err(self.err(&action))
+        })
+        .await?;
+        Ok(plan.to_revision)
+    }
+
+    /// The HPA whose `scaleTargetRef` is this workload, if any.
+    pub async fn hpa_for(
+        &self,
+        kind: Workload,
+        name: &str,
+    ) -> Result<Option<HorizontalPodAutoscaler>, ClusterError> {
+        let list = self
+            .api::<HorizontalPodAutoscaler>()
+            .list(&ListParams::default())
+            .await
+            .map_err(self.err("list horizontalpodautoscalers"))?;
+        Ok(list.items.into_iter().find(|h| {
+            h.spec.as_ref().is_some_and(|s| {
+                s.scale_target_ref.kind == kind.kind() && s.scale_target_ref.name == name
+            })
+        }))
+    }
+
+    /// Scales a workload through its `/scale` subresource, minding an HPA that targets it.
+    pub async fn scale(
+        &self,
+        kind: Workload,
+        name: &str,
+        replicas: i32,
+        policy: HpaPolicy,
+    ) -> Result<ScaleOutcome, ClusterError> {
+        let hpa = self.hpa_for(kind, name).await?;
+        let mut change = None;
+        if let Some(h) = &hpa {
+            let spec = h.spec.clone().unwrap_or_default();
+            let (min, max) = (spec.min_replicas.unwrap_or(1), spec.max_replicas);
+            let hname = h.metadata.name.clone().unwrap_or_default();
+            let inside = (min..=max).contains(&replicas) || replicas == 0;
+            if !inside {
+                match policy {
+                    HpaPolicy::Respect => {
+                        return Err(ClusterError::Invalid {
+                            action: format!("scale {name} to {replicas}"),
+                            message: format!(
+                                "HorizontalPodAutoscaler {hname} keeps it between {min} and {max}; ask to adjust the autoscaler, or pick a count in that range"
+                            ),
+                        });
+                    }
+                    HpaPolicy::Adjust => {
+                        let after = (replicas.min(min), replicas.max(max));
+                        let patch = json!({"spec": {"minReplicas": after.0.max(1), "maxReplicas": after.1}});
+                        self.api::<HorizontalPodAutoscaler>()
+                            .patch(&hname, &PatchParams::default(), &Patch::Merge(&patch))
+                            .await
+                            .map_err(self.err(&format!("patch horizontalpodautoscaler {hname}")))?;
+                        change = Some(HpaChange {
+                            name: hname,
+                            before: (min, max),
+                            after: (after.0.max(1), after.1),
+                        });
+                    }
+                }
+            } else {
+                change = Some(HpaChange {
+                    name: hname,
+                    before: (min, max),
+                    after: (min, max),
+                });
+            }
+        }
+        let patch = json!({"spec": {"replicas": replicas}});
+        let action = format!("scale {} {name}", kind.kind());
+        let from = match kind {
+            Workload::Deployment => {
+                let api = self.api::<Deployment>();
+                let before = api.get_scale(name).await.map_err(self.err(&action))?;
+                retrying(|| async {
+                    api.patch_scale(name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .map_err(self.err(&action))
+                })
+                .await?;
+                before.spec.and_then(|s| s.replicas).unwrap_or(0)
+            }
+            Workload::StatefulSet => {
+                let api = self.api::<StatefulSet>();
+                let before = api.get_scale(name).await.map_err(self.err(&action))?;
+                retrying(|| async {
+                    api.patch_scale(name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .map_err(self.err(&action))
+                })
+                .await?;
+                before.spec.and_then(|s| s.replicas).unwrap_or(0)
+            }
+        };
+        Ok(ScaleOutcome {
+            from,
+            to: replicas,
+            hpa: change,
+        })
+    }
+
+    /// Creates a Job from a CronJob's template, as `kubectl create job NAME --from=cronjob/CJ`.
+    pub async fn job_from_cronjob(
+        &self,
+        cronjob: &str,
+        job_name: &str,
+    ) -> Result<Job, ClusterError> {
+        let cj = self
+            .api::<CronJob>()
+            .get(cronjob)
+            .await
+            .map_err(self.err(&format!("get cronjob {cronjob}")))?;
+        let job = jobs::job_from_cronjob(&cj, job_name);
+        self.create_job(&job).await
+    }
+
+    pub async fn create_job(&self, job: &Job) -> Result<Job, ClusterError> {
+        let name = job.metadata.name.clone().unwrap_or_default();
+        let action = format!("create job {name}");
+        retrying(|| async {
+            self.api::<Job>()
+                .create(&PostParams::default(), job)
+                .await
+                .map_err(self.err(&action))
+        })
+        .await
+    }
+
+    /// Follows a Job to `Complete` or `Failed` and reads its result.
+    pub async fn wait_job(&self, name: &str, limit: Duration) -> Result<JobResult, ClusterError> {
+        let api = self.api::<Job>();
+        let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let mut stream = watcher(api, cfg).boxed();
+        let deadline = tokio::time::Instant::now() + limit;
+        let end = loop {
+            let event = tokio::select! {
+                e = stream.next() => e,
+                _ = tokio::time::sleep_until(deadline) => return Err(ClusterError::TimedOut { what: format!("job {name}"), secs: limit.as_secs() }),
+            };
+            match event {
+                Some(Ok(watcher::Event::Apply(j))) | Some(Ok(watcher::Event::InitApply(j))) => {
+                    if let Some(end) = jobs::job_end(&j) {
+                        break end;
+                    }
+                }
+                Some(Ok(watcher::Event::Delete(_))) => {
+                    return Err(ClusterError::NotFound {
+                        what: format!("job {name} (deleted while running)"),
+                        namespace: self.namespace.clone(),
+                    });
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => tracing::warn!(error = %e, "job watch interrupted; resuming"),
+                None => {
+                    return Err(ClusterError::Unavailable {
+                        action: format!("watch job {name}"),
+                        message: "watch ended".into(),
+                    });
+                }
+            }
+        };
+        let pods = self
+            .api::<Pod>()
+            .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}")))
+            .await
+            .map_err(self.err("list pods"))?;
+        let mut pods = pods.items;
+        pods.sort_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
+        let last = pods.last();
+        let (exit_code, message) = last
+            .and_then(jobs::termination)
+            .map(|(c, _, m)| (Some(c), m))
+            .unwrap_or((None, String::new()));
+        let mut log_tail = Vec::new();
+        if matches!(end, JobEnd::Failed { .. })
+            && let Some(pod) = last.and_then(|p| p.metadata.name.clone())
+        {
+            let params = LogParams {
+                tail_lines: Some(20),
+                ..LogParams::default()
+            };
+            if let Ok(text) = self.api::<Pod>().logs(&pod, &params).await {
+                log_tail = text.lines().map(redact::redact).collect();
+            }
+        }
+        Ok(JobResult {
+            end,
+            message: redact::redact(&message),
+            exit_code,
+            log_tail,
+        })
+    }
+
+    /// Deletes a Job and (in the background) its pods.
+    pub async fn delete_job(&self, name: &str) -> Result<(), ClusterError> {
+        let dp = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
+        self.api::<Job>()
+            .delete(name, &dp)
+            .await
+            .map_err(self.err(&format!("delete job {name}")))?;
+        Ok(())
+    }
+}

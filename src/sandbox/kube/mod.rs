@@ -1,0 +1,306 @@
+//! The Kubernetes API simulator: a loopback HTTP server speaking the real REST API, with controllers, a scripted kubelet and fault injection.
+
+mod api;
+mod controllers;
+pub mod patch;
+pub mod protobuf;
+pub mod resources;
+pub mod seed;
+pub mod store;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use store::ObjectStore;
+
+/// What a Job's container "does" in the simulator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobScript {
+    /// How long the container runs.
+    pub runtime: Duration,
+    pub exit_code: i32,
+    /// Written to the termination message; `{job}` and `{namespace}` are replaced.
+    pub termination_message: String,
+    /// Log lines the container prints; `{job}` and `{namespace}` are replaced.
+    pub log: Vec<String>,
+}
+
+impl Default for JobScript {
+    fn default() -> Self {
+        JobScript {
+            runtime: Duration::from_millis(200),
+            exit_code: 0,
+            termination_message: String::new(),
+            log: vec!["done".into()],
+        }
+    }
+}
+
+/// How the simulated cluster behaves.
+#[derive(Debug, Clone)]
+pub struct KubeSimConfig {
+    pub listen: SocketAddr,
+    /// Time from a pod's creation to Running and Ready.
+    pub pod_ready_after: Duration,
+    /// How often controllers run when nothing wakes them.
+    pub tick: Duration,
+    /// Watch history kept; older positions get 410 Expired.
+    pub history: usize,
+}
+
+impl Default for KubeSimConfig {
+    fn default() -> Self {
+        KubeSimConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            pod_ready_after: Duration::from_millis(300),
+            tick: Duration::from_millis(100),
+            history: 20_000,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct KubeFaults {
+    pub delay: Duration,
+    /// Fail the next N writes with this HTTP code.
+    pub fail_writes: Option<(u32, u16)>,
+}
+
+/// Image repositories whose tags are checked; a repository not listed pulls any tag.
+#[derive(Debug, Default, Clone)]
+pub struct Registry {
+    pub repos: HashMap<String, HashSet<String>>,
+}
+
+impl Registry {
+    /// Whether `image` (`repo:tag`) can be pulled.
+    pub fn pullable(&self, image: &str) -> bool {
+        let (repo, tag) = split_image(image);
+        match self.repos.get(repo) {
+            Some(tags) => tags.contains(tag) || tag.contains("crash") || tag.contains("oom"),
+            None => true,
+        }
+    }
+}
+
+/// `registry/app:tag` → (`registry/app`, `tag`); no tag means `latest`.
+pub fn split_image(image: &str) -> (&str, &str) {
+    let image = image.split('@').next().unwrap_or(image);
+    match image.rfind(':') {
+        Some(i) if !image[i..].contains('/') => (&image[..i], &image[i + 1..]),
+        _ => (image, "latest"),
+    }
+}
+
+pub(crate) struct KubeInner {
+    pub store: Mutex<ObjectStore>,
+    pub faults: Mutex<KubeFaults>,
+    pub cfg: KubeSimConfig,
+    pub addr: SocketAddr,
+    pub registry: Mutex<Registry>,
+    pub scripts: Mutex<Vec<(String, JobScript)>>,
+    pub logs: Mutex<HashMap<(String, String), Vec<String>>>,
+    pub kick: Notify,
+    pub watch_drop: Mutex<CancellationToken>,
+    pub shutdown: CancellationToken,
+}
+
+impl KubeInner {
+    pub fn store(&self) -> MutexGuard<'_, ObjectStore> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    pub fn faults(&self) -> MutexGuard<'_, KubeFaults> {
+        self.faults.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    /// Wakes the controllers now.
+    pub fn kick(&self) {
+        self.kick.notify_one();
+    }
+    pub fn take_write_fault(&self) -> Option<u16> {
+        let mut f = self.faults();
+        let (n, code) = f.fail_writes?;
+        f.fail_writes = if n > 1 { Some((n - 1, code)) } else { None };
+        Some(code)
+    }
+    pub fn pod_log(&self, ns: &str, pod: &str) -> Vec<String> {
+        self.logs
+            .lock()
+            .map(|l| {
+                l.get(&(ns.to_string(), pod.to_string()))
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default()
+    }
+    /// Deletes (or orphans) everything `deleted` owned, transitively.
+    pub fn collect_garbage(&self, deleted: &Value, orphan: bool) {
+        let mut store = self.store();
+        controllers::collect_dependents(&mut store, deleted, orphan);
+    }
+}
+
+/// A running simulated cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct KubeSim {
+    inner: Arc<KubeInner>,
+}
+
+impl KubeSim {
+    /// Binds, starts the API server and the controllers.
+    pub async fn start(cfg: KubeSimConfig) -> std::io::Result<KubeSim> {
+        let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
+        let addr = listener.local_addr()?;
+        let inner = Arc::new(KubeInner {
+            store: Mutex::new(ObjectStore::new(cfg.history)),
+            faults: Mutex::new(KubeFaults::default()),
+            addr,
+            registry: Mutex::new(Registry::default()),
+            scripts: Mutex::new(Vec::new()),
+            logs: Mutex::new(HashMap::new()),
+            kick: Notify::new(),
+            watch_drop: Mutex::new(CancellationToken::new()),
+            shutdown: CancellationToken::new(),
+            cfg,
+        });
+        let app = api::router(inner.clone());
+        let stop = inner.shutdown.clone();
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+        });
+        tokio::spawn(controllers::run(inner.clone()));
+        Ok(KubeSim { inner })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.inner.addr)
+    }
+
+    pub fn stop(&self) {
+        self.drop_watches();
+        self.inner.shutdown.cancel();
+    }
+
+    /// A kubeconfig for this cluster with one context per namespace name given (plus `sim`).
+    pub fn kubeconfig_yaml(&self, contexts: &[&str]) -> String {
+        let mut out = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: rocketops-sim\n  cluster:\n    server: {}\nusers:\n- name: rocketops-sim\n  user:\n    token: sandbox\ncontexts:\n- name: sim\n  context:\n    cluster: rocketops-sim\n    user: rocketops-sim\n    namespace: default\n",
+            self.url()
+        );
+        for c in contexts {
+            out.push_str(&format!(
+                "- name: {c}\n  context:\n    cluster: rocketops-sim\n    user: rocketops-sim\n    namespace: {c}\n"
+            ));
+        }
+        out.push_str("current-context: sim\npreferences: {}\n");
+        out
+    }
+
+    /// Writes the kubeconfig to `path`.
+    pub fn write_kubeconfig(&self, path: &Path, contexts: &[&str]) -> std::io::Result<()> {
+        std::fs::write(path, self.kubeconfig_yaml(contexts))
+    }
+
+    /// Creates an object as a client would (server-set fields filled in).
+    pub fn create(
+        &self,
+        plural: &str,
+        namespace: &str,
+        obj: Value,
+    ) -> Result<Value, store::ApiError> {
+        let rt = resources::by_plural(plural);
+        let r = self.inner.store().create(rt, namespace, obj);
+        self.inner.kick();
+        r
+    }
+
+    pub fn get(&self, plural: &str, namespace: &str, name: &str) -> Result<Value, store::ApiError> {
+        self.inner
+            .store()
+            .get(resources::by_plural(plural), namespace, name)
+    }
+
+    /// Objects of a type in a namespace (all namespaces with `None`).
+    pub fn list(&self, plural: &str, namespace: Option<&str>) -> Vec<Value> {
+        self.inner
+            .store()
+            .list(
+                resources::by_plural(plural),
+                namespace,
+                &store::Selectors::default(),
+            )
+            .0
+    }
+
+    /// Declares the tags a repository has; other tags of it fail to pull.
+    pub fn set_known_tags(&self, repo: &str, tags: &[&str]) {
+        if let Ok(mut r) = self.inner.registry.lock() {
+            r.repos.insert(
+                repo.to_string(),
+                tags.iter().map(|t| t.to_string()).collect(),
+            );
+        }
+    }
+
+    /// Scripts Jobs whose name starts with `prefix`.
+    pub fn script_job(&self, prefix: &str, script: JobScript) {
+        if let Ok(mut s) = self.inner.scripts.lock() {
+            s.retain(|(p, _)| p != prefix);
+            s.push((prefix.to_string(), script));
+            s.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        }
+    }
+
+    /// Delays every API request.
+    pub fn set_delay(&self, d: Duration) {
+        self.inner.faults().delay = d;
+    }
+
+    /// Fails the next `n` writes with HTTP `code` (409, 429 or 500).
+    pub fn fail_next_writes(&self, n: u32, code: u16) {
+        self.inner.faults().fail_writes = (n > 0).then_some((n, code));
+    }
+
+    /// Ends every open watch stream (clients resume from their last resourceVersion).
+    pub fn drop_watches(&self) {
+        if let Ok(mut t) = self.inner.watch_drop.lock() {
+            t.cancel();
+            *t = CancellationToken::new();
+        }
+    }
+
+    /// Forgets watch history: resuming from any earlier position gets 410 Expired.
+    pub fn compact(&self) {
+        self.inner.store().compact();
+    }
+
+    /// The current resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.inner.store().current_rv()
+    }
+
+    /// Log lines of a pod.
+    pub fn pod_log(&self, namespace: &str, pod: &str) -> Vec<String> {
+        self.inner.pod_log(namespace, pod)
+    }
+
+    /// Seeds the sandbox's environments (see `seed`).
+    pub fn seed_environments(&self, names: &[&str]) -> Result<(), store::ApiError> {
+        seed::environments(self, names)
+    }
+}

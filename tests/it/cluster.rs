@@ -1,0 +1,544 @@
+//! The cluster layer through the real kube client against the Kubernetes simulator over HTTP, and kubectl against the same simulator.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use rocketops::cluster::jobs::JobEnd;
+use rocketops::cluster::{
+    Cluster, ClusterError, HpaPolicy, RolloutOutcome, RolloutState, Workload,
+};
+use rocketops::sandbox::kube::seed::ROCKETCHAT_REPO;
+use rocketops::sandbox::kube::{JobScript, KubeSim, KubeSimConfig};
+use serde_json::{Value, json};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+struct Env {
+    sim: KubeSim,
+    _dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+}
+
+async fn env() -> Env {
+    rocketops::tls::install_crypto_provider();
+    let sim = KubeSim::start(KubeSimConfig {
+        pod_ready_after: Duration::from_millis(40),
+        tick: Duration::from_millis(20),
+        ..KubeSimConfig::default()
+    })
+    .await
+    .unwrap();
+    sim.seed_environments(&["test", "prod", "kubectl"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    sim.write_kubeconfig(&kubeconfig, &["test", "prod", "kubectl"])
+        .unwrap();
+    Env {
+        sim,
+        _dir: dir,
+        kubeconfig,
+    }
+}
+
+impl Env {
+    async fn cluster(&self, ns: &str) -> Cluster {
+        Cluster::from_kubeconfig(&self.kubeconfig, Some(ns), None)
+            .await
+            .unwrap()
+    }
+    async fn client(&self) -> Client {
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        Client::try_from(cfg).unwrap()
+    }
+    fn kubectl(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .expect("kubectl runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+}
+
+fn semantic(mut v: Value) -> Value {
+    fn prune(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.values_mut().for_each(prune);
+                m.retain(|_, x| !(x.is_null() || x.as_object().is_some_and(|o| o.is_empty())));
+            }
+            Value::Array(a) => a.iter_mut().for_each(prune),
+            _ => {}
+        }
+    }
+    prune(&mut v);
+    v
+}
+
+fn image(tag: &str) -> String {
+    format!("{ROCKETCHAT_REPO}:{tag}")
+}
+
+async fn deploy(c: &Cluster, tag: &str) -> RolloutOutcome {
+    c.set_image(
+        "rocketchat",
+        "rocketchat",
+        &image(tag),
+        &format!("deploy {tag} by alice"),
+    )
+    .await
+    .unwrap();
+    c.watch_rollout("rocketchat", None, LIMIT).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploying_a_known_tag_makes_revision_two_and_reports_progress_to_completion() {
+    let e = env().await;
+    let c = e.cluster("test").await;
+    assert!(matches!(
+        c.watch_rollout("rocketchat", None, LIMIT).await.unwrap(),
+        RolloutOutcome::Complete { revision: Some(1) }
+    ));
+    c.set_image(
+        "rocketchat",
+        "rocketchat",
+        &image("7.0.0"),
+        "deploy 7.0.0 by alice",
+    )
+    .await
+    .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let outcome = c
+        .watch_rollout("rocketchat", Some(tx), LIMIT)
+        .await
+        .unwrap();
+    assert_eq!(outcome, RolloutOutcome::Complete { revision: Some(2) });
+    let mut seen = Vec::new();
+    while let Ok(p) = rx.try_recv() {
+        seen.push(p);
+    }
+    assert!(
+        seen.iter().any(|p| matches!(
+            p.state,
+            RolloutState::Updating { .. }
+                | RolloutState::TerminatingOld { .. }
+                | RolloutState::Becoming { .. }
+                | RolloutState::WaitingForSpec
+        )),
+        "{seen:?}"
+    );
+    let last = seen.last().unwrap();
+    assert_eq!(
+        (last.ready, last.desired, &last.state),
+        (3, 3, &RolloutState::Complete)
+    );
+    let history = c.history("rocketchat").await.unwrap();
+    assert_eq!(
+        history.iter().map(|r| r.number).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_eq!(
+        history[1].change_cause.as_deref(),
+        Some("deploy 7.0.0 by alice")
+    );
+    assert_eq!(history[1].images, vec![image("7.0.0")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_tag_fails_the_rollout_naming_the_pod_and_its_reason_while_old_pods_serve() {
+    let e = env().await;
+    let c = e.cluster("test").await;
+    let api: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(e.client().await, "test");
+    api.patch(
+        "rocketchat",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"progressDeadlineSeconds": 1}})),
+    )
+    .await
+    .unwrap();
+    c.watch_rollout("rocketchat", None, LIMIT).await.unwrap();
+    c.set_image("rocketchat", "rocketchat", &image("9.9.9"), "deploy 9.9.9")
+        .await
+        .unwrap();
+    match c.watch_rollout("rocketchat", None, LIMIT).await.unwrap() {
+        RolloutOutcome::Failed {
+            pod,
+            reason,
+            message,
+        } => {
+            assert!(pod.unwrap().starts_with("rocketchat-"));
+            assert!(
+                matches!(
+                    reason.as_deref(),
+                    Some("ImagePullBackOff") | Some("ErrImagePull")
+                ),
+                "{reason:?}"
+            );
+            assert!(message.contains("timed out"), "{message}");
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    let d = c.deployment("rocketchat").await.unwrap();
+    assert_eq!(
+        d.status.unwrap().available_replicas,
+        Some(3),
+        "the old pods keep serving"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_to_the_previous_and_to_a_named_revision_matches_kubectl_rollout_undo() {
+    let e = env().await;
+    let bot = e.cluster("test").await;
+    bot.watch_rollout("rocketchat", None, LIMIT).await.unwrap();
+    deploy(&bot, "7.0.0").await;
+    deploy(&bot, "v3.1").await;
+    assert_eq!(bot.undo("rocketchat", None).await.unwrap(), 2);
+    bot.watch_rollout("rocketchat", None, LIMIT).await.unwrap();
+    let d = bot.deployment("rocketchat").await.unwrap();
+    assert_eq!(
+        rocketops::cluster::rollout::current_image(&d, None),
+        Some(image("7.0.0"))
+    );
+    let history = bot.history("rocketchat").await.unwrap();
+    assert_eq!(
+        history.iter().map(|r| r.number).collect::<Vec<_>>(),
+        vec![1, 3, 4],
+        "revision 2 became 4"
+    );
+    assert_eq!(
+        history[2].change_cause.as_deref(),
+        Some("deploy 7.0.0 by alice")
+    );
+    assert_eq!(bot.undo("rocketchat", Some(1)).await.unwrap(), 1);
+    bot.watch_rollout("rocketchat", None, LIMIT).await.unwrap();
+    assert!(matches!(
+        bot.undo("rocketchat", Some(42)).await,
+        Err(ClusterError::Undo(_))
+    ));
+
+    // The same steps by kubectl in another namespace leave the same template.
+    let k = e.cluster("kubectl").await;
+    k.watch_rollout("rocketchat", None, LIMIT).await.unwrap();
+    for tag in ["7.0.0", "v3.1"] {
+        let (ok, out) = e.kubectl(&[
+            "-n",
+            "kubectl",
+            "set",
+            "image",
+            "deploy/rocketchat",
+            &format!("rocketchat={}", image(tag)),
+        ]);
+        assert!(ok, "{out}");
+        let (ok, out) = e.kubectl(&[
+            "-n",
+            "kubectl",
+            "rollout",
+            "status",
+            "deploy/rocketchat",
+            "--timeout=20s",
+        ]);
+        assert!(ok, "{out}");
+    }
+    let (ok, out) = e.kubectl(&["-n", "kubectl", "rollout", "undo", "deploy/rocketchat"]);
+    assert!(ok, "{out}");
+    e.kubectl(&[
+        "-n",
+        "kubectl",
+        "rollout",
+        "status",
+        "deploy/rocketchat",
+        "--timeout=20s",
+    ]);
+    let (ok, out) = e.kubectl(&[
+        "-n",
+        "kubectl",
+        "rollout",
+        "undo",
+        "deploy/rocketchat",
+        "--to-revision=1",
+    ]);
+    assert!(ok, "{out}");
+    // Compared as the API server stores them: kubectl's typed client adds `creationTimestamp: null`
+    // and `resources: {}`, which defaulting turns into the same object.
+    let template = |ns: &str| {
+        semantic(e.sim.get("deployments", ns, "rocketchat").unwrap()["spec"]["template"].clone())
+    };
+    assert_eq!(template("test"), template("kubectl"));
+    let (_, hist) = e.kubectl(&["-n", "test", "rollout", "history", "deploy/rocketchat"]);
+    let numbers: Vec<&str> = hist
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        numbers,
+        vec!["3", "4", "5"],
+        "kubectl reads the bot's history the same way: {hist}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_respects_an_hpa_unless_told_to_adjust_it_and_works_for_statefulsets() {
+    let e = env().await;
+    let prod = e.cluster("prod").await;
+    let err = prod
+        .scale(Workload::Deployment, "rocketchat", 2, HpaPolicy::Respect)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("HorizontalPodAutoscaler rocketchat keeps it between 3 and 10"),
+        "{err}"
+    );
+    let ok = prod
+        .scale(Workload::Deployment, "rocketchat", 5, HpaPolicy::Respect)
+        .await
+        .unwrap();
+    assert_eq!((ok.from, ok.to), (3, 5));
+    let adjusted = prod
+        .scale(Workload::Deployment, "rocketchat", 12, HpaPolicy::Adjust)
+        .await
+        .unwrap();
+    assert_eq!(adjusted.hpa.unwrap().after, (3, 12));
+    let hpa: HorizontalPodAutoscaler = serde_json::from_value(
+        e.sim
+            .get("horizontalpodautoscalers", "prod", "rocketchat")
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(hpa.spec.unwrap().max_replicas, 12);
+    assert_eq!(
+        e.sim.get("deployments", "prod", "rocketchat").unwrap()["spec"]["replicas"],
+        12
+    );
+
+    let test = e.cluster("test").await;
+    let plain = test
+        .scale(Workload::Deployment, "rocketchat", 1, HpaPolicy::Respect)
+        .await
+        .unwrap();
+    assert_eq!((plain.from, plain.to, plain.hpa), (3, 1, None));
+    test.scale(Workload::StatefulSet, "mongodb", 1, HpaPolicy::Respect)
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    loop {
+        let pods = e.sim.list("pods", Some("test"));
+        let db = pods
+            .iter()
+            .filter(|p| {
+                p["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("mongodb-")
+            })
+            .count();
+        if db == 1 {
+            break;
+        }
+        assert!(started.elapsed() < LIMIT, "statefulset did not scale down");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_from_a_cronjob_is_owned_and_marked_and_its_result_parsed() {
+    let e = env().await;
+    let c = e.cluster("test").await;
+    let job = c
+        .job_from_cronjob("mongodb-backup", "mongodb-backup-manual-1")
+        .await
+        .unwrap();
+    let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("CronJob", "mongodb-backup")
+    );
+    assert_eq!(
+        job.metadata.annotations.as_ref().unwrap()["cronjob.kubernetes.io/instantiate"],
+        "manual"
+    );
+    let result = c.wait_job("mongodb-backup-manual-1", LIMIT).await.unwrap();
+    assert_eq!(result.end, JobEnd::Complete);
+    let parsed: Value = serde_json::from_str(&result.message).unwrap();
+    assert_eq!(parsed["name"], "mongodb-backup-manual-1");
+    assert!(parsed["bytes"].as_u64().unwrap() > 0);
+    c.delete_job("mongodb-backup-manual-1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_job_ends_as_failed_with_a_redacted_log_tail() {
+    let e = env().await;
+    e.sim.script_job(
+        "broken-backup",
+        JobScript {
+            exit_code: 1,
+            log: vec![
+                "connecting to mongodb://admin:s3cr3tpw@mongodb-0:27017".into(),
+                "error: authentication failed, password=s3cr3tpw".into(),
+            ],
+            ..JobScript::default()
+        },
+    );
+    let c = e.cluster("test").await;
+    c.job_from_cronjob("mongodb-backup", "broken-backup-1")
+        .await
+        .unwrap();
+    let result = c.wait_job("broken-backup-1", LIMIT).await.unwrap();
+    assert!(
+        matches!(&result.end, JobEnd::Failed { reason, .. } if reason == "BackoffLimitExceeded"),
+        "{result:?}"
+    );
+    assert_eq!(result.exit_code, Some(1));
+    let tail = result.log_tail.join("\n");
+    assert!(tail.contains("authentication failed"), "{tail}");
+    assert!(!tail.contains("s3cr3tpw"), "secret leaked: {tail}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_watch_resumes_without_loss_or_duplicates_and_an_expired_one_relists() {
+    let e = env().await;
+    let api: Api<ConfigMap> = Api::namespaced(e.client().await, "test");
+    let mut stream = watcher(api.clone(), watcher::Config::default().labels("watch=me")).boxed();
+    let cm = |n: &str| {
+        serde_json::from_value::<ConfigMap>(
+            json!({"metadata": {"name": n, "labels": {"watch": "me"}}}),
+        )
+        .unwrap()
+    };
+    let mut applied: Vec<String> = Vec::new();
+    let mut inits = 0;
+    let next = async |stream: &mut futures_util::stream::BoxStream<
+        '_,
+        Result<watcher::Event<ConfigMap>, watcher::Error>,
+    >,
+                      applied: &mut Vec<String>,
+                      inits: &mut i32| {
+        loop {
+            match tokio::time::timeout(LIMIT, stream.next())
+                .await
+                .expect("watch event")
+                .unwrap()
+            {
+                Ok(watcher::Event::Apply(c)) => {
+                    applied.push(c.metadata.name.unwrap());
+                    return;
+                }
+                Ok(watcher::Event::Init) => *inits += 1,
+                Ok(watcher::Event::InitDone) => return,
+                Ok(_) => {}
+                Err(_) => {}
+            }
+        }
+    };
+    next(&mut stream, &mut applied, &mut inits).await; // initial list done
+    api.create(&PostParams::default(), &cm("a")).await.unwrap();
+    next(&mut stream, &mut applied, &mut inits).await;
+    e.sim.drop_watches();
+    api.create(&PostParams::default(), &cm("b")).await.unwrap();
+    api.create(&PostParams::default(), &cm("c")).await.unwrap();
+    next(&mut stream, &mut applied, &mut inits).await;
+    next(&mut stream, &mut applied, &mut inits).await;
+    assert_eq!(
+        applied,
+        vec!["a", "b", "c"],
+        "resumed from its resourceVersion: nothing lost, nothing twice"
+    );
+    assert_eq!(inits, 1);
+    // Forget history and cut the watch: resuming gets 410 Expired, so the watcher lists again.
+    e.sim.compact();
+    e.sim.drop_watches();
+    api.create(&PostParams::default(), &cm("d")).await.unwrap();
+    let started = tokio::time::Instant::now();
+    while inits < 2 || !applied.contains(&"d".to_string()) {
+        assert!(started.elapsed() < LIMIT, "no relist after 410");
+        match tokio::time::timeout(LIMIT, stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Ok(watcher::Event::Init) => inits += 1,
+            Ok(watcher::Event::InitApply(c)) | Ok(watcher::Event::Apply(c)) => {
+                applied.push(c.metadata.name.unwrap())
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_gets_scales_follows_and_creates_jobs_and_agrees_with_the_bot() {
+    let e = env().await;
+    let c = e.cluster("test").await;
+    let (ok, out) = e.kubectl(&["get", "deploy,sts,cronjob,jobs", "-A"]);
+    assert!(ok, "{out}");
+    for ns in ["test", "prod", "kubectl"] {
+        assert!(out.contains(ns), "{out}");
+    }
+    let (ok, out) = e.kubectl(&[
+        "-n",
+        "test",
+        "rollout",
+        "status",
+        "deploy/rocketchat",
+        "--timeout=20s",
+    ]);
+    assert!(ok && out.contains("successfully rolled out"), "{out}");
+    let (ok, out) = e.kubectl(&["-n", "test", "scale", "deploy/rocketchat", "--replicas=2"]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        c.deployment("rocketchat")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .replicas,
+        Some(2)
+    );
+    let (ok, out) = e.kubectl(&[
+        "-n",
+        "test",
+        "create",
+        "job",
+        "from-kubectl",
+        "--from=cronjob/mongodb-backup",
+    ]);
+    assert!(ok, "{out}");
+    let result = c.wait_job("from-kubectl", LIMIT).await.unwrap();
+    assert_eq!(result.end, JobEnd::Complete);
+    let (ok, out) = e.kubectl(&["-n", "test", "get", "job", "from-kubectl", "-o", "jsonpath={.metadata.annotations.cronjob\\.kubernetes\\.io/instantiate} {.metadata.ownerReferences[0].name}"]);
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), "manual mongodb-backup");
+    deploy(&c, "7.0.0").await;
+    let (ok, out) = e.kubectl(&["-n", "test", "rollout", "history", "deploy/rocketchat"]);
+    assert!(ok && out.contains("deploy 7.0.0 by alice"), "{out}");
+    let (ok, out) = e.kubectl(&["-n", "test", "scale", "sts/mongodb", "--replicas=2"]);
+    assert!(ok, "{out}");
+    let (ok, out) = e.kubectl(&[
+        "-n",
+        "test",
+        "rollout",
+        "status",
+        "sts/mongodb",
+        "--timeout=20s",
+    ]);
+    assert!(ok, "{out}");
+}
