@@ -542,3 +542,51 @@ async fn kubectl_gets_scales_follows_and_creates_jobs_and_agrees_with_the_bot() 
     ]);
     assert!(ok, "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_and_conflicts_are_retried_and_a_forbidden_write_names_the_permission() {
+    let e = env().await;
+    let c = e.cluster("test").await;
+    e.sim.fail_next_writes(2, 500);
+    c.set_image(
+        "rocketchat",
+        "rocketchat",
+        &image("7.0.0"),
+        "after two 500s",
+    )
+    .await
+    .unwrap();
+    e.sim.fail_next_writes(1, 409);
+    c.set_image(
+        "rocketchat",
+        "rocketchat",
+        &image("v3.1"),
+        "after a conflict",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        e.sim.get("deployments", "test", "rocketchat").unwrap()["metadata"]["annotations"]["kubernetes.io/change-cause"],
+        "after a conflict"
+    );
+    e.sim.fail_next_writes(1, 403);
+    let err = c
+        .set_image("rocketchat", "rocketchat", &image("6.5.1"), "forbidden")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClusterError::Forbidden { .. }), "{err:?}");
+    assert!(!err.is_retryable());
+    assert!(
+        err.to_string()
+            .contains("cannot patch resource \"deployments\" in API group \"apps\""),
+        "{err}"
+    );
+    let missing = c
+        .set_image("no-such-app", "rocketchat", &image("6.5.1"), "x")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(missing, ClusterError::NotFound { .. }),
+        "{missing:?}"
+    );
+}

@@ -216,6 +216,17 @@ async fn dispatch(
             if is_write && let Some(code) = sim.take_write_fault() {
                 let e = match code {
                     409 => ApiError::conflict(t.rt, t.name.as_deref().unwrap_or("")),
+                    403 => ApiError::Forbidden {
+                        message: format!(
+                            "{} \"{}\" is forbidden: User \"system:serviceaccount:rocketops:rocketops\" cannot {} resource \"{}\" in API group \"{}\" in the namespace \"{}\"",
+                            t.rt.qualified(),
+                            t.name.as_deref().unwrap_or(""),
+                            verb_of(&method),
+                            t.rt.plural,
+                            t.rt.group,
+                            t.namespace.as_deref().unwrap_or("")
+                        ),
+                    },
                     429 => ApiError::TooManyRequests {
                         message: "too many requests (fault injected)".into(),
                     },
@@ -443,6 +454,17 @@ async fn handle(
                 rt.plural
             ),
         }),
+    }
+}
+
+/// The RBAC verb of a write.
+fn verb_of(method: &Method) -> &'static str {
+    match *method {
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => "get",
     }
 }
 

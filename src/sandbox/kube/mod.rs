@@ -271,7 +271,7 @@ impl KubeSim {
         self.inner.faults().delay = d;
     }
 
-    /// Fails the next `n` writes with HTTP `code` (409, 429 or 500).
+    /// Fails the next `n` writes with HTTP `code` (403, 409, 429 or 500).
     pub fn fail_next_writes(&self, n: u32, code: u16) {
         self.inner.faults().fail_writes = (n > 0).then_some((n, code));
     }
