@@ -148,3 +148,126 @@ mod tests {
         assert!(n.ends_with("-20261122t0001"));
     }
 }
+
+/// Why a Job template could not be rendered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("template {template}: placeholder `${{{name}}}` has no value (known: {known})")]
+    MissingParameter {
+        template: String,
+        name: String,
+        known: String,
+    },
+    #[error(
+        "template {template}: a parameter value for `{name}` contains characters not allowed in a template value"
+    )]
+    UnsafeValue { template: String, name: String },
+    #[error("template {template}: not a valid Job: {message}")]
+    NotAJob { template: String, message: String },
+}
+
+/// Renders a Job manifest (YAML) whose `${name}` placeholders are filled from `params`.
+/// Values are limited to a safe alphabet so that a parameter cannot change the manifest's structure.
+pub fn render_job_template(
+    template_name: &str,
+    yaml: &str,
+    params: &BTreeMap<String, String>,
+) -> Result<Job, TemplateError> {
+    for (k, v) in params {
+        if !v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:/@+=".contains(c))
+        {
+            return Err(TemplateError::UnsafeValue {
+                template: template_name.into(),
+                name: k.clone(),
+            });
+        }
+    }
+    let mut out = String::with_capacity(yaml.len());
+    let mut rest = yaml;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            rest = "";
+            break;
+        };
+        let name = &after[..end];
+        let value = params
+            .get(name)
+            .ok_or_else(|| TemplateError::MissingParameter {
+                template: template_name.into(),
+                name: name.into(),
+                known: params.keys().cloned().collect::<Vec<_>>().join(", "),
+            })?;
+        out.push_str(value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    let job: Job = serde_saphyr::from_str(&out).map_err(|e| TemplateError::NotAJob {
+        template: template_name.into(),
+        message: e.to_string(),
+    })?;
+    if job.spec.is_none() {
+        return Err(TemplateError::NotAJob {
+            template: template_name.into(),
+            message: "it has no `spec`".into(),
+        });
+    }
+    Ok(job)
+}
+
+#[cfg(test)]
+mod template_tests {
+    use super::*;
+
+    const MIGRATE: &str = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: migrate-${version}\nspec:\n  backoffLimit: 0\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: migrate\n        image: ${image}:${version}\n        args: [\"migrate\", \"--to\", \"${version}\"]\n";
+
+    fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn placeholders_are_filled_and_the_result_is_a_job() {
+        let job = render_job_template(
+            "migrate",
+            MIGRATE,
+            &params(&[("version", "7.0.0"), ("image", "rc")]),
+        )
+        .unwrap();
+        assert_eq!(job.metadata.name.as_deref(), Some("migrate-7.0.0"));
+        let c = &job.spec.unwrap().template.spec.unwrap().containers[0];
+        assert_eq!(c.image.as_deref(), Some("rc:7.0.0"));
+        assert_eq!(c.args.as_ref().unwrap()[2], "7.0.0");
+    }
+
+    #[test]
+    fn a_missing_parameter_is_named() {
+        let e =
+            render_job_template("migrate", MIGRATE, &params(&[("version", "7.0.0")])).unwrap_err();
+        assert!(e.to_string().contains("`${image}`"), "{e}");
+    }
+
+    #[test]
+    fn a_value_that_could_inject_yaml_is_refused() {
+        let e = render_job_template(
+            "migrate",
+            MIGRATE,
+            &params(&[("version", "1\n  evil: true"), ("image", "rc")]),
+        )
+        .unwrap_err();
+        assert!(matches!(e, TemplateError::UnsafeValue { .. }));
+    }
+
+    #[test]
+    fn a_manifest_that_is_not_a_job_is_refused() {
+        let e =
+            render_job_template("x", "kind: Job\nspec: [1, 2]\n", &BTreeMap::new()).unwrap_err();
+        assert!(matches!(e, TemplateError::NotAJob { .. }), "{e}");
+    }
+}

@@ -3,8 +3,10 @@
 pub mod jobs;
 pub mod redact;
 pub mod rollout;
+pub mod watch;
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -204,6 +206,86 @@ pub struct JobResult {
     pub exit_code: Option<i32>,
     /// The last log lines, redacted (on failure).
     pub log_tail: Vec<String>,
+}
+
+/// The managed environments' clusters, by environment name.
+#[derive(Clone, Debug, Default)]
+pub struct Clusters {
+    by_env: BTreeMap<String, Cluster>,
+}
+
+impl Clusters {
+    /// Builds a client per distinct (kubeconfig, context) and a `Cluster` per environment.
+    pub async fn connect(
+        envs: &BTreeMap<String, crate::config::EnvironmentConfig>,
+    ) -> Result<Clusters, ClusterError> {
+        crate::tls::install_crypto_provider();
+        let mut clients: BTreeMap<(Option<PathBuf>, Option<String>), Client> = BTreeMap::new();
+        let mut by_env = BTreeMap::new();
+        for (name, env) in envs {
+            let key = (env.kubeconfig.clone(), env.context.clone());
+            let client = match clients.get(&key) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = client_for(env.kubeconfig.as_deref(), env.context.as_deref()).await?;
+                    clients.insert(key, c.clone());
+                    c
+                }
+            };
+            by_env.insert(name.clone(), Cluster::new(client, env.namespace_or(name)));
+        }
+        Ok(Clusters { by_env })
+    }
+
+    /// A registry from clusters already built (tests).
+    pub fn from_map(by_env: BTreeMap<String, Cluster>) -> Clusters {
+        Clusters { by_env }
+    }
+
+    pub fn get(&self, env: &str) -> Option<&Cluster> {
+        self.by_env.get(env)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Cluster)> {
+        self.by_env.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.by_env.keys().cloned().collect()
+    }
+}
+
+/// A client from a kubeconfig file and context, or in-cluster / the default kubeconfig.
+async fn client_for(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+) -> Result<Client, ClusterError> {
+    let where_ = kubeconfig
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "(in-cluster or default kubeconfig)".into());
+    let bad = |reason: String| ClusterError::KubeconfigInvalid {
+        path: where_.clone(),
+        reason,
+    };
+    let opts = KubeConfigOptions {
+        context: context.map(str::to_string),
+        ..KubeConfigOptions::default()
+    };
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path).map_err(|e| bad(e.to_string()))?;
+            kube::Config::from_custom_kubeconfig(kc, &opts)
+                .await
+                .map_err(|e| bad(e.to_string()))?
+        }
+        None if context.is_some() => kube::Config::from_kubeconfig(&opts)
+            .await
+            .map_err(|e| bad(e.to_string()))?,
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| bad(e.to_string()))?,
+    };
+    Client::try_from(config).map_err(|e| bad(e.to_string()))
 }
 
 /// One environment's namespace in one cluster.

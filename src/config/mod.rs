@@ -2,6 +2,7 @@
 
 mod locate;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,6 +41,81 @@ pub struct Config {
     pub rocketchat: RocketChatConfig,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// The managed environments, by name (`dev`, `test`, `prod`), in the order written.
+    #[serde(default)]
+    pub environments: BTreeMap<String, EnvironmentConfig>,
+}
+
+/// One managed environment: where it runs and what the app is made of.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentConfig {
+    /// Namespace of the app (default: the environment's name).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Kubeconfig file; without it, the in-cluster service account, else `KUBECONFIG` or `~/.kube/config`.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Context in the kubeconfig (default: its current context).
+    #[serde(default)]
+    pub context: Option<String>,
+    /// The app's Deployment.
+    #[serde(default = "default_deployment")]
+    pub deployment: String,
+    /// The container whose image a deploy changes (default: the Deployment's name).
+    #[serde(default)]
+    pub container: Option<String>,
+    /// The image repository; a deploy's VERSION becomes its tag.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// The database StatefulSet.
+    #[serde(default = "default_database")]
+    pub database: String,
+    /// The backup CronJob.
+    #[serde(default = "default_backup_cronjob")]
+    pub backup_cronjob: String,
+    /// Production: confirmation and a pre-deploy backup by default (default: named `prod*`).
+    #[serde(default)]
+    pub production: Option<bool>,
+}
+
+fn default_deployment() -> String {
+    "rocketchat".into()
+}
+fn default_database() -> String {
+    "mongodb".into()
+}
+fn default_backup_cronjob() -> String {
+    "mongodb-backup".into()
+}
+
+impl EnvironmentConfig {
+    /// Defaults for an environment named `name`.
+    pub fn named(name: &str) -> EnvironmentConfig {
+        EnvironmentConfig {
+            namespace: Some(name.to_string()),
+            kubeconfig: None,
+            context: None,
+            deployment: default_deployment(),
+            container: None,
+            image: None,
+            database: default_database(),
+            backup_cronjob: default_backup_cronjob(),
+            production: None,
+        }
+    }
+
+    pub fn namespace_or<'a>(&'a self, name: &'a str) -> &'a str {
+        self.namespace.as_deref().unwrap_or(name)
+    }
+
+    pub fn container(&self) -> &str {
+        self.container.as_deref().unwrap_or(&self.deployment)
+    }
+
+    pub fn is_production(&self, name: &str) -> bool {
+        self.production.unwrap_or_else(|| name.starts_with("prod"))
+    }
 }
 
 /// How the bot recognises commands and where it keeps its state.
@@ -390,6 +466,36 @@ impl Config {
                 format!("{} is too small (at least 100)", rc.max_message_len),
             );
         }
+        for (name, env) in &self.environments {
+            let key = format!("environments.{name}");
+            if !dns_label(name) {
+                bad(
+                    &key,
+                    format!(
+                        "`{name}` is not a valid environment name (lowercase letters, digits and `-`)"
+                    ),
+                );
+            }
+            if let Some(ns) = &env.namespace
+                && !dns_label(ns)
+            {
+                bad(
+                    &format!("{key}.namespace"),
+                    format!("`{ns}` is not a valid namespace"),
+                );
+            }
+            if !dns_label(&env.deployment) {
+                bad(
+                    &format!("{key}.deployment"),
+                    format!("`{}` is not a valid Deployment name", env.deployment),
+                );
+            }
+            if let Some(p) = &env.kubeconfig
+                && p.as_os_str().is_empty()
+            {
+                bad(&format!("{key}.kubeconfig"), "must not be empty".into());
+            }
+        }
         if self.bot.prefixes.is_empty() {
             bad(
                 "bot.prefixes",
@@ -417,7 +523,8 @@ impl Config {
              alerts:       #{}\n\
              prefixes:     {}\n\
              store:        {}\n\
-             catch-up:     commands younger than {} run after a reconnect",
+             catch-up:     commands younger than {} run after a reconnect\n\
+             environments: {}",
             rc.url,
             rc.username.as_deref().unwrap_or("(learnt from the token)"),
             rc.auth_method(),
@@ -430,8 +537,40 @@ impl Config {
             self.bot.prefixes.join(" "),
             self.bot.store_path.display(),
             humantime_serde::re::humantime::format_duration(self.bot.catch_up_max_age),
+            if self.environments.is_empty() {
+                "(none)".to_string()
+            } else {
+                self.environments
+                    .iter()
+                    .map(|(n, e)| {
+                        let place = match (&e.kubeconfig, &e.context) {
+                            (Some(k), Some(c)) => format!("{} context {c}", k.display()),
+                            (Some(k), None) => k.display().to_string(),
+                            (None, Some(c)) => format!("context {c}"),
+                            (None, None) => "in-cluster or default kubeconfig".into(),
+                        };
+                        let prod = if e.is_production(n) {
+                            ", production"
+                        } else {
+                            ""
+                        };
+                        format!("{n} (namespace {}, {place}{prod})", e.namespace_or(n))
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            },
         )
     }
+}
+
+/// A DNS-1123 label, as namespaces and most object names are.
+fn dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 /// Rocket.Chat's default username and channel-name rule.

@@ -117,3 +117,32 @@ fn the_example_configuration_in_the_repository_is_valid() {
     .unwrap();
     assert_eq!(c.rocketchat.send_deadline, Duration::from_secs(120));
 }
+
+#[test]
+fn environments_are_read_with_defaults_and_bad_names_are_reported() {
+    let src = "[rocketchat]\nurl = \"http://x\"\ntoken = \"t\"\n[environments.prod]\nnamespace = \"rc-prod\"\ncontext = \"big\"\n[environments.test]\n";
+    let c = parse(src).unwrap();
+    let prod = &c.environments["prod"];
+    assert_eq!(prod.namespace_or("prod"), "rc-prod");
+    assert_eq!(prod.deployment, "rocketchat");
+    assert_eq!(prod.container(), "rocketchat");
+    assert!(prod.is_production("prod"));
+    assert!(!c.environments["test"].is_production("test"));
+    assert!(
+        c.summary()
+            .contains("prod (namespace rc-prod, context big, production)")
+    );
+    let bad = "[rocketchat]\nurl = \"http://x\"\ntoken = \"t\"\n[environments.Prod_1]\n";
+    let err = parse(bad).unwrap_err().to_string();
+    assert!(
+        err.contains("rocketops.toml:4:") && err.contains("environments.Prod_1"),
+        "{err}"
+    );
+    let unknown =
+        "[rocketchat]\nurl = \"http://x\"\ntoken = \"t\"\n[environments.dev]\nnamespase = \"x\"\n";
+    let err = parse(unknown).unwrap_err().to_string();
+    assert!(
+        err.contains("rocketops.toml:5:") && err.contains("namespase"),
+        "{err}"
+    );
+}

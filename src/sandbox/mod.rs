@@ -35,8 +35,9 @@ pub enum SandboxError {
     BotFailed(String),
 }
 
-/// The configuration the sandbox gives the bot: the seeded `rocketops` account on the simulator.
-pub fn bot_config(sim_url: &str) -> Config {
+/// The configuration the sandbox gives the bot: the seeded `rocketops` account on the simulator,
+/// and, with a kubeconfig, the simulated cluster's environments (one context each).
+pub fn bot_config(sim_url: &str, kubeconfig: Option<&std::path::Path>) -> Config {
     let mut rc = RocketChatConfig::new(sim_url);
     rc.username = Some("rocketops".into());
     rc.password = Some(Secret::new("rocketops"));
@@ -45,6 +46,20 @@ pub fn bot_config(sim_url: &str) -> Config {
         bot: BotConfig::default(),
         rocketchat: rc,
         telemetry: TelemetryConfig::default(),
+        environments: kubeconfig
+            .map(|k| {
+                ENVIRONMENTS
+                    .iter()
+                    .map(|e| {
+                        let mut env = crate::config::EnvironmentConfig::named(e);
+                        env.kubeconfig = Some(k.to_path_buf());
+                        env.context = Some(e.to_string());
+                        env.image = Some(kube::seed::ROCKETCHAT_REPO.to_string());
+                        (e.to_string(), env)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -97,7 +112,7 @@ pub async fn run(opts: SandboxOptions, shutdown: CancellationToken) -> Result<()
     } else {
         let store = Store::temporary().map_err(|e| SandboxError::BotFailed(e.to_string()))?;
         let token = shutdown.child_token();
-        let config = bot_config(&sim.url());
+        let config = bot_config(&sim.url(), Some(&kubeconfig));
         let task = tokio::spawn(crate::app::run_with_store(config, store, token.clone()));
         for _ in 0..100 {
             if sim.sessions_of("rocketops") > 0 || task.is_finished() {

@@ -524,6 +524,11 @@ async fn kubectl_gets_scales_follows_and_creates_jobs_and_agrees_with_the_bot() 
     assert!(ok, "{out}");
     let result = c.wait_job("from-kubectl", LIMIT).await.unwrap();
     assert_eq!(result.end, JobEnd::Complete);
+    let parsed: Value = serde_json::from_str(&result.message).unwrap();
+    assert_eq!(
+        parsed["name"], "from-kubectl",
+        "the CronJob's scripted backup ran"
+    );
     let (ok, out) = e.kubectl(&["-n", "test", "get", "job", "from-kubectl", "-o", "jsonpath={.metadata.annotations.cronjob\\.kubernetes\\.io/instantiate} {.metadata.ownerReferences[0].name}"]);
     assert!(ok, "{out}");
     assert_eq!(out.trim(), "manual mongodb-backup");
@@ -589,4 +594,109 @@ async fn server_errors_and_conflicts_are_retried_and_a_forbidden_write_names_the
         matches!(missing, ClusterError::NotFound { .. }),
         "{missing:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environments_from_config_watch_their_namespaces_through_drops_and_expiry() {
+    use rocketops::cluster::Clusters;
+    use rocketops::cluster::watch::{ClusterEvent, WatchedKind, watch_environments};
+    let e = env().await;
+    let mut envs = std::collections::BTreeMap::new();
+    for name in ["test", "prod"] {
+        let mut c = rocketops::config::EnvironmentConfig::named(name);
+        c.kubeconfig = Some(e.kubeconfig.clone());
+        c.context = Some(name.to_string());
+        envs.insert(name.to_string(), c);
+    }
+    let clusters = Clusters::connect(&envs).await.unwrap();
+    assert_eq!(clusters.names(), vec!["prod", "test"]);
+    assert_eq!(clusters.get("prod").unwrap().namespace(), "prod");
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let mut rx = watch_environments(&clusters, &[WatchedKind::Jobs], None, cancel.clone());
+    let mut seen: Vec<(String, String)> = Vec::new();
+    let mut relists = 0;
+    let wait_for = async |rx: &mut tokio::sync::mpsc::Receiver<ClusterEvent>,
+                          env: &str,
+                          name: &str,
+                          seen: &mut Vec<(String, String)>,
+                          relists: &mut i32| {
+        let started = tokio::time::Instant::now();
+        while !seen.iter().any(|(e, n)| e == env && n == name) {
+            assert!(started.elapsed() < LIMIT, "never saw job {name} in {env}");
+            match tokio::time::timeout(LIMIT, rx.recv())
+                .await
+                .unwrap()
+                .unwrap()
+            {
+                ClusterEvent::Applied { env, object, .. } => {
+                    let n = object["metadata"]["name"].as_str().unwrap().to_string();
+                    if !seen.iter().any(|(e2, n2)| *e2 == env && *n2 == n) {
+                        seen.push((env, n));
+                    }
+                }
+                ClusterEvent::Relisted { .. } => *relists += 1,
+                ClusterEvent::Deleted { .. } => {}
+            }
+        }
+    };
+    clusters
+        .get("test")
+        .unwrap()
+        .job_from_cronjob("mongodb-backup", "w1")
+        .await
+        .unwrap();
+    clusters
+        .get("prod")
+        .unwrap()
+        .job_from_cronjob("mongodb-backup", "w2")
+        .await
+        .unwrap();
+    wait_for(&mut rx, "test", "w1", &mut seen, &mut relists).await;
+    wait_for(&mut rx, "prod", "w2", &mut seen, &mut relists).await;
+    e.sim.drop_watches();
+    clusters
+        .get("test")
+        .unwrap()
+        .job_from_cronjob("mongodb-backup", "w3")
+        .await
+        .unwrap();
+    wait_for(&mut rx, "test", "w3", &mut seen, &mut relists).await;
+    let before = relists;
+    e.sim.compact();
+    e.sim.drop_watches();
+    clusters
+        .get("prod")
+        .unwrap()
+        .job_from_cronjob("mongodb-backup", "w4")
+        .await
+        .unwrap();
+    wait_for(&mut rx, "prod", "w4", &mut seen, &mut relists).await;
+    assert!(
+        relists > before,
+        "an expired watch position forces a re-list"
+    );
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_rendered_from_a_template_with_parameters_runs_to_completion() {
+    let e = env().await;
+    e.sim.script_job(
+        "migrate-",
+        JobScript {
+            termination_message: r#"{"migrated_to":"7.0.0"}"#.into(),
+            ..JobScript::default()
+        },
+    );
+    let c = e.cluster("test").await;
+    let yaml = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: migrate-${version}\nspec:\n  backoffLimit: 0\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: migrate\n        image: ${image}:${version}\n";
+    let params = [("version", "7.0.0"), ("image", ROCKETCHAT_REPO)]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let job = rocketops::cluster::jobs::render_job_template("migrate", yaml, &params).unwrap();
+    c.create_job(&job).await.unwrap();
+    let result = c.wait_job("migrate-7.0.0", LIMIT).await.unwrap();
+    assert_eq!(result.end, JobEnd::Complete);
+    assert_eq!(result.message, r#"{"migrated_to":"7.0.0"}"#);
 }

@@ -40,7 +40,7 @@ impl World {
 
     /// The sandbox's bot configuration with test-sized timers.
     pub fn config(&self) -> Config {
-        let mut c = rocketops::sandbox::bot_config(&self.sim.url());
+        let mut c = rocketops::sandbox::bot_config(&self.sim.url(), None);
         let rc = &mut c.rocketchat;
         rc.ping_interval = Duration::from_millis(300);
         rc.ping_timeout = Duration::from_millis(300);

@@ -29,6 +29,12 @@ pub(crate) fn router(sim: Arc<KubeInner>) -> Router {
         .route("/livez", get(|| async { "ok" }))
         .route("/api", get(core_versions))
         .route("/apis", get(api_groups))
+        .route("/_sim/fail-writes", axum::routing::post(ctl_fail_writes))
+        .route("/_sim/delay", axum::routing::post(ctl_delay))
+        .route("/_sim/drop-watches", axum::routing::post(ctl_drop_watches))
+        .route("/_sim/compact", axum::routing::post(ctl_compact))
+        .route("/_sim/tags", axum::routing::post(ctl_tags))
+        .route("/_sim/job-script", axum::routing::post(ctl_job_script))
         .fallback(dispatch)
         .with_state(sim)
 }
@@ -707,4 +713,81 @@ fn watch(
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn handle_of(sim: &Arc<KubeInner>) -> super::KubeSim {
+    super::KubeSim { inner: sim.clone() }
+}
+
+#[derive(serde::Deserialize)]
+struct FailWrites {
+    count: u32,
+    code: u16,
+}
+
+async fn ctl_fail_writes(State(sim): Sim, axum::Json(b): axum::Json<FailWrites>) -> StatusCode {
+    handle_of(&sim).fail_next_writes(b.count, b.code);
+    StatusCode::NO_CONTENT
+}
+
+#[derive(serde::Deserialize)]
+struct Delay {
+    ms: u64,
+}
+
+async fn ctl_delay(State(sim): Sim, axum::Json(b): axum::Json<Delay>) -> StatusCode {
+    handle_of(&sim).set_delay(Duration::from_millis(b.ms));
+    StatusCode::NO_CONTENT
+}
+
+async fn ctl_drop_watches(State(sim): Sim) -> StatusCode {
+    handle_of(&sim).drop_watches();
+    StatusCode::NO_CONTENT
+}
+
+async fn ctl_compact(State(sim): Sim) -> StatusCode {
+    handle_of(&sim).compact();
+    StatusCode::NO_CONTENT
+}
+
+#[derive(serde::Deserialize)]
+struct Tags {
+    repo: String,
+    tags: Vec<String>,
+}
+
+async fn ctl_tags(State(sim): Sim, axum::Json(b): axum::Json<Tags>) -> StatusCode {
+    let tags: Vec<&str> = b.tags.iter().map(String::as_str).collect();
+    handle_of(&sim).set_known_tags(&b.repo, &tags);
+    StatusCode::NO_CONTENT
+}
+
+#[derive(serde::Deserialize)]
+struct Script {
+    prefix: String,
+    #[serde(default)]
+    exit_code: i32,
+    #[serde(default)]
+    termination_message: String,
+    #[serde(default)]
+    log: Vec<String>,
+    #[serde(default = "default_runtime")]
+    runtime_ms: u64,
+}
+
+fn default_runtime() -> u64 {
+    200
+}
+
+async fn ctl_job_script(State(sim): Sim, axum::Json(b): axum::Json<Script>) -> StatusCode {
+    handle_of(&sim).script_job(
+        &b.prefix,
+        super::JobScript {
+            runtime: Duration::from_millis(b.runtime_ms),
+            exit_code: b.exit_code,
+            termination_message: b.termination_message,
+            log: b.log,
+        },
+    );
+    StatusCode::NO_CONTENT
 }

@@ -1027,7 +1027,21 @@ fn kubelet(
             "state": {"waiting": {"reason": reason, "message": format!("Back-off pulling image \"{image}\"")}}
         })).collect::<Vec<_>>());
     } else if let Some(job) = job_name {
-        let script = script_for(scripts, &job).cloned().unwrap_or_default();
+        // A Job's script is found by its name, else by the CronJob it came from.
+        let owner_cronjob = store.get(by_plural("jobs"), &ns, &job).ok().and_then(|j| {
+            j["metadata"]["ownerReferences"]
+                .as_array()
+                .and_then(|o| o.iter().find(|r| r["kind"] == "CronJob"))
+                .and_then(|r| r["name"].as_str().map(str::to_string))
+        });
+        let script = script_for(scripts, &job)
+            .or_else(|| {
+                owner_cronjob
+                    .as_deref()
+                    .and_then(|cj| script_for(scripts, cj))
+            })
+            .cloned()
+            .unwrap_or_default();
         let subst = |s: &str| s.replace("{job}", &job).replace("{namespace}", &ns);
         if age >= script.runtime {
             let ok = script.exit_code == 0;
