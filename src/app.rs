@@ -1,16 +1,21 @@
-//! Wiring and the command pipeline: incoming message → addressed? → seen once → parse → answer → audit.
+//! Wiring and the command pipeline, top-down: addressed? → seen once → rate limit → parse → authorize → confirm/approve → execute → render → audit.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::chat::rocketchat::{ConnectOptions, RocketChat};
-use crate::chat::{Chat, ChatError, Incoming};
-use crate::command::{self, Addressing, Command};
+use crate::chat::{Button, Chat, ChatError, Incoming, RoomKind};
+use crate::cluster::Clusters;
+use crate::command::runbook::{self, RunbookSpec};
+use crate::command::{self, Addressing, Command, Grammar};
 use crate::config::Config;
 use crate::error::UserError;
+use crate::ops;
+use crate::policy::{Decision, Pending, Policy, PolicyConfig, RateLimiter, Requester, RoleCache};
 use crate::store::{AuditEntry, Store, StoreError};
 
 /// Why the bot stopped.
@@ -20,6 +25,23 @@ pub enum AppError {
     StoreUnavailable(#[from] StoreError),
     #[error(transparent)]
     ChatUnavailable(#[from] ChatError),
+    #[error(transparent)]
+    ClusterUnavailable(#[from] crate::cluster::ClusterError),
+    #[error("invalid runbook commands:\n{0}")]
+    RunbooksInvalid(String),
+}
+
+/// Loads the runbook commands of `config.bot.commands_dir`, all problems reported at once.
+pub fn load_runbooks(config: &Config) -> Result<Vec<RunbookSpec>, AppError> {
+    let envs: Vec<String> = config.environments.keys().cloned().collect();
+    runbook::load_dir(&config.bot.commands_dir, &envs).map_err(|errs| {
+        AppError::RunbooksInvalid(
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })
 }
 
 /// Runs the bot until `shutdown` is cancelled.
@@ -34,6 +56,8 @@ pub async fn run_with_store(
     store: Store,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
+    let runbooks = load_runbooks(&config)?;
+    let clusters = Clusters::connect(&config.environments).await?;
     let options = ConnectOptions {
         respond_to_bots: config.bot.respond_to_bots,
         store: Some(store.clone()),
@@ -48,43 +72,98 @@ pub async fn run_with_store(
             return Ok(());
         }
     };
-    tracing::info!(user = %chat.bot_username(), "rocketops is listening");
-    let bot = Bot::new(chat, store.clone(), &config);
+    tracing::info!(user = %chat.bot_username(), environments = ?clusters.names(), runbooks = runbooks.len(), "rocketops is listening");
+    let bot = Bot::new(chat, store.clone(), &config, runbooks, clusters);
     bot.serve(incoming, shutdown).await;
     connection.cancel();
     store.flush().await?;
     Ok(())
 }
 
-/// The command pipeline, generic over the chat platform.
-pub struct Bot<C: Chat> {
+/// A command held while it waits for confirmation or approval.
+#[derive(Debug, Clone)]
+struct Held {
+    cmd: Command,
+    text: String,
+    op: u64,
+    room_id: String,
+    room_label: String,
+    thread: Option<String>,
+    requester: String,
+    /// Approvals still needed after confirmation.
+    approvals: u32,
+}
+
+impl crate::policy::HasOp for Held {
+    fn op(&self) -> u64 {
+        self.op
+    }
+}
+
+struct Shared<C: Chat> {
     chat: C,
     store: Store,
+    grammar: Grammar,
+    policy: Policy,
+    policy_cfg: PolicyConfig,
     prefixes: Vec<String>,
     catch_up_max_age: Duration,
     seen_retention: Duration,
+    limiter: Mutex<RateLimiter>,
+    pending: Mutex<Pending<Held>>,
+    roles: Mutex<RoleCache>,
+    clusters: Clusters,
+    config: Config,
+    running: ops::Running,
+}
+
+/// The command pipeline, generic over the chat platform. Cheap to clone.
+pub struct Bot<C: Chat> {
+    s: Arc<Shared<C>>,
 }
 
 impl<C: Chat> Clone for Bot<C> {
     fn clone(&self) -> Self {
-        Bot {
-            chat: self.chat.clone(),
-            store: self.store.clone(),
-            prefixes: self.prefixes.clone(),
-            catch_up_max_age: self.catch_up_max_age,
-            seen_retention: self.seen_retention,
-        }
+        Bot { s: self.s.clone() }
     }
 }
 
+/// Where a command came from and who sent it.
+struct Origin<'a> {
+    msg: &'a Incoming,
+    room_label: String,
+}
+
 impl<C: Chat> Bot<C> {
-    pub fn new(chat: C, store: Store, config: &Config) -> Self {
+    pub fn new(
+        chat: C,
+        store: Store,
+        config: &Config,
+        runbooks: Vec<RunbookSpec>,
+        clusters: Clusters,
+    ) -> Self {
+        let grammar = Grammar::from_config(config, runbooks.clone());
+        let policy = Policy::new(config.environments.clone(), runbooks);
         Bot {
-            chat,
-            store,
-            prefixes: config.bot.prefixes.clone(),
-            catch_up_max_age: config.bot.catch_up_max_age,
-            seen_retention: config.bot.seen_retention,
+            s: Arc::new(Shared {
+                chat,
+                store,
+                grammar,
+                policy,
+                policy_cfg: config.policy.clone(),
+                prefixes: config.bot.prefixes.clone(),
+                catch_up_max_age: config.bot.catch_up_max_age,
+                seen_retention: config.bot.seen_retention,
+                limiter: Mutex::new(RateLimiter::new(
+                    config.policy.rate_per_minute,
+                    config.policy.rate_burst,
+                )),
+                pending: Mutex::new(Pending::default()),
+                roles: Mutex::new(RoleCache::default()),
+                clusters,
+                config: config.clone(),
+                running: ops::Running::default(),
+            }),
         }
     }
 
@@ -115,8 +194,8 @@ impl<C: Chat> Bot<C> {
                     let _ = tx.send(msg);
                 }
                 _ = prune.tick() => {
-                    let cutoff = now_ms() - self.seen_retention.as_millis() as i64;
-                    match self.store.prune_seen(cutoff) {
+                    let cutoff = now_ms() - self.s.seen_retention.as_millis() as i64;
+                    match self.s.store.prune_seen(cutoff) {
                         Ok(n) if n > 0 => tracing::debug!(pruned = n, "forgot old message ids"),
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "pruning seen ids failed"),
@@ -136,70 +215,523 @@ impl<C: Chat> Bot<C> {
     /// One message: answer it if it is a command not handled before, then move the room's read mark.
     pub async fn handle(&self, msg: Incoming) {
         let addressing = Addressing {
-            prefixes: self.prefixes.clone(),
-            bot_name: self.chat.bot_username(),
+            prefixes: self.s.prefixes.clone(),
+            bot_name: self.s.chat.bot_username(),
         };
         if let Some(body) = command::addressed_body(&msg.text, msg.room_kind, &addressing) {
-            match self.store.mark_seen(&msg.id, now_ms()) {
-                Ok(true) => self.answer(&msg, body).await,
+            match self.s.store.mark_seen(&msg.id, now_ms()) {
+                Ok(true) => self.dispatch(&msg, body).await,
                 Ok(false) => tracing::debug!(id = %msg.id, "command already handled; skipping"),
                 Err(e) => {
                     tracing::error!(error = %e, id = %msg.id, "cannot record message as seen; not running it")
                 }
             }
         }
-        if let Err(e) = self.store.advance_mark(&msg.room_id, msg.ts_ms) {
+        if let Err(e) = self.s.store.advance_mark(&msg.room_id, msg.ts_ms) {
             tracing::warn!(error = %e, "cannot move the read mark");
         }
     }
 
-    async fn answer(&self, msg: &Incoming, body: &str) {
+    /// The pipeline for one command text.
+    async fn dispatch(&self, msg: &Incoming, body: &str) {
+        let origin = Origin {
+            msg,
+            room_label: match (&msg.room_kind, &msg.room_name) {
+                (RoomKind::Direct, _) | (_, None) => format!("@{}", msg.username),
+                (_, Some(n)) => n.clone(),
+            },
+        };
         let age = Duration::from_millis((now_ms() - msg.ts_ms).max(0) as u64);
-        let result = if msg.caught_up && age > self.catch_up_max_age {
-            Err(UserError::MissedWhileOffline {
+        if msg.caught_up && age > self.s.catch_up_max_age {
+            let e = UserError::MissedWhileOffline {
                 age: humantime_serde::re::humantime::format_duration(Duration::from_secs(
                     age.as_secs(),
                 ))
                 .to_string(),
-            })
-        } else {
-            command::parse(body)
-        };
-        let (reply, outcome) = match result {
-            Ok(cmd) => (self.execute(cmd), "done".to_string()),
-            Err(e) => (e.to_string(), format!("refused: {}", e.label())),
-        };
-        tracing::info!(user = %msg.username, room = %msg.room_id, command = %body, %outcome, "command");
-        if let Err(e) = self
-            .chat
-            .post(&msg.room_id, msg.thread.as_deref(), &reply)
-            .await
-        {
-            tracing::error!(error = %e, room = %msg.room_id, "could not answer a command");
+            };
+            return self.refuse(&origin, body, None, e).await;
         }
-        let entry = AuditEntry {
-            at_ms: now_ms(),
-            user: msg.username.clone(),
-            room: msg.room_name.clone().unwrap_or_else(|| msg.room_id.clone()),
-            command: body.chars().take(500).collect(),
-            outcome,
+        let limited = self
+            .s
+            .limiter
+            .lock()
+            .map(|mut l| l.check(&msg.username))
+            .unwrap_or(Ok(()));
+        let limited: Result<(), u64> = limited;
+        if let Err(secs) = limited {
+            return self
+                .refuse(
+                    &origin,
+                    body,
+                    None,
+                    UserError::RateLimited {
+                        retry_after_secs: secs,
+                    },
+                )
+                .await;
+        }
+        let cmd = match command::parse(body, &self.s.grammar) {
+            Ok(c) => c,
+            Err(e) => return self.refuse(&origin, body, None, e).await,
         };
-        if let Err(e) = self.store.audit(&entry) {
-            tracing::error!(error = %e, "audit write failed");
+        match &cmd {
+            Command::Confirm { code } => {
+                let taken = self
+                    .s
+                    .pending
+                    .lock()
+                    .map(|mut p| p.confirm(code, &msg.username))
+                    .map_err(|_| ());
+                match taken {
+                    Ok(Ok(held)) => {
+                        self.audit(
+                            &origin,
+                            body,
+                            Some(&held.cmd),
+                            "confirmed",
+                            None,
+                            Some(held.op),
+                            None,
+                        );
+                        self.after_confirmation(&origin, held).await;
+                    }
+                    Ok(Err(e)) => {
+                        self.refuse(&origin, body, Some(&cmd), UserError::Refused(e.to_string()))
+                            .await
+                    }
+                    Err(_) => {
+                        self.refuse(&origin, body, Some(&cmd), UserError::Internal)
+                            .await
+                    }
+                }
+            }
+            Command::Approve { op } => self.approve(&origin, body, &cmd, *op).await,
+            Command::Cancel { op } => self.cancel(&origin, body, &cmd, *op).await,
+            _ => self.authorize_and_run(&origin, body, cmd).await,
         }
     }
 
-    fn execute(&self, cmd: Command) -> String {
-        match cmd {
-            Command::Ping { echo: None } => "pong".to_string(),
-            Command::Ping { echo: Some(t) } => format!("pong {t}"),
-            Command::Help { topic } => {
-                command::help_text(topic.as_deref(), &self.chat.bot_username())
+    async fn requester_roles(&self, username: &str) -> Result<Vec<String>, UserError> {
+        let ttl = self.s.policy_cfg.role_cache_ttl;
+        if let Some(r) = self.s.roles.lock().ok().and_then(|c| c.get(username, ttl)) {
+            return Ok(r);
+        }
+        match self.s.chat.user_roles(username).await {
+            Ok(roles) => {
+                if let Ok(mut c) = self.s.roles.lock() {
+                    c.put(username, roles.clone());
+                }
+                Ok(roles)
             }
+            Err(e) => {
+                tracing::error!(error = %e, user = username, "cannot look up roles");
+                Err(UserError::Refused(format!(
+                    "I can't check your roles right now ({e}); try again, or ask an admin."
+                )))
+            }
+        }
+    }
+
+    async fn decide(&self, origin: &Origin<'_>, cmd: &Command) -> Result<Decision, UserError> {
+        let roles = if self.s.policy.needs_roles(cmd) {
+            self.requester_roles(&origin.msg.username).await?
+        } else {
+            Vec::new()
+        };
+        let room = match origin.msg.room_kind {
+            RoomKind::Direct => None,
+            _ => origin.msg.room_name.as_deref(),
+        };
+        Ok(self.s.policy.authorize(
+            cmd,
+            &Requester {
+                username: &origin.msg.username,
+                roles: &roles,
+                room,
+            },
+        ))
+    }
+
+    async fn authorize_and_run(&self, origin: &Origin<'_>, body: &str, cmd: Command) {
+        let decision = match self.decide(origin, &cmd).await {
+            Ok(d) => d,
+            Err(e) => return self.refuse(origin, body, Some(&cmd), e).await,
+        };
+        let (confirm, approvals) = match decision {
+            Decision::Deny { reason } => {
+                let e = UserError::NotAllowed {
+                    action: describe(&cmd),
+                    reason,
+                };
+                return self.refuse(origin, body, Some(&cmd), e).await;
+            }
+            Decision::Allow { confirm, approvals } => (confirm, approvals),
+        };
+        if let Some(refusal) = self.locked(&cmd) {
+            return self.refuse(origin, body, Some(&cmd), refusal).await;
+        }
+        let op = if cmd.is_mutating() {
+            self.s.store.next_op_id().unwrap_or(0)
+        } else {
+            0
+        };
+        let held = Held {
+            cmd,
+            text: body.to_string(),
+            op,
+            room_id: origin.msg.room_id.clone(),
+            room_label: origin.room_label.clone(),
+            thread: origin.msg.thread.clone(),
+            requester: origin.msg.username.clone(),
+            approvals,
+        };
+        if confirm {
+            let code = self
+                .s
+                .pending
+                .lock()
+                .map(|mut p| {
+                    p.ask_confirm(
+                        &origin.msg.username,
+                        held.clone(),
+                        self.s.policy_cfg.confirm_ttl,
+                    )
+                })
+                .map_err(|_| ());
+            let Ok(code) = code else {
+                return self
+                    .refuse(origin, body, Some(&held.cmd), UserError::Internal)
+                    .await;
+            };
+            let ttl =
+                humantime_serde::re::humantime::format_duration(self.s.policy_cfg.confirm_ttl);
+            let text = format!(
+                "#{op} {plan}\n@{user}, type `confirm {code}` within {ttl} to go ahead, or `cancel #{op}`.",
+                op = held.op,
+                plan = ops::plan_summary(&held.cmd, &self.s.config),
+                user = origin.msg.username,
+            );
+            let buttons = [
+                Button {
+                    label: "Confirm".into(),
+                    message: format!("confirm {code}"),
+                },
+                Button {
+                    label: "Cancel".into(),
+                    message: format!("cancel #{}", held.op),
+                },
+            ];
+            if let Err(e) = self
+                .s
+                .chat
+                .post_with_buttons(
+                    &origin.msg.room_id,
+                    origin.msg.thread.as_deref(),
+                    &text,
+                    &buttons,
+                )
+                .await
+            {
+                tracing::error!(error = %e, "could not ask for confirmation");
+            }
+            self.audit(
+                origin,
+                body,
+                Some(&held.cmd),
+                "confirmation requested",
+                None,
+                Some(held.op),
+                None,
+            );
+            return;
+        }
+        self.after_confirmation(origin, held).await;
+    }
+
+    /// A confirmed (or unconfirmed but allowed) command: ask for approval if needed, else run it.
+    async fn after_confirmation(&self, origin: &Origin<'_>, held: Held) {
+        if held.approvals > 0 {
+            let op = held.op;
+            let summary = describe(&held.cmd);
+            if let Ok(mut p) = self.s.pending.lock() {
+                p.ask_approval(
+                    op,
+                    &held.requester,
+                    held.clone(),
+                    self.s.policy_cfg.approval_ttl,
+                );
+            }
+            let text = format!(
+                "#{op} {summary} needs a second person: another user who may run it types `approve #{op}`."
+            );
+            self.reply(origin.msg, &text).await;
+            self.audit(
+                origin,
+                &held.text,
+                Some(&held.cmd),
+                "approval requested",
+                None,
+                Some(op),
+                None,
+            );
+            return;
+        }
+        self.run(origin, held).await;
+    }
+
+    async fn approve(&self, origin: &Origin<'_>, body: &str, cmd: &Command, op: u64) {
+        let held = self
+            .s
+            .pending
+            .lock()
+            .ok()
+            .and_then(|p| p.peek_approval(op).map(|h| h.payload.clone()));
+        let Some(held) = held else {
+            let e = UserError::Refused(crate::policy::PendingError::UnknownOp(op).to_string());
+            return self.refuse(origin, body, Some(cmd), e).await;
+        };
+        // The approver must be allowed to run the command there too.
+        match self.decide(origin, &held.cmd).await {
+            Ok(Decision::Allow { .. }) => {}
+            Ok(Decision::Deny { reason }) => {
+                let e = UserError::NotAllowed {
+                    action: format!("approve #{op} ({})", describe(&held.cmd)),
+                    reason,
+                };
+                return self.refuse(origin, body, Some(cmd), e).await;
+            }
+            Err(e) => return self.refuse(origin, body, Some(cmd), e).await,
+        }
+        let taken = self
+            .s
+            .pending
+            .lock()
+            .map(|mut p| p.approve(op, &origin.msg.username))
+            .map_err(|_| ());
+        match taken {
+            Ok(Ok((requester, held))) => {
+                self.audit(
+                    origin,
+                    body,
+                    Some(&held.cmd),
+                    "approved",
+                    Some(format!("requested by {requester}")),
+                    Some(op),
+                    None,
+                );
+                self.run(origin, held).await;
+            }
+            Ok(Err(e)) => {
+                self.refuse(origin, body, Some(cmd), UserError::Refused(e.to_string()))
+                    .await
+            }
+            Err(_) => {
+                self.refuse(origin, body, Some(cmd), UserError::Internal)
+                    .await
+            }
+        }
+    }
+
+    async fn cancel(&self, origin: &Origin<'_>, body: &str, cmd: &Command, op: u64) {
+        let mut found = None;
+        if let Ok(mut p) = self.s.pending.lock() {
+            found = p.withdraw_op(op, &origin.msg.username);
+        }
+        match found {
+            Some(Ok(held)) => {
+                self.reply(
+                    origin.msg,
+                    &format!("#{op} {} is cancelled.", describe(&held.cmd)),
+                )
+                .await;
+                self.audit(
+                    origin,
+                    body,
+                    Some(cmd),
+                    "allowed",
+                    None,
+                    Some(op),
+                    Some("cancelled".into()),
+                );
+            }
+            Some(Err(owner)) => {
+                let e = UserError::NotAllowed {
+                    action: format!("cancel #{op}"),
+                    reason: format!("it is @{owner}'s request."),
+                };
+                self.refuse(origin, body, Some(cmd), e).await;
+            }
+            None => {
+                let e = UserError::Refused(format!(
+                    "No operation #{op} is waiting; running operations cannot be cancelled yet."
+                ));
+                self.refuse(origin, body, Some(cmd), e).await;
+            }
+        }
+    }
+
+    /// A refusal if the command's environment is locked against it.
+    fn locked(&self, cmd: &Command) -> Option<UserError> {
+        if !cmd.is_mutating() || matches!(cmd, Command::Lock { .. } | Command::Unlock { .. }) {
+            return None;
+        }
+        let envs: Vec<String> = match cmd.env() {
+            Some(e) => vec![e.to_string()],
+            None => self.s.config.environments.keys().cloned().collect(),
+        };
+        for env in envs {
+            if self.s.policy.allowed_when_locked(&env, cmd.policy_name()) {
+                continue;
+            }
+            if let Ok(Some(l)) = self.s.store.env_lock(&env) {
+                let reason = l.reason.map(|r| format!(": {r}")).unwrap_or_default();
+                return Some(UserError::Refused(format!(
+                    "{env} is locked by @{} ({}){reason}. `unlock {env}` lifts it.",
+                    l.by,
+                    ago(l.at_ms)
+                )));
+            }
+        }
+        None
+    }
+
+    async fn run(&self, origin: &Origin<'_>, held: Held) {
+        let result = ops::execute(
+            &held.cmd,
+            &ops::Context {
+                chat: &self.s.chat,
+                store: &self.s.store,
+                clusters: &self.s.clusters,
+                config: &self.s.config,
+                grammar: &self.s.grammar,
+                policy: &self.s.policy,
+                user: &held.requester,
+                room_id: &held.room_id,
+                thread: held.thread.as_deref(),
+                op: held.op,
+                running: &self.s.running,
+                help_for: &|name, sample| {
+                    let roles = self
+                        .s
+                        .roles
+                        .lock()
+                        .ok()
+                        .and_then(|c| c.get(&origin.msg.username, Duration::MAX))
+                        .unwrap_or_default();
+                    let room = match origin.msg.room_kind {
+                        RoomKind::Direct => None,
+                        _ => origin.msg.room_name.as_deref(),
+                    };
+                    self.s.policy.where_allowed(
+                        name,
+                        sample,
+                        &Requester {
+                            username: &origin.msg.username,
+                            roles: &roles,
+                            room,
+                        },
+                    )
+                },
+            },
+        )
+        .await;
+        let (outcome, text) = match result {
+            Ok(Some(text)) => ("done".to_string(), Some(text)),
+            Ok(None) => ("done".to_string(), None),
+            Err(e) => (format!("failed: {}", e.label()), Some(e.to_string())),
+        };
+        if let Some(t) = text {
+            self.reply_to(&held.room_id, held.thread.as_deref(), &t)
+                .await;
+        }
+        let origin_label = Origin {
+            msg: origin.msg,
+            room_label: held.room_label.clone(),
+        };
+        let decision = if held.cmd.is_mutating() {
+            "allowed"
+        } else {
+            "allowed (read-only)"
+        };
+        self.audit(
+            &origin_label,
+            &held.text,
+            Some(&held.cmd),
+            decision,
+            None,
+            (held.op > 0).then_some(held.op),
+            Some(outcome),
+        );
+    }
+
+    async fn refuse(&self, origin: &Origin<'_>, body: &str, cmd: Option<&Command>, e: UserError) {
+        tracing::info!(user = %origin.msg.username, command = %body, reason = e.label(), "refused");
+        self.reply(origin.msg, &e.to_string()).await;
+        self.audit(
+            origin,
+            body,
+            cmd,
+            "refused",
+            Some(e.to_string()),
+            None,
+            None,
+        );
+    }
+
+    async fn reply(&self, msg: &Incoming, text: &str) {
+        self.reply_to(&msg.room_id, msg.thread.as_deref(), text)
+            .await;
+    }
+
+    async fn reply_to(&self, room: &str, thread: Option<&str>, text: &str) {
+        if let Err(e) = self.s.chat.post(room, thread, text).await {
+            tracing::error!(error = %e, room, "could not answer a command");
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn audit(
+        &self,
+        origin: &Origin<'_>,
+        text: &str,
+        cmd: Option<&Command>,
+        decision: &str,
+        reason: Option<String>,
+        op: Option<u64>,
+        outcome: Option<String>,
+    ) {
+        let entry = AuditEntry {
+            at_ms: now_ms(),
+            user: origin.msg.username.clone(),
+            room: origin.room_label.clone(),
+            text: text.chars().take(500).collect(),
+            command: cmd.map(describe).unwrap_or_default(),
+            env: cmd.and_then(|c| c.env().map(str::to_string)),
+            decision: decision.to_string(),
+            reason,
+            op,
+            outcome,
+            ..AuditEntry::default()
+        };
+        if let Err(e) = self.s.store.audit(&entry) {
+            tracing::error!(error = %e, "audit write failed");
         }
     }
 }
 
-fn now_ms() -> i64 {
+/// A command in normal form, for the audit log and messages.
+pub fn describe(cmd: &Command) -> String {
+    ops::describe(cmd)
+}
+
+fn ago(at_ms: i64) -> String {
+    let secs = ((now_ms() - at_ms).max(0) / 1000) as u64;
+    format!(
+        "{} ago",
+        humantime_serde::re::humantime::format_duration(Duration::from_secs(secs))
+    )
+}
+
+pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }

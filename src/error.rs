@@ -8,11 +8,16 @@ pub enum UserError {
         given: String,
         suggestion: Option<String>,
     },
+    #[error("I couldn't read that: {problem}.")]
+    Malformed { problem: String },
     #[error("{problem}\nUsage: `{usage}`")]
-    BadArguments {
-        usage: &'static str,
-        problem: String,
-    },
+    BadArguments { usage: String, problem: String },
+    #[error("You may not {action}: {reason}")]
+    NotAllowed { action: String, reason: String },
+    #[error("Slow down: you may send another command in {retry_after_secs}s.")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("{0}")]
+    Refused(String),
     #[error(
         "I was offline when you sent this ({age}), so I did not run it: send it again if it is still wanted."
     )]
@@ -29,11 +34,15 @@ fn did_you_mean(s: &Option<String>) -> String {
 }
 
 impl UserError {
-    /// Short label for logs and metrics.
+    /// Short label for logs, metrics and the audit log.
     pub fn label(&self) -> &'static str {
         match self {
             UserError::UnknownCommand { .. } => "unknown_command",
+            UserError::Malformed { .. } => "malformed",
             UserError::BadArguments { .. } => "bad_arguments",
+            UserError::NotAllowed { .. } => "not_allowed",
+            UserError::RateLimited { .. } => "rate_limited",
+            UserError::Refused(_) => "refused",
             UserError::MissedWhileOffline { .. } => "missed_while_offline",
             UserError::Internal => "internal",
         }

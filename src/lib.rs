@@ -2,6 +2,8 @@
 
 /// Wiring and the command pipeline.
 pub mod app;
+/// The audit log command.
+pub mod audit;
 /// Message-to-answer benchmark against the simulator.
 pub mod bench;
 /// The chat boundary and the Rocket.Chat adapter.
@@ -14,6 +16,10 @@ pub mod command;
 pub mod config;
 /// The chat-safe user error.
 pub mod error;
+/// The operations behind the commands.
+pub mod ops;
+/// Who may run what where.
+pub mod policy;
 /// The local simulators.
 pub mod sandbox;
 /// The embedded store.

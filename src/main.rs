@@ -45,11 +45,8 @@ enum Cmd {
     },
     /// Validate the configuration file and print a summary.
     CheckConfig,
-    /// Show the newest audit entries from the store.
-    Audit {
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
-    },
+    /// Show the audit log (newest last), or check its hash chain with `audit verify`.
+    Audit(rocketops::audit::AuditArgs),
     /// Measure message-to-answer latency and throughput against the simulator.
     Bench(rocketops::bench::BenchArgs),
 }
@@ -90,35 +87,32 @@ async fn dispatch(cli: Cli) -> ExitCode {
             }
         }
         Cmd::CheckConfig => match load() {
-            Ok(c) => {
-                println!("{}: OK\n{}", cli.config.display(), c.summary());
-                ExitCode::SUCCESS
-            }
+            Ok(c) => match rocketops::app::load_runbooks(&c) {
+                Ok(runbooks) => {
+                    println!("{}: OK\n{}", cli.config.display(), c.summary());
+                    let names: Vec<&str> = runbooks.iter().map(|r| r.name.as_str()).collect();
+                    println!(
+                        "runbooks:     {}",
+                        if names.is_empty() {
+                            "(none)".to_string()
+                        } else {
+                            names.join(", ")
+                        }
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            },
             Err(e) => fail(e),
         },
-        Cmd::Audit { limit } => {
+        Cmd::Audit(args) => {
             let config = match load() {
                 Ok(c) => c,
                 Err(e) => return fail(e),
             };
-            match rocketops::store::Store::open(&config.bot.store_path)
-                .and_then(|s| s.recent_audit(limit))
-            {
-                Ok(entries) => {
-                    for e in entries {
-                        let at =
-                            chrono::DateTime::from_timestamp_millis(e.at_ms).unwrap_or_default();
-                        println!(
-                            "{}  {:<12} {:<12} {:<30} {}",
-                            at.format("%Y-%m-%d %H:%M:%S"),
-                            e.user,
-                            e.room,
-                            e.command,
-                            e.outcome
-                        );
-                    }
-                    ExitCode::SUCCESS
-                }
+            match rocketops::audit::run(&config, &args) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
                 Err(e) => fail(e),
             }
         }

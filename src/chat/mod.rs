@@ -92,4 +92,26 @@ pub trait Chat: Clone + Send + Sync + 'static {
 
     /// Finds a channel's room id by name (`ops` or `#ops`).
     fn room_id(&self, name: &str) -> impl Future<Output = Result<String, ChatError>> + Send;
+
+    /// Posts `text` with buttons; clicking one posts its `message` as the clicking user.
+    fn post_with_buttons(
+        &self,
+        room_id: &str,
+        thread: Option<&str>,
+        text: &str,
+        buttons: &[Button],
+    ) -> impl Future<Output = Result<MessageRef, ChatError>> + Send;
+
+    /// A user's roles on the chat server (for role-based policy).
+    fn user_roles(
+        &self,
+        username: &str,
+    ) -> impl Future<Output = Result<Vec<String>, ChatError>> + Send;
+}
+
+/// A button under a message that, when clicked, sends `message` as the user who clicked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Button {
+    pub label: String,
+    pub message: String,
 }

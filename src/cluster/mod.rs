@@ -364,6 +364,16 @@ impl Cluster {
         .await
     }
 
+    pub async fn statefulset(&self, name: &str) -> Result<StatefulSet, ClusterError> {
+        retrying(|| async {
+            self.api::<StatefulSet>()
+                .get(name)
+                .await
+                .map_err(self.err(&format!("get statefulset {name}")))
+        })
+        .await
+    }
+
     /// Sets `container`'s image and records the change cause (one strategic merge patch).
     pub async fn set_image(
         &self,

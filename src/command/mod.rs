@@ -1,6 +1,17 @@
-//! Commands: which messages address the bot, the typed `Command` they ask for, and the help text beside each definition.
+//! Commands: which messages address the bot, the typed `Command` they ask for, parsing with clear errors, and help beside each definition.
 
+pub mod grammar;
+pub mod runbook;
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use self::grammar::{Token, tokenize};
+use self::runbook::{ParamType, RunbookSpec};
 use crate::chat::RoomKind;
+use crate::config::Config;
 use crate::error::UserError;
 
 /// How a message may address the bot.
@@ -23,10 +34,18 @@ pub fn addressed_body<'a>(text: &'a str, room: RoomKind, to: &Addressing) -> Opt
         let (name, after) = rest.split_at(name_len);
         if !to.bot_name.is_empty() && name.eq_ignore_ascii_case(&to.bot_name) {
             let body = after.trim_start_matches([':', ',']).trim();
+            let body = strip_prefix_of(body, to).unwrap_or(body);
             return (!body.is_empty()).then_some(body);
         }
         return None;
     }
+    if let Some(body) = strip_prefix_of(t, to) {
+        return Some(body);
+    }
+    (room == RoomKind::Direct && !t.is_empty()).then_some(t)
+}
+
+fn strip_prefix_of<'a>(t: &'a str, to: &Addressing) -> Option<&'a str> {
     for p in &to.prefixes {
         if let Some(rest) = t.strip_prefix(p.as_str())
             && rest.chars().next().is_some_and(|c| c.is_alphabetic())
@@ -34,227 +53,1030 @@ pub fn addressed_body<'a>(text: &'a str, room: RoomKind, to: &Addressing) -> Opt
             return Some(rest.trim());
         }
     }
-    (room == RoomKind::Direct && !t.is_empty()).then_some(t)
+    None
+}
+
+/// An operation number, as in `#42`.
+pub type OpId = u64;
+
+/// Which backup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupRef {
+    Latest,
+    Named(String),
+}
+
+/// What `rollback` goes back to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RollbackTarget {
+    Revision(i64),
+    Version(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScheduleAction {
+    List,
+    Pause { env: Option<String> },
+    Resume { env: Option<String> },
 }
 
 /// A command the bot understands, with its arguments already checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Checks that the bot is alive and answering; echoes any text given.
-    Ping { echo: Option<String> },
-    /// Lists the commands, or explains one.
-    Help { topic: Option<String> },
+    Deploy {
+        env: String,
+        version: String,
+        no_backup: bool,
+    },
+    Rollback {
+        env: String,
+        to: Option<RollbackTarget>,
+    },
+    Scale {
+        env: String,
+        replicas: u32,
+        component: Option<String>,
+    },
+    BackupNow {
+        env: Option<String>,
+    },
+    BackupList {
+        env: Option<String>,
+    },
+    Restore {
+        env: String,
+        backup: BackupRef,
+        from: Option<String>,
+        no_safety_backup: bool,
+    },
+    Verify {
+        env: Option<String>,
+        backup: Option<BackupRef>,
+    },
+    Status {
+        env: Option<String>,
+    },
+    History {
+        env: String,
+    },
+    Lock {
+        env: String,
+        reason: Option<String>,
+    },
+    Unlock {
+        env: String,
+    },
+    Cancel {
+        op: OpId,
+    },
+    Approve {
+        op: OpId,
+    },
+    Confirm {
+        code: String,
+    },
+    Schedule {
+        action: ScheduleAction,
+    },
+    Help {
+        topic: Option<String>,
+    },
+    Ping {
+        echo: Option<String>,
+    },
+    /// A command declared in `commands/`.
+    Runbook {
+        name: String,
+        env: String,
+        params: BTreeMap<String, String>,
+    },
 }
 
-/// A command's name, usage line and one-line summary: the help text lives here, once.
+impl Command {
+    /// The command's name, as in `help`.
+    pub fn name(&self) -> &str {
+        match self {
+            Command::Deploy { .. } => "deploy",
+            Command::Rollback { .. } => "rollback",
+            Command::Scale { .. } => "scale",
+            Command::BackupNow { .. } | Command::BackupList { .. } => "backup",
+            Command::Restore { .. } => "restore",
+            Command::Verify { .. } => "verify",
+            Command::Status { .. } => "status",
+            Command::History { .. } => "history",
+            Command::Lock { .. } => "lock",
+            Command::Unlock { .. } => "unlock",
+            Command::Cancel { .. } => "cancel",
+            Command::Approve { .. } => "approve",
+            Command::Confirm { .. } => "confirm",
+            Command::Schedule { .. } => "schedule",
+            Command::Help { .. } => "help",
+            Command::Ping { .. } => "ping",
+            Command::Runbook { name, .. } => name,
+        }
+    }
+
+    /// The name the policy knows it by (`backup list` is read-only, `backup now` is not).
+    pub fn policy_name(&self) -> &str {
+        match self {
+            Command::BackupList { .. } => "backup list",
+            Command::BackupNow { .. } => "backup now",
+            Command::Schedule {
+                action: ScheduleAction::List,
+            } => "schedule list",
+            other => other.name(),
+        }
+    }
+
+    /// The environment it acts on, when it names one.
+    pub fn env(&self) -> Option<&str> {
+        match self {
+            Command::Deploy { env, .. }
+            | Command::Rollback { env, .. }
+            | Command::Scale { env, .. }
+            | Command::Restore { env, .. }
+            | Command::History { env }
+            | Command::Lock { env, .. }
+            | Command::Unlock { env }
+            | Command::Runbook { env, .. } => Some(env),
+            Command::BackupNow { env }
+            | Command::BackupList { env }
+            | Command::Verify { env, .. }
+            | Command::Status { env } => env.as_deref(),
+            Command::Schedule {
+                action: ScheduleAction::Pause { env } | ScheduleAction::Resume { env },
+            } => env.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Whether it changes anything (and so needs authorization, a lock, maybe confirmation).
+    pub fn is_mutating(&self) -> bool {
+        !matches!(
+            self,
+            Command::BackupList { .. }
+                | Command::Status { .. }
+                | Command::History { .. }
+                | Command::Help { .. }
+                | Command::Ping { .. }
+                | Command::Confirm { .. }
+                | Command::Approve { .. }
+                | Command::Schedule {
+                    action: ScheduleAction::List
+                }
+        )
+    }
+}
+
+/// A built-in command's help: usage, summary, details and examples, written once, here.
 #[derive(Debug, Clone, Copy)]
 pub struct Spec {
     pub name: &'static str,
     pub usage: &'static str,
     pub summary: &'static str,
-    pub example: &'static str,
+    pub details: &'static str,
+    pub examples: &'static [&'static str],
+    /// Changes something (authorized per environment; confirmation where configured).
+    pub mutating: bool,
 }
 
-/// Every command, in the order `help` lists them.
+/// Every built-in command, in the order `help` lists them.
 pub const COMMANDS: &[Spec] = &[
+    Spec {
+        name: "deploy",
+        usage: "deploy ENV VERSION [--no-backup]",
+        summary: "rolls out a new version (image tag) of the app",
+        details: "Takes a backup first in production (skip with `--no-backup` if you may), sets the image tag, follows the rollout and smoke-tests it; rolls back on failure.",
+        examples: &["deploy test v3.1", "deploy prod 7.0.0"],
+        mutating: true,
+    },
+    Spec {
+        name: "rollback",
+        usage: "rollback ENV [REVISION|VERSION]",
+        summary: "goes back to the previous (or a given) revision",
+        details: "Without an argument, the revision before the current one; a number is a revision from `history`, anything else a version.",
+        examples: &["rollback prod", "rollback prod 4", "rollback test v3.0"],
+        mutating: true,
+    },
+    Spec {
+        name: "scale",
+        usage: "scale ENV REPLICAS [COMPONENT]",
+        summary: "sets the number of replicas",
+        details: "COMPONENT is the app (default) or the database; an autoscaler on the app is taken into account.",
+        examples: &["scale test 5", "scale prod 4 rocketchat"],
+        mutating: true,
+    },
+    Spec {
+        name: "backup",
+        usage: "backup now [ENV] | backup list [ENV]",
+        summary: "takes a backup now, or lists backups",
+        details: "`backup now` runs the environment's backup job; `backup list` shows backups newest first with size, age and whether a test-restore proved them.",
+        examples: &["backup now prod", "backup list prod"],
+        mutating: true,
+    },
+    Spec {
+        name: "restore",
+        usage: "restore ENV BACKUP|latest [from ENV] [--no-safety-backup]",
+        summary: "restores a backup into an environment",
+        details: "Always asks for confirmation. Takes a safety backup, scales the app to 0, restores, scales back and smoke-tests.",
+        examples: &[
+            "restore test latest from prod",
+            "restore prod prod-20261121T000100Z",
+        ],
+        mutating: true,
+    },
+    Spec {
+        name: "verify",
+        usage: "verify [ENV] [BACKUP]",
+        summary: "test-restores a backup into a throwaway database",
+        details: "Proves a backup can be restored, and records how long it took.",
+        examples: &["verify prod", "verify prod latest"],
+        mutating: true,
+    },
+    Spec {
+        name: "status",
+        usage: "status [ENV]",
+        summary: "versions, replicas, last deploy, backup and lock per environment",
+        details: "",
+        examples: &["status", "status prod"],
+        mutating: false,
+    },
+    Spec {
+        name: "history",
+        usage: "history ENV",
+        summary: "the app's revisions: version, change cause, who and when",
+        details: "",
+        examples: &["history prod"],
+        mutating: false,
+    },
+    Spec {
+        name: "lock",
+        usage: "lock ENV [REASON...]",
+        summary: "freezes an environment against changes",
+        details: "Until `unlock`, changing commands on it are refused and the reason is shown.",
+        examples: &["lock prod \"release freeze until Monday\""],
+        mutating: true,
+    },
+    Spec {
+        name: "unlock",
+        usage: "unlock ENV",
+        summary: "lifts a freeze",
+        details: "",
+        examples: &["unlock prod"],
+        mutating: true,
+    },
+    Spec {
+        name: "cancel",
+        usage: "cancel OP",
+        summary: "stops a running or pending operation",
+        details: "OP is the operation's number, as in `#42`.",
+        examples: &["cancel #42"],
+        mutating: true,
+    },
+    Spec {
+        name: "approve",
+        usage: "approve OP",
+        summary: "approves someone else's operation (two-person rule)",
+        details: "Only another user who may run the command there can approve it.",
+        examples: &["approve #42"],
+        mutating: false,
+    },
+    Spec {
+        name: "confirm",
+        usage: "confirm CODE",
+        summary: "confirms your pending command",
+        details: "The code is in the question; it expires after a few minutes.",
+        examples: &["confirm K7Q2XM"],
+        mutating: false,
+    },
+    Spec {
+        name: "schedule",
+        usage: "schedule list | schedule pause [ENV] | schedule resume [ENV]",
+        summary: "shows or pauses the scheduled backups and test-restores",
+        details: "",
+        examples: &["schedule list", "schedule pause test"],
+        mutating: true,
+    },
     Spec {
         name: "help",
         usage: "help [COMMAND]",
-        summary: "lists the commands, or explains one",
-        example: "help ping",
+        summary: "lists the commands you may run, or explains one",
+        details: "",
+        examples: &["help", "help deploy"],
+        mutating: false,
     },
     Spec {
         name: "ping",
         usage: "ping [TEXT]",
         summary: "checks that the bot is alive and answering",
-        example: "ping",
+        details: "",
+        examples: &["ping"],
+        mutating: false,
     },
 ];
 
-fn spec(name: &str) -> Option<&'static Spec> {
+pub fn spec(name: &str) -> Option<&'static Spec> {
     COMMANDS.iter().find(|s| s.name == name)
 }
 
+/// One environment as the parser needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvSpec {
+    pub name: String,
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    /// Accept `registry/app:tag` as a version, not only a tag.
+    pub allow_image_refs: bool,
+    /// Names `scale` accepts as COMPONENT.
+    pub components: Vec<String>,
+}
+
+/// What parsing needs to know: the environments and the runbook commands.
+#[derive(Debug, Clone, Default)]
+pub struct Grammar {
+    pub environments: Vec<EnvSpec>,
+    pub runbooks: Vec<RunbookSpec>,
+}
+
+impl Grammar {
+    pub fn from_config(config: &Config, runbooks: Vec<RunbookSpec>) -> Grammar {
+        Grammar {
+            environments: config
+                .environments
+                .iter()
+                .map(|(name, e)| EnvSpec {
+                    name: name.clone(),
+                    min_replicas: e.min_replicas,
+                    max_replicas: e.max_replicas,
+                    allow_image_refs: e.allow_image_refs,
+                    components: vec![e.deployment.clone(), e.database.clone()],
+                })
+                .collect(),
+            runbooks,
+        }
+    }
+
+    fn env_names(&self) -> String {
+        let names: Vec<&str> = self.environments.iter().map(|e| e.name.as_str()).collect();
+        match names.as_slice() {
+            [] => "none are configured".into(),
+            [one] => (*one).to_string(),
+            [init @ .., last] => format!("{} or {last}", init.join(", ")),
+        }
+    }
+
+    fn env(&self, usage: &str, given: Option<&str>, command: &str) -> Result<&EnvSpec, UserError> {
+        let bad = |problem: String| UserError::BadArguments {
+            usage: usage.to_string(),
+            problem,
+        };
+        let Some(given) = given else {
+            return Err(bad(format!(
+                "`{command}` needs an environment: {}.",
+                self.env_names()
+            )));
+        };
+        let lower = given.to_lowercase();
+        if let Some(e) = self.environments.iter().find(|e| e.name == lower) {
+            return Ok(e);
+        }
+        let close = self
+            .environments
+            .iter()
+            .map(|e| (strsim::levenshtein(&lower, &e.name), e.name.as_str()))
+            .filter(|(d, n)| *d <= 2 && *d < n.len())
+            .min()
+            .map(|(_, n)| format!(" Did you mean `{n}`?"))
+            .unwrap_or_default();
+        Err(bad(format!(
+            "There is no environment `{}`.{close} Environments: {}.",
+            shorten(given),
+            self.env_names()
+        )))
+    }
+}
+
+fn shorten(s: &str) -> String {
+    let mut out: String = s.chars().take(40).collect();
+    if s.chars().count() > 40 {
+        out.push('…');
+    }
+    out
+}
+
+static TAG: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$").expect("tag regex"));
+static IMAGE_REF: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$").expect("image regex")
+});
+static BACKUP: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z0-9][a-z0-9-]{0,62}-\d{8}T\d{6}Z$").expect("backup regex"));
+static CODE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9]{4,12}$").expect("code regex"));
+
+/// Checks a version: an image tag, or (where the environment allows) a full image reference.
+pub fn check_version(v: &str, env: &EnvSpec, usage: &str) -> Result<String, UserError> {
+    let bad = |problem: String| UserError::BadArguments {
+        usage: usage.to_string(),
+        problem,
+    };
+    if TAG.is_match(v) {
+        return Ok(v.to_string());
+    }
+    if v.contains('/') && IMAGE_REF.is_match(v) {
+        if env.allow_image_refs {
+            return Ok(v.to_string());
+        }
+        return Err(bad(format!(
+            "`{}` is a full image reference; {} accepts only a tag such as `v3.1`.",
+            shorten(v),
+            env.name
+        )));
+    }
+    Err(bad(format!(
+        "`{}` is not a valid image tag (letters, digits, `_`, `.` and `-`, at most 128, not starting with `.` or `-`).",
+        shorten(v)
+    )))
+}
+
+fn op_id(s: &str, usage: &str) -> Result<OpId, UserError> {
+    s.trim_start_matches('#')
+        .parse::<OpId>()
+        .map_err(|_| UserError::BadArguments {
+            usage: usage.into(),
+            problem: format!("`{}` is not an operation number (like `#42`).", shorten(s)),
+        })
+}
+
+fn backup_ref(s: &str, usage: &str) -> Result<BackupRef, UserError> {
+    if s.eq_ignore_ascii_case("latest") {
+        return Ok(BackupRef::Latest);
+    }
+    if BACKUP.is_match(s) {
+        return Ok(BackupRef::Named(s.to_string()));
+    }
+    Err(UserError::BadArguments {
+        usage: usage.into(),
+        problem: format!(
+            "`{}` is not a backup name (like `prod-20261122T000100Z`) or `latest`.",
+            shorten(s)
+        ),
+    })
+}
+
 /// The closest known command name, if one is close enough to be a typo.
-fn suggest(given: &str) -> Option<String> {
+fn suggest(given: &str, grammar: &Grammar) -> Option<String> {
     COMMANDS
         .iter()
-        .map(|s| (strsim::levenshtein(given, s.name), s.name))
-        .filter(|(d, name)| *d <= 2 && *d < name.len())
+        .map(|s| s.name.to_string())
+        .chain(grammar.runbooks.iter().map(|r| r.name.clone()))
+        .map(|n| (strsim::levenshtein(given, &n), n))
+        .filter(|(d, n)| *d <= 2 && *d < n.len())
         .min()
-        .map(|(_, n)| n.to_string())
+        .map(|(_, n)| n)
 }
 
 /// Parses the command text (without prefix or mention).
-pub fn parse(body: &str) -> Result<Command, UserError> {
-    let mut words = body.split_whitespace();
-    let Some(first) = words.next() else {
+pub fn parse(body: &str, grammar: &Grammar) -> Result<Command, UserError> {
+    let tokens = tokenize(body)?;
+    let mut it = tokens.into_iter();
+    let Some(first) = it.next() else {
         return Err(UserError::UnknownCommand {
             given: String::new(),
             suggestion: Some("help".into()),
         });
     };
-    let name = first.to_lowercase();
-    let rest: Vec<&str> = words.collect();
-    match name.as_str() {
-        "ping" => Ok(Command::Ping {
-            echo: (!rest.is_empty()).then(|| rest.join(" ")),
-        }),
-        "help" => match rest.as_slice() {
-            [] => Ok(Command::Help { topic: None }),
-            [topic] => {
-                let topic = topic.trim_start_matches(['/', '!']).to_lowercase();
-                match spec(&topic) {
-                    Some(_) => Ok(Command::Help { topic: Some(topic) }),
-                    None => Err(UserError::UnknownCommand {
-                        suggestion: suggest(&topic),
-                        given: topic,
-                    }),
-                }
+    let name = match &first {
+        Token::Word(w) => w.trim_start_matches(['/', '!']).to_lowercase(),
+        Token::Flag(f) => format!("--{f}"),
+        Token::Pair(k, v) => format!("{k}={v}"),
+    };
+    let rest: Vec<Token> = it.collect();
+    if let Some(s) = spec(&name) {
+        return parse_builtin(s, rest, grammar);
+    }
+    if let Some(r) = grammar.runbooks.iter().find(|r| r.name == name) {
+        return parse_runbook(r, rest, grammar);
+    }
+    Err(UserError::UnknownCommand {
+        suggestion: suggest(&name, grammar),
+        given: shorten(&name),
+    })
+}
+
+/// Positional words and flags of a command, with errors for what it does not take.
+struct Args {
+    words: Vec<String>,
+    flags: Vec<String>,
+}
+
+fn split_args(
+    rest: Vec<Token>,
+    usage: &str,
+    command: &str,
+    allowed_flags: &[&str],
+) -> Result<Args, UserError> {
+    let mut words = Vec::new();
+    let mut flags = Vec::new();
+    for t in rest {
+        match t {
+            Token::Word(w) => words.push(w),
+            Token::Flag(f) if allowed_flags.contains(&f.as_str()) => flags.push(f),
+            Token::Flag(f) => {
+                let options = if allowed_flags.is_empty() {
+                    "it takes no options".to_string()
+                } else {
+                    format!(
+                        "options: {}",
+                        allowed_flags
+                            .iter()
+                            .map(|f| format!("`--{f}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                return Err(UserError::BadArguments {
+                    usage: usage.into(),
+                    problem: format!("`{command}` has no option `--{}`; {options}.", shorten(&f)),
+                });
             }
-            _ => Err(UserError::BadArguments {
-                usage: "help [COMMAND]",
-                problem: "`help` takes at most one command name.".into(),
-            }),
-        },
-        _ => Err(UserError::UnknownCommand {
-            suggestion: suggest(&name),
-            given: name.chars().take(40).collect(),
-        }),
+            Token::Pair(k, v) => words.push(format!("{k}={v}")),
+        }
+    }
+    Ok(Args { words, flags })
+}
+
+fn too_many(usage: &str, extra: &str) -> UserError {
+    UserError::BadArguments {
+        usage: usage.into(),
+        problem: format!("I don't know what `{}` is here.", shorten(extra)),
     }
 }
 
-/// The answer to `help` or `help COMMAND`.
-pub fn help_text(topic: Option<&str>, bot_name: &str) -> String {
-    match topic.and_then(spec) {
-        Some(s) => format!(
-            "*{}*: {}\nUsage: `{}`\nExample: `/{}`",
-            s.name, s.summary, s.usage, s.example
-        ),
-        None => {
-            let mut out = String::from("*Commands*\n");
-            for s in COMMANDS {
-                out.push_str(&format!("• `{}`: {}\n", s.usage, s.summary));
+fn parse_builtin(s: &Spec, rest: Vec<Token>, g: &Grammar) -> Result<Command, UserError> {
+    let usage = s.usage;
+    let bad = |problem: String| UserError::BadArguments {
+        usage: usage.into(),
+        problem,
+    };
+    match s.name {
+        "ping" => {
+            let words: Vec<String> = rest
+                .into_iter()
+                .map(|t| match t {
+                    Token::Word(w) => w,
+                    Token::Flag(f) => format!("--{f}"),
+                    Token::Pair(k, v) => format!("{k}={v}"),
+                })
+                .collect();
+            Ok(Command::Ping {
+                echo: (!words.is_empty()).then(|| words.join(" ")),
+            })
+        }
+        "help" => {
+            let a = split_args(rest, usage, "help", &[])?;
+            match a.words.as_slice() {
+                [] => Ok(Command::Help { topic: None }),
+                [topic] => {
+                    let topic = topic.trim_start_matches(['/', '!']).to_lowercase();
+                    if spec(&topic).is_some() || g.runbooks.iter().any(|r| r.name == topic) {
+                        Ok(Command::Help { topic: Some(topic) })
+                    } else {
+                        Err(UserError::UnknownCommand {
+                            suggestion: suggest(&topic, g),
+                            given: shorten(&topic),
+                        })
+                    }
+                }
+                [_, extra, ..] => Err(too_many(usage, extra)),
             }
-            out.push_str(&format!(
-                "Address me as `/ping`, `!ping` or `@{bot_name} ping`; in a direct message just `ping`."
-            ));
-            out
+        }
+        "deploy" => {
+            let a = split_args(rest, usage, "deploy", &["no-backup"])?;
+            let env = g.env(usage, a.words.first().map(String::as_str), "deploy")?;
+            let Some(v) = a.words.get(1) else {
+                return Err(bad("`deploy` needs a version, e.g. `v3.1`.".into()));
+            };
+            if let Some(extra) = a.words.get(2) {
+                return Err(too_many(usage, extra));
+            }
+            Ok(Command::Deploy {
+                env: env.name.clone(),
+                version: check_version(v, env, usage)?,
+                no_backup: a.flags.iter().any(|f| f == "no-backup"),
+            })
+        }
+        "rollback" => {
+            let a = split_args(rest, usage, "rollback", &[])?;
+            let env = g.env(usage, a.words.first().map(String::as_str), "rollback")?;
+            let to = match a.words.get(1) {
+                None => None,
+                Some(n)
+                    if n.trim_start_matches('#')
+                        .chars()
+                        .all(|c| c.is_ascii_digit())
+                        && !n.is_empty() =>
+                {
+                    let r: i64 = n.trim_start_matches('#').parse().map_err(|_| {
+                        bad(format!("`{}` is too large to be a revision.", shorten(n)))
+                    })?;
+                    if r == 0 {
+                        return Err(bad("Revisions start at 1.".into()));
+                    }
+                    Some(RollbackTarget::Revision(r))
+                }
+                Some(v) => Some(RollbackTarget::Version(check_version(v, env, usage)?)),
+            };
+            if let Some(extra) = a.words.get(2) {
+                return Err(too_many(usage, extra));
+            }
+            Ok(Command::Rollback {
+                env: env.name.clone(),
+                to,
+            })
+        }
+        "scale" => {
+            let a = split_args(rest, usage, "scale", &[])?;
+            let env = g.env(usage, a.words.first().map(String::as_str), "scale")?;
+            let Some(n) = a.words.get(1) else {
+                return Err(bad(format!(
+                    "`scale` needs a number of replicas ({} to {} in {}).",
+                    env.min_replicas, env.max_replicas, env.name
+                )));
+            };
+            let replicas: u32 = n
+                .parse()
+                .map_err(|_| bad(format!("`{}` is not a number of replicas.", shorten(n))))?;
+            if replicas < env.min_replicas || replicas > env.max_replicas {
+                return Err(bad(format!(
+                    "{} allows {} to {} replicas, not {replicas}.",
+                    env.name, env.min_replicas, env.max_replicas
+                )));
+            }
+            let component = match a.words.get(2) {
+                None => None,
+                Some(c) if env.components.iter().any(|k| k == c) => Some(c.clone()),
+                Some(c) => {
+                    return Err(bad(format!(
+                        "`{}` is not a component of {}; components: {}.",
+                        shorten(c),
+                        env.name,
+                        env.components.join(", ")
+                    )));
+                }
+            };
+            if let Some(extra) = a.words.get(3) {
+                return Err(too_many(usage, extra));
+            }
+            Ok(Command::Scale {
+                env: env.name.clone(),
+                replicas,
+                component,
+            })
+        }
+        "backup" => {
+            let a = split_args(rest, usage, "backup", &[])?;
+            let sub = a.words.first().map(|w| w.to_lowercase());
+            let env = match a.words.get(1) {
+                Some(e) => Some(g.env(usage, Some(e), "backup")?.name.clone()),
+                None => None,
+            };
+            if let Some(extra) = a.words.get(2) {
+                return Err(too_many(usage, extra));
+            }
+            match sub.as_deref() {
+                Some("now") => Ok(Command::BackupNow { env }),
+                Some("list") | Some("ls") => Ok(Command::BackupList { env }),
+                _ => Err(bad("`backup` needs `now` or `list`.".into())),
+            }
+        }
+        "restore" => {
+            let a = split_args(rest, usage, "restore", &["no-safety-backup"])?;
+            let env = g.env(usage, a.words.first().map(String::as_str), "restore")?;
+            let Some(b) = a.words.get(1) else {
+                return Err(bad("`restore` needs a backup name or `latest`.".into()));
+            };
+            let backup = backup_ref(b, usage)?;
+            let from = match a.words.get(2).map(|w| w.to_lowercase()) {
+                None => None,
+                Some(w) if w == "from" => Some(
+                    g.env(usage, a.words.get(3).map(String::as_str), "restore … from")?
+                        .name
+                        .clone(),
+                ),
+                Some(_) => return Err(too_many(usage, &a.words[2])),
+            };
+            if let Some(extra) = a.words.get(if from.is_some() { 4 } else { 3 }) {
+                return Err(too_many(usage, extra));
+            }
+            Ok(Command::Restore {
+                env: env.name.clone(),
+                backup,
+                from,
+                no_safety_backup: a.flags.iter().any(|f| f == "no-safety-backup"),
+            })
+        }
+        "verify" => {
+            let a = split_args(rest, usage, "verify", &[])?;
+            let env = match a.words.first() {
+                Some(e) => Some(g.env(usage, Some(e), "verify")?.name.clone()),
+                None => None,
+            };
+            let backup = a.words.get(1).map(|b| backup_ref(b, usage)).transpose()?;
+            if let Some(extra) = a.words.get(2) {
+                return Err(too_many(usage, extra));
+            }
+            Ok(Command::Verify { env, backup })
+        }
+        "status" => {
+            let a = split_args(rest, usage, "status", &[])?;
+            let env = match a.words.first() {
+                Some(e) => Some(g.env(usage, Some(e), "status")?.name.clone()),
+                None => None,
+            };
+            if let Some(extra) = a.words.get(1) {
+                return Err(too_many(usage, extra));
+            }
+            Ok(Command::Status { env })
+        }
+        "history" | "unlock" => {
+            let a = split_args(rest, usage, s.name, &[])?;
+            let env = g
+                .env(usage, a.words.first().map(String::as_str), s.name)?
+                .name
+                .clone();
+            if let Some(extra) = a.words.get(1) {
+                return Err(too_many(usage, extra));
+            }
+            Ok(if s.name == "history" {
+                Command::History { env }
+            } else {
+                Command::Unlock { env }
+            })
+        }
+        "lock" => {
+            let a = split_args(rest, usage, "lock", &[])?;
+            let env = g
+                .env(usage, a.words.first().map(String::as_str), "lock")?
+                .name
+                .clone();
+            let reason =
+                (a.words.len() > 1).then(|| a.words[1..].join(" ").chars().take(200).collect());
+            Ok(Command::Lock { env, reason })
+        }
+        "cancel" | "approve" => {
+            let a = split_args(rest, usage, s.name, &[])?;
+            let Some(op) = a.words.first() else {
+                return Err(bad(format!(
+                    "`{}` needs an operation number, e.g. `#42`.",
+                    s.name
+                )));
+            };
+            let op = op_id(op, usage)?;
+            if let Some(extra) = a.words.get(1) {
+                return Err(too_many(usage, extra));
+            }
+            Ok(if s.name == "cancel" {
+                Command::Cancel { op }
+            } else {
+                Command::Approve { op }
+            })
+        }
+        "confirm" => {
+            let a = split_args(rest, usage, "confirm", &[])?;
+            let Some(code) = a.words.first() else {
+                return Err(bad("`confirm` needs the code from my question.".into()));
+            };
+            if !CODE.is_match(code) {
+                return Err(bad(format!(
+                    "`{}` is not a confirmation code.",
+                    shorten(code)
+                )));
+            }
+            if let Some(extra) = a.words.get(1) {
+                return Err(too_many(usage, extra));
+            }
+            Ok(Command::Confirm {
+                code: code.to_uppercase(),
+            })
+        }
+        "schedule" => {
+            let a = split_args(rest, usage, "schedule", &[])?;
+            let env = match a.words.get(1) {
+                Some(e) => Some(g.env(usage, Some(e), "schedule")?.name.clone()),
+                None => None,
+            };
+            if let Some(extra) = a.words.get(2) {
+                return Err(too_many(usage, extra));
+            }
+            let action = match a.words.first().map(|w| w.to_lowercase()).as_deref() {
+                Some("list") if env.is_none() => ScheduleAction::List,
+                Some("pause") => ScheduleAction::Pause { env },
+                Some("resume") => ScheduleAction::Resume { env },
+                _ => return Err(bad("`schedule` needs `list`, `pause` or `resume`.".into())),
+            };
+            Ok(Command::Schedule { action })
+        }
+        _ => Err(UserError::Internal),
+    }
+}
+
+fn parse_runbook(r: &RunbookSpec, rest: Vec<Token>, g: &Grammar) -> Result<Command, UserError> {
+    let usage = r.usage();
+    let bad = |problem: String| UserError::BadArguments {
+        usage: usage.clone(),
+        problem,
+    };
+    let mut words = Vec::new();
+    let mut named: BTreeMap<String, String> = BTreeMap::new();
+    for t in rest {
+        match t {
+            Token::Word(w) => words.push(w),
+            Token::Pair(k, v) => {
+                named.insert(k, v);
+            }
+            Token::Flag(f) => {
+                return Err(bad(format!(
+                    "`{}` has no option `--{}`.",
+                    r.name,
+                    shorten(&f)
+                )));
+            }
         }
     }
+    let mut words = words.into_iter();
+    let env = g.env(&usage, words.next().as_deref(), &r.name)?;
+    if !r.environments.is_empty() && !r.environments.contains(&env.name) {
+        return Err(bad(format!(
+            "`{}` is not available in {}; it runs in {}.",
+            r.name,
+            env.name,
+            r.environments.join(", ")
+        )));
+    }
+    let mut params = BTreeMap::new();
+    for p in &r.params {
+        let value = match named.remove(&p.name).or_else(|| words.next()) {
+            Some(v) => v,
+            None => match &p.default {
+                Some(d) => d.clone(),
+                None if p.required => {
+                    return Err(bad(format!(
+                        "`{}` needs {} ({}).",
+                        r.name,
+                        p.name.to_uppercase(),
+                        p.description
+                    )));
+                }
+                None => continue,
+            },
+        };
+        let checked = match &p.kind {
+            ParamType::Version => check_version(&value, env, &usage)?,
+            ParamType::Integer { min, max } => {
+                let n: i64 = value.parse().map_err(|_| {
+                    bad(format!(
+                        "{} must be a whole number, not `{}`.",
+                        p.name.to_uppercase(),
+                        shorten(&value)
+                    ))
+                })?;
+                if n < *min || n > *max {
+                    return Err(bad(format!(
+                        "{} must be between {min} and {max}, not {n}.",
+                        p.name.to_uppercase()
+                    )));
+                }
+                n.to_string()
+            }
+            ParamType::Choice { values } => {
+                if !values.contains(&value) {
+                    return Err(bad(format!(
+                        "{} must be one of {}, not `{}`.",
+                        p.name.to_uppercase(),
+                        values.join(", "),
+                        shorten(&value)
+                    )));
+                }
+                value
+            }
+            ParamType::Word => {
+                if !value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                    || value.is_empty()
+                    || value.len() > 63
+                {
+                    return Err(bad(format!(
+                        "{} may contain letters, digits, `-`, `_` and `.` only.",
+                        p.name.to_uppercase()
+                    )));
+                }
+                value
+            }
+        };
+        params.insert(p.name.clone(), checked);
+    }
+    if let Some(extra) = words.next().or_else(|| named.keys().next().cloned()) {
+        return Err(too_many(&usage, &extra));
+    }
+    Ok(Command::Runbook {
+        name: r.name.clone(),
+        env: env.name.clone(),
+        params,
+    })
+}
+
+/// The answer to `help` (commands the user may run, with where) or `help COMMAND`.
+/// `allowed(name)` gives the environments where the asker may run the command (`Some(vec![])`
+/// for commands that take none; `None` when they may not run it at all).
+pub fn help_text(
+    topic: Option<&str>,
+    grammar: &Grammar,
+    bot_name: &str,
+    allowed: &dyn Fn(&str) -> Option<Vec<String>>,
+) -> String {
+    let where_ = |name: &str| match allowed(name) {
+        None => "you may not run it".to_string(),
+        Some(envs) if envs.is_empty() => "you may run it".to_string(),
+        Some(envs) => format!("you may run it in {}", envs.join(", ")),
+    };
+    if let Some(t) = topic {
+        if let Some(s) = spec(t) {
+            let mut out = format!("*{}*: {}\nUsage: `{}`", s.name, s.summary, s.usage);
+            if !s.details.is_empty() {
+                out.push_str(&format!("\n{}", s.details));
+            }
+            if !s.examples.is_empty() {
+                out.push_str(&format!(
+                    "\nExamples: {}",
+                    s.examples
+                        .iter()
+                        .map(|e| format!("`/{e}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            out.push_str(&format!("\nWho: {}.", where_(s.name)));
+            return out;
+        }
+        if let Some(r) = grammar.runbooks.iter().find(|r| r.name == t) {
+            let mut out = format!("*{}*: {}\nUsage: `{}`", r.name, r.summary, r.usage());
+            for p in &r.params {
+                out.push_str(&format!("\n• {}: {}", p.name.to_uppercase(), p.description));
+            }
+            out.push_str(&format!("\nWho: {}.", where_(&r.name)));
+            return out;
+        }
+    }
+    let mut out = String::from("*Commands you may run*\n");
+    let mut hidden = 0;
+    for s in COMMANDS {
+        let names: Vec<&str> = match s.name {
+            "backup" => vec!["backup now", "backup list"],
+            "schedule" => vec!["schedule list", "schedule"],
+            n => vec![n],
+        };
+        let any = names.iter().any(|n| allowed(n).is_some());
+        if !any {
+            hidden += 1;
+            continue;
+        }
+        let envs: Vec<String> = names
+            .iter()
+            .filter_map(|n| allowed(n))
+            .flatten()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let scope = if envs.is_empty() {
+            String::new()
+        } else {
+            format!(" _({})_", envs.join(", "))
+        };
+        out.push_str(&format!("• `{}`: {}{scope}\n", s.usage, s.summary));
+    }
+    for r in &grammar.runbooks {
+        match allowed(&r.name) {
+            Some(envs) => {
+                let scope = if envs.is_empty() {
+                    String::new()
+                } else {
+                    format!(" _({})_", envs.join(", "))
+                };
+                out.push_str(&format!("• `{}`: {}{scope}\n", r.usage(), r.summary));
+            }
+            None => hidden += 1,
+        }
+    }
+    if hidden > 0 {
+        out.push_str(&format!(
+            "({hidden} more need permissions you don't have.)\n"
+        ));
+    }
+    out.push_str(&format!("`help COMMAND` explains one. Address me as `/status`, `!status` or `@{bot_name} status`; in a direct message just `status`."));
+    out
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn to() -> Addressing {
-        Addressing {
-            prefixes: vec!["/".into(), "!".into()],
-            bot_name: "rocketops".into(),
-        }
-    }
-
-    #[test]
-    fn a_slash_command_in_a_channel_is_addressed() {
-        assert_eq!(
-            addressed_body("/deploy test v3.1", RoomKind::Channel, &to()),
-            Some("deploy test v3.1")
-        );
-    }
-
-    #[test]
-    fn a_bang_command_is_addressed() {
-        assert_eq!(
-            addressed_body("!ping", RoomKind::Channel, &to()),
-            Some("ping")
-        );
-    }
-
-    #[test]
-    fn a_mention_addresses_the_bot_in_any_case_and_with_a_colon() {
-        assert_eq!(
-            addressed_body("@RocketOps: ping", RoomKind::Channel, &to()),
-            Some("ping")
-        );
-        assert_eq!(
-            addressed_body("@rocketops ping now", RoomKind::Private, &to()),
-            Some("ping now")
-        );
-    }
-
-    #[test]
-    fn a_mention_of_someone_else_is_not_addressed() {
-        assert_eq!(
-            addressed_body("@alice ping", RoomKind::Channel, &to()),
-            None
-        );
-    }
-
-    #[test]
-    fn plain_chat_in_a_channel_is_not_addressed() {
-        assert_eq!(addressed_body("ping", RoomKind::Channel, &to()), None);
-        assert_eq!(
-            addressed_body("/ some path", RoomKind::Channel, &to()),
-            None
-        );
-        assert_eq!(addressed_body("!!!", RoomKind::Channel, &to()), None);
-    }
-
-    #[test]
-    fn bare_text_in_a_direct_message_is_addressed() {
-        assert_eq!(
-            addressed_body("ping", RoomKind::Direct, &to()),
-            Some("ping")
-        );
-    }
-
-    #[test]
-    fn ping_echoes_its_text() {
-        assert_eq!(
-            parse("ping hello there"),
-            Ok(Command::Ping {
-                echo: Some("hello there".into())
-            })
-        );
-        assert_eq!(parse("PING"), Ok(Command::Ping { echo: None }));
-    }
-
-    #[test]
-    fn an_unknown_command_suggests_the_closest_one() {
-        let e = parse("pnig").unwrap_err();
-        assert_eq!(
-            e,
-            UserError::UnknownCommand {
-                given: "pnig".into(),
-                suggestion: Some("ping".into())
-            }
-        );
-        assert!(e.to_string().contains("Did you mean `ping`?"));
-    }
-
-    #[test]
-    fn help_for_an_unknown_command_says_so() {
-        assert!(matches!(
-            parse("help dploy"),
-            Err(UserError::UnknownCommand { .. })
-        ));
-    }
-
-    #[test]
-    fn help_lists_every_command_with_its_usage() {
-        let h = help_text(None, "rocketops");
-        for s in COMMANDS {
-            assert!(h.contains(s.usage));
-        }
-        assert!(help_text(Some("ping"), "rocketops").contains("Usage: `ping [TEXT]`"));
-    }
-
-    proptest! {
-        #[test]
-        fn no_text_makes_parsing_panic(s in "\\PC{0,80}") {
-            let _ = addressed_body(&s, RoomKind::Direct, &to()).map(parse);
-        }
-    }
-}
+mod tests;

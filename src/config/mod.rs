@@ -41,9 +41,12 @@ pub struct Config {
     pub rocketchat: RocketChatConfig,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
-    /// The managed environments, by name (`dev`, `test`, `prod`), in the order written.
+    /// The managed environments, by name (`dev`, `test`, `prod`).
     #[serde(default)]
     pub environments: BTreeMap<String, EnvironmentConfig>,
+    /// Rate limits and timeouts of the policy.
+    #[serde(default)]
+    pub policy: crate::policy::PolicyConfig,
 }
 
 /// One managed environment: where it runs and what the app is made of.
@@ -77,6 +80,24 @@ pub struct EnvironmentConfig {
     /// Production: confirmation and a pre-deploy backup by default (default: named `prod*`).
     #[serde(default)]
     pub production: Option<bool>,
+    /// Bounds for `scale`.
+    #[serde(default = "default_min_replicas")]
+    pub min_replicas: u32,
+    #[serde(default = "default_max_replicas")]
+    pub max_replicas: u32,
+    /// Accept a full image reference (`registry/app:tag`) as a deploy version, not only a tag.
+    #[serde(default)]
+    pub allow_image_refs: bool,
+    /// Who may do what here.
+    #[serde(default)]
+    pub policy: crate::policy::EnvPolicy,
+}
+
+fn default_min_replicas() -> u32 {
+    0
+}
+fn default_max_replicas() -> u32 {
+    10
 }
 
 fn default_deployment() -> String {
@@ -102,6 +123,10 @@ impl EnvironmentConfig {
             database: default_database(),
             backup_cronjob: default_backup_cronjob(),
             production: None,
+            min_replicas: default_min_replicas(),
+            max_replicas: default_max_replicas(),
+            allow_image_refs: false,
+            policy: crate::policy::EnvPolicy::default(),
         }
     }
 
@@ -134,6 +159,8 @@ pub struct BotConfig {
     /// How long message ids are remembered for de-duplication.
     #[serde(with = "humantime_serde")]
     pub seen_retention: Duration,
+    /// Directory of runbook command files (`*.toml`).
+    pub commands_dir: PathBuf,
 }
 
 impl Default for BotConfig {
@@ -144,6 +171,7 @@ impl Default for BotConfig {
             respond_to_bots: false,
             catch_up_max_age: Duration::from_secs(600),
             seen_retention: Duration::from_secs(7 * 24 * 3600),
+            commands_dir: PathBuf::from("commands"),
         }
     }
 }
@@ -488,6 +516,15 @@ impl Config {
                 bad(
                     &format!("{key}.deployment"),
                     format!("`{}` is not a valid Deployment name", env.deployment),
+                );
+            }
+            if env.min_replicas > env.max_replicas {
+                bad(
+                    &format!("{key}.min_replicas"),
+                    format!(
+                        "{} is more than max_replicas ({})",
+                        env.min_replicas, env.max_replicas
+                    ),
                 );
             }
             if let Some(p) = &env.kubeconfig

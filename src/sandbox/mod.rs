@@ -46,6 +46,7 @@ pub fn bot_config(sim_url: &str, kubeconfig: Option<&std::path::Path>) -> Config
         bot: BotConfig::default(),
         rocketchat: rc,
         telemetry: TelemetryConfig::default(),
+        policy: crate::policy::PolicyConfig::default(),
         environments: kubeconfig
             .map(|k| {
                 ENVIRONMENTS

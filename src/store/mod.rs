@@ -31,18 +31,72 @@ fn io(op: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
     move |source| StoreError::Io { op, source }
 }
 
-/// One audited action.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One audited command: who asked what, where, what was decided and why, and how it ended.
+/// Records form a hash chain: each carries the hash of the one before, so an edited or deleted
+/// record is detected by `verify_audit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct AuditEntry {
+    /// Position in the log (set on append).
+    #[serde(default)]
+    pub seq: u64,
     pub at_ms: i64,
     /// Username that asked.
     pub user: String,
-    /// Room id the command came from.
+    /// Room it came from (channel name or room id).
     pub room: String,
-    /// The command as typed (already free of secrets).
+    /// The command as typed.
+    pub text: String,
+    /// The parsed command, normalised (empty when it did not parse).
+    #[serde(default)]
     pub command: String,
-    /// `accepted`, `refused: <reason>`, `done`, `failed: <reason>`.
-    pub outcome: String,
+    #[serde(default)]
+    pub env: Option<String>,
+    /// `allowed`, `refused`, `confirmation requested`, `approval requested`, `confirmed`, `approved`.
+    pub decision: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub op: Option<u64>,
+    /// How it ended, when known.
+    #[serde(default)]
+    pub outcome: Option<String>,
+    #[serde(default)]
+    pub prev_hash: String,
+    #[serde(default)]
+    pub hash: String,
+}
+
+impl AuditEntry {
+    /// The hash of this record's content chained to `prev_hash`.
+    fn compute_hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut unhashed = self.clone();
+        unhashed.hash = String::new();
+        let body = serde_json::to_vec(&unhashed).unwrap_or_default();
+        let mut h = Sha256::new();
+        h.update(self.prev_hash.as_bytes());
+        h.update(&body);
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Where the audit chain breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuditBreak {
+    #[error("audit record {seq} was altered (its hash does not match its content)")]
+    Altered { seq: u64 },
+    #[error("audit record {seq} does not follow record {prev} (a record was removed or inserted)")]
+    Broken { seq: u64, prev: u64 },
+    #[error("audit record at key {key} is unreadable: {detail}")]
+    Unreadable { key: u64, detail: String },
+}
+
+/// Who holds a lock on an environment, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvLock {
+    pub by: String,
+    pub reason: Option<String>,
+    pub at_ms: i64,
 }
 
 /// sled's page cache; its default (1 GiB) would let a long-running bot grow without need.
@@ -58,6 +112,9 @@ pub struct Store {
     seen: sled::Tree,
     audit: sled::Tree,
     marks: sled::Tree,
+    locks: sled::Tree,
+    meta: sled::Tree,
+    audit_append: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -113,6 +170,9 @@ impl Store {
             seen: db.open_tree("seen").map_err(io("open seen"))?,
             audit: db.open_tree("audit").map_err(io("open audit"))?,
             marks: db.open_tree("marks").map_err(io("open marks"))?,
+            locks: db.open_tree("locks").map_err(io("open locks"))?,
+            meta: db.open_tree("meta").map_err(io("open meta"))?,
+            audit_append: Default::default(),
             db,
         })
     }
@@ -154,20 +214,39 @@ impl Store {
         Ok(n)
     }
 
-    /// Appends an audit entry; returns its sequence number.
+    /// Appends an audit record, chaining it to the previous one; returns its sequence number.
     pub fn audit(&self, entry: &AuditEntry) -> Result<u64, StoreError> {
-        let id = self.db.generate_id().map_err(io("audit id"))?;
-        let value = serde_json::to_vec(entry).map_err(|e| StoreError::Corrupt {
+        let _guard = self.audit_append.lock().unwrap_or_else(|p| p.into_inner());
+        let last = self.audit.last().map_err(io("read audit"))?;
+        let (seq, prev_hash) = match last {
+            Some((k, v)) => {
+                let prev: AuditEntry =
+                    serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                        tree: "audit",
+                        detail: e.to_string(),
+                    })?;
+                (
+                    u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])) + 1,
+                    prev.hash,
+                )
+            }
+            None => (1, String::new()),
+        };
+        let mut e = entry.clone();
+        e.seq = seq;
+        e.prev_hash = prev_hash;
+        e.hash = e.compute_hash();
+        let value = serde_json::to_vec(&e).map_err(|err| StoreError::Corrupt {
             tree: "audit",
-            detail: e.to_string(),
+            detail: err.to_string(),
         })?;
         self.audit
-            .insert(id.to_be_bytes(), value)
+            .insert(seq.to_be_bytes(), value)
             .map_err(io("audit"))?;
-        Ok(id)
+        Ok(seq)
     }
 
-    /// The newest `limit` audit entries, newest first.
+    /// The newest `limit` audit records, newest first.
     pub fn recent_audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         let mut out = Vec::new();
         for item in self.audit.iter().rev().take(limit) {
@@ -178,6 +257,142 @@ impl Store {
             })?);
         }
         Ok(out)
+    }
+
+    /// Every audit record, oldest first.
+    pub fn all_audit(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.audit.iter() {
+            let (_, v) = item.map_err(io("read audit"))?;
+            out.push(serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                tree: "audit",
+                detail: e.to_string(),
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Checks the audit hash chain; returns how many records it covers.
+    pub fn verify_audit(&self) -> Result<Result<usize, AuditBreak>, StoreError> {
+        let mut prev: Option<AuditEntry> = None;
+        let mut n = 0;
+        for item in self.audit.iter() {
+            let (k, v) = item.map_err(io("read audit"))?;
+            let key = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
+            let e: AuditEntry = match serde_json::from_slice(&v) {
+                Ok(e) => e,
+                Err(err) => {
+                    return Ok(Err(AuditBreak::Unreadable {
+                        key,
+                        detail: err.to_string(),
+                    }));
+                }
+            };
+            if e.seq != key || e.hash != e.compute_hash() {
+                return Ok(Err(AuditBreak::Altered { seq: key }));
+            }
+            let expected_prev = prev.as_ref().map(|p| p.hash.clone()).unwrap_or_default();
+            let expected_seq = prev.as_ref().map_or(1, |p| p.seq + 1);
+            if e.prev_hash != expected_prev || e.seq != expected_seq {
+                return Ok(Err(AuditBreak::Broken {
+                    seq: e.seq,
+                    prev: prev.map_or(0, |p| p.seq),
+                }));
+            }
+            prev = Some(e);
+            n += 1;
+        }
+        Ok(Ok(n))
+    }
+
+    /// Overwrites a stored audit record as-is (for tests of tamper detection only).
+    #[doc(hidden)]
+    pub fn tamper_audit(
+        &self,
+        seq: u64,
+        f: impl FnOnce(&mut AuditEntry),
+    ) -> Result<(), StoreError> {
+        let Some(v) = self
+            .audit
+            .get(seq.to_be_bytes())
+            .map_err(io("read audit"))?
+        else {
+            return Ok(());
+        };
+        let mut e: AuditEntry = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+            tree: "audit",
+            detail: e.to_string(),
+        })?;
+        f(&mut e);
+        let value = serde_json::to_vec(&e).map_err(|err| StoreError::Corrupt {
+            tree: "audit",
+            detail: err.to_string(),
+        })?;
+        self.audit
+            .insert(seq.to_be_bytes(), value)
+            .map_err(io("audit"))?;
+        Ok(())
+    }
+
+    /// Removes a stored audit record (for tests of tamper detection only).
+    #[doc(hidden)]
+    pub fn delete_audit(&self, seq: u64) -> Result<(), StoreError> {
+        self.audit.remove(seq.to_be_bytes()).map_err(io("audit"))?;
+        Ok(())
+    }
+
+    /// A new operation number (1, 2, 3, ...).
+    pub fn next_op_id(&self) -> Result<u64, StoreError> {
+        let v = self
+            .meta
+            .update_and_fetch("next_op", |old| {
+                let n = old
+                    .and_then(|v| v.try_into().ok().map(u64::from_be_bytes))
+                    .unwrap_or(0);
+                Some((n + 1).to_be_bytes().to_vec())
+            })
+            .map_err(io("op id"))?;
+        Ok(
+            v.and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+                .unwrap_or(1),
+        )
+    }
+
+    /// Locks an environment; `Err` with the holder when it is already locked.
+    pub fn lock_env(&self, env: &str, lock: &EnvLock) -> Result<Result<(), EnvLock>, StoreError> {
+        let value = serde_json::to_vec(lock).map_err(|e| StoreError::Corrupt {
+            tree: "locks",
+            detail: e.to_string(),
+        })?;
+        match self
+            .locks
+            .compare_and_swap(env.as_bytes(), None as Option<&[u8]>, Some(value))
+            .map_err(io("lock"))?
+        {
+            Ok(()) => Ok(Ok(())),
+            Err(cas) => {
+                let held = cas.current.and_then(|v| serde_json::from_slice(&v).ok());
+                Ok(Err(held.unwrap_or(EnvLock {
+                    by: "?".into(),
+                    reason: None,
+                    at_ms: 0,
+                })))
+            }
+        }
+    }
+
+    /// Lifts an environment's lock; returns what it was.
+    pub fn unlock_env(&self, env: &str) -> Result<Option<EnvLock>, StoreError> {
+        let old = self.locks.remove(env.as_bytes()).map_err(io("unlock"))?;
+        Ok(old.and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+
+    pub fn env_lock(&self, env: &str) -> Result<Option<EnvLock>, StoreError> {
+        Ok(self
+            .locks
+            .get(env.as_bytes())
+            .map_err(io("read lock"))?
+            .and_then(|v| serde_json::from_slice(&v).ok()))
     }
 
     /// The timestamp (server ms) of the newest message handled in `room`, or the global mark.
@@ -275,14 +490,77 @@ mod tests {
                 at_ms: i,
                 user: "alice".into(),
                 room: "r".into(),
-                command: format!("ping {i}"),
-                outcome: "done".into(),
+                text: format!("ping {i}"),
+                decision: "allowed".into(),
+                ..AuditEntry::default()
             })
             .unwrap();
         }
         let got = s.recent_audit(2).unwrap();
         assert_eq!(got.len(), 2);
-        assert_eq!(got[0].command, "ping 2");
+        assert_eq!(got[0].text, "ping 2");
+        assert_eq!(got[0].seq, 3);
+    }
+
+    #[test]
+    fn an_altered_or_removed_audit_record_breaks_the_chain() {
+        let s = Store::temporary().unwrap();
+        for i in 0..4 {
+            s.audit(&AuditEntry {
+                at_ms: i,
+                user: "alice".into(),
+                text: format!("deploy prod v{i}"),
+                decision: "allowed".into(),
+                ..AuditEntry::default()
+            })
+            .unwrap();
+        }
+        assert_eq!(s.verify_audit().unwrap(), Ok(4));
+        s.tamper_audit(2, |e| e.user = "mallory".into()).unwrap();
+        assert_eq!(
+            s.verify_audit().unwrap(),
+            Err(AuditBreak::Altered { seq: 2 })
+        );
+        let s = Store::temporary().unwrap();
+        for i in 0..4 {
+            s.audit(&AuditEntry {
+                at_ms: i,
+                user: "alice".into(),
+                decision: "allowed".into(),
+                ..AuditEntry::default()
+            })
+            .unwrap();
+        }
+        s.delete_audit(3).unwrap();
+        assert_eq!(
+            s.verify_audit().unwrap(),
+            Err(AuditBreak::Broken { seq: 4, prev: 2 })
+        );
+    }
+
+    #[test]
+    fn operation_numbers_count_up_and_environment_locks_are_exclusive() {
+        let s = Store::temporary().unwrap();
+        assert_eq!((s.next_op_id().unwrap(), s.next_op_id().unwrap()), (1, 2));
+        let l = EnvLock {
+            by: "alice".into(),
+            reason: Some("freeze".into()),
+            at_ms: 1,
+        };
+        assert_eq!(s.lock_env("prod", &l).unwrap(), Ok(()));
+        let again = s
+            .lock_env(
+                "prod",
+                &EnvLock {
+                    by: "bob".into(),
+                    reason: None,
+                    at_ms: 2,
+                },
+            )
+            .unwrap();
+        assert_eq!(again, Err(l.clone()));
+        assert_eq!(s.unlock_env("prod").unwrap(), Some(l));
+        assert_eq!(s.env_lock("prod").unwrap(), None);
     }
 
     #[test]

@@ -375,11 +375,11 @@ async fn every_answered_command_is_audited() {
     let entries = store.recent_audit(10).unwrap();
     let e = entries
         .iter()
-        .find(|e| e.command == "ping audited")
+        .find(|e| e.text == "ping audited")
         .expect("audit entry");
     assert_eq!(e.user, "alice");
     assert_eq!(e.room, "ops");
-    assert_eq!(e.outcome, "done");
+    assert_eq!(e.outcome.as_deref(), Some("done"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

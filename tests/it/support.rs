@@ -18,6 +18,8 @@ pub struct World {
     pub sim: RocketChatSim,
     pub dir: tempfile::TempDir,
     bot: Option<(JoinHandle<Result<(), AppError>>, CancellationToken)>,
+    /// The Kubernetes simulator, when the world has one (`with_cluster`).
+    pub kube: Option<rocketops::sandbox::kube::KubeSim>,
 }
 
 impl World {
@@ -31,7 +33,37 @@ impl World {
             sim,
             dir: tempfile::tempdir().expect("temp dir"),
             bot: None,
+            kube: None,
         }
+    }
+
+    /// A world with a Kubernetes simulator seeded with `test` and `prod`, and a policy:
+    /// in test anyone with role `ops` may run anything; in prod deploys and rollbacks are for role
+    /// `ops` and @admin, only from #ops, confirmed, and approved by a second person.
+    pub async fn with_cluster() -> World {
+        let mut w = World::new().await;
+        let kube =
+            rocketops::sandbox::kube::KubeSim::start(rocketops::sandbox::kube::KubeSimConfig {
+                pod_ready_after: Duration::from_millis(40),
+                tick: Duration::from_millis(20),
+                ..Default::default()
+            })
+            .await
+            .expect("kube simulator starts");
+        kube.seed_environments(&["test", "prod"]).expect("seed");
+        kube.write_kubeconfig(&w.kubeconfig(), &["test", "prod"])
+            .expect("kubeconfig");
+        w.kube = Some(kube);
+        w
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    /// The kube simulator (panics in a world without one).
+    pub fn kube(&self) -> &rocketops::sandbox::kube::KubeSim {
+        self.kube.as_ref().expect("a world with a cluster")
     }
 
     pub fn store_path(&self) -> PathBuf {
@@ -49,6 +81,41 @@ impl World {
         rc.reconnect_min = Duration::from_millis(50);
         rc.reconnect_max = Duration::from_millis(400);
         c.bot.store_path = self.store_path();
+        // The tests send bursts on purpose; the per-user limit has tests of its own.
+        c.policy.rate_burst = 1000;
+        c.policy.rate_per_minute = 60_000;
+        if self.kube.is_some() {
+            use rocketops::config::EnvironmentConfig;
+            use rocketops::policy::{AllowRule, EnvPolicy};
+            let env = |name: &str, policy: EnvPolicy| {
+                let mut e = EnvironmentConfig::named(name);
+                e.kubeconfig = Some(self.kubeconfig());
+                e.context = Some(name.to_string());
+                e.image = Some(rocketops::sandbox::kube::seed::ROCKETCHAT_REPO.to_string());
+                e.min_replicas = 1;
+                e.policy = policy;
+                (name.to_string(), e)
+            };
+            let test = EnvPolicy {
+                allow: vec![AllowRule {
+                    commands: vec!["*".into()],
+                    users: vec![],
+                    roles: vec!["ops".into()],
+                }],
+                ..EnvPolicy::default()
+            };
+            let prod = EnvPolicy {
+                rooms: vec!["ops".into()],
+                approvals: 1,
+                allow: vec![AllowRule {
+                    commands: vec!["deploy".into(), "rollback".into()],
+                    users: vec!["admin".into()],
+                    roles: vec!["ops".into()],
+                }],
+                ..EnvPolicy::default()
+            };
+            c.environments = [env("test", test), env("prod", prod)].into_iter().collect();
+        }
         c
     }
 

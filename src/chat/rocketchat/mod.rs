@@ -21,7 +21,7 @@ use self::conn::{CallError, Event, Session, Timing};
 use self::ddp::DdpError;
 use self::rest::{Rest, RestAuth, RestError};
 use crate::chat::split::split_message;
-use crate::chat::{Chat, ChatError, Incoming, MessageRef};
+use crate::chat::{Button, Chat, ChatError, Incoming, MessageRef};
 use crate::config::RocketChatConfig;
 use crate::store::Store;
 
@@ -450,6 +450,50 @@ impl Chat for RocketChat {
                 reason: e.to_string(),
             }),
             Err(Failure::Chat(c)) => Err(c),
+        }
+    }
+
+    async fn post_with_buttons(
+        &self,
+        room_id: &str,
+        thread: Option<&str>,
+        text: &str,
+        buttons: &[Button],
+    ) -> Result<MessageRef, ChatError> {
+        let me = self.identity().ok_or(ChatError::Closed)?;
+        let actions: Vec<Value> = buttons
+            .iter()
+            .map(|b| json!({"type": "button", "text": b.label, "msg": b.message, "msg_in_chat_window": true, "msg_processing_type": "sendMessage"}))
+            .collect();
+        let mut body = json!({"roomId": room_id, "text": text, "attachments": [{"button_alignment": "horizontal", "actions": actions}]});
+        if let Some(t) = thread {
+            body["tmid"] = json!(t);
+        }
+        match self.inner.rest.post_message(&me.auth, body).await {
+            Ok(id) => Ok(MessageRef {
+                room_id: room_id.to_string(),
+                id,
+            }),
+            Err(e) => {
+                // Buttons are a convenience: without them the typed reply still works.
+                tracing::warn!(error = %e, "posting buttons failed; posting plain text");
+                self.post(room_id, thread, text).await
+            }
+        }
+    }
+
+    async fn user_roles(&self, username: &str) -> Result<Vec<String>, ChatError> {
+        let me = self.identity().ok_or(ChatError::Closed)?;
+        match self.inner.rest.user_roles(&me.auth, username).await {
+            Ok(Some(roles)) => Ok(roles),
+            Ok(None) => Err(ChatError::Rejected {
+                action: format!("reading the roles of {username}"),
+                reason: "the bot's account needs the `view-full-other-user-info` permission".into(),
+            }),
+            Err(e) => Err(ChatError::Rejected {
+                action: format!("reading the roles of {username}"),
+                reason: e.to_string(),
+            }),
         }
     }
 

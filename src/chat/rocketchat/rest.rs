@@ -103,6 +103,32 @@ impl Rest {
         .map(|_| ())
     }
 
+    /// `POST /api/v1/chat.postMessage` with attachments (buttons); returns the message id.
+    pub async fn post_message(&self, auth: &RestAuth, body: Value) -> Result<String, RestError> {
+        let v = self
+            .send("/api/v1/chat.postMessage", Some(auth), Some(body))
+            .await?;
+        Ok(v.pointer("/message/_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    /// `GET /api/v1/users.info?username=`: the user's roles (`None` when the bot may not see them).
+    pub async fn user_roles(
+        &self,
+        auth: &RestAuth,
+        username: &str,
+    ) -> Result<Option<Vec<String>>, RestError> {
+        let route = format!("/api/v1/users.info?username={}", url_escape(username));
+        let v = self.send(&route, Some(auth), None).await?;
+        Ok(v.pointer("/user/roles").and_then(Value::as_array).map(|a| {
+            a.iter()
+                .filter_map(|r| r.as_str().map(str::to_string))
+                .collect()
+        }))
+    }
+
     /// Sends a request, waiting out 429 replies as the server asks.
     async fn send(
         &self,
@@ -170,4 +196,15 @@ fn rate_limit_wait(headers: &reqwest::header::HeaderMap) -> Duration {
         .and_then(|v| v.parse::<i64>().ok())
         .map(|reset| Duration::from_millis((reset - now).clamp(50, 60_000) as u64))
         .unwrap_or(Duration::from_secs(1))
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -200,7 +200,7 @@ async fn users_info(
         );
     };
     let mut v = user_json(u);
-    let full = caller.id == u.id || caller.roles.iter().any(|r| r == "admin");
+    let full = caller.id == u.id || st.has_permission(&caller, "view-full-other-user-info");
     if !full && let Some(o) = v.as_object_mut() {
         o.remove("roles");
     }
@@ -230,26 +230,29 @@ async fn post_message(AxState(sim): Sim, headers: HeaderMap, Json(body): Json<Va
         }
     };
     let text = body.get("text").and_then(Value::as_str).unwrap_or_default();
-    let mut m = json!({"rid": rid, "msg": text});
-    if let Some(t) = body.get("tmid") {
-        m["tmid"] = t.clone();
+    if !st
+        .rooms
+        .get(&rid)
+        .is_some_and(|r| r.members.contains(&user.id))
+    {
+        return fail(StatusCode::BAD_REQUEST, "Not allowed", "error-not-allowed");
     }
-    match st.send_message(&user.id, &m) {
-        Ok(Some(doc)) => Json(
-            json!({"ts": doc["ts"]["$date"], "channel": target, "message": doc, "success": true}),
-        )
-        .into_response(),
-        Ok(None) => fail(
+    if text.chars().count() > st.max_message_len {
+        return fail(
             StatusCode::BAD_REQUEST,
             "Message size exceeds the allowed limit",
             "error-message-size-exceeded",
-        ),
-        Err(e) => fail(
-            StatusCode::BAD_REQUEST,
-            e["reason"].as_str().unwrap_or("error"),
-            e["error"].as_str().unwrap_or("error"),
-        ),
+        );
     }
+    let extra = super::state::NewMessage {
+        tmid: body.get("tmid").and_then(Value::as_str).map(str::to_string),
+        attachments: body.get("attachments").cloned(),
+        bot: user.is_bot().then(|| json!({"i": "rest"})),
+        ..Default::default()
+    };
+    let doc = st.insert_message(&user.id, &rid, text, extra);
+    Json(json!({"ts": doc["ts"]["$date"], "channel": target, "message": doc, "success": true}))
+        .into_response()
 }
 
 async fn send_message(AxState(sim): Sim, headers: HeaderMap, Json(body): Json<Value>) -> Response {

@@ -107,6 +107,10 @@ impl RocketChatSim {
             for ch in SEED_CHANNELS {
                 state.add_channel(ch, false, &names);
             }
+            // As the README asks admins to do: the bot may read other users' roles.
+            state
+                .role_permissions
+                .insert("bot".into(), vec!["view-full-other-user-info".into()]);
         }
         let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
         let addr = listener.local_addr()?;
@@ -315,6 +319,16 @@ impl RocketChatSim {
                 st.rate_rules.remove(method);
             }
         }
+    }
+
+    /// Grants a permission (`view-full-other-user-info`, ...) to a role.
+    pub fn grant_permission(&self, role: &str, permission: &str) {
+        self.inner
+            .state()
+            .role_permissions
+            .entry(role.to_string())
+            .or_default()
+            .push(permission.to_string());
     }
 
     /// Sets the server's `Message_MaxAllowedSize`.

@@ -59,6 +59,7 @@ pub struct Message {
     pub edited_by: Option<String>,
     pub reactions: BTreeMap<String, Vec<String>>,
     pub bot: Option<Value>,
+    pub attachments: Option<Value>,
 }
 
 /// The optional parts of a new message.
@@ -71,6 +72,8 @@ pub struct NewMessage {
     /// System message type.
     pub t: Option<String>,
     pub bot: Option<Value>,
+    /// REST `chat.postMessage` attachments (buttons).
+    pub attachments: Option<Value>,
 }
 
 /// A rate-limit rule for one DDP method, counted per user.
@@ -114,6 +117,8 @@ pub struct State {
     rest_log: HashMap<(String, String), VecDeque<Instant>>,
     pub rest_limit: Option<(u32, Duration)>,
     pub max_message_len: usize,
+    /// Permissions granted to roles beyond the admin's (which has all).
+    pub role_permissions: HashMap<String, Vec<String>>,
     last_ts: i64,
     pub events: broadcast::Sender<SimEvent>,
 }
@@ -174,6 +179,7 @@ impl State {
             rest_log: HashMap::new(),
             rest_limit: Some((10, Duration::from_secs(60))),
             max_message_len: 5000,
+            role_permissions: HashMap::new(),
             last_ts: 0,
             events: broadcast::channel(4096).0,
         }
@@ -212,6 +218,17 @@ impl State {
             },
         );
         id
+    }
+
+    /// Whether `user` holds `permission` through one of its roles.
+    pub fn has_permission(&self, user: &User, permission: &str) -> bool {
+        user.roles.iter().any(|r| {
+            r == "admin"
+                || self
+                    .role_permissions
+                    .get(r)
+                    .is_some_and(|p| p.iter().any(|x| x == permission))
+        })
     }
 
     pub fn user_by_name(&self, username: &str) -> Option<&User> {
@@ -288,6 +305,9 @@ impl State {
         if let Some(b) = &m.bot {
             v["bot"] = b.clone();
         }
+        if let Some(a) = &m.attachments {
+            v["attachments"] = a.clone();
+        }
         v
     }
 
@@ -299,7 +319,13 @@ impl State {
         text: &str,
         extra: NewMessage,
     ) -> Value {
-        let NewMessage { id, tmid, t, bot } = extra;
+        let NewMessage {
+            id,
+            tmid,
+            t,
+            bot,
+            attachments,
+        } = extra;
         let ts = self.next_ts();
         let m = Message {
             id: id.unwrap_or_else(new_message_id),
@@ -315,6 +341,7 @@ impl State {
             edited_by: None,
             reactions: BTreeMap::new(),
             bot,
+            attachments,
         };
         self.index.insert(m.id.clone(), self.messages.len());
         self.messages.push(m);
@@ -702,6 +729,7 @@ impl State {
             tmid,
             t: None,
             bot,
+            attachments: None,
         };
         Ok(Some(self.insert_message(user_id, &rid, &text, extra)))
     }

@@ -1,0 +1,530 @@
+//! Table-driven tests of every command's accepted forms and of malformed inputs with the exact answer shown.
+
+use super::*;
+use proptest::prelude::*;
+
+fn grammar() -> Grammar {
+    let env = |name: &str, allow: bool| EnvSpec {
+        name: name.into(),
+        min_replicas: if name == "prod" { 2 } else { 0 },
+        max_replicas: 10,
+        allow_image_refs: allow,
+        components: vec!["rocketchat".into(), "mongodb".into()],
+    };
+    let migrate = runbook::parse_runbook(
+        std::path::Path::new("commands/migrate.toml"),
+        "name = \"migrate\"\nsummary = \"runs the schema migration\"\njob = \"\"\"\nkind: Job\nspec:\n  template:\n    spec:\n      containers:\n      - name: m\n        image: ${image}:${version}\n\"\"\"\n[[params]]\nname = \"version\"\ntype = \"version\"\ndescription = \"the target version\"\n[[params]]\nname = \"steps\"\ntype = \"integer\"\nmin = 1\nmax = 5\nrequired = false\ndefault = \"1\"\ndescription = \"how many steps\"\n",
+        &["dev".into(), "test".into(), "prod".into()],
+    )
+    .unwrap();
+    Grammar {
+        environments: vec![env("dev", true), env("test", false), env("prod", false)],
+        runbooks: vec![migrate],
+    }
+}
+
+fn ok(input: &str) -> Command {
+    parse(input, &grammar()).unwrap_or_else(|e| panic!("{input:?} should parse: {e}"))
+}
+
+#[test]
+fn every_command_parses_in_its_accepted_forms() {
+    let d = |env: &str, v: &str, nb| Command::Deploy {
+        env: env.into(),
+        version: v.into(),
+        no_backup: nb,
+    };
+    let cases: Vec<(&str, Command)> = vec![
+        ("deploy test v3.1", d("test", "v3.1", false)),
+        ("DEPLOY Test v3.1", d("test", "v3.1", false)),
+        ("/deploy prod 7.0.0 --no-backup", d("prod", "7.0.0", true)),
+        ("deploy prod 7.0.0 —no-backup", d("prod", "7.0.0", true)),
+        (
+            "deploy dev registry.rocket.chat/rocketchat/rocket.chat:7.0.0",
+            d(
+                "dev",
+                "registry.rocket.chat/rocketchat/rocket.chat:7.0.0",
+                false,
+            ),
+        ),
+        ("deploy test \"v3.1\"", d("test", "v3.1", false)),
+        (
+            "rollback prod",
+            Command::Rollback {
+                env: "prod".into(),
+                to: None,
+            },
+        ),
+        (
+            "rollback prod 4",
+            Command::Rollback {
+                env: "prod".into(),
+                to: Some(RollbackTarget::Revision(4)),
+            },
+        ),
+        (
+            "rollback prod #4",
+            Command::Rollback {
+                env: "prod".into(),
+                to: Some(RollbackTarget::Revision(4)),
+            },
+        ),
+        (
+            "rollback test v3.0",
+            Command::Rollback {
+                env: "test".into(),
+                to: Some(RollbackTarget::Version("v3.0".into())),
+            },
+        ),
+        (
+            "scale test 5",
+            Command::Scale {
+                env: "test".into(),
+                replicas: 5,
+                component: None,
+            },
+        ),
+        (
+            "scale test 0",
+            Command::Scale {
+                env: "test".into(),
+                replicas: 0,
+                component: None,
+            },
+        ),
+        (
+            "scale prod 4 mongodb",
+            Command::Scale {
+                env: "prod".into(),
+                replicas: 4,
+                component: Some("mongodb".into()),
+            },
+        ),
+        ("backup now", Command::BackupNow { env: None }),
+        (
+            "backup now prod",
+            Command::BackupNow {
+                env: Some("prod".into()),
+            },
+        ),
+        ("backup list", Command::BackupList { env: None }),
+        (
+            "backup ls test",
+            Command::BackupList {
+                env: Some("test".into()),
+            },
+        ),
+        (
+            "restore test latest from prod",
+            Command::Restore {
+                env: "test".into(),
+                backup: BackupRef::Latest,
+                from: Some("prod".into()),
+                no_safety_backup: false,
+            },
+        ),
+        (
+            "restore prod prod-20261121T000100Z --no-safety-backup",
+            Command::Restore {
+                env: "prod".into(),
+                backup: BackupRef::Named("prod-20261121T000100Z".into()),
+                from: None,
+                no_safety_backup: true,
+            },
+        ),
+        (
+            "verify",
+            Command::Verify {
+                env: None,
+                backup: None,
+            },
+        ),
+        (
+            "verify prod latest",
+            Command::Verify {
+                env: Some("prod".into()),
+                backup: Some(BackupRef::Latest),
+            },
+        ),
+        ("status", Command::Status { env: None }),
+        (
+            "status prod",
+            Command::Status {
+                env: Some("prod".into()),
+            },
+        ),
+        ("history prod", Command::History { env: "prod".into() }),
+        (
+            "lock prod",
+            Command::Lock {
+                env: "prod".into(),
+                reason: None,
+            },
+        ),
+        (
+            "lock prod release freeze",
+            Command::Lock {
+                env: "prod".into(),
+                reason: Some("release freeze".into()),
+            },
+        ),
+        (
+            "lock prod \"db maintenance\"",
+            Command::Lock {
+                env: "prod".into(),
+                reason: Some("db maintenance".into()),
+            },
+        ),
+        ("unlock prod", Command::Unlock { env: "prod".into() }),
+        ("cancel #42", Command::Cancel { op: 42 }),
+        ("cancel 42", Command::Cancel { op: 42 }),
+        ("approve #7", Command::Approve { op: 7 }),
+        (
+            "confirm k7q2xm",
+            Command::Confirm {
+                code: "K7Q2XM".into(),
+            },
+        ),
+        (
+            "schedule list",
+            Command::Schedule {
+                action: ScheduleAction::List,
+            },
+        ),
+        (
+            "schedule pause test",
+            Command::Schedule {
+                action: ScheduleAction::Pause {
+                    env: Some("test".into()),
+                },
+            },
+        ),
+        (
+            "schedule resume",
+            Command::Schedule {
+                action: ScheduleAction::Resume { env: None },
+            },
+        ),
+        ("help", Command::Help { topic: None }),
+        (
+            "help deploy",
+            Command::Help {
+                topic: Some("deploy".into()),
+            },
+        ),
+        (
+            "help /deploy",
+            Command::Help {
+                topic: Some("deploy".into()),
+            },
+        ),
+        (
+            "help migrate",
+            Command::Help {
+                topic: Some("migrate".into()),
+            },
+        ),
+        ("ping", Command::Ping { echo: None }),
+        (
+            "ping are you there",
+            Command::Ping {
+                echo: Some("are you there".into()),
+            },
+        ),
+        (
+            "migrate test 7.0.0",
+            Command::Runbook {
+                name: "migrate".into(),
+                env: "test".into(),
+                params: [
+                    ("steps".to_string(), "1".to_string()),
+                    ("version".to_string(), "7.0.0".to_string()),
+                ]
+                .into(),
+            },
+        ),
+        (
+            "migrate prod version=7.0.0 steps=3",
+            Command::Runbook {
+                name: "migrate".into(),
+                env: "prod".into(),
+                params: [
+                    ("steps".to_string(), "3".to_string()),
+                    ("version".to_string(), "7.0.0".to_string()),
+                ]
+                .into(),
+            },
+        ),
+    ];
+    for (input, want) in cases {
+        assert_eq!(ok(input), want, "{input}");
+    }
+}
+
+#[test]
+fn malformed_inputs_get_the_exact_answer() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "",
+            "I don't know the command ``. Did you mean `help`? Type `help` for the list.",
+        ),
+        (
+            "dploy test v1",
+            "I don't know the command `dploy`. Did you mean `deploy`? Type `help` for the list.",
+        ),
+        (
+            "frobnicate",
+            "I don't know the command `frobnicate`. Type `help` for the list.",
+        ),
+        (
+            "deploy",
+            "`deploy` needs an environment: dev, test or prod.\nUsage: `deploy ENV VERSION [--no-backup]`",
+        ),
+        (
+            "deploy stage v1",
+            "There is no environment `stage`. Environments: dev, test or prod.\nUsage: `deploy ENV VERSION [--no-backup]`",
+        ),
+        (
+            "deploy prd v1",
+            "There is no environment `prd`. Did you mean `prod`? Environments: dev, test or prod.\nUsage: `deploy ENV VERSION [--no-backup]`",
+        ),
+        (
+            "deploy test",
+            "`deploy` needs a version, e.g. `v3.1`.\nUsage: `deploy ENV VERSION [--no-backup]`",
+        ),
+        (
+            "deploy test v3.1!",
+            "`v3.1!` is not a valid image tag (letters, digits, `_`, `.` and `-`, at most 128, not starting with `.` or `-`).\nUsage: `deploy ENV VERSION [--no-backup]`",
+        ),
+        (
+            "deploy test .hidden",
+            "`.hidden` is not a valid image tag (letters, digits, `_`, `.` and `-`, at most 128, not starting with `.` or `-`).\nUsage: `deploy ENV VERSION [--no-backup]`",
+        ),
+        (
+            "deploy test -rc1",
+            "`-rc1` is not a valid image tag (letters, digits, `_`, `.` and `-`, at most 128, not starting with `.` or `-`).\nUsage: `deploy ENV VERSION [--no-backup]`",
+        ),
+        (
+            "deploy test reg.io/app:1",
+            "`reg.io/app:1` is a full image reference; test accepts only a tag such as `v3.1`.\nUsage: `deploy ENV VERSION [--no-backup]`",
+        ),
+        (
+            "deploy test v1 v2",
+            "I don't know what `v2` is here.\nUsage: `deploy ENV VERSION [--no-backup]`",
+        ),
+        (
+            "deploy test v1 --force",
+            "`deploy` has no option `--force`; options: `--no-backup`.\nUsage: `deploy ENV VERSION [--no-backup]`",
+        ),
+        (
+            "deploy test \"v1",
+            "I couldn't read that: a quote (\") is not closed.",
+        ),
+        (
+            "rollback",
+            "`rollback` needs an environment: dev, test or prod.\nUsage: `rollback ENV [REVISION|VERSION]`",
+        ),
+        (
+            "rollback prod 0",
+            "Revisions start at 1.\nUsage: `rollback ENV [REVISION|VERSION]`",
+        ),
+        (
+            "rollback prod 99999999999999999999",
+            "`99999999999999999999` is too large to be a revision.\nUsage: `rollback ENV [REVISION|VERSION]`",
+        ),
+        (
+            "scale test",
+            "`scale` needs a number of replicas (0 to 10 in test).\nUsage: `scale ENV REPLICAS [COMPONENT]`",
+        ),
+        (
+            "scale test many",
+            "`many` is not a number of replicas.\nUsage: `scale ENV REPLICAS [COMPONENT]`",
+        ),
+        (
+            "scale test -1",
+            "`-1` is not a number of replicas.\nUsage: `scale ENV REPLICAS [COMPONENT]`",
+        ),
+        (
+            "scale prod 50",
+            "prod allows 2 to 10 replicas, not 50.\nUsage: `scale ENV REPLICAS [COMPONENT]`",
+        ),
+        (
+            "scale prod 1",
+            "prod allows 2 to 10 replicas, not 1.\nUsage: `scale ENV REPLICAS [COMPONENT]`",
+        ),
+        (
+            "scale test 3 redis",
+            "`redis` is not a component of test; components: rocketchat, mongodb.\nUsage: `scale ENV REPLICAS [COMPONENT]`",
+        ),
+        (
+            "backup",
+            "`backup` needs `now` or `list`.\nUsage: `backup now [ENV] | backup list [ENV]`",
+        ),
+        (
+            "backup later",
+            "`backup` needs `now` or `list`.\nUsage: `backup now [ENV] | backup list [ENV]`",
+        ),
+        (
+            "backup now staging",
+            "There is no environment `staging`. Environments: dev, test or prod.\nUsage: `backup now [ENV] | backup list [ENV]`",
+        ),
+        (
+            "restore test",
+            "`restore` needs a backup name or `latest`.\nUsage: `restore ENV BACKUP|latest [from ENV] [--no-safety-backup]`",
+        ),
+        (
+            "restore test yesterday",
+            "`yesterday` is not a backup name (like `prod-20261122T000100Z`) or `latest`.\nUsage: `restore ENV BACKUP|latest [from ENV] [--no-safety-backup]`",
+        ),
+        (
+            "restore test latest from",
+            "`restore … from` needs an environment: dev, test or prod.\nUsage: `restore ENV BACKUP|latest [from ENV] [--no-safety-backup]`",
+        ),
+        (
+            "restore test latest to prod",
+            "I don't know what `to` is here.\nUsage: `restore ENV BACKUP|latest [from ENV] [--no-safety-backup]`",
+        ),
+        (
+            "history",
+            "`history` needs an environment: dev, test or prod.\nUsage: `history ENV`",
+        ),
+        (
+            "status prod extra",
+            "I don't know what `extra` is here.\nUsage: `status [ENV]`",
+        ),
+        (
+            "cancel",
+            "`cancel` needs an operation number, e.g. `#42`.\nUsage: `cancel OP`",
+        ),
+        (
+            "cancel #abc",
+            "`#abc` is not an operation number (like `#42`).\nUsage: `cancel OP`",
+        ),
+        (
+            "approve 4x",
+            "`4x` is not an operation number (like `#42`).\nUsage: `approve OP`",
+        ),
+        (
+            "confirm",
+            "`confirm` needs the code from my question.\nUsage: `confirm CODE`",
+        ),
+        (
+            "confirm !!",
+            "`!!` is not a confirmation code.\nUsage: `confirm CODE`",
+        ),
+        (
+            "schedule",
+            "`schedule` needs `list`, `pause` or `resume`.\nUsage: `schedule list | schedule pause [ENV] | schedule resume [ENV]`",
+        ),
+        (
+            "help nothing",
+            "I don't know the command `nothing`. Type `help` for the list.",
+        ),
+        (
+            "help deploy rollback",
+            "I don't know what `rollback` is here.\nUsage: `help [COMMAND]`",
+        ),
+        (
+            "migrate test",
+            "`migrate` needs VERSION (the target version).\nUsage: `migrate ENV VERSION [STEPS]`",
+        ),
+        (
+            "migrate test 7.0.0 9",
+            "STEPS must be between 1 and 5, not 9.\nUsage: `migrate ENV VERSION [STEPS]`",
+        ),
+        (
+            "migrate test 7.0.0 two",
+            "STEPS must be a whole number, not `two`.\nUsage: `migrate ENV VERSION [STEPS]`",
+        ),
+        (
+            "deploy\u{7} test v1",
+            "I couldn't read that: that command contains a control character (U+0007).",
+        ),
+    ];
+    assert!(cases.len() >= 30);
+    for (input, want) in cases {
+        let got = parse(input, &grammar())
+            .map(|c| format!("parsed as {c:?}"))
+            .unwrap_or_else(|e| e.to_string());
+        assert_eq!(&got, want, "input: {input:?}");
+    }
+}
+
+#[test]
+fn addressing_rules_follow_the_design() {
+    let to = Addressing {
+        prefixes: vec!["/".into(), "!".into()],
+        bot_name: "rocketops".into(),
+    };
+    assert_eq!(
+        addressed_body("/deploy test v3.1", RoomKind::Channel, &to),
+        Some("deploy test v3.1")
+    );
+    assert_eq!(
+        addressed_body("!ping", RoomKind::Channel, &to),
+        Some("ping")
+    );
+    assert_eq!(
+        addressed_body("@RocketOps: ping", RoomKind::Channel, &to),
+        Some("ping")
+    );
+    assert_eq!(
+        addressed_body("@rocketops /ping now", RoomKind::Private, &to),
+        Some("ping now")
+    );
+    assert_eq!(addressed_body("@alice ping", RoomKind::Channel, &to), None);
+    assert_eq!(addressed_body("ping", RoomKind::Channel, &to), None);
+    assert_eq!(addressed_body("/ some path", RoomKind::Channel, &to), None);
+    assert_eq!(addressed_body("ping", RoomKind::Direct, &to), Some("ping"));
+}
+
+#[test]
+fn help_lists_only_what_the_asker_may_run_and_explains_one_command() {
+    let g = grammar();
+    let allowed = |name: &str| match name {
+        "deploy" => Some(vec!["test".to_string()]),
+        "status" | "help" | "ping" | "history" | "backup list" => Some(vec![]),
+        _ => None,
+    };
+    let h = help_text(None, &g, "rocketops", &allowed);
+    assert!(h.contains("`deploy ENV VERSION [--no-backup]`: rolls out a new version (image tag) of the app _(test)_"), "{h}");
+    assert!(!h.contains("`rollback"), "{h}");
+    assert!(!h.contains("migrate"), "{h}");
+    assert!(h.contains("more need permissions you don't have"), "{h}");
+    let d = help_text(Some("deploy"), &g, "rocketops", &allowed);
+    assert!(
+        d.contains("Usage: `deploy ENV VERSION [--no-backup]`")
+            && d.contains("`/deploy test v3.1`")
+            && d.contains("you may run it in test"),
+        "{d}"
+    );
+    let m = help_text(Some("migrate"), &g, "rocketops", &allowed);
+    assert!(
+        m.contains("VERSION: the target version") && m.contains("you may not run it"),
+        "{m}"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_input_parses_or_gets_a_chat_safe_error(s in "\\PC{0,300}|[\\x00-\\x1f\"'“”—\\-=# a-z0-9]{0,80}") {
+        let g = grammar();
+        match parse(&s, &g) {
+            Ok(_) => {}
+            Err(e) => {
+                let text = e.to_string();
+                prop_assert!(!text.is_empty());
+                prop_assert!(text.chars().count() < 1000, "answers stay short");
+                prop_assert!(!text.contains("panicked") && !text.contains("RUST_BACKTRACE"));
+            }
+        }
+    }
+
+    #[test]
+    fn very_long_input_is_refused_quickly(n in 2001usize..20_000) {
+        let s = "deploy ".repeat(n / 7 + 1);
+        prop_assert!(parse(&s, &grammar()).is_err());
+    }
+}

@@ -1,0 +1,610 @@
+//! Who may run what where (users, Rocket.Chat roles, rooms), confirmation codes, two-person approvals and per-user rate limits.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use crate::command::Command;
+use crate::command::runbook::RunbookSpec;
+use crate::config::EnvironmentConfig;
+
+/// A set of people: usernames and Rocket.Chat roles.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Who {
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+impl Who {
+    pub fn includes(&self, user: &str, roles: &[String]) -> bool {
+        self.users.iter().any(|u| u.eq_ignore_ascii_case(user))
+            || self.roles.iter().any(|r| roles.contains(r))
+    }
+    pub fn needs_roles(&self) -> bool {
+        !self.roles.is_empty()
+    }
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.users.is_empty() {
+            parts.push(
+                self.users
+                    .iter()
+                    .map(|u| format!("@{u}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+        }
+        if !self.roles.is_empty() {
+            parts.push(format!("role {}", self.roles.join(" or ")));
+        }
+        if parts.is_empty() {
+            "no one".into()
+        } else {
+            parts.join(" or ")
+        }
+    }
+}
+
+/// Commands (by name, or `*`) a group of people may run.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AllowRule {
+    pub commands: Vec<String>,
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+impl AllowRule {
+    fn who(&self) -> Who {
+        Who {
+            users: self.users.clone(),
+            roles: self.roles.clone(),
+        }
+    }
+    fn covers(&self, command: &str) -> bool {
+        self.commands
+            .iter()
+            .any(|c| c == "*" || c == command || command.starts_with(&format!("{c} ")))
+    }
+}
+
+/// One environment's policy (`[environments.NAME.policy]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EnvPolicy {
+    /// Channels commands for this environment may come from (empty: any room the bot is in).
+    #[serde(default)]
+    pub rooms: Vec<String>,
+    /// Changing commands need `confirm CODE` (default: for production environments).
+    #[serde(default)]
+    pub confirm: Option<bool>,
+    /// How many other authorized users must `approve` a changing command (two-person rule: 1).
+    #[serde(default)]
+    pub approvals: u32,
+    /// Who may run which changing commands. None: no one (default deny).
+    #[serde(default)]
+    pub allow: Vec<AllowRule>,
+    /// Who may run read-only commands here (absent: anyone in the bot's rooms).
+    #[serde(default)]
+    pub readers: Option<Who>,
+    /// Who may skip the pre-deploy backup with `--no-backup`, or the restore's safety backup.
+    #[serde(default)]
+    pub skip_backup: Who,
+    /// Changing commands still allowed while the environment is locked.
+    #[serde(default = "default_when_locked")]
+    pub allow_when_locked: Vec<String>,
+}
+
+impl Default for EnvPolicy {
+    fn default() -> Self {
+        EnvPolicy {
+            rooms: Vec::new(),
+            confirm: None,
+            approvals: 0,
+            allow: Vec::new(),
+            readers: None,
+            skip_backup: Who::default(),
+            allow_when_locked: default_when_locked(),
+        }
+    }
+}
+
+fn default_when_locked() -> Vec<String> {
+    vec![
+        "rollback".into(),
+        "unlock".into(),
+        "backup now".into(),
+        "status".into(),
+    ]
+}
+
+/// Bot-wide policy settings (`[policy]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Commands per minute each user may send (token bucket refill).
+    pub rate_per_minute: u32,
+    /// Commands a user may send in a burst.
+    pub rate_burst: u32,
+    /// How long a confirmation code stays valid.
+    #[serde(with = "humantime_serde")]
+    pub confirm_ttl: Duration,
+    /// How long an approval request stays open.
+    #[serde(with = "humantime_serde")]
+    pub approval_ttl: Duration,
+    /// How long looked-up Rocket.Chat roles are trusted.
+    #[serde(with = "humantime_serde")]
+    pub role_cache_ttl: Duration,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            rate_per_minute: 30,
+            rate_burst: 10,
+            confirm_ttl: Duration::from_secs(120),
+            approval_ttl: Duration::from_secs(30 * 60),
+            role_cache_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Who is asking, from where.
+#[derive(Debug, Clone)]
+pub struct Requester<'a> {
+    pub username: &'a str,
+    /// Rocket.Chat roles (empty when not looked up).
+    pub roles: &'a [String],
+    /// Channel name (`None` for a DM).
+    pub room: Option<&'a str>,
+}
+
+/// What the policy says about a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow {
+        /// Ask `confirm CODE` first.
+        confirm: bool,
+        /// Other users who must approve.
+        approvals: u32,
+    },
+    Deny {
+        reason: String,
+    },
+}
+
+/// The policy over all environments.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub envs: BTreeMap<String, EnvironmentConfig>,
+    pub runbooks: Vec<RunbookSpec>,
+}
+
+impl Policy {
+    pub fn new(envs: BTreeMap<String, EnvironmentConfig>, runbooks: Vec<RunbookSpec>) -> Policy {
+        Policy { envs, runbooks }
+    }
+
+    /// Whether deciding about `cmd` needs the asker's Rocket.Chat roles.
+    pub fn needs_roles(&self, cmd: &Command) -> bool {
+        let envs: Vec<&str> = match cmd.env() {
+            Some(e) => vec![e],
+            None => self.envs.keys().map(String::as_str).collect(),
+        };
+        let runbook_roles = self
+            .runbooks
+            .iter()
+            .any(|r| r.name == cmd.name() && !r.roles.is_empty());
+        runbook_roles
+            || envs.iter().filter_map(|e| self.envs.get(*e)).any(|e| {
+                e.policy.allow.iter().any(|r| !r.roles.is_empty())
+                    || e.policy.readers.as_ref().is_some_and(Who::needs_roles)
+                    || e.policy.skip_backup.needs_roles()
+            })
+    }
+
+    /// Decides whether `who` may run `cmd` (commands without an environment act on all of them).
+    pub fn authorize(&self, cmd: &Command, who: &Requester<'_>) -> Decision {
+        match cmd {
+            Command::Help { .. }
+            | Command::Ping { .. }
+            | Command::Confirm { .. }
+            | Command::Approve { .. }
+            | Command::Cancel { .. } => {
+                return Decision::Allow {
+                    confirm: false,
+                    approvals: 0,
+                };
+            }
+            _ => {}
+        }
+        let envs: Vec<&str> = match cmd.env() {
+            Some(e) => vec![e],
+            None => self.envs.keys().map(String::as_str).collect(),
+        };
+        let mut confirm = matches!(cmd, Command::Restore { .. });
+        let mut approvals = 0;
+        for env in envs {
+            match self.authorize_in(cmd.policy_name(), cmd, env, who) {
+                Decision::Allow {
+                    confirm: c,
+                    approvals: a,
+                } => {
+                    confirm |= c;
+                    approvals = approvals.max(a);
+                }
+                deny => return deny,
+            }
+        }
+        Decision::Allow { confirm, approvals }
+    }
+
+    /// The decision for one command name in one environment.
+    pub fn authorize_in(
+        &self,
+        name: &str,
+        cmd: &Command,
+        env: &str,
+        who: &Requester<'_>,
+    ) -> Decision {
+        let Some(e) = self.envs.get(env) else {
+            return Decision::Deny {
+                reason: format!("{env} is not a configured environment."),
+            };
+        };
+        let p = &e.policy;
+        if !p.rooms.is_empty() {
+            let ok = who.room.is_some_and(|r| {
+                p.rooms
+                    .iter()
+                    .any(|allowed| allowed.trim_start_matches('#') == r)
+            });
+            if !ok {
+                let rooms = p
+                    .rooms
+                    .iter()
+                    .map(|r| format!("#{}", r.trim_start_matches('#')))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Decision::Deny {
+                    reason: format!("commands for {env} are accepted only in {rooms}."),
+                };
+            }
+        }
+        if !cmd.is_mutating() {
+            return match &p.readers {
+                Some(r) if !r.includes(who.username, who.roles) => Decision::Deny {
+                    reason: format!("in {env}, `{name}` is for {}.", r.describe()),
+                },
+                _ => Decision::Allow {
+                    confirm: false,
+                    approvals: 0,
+                },
+            };
+        }
+        let runbook = self.runbooks.iter().find(|r| r.name == name);
+        let allowed = match runbook {
+            Some(r) if !r.roles.is_empty() || !r.users.is_empty() => {
+                let w = Who {
+                    users: r.users.clone(),
+                    roles: r.roles.clone(),
+                };
+                if w.includes(who.username, who.roles) {
+                    Ok(())
+                } else {
+                    Err(format!("`{name}` is for {}.", w.describe()))
+                }
+            }
+            _ => {
+                let rules: Vec<&AllowRule> = p.allow.iter().filter(|r| r.covers(name)).collect();
+                if rules.is_empty() {
+                    Err(format!(
+                        "no one may run `{name}` in {env}: its policy does not allow it (default deny)."
+                    ))
+                } else if rules
+                    .iter()
+                    .any(|r| r.who().includes(who.username, who.roles))
+                {
+                    Ok(())
+                } else {
+                    let who_may = rules
+                        .iter()
+                        .map(|r| r.who().describe())
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    Err(format!("in {env}, `{name}` is for {who_may}."))
+                }
+            }
+        };
+        if let Err(reason) = allowed {
+            return Decision::Deny { reason };
+        }
+        let skipping = matches!(
+            cmd,
+            Command::Deploy {
+                no_backup: true,
+                ..
+            } | Command::Restore {
+                no_safety_backup: true,
+                ..
+            }
+        );
+        if skipping && !p.skip_backup.includes(who.username, who.roles) {
+            return Decision::Deny {
+                reason: format!(
+                    "skipping the backup in {env} is for {}.",
+                    p.skip_backup.describe()
+                ),
+            };
+        }
+        let confirm =
+            p.confirm.unwrap_or_else(|| e.is_production(env)) || runbook.is_some_and(|r| r.confirm);
+        Decision::Allow {
+            confirm,
+            approvals: p.approvals.min(1),
+        }
+    }
+
+    /// Whether `name` may run while `env` is locked.
+    pub fn allowed_when_locked(&self, env: &str, name: &str) -> bool {
+        self.envs
+            .get(env)
+            .is_some_and(|e| e.policy.allow_when_locked.iter().any(|c| c == name))
+    }
+
+    /// The environments where `who` may run `name` (`Some(vec![])` for commands without one).
+    pub fn where_allowed(
+        &self,
+        name: &str,
+        sample: &Command,
+        who: &Requester<'_>,
+    ) -> Option<Vec<String>> {
+        if matches!(
+            sample,
+            Command::Help { .. }
+                | Command::Ping { .. }
+                | Command::Confirm { .. }
+                | Command::Approve { .. }
+                | Command::Cancel { .. }
+        ) {
+            return Some(Vec::new());
+        }
+        let envs: Vec<String> = self
+            .envs
+            .keys()
+            .filter(|e| {
+                matches!(
+                    self.authorize_in(name, sample, e, who),
+                    Decision::Allow { .. }
+                )
+            })
+            .cloned()
+            .collect();
+        (!envs.is_empty()).then_some(envs)
+    }
+}
+
+/// A per-user token bucket.
+#[derive(Debug)]
+pub struct RateLimiter {
+    per_minute: u32,
+    burst: u32,
+    buckets: HashMap<String, (f64, Instant)>,
+}
+
+impl RateLimiter {
+    pub fn new(per_minute: u32, burst: u32) -> RateLimiter {
+        RateLimiter {
+            per_minute: per_minute.max(1),
+            burst: burst.max(1),
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// Takes a token for `user`, or says how many seconds until one is free.
+    pub fn check(&mut self, user: &str) -> Result<(), u64> {
+        let now = Instant::now();
+        let rate = self.per_minute as f64 / 60.0;
+        let (tokens, at) = self
+            .buckets
+            .entry(user.to_string())
+            .or_insert((self.burst as f64, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(self.burst as f64);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - *tokens) / rate).ceil().max(1.0) as u64)
+        }
+    }
+}
+
+/// A command waiting for its requester's `confirm CODE`.
+#[derive(Debug, Clone)]
+pub struct PendingConfirm<T> {
+    pub user: String,
+    pub payload: T,
+    pub expires: Instant,
+}
+
+/// Why a confirmation or approval did not go through.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PendingError {
+    #[error("No command is waiting for the code `{0}`; it may have been used already.")]
+    UnknownCode(String),
+    #[error("That confirmation expired; send the command again.")]
+    Expired,
+    #[error("Only @{0} can confirm that command.")]
+    WrongUser(String),
+    #[error("No operation #{0} is waiting for approval.")]
+    UnknownOp(u64),
+    #[error("You can't approve your own request; another authorized user must.")]
+    SelfApproval,
+}
+
+/// Something filed under an operation number.
+pub trait HasOp {
+    fn op(&self) -> u64;
+}
+
+impl HasOp for &str {
+    fn op(&self) -> u64 {
+        0
+    }
+}
+
+const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+
+/// Confirmation codes and approval requests, with expiry.
+#[derive(Debug)]
+pub struct Pending<T> {
+    confirms: HashMap<String, PendingConfirm<T>>,
+    approvals: BTreeMap<u64, PendingConfirm<T>>,
+}
+
+impl<T: Clone> Default for Pending<T> {
+    fn default() -> Self {
+        Pending {
+            confirms: HashMap::new(),
+            approvals: BTreeMap::new(),
+        }
+    }
+}
+
+impl<T: Clone> Pending<T> {
+    /// Files a command for confirmation; returns its code.
+    pub fn ask_confirm(&mut self, user: &str, payload: T, ttl: Duration) -> String {
+        self.sweep();
+        let code: String = loop {
+            let c: String = (0..6)
+                .map(|_| CODE_ALPHABET[fastrand::usize(..CODE_ALPHABET.len())] as char)
+                .collect();
+            if !self.confirms.contains_key(&c) {
+                break c;
+            }
+        };
+        self.confirms.insert(
+            code.clone(),
+            PendingConfirm {
+                user: user.to_string(),
+                payload,
+                expires: Instant::now() + ttl,
+            },
+        );
+        code
+    }
+
+    /// Takes the command `code` stands for, if `user` asked for it and it has not expired.
+    pub fn confirm(&mut self, code: &str, user: &str) -> Result<T, PendingError> {
+        let code = code.to_uppercase();
+        let p = self
+            .confirms
+            .get(&code)
+            .ok_or_else(|| PendingError::UnknownCode(code.clone()))?;
+        if Instant::now() >= p.expires {
+            self.confirms.remove(&code);
+            return Err(PendingError::Expired);
+        }
+        if !p.user.eq_ignore_ascii_case(user) {
+            return Err(PendingError::WrongUser(p.user.clone()));
+        }
+        self.confirms
+            .remove(&code)
+            .map(|p| p.payload)
+            .ok_or(PendingError::UnknownCode(code))
+    }
+
+    /// Files an operation for approval by someone else.
+    pub fn ask_approval(&mut self, op: u64, user: &str, payload: T, ttl: Duration) {
+        self.sweep();
+        self.approvals.insert(
+            op,
+            PendingConfirm {
+                user: user.to_string(),
+                payload,
+                expires: Instant::now() + ttl,
+            },
+        );
+    }
+
+    /// Looks at a pending approval without taking it (to check the approver's rights).
+    pub fn peek_approval(&self, op: u64) -> Option<&PendingConfirm<T>> {
+        self.approvals
+            .get(&op)
+            .filter(|p| Instant::now() < p.expires)
+    }
+
+    /// Takes the operation `op` for `approver`, who must not be its requester.
+    pub fn approve(&mut self, op: u64, approver: &str) -> Result<(String, T), PendingError> {
+        let p = self.peek_approval(op).ok_or(PendingError::UnknownOp(op))?;
+        if p.user.eq_ignore_ascii_case(approver) {
+            return Err(PendingError::SelfApproval);
+        }
+        let p = self
+            .approvals
+            .remove(&op)
+            .ok_or(PendingError::UnknownOp(op))?;
+        Ok((p.user, p.payload))
+    }
+
+    /// Withdraws whatever waits under operation `op` (confirmation or approval) for `user`, its
+    /// requester: `Some(Err(owner))` when it belongs to someone else, `None` when nothing waits.
+    pub fn withdraw_op(&mut self, op: u64, user: &str) -> Option<Result<T, String>>
+    where
+        T: HasOp,
+    {
+        self.sweep();
+        if let Some(p) = self.approvals.get(&op) {
+            if !p.user.eq_ignore_ascii_case(user) {
+                return Some(Err(p.user.clone()));
+            }
+            return self.approvals.remove(&op).map(|p| Ok(p.payload));
+        }
+        let code = self
+            .confirms
+            .iter()
+            .find(|(_, p)| p.payload.op() == op)
+            .map(|(c, _)| c.clone())?;
+        let p = self.confirms.get(&code)?;
+        if !p.user.eq_ignore_ascii_case(user) {
+            return Some(Err(p.user.clone()));
+        }
+        self.confirms.remove(&code).map(|p| Ok(p.payload))
+    }
+
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        self.confirms.retain(|_, p| p.expires > now);
+        self.approvals.retain(|_, p| p.expires > now);
+    }
+}
+
+/// Rocket.Chat roles looked up per user, trusted for a while.
+#[derive(Debug, Default)]
+pub struct RoleCache {
+    entries: HashMap<String, (Vec<String>, Instant)>,
+}
+
+impl RoleCache {
+    pub fn get(&self, user: &str, ttl: Duration) -> Option<Vec<String>> {
+        self.entries
+            .get(user)
+            .filter(|(_, at)| at.elapsed() < ttl)
+            .map(|(r, _)| r.clone())
+    }
+    pub fn put(&mut self, user: &str, roles: Vec<String>) {
+        self.entries
+            .insert(user.to_string(), (roles, Instant::now()));
+    }
+}
+
+#[cfg(test)]
+mod tests;

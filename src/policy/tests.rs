@@ -1,0 +1,232 @@
+//! Tests for authorization, confirmation, approval and rate limiting.
+
+use super::*;
+use crate::command::Command;
+
+fn envs() -> BTreeMap<String, EnvironmentConfig> {
+    let mut test = EnvironmentConfig::named("test");
+    test.policy.allow = vec![AllowRule {
+        commands: vec!["*".into()],
+        users: vec!["bob".into()],
+        roles: vec!["ops".into()],
+    }];
+    let mut prod = EnvironmentConfig::named("prod");
+    prod.policy.rooms = vec!["ops".into()];
+    prod.policy.approvals = 1;
+    prod.policy.allow = vec![
+        AllowRule {
+            commands: vec!["deploy".into(), "rollback".into()],
+            users: vec![],
+            roles: vec!["ops".into()],
+        },
+        AllowRule {
+            commands: vec!["lock".into(), "unlock".into()],
+            users: vec!["carol".into()],
+            roles: vec![],
+        },
+    ];
+    prod.policy.skip_backup = Who {
+        users: vec!["carol".into()],
+        roles: vec![],
+    };
+    let dev = EnvironmentConfig::named("dev");
+    [("test", test), ("prod", prod), ("dev", dev)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+}
+
+fn who<'a>(user: &'a str, roles: &'a [String], room: Option<&'a str>) -> Requester<'a> {
+    Requester {
+        username: user,
+        roles,
+        room,
+    }
+}
+
+fn deploy(env: &str) -> Command {
+    Command::Deploy {
+        env: env.into(),
+        version: "v1".into(),
+        no_backup: false,
+    }
+}
+
+#[test]
+fn a_listed_user_may_run_and_gets_no_confirmation_outside_production() {
+    let p = Policy::new(envs(), vec![]);
+    assert_eq!(
+        p.authorize(&deploy("test"), &who("bob", &[], Some("ops"))),
+        Decision::Allow {
+            confirm: false,
+            approvals: 0
+        }
+    );
+}
+
+#[test]
+fn an_unlisted_user_is_refused_with_who_may() {
+    let p = Policy::new(envs(), vec![]);
+    let Decision::Deny { reason } = p.authorize(&deploy("test"), &who("mallory", &[], Some("ops")))
+    else {
+        panic!()
+    };
+    assert_eq!(reason, "in test, `deploy` is for @bob or role ops.");
+}
+
+#[test]
+fn a_role_grants_what_the_rule_names() {
+    let p = Policy::new(envs(), vec![]);
+    let ops = vec!["ops".to_string()];
+    assert_eq!(
+        p.authorize(&deploy("prod"), &who("alice", &ops, Some("ops"))),
+        Decision::Allow {
+            confirm: true,
+            approvals: 1
+        }
+    );
+    assert!(matches!(
+        p.authorize(
+            &Command::Lock {
+                env: "prod".into(),
+                reason: None
+            },
+            &who("alice", &ops, Some("ops"))
+        ),
+        Decision::Deny { .. }
+    ));
+}
+
+#[test]
+fn production_commands_are_accepted_only_from_their_rooms() {
+    let p = Policy::new(envs(), vec![]);
+    let ops = vec!["ops".to_string()];
+    let Decision::Deny { reason } =
+        p.authorize(&deploy("prod"), &who("alice", &ops, Some("random")))
+    else {
+        panic!()
+    };
+    assert_eq!(reason, "commands for prod are accepted only in #ops.");
+    assert!(
+        matches!(
+            p.authorize(&deploy("prod"), &who("alice", &ops, None)),
+            Decision::Deny { .. }
+        ),
+        "not from a DM either"
+    );
+}
+
+#[test]
+fn an_environment_without_policy_denies_changes_but_allows_reading() {
+    let p = Policy::new(envs(), vec![]);
+    let Decision::Deny { reason } = p.authorize(&deploy("dev"), &who("bob", &[], Some("ops")))
+    else {
+        panic!()
+    };
+    assert!(reason.contains("default deny"), "{reason}");
+    assert_eq!(
+        p.authorize(
+            &Command::Status {
+                env: Some("dev".into())
+            },
+            &who("bob", &[], Some("ops"))
+        ),
+        Decision::Allow {
+            confirm: false,
+            approvals: 0
+        }
+    );
+}
+
+#[test]
+fn skipping_the_backup_needs_its_own_permission() {
+    let p = Policy::new(envs(), vec![]);
+    let ops = vec!["ops".to_string()];
+    let skip = Command::Deploy {
+        env: "prod".into(),
+        version: "v1".into(),
+        no_backup: true,
+    };
+    assert!(matches!(
+        p.authorize(&skip, &who("alice", &ops, Some("ops"))),
+        Decision::Deny { .. }
+    ));
+}
+
+#[test]
+fn a_command_without_environment_must_be_allowed_in_every_one() {
+    let p = Policy::new(envs(), vec![]);
+    assert!(matches!(
+        p.authorize(
+            &Command::BackupNow { env: None },
+            &who("bob", &[], Some("ops"))
+        ),
+        Decision::Deny { .. }
+    ));
+}
+
+#[test]
+fn where_allowed_lists_the_environments_for_help() {
+    let p = Policy::new(envs(), vec![]);
+    let ops = vec!["ops".to_string()];
+    assert_eq!(
+        p.where_allowed("deploy", &deploy("test"), &who("alice", &ops, Some("ops"))),
+        Some(vec!["prod".to_string(), "test".to_string()])
+    );
+    assert_eq!(
+        p.where_allowed("deploy", &deploy("test"), &who("mallory", &[], Some("ops"))),
+        None
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_confirmation_code_works_once_for_its_user_before_it_expires() {
+    let mut pending: Pending<&str> = Pending::default();
+    let code = pending.ask_confirm("alice", "deploy prod v1", Duration::from_secs(120));
+    assert_eq!(
+        pending.confirm(&code, "bob"),
+        Err(PendingError::WrongUser("alice".into()))
+    );
+    assert_eq!(
+        pending.confirm("ZZZZZZ", "alice"),
+        Err(PendingError::UnknownCode("ZZZZZZ".into()))
+    );
+    assert_eq!(
+        pending.confirm(&code.to_lowercase(), "alice"),
+        Ok("deploy prod v1")
+    );
+    assert!(pending.confirm(&code, "alice").is_err(), "used once");
+    let late = pending.ask_confirm("alice", "deploy prod v2", Duration::from_secs(120));
+    tokio::time::advance(Duration::from_secs(121)).await;
+    assert_eq!(pending.confirm(&late, "alice"), Err(PendingError::Expired));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_approval_needs_a_second_person() {
+    let mut pending: Pending<&str> = Pending::default();
+    pending.ask_approval(42, "alice", "deploy prod v1", Duration::from_secs(600));
+    assert_eq!(
+        pending.approve(42, "alice"),
+        Err(PendingError::SelfApproval)
+    );
+    assert_eq!(pending.approve(41, "bob"), Err(PendingError::UnknownOp(41)));
+    assert_eq!(
+        pending.approve(42, "bob"),
+        Ok(("alice".to_string(), "deploy prod v1"))
+    );
+    assert_eq!(
+        pending.approve(42, "carol"),
+        Err(PendingError::UnknownOp(42))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_rate_limit_refuses_a_burst_and_recovers_with_time() {
+    let mut r = RateLimiter::new(6, 2);
+    assert!(r.check("alice").is_ok());
+    assert!(r.check("alice").is_ok());
+    assert_eq!(r.check("alice"), Err(10));
+    assert!(r.check("bob").is_ok(), "per user");
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert!(r.check("alice").is_ok());
+}

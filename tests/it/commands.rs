@@ -1,0 +1,403 @@
+//! Commands end to end: a chat message in through the Rocket.Chat simulator, the bot's policy, the cluster through the Kubernetes simulator, and what the channel and the audit log show.
+
+use std::process::Command as Process;
+
+use serde_json::Value;
+
+use crate::support::{World, bot_texts};
+
+fn last_bot_text(msgs: &[Value]) -> String {
+    bot_texts(msgs).last().cloned().unwrap_or_default()
+}
+
+fn image_of(w: &World, env: &str) -> String {
+    w.kube().get("deployments", env, "rocketchat").unwrap()["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_shows_only_what_the_asker_may_run() {
+    let mut w = World::with_cluster().await;
+    w.start_bot().await;
+    w.sim.post("alice", "#ops", "/help").unwrap();
+    let msgs = w
+        .wait_for("#ops", "alice's help", |m| bot_texts(m).len() == 1)
+        .await;
+    let alice = last_bot_text(&msgs);
+    assert!(
+        alice.contains("`deploy ENV VERSION [--no-backup]`") && alice.contains("_(prod, test)_"),
+        "{alice}"
+    );
+    w.sim.post("bob", "#ops", "/help").unwrap();
+    let msgs = w
+        .wait_for("#ops", "bob's help", |m| bot_texts(m).len() == 2)
+        .await;
+    let bob = last_bot_text(&msgs);
+    assert!(
+        !bob.contains("`deploy"),
+        "bob (no ops role) is not offered deploy: {bob}"
+    );
+    assert!(
+        bob.contains("`status [ENV]`") && bob.contains("need permissions you don't have"),
+        "{bob}"
+    );
+    w.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unauthorized_deploy_is_refused_and_both_commands_are_audited() {
+    let mut w = World::with_cluster().await;
+    w.start_bot().await;
+    w.sim.post("bob", "#ops", "/deploy prod v3.1").unwrap();
+    let msgs = w
+        .wait_for("#ops", "the refusal", |m| !bot_texts(m).is_empty())
+        .await;
+    assert_eq!(
+        last_bot_text(&msgs),
+        "You may not deploy prod v3.1: in prod, `deploy` is for @admin or role ops."
+    );
+    w.sim.post("bob", "#ops", "/status prod").unwrap();
+    w.wait_for("#ops", "the status", |m| bot_texts(m).len() == 2)
+        .await;
+    assert_eq!(
+        image_of(&w, "prod"),
+        format!("{}:6.5.0", rocketops::sandbox::kube::seed::ROCKETCHAT_REPO),
+        "nothing changed"
+    );
+    w.stop_bot().await;
+
+    let cfg = w.dir.path().join("rocketops.toml");
+    std::fs::write(&cfg, format!("[bot]\nstore_path = \"{}\"\n[rocketchat]\nurl = \"http://127.0.0.1:9\"\ntoken = \"unused\"\n", w.store_path().display())).unwrap();
+    let out = Process::new(env!("CARGO_BIN_EXE_rocketops"))
+        .args(["audit", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("bob")
+            && text.contains("deploy prod v3.1")
+            && text.contains("refused — You may not deploy prod v3.1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("status prod") && text.contains("allowed (read-only)"),
+        "{text}"
+    );
+    let json = Process::new(env!("CARGO_BIN_EXE_rocketops"))
+        .args([
+            "audit", "--json", "--env", "prod", "--user", "bob", "--config",
+        ])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let lines: Vec<Value> = String::from_utf8_lossy(&json.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["decision"], "refused");
+    let verify = Process::new(env!("CARGO_BIN_EXE_rocketops"))
+        .args(["audit", "verify", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+
+    // Someone edits the log on disk: verification fails.
+    let store = rocketops::store::Store::open(&w.store_path()).unwrap();
+    store
+        .tamper_audit(1, |e| e.decision = "allowed".into())
+        .unwrap();
+    drop(store);
+    let verify = Process::new(env!("CARGO_BIN_EXE_rocketops"))
+        .args(["audit", "verify", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!verify.status.success());
+    assert!(
+        String::from_utf8_lossy(&verify.stderr).contains("audit record 1 was altered"),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_allows_a_deploy_to_test_which_rolls_out_with_progress_edited_in_place() {
+    let mut w = World::with_cluster().await;
+    w.start_bot().await;
+    w.sim.post("alice", "#ops", "/deploy test 7.0.0").unwrap();
+    let msgs = w
+        .wait_for("#ops", "the deploy's end", |m| {
+            bot_texts(m).iter().any(|t| t.starts_with("✅"))
+        })
+        .await;
+    let answers = bot_texts(&msgs);
+    assert_eq!(
+        answers.len(),
+        1,
+        "one progress message, edited in place: {answers:?}"
+    );
+    assert!(
+        answers[0].contains("deploy 7.0.0 to test: rolled out as revision 2"),
+        "{answers:?}"
+    );
+    let progress = msgs
+        .iter()
+        .find(|m| m["u"]["username"] == "rocketops")
+        .unwrap();
+    assert!(
+        progress["editedAt"].is_object(),
+        "the message was edited as the rollout advanced"
+    );
+    assert!(image_of(&w, "test").ends_with(":7.0.0"));
+
+    w.sim.post("alice", "#ops", "/history test").unwrap();
+    let msgs = w
+        .wait_for("#ops", "history", |m| bot_texts(m).len() == 2)
+        .await;
+    assert!(
+        last_bot_text(&msgs).contains("`2` 7.0.0 — deploy 7.0.0 by alice"),
+        "{}",
+        last_bot_text(&msgs)
+    );
+    w.sim.post("alice", "#ops", "/deploy test 7.0.0").unwrap();
+    let msgs = w
+        .wait_for("#ops", "no-op deploy", |m| bot_texts(m).len() == 3)
+        .await;
+    assert_eq!(
+        last_bot_text(&msgs),
+        "test is already running 7.0.0; nothing to do."
+    );
+    w.sim.post("alice", "#ops", "/scale test 2").unwrap();
+    let msgs = w
+        .wait_for("#ops", "scale", |m| bot_texts(m).len() == 4)
+        .await;
+    assert!(
+        last_bot_text(&msgs).contains("rocketchat scaled from 3 to 2 replicas"),
+        "{}",
+        last_bot_text(&msgs)
+    );
+    w.sim.post("alice", "#ops", "/rollback test").unwrap();
+    w.wait_for("#ops", "rollback", |m| {
+        bot_texts(m)
+            .iter()
+            .any(|t| t.contains("rolled back to revision 1"))
+    })
+    .await;
+    assert!(image_of(&w, "test").ends_with(":6.5.0"));
+    w.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_deploy_rolls_back_and_alerts() {
+    let mut w = World::with_cluster().await;
+    w.start_bot().await;
+    let api_patch = serde_json::json!({"spec": {"progressDeadlineSeconds": 1}});
+    let mut d = w.kube().get("deployments", "test", "rocketchat").unwrap();
+    rocketops::sandbox::kube::patch::merge(&mut d, &api_patch);
+    let cluster = rocketops::cluster::Cluster::from_kubeconfig(&w.kubeconfig(), Some("test"), None)
+        .await
+        .unwrap();
+    let _ = cluster.deployment("rocketchat").await.unwrap();
+    let kc = kube::config::Kubeconfig::read_from(w.kubeconfig()).unwrap();
+    let client = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(
+            kc,
+            &kube::config::KubeConfigOptions {
+                context: Some("test".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap(),
+    )
+    .unwrap();
+    let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(client, "test");
+    api.patch(
+        "rocketchat",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&api_patch),
+    )
+    .await
+    .unwrap();
+    w.sim.post("alice", "#ops", "/deploy test 9.9.9").unwrap();
+    let msgs = w
+        .wait_for("#ops", "the failure", |m| {
+            bot_texts(m).iter().any(|t| t.starts_with("❌"))
+        })
+        .await;
+    let text = last_bot_text(&msgs);
+    assert!(
+        text.contains("ImagePullBackOff") || text.contains("ErrImagePull"),
+        "{text}"
+    );
+    assert!(text.contains("rolled back to revision 1"), "{text}");
+    let alerts = w
+        .wait_for("#alerts", "the alert", |m| !bot_texts(m).is_empty())
+        .await;
+    assert!(
+        last_bot_text(&alerts).starts_with("🚨"),
+        "{}",
+        last_bot_text(&alerts)
+    );
+    assert!(image_of(&w, "test").ends_with(":6.5.0"));
+    w.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_needs_confirmation_by_the_requester_and_approval_by_someone_else() {
+    let mut w = World::with_cluster().await;
+    w.start_bot().await;
+    w.sim.post("alice", "#ops", "/deploy prod 7.0.0").unwrap();
+    let msgs = w
+        .wait_for("#ops", "the question", |m| !bot_texts(m).is_empty())
+        .await;
+    let question = msgs
+        .iter()
+        .rev()
+        .find(|m| m["u"]["username"] == "rocketops")
+        .unwrap()
+        .clone();
+    let text = question["msg"].as_str().unwrap();
+    let code = text
+        .split("`confirm ")
+        .nth(1)
+        .unwrap()
+        .split('`')
+        .next()
+        .unwrap()
+        .to_string();
+    let actions = &question["attachments"][0]["actions"];
+    assert_eq!(
+        actions[0]["msg"],
+        format!("confirm {code}"),
+        "one click confirms"
+    );
+    assert_eq!(actions[0]["msg_in_chat_window"], true);
+    // Another user's confirm, and a wrong code, are refused.
+    w.sim
+        .post("bob", "#ops", &format!("/confirm {code}"))
+        .unwrap();
+    let msgs = w
+        .wait_for("#ops", "wrong user", |m| bot_texts(m).len() == 2)
+        .await;
+    assert_eq!(
+        last_bot_text(&msgs),
+        "Only @alice can confirm that command."
+    );
+    w.sim.post("alice", "#ops", "/confirm ZZZZZZ").unwrap();
+    let msgs = w
+        .wait_for("#ops", "wrong code", |m| bot_texts(m).len() == 3)
+        .await;
+    assert!(last_bot_text(&msgs).starts_with("No command is waiting for the code `ZZZZZZ`"));
+    w.sim
+        .post("alice", "#ops", &format!("/confirm {code}"))
+        .unwrap();
+    let msgs = w
+        .wait_for("#ops", "approval request", |m| bot_texts(m).len() == 4)
+        .await;
+    let ask = last_bot_text(&msgs);
+    assert!(ask.contains("needs a second person"), "{ask}");
+    let op = ask
+        .split("`approve #")
+        .nth(1)
+        .unwrap()
+        .split('`')
+        .next()
+        .unwrap()
+        .to_string();
+    w.sim
+        .post("alice", "#ops", &format!("/approve #{op}"))
+        .unwrap();
+    let msgs = w
+        .wait_for("#ops", "self-approval", |m| bot_texts(m).len() == 5)
+        .await;
+    assert_eq!(
+        last_bot_text(&msgs),
+        "You can't approve your own request; another authorized user must."
+    );
+    w.sim
+        .post("bob", "#ops", &format!("/approve #{op}"))
+        .unwrap();
+    let msgs = w
+        .wait_for("#ops", "bob may not approve", |m| bot_texts(m).len() == 6)
+        .await;
+    assert!(
+        last_bot_text(&msgs).starts_with(&format!("You may not approve #{op}")),
+        "{}",
+        last_bot_text(&msgs)
+    );
+    assert!(image_of(&w, "prod").ends_with(":6.5.0"), "nothing ran yet");
+    w.sim
+        .post("admin", "#ops", &format!("/approve #{op}"))
+        .unwrap();
+    w.wait_for("#ops", "the deploy", |m| {
+        bot_texts(m).iter().any(|t| t.starts_with("✅"))
+    })
+    .await;
+    assert!(image_of(&w, "prod").ends_with(":7.0.0"));
+    w.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_commands_from_another_room_are_refused_and_a_locked_environment_refuses_changes()
+ {
+    let mut w = World::with_cluster().await;
+    w.start_bot().await;
+    w.sim
+        .post("alice", "#alerts", "/deploy prod 7.0.0")
+        .unwrap();
+    let msgs = w
+        .wait_for("#alerts", "room refusal", |m| !bot_texts(m).is_empty())
+        .await;
+    assert_eq!(
+        last_bot_text(&msgs),
+        "You may not deploy prod 7.0.0: commands for prod are accepted only in #ops."
+    );
+    w.sim
+        .post("alice", "#ops", "/lock test \"release freeze\"")
+        .unwrap();
+    let msgs = w
+        .wait_for("#ops", "lock", |m| !bot_texts(m).is_empty())
+        .await;
+    assert!(last_bot_text(&msgs).starts_with("🔒 test is locked by @alice: release freeze"));
+    w.sim.post("alice", "#ops", "/scale test 2").unwrap();
+    let msgs = w
+        .wait_for("#ops", "locked refusal", |m| bot_texts(m).len() == 2)
+        .await;
+    assert!(
+        last_bot_text(&msgs).starts_with("test is locked by @alice"),
+        "{}",
+        last_bot_text(&msgs)
+    );
+    w.sim.post("alice", "#ops", "/status test").unwrap();
+    let msgs = w
+        .wait_for("#ops", "status", |m| bot_texts(m).len() == 3)
+        .await;
+    let status = last_bot_text(&msgs);
+    assert!(
+        status.contains("*test*: rocketchat 6.5.0, 3/3 ready")
+            && status.contains("🔒 locked by @alice: release freeze"),
+        "{status}"
+    );
+    w.sim.post("alice", "#ops", "/unlock test").unwrap();
+    w.wait_for("#ops", "unlock", |m| bot_texts(m).len() == 4)
+        .await;
+    w.sim.post("alice", "#ops", "/scale test 2").unwrap();
+    let msgs = w
+        .wait_for("#ops", "scale", |m| bot_texts(m).len() == 5)
+        .await;
+    assert!(
+        last_bot_text(&msgs).contains("scaled from 3 to 2"),
+        "{}",
+        last_bot_text(&msgs)
+    );
+    w.stop_bot().await;
+}
