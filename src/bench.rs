@@ -141,7 +141,7 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
     std::fs::write(
         &cfg_path,
         format!(
-            "[bot]\nstore_path = \"{}\"\n[rocketchat]\nurl = \"{}\"\nusername = \"rocketops\"\nrooms = [\"ops\"]\n",
+            "[bot]\nstore_path = \"{}\"\n[rocketchat]\nurl = \"{}\"\nusername = \"rocketops\"\nrooms = [\"ops\"]\n[policy]\nrate_per_minute = 100000000\nrate_burst = 1000000\n",
             dir.join("data").display(),
             sim.url()
         ),

@@ -359,6 +359,13 @@ description = "the version to migrate to"
     }
 
     #[test]
+    fn the_runbooks_shipped_in_commands_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("commands");
+        let specs = load_dir(&dir, &envs()).unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(specs.iter().any(|s| s.name == "migrate"));
+    }
+
+    #[test]
     fn a_builtin_name_or_unknown_environment_is_refused() {
         let e = parse_runbook(
             Path::new("c.toml"),

@@ -56,6 +56,8 @@ pub fn bot_config(sim_url: &str, kubeconfig: Option<&std::path::Path>) -> Config
                         env.kubeconfig = Some(k.to_path_buf());
                         env.context = Some(e.to_string());
                         env.image = Some(kube::seed::ROCKETCHAT_REPO.to_string());
+                        env.min_replicas = 1;
+                        env.policy = sandbox_policy(e);
                         (e.to_string(), env)
                     })
                     .collect()
@@ -149,6 +151,34 @@ pub async fn run(opts: SandboxOptions, shutdown: CancellationToken) -> Result<()
     Ok(())
 }
 
+/// The sandbox's policy: role `ops` (alice) and @admin may change dev and test; prod takes
+/// changes only from #ops, confirmed, and approved by a second person (try alice, then admin).
+pub fn sandbox_policy(env: &str) -> crate::policy::EnvPolicy {
+    use crate::policy::{AllowRule, EnvPolicy, Who};
+    let everyone_ops = AllowRule {
+        commands: vec!["*".into()],
+        users: vec!["admin".into()],
+        roles: vec!["ops".into()],
+    };
+    if env == "prod" {
+        EnvPolicy {
+            rooms: vec!["ops".into()],
+            approvals: 1,
+            allow: vec![everyone_ops],
+            skip_backup: Who {
+                users: vec!["admin".into()],
+                roles: vec![],
+            },
+            ..EnvPolicy::default()
+        }
+    } else {
+        EnvPolicy {
+            allow: vec![everyone_ops],
+            ..EnvPolicy::default()
+        }
+    }
+}
+
 /// The sandbox's environments (one namespace each).
 pub const ENVIRONMENTS: &[&str] = &["dev", "test", "prod"];
 
@@ -192,7 +222,12 @@ fn print_banner(sim: &RocketChatSim, no_bot: bool) {
 /// The terminal chat: type as a simulated user, see the room live.
 async fn prompt(sim: &RocketChatSim, shutdown: CancellationToken) {
     println!();
-    println!("You are alice in #ops. Try `/ping` or `/help`.");
+    println!(
+        "You are alice (role ops) in #ops. Try `/help`, `/status`, `/deploy test 7.0.0`, `/history test`,"
+    );
+    println!(
+        "`/deploy prod v3.1` (confirm, then `:as admin` and `/approve #N`), or a tag that does not exist."
+    );
     println!("  :as USER    speak as another user (admin, alice, bob)");
     println!("  :in ROOM    move to #CHANNEL or @USER (a direct message)");
     println!("  :quit       leave (or Ctrl-D)");
