@@ -73,8 +73,19 @@ pub async fn run_with_store(
         }
     };
     tracing::info!(user = %chat.bot_username(), environments = ?clusters.names(), runbooks = runbooks.len(), "rocketops is listening");
-    let bot = Bot::new(chat, store.clone(), &config, runbooks, clusters);
+    let bot = Bot::new(
+        chat,
+        store.clone(),
+        &config,
+        runbooks,
+        clusters,
+        shutdown.clone(),
+    );
+    bot.s.engine.resume_interrupted().await;
+    let engine = bot.s.engine.clone();
     bot.serve(incoming, shutdown).await;
+    // Operations stop at a safe point (their journal says where); they resume on the next start.
+    engine.wait_idle(Duration::from_secs(10)).await;
     connection.cancel();
     store.flush().await?;
     Ok(())
@@ -114,7 +125,7 @@ struct Shared<C: Chat> {
     roles: Mutex<RoleCache>,
     clusters: Clusters,
     config: Config,
-    running: ops::Running,
+    engine: ops::engine::Engine<C>,
 }
 
 /// The command pipeline, generic over the chat platform. Cheap to clone.
@@ -135,15 +146,23 @@ struct Origin<'a> {
 }
 
 impl<C: Chat> Bot<C> {
+    /// The pipeline; operations stop at a safe point when `shutdown` is cancelled.
     pub fn new(
         chat: C,
         store: Store,
         config: &Config,
         runbooks: Vec<RunbookSpec>,
         clusters: Clusters,
+        shutdown: CancellationToken,
     ) -> Self {
         let grammar = Grammar::from_config(config, runbooks.clone());
         let policy = Policy::new(config.environments.clone(), runbooks);
+        let (chat_for_engine, store_for_engine, clusters_for_engine, grammar_for_engine) = (
+            chat.clone(),
+            store.clone(),
+            clusters.clone(),
+            grammar.clone(),
+        );
         Bot {
             s: Arc::new(Shared {
                 chat,
@@ -162,7 +181,14 @@ impl<C: Chat> Bot<C> {
                 roles: Mutex::new(RoleCache::default()),
                 clusters,
                 config: config.clone(),
-                running: ops::Running::default(),
+                engine: ops::engine::Engine::new(
+                    chat_for_engine,
+                    store_for_engine,
+                    clusters_for_engine,
+                    config.clone(),
+                    grammar_for_engine,
+                    shutdown,
+                ),
             }),
         }
     }
@@ -596,6 +622,21 @@ impl<C: Chat> Bot<C> {
     }
 
     async fn run(&self, origin: &Origin<'_>, held: Held) {
+        if ops::engine::is_operation(&held.cmd) {
+            return self.start_operation(origin, held).await;
+        }
+        if let Command::BackupNow { env: None } = &held.cmd {
+            // One operation per environment, each with its own number.
+            for env in self.s.config.environments.keys() {
+                let mut one = held.clone();
+                one.cmd = Command::BackupNow {
+                    env: Some(env.clone()),
+                };
+                one.op = self.s.store.next_op_id().unwrap_or(0);
+                Box::pin(self.start_operation(origin, one)).await;
+            }
+            return;
+        }
         let result = ops::execute(
             &held.cmd,
             &ops::Context {
@@ -609,7 +650,6 @@ impl<C: Chat> Bot<C> {
                 room_id: &held.room_id,
                 thread: held.thread.as_deref(),
                 op: held.op,
-                running: &self.s.running,
                 help_for: &|name, sample| {
                     let roles = self
                         .s
@@ -662,6 +702,48 @@ impl<C: Chat> Bot<C> {
             (held.op > 0).then_some(held.op),
             Some(outcome),
         );
+    }
+
+    async fn start_operation(&self, origin: &Origin<'_>, held: Held) {
+        let label = Origin {
+            msg: origin.msg,
+            room_label: held.room_label.clone(),
+        };
+        match self
+            .s
+            .engine
+            .start(
+                &held.cmd,
+                held.op,
+                &held.requester,
+                &held.room_id,
+                held.thread.as_deref(),
+            )
+            .await
+        {
+            Ok(()) => self.audit(
+                &label,
+                &held.text,
+                Some(&held.cmd),
+                "allowed",
+                None,
+                Some(held.op),
+                Some("started".into()),
+            ),
+            Err(e) => {
+                self.reply_to(&held.room_id, held.thread.as_deref(), &e.to_string())
+                    .await;
+                self.audit(
+                    &label,
+                    &held.text,
+                    Some(&held.cmd),
+                    "refused",
+                    Some(e.to_string()),
+                    Some(held.op),
+                    None,
+                );
+            }
+        }
     }
 
     async fn refuse(&self, origin: &Origin<'_>, body: &str, cmd: Option<&Command>, e: UserError) {

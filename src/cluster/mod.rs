@@ -39,6 +39,8 @@ pub enum ClusterError {
     Invalid { action: String, message: String },
     #[error("{action} kept conflicting with other changes")]
     Conflict { action: String },
+    #[error("{action}: it already exists")]
+    AlreadyExists { action: String },
     #[error("the Kubernetes API is unavailable while trying to {action}: {message}")]
     Unavailable { action: String, message: String },
     #[error(transparent)]
@@ -66,6 +68,7 @@ impl ClusterError {
             ClusterError::Forbidden { .. } => "forbidden",
             ClusterError::Invalid { .. } => "invalid",
             ClusterError::Conflict { .. } => "conflict",
+            ClusterError::AlreadyExists { .. } => "already_exists",
             ClusterError::Unavailable { .. } => "unavailable",
             ClusterError::Undo(_) => "undo",
             ClusterError::TimedOut { .. } => "timeout",

@@ -91,6 +91,49 @@ pub struct EnvironmentConfig {
     /// Who may do what here.
     #[serde(default)]
     pub policy: crate::policy::EnvPolicy,
+    /// Take a backup before each deploy (default: in production).
+    #[serde(default)]
+    pub pre_deploy_backup: Option<bool>,
+    /// Runbook commands run (with the new VERSION) before the image changes, e.g. `["migrate"]`.
+    #[serde(default)]
+    pub pre_deploy: Vec<String>,
+    /// Roll back automatically when a rollout or smoke test fails.
+    #[serde(default = "yes")]
+    pub auto_rollback: bool,
+    /// The HTTP check after a rollout.
+    #[serde(default)]
+    pub smoke: Option<SmokeConfig>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// An HTTP smoke test: GET `url`, expect `status`, and optionally a JSON field equal to the version.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SmokeConfig {
+    pub url: String,
+    #[serde(default = "default_status")]
+    pub status: u16,
+    /// A JSON field that must name the deployed version (Rocket.Chat's `/api/info` has `version`).
+    #[serde(default)]
+    pub version_field: Option<String>,
+    /// How long to keep trying.
+    #[serde(default = "default_smoke_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "default_smoke_interval", with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+fn default_status() -> u16 {
+    200
+}
+fn default_smoke_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_smoke_interval() -> Duration {
+    Duration::from_secs(2)
 }
 
 fn default_min_replicas() -> u32 {
@@ -127,6 +170,10 @@ impl EnvironmentConfig {
             max_replicas: default_max_replicas(),
             allow_image_refs: false,
             policy: crate::policy::EnvPolicy::default(),
+            pre_deploy_backup: None,
+            pre_deploy: Vec::new(),
+            auto_rollback: true,
+            smoke: None,
         }
     }
 

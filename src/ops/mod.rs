@@ -1,22 +1,18 @@
 //! Operations behind the commands: status, history, lock, scale, rollback, deploy, backup now and runbooks, through the cluster layer.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
-use std::time::Duration;
+pub mod engine;
+pub mod progress;
 
-use crate::chat::{Chat, MessageRef};
-use crate::cluster::jobs::JobEnd;
+use std::collections::BTreeMap;
+
+use crate::chat::Chat;
 use crate::cluster::rollout::{self, RolloutState};
-use crate::cluster::{Cluster, ClusterError, Clusters, HpaPolicy, RolloutOutcome, Workload};
+use crate::cluster::{Cluster, ClusterError, Clusters};
 use crate::command::{self, BackupRef, Command, Grammar, RollbackTarget, ScheduleAction};
 use crate::config::{Config, EnvironmentConfig};
 use crate::error::UserError;
 use crate::policy::Policy;
 use crate::store::{EnvLock, Store};
-
-/// How long a rollout may take before the bot stops waiting (the Deployment's own deadline usually ends it first).
-const ROLLOUT_LIMIT: Duration = Duration::from_secs(20 * 60);
-const JOB_LIMIT: Duration = Duration::from_secs(60 * 60);
 
 /// What an operation may use.
 pub struct Context<'a, C: Chat> {
@@ -30,62 +26,8 @@ pub struct Context<'a, C: Chat> {
     pub room_id: &'a str,
     pub thread: Option<&'a str>,
     pub op: u64,
-    /// Operations in progress (one per environment).
-    pub running: &'a Running,
     /// Where the asker may run a command (for `help`).
     pub help_for: &'a (dyn Fn(&str, &Command) -> Option<Vec<String>> + Sync),
-}
-
-/// Operations in progress, one per environment: (op, user, command, started ms).
-#[derive(Debug, Default)]
-pub struct Running {
-    by_env: Mutex<HashMap<String, (u64, String, String, i64)>>,
-}
-
-impl Running {
-    /// Claims `env` for operation `op`; the refusal names who holds it.
-    fn claim<'a>(
-        &'a self,
-        env: &str,
-        op: u64,
-        user: &str,
-        what: &str,
-    ) -> Result<Busy<'a>, UserError> {
-        let mut map = self.by_env.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((other, by, cmd, at)) = map.get(env) {
-            let mins = ((crate::app::now_ms() - at) / 60_000).max(0);
-            return Err(UserError::Refused(format!(
-                "{env} is busy with {cmd} #{other} (started by @{by} {mins} min ago)."
-            )));
-        }
-        map.insert(
-            env.to_string(),
-            (op, user.to_string(), what.to_string(), crate::app::now_ms()),
-        );
-        Ok(Busy {
-            running: self,
-            env: env.to_string(),
-        })
-    }
-
-    fn get(&self, env: &str) -> Option<(u64, String, String, i64)> {
-        self.by_env.lock().ok().and_then(|m| m.get(env).cloned())
-    }
-}
-
-struct Busy<'a> {
-    running: &'a Running,
-    env: String,
-}
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        self.running
-            .by_env
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.env);
-    }
 }
 
 /// A command in normal form (`deploy prod v3.1`).
@@ -245,7 +187,7 @@ pub fn plan_summary(cmd: &Command, config: &Config) -> String {
     }
 }
 
-fn image_for(e: &EnvironmentConfig, version: &str) -> String {
+pub(crate) fn image_for(e: &EnvironmentConfig, version: &str) -> String {
     if version.contains('/') {
         return version.to_string();
     }
@@ -351,180 +293,13 @@ pub async fn execute<C: Chat>(
             }
             Ok(Some(out.trim_end().to_string()))
         }
-        Command::Scale {
-            env,
-            replicas,
-            component,
-        } => {
-            let (c, e) = cluster(ctx, env)?;
-            let _busy = ctx.running.claim(env, ctx.op, ctx.user, "scale")?;
-            let (kind, name) = match component.as_deref() {
-                Some(n) if n == e.database => (Workload::StatefulSet, n.to_string()),
-                _ => (Workload::Deployment, e.deployment.clone()),
-            };
-            let out = c
-                .scale(kind, &name, *replicas as i32, HpaPolicy::Respect)
-                .await
-                .map_err(|err| cluster_err(env, err))?;
-            let hpa = out
-                .hpa
-                .map(|h| {
-                    format!(
-                        " (autoscaler {} keeps it between {} and {})",
-                        h.name, h.after.0, h.after.1
-                    )
-                })
-                .unwrap_or_default();
-            Ok(Some(format!(
-                "#{} {env}: {name} scaled from {} to {} replicas{hpa}.",
-                ctx.op, out.from, out.to
-            )))
-        }
-        Command::Rollback { env, to } => {
-            let (c, e) = cluster(ctx, env)?;
-            let _busy = ctx.running.claim(env, ctx.op, ctx.user, "rollback")?;
-            let revision = match to {
-                None => None,
-                Some(RollbackTarget::Revision(r)) => Some(*r),
-                Some(RollbackTarget::Version(v)) => {
-                    let h = c
-                        .history(&e.deployment)
-                        .await
-                        .map_err(|err| cluster_err(env, err))?;
-                    let wanted = image_for(&e, v);
-                    let found = h.iter().rev().find(|r| {
-                        r.images
-                            .iter()
-                            .any(|i| *i == wanted || i.ends_with(&format!(":{v}")))
-                    });
-                    Some(found.map(|r| r.number).ok_or_else(|| {
-                        UserError::Refused(format!(
-                            "No revision of {env} ran {v}; see `history {env}`."
-                        ))
-                    })?)
-                }
-            };
-            let progress = ctx
-                .chat
-                .post(
-                    ctx.room_id,
-                    ctx.thread,
-                    &format!("#{} rollback {env}: starting…", ctx.op),
-                )
-                .await
-                .ok();
-            let rev = c
-                .undo(&e.deployment, revision)
-                .await
-                .map_err(|err| cluster_err(env, err))?;
-            let outcome = follow(
-                ctx,
-                c,
-                &e.deployment,
-                progress.as_ref(),
-                &format!("#{} rollback {env} to revision {rev}", ctx.op),
-            )
-            .await?;
-            finish(
-                ctx,
-                progress,
-                match outcome {
-                    RolloutOutcome::Complete { .. } => {
-                        format!("✅ #{} {env} rolled back to revision {rev}.", ctx.op)
-                    }
-                    RolloutOutcome::Failed {
-                        message,
-                        pod,
-                        reason,
-                    } => format!(
-                        "❌ #{} rollback of {env} did not complete: {message}{}",
-                        ctx.op,
-                        failing(pod, reason)
-                    ),
-                },
-            )
-            .await
-        }
-        Command::Deploy { env, version, .. } => deploy(ctx, env, version).await,
-        Command::BackupNow { env } => {
-            let envs: Vec<String> = match env {
-                Some(e) => vec![e.clone()],
-                None => ctx.config.environments.keys().cloned().collect(),
-            };
-            let mut lines = Vec::new();
-            for env in envs {
-                let (c, e) = cluster(ctx, &env)?;
-                let _busy = ctx.running.claim(&env, ctx.op, ctx.user, "backup")?;
-                let name = crate::cluster::jobs::job_name(
-                    &format!("{}-manual", e.backup_cronjob),
-                    &format!("{}-{}", ctx.op, chrono::Utc::now().format("%H%M%S")),
-                );
-                c.job_from_cronjob(&e.backup_cronjob, &name)
-                    .await
-                    .map_err(|err| cluster_err(&env, err))?;
-                let r = c
-                    .wait_job(&name, JOB_LIMIT)
-                    .await
-                    .map_err(|err| cluster_err(&env, err))?;
-                lines.push(match r.end {
-                    JobEnd::Complete => format!(
-                        "✅ {env}: backup job {name} finished. {}",
-                        backup_summary(&r.message)
-                    ),
-                    JobEnd::Failed { reason, .. } => format!(
-                        "❌ {env}: backup job {name} failed ({reason}).{}",
-                        tail(&r.log_tail)
-                    ),
-                });
-            }
-            Ok(Some(format!("#{} {}", ctx.op, lines.join("\n"))))
-        }
-        Command::Runbook { name, env, params } => {
-            let (c, e) = cluster(ctx, env)?;
-            let spec = ctx
-                .grammar
-                .runbooks
-                .iter()
-                .find(|r| &r.name == name)
-                .ok_or(UserError::Internal)?;
-            let _busy = ctx.running.claim(env, ctx.op, ctx.user, name)?;
-            let mut values: BTreeMap<String, String> = params.clone();
-            values.insert("env".into(), env.clone());
-            values.insert("namespace".into(), e.namespace_or(env).to_string());
-            values.insert("image".into(), e.image.clone().unwrap_or_default());
-            values.insert("op".into(), ctx.op.to_string());
-            let mut job = crate::cluster::jobs::render_job_template(name, &spec.job, &values)
-                .map_err(|err| UserError::Refused(err.to_string()))?;
-            if let Some(n) = job.metadata.name.take() {
-                job.metadata.name = Some(crate::cluster::jobs::job_name(&n, &ctx.op.to_string()));
-            } else if job.metadata.generate_name.is_none() {
-                job.metadata.name = Some(crate::cluster::jobs::job_name(name, &ctx.op.to_string()));
-            }
-            let created = c
-                .create_job(&job)
-                .await
-                .map_err(|err| cluster_err(env, err))?;
-            let job_name = created.metadata.name.unwrap_or_default();
-            let r = c
-                .wait_job(&job_name, JOB_LIMIT)
-                .await
-                .map_err(|err| cluster_err(env, err))?;
-            Ok(Some(match r.end {
-                JobEnd::Complete => format!(
-                    "✅ #{} {name} {env}: job {job_name} finished.{}",
-                    ctx.op,
-                    if r.message.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" Result: `{}`", r.message)
-                    }
-                ),
-                JobEnd::Failed { reason, .. } => format!(
-                    "❌ #{} {name} {env}: job {job_name} failed ({reason}).{}",
-                    ctx.op,
-                    tail(&r.log_tail)
-                ),
-            }))
+        Command::Scale { .. }
+        | Command::Rollback { .. }
+        | Command::Deploy { .. }
+        | Command::BackupNow { .. }
+        | Command::Runbook { .. } => {
+            // These run as journaled operations (`engine`).
+            Err(UserError::Internal)
         }
         Command::BackupList { .. }
         | Command::Restore { .. }
@@ -594,7 +369,7 @@ fn sample_command(name: &str, grammar: &Grammar) -> Command {
     }
 }
 
-fn failing(pod: Option<String>, reason: Option<String>) -> String {
+pub(crate) fn failing(pod: Option<String>, reason: Option<String>) -> String {
     match (pod, reason) {
         (Some(p), Some(r)) => format!(" (pod {p}: {r})"),
         (None, Some(r)) => format!(" ({r})"),
@@ -602,7 +377,7 @@ fn failing(pod: Option<String>, reason: Option<String>) -> String {
     }
 }
 
-fn tail(lines: &[String]) -> String {
+pub(crate) fn tail(lines: &[String]) -> String {
     if lines.is_empty() {
         return String::new();
     }
@@ -623,7 +398,7 @@ fn tail(lines: &[String]) -> String {
     )
 }
 
-fn backup_summary(message: &str) -> String {
+pub(crate) fn backup_summary(message: &str) -> String {
     let Ok(v) = serde_json::from_str::<serde_json::Value>(message) else {
         return if message.is_empty() {
             String::new()
@@ -643,130 +418,6 @@ fn backup_summary(message: &str) -> String {
         "Backup `{}`, {mb}, sha256 {sha}…",
         v["name"].as_str().unwrap_or("?")
     )
-}
-
-/// Edits the progress message as the rollout advances; returns how it ended.
-async fn follow<C: Chat>(
-    ctx: &Context<'_, C>,
-    c: &Cluster,
-    deployment: &str,
-    progress: Option<&MessageRef>,
-    title: &str,
-) -> Result<RolloutOutcome, UserError> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let watch = c.watch_rollout(deployment, Some(tx), ROLLOUT_LIMIT);
-    tokio::pin!(watch);
-    loop {
-        tokio::select! {
-            r = &mut watch => {
-                return r.map_err(|e| cluster_err(c.namespace(), e));
-            }
-            Some(p) = rx.recv() => {
-                if let (Some(m), false) = (progress, p.state.is_final()) {
-                    let text = format!("{title}: {} ({}/{} ready)", p.state.describe(deployment), p.ready, p.desired);
-                    let _ = ctx.chat.edit(m, &text).await;
-                }
-            }
-        }
-    }
-}
-
-/// The final edit of the progress message (or a new message if there is none).
-async fn finish<C: Chat>(
-    ctx: &Context<'_, C>,
-    progress: Option<MessageRef>,
-    text: String,
-) -> Result<Option<String>, UserError> {
-    match progress {
-        Some(m) if ctx.chat.edit(&m, &text).await.is_ok() => Ok(None),
-        _ => Ok(Some(text)),
-    }
-}
-
-async fn deploy<C: Chat>(
-    ctx: &Context<'_, C>,
-    env: &str,
-    version: &str,
-) -> Result<Option<String>, UserError> {
-    let (c, e) = cluster(ctx, env)?;
-    let _busy = ctx.running.claim(env, ctx.op, ctx.user, "deploy")?;
-    let container = e.container().to_string();
-    let image = image_for(&e, version);
-    let current = c
-        .deployment(&e.deployment)
-        .await
-        .map_err(|err| cluster_err(env, err))?;
-    if rollout::current_image(&current, Some(&container)).as_deref() == Some(image.as_str()) {
-        return Ok(Some(format!(
-            "{env} is already running {version}; nothing to do."
-        )));
-    }
-    let title = format!("#{} deploy {version} to {env}", ctx.op);
-    let progress = ctx
-        .chat
-        .post(
-            ctx.room_id,
-            ctx.thread,
-            &format!("{title}: setting the image…"),
-        )
-        .await
-        .ok();
-    c.set_image(
-        &e.deployment,
-        &container,
-        &image,
-        &format!("deploy {version} by {} (#{})", ctx.user, ctx.op),
-    )
-    .await
-    .map_err(|err| cluster_err(env, err))?;
-    match follow(ctx, c, &e.deployment, progress.as_ref(), &title).await? {
-        RolloutOutcome::Complete { revision } => {
-            finish(
-                ctx,
-                progress,
-                format!(
-                    "✅ {title}: rolled out{}.",
-                    revision
-                        .map(|r| format!(" as revision {r}"))
-                        .unwrap_or_default()
-                ),
-            )
-            .await
-        }
-        RolloutOutcome::Failed {
-            message,
-            pod,
-            reason,
-        } => {
-            let why = format!("{message}{}", failing(pod, reason));
-            if let Some(m) = &progress {
-                let _ = ctx
-                    .chat
-                    .edit(m, &format!("{title}: failed ({why}); rolling back…"))
-                    .await;
-            }
-            let rolled = c.undo(&e.deployment, None).await;
-            let after = match rolled {
-                Ok(rev) => match follow(ctx, c, &e.deployment, None, &title).await {
-                    Ok(RolloutOutcome::Complete { .. }) => format!("rolled back to revision {rev}"),
-                    Ok(RolloutOutcome::Failed { message, .. }) => {
-                        format!("the rollback to revision {rev} did not complete either: {message}")
-                    }
-                    Err(e) => format!("the rollback could not be followed: {e}"),
-                },
-                Err(err) => format!("the rollback failed: {err}"),
-            };
-            let text = format!("❌ {title} failed: {why}; {after}.");
-            let alerts = ctx.config.rocketchat.alerts_channel.clone();
-            if let Ok(room) = ctx.chat.room_id(&alerts).await {
-                let _ = ctx
-                    .chat
-                    .post(&room, None, &format!("🚨 {text} (asked by @{})", ctx.user))
-                    .await;
-            }
-            finish(ctx, progress, text).await
-        }
-    }
 }
 
 async fn status<C: Chat>(ctx: &Context<'_, C>, env: Option<&str>) -> String {
@@ -826,8 +477,33 @@ async fn status<C: Chat>(ctx: &Context<'_, C>, env: Option<&str>) -> String {
                 l.reason.map(|r| format!(": {r}")).unwrap_or_default()
             ));
         }
-        if let Some((op, by, cmd, _)) = ctx.running.get(&env) {
-            line.push_str(&format!(" · running {cmd} #{op} by @{by}"));
+        if let Some(op) = ctx
+            .store
+            .env_op(&env)
+            .ok()
+            .flatten()
+            .and_then(|id| ctx.store.get_op(id).ok().flatten())
+        {
+            line.push_str(&format!(
+                " · running #{} {} by @{}",
+                op.id, op.command, op.user
+            ));
+        }
+        let last = ctx
+            .store
+            .recent_ops(Some(&env), 50)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|o| {
+                o.command.starts_with("deploy ") && o.state == crate::store::OpState::Succeeded
+            });
+        if let Some(d) = last {
+            let mins =
+                ((crate::app::now_ms() - d.finished_ms.unwrap_or(d.started_ms)) / 60_000).max(0);
+            line.push_str(&format!(
+                " · last deploy #{} by @{} {mins} min ago",
+                d.id, d.user
+            ));
         }
         out.push(line);
     }

@@ -37,7 +37,7 @@ pub enum SandboxError {
 
 /// The configuration the sandbox gives the bot: the seeded `rocketops` account on the simulator,
 /// and, with a kubeconfig, the simulated cluster's environments (one context each).
-pub fn bot_config(sim_url: &str, kubeconfig: Option<&std::path::Path>) -> Config {
+pub fn bot_config(sim_url: &str, kubeconfig: Option<(&std::path::Path, &kube::KubeSim)>) -> Config {
     let mut rc = RocketChatConfig::new(sim_url);
     rc.username = Some("rocketops".into());
     rc.password = Some(Secret::new("rocketops"));
@@ -48,7 +48,7 @@ pub fn bot_config(sim_url: &str, kubeconfig: Option<&std::path::Path>) -> Config
         telemetry: TelemetryConfig::default(),
         policy: crate::policy::PolicyConfig::default(),
         environments: kubeconfig
-            .map(|k| {
+            .map(|(k, sim)| {
                 ENVIRONMENTS
                     .iter()
                     .map(|e| {
@@ -58,6 +58,13 @@ pub fn bot_config(sim_url: &str, kubeconfig: Option<&std::path::Path>) -> Config
                         env.image = Some(kube::seed::ROCKETCHAT_REPO.to_string());
                         env.min_replicas = 1;
                         env.policy = sandbox_policy(e);
+                        env.smoke = Some(crate::config::SmokeConfig {
+                            url: sim.app_info_url(e, "rocketchat"),
+                            status: 200,
+                            version_field: Some("version".into()),
+                            timeout: std::time::Duration::from_secs(60),
+                            interval: std::time::Duration::from_secs(1),
+                        });
                         (e.to_string(), env)
                     })
                     .collect()
@@ -115,7 +122,7 @@ pub async fn run(opts: SandboxOptions, shutdown: CancellationToken) -> Result<()
     } else {
         let store = Store::temporary().map_err(|e| SandboxError::BotFailed(e.to_string()))?;
         let token = shutdown.child_token();
-        let config = bot_config(&sim.url(), Some(&kubeconfig));
+        let config = bot_config(&sim.url(), Some((&kubeconfig, &kube)));
         let task = tokio::spawn(crate::app::run_with_store(config, store, token.clone()));
         for _ in 0..100 {
             if sim.sessions_of("rocketops") > 0 || task.is_finished() {

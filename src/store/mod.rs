@@ -99,6 +99,81 @@ pub struct EnvLock {
     pub at_ms: i64,
 }
 
+/// Where an operation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpState {
+    Running,
+    Succeeded,
+    Failed,
+    /// It failed and the environment was put back as it was.
+    RolledBack,
+    Cancelled,
+}
+
+/// Where a step stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StepState {
+    Pending,
+    Running,
+    Done,
+    Failed,
+    Skipped,
+}
+
+/// One step of an operation, as journaled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub name: String,
+    pub state: StepState,
+    /// What happened (`3/3 ready`, the backup's size, the failing pod).
+    #[serde(default)]
+    pub detail: String,
+    #[serde(default)]
+    pub started_ms: Option<i64>,
+    #[serde(default)]
+    pub finished_ms: Option<i64>,
+}
+
+impl StepRecord {
+    pub fn pending(name: &str) -> StepRecord {
+        StepRecord {
+            name: name.to_string(),
+            state: StepState::Pending,
+            detail: String::new(),
+            started_ms: None,
+            finished_ms: None,
+        }
+    }
+}
+
+/// An operation's journal: written before and after each step, so that after a crash the bot
+/// knows exactly where it stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpRecord {
+    pub id: u64,
+    pub env: String,
+    /// The command in normal form (`deploy prod v3.1`); parsed again to resume.
+    pub command: String,
+    pub user: String,
+    pub room_id: String,
+    #[serde(default)]
+    pub thread: Option<String>,
+    /// The progress message, edited in place.
+    #[serde(default)]
+    pub message_id: Option<String>,
+    pub steps: Vec<StepRecord>,
+    pub state: OpState,
+    pub started_ms: i64,
+    #[serde(default)]
+    pub finished_ms: Option<i64>,
+    /// Facts later steps need (previous revision, job names).
+    #[serde(default)]
+    pub data: std::collections::BTreeMap<String, String>,
+    /// The final one-line result.
+    #[serde(default)]
+    pub summary: Option<String>,
+}
+
 /// sled's page cache; its default (1 GiB) would let a long-running bot grow without need.
 const CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
@@ -114,6 +189,8 @@ pub struct Store {
     marks: sled::Tree,
     locks: sled::Tree,
     meta: sled::Tree,
+    ops: sled::Tree,
+    op_locks: sled::Tree,
     audit_append: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
@@ -172,6 +249,8 @@ impl Store {
             marks: db.open_tree("marks").map_err(io("open marks"))?,
             locks: db.open_tree("locks").map_err(io("open locks"))?,
             meta: db.open_tree("meta").map_err(io("open meta"))?,
+            ops: db.open_tree("ops").map_err(io("open ops"))?,
+            op_locks: db.open_tree("op_locks").map_err(io("open op locks"))?,
             audit_append: Default::default(),
             db,
         })
@@ -356,6 +435,118 @@ impl Store {
             v.and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
                 .unwrap_or(1),
         )
+    }
+
+    /// Writes (or rewrites) an operation's journal record and flushes it to disk.
+    pub fn put_op(&self, op: &OpRecord) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(op).map_err(|e| StoreError::Corrupt {
+            tree: "ops",
+            detail: e.to_string(),
+        })?;
+        self.ops
+            .insert(op.id.to_be_bytes(), value)
+            .map_err(io("journal"))?;
+        self.ops.flush().map_err(io("journal flush"))?;
+        Ok(())
+    }
+
+    pub fn get_op(&self, id: u64) -> Result<Option<OpRecord>, StoreError> {
+        match self.ops.get(id.to_be_bytes()).map_err(io("read journal"))? {
+            Some(v) => Ok(Some(serde_json::from_slice(&v).map_err(|e| {
+                StoreError::Corrupt {
+                    tree: "ops",
+                    detail: e.to_string(),
+                }
+            })?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Operations, newest first, optionally of one environment.
+    pub fn recent_ops(&self, env: Option<&str>, limit: usize) -> Result<Vec<OpRecord>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.ops.iter().rev() {
+            let (_, v) = item.map_err(io("read journal"))?;
+            let op: OpRecord = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                tree: "ops",
+                detail: e.to_string(),
+            })?;
+            if env.is_none_or(|e| op.env == e) {
+                out.push(op);
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Operations still marked running (after a crash or shutdown: to resume).
+    pub fn running_ops(&self) -> Result<Vec<OpRecord>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.ops.iter() {
+            let (_, v) = item.map_err(io("read journal"))?;
+            let op: OpRecord = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                tree: "ops",
+                detail: e.to_string(),
+            })?;
+            if op.state == OpState::Running {
+                out.push(op);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes `env` for operation `op`: `Err(holder)` when another operation holds it.
+    pub fn acquire_env_op(&self, env: &str, op: u64) -> Result<Result<(), u64>, StoreError> {
+        match self
+            .op_locks
+            .compare_and_swap(
+                env.as_bytes(),
+                None as Option<&[u8]>,
+                Some(&op.to_be_bytes()[..]),
+            )
+            .map_err(io("op lock"))?
+        {
+            Ok(()) => {
+                self.op_locks.flush().map_err(io("op lock flush"))?;
+                Ok(Ok(()))
+            }
+            Err(cas) => {
+                let holder = cas
+                    .current
+                    .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+                    .unwrap_or(0);
+                if holder == op {
+                    Ok(Ok(()))
+                } else {
+                    Ok(Err(holder))
+                }
+            }
+        }
+    }
+
+    /// Releases `env` if operation `op` holds it.
+    pub fn release_env_op(&self, env: &str, op: u64) -> Result<(), StoreError> {
+        let _ = self
+            .op_locks
+            .compare_and_swap(
+                env.as_bytes(),
+                Some(&op.to_be_bytes()[..]),
+                None as Option<&[u8]>,
+            )
+            .map_err(io("op unlock"))?;
+        self.op_locks.flush().map_err(io("op lock flush"))?;
+        Ok(())
+    }
+
+    /// The operation holding `env`, if any.
+    pub fn env_op(&self, env: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .op_locks
+            .get(env.as_bytes())
+            .map_err(io("read op lock"))?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
     }
 
     /// Locks an environment; `Err` with the holder when it is already locked.

@@ -128,7 +128,7 @@ async fn an_unauthorized_deploy_is_refused_and_both_commands_are_audited() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_role_allows_a_deploy_to_test_which_rolls_out_with_progress_edited_in_place() {
+async fn a_deploy_to_test_rolls_out_smoke_tests_and_edits_one_progress_message() {
     let mut w = World::with_cluster().await;
     w.start_bot().await;
     w.sim.post("alice", "#ops", "/deploy test 7.0.0").unwrap();
@@ -143,17 +143,24 @@ async fn a_role_allows_a_deploy_to_test_which_rolls_out_with_progress_edited_in_
         1,
         "one progress message, edited in place: {answers:?}"
     );
+    let text = &answers[0];
+    assert!(text.contains("– backup: not production"), "{text}");
     assert!(
-        answers[0].contains("deploy 7.0.0 to test: rolled out as revision 2"),
-        "{answers:?}"
+        text.contains("✓ rollout") && text.contains("complete, revision 2"),
+        "{text}"
     );
+    assert!(
+        text.contains("✓ smoke test") && text.contains("200, version 7.0.0"),
+        "{text}"
+    );
+    assert!(text.ends_with("test runs 7.0.0 (revision 2)."), "{text}");
     let progress = msgs
         .iter()
         .find(|m| m["u"]["username"] == "rocketops")
         .unwrap();
     assert!(
         progress["editedAt"].is_object(),
-        "the message was edited as the rollout advanced"
+        "the message was edited as the deploy advanced"
     );
     assert!(image_of(&w, "test").ends_with(":7.0.0"));
 
@@ -162,7 +169,7 @@ async fn a_role_allows_a_deploy_to_test_which_rolls_out_with_progress_edited_in_
         .wait_for("#ops", "history", |m| bot_texts(m).len() == 2)
         .await;
     assert!(
-        last_bot_text(&msgs).contains("`2` 7.0.0 — deploy 7.0.0 by alice"),
+        last_bot_text(&msgs).contains("`2` 7.0.0 — deploy 7.0.0 by alice (#1)"),
         "{}",
         last_bot_text(&msgs)
     );
@@ -174,63 +181,88 @@ async fn a_role_allows_a_deploy_to_test_which_rolls_out_with_progress_edited_in_
         last_bot_text(&msgs),
         "test is already running 7.0.0; nothing to do."
     );
-    w.sim.post("alice", "#ops", "/scale test 2").unwrap();
+    w.sim.post("alice", "#ops", "/status test").unwrap();
     let msgs = w
-        .wait_for("#ops", "scale", |m| bot_texts(m).len() == 4)
+        .wait_for("#ops", "status", |m| bot_texts(m).len() == 4)
         .await;
     assert!(
-        last_bot_text(&msgs).contains("rocketchat scaled from 3 to 2 replicas"),
+        last_bot_text(&msgs).contains("rocketchat 7.0.0, 3/3 ready")
+            && last_bot_text(&msgs).contains("last deploy #1 by @alice"),
         "{}",
         last_bot_text(&msgs)
+    );
+    w.sim.post("alice", "#ops", "/scale test 2").unwrap();
+    let msgs = w
+        .wait_for("#ops", "scale", |m| {
+            bot_texts(m).iter().filter(|t| t.starts_with("✅")).count() == 2
+        })
+        .await;
+    assert!(
+        last_bot_text(&msgs).contains("rocketchat from 3 to 2 replicas"),
+        "{}",
+        last_bot_text(&msgs)
+    );
+    w.sim.post("alice", "#ops", "/scale test 50").unwrap();
+    let msgs = w
+        .wait_for("#ops", "scale refusal", |m| {
+            bot_texts(m).iter().any(|t| t.starts_with("test allows"))
+        })
+        .await;
+    assert_eq!(
+        last_bot_text(&msgs),
+        "test allows 1 to 10 replicas, not 50.\nUsage: `scale ENV REPLICAS [COMPONENT]`"
     );
     w.sim.post("alice", "#ops", "/rollback test").unwrap();
     w.wait_for("#ops", "rollback", |m| {
         bot_texts(m)
             .iter()
-            .any(|t| t.contains("rolled back to revision 1"))
+            .any(|t| t.contains("test is back on revision 1."))
     })
     .await;
     assert!(image_of(&w, "test").ends_with(":6.5.0"));
+    w.sim.post("alice", "#ops", "/rollback test 2").unwrap();
+    w.wait_for("#ops", "rollback to 2", |m| {
+        bot_texts(m)
+            .iter()
+            .any(|t| t.contains("test is back on revision 2."))
+    })
+    .await;
+    assert!(image_of(&w, "test").ends_with(":7.0.0"));
     w.stop_bot().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_deploy_rolls_back_and_alerts() {
-    let mut w = World::with_cluster().await;
-    w.start_bot().await;
-    let api_patch = serde_json::json!({"spec": {"progressDeadlineSeconds": 1}});
-    let mut d = w.kube().get("deployments", "test", "rocketchat").unwrap();
-    rocketops::sandbox::kube::patch::merge(&mut d, &api_patch);
-    let cluster = rocketops::cluster::Cluster::from_kubeconfig(&w.kubeconfig(), Some("test"), None)
-        .await
-        .unwrap();
-    let _ = cluster.deployment("rocketchat").await.unwrap();
+async fn shorten_deadline(w: &World, env: &str) {
     let kc = kube::config::Kubeconfig::read_from(w.kubeconfig()).unwrap();
+    let opts = kube::config::KubeConfigOptions {
+        context: Some(env.into()),
+        ..Default::default()
+    };
     let client = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(
-            kc,
-            &kube::config::KubeConfigOptions {
-                context: Some("test".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap(),
+        kube::Config::from_custom_kubeconfig(kc, &opts)
+            .await
+            .unwrap(),
     )
     .unwrap();
-    let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
-        kube::Api::namespaced(client, "test");
+    let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> = kube::Api::namespaced(client, env);
+    let patch = serde_json::json!({"spec": {"progressDeadlineSeconds": 1}});
     api.patch(
         "rocketchat",
         &kube::api::PatchParams::default(),
-        &kube::api::Patch::Merge(&api_patch),
+        &kube::api::Patch::Merge(&patch),
     )
     .await
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_of_an_unknown_tag_rolls_back_alerts_and_releases_the_environment() {
+    let mut w = World::with_cluster().await;
+    shorten_deadline(&w, "test").await;
+    w.start_bot().await;
     w.sim.post("alice", "#ops", "/deploy test 9.9.9").unwrap();
     let msgs = w
         .wait_for("#ops", "the failure", |m| {
-            bot_texts(m).iter().any(|t| t.starts_with("❌"))
+            bot_texts(m).iter().any(|t| t.starts_with("↩️"))
         })
         .await;
     let text = last_bot_text(&msgs);
@@ -238,17 +270,236 @@ async fn a_failed_deploy_rolls_back_and_alerts() {
         text.contains("ImagePullBackOff") || text.contains("ErrImagePull"),
         "{text}"
     );
-    assert!(text.contains("rolled back to revision 1"), "{text}");
+    assert!(
+        text.contains("✓ rollback")
+            && text.ends_with("test is back on registry.rocket.chat/rocketchat/rocket.chat:6.5.0.")
+            || text.contains("test is back on 6.5.0."),
+        "{text}"
+    );
     let alerts = w
         .wait_for("#alerts", "the alert", |m| !bot_texts(m).is_empty())
         .await;
     assert!(
-        last_bot_text(&alerts).starts_with("🚨"),
+        last_bot_text(&alerts).starts_with("🚨 #1 deploy test 9.9.9 by @alice failed"),
         "{}",
         last_bot_text(&alerts)
     );
     assert!(image_of(&w, "test").ends_with(":6.5.0"));
+    // The environment is free again.
+    w.sim.post("alice", "#ops", "/deploy test 7.0.0").unwrap();
+    w.wait_for("#ops", "the next deploy", |m| {
+        bot_texts(m).iter().any(|t| t.starts_with("✅"))
+    })
+    .await;
     w.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_smoke_test_after_a_good_rollout_rolls_back() {
+    let mut w = World::with_cluster().await;
+    w.start_bot().await;
+    w.kube().set_app_failing("test", "rocketchat", true);
+    w.sim.post("alice", "#ops", "/deploy test 7.0.0").unwrap();
+    let msgs = w
+        .wait_for("#ops", "the rollback", |m| {
+            bot_texts(m).iter().any(|t| t.starts_with("↩️"))
+        })
+        .await;
+    let text = last_bot_text(&msgs);
+    assert!(
+        text.contains("✓ rollout") && text.contains("✗ smoke test") && text.contains("→ 500"),
+        "{text}"
+    );
+    assert!(image_of(&w, "test").ends_with(":6.5.0"));
+    w.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_deploy_to_a_busy_environment_is_refused_while_another_environment_deploys_in_parallel()
+ {
+    let mut w = World::with_cluster().await;
+    w.start_bot().await;
+    // A slow rollout in test: pods take a while to become ready.
+    w.kube()
+        .set_known_tags(rocketops::sandbox::kube::seed::ROCKETCHAT_REPO, &["6.5.0"]);
+    w.sim.post("alice", "#ops", "/deploy test 7.0.0").unwrap();
+    w.wait_for("#ops", "the first deploy under way", |m| {
+        bot_texts(m).iter().any(|t| t.contains("… rollout"))
+    })
+    .await;
+    w.sim
+        .post("alice", "@rocketops", "deploy test v3.1")
+        .unwrap();
+    let dm = w.sim.direct_room("alice", "rocketops").unwrap();
+    let msgs = w
+        .wait_for(&dm, "busy refusal", |m| !bot_texts(m).is_empty())
+        .await;
+    let refusal = last_bot_text(&msgs);
+    assert!(
+        refusal.starts_with("test is busy with deploy #1 (started by @alice"),
+        "{refusal}"
+    );
+    w.sim.post("admin", "#ops", "/deploy prod v3.1").unwrap();
+    let msgs = w
+        .wait_for("#ops", "prod question", |m| {
+            bot_texts(m).iter().any(|t| t.contains("confirm "))
+        })
+        .await;
+    assert!(!msgs.is_empty());
+    // Now the image exists: the first deploy finishes.
+    w.kube().set_known_tags(
+        rocketops::sandbox::kube::seed::ROCKETCHAT_REPO,
+        rocketops::sandbox::kube::seed::KNOWN_TAGS,
+    );
+    w.wait_for("#ops", "test deploy done", |m| {
+        bot_texts(m)
+            .iter()
+            .any(|t| t.starts_with("✅") && t.contains("deploy test 7.0.0"))
+    })
+    .await;
+    w.stop_bot().await;
+}
+
+/// The bot as its own process with this world's environments, for kill -9.
+fn spawn_bot_process(w: &World) -> std::process::Child {
+    let cfg = w.dir.path().join("crash.toml");
+    let k = w.kube();
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[bot]
+store_path = "{store}"
+[rocketchat]
+url = "{rc}"
+username = "rocketops"
+rooms = ["ops"]
+reconnect_min = "50ms"
+reconnect_max = "200ms"
+[environments.test]
+kubeconfig = "{kc}"
+context = "test"
+image = "{repo}"
+smoke = {{ url = "{smoke}", version_field = "version", timeout = "5s", interval = "100ms" }}
+[[environments.test.policy.allow]]
+commands = ["*"]
+roles = ["ops"]
+"#,
+            store = w.store_path().display(),
+            rc = w.sim.url(),
+            kc = w.kubeconfig().display(),
+            repo = rocketops::sandbox::kube::seed::ROCKETCHAT_REPO,
+            smoke = k.app_info_url("test", "rocketchat"),
+        ),
+    )
+    .unwrap();
+    Process::new(env!("CARGO_BIN_EXE_rocketops"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("ROCKETOPS_RC_PASSWORD", "rocketops")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn logged_in(w: &World) {
+    let started = tokio::time::Instant::now();
+    while w.sim.sessions_of("rocketops") == 0 {
+        assert!(
+            started.elapsed() < crate::support::PATIENCE,
+            "bot process did not log in"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_killed_mid_rollout_is_finished_after_restart_with_one_summary() {
+    let w = World::with_cluster().await;
+    // The new pods cannot start until the tag "appears": the rollout is stuck when the bot dies.
+    w.kube()
+        .set_known_tags(rocketops::sandbox::kube::seed::ROCKETCHAT_REPO, &["6.5.0"]);
+    let mut bot = spawn_bot_process(&w);
+    logged_in(&w).await;
+    w.sim.post("alice", "#ops", "/deploy test 7.0.0").unwrap();
+    w.wait_for("#ops", "the rollout under way", |m| {
+        bot_texts(m).iter().any(|t| t.contains("… rollout"))
+    })
+    .await;
+    bot.kill().unwrap(); // SIGKILL
+    bot.wait().unwrap();
+    w.kube().set_known_tags(
+        rocketops::sandbox::kube::seed::ROCKETCHAT_REPO,
+        rocketops::sandbox::kube::seed::KNOWN_TAGS,
+    );
+    let started = tokio::time::Instant::now();
+    while w.sim.sessions_of("rocketops") > 0 {
+        assert!(started.elapsed() < crate::support::PATIENCE);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut bot = spawn_bot_process(&w);
+    let msgs = w
+        .wait_for("#ops", "the resumed deploy's end", |m| {
+            bot_texts(m).iter().any(|t| t.starts_with("✅"))
+        })
+        .await;
+    let answers = bot_texts(&msgs);
+    assert_eq!(
+        answers.len(),
+        1,
+        "the same progress message, one summary: {answers:?}"
+    );
+    assert!(
+        answers[0].ends_with("test runs 7.0.0 (revision 2)."),
+        "{}",
+        answers[0]
+    );
+    assert!(image_of(&w, "test").ends_with(":7.0.0"));
+    // Released: another operation may start.
+    w.sim.post("alice", "#ops", "/scale test 2").unwrap();
+    w.wait_for("#ops", "scale after resume", |m| {
+        bot_texts(m)
+            .iter()
+            .any(|t| t.contains("from 3 to 2 replicas"))
+    })
+    .await;
+    bot.kill().unwrap();
+    bot.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_rollout_exits_cleanly_and_the_deploy_resumes_on_restart() {
+    let w = World::with_cluster().await;
+    w.kube()
+        .set_known_tags(rocketops::sandbox::kube::seed::ROCKETCHAT_REPO, &["6.5.0"]);
+    let mut bot = spawn_bot_process(&w);
+    logged_in(&w).await;
+    w.sim.post("alice", "#ops", "/deploy test 7.0.0").unwrap();
+    w.wait_for("#ops", "the rollout under way", |m| {
+        bot_texts(m).iter().any(|t| t.contains("… rollout"))
+    })
+    .await;
+    Process::new("kill")
+        .args(["-TERM", &bot.id().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || bot.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "clean exit on SIGTERM: {status}");
+    w.kube().set_known_tags(
+        rocketops::sandbox::kube::seed::ROCKETCHAT_REPO,
+        rocketops::sandbox::kube::seed::KNOWN_TAGS,
+    );
+    let mut bot = spawn_bot_process(&w);
+    let msgs = w
+        .wait_for("#ops", "the resumed deploy's end", |m| {
+            bot_texts(m).iter().any(|t| t.starts_with("✅"))
+        })
+        .await;
+    assert_eq!(bot_texts(&msgs).len(), 1);
+    bot.kill().unwrap();
+    bot.wait().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -391,13 +642,11 @@ async fn production_commands_from_another_room_are_refused_and_a_locked_environm
     w.wait_for("#ops", "unlock", |m| bot_texts(m).len() == 4)
         .await;
     w.sim.post("alice", "#ops", "/scale test 2").unwrap();
-    let msgs = w
-        .wait_for("#ops", "scale", |m| bot_texts(m).len() == 5)
-        .await;
-    assert!(
-        last_bot_text(&msgs).contains("scaled from 3 to 2"),
-        "{}",
-        last_bot_text(&msgs)
-    );
+    w.wait_for("#ops", "scale", |m| {
+        bot_texts(m)
+            .iter()
+            .any(|t| t.starts_with("✅") && t.contains("from 3 to 2 replicas"))
+    })
+    .await;
     w.stop_bot().await;
 }

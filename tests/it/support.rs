@@ -94,6 +94,13 @@ impl World {
                 e.image = Some(rocketops::sandbox::kube::seed::ROCKETCHAT_REPO.to_string());
                 e.min_replicas = 1;
                 e.policy = policy;
+                e.smoke = Some(rocketops::config::SmokeConfig {
+                    url: self.kube().app_info_url(name, "rocketchat"),
+                    status: 200,
+                    version_field: Some("version".into()),
+                    timeout: Duration::from_secs(3),
+                    interval: Duration::from_millis(100),
+                });
                 (name.to_string(), e)
             };
             let test = EnvPolicy {

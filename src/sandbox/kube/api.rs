@@ -35,6 +35,8 @@ pub(crate) fn router(sim: Arc<KubeInner>) -> Router {
         .route("/_sim/compact", axum::routing::post(ctl_compact))
         .route("/_sim/tags", axum::routing::post(ctl_tags))
         .route("/_sim/job-script", axum::routing::post(ctl_job_script))
+        .route("/_sim/app-fail", axum::routing::post(ctl_app_fail))
+        .route("/_app/{namespace}/{deployment}/api/info", get(app_info))
         .fallback(dispatch)
         .with_state(sim)
 }
@@ -789,5 +791,50 @@ async fn ctl_job_script(State(sim): Sim, axum::Json(b): axum::Json<Script>) -> S
             log: b.log,
         },
     );
+    StatusCode::NO_CONTENT
+}
+
+/// The managed app as seen through its route: `/api/info` answers with the running image's tag
+/// when the Deployment has available replicas (503 otherwise, 500 when failing on purpose).
+async fn app_info(
+    State(sim): Sim,
+    axum::extract::Path((namespace, deployment)): axum::extract::Path<(String, String)>,
+) -> Response {
+    if sim
+        .app_failing
+        .lock()
+        .is_ok_and(|f| f.contains(&(namespace.clone(), deployment.clone())))
+    {
+        return json_response(
+            500,
+            &json!({"success": false, "error": "Internal server error (fault injected)"}),
+        );
+    }
+    let Ok(d) = sim
+        .store()
+        .get(resources::by_plural("deployments"), &namespace, &deployment)
+    else {
+        return json_response(404, &json!({"success": false, "error": "no such app"}));
+    };
+    if d["status"]["availableReplicas"].as_i64().unwrap_or(0) < 1 {
+        return json_response(503, &json!({"success": false, "error": "no ready pods"}));
+    }
+    let image = d["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let tag = super::split_image(&image).1.to_string();
+    json_response(200, &json!({"version": tag, "success": true}))
+}
+
+#[derive(serde::Deserialize)]
+struct AppFail {
+    namespace: String,
+    deployment: String,
+    fail: bool,
+}
+
+async fn ctl_app_fail(State(sim): Sim, axum::Json(b): axum::Json<AppFail>) -> StatusCode {
+    handle_of(&sim).set_app_failing(&b.namespace, &b.deployment, b.fail);
     StatusCode::NO_CONTENT
 }

@@ -110,6 +110,8 @@ pub(crate) struct KubeInner {
     pub kick: Notify,
     pub watch_drop: Mutex<CancellationToken>,
     pub shutdown: CancellationToken,
+    /// Apps whose `/_app/.../api/info` answers 500.
+    pub app_failing: Mutex<HashSet<(String, String)>>,
 }
 
 impl KubeInner {
@@ -149,7 +151,7 @@ impl KubeInner {
 /// A running simulated cluster. Cheap to clone.
 #[derive(Clone)]
 pub struct KubeSim {
-    inner: Arc<KubeInner>,
+    pub(crate) inner: Arc<KubeInner>,
 }
 
 impl KubeSim {
@@ -167,6 +169,7 @@ impl KubeSim {
             kick: Notify::new(),
             watch_drop: Mutex::new(CancellationToken::new()),
             shutdown: CancellationToken::new(),
+            app_failing: Mutex::new(HashSet::new()),
             cfg,
         });
         let app = api::router(inner.clone());
@@ -263,6 +266,23 @@ impl KubeSim {
             s.retain(|(p, _)| p != prefix);
             s.push((prefix.to_string(), script));
             s.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        }
+    }
+
+    /// The URL of an app's `/api/info` as its route would serve it (for smoke tests).
+    pub fn app_info_url(&self, namespace: &str, deployment: &str) -> String {
+        format!("{}/_app/{namespace}/{deployment}/api/info", self.url())
+    }
+
+    /// Makes an app's `/api/info` answer 500 (a broken release that still rolls out).
+    pub fn set_app_failing(&self, namespace: &str, deployment: &str, fail: bool) {
+        if let Ok(mut f) = self.inner.app_failing.lock() {
+            let key = (namespace.to_string(), deployment.to_string());
+            if fail {
+                f.insert(key);
+            } else {
+                f.remove(&key);
+            }
         }
     }
 

@@ -1,0 +1,173 @@
+//! Renders an operation's journal as the one progress message edited in place: a title, a step list with ✓/…/✗ and durations, and a summary.
+
+use crate::store::{OpRecord, OpState, StepState};
+
+fn secs(from: Option<i64>, to: Option<i64>) -> Option<String> {
+    let (a, b) = (from?, to?);
+    let s = ((b - a).max(0) as f64) / 1000.0;
+    Some(if s < 10.0 {
+        format!("{s:.1}s")
+    } else {
+        format!("{}s", s.round() as i64)
+    })
+}
+
+/// The progress message for `op` (Rocket.Chat markdown), as of `now_ms`.
+pub fn render(op: &OpRecord, now_ms: i64) -> String {
+    let icon = match op.state {
+        OpState::Running => "⏳",
+        OpState::Succeeded => "✅",
+        OpState::Failed => "❌",
+        OpState::RolledBack => "↩️",
+        OpState::Cancelled => "🚫",
+    };
+    let total =
+        secs(Some(op.started_ms), Some(op.finished_ms.unwrap_or(now_ms))).unwrap_or_default();
+    let mut out = format!(
+        "{icon} *#{} {}* · @{} · {total}",
+        op.id, op.command, op.user
+    );
+    for s in &op.steps {
+        let (mark, time) = match s.state {
+            StepState::Done => ("✓", secs(s.started_ms, s.finished_ms)),
+            StepState::Running => ("…", secs(s.started_ms, Some(now_ms))),
+            StepState::Failed => ("✗", secs(s.started_ms, s.finished_ms)),
+            StepState::Pending => ("·", None),
+            StepState::Skipped => ("–", None),
+        };
+        out.push_str(&format!("\n{mark} {}", s.name));
+        if let Some(t) = time {
+            out.push_str(&format!(" ({t})"));
+        }
+        if !s.detail.is_empty() {
+            out.push_str(&format!(": {}", s.detail));
+        }
+    }
+    if let Some(summary) = &op.summary {
+        out.push_str(&format!("\n{summary}"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StepRecord;
+
+    fn step(name: &str, state: StepState, detail: &str, from: i64, to: Option<i64>) -> StepRecord {
+        StepRecord {
+            name: name.into(),
+            state,
+            detail: detail.into(),
+            started_ms: Some(from),
+            finished_ms: to,
+        }
+    }
+
+    fn op(state: OpState, steps: Vec<StepRecord>, summary: Option<&str>) -> OpRecord {
+        OpRecord {
+            id: 42,
+            env: "prod".into(),
+            command: "deploy prod v3.1".into(),
+            user: "alice".into(),
+            room_id: "r".into(),
+            thread: None,
+            message_id: None,
+            steps,
+            state,
+            started_ms: 0,
+            finished_ms: (state != OpState::Running).then_some(74_000),
+            data: Default::default(),
+            summary: summary.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_running_deploy_shows_done_running_and_pending_steps() {
+        let o = op(
+            OpState::Running,
+            vec![
+                step(
+                    "backup",
+                    StepState::Done,
+                    "mongodb-backup-pre-42, 48.2 MB",
+                    0,
+                    Some(12_000),
+                ),
+                step("set image", StepState::Done, "", 12_000, Some(12_300)),
+                step(
+                    "rollout",
+                    StepState::Running,
+                    "2 of 3 updated replicas are available",
+                    12_300,
+                    None,
+                ),
+                StepRecord::pending("smoke test"),
+            ],
+            None,
+        );
+        insta::assert_snapshot!(render(&o, 30_000));
+    }
+
+    #[test]
+    fn a_failed_deploy_that_was_rolled_back_says_why() {
+        let o = op(
+            OpState::RolledBack,
+            vec![
+                StepRecord {
+                    state: StepState::Skipped,
+                    detail: "not production".into(),
+                    ..StepRecord::pending("backup")
+                },
+                step("set image", StepState::Done, "", 0, Some(300)),
+                step(
+                    "rollout",
+                    StepState::Failed,
+                    "pod rocketchat-7d9f-x2x9k: ImagePullBackOff",
+                    300,
+                    Some(60_300),
+                ),
+                step(
+                    "rollback",
+                    StepState::Done,
+                    "back on revision 3 (6.5.0)",
+                    60_300,
+                    Some(74_000),
+                ),
+                StepRecord {
+                    state: StepState::Skipped,
+                    ..StepRecord::pending("smoke test")
+                },
+            ],
+            Some("Deploy of v3.1 failed (ImagePullBackOff); prod is back on 6.5.0."),
+        );
+        insta::assert_snapshot!(render(&o, 80_000));
+    }
+
+    #[test]
+    fn a_successful_deploy_ends_with_its_summary() {
+        let o = op(
+            OpState::Succeeded,
+            vec![
+                step("backup", StepState::Done, "48.2 MB", 0, Some(12_000)),
+                step("set image", StepState::Done, "", 12_000, Some(12_300)),
+                step(
+                    "rollout",
+                    StepState::Done,
+                    "3/3 ready",
+                    12_300,
+                    Some(70_000),
+                ),
+                step(
+                    "smoke test",
+                    StepState::Done,
+                    "GET /api/info → 200, version v3.1",
+                    70_000,
+                    Some(74_000),
+                ),
+            ],
+            Some("prod runs v3.1 (revision 4)."),
+        );
+        insta::assert_snapshot!(render(&o, 80_000));
+    }
+}
