@@ -28,6 +28,9 @@ pub struct BenchArgs {
     /// Pings in flight per user during saturation.
     #[arg(long, default_value_t = 8)]
     pub window: usize,
+    /// Deploys through chat for the deploy-overhead phase.
+    #[arg(long, default_value_t = 10)]
+    pub deploys: usize,
 }
 
 /// Why the benchmark could not run.
@@ -58,6 +61,9 @@ pub struct BenchReport {
     pub rate_peak_rss_kib: Option<u64>,
     /// The bot's peak RSS after saturation.
     pub peak_rss_kib: Option<u64>,
+    /// Median deploy through chat, median of the same rollout driven directly, and their difference.
+    pub deploy_chat: Duration,
+    pub deploy_direct: Duration,
 }
 
 impl fmt::Display for BenchReport {
@@ -84,6 +90,13 @@ impl fmt::Display for BenchReport {
             f,
             "  saturated: {:.0} answers/s",
             self.saturated_answers_per_sec
+        )?;
+        writeln!(
+            f,
+            "  deploy: {:.0} ms through chat vs {:.0} ms driven directly (median): bot overhead {:.0} ms",
+            ms(self.deploy_chat),
+            ms(self.deploy_direct),
+            ms(self.deploy_chat.saturating_sub(self.deploy_direct))
         )?;
         let mb = |k: Option<u64>| {
             k.map_or("unavailable".to_string(), |k| {
@@ -130,6 +143,15 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
     let sim = RocketChatSim::start(SimConfig::default())
         .await
         .map_err(BenchError::Simulator)?;
+    let kube = crate::sandbox::kube::KubeSim::start(crate::sandbox::kube::KubeSimConfig {
+        pod_ready_after: Duration::from_millis(20),
+        tick: Duration::from_millis(100),
+        ..Default::default()
+    })
+    .await
+    .map_err(BenchError::Simulator)?;
+    kube.seed_environments(&["bench", "direct"])
+        .map_err(|e| BenchError::Setup(e.status().to_string()))?;
     let users: Vec<String> = (0..args.users.max(1))
         .map(|i| format!("bench{i}"))
         .collect();
@@ -137,13 +159,18 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
         sim.add_user(u, &["user"]);
     }
     let dir = tempfile_dir()?;
+    let kubeconfig = dir.join("kubeconfig");
+    kube.write_kubeconfig(&kubeconfig, &["bench", "direct"])
+        .map_err(|e| BenchError::Setup(e.to_string()))?;
     let cfg_path = dir.join("rocketops.toml");
     std::fs::write(
         &cfg_path,
         format!(
-            "[bot]\nstore_path = \"{}\"\n[rocketchat]\nurl = \"{}\"\nusername = \"rocketops\"\nrooms = [\"ops\"]\n[policy]\nrate_per_minute = 100000000\nrate_burst = 1000000\n",
+            "[bot]\nstore_path = \"{}\"\n[rocketchat]\nurl = \"{}\"\nusername = \"rocketops\"\nrooms = [\"ops\"]\n[policy]\nrate_per_minute = 100000000\nrate_burst = 1000000\n[environments.bench]\nkubeconfig = \"{}\"\ncontext = \"bench\"\nimage = \"{}\"\n[[environments.bench.policy.allow]]\ncommands = [\"*\"]\nroles = [\"ops\"]\n",
             dir.join("data").display(),
-            sim.url()
+            sim.url(),
+            kubeconfig.display(),
+            crate::sandbox::kube::seed::ROCKETCHAT_REPO,
         ),
     )
     .map_err(|e| BenchError::Setup(e.to_string()))?;
@@ -271,6 +298,11 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
     let elapsed = start.elapsed().as_secs_f64();
     let rss = peak_rss_kib(pid);
     listener.abort();
+
+    // Phase 3: deploys through chat versus the same rollout driven directly through the cluster layer.
+    let (deploy_chat, deploy_direct) =
+        deploy_phase(&sim, &kube, &kubeconfig, args.deploys.max(1)).await?;
+    kube.stop();
     let _ = child.kill().await;
     sim.stop();
     let _ = std::fs::remove_dir_all(&dir);
@@ -285,7 +317,79 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
         saturated_answers_per_sec: answers as f64 / elapsed,
         rate_peak_rss_kib: rate_rss,
         peak_rss_kib: rss,
+        deploy_chat,
+        deploy_direct,
     })
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+/// Alternates two versions: `n` deploys by chat in `bench`, `n` by the cluster layer in `direct`.
+async fn deploy_phase(
+    sim: &RocketChatSim,
+    kube: &crate::sandbox::kube::KubeSim,
+    kubeconfig: &std::path::Path,
+    n: usize,
+) -> Result<(Duration, Duration), BenchError> {
+    use crate::sandbox::kube::seed::ROCKETCHAT_REPO;
+    let _ = kube;
+    let versions = ["7.0.0", "6.5.0"];
+    let mut events = sim.events();
+    let mut chat = Vec::new();
+    for i in 0..n {
+        let v = versions[i % 2];
+        let started = Instant::now();
+        sim.post("alice", "#ops", &format!("/deploy bench {v}"))
+            .map_err(|e| BenchError::Setup(e.to_string()))?;
+        let deadline = started + Duration::from_secs(60);
+        loop {
+            let ev = tokio::time::timeout_at(deadline, events.recv())
+                .await
+                .map_err(|_| BenchError::Setup(format!("deploy {v} did not finish")))?;
+            match ev {
+                Ok(SimEvent::Message { message, .. }) => {
+                    let t = message["msg"].as_str().unwrap_or_default();
+                    if message["u"]["username"] == "rocketops"
+                        && (t.starts_with('✅') || t.starts_with('❌') || t.starts_with('↩'))
+                        && t.contains(&format!("deploy bench {v}"))
+                    {
+                        break;
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => {
+                    return Err(BenchError::Setup("simulator stopped".into()));
+                }
+            }
+        }
+        chat.push(started.elapsed());
+    }
+    let cluster = crate::cluster::Cluster::from_kubeconfig(kubeconfig, Some("direct"), None)
+        .await
+        .map_err(|e| BenchError::Setup(e.to_string()))?;
+    let mut direct = Vec::new();
+    for i in 0..n {
+        let v = versions[i % 2];
+        let started = Instant::now();
+        cluster
+            .set_image(
+                "rocketchat",
+                "rocketchat",
+                &format!("{ROCKETCHAT_REPO}:{v}"),
+                "bench",
+            )
+            .await
+            .map_err(|e| BenchError::Setup(e.to_string()))?;
+        cluster
+            .watch_rollout("rocketchat", None, Duration::from_secs(60))
+            .await
+            .map_err(|e| BenchError::Setup(e.to_string()))?;
+        direct.push(started.elapsed());
+    }
+    Ok((median(chat), median(direct)))
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf, BenchError> {
