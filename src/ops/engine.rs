@@ -493,10 +493,21 @@ impl<C: Chat> Engine<C> {
                     .watch_rollout(&e.deployment, None, ROLLOUT_LIMIT)
                     .await
                 {
-                    Ok(RolloutOutcome::Complete { .. }) => Ok(()),
-                    Ok(RolloutOutcome::Failed { message, .. }) => Err(message),
-                    Err(err) => Err(err.to_string()),
+                    Ok(RolloutOutcome::Complete { .. }) => {}
+                    Ok(RolloutOutcome::Failed { message, .. }) => return Err(message),
+                    Err(err) => return Err(err.to_string()),
                 }
+                // The old version must answer too.
+                if let Some(smoke) = &e.smoke {
+                    let old = rec
+                        .data
+                        .get("previous_image")
+                        .map(|i| crate::sandbox::kube::split_image(i).1.to_string());
+                    if let StepEnd::Failed(why) = self.smoke(smoke, old.as_deref()).await {
+                        return Err(format!("rolled back, but {why}"));
+                    }
+                }
+                Ok(())
             }
             .await;
             rec.steps[last].finished_ms = Some(crate::app::now_ms());

@@ -285,11 +285,24 @@ pub async fn execute<C: Chat>(
                     .first()
                     .map(|i| crate::sandbox::kube::split_image(i).1.to_string())
                     .unwrap_or_default();
-                out.push_str(&format!(
-                    "`{}` {version} — {}\n",
-                    r.number,
-                    r.change_cause.unwrap_or_else(|| "(no change cause)".into())
-                ));
+                let cause = r.change_cause.unwrap_or_else(|| "(no change cause)".into());
+                // Revisions the bot made name their operation (`(#12)`): add when and how it ended.
+                let op = cause
+                    .rsplit_once("(#")
+                    .and_then(|(_, rest)| rest.trim_end_matches(')').parse::<u64>().ok())
+                    .and_then(|id| ctx.store.get_op(id).ok().flatten());
+                let when = op
+                    .map(|o| {
+                        let at = chrono::DateTime::from_timestamp_millis(o.started_ms)
+                            .unwrap_or_default();
+                        format!(
+                            " · {} UTC · {}",
+                            at.format("%Y-%m-%d %H:%M"),
+                            format!("{:?}", o.state).to_lowercase()
+                        )
+                    })
+                    .unwrap_or_default();
+                out.push_str(&format!("`{}` {version} — {cause}{when}\n", r.number));
             }
             Ok(Some(out.trim_end().to_string()))
         }

@@ -298,7 +298,8 @@ async fn a_deploy_of_an_unknown_tag_rolls_back_alerts_and_releases_the_environme
 async fn a_failing_smoke_test_after_a_good_rollout_rolls_back() {
     let mut w = World::with_cluster().await;
     w.start_bot().await;
-    w.kube().set_app_failing("test", "rocketchat", true);
+    w.kube()
+        .set_app_failing("test", "rocketchat", true, Some("7.0.0"));
     w.sim.post("alice", "#ops", "/deploy test 7.0.0").unwrap();
     let msgs = w
         .wait_for("#ops", "the rollback", |m| {
@@ -320,8 +321,10 @@ async fn a_second_deploy_to_a_busy_environment_is_refused_while_another_environm
     let mut w = World::with_cluster().await;
     w.start_bot().await;
     // A slow rollout in test: pods take a while to become ready.
-    w.kube()
-        .set_known_tags(rocketops::sandbox::kube::seed::ROCKETCHAT_REPO, &["6.5.0"]);
+    w.kube().set_known_tags(
+        rocketops::sandbox::kube::seed::ROCKETCHAT_REPO,
+        &["6.5.0", "v3.1"],
+    );
     w.sim.post("alice", "#ops", "/deploy test 7.0.0").unwrap();
     w.wait_for("#ops", "the first deploy under way", |m| {
         bot_texts(m).iter().any(|t| t.contains("… rollout"))
@@ -345,7 +348,54 @@ async fn a_second_deploy_to_a_busy_environment_is_refused_while_another_environm
             bot_texts(m).iter().any(|t| t.contains("confirm "))
         })
         .await;
-    assert!(!msgs.is_empty());
+    let question = last_bot_text(&msgs);
+    let code = question
+        .split("`confirm ")
+        .nth(1)
+        .unwrap()
+        .split('`')
+        .next()
+        .unwrap()
+        .to_string();
+    w.sim
+        .post("admin", "#ops", &format!("/confirm {code}"))
+        .unwrap();
+    let msgs = w
+        .wait_for("#ops", "approval request", |m| {
+            bot_texts(m)
+                .iter()
+                .any(|t| t.contains("needs a second person"))
+        })
+        .await;
+    let ask = bot_texts(&msgs)
+        .into_iter()
+        .find(|t| t.contains("needs a second person"))
+        .unwrap();
+    let op = ask
+        .split("`approve #")
+        .nth(1)
+        .unwrap()
+        .split('`')
+        .next()
+        .unwrap()
+        .to_string();
+    w.sim
+        .post("alice", "#ops", &format!("/approve #{op}"))
+        .unwrap();
+    // prod deploys while test is still stuck in its rollout: environments run in parallel.
+    let msgs = w
+        .wait_for("#ops", "prod deployed", |m| {
+            bot_texts(m)
+                .iter()
+                .any(|t| t.starts_with("✅") && t.contains("deploy prod v3.1"))
+        })
+        .await;
+    assert!(
+        bot_texts(&msgs)
+            .iter()
+            .any(|t| t.starts_with("⏳") && t.contains("deploy test 7.0.0")),
+        "test still running"
+    );
     // Now the image exists: the first deploy finishes.
     w.kube().set_known_tags(
         rocketops::sandbox::kube::seed::ROCKETCHAT_REPO,

@@ -800,16 +800,6 @@ async fn app_info(
     State(sim): Sim,
     axum::extract::Path((namespace, deployment)): axum::extract::Path<(String, String)>,
 ) -> Response {
-    if sim
-        .app_failing
-        .lock()
-        .is_ok_and(|f| f.contains(&(namespace.clone(), deployment.clone())))
-    {
-        return json_response(
-            500,
-            &json!({"success": false, "error": "Internal server error (fault injected)"}),
-        );
-    }
     let Ok(d) = sim
         .store()
         .get(resources::by_plural("deployments"), &namespace, &deployment)
@@ -824,6 +814,18 @@ async fn app_info(
         .unwrap_or_default()
         .to_string();
     let tag = super::split_image(&image).1.to_string();
+    let failing = sim
+        .app_failing
+        .lock()
+        .ok()
+        .and_then(|f| f.get(&(namespace.clone(), deployment.clone())).cloned())
+        .is_some_and(|only| only.is_none_or(|v| v == tag));
+    if failing {
+        return json_response(
+            500,
+            &json!({"success": false, "error": "Internal server error (fault injected)"}),
+        );
+    }
     json_response(200, &json!({"version": tag, "success": true}))
 }
 
@@ -832,9 +834,11 @@ struct AppFail {
     namespace: String,
     deployment: String,
     fail: bool,
+    #[serde(default)]
+    version: Option<String>,
 }
 
 async fn ctl_app_fail(State(sim): Sim, axum::Json(b): axum::Json<AppFail>) -> StatusCode {
-    handle_of(&sim).set_app_failing(&b.namespace, &b.deployment, b.fail);
+    handle_of(&sim).set_app_failing(&b.namespace, &b.deployment, b.fail, b.version.as_deref());
     StatusCode::NO_CONTENT
 }

@@ -110,8 +110,8 @@ pub(crate) struct KubeInner {
     pub kick: Notify,
     pub watch_drop: Mutex<CancellationToken>,
     pub shutdown: CancellationToken,
-    /// Apps whose `/_app/.../api/info` answers 500.
-    pub app_failing: Mutex<HashSet<(String, String)>>,
+    /// Apps whose `/_app/.../api/info` answers 500: (namespace, deployment) → only when running this tag (None: always).
+    pub app_failing: Mutex<HashMap<(String, String), Option<String>>>,
 }
 
 impl KubeInner {
@@ -169,7 +169,7 @@ impl KubeSim {
             kick: Notify::new(),
             watch_drop: Mutex::new(CancellationToken::new()),
             shutdown: CancellationToken::new(),
-            app_failing: Mutex::new(HashSet::new()),
+            app_failing: Mutex::new(HashMap::new()),
             cfg,
         });
         let app = api::router(inner.clone());
@@ -274,12 +274,19 @@ impl KubeSim {
         format!("{}/_app/{namespace}/{deployment}/api/info", self.url())
     }
 
-    /// Makes an app's `/api/info` answer 500 (a broken release that still rolls out).
-    pub fn set_app_failing(&self, namespace: &str, deployment: &str, fail: bool) {
+    /// Makes an app's `/api/info` answer 500 — only while it runs `version` when one is given
+    /// (a broken release that still rolls out) — or, with `fail = false`, healthy again.
+    pub fn set_app_failing(
+        &self,
+        namespace: &str,
+        deployment: &str,
+        fail: bool,
+        version: Option<&str>,
+    ) {
         if let Ok(mut f) = self.inner.app_failing.lock() {
             let key = (namespace.to_string(), deployment.to_string());
             if fail {
-                f.insert(key);
+                f.insert(key, version.map(str::to_string));
             } else {
                 f.remove(&key);
             }
