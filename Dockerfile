@@ -1,4 +1,5 @@
-# rocketops container image: build with the locked dependency set, run as a non-root user.
+# rocketops container image: built with the locked dependency set, run as a non-root user with a
+# read-only root filesystem (the store lives on the volume at /var/lib/rocketops).
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
@@ -7,13 +8,20 @@ COPY tests ./tests
 COPY commands ./commands
 RUN cargo build --locked --release --bin rocketops
 
-FROM gcr.io/distroless/cc-debian12:nonroot
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --uid 65532 --user-group --no-create-home --shell /usr/sbin/nologin rocketops \
+ && mkdir -p /var/lib/rocketops /etc/rocketops \
+ && chown 65532:65532 /var/lib/rocketops
 COPY --from=build /src/target/release/rocketops /usr/local/bin/rocketops
 COPY commands /etc/rocketops/commands
-USER nonroot:nonroot
+USER 65532:65532
 WORKDIR /var/lib/rocketops
 ENV ROCKETOPS_CONFIG=/etc/rocketops/rocketops.toml \
     ROCKETOPS_STORE_PATH=/var/lib/rocketops/data
 VOLUME ["/var/lib/rocketops"]
+EXPOSE 9090
 ENTRYPOINT ["/usr/local/bin/rocketops"]
 CMD ["run"]

@@ -56,8 +56,38 @@ pub async fn run_with_store(
     store: Store,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
+    run_with(config, store, shutdown, None).await
+}
+
+/// As `run_with_store`, reporting the health/metrics listener's address once it is bound.
+pub async fn run_with(
+    config: Config,
+    store: Store,
+    shutdown: CancellationToken,
+    telemetry_addr: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+) -> Result<(), AppError> {
     let runbooks = load_runbooks(&config)?;
     let clusters = Clusters::connect(&config.environments).await?;
+    let ready = Arc::new(crate::telemetry::Readiness::default());
+    ready
+        .store_open
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(listen) = config.telemetry.listen {
+        match crate::telemetry::serve(listen, ready.clone(), shutdown.clone()).await {
+            Ok(addr) => {
+                tracing::info!(%addr, "serving /healthz /readyz /metrics");
+                if let Some(tx) = telemetry_addr {
+                    let _ = tx.send(addr);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, %listen, "cannot serve health and metrics"),
+        }
+    }
+    tokio::spawn(probe_clusters(
+        clusters.clone(),
+        ready.clone(),
+        shutdown.clone(),
+    ));
     let options = ConnectOptions {
         respond_to_bots: config.bot.respond_to_bots,
         store: Some(store.clone()),
@@ -73,6 +103,23 @@ pub async fn run_with_store(
         }
     };
     tracing::info!(user = %chat.bot_username(), environments = ?clusters.names(), runbooks = runbooks.len(), "rocketops is listening");
+    {
+        let (chat, ready, stop) = (chat.clone(), ready.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                ready
+                    .chat_connected
+                    .store(chat.is_connected(), std::sync::atomic::Ordering::Relaxed);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    _ = stop.cancelled() => {}
+                }
+            }
+            ready
+                .chat_connected
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
     let bot = Bot::new(
         chat,
         store.clone(),
@@ -89,6 +136,30 @@ pub async fn run_with_store(
     connection.cancel();
     store.flush().await?;
     Ok(())
+}
+
+/// Keeps `/readyz` told whether every cluster's API server answers.
+async fn probe_clusters(
+    clusters: Clusters,
+    ready: Arc<crate::telemetry::Readiness>,
+    stop: CancellationToken,
+) {
+    loop {
+        let mut all = true;
+        for (env, c) in clusters.iter() {
+            if let Err(e) = c.probe(Duration::from_secs(5)).await {
+                tracing::warn!(%env, error = %e, "cluster unreachable");
+                all = false;
+            }
+        }
+        ready
+            .clusters_reachable
+            .store(all, std::sync::atomic::Ordering::Relaxed);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(15)) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
 }
 
 /// A command held while it waits for confirmation or approval.
@@ -795,6 +866,20 @@ impl<C: Chat> Bot<C> {
             outcome,
             ..AuditEntry::default()
         };
+        let name = cmd
+            .map(|c| c.policy_name().to_string())
+            .unwrap_or_else(|| "(unparsed)".into());
+        let outcome = entry
+            .outcome
+            .clone()
+            .unwrap_or_else(|| entry.decision.clone());
+        crate::telemetry::metrics()
+            .commands
+            .get_or_create(&crate::telemetry::labels(&[
+                ("command", &name),
+                ("outcome", &outcome),
+            ]))
+            .inc();
         if let Err(e) = self.s.store.audit(&entry) {
             tracing::error!(error = %e, "audit write failed");
         }

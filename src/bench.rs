@@ -166,7 +166,7 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
     std::fs::write(
         &cfg_path,
         format!(
-            "[bot]\nstore_path = \"{}\"\n[rocketchat]\nurl = \"{}\"\nusername = \"rocketops\"\nrooms = [\"ops\"]\n[policy]\nrate_per_minute = 100000000\nrate_burst = 1000000\n[environments.bench]\nkubeconfig = \"{}\"\ncontext = \"bench\"\nimage = \"{}\"\n[[environments.bench.policy.allow]]\ncommands = [\"*\"]\nroles = [\"ops\"]\n",
+            "[bot]\nstore_path = \"{}\"\n[rocketchat]\nurl = \"{}\"\nusername = \"rocketops\"\nrooms = [\"ops\"]\n[telemetry]\nlisten = \"127.0.0.1:0\"\n[policy]\nrate_per_minute = 100000000\nrate_burst = 1000000\n[environments.bench]\nkubeconfig = \"{}\"\ncontext = \"bench\"\nimage = \"{}\"\n[[environments.bench.policy.allow]]\ncommands = [\"*\"]\nroles = [\"ops\"]\n",
             dir.join("data").display(),
             sim.url(),
             kubeconfig.display(),

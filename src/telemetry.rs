@@ -1,5 +1,20 @@
-//! Logging setup: human-readable or JSON lines, filtered by `RUST_LOG` (default `info`).
+//! Logs (text or JSON), Prometheus metrics, and the `/healthz` `/readyz` `/metrics` endpoints.
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -14,4 +29,179 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+type Labels = Vec<(String, String)>;
+
+fn seconds_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 20))
+}
+
+/// The bot's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Commands by name and outcome (`done`, `refused`, `started`, ...).
+    pub commands: Family<Labels, Counter>,
+    /// Operation durations by command and final state.
+    pub operation_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    /// Rollouts by environment and outcome.
+    pub rollouts: Family<Labels, Counter>,
+    /// Size of the newest backup per environment.
+    pub backup_bytes: Family<Labels, Gauge>,
+    /// Unix time of the newest backup per environment (its age is now minus this).
+    pub backup_timestamp: Family<Labels, Gauge>,
+    /// Alerts posted, by environment and severity.
+    pub alerts: Family<Labels, Counter>,
+    /// Reconnections to Rocket.Chat.
+    pub reconnects: Counter,
+    /// DDP method round-trip time.
+    pub ddp_rtt_seconds: Histogram,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("rocketops");
+        let m = Metrics {
+            commands: Family::default(),
+            operation_seconds: Family::new_with_constructor(seconds_buckets as fn() -> Histogram),
+            rollouts: Family::default(),
+            backup_bytes: Family::default(),
+            backup_timestamp: Family::default(),
+            alerts: Family::default(),
+            reconnects: Counter::default(),
+            ddp_rtt_seconds: seconds_buckets(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "commands",
+            "Commands by name and outcome",
+            m.commands.clone(),
+        );
+        registry.register(
+            "operation_duration_seconds",
+            "Operation durations by command and final state",
+            m.operation_seconds.clone(),
+        );
+        registry.register(
+            "rollouts",
+            "Rollouts by environment and outcome",
+            m.rollouts.clone(),
+        );
+        registry.register(
+            "backup_size_bytes",
+            "Size of the newest backup per environment",
+            m.backup_bytes.clone(),
+        );
+        registry.register(
+            "backup_timestamp_seconds",
+            "Unix time of the newest backup per environment",
+            m.backup_timestamp.clone(),
+        );
+        registry.register(
+            "alerts",
+            "Alerts posted by environment and severity",
+            m.alerts.clone(),
+        );
+        registry.register(
+            "chat_reconnects",
+            "Reconnections to Rocket.Chat",
+            m.reconnects.clone(),
+        );
+        registry.register(
+            "ddp_round_trip_seconds",
+            "DDP method round-trip time",
+            m.ddp_rtt_seconds.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(Metrics::new)
+}
+
+/// Labels from pairs.
+pub fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// What `/readyz` checks; each part is updated by its owner.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    pub chat_connected: AtomicBool,
+    pub store_open: AtomicBool,
+    pub clusters_reachable: AtomicBool,
+}
+
+impl Readiness {
+    /// Why not ready (empty when ready).
+    pub fn problems(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if !self.chat_connected.load(Ordering::Relaxed) {
+            out.push("not connected to Rocket.Chat");
+        }
+        if !self.store_open.load(Ordering::Relaxed) {
+            out.push("store not open");
+        }
+        if !self.clusters_reachable.load(Ordering::Relaxed) {
+            out.push("a cluster is unreachable");
+        }
+        out
+    }
+}
+
+/// Serves `/healthz`, `/readyz` and `/metrics` on `listen` until `shutdown`; returns the bound address.
+pub async fn serve(
+    listen: SocketAddr,
+    ready: Arc<Readiness>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics().render(),
+                )
+            }),
+        )
+        .with_state(ready);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+    });
+    Ok(addr)
+}
+
+async fn readyz(State(ready): State<Arc<Readiness>>) -> impl IntoResponse {
+    let problems = ready.problems();
+    if problems.is_empty() {
+        (StatusCode::OK, "ready\n".to_string())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", problems.join(", ")),
+        )
+    }
 }

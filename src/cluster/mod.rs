@@ -26,6 +26,26 @@ use tokio::sync::mpsc;
 use self::jobs::JobEnd;
 pub use self::rollout::{RolloutState, UndoError};
 
+/// Every Kubernetes API call the cluster layer makes, as RBAC names it: (API group, resource, verbs).
+/// The Role in `manifests/rbac/role.yaml` grants exactly these; a test checks both that and that
+/// the cluster layer's real requests stay within them.
+pub const API_CALLS: &[(&str, &str, &[&str])] = &[
+    ("apps", "deployments", &["get", "list", "watch", "patch"]),
+    ("apps", "deployments/scale", &["get", "patch"]),
+    ("apps", "statefulsets", &["get", "list", "watch"]),
+    ("apps", "statefulsets/scale", &["get", "patch"]),
+    ("apps", "replicasets", &["list"]),
+    ("batch", "jobs", &["create", "delete", "list", "watch"]),
+    ("batch", "cronjobs", &["get", "list", "watch"]),
+    ("", "pods", &["list", "watch"]),
+    ("", "pods/log", &["get"]),
+    (
+        "autoscaling",
+        "horizontalpodautoscalers",
+        &["list", "patch"],
+    ),
+];
+
 /// Why a cluster action failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -365,6 +385,18 @@ impl Cluster {
                 .map_err(self.err(&format!("get deployment {name}")))
         })
         .await
+    }
+
+    /// Whether the API server answers, within `limit`.
+    pub async fn probe(&self, limit: Duration) -> Result<(), ClusterError> {
+        match tokio::time::timeout(limit, self.client.apiserver_version()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(map_err("reach the API server", &self.namespace, e)),
+            Err(_) => Err(ClusterError::TimedOut {
+                what: "the API server".into(),
+                secs: limit.as_secs(),
+            }),
+        }
     }
 
     pub async fn statefulset(&self, name: &str) -> Result<StatefulSet, ClusterError> {

@@ -40,12 +40,8 @@ fn every_command_parses_in_its_accepted_forms() {
         ("/deploy prod 7.0.0 --no-backup", d("prod", "7.0.0", true)),
         ("deploy prod 7.0.0 —no-backup", d("prod", "7.0.0", true)),
         (
-            "deploy dev registry.rocket.chat/rocketchat/rocket.chat:7.0.0",
-            d(
-                "dev",
-                "registry.rocket.chat/rocketchat/rocket.chat:7.0.0",
-                false,
-            ),
+            "deploy dev rocketchat/rocket.chat:7.0.0",
+            d("dev", "rocketchat/rocket.chat:7.0.0", false),
         ),
         ("deploy test \"v3.1\"", d("test", "v3.1", false)),
         (

@@ -330,10 +330,36 @@ impl RocketChatConfig {
 }
 
 /// Log format and the health/metrics listener.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
     pub log_format: LogFormat,
+    /// Address of `/healthz`, `/readyz` and `/metrics` (`"none"` to disable).
+    #[serde(deserialize_with = "listen_addr")]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+fn listen_addr<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.is_empty() || s.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{s}` is not an address like 0.0.0.0:9090 (or \"none\")"
+        ))
+    })
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            log_format: LogFormat::Text,
+            listen: Some(std::net::SocketAddr::from(([0, 0, 0, 0], 9090))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, clap::ValueEnum)]

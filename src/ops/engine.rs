@@ -327,6 +327,36 @@ impl<C: Chat> Engine<C> {
         }
         let _ = self.inner.store.release_env_op(&rec.env, rec.id);
         let outcome = format!("{:?}", rec.state).to_lowercase();
+        let m = crate::telemetry::metrics();
+        let command = rec
+            .command
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let secs =
+            (rec.finished_ms.unwrap_or(rec.started_ms) - rec.started_ms).max(0) as f64 / 1000.0;
+        m.operation_seconds
+            .get_or_create(&crate::telemetry::labels(&[
+                ("command", &command),
+                ("state", &outcome),
+            ]))
+            .observe(secs);
+        for s in rec.steps.iter().filter(|s| {
+            s.name == "rollout" && matches!(s.state, StepState::Done | StepState::Failed)
+        }) {
+            let o = if s.state == StepState::Done {
+                "complete"
+            } else {
+                "failed"
+            };
+            m.rollouts
+                .get_or_create(&crate::telemetry::labels(&[
+                    ("env", &rec.env),
+                    ("outcome", o),
+                ]))
+                .inc();
+        }
         let entry = AuditEntry {
             at_ms: crate::app::now_ms(),
             user: rec.user.clone(),
@@ -343,6 +373,13 @@ impl<C: Chat> Engine<C> {
         let _ = self.inner.store.audit(&entry);
         if matches!(rec.state, OpState::Failed | OpState::RolledBack) {
             let alerts = self.inner.config.rocketchat.alerts_channel.clone();
+            crate::telemetry::metrics()
+                .alerts
+                .get_or_create(&crate::telemetry::labels(&[
+                    ("env", &rec.env),
+                    ("severity", "critical"),
+                ]))
+                .inc();
             if let Ok(room) = self.inner.chat.room_id(&alerts).await {
                 let text = format!(
                     "🚨 #{} {} by @{} failed: {}",
@@ -588,7 +625,19 @@ impl<C: Chat> Engine<C> {
                 }
                 match c.wait_job(&job, JOB_LIMIT).await {
                     Ok(r) => match r.end {
-                        JobEnd::Complete => StepEnd::Done(super::backup_summary(&r.message)),
+                        JobEnd::Complete => {
+                            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&r.message) {
+                                let m = crate::telemetry::metrics();
+                                let l = crate::telemetry::labels(&[("env", &rec.env)]);
+                                m.backup_bytes
+                                    .get_or_create(&l)
+                                    .set(v["bytes"].as_i64().unwrap_or(0));
+                                m.backup_timestamp
+                                    .get_or_create(&l)
+                                    .set(crate::app::now_ms() / 1000);
+                            }
+                            StepEnd::Done(super::backup_summary(&r.message))
+                        }
                         JobEnd::Failed { reason, .. } => StepEnd::Failed(format!(
                             "backup job {job} failed ({reason}){}",
                             super::tail(&r.log_tail)

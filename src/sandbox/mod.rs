@@ -45,7 +45,10 @@ pub fn bot_config(sim_url: &str, kubeconfig: Option<(&std::path::Path, &kube::Ku
     Config {
         bot: BotConfig::default(),
         rocketchat: rc,
-        telemetry: TelemetryConfig::default(),
+        telemetry: TelemetryConfig {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            ..TelemetryConfig::default()
+        },
         policy: crate::policy::PolicyConfig::default(),
         environments: kubeconfig
             .map(|(k, sim)| {

@@ -231,7 +231,7 @@ async fn a_deploy_to_test_rolls_out_smoke_tests_and_edits_one_progress_message()
     w.stop_bot().await;
 }
 
-async fn shorten_deadline(w: &World, env: &str) {
+pub async fn shorten_deadline(w: &World, env: &str) {
     let kc = kube::config::Kubeconfig::read_from(w.kubeconfig()).unwrap();
     let opts = kube::config::KubeConfigOptions {
         context: Some(env.into()),
@@ -272,7 +272,7 @@ async fn a_deploy_of_an_unknown_tag_rolls_back_alerts_and_releases_the_environme
     );
     assert!(
         text.contains("✓ rollback")
-            && text.ends_with("test is back on registry.rocket.chat/rocketchat/rocket.chat:6.5.0.")
+            && text.ends_with("test is back on rocketchat/rocket.chat:6.5.0.")
             || text.contains("test is back on 6.5.0."),
         "{text}"
     );
@@ -419,6 +419,8 @@ fn spawn_bot_process(w: &World) -> std::process::Child {
         format!(
             r#"[bot]
 store_path = "{store}"
+[telemetry]
+listen = "127.0.0.1:0"
 [rocketchat]
 url = "{rc}"
 username = "rocketops"

@@ -4,5 +4,7 @@ mod cluster;
 mod commands;
 mod rocketchat;
 mod sandbox;
+mod shipping;
 mod simulator;
 mod support;
+mod telemetry;

@@ -35,7 +35,7 @@ async fn a_wrong_password_exits_non_zero_naming_the_user_and_the_server() {
     std::fs::write(
         &cfg,
         format!(
-            "[bot]\nstore_path = \"{}\"\n[rocketchat]\nurl = \"{}\"\nusername = \"rocketops\"\n",
+            "[bot]\nstore_path = \"{}\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n[rocketchat]\nurl = \"{}\"\nusername = \"rocketops\"\n",
             w.store_path().display(),
             w.sim.url()
         ),

@@ -20,6 +20,8 @@ pub struct World {
     bot: Option<(JoinHandle<Result<(), AppError>>, CancellationToken)>,
     /// The Kubernetes simulator, when the world has one (`with_cluster`).
     pub kube: Option<rocketops::sandbox::kube::KubeSim>,
+    /// Where the running bot serves /healthz /readyz /metrics.
+    pub telemetry: Option<std::net::SocketAddr>,
 }
 
 impl World {
@@ -34,6 +36,7 @@ impl World {
             dir: tempfile::tempdir().expect("temp dir"),
             bot: None,
             kube: None,
+            telemetry: None,
         }
     }
 
@@ -131,11 +134,38 @@ impl World {
         self.start_bot_with(config).await;
     }
 
+    /// Starts the bot without waiting for it to log in; returns its health/metrics address.
+    pub async fn launch_bot(&mut self, config: Config) -> std::net::SocketAddr {
+        let store = open_store(&config.bot.store_path).await;
+        let token = CancellationToken::new();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(rocketops::app::run_with(
+            config,
+            store,
+            token.clone(),
+            Some(tx),
+        ));
+        let addr = tokio::time::timeout(PATIENCE, rx)
+            .await
+            .expect("telemetry listener")
+            .expect("address");
+        self.telemetry = Some(addr);
+        self.bot = Some((task, token));
+        addr
+    }
+
     /// Starts the bot and waits until it has logged in and subscribed.
     pub async fn start_bot_with(&mut self, config: Config) {
         let store = open_store(&config.bot.store_path).await;
         let token = CancellationToken::new();
-        let task = tokio::spawn(rocketops::app::run_with_store(config, store, token.clone()));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(rocketops::app::run_with(
+            config,
+            store,
+            token.clone(),
+            Some(tx),
+        ));
+        self.telemetry = rx.await.ok();
         let started = tokio::time::Instant::now();
         while self.sim.sessions_of("rocketops") == 0 {
             assert!(!task.is_finished(), "bot exited during start-up");

@@ -251,8 +251,14 @@ impl RocketChat {
                         ChatError::GaveUp { .. } => gave_up(),
                         other => Failure::Chat(other),
                     })?;
+            let sent = Instant::now();
             match timeout(cfg.call_timeout, session.call(method, params.clone())).await {
-                Ok(Ok(v)) => return Ok(v),
+                Ok(Ok(v)) => {
+                    crate::telemetry::metrics()
+                        .ddp_rtt_seconds
+                        .observe(sent.elapsed().as_secs_f64());
+                    return Ok(v);
+                }
                 Ok(Err(CallError::Server(e))) => match e.rate_limit_wait_ms() {
                     Some(ms) => {
                         tracing::warn!(method, wait_ms = ms, "rate limited by the server; waiting");
@@ -547,6 +553,9 @@ async fn supervise(
         match attempt {
             Ok((session, mut events, pump)) => {
                 failures = 0;
+                if first.is_none() {
+                    crate::telemetry::metrics().reconnects.inc();
+                }
                 let session = Arc::new(session);
                 session_tx.send_replace(Some(session.clone()));
                 if let Some(f) = first.take() {

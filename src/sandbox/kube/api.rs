@@ -220,6 +220,23 @@ async fn dispatch(
             }),
         },
         Route::Resource(t) => {
+            let verb = match (
+                &method,
+                t.name.is_some(),
+                q.get("watch").is_some_and(|w| w == "true" || w == "1"),
+            ) {
+                (&Method::GET, false, true) => "watch",
+                (&Method::GET, false, false) => "list",
+                (&Method::GET, true, _) => "get",
+                (m, _, _) => verb_of(m),
+            };
+            let resource = match &t.sub {
+                Some(sub) => format!("{}/{sub}", t.rt.plural),
+                None => t.rt.plural.to_string(),
+            };
+            if let Ok(mut calls) = sim.api_calls.lock() {
+                calls.insert((t.rt.group.to_string(), resource, verb.to_string()));
+            }
             let is_write = !matches!(method, Method::GET | Method::HEAD);
             if is_write && let Some(code) = sim.take_write_fault() {
                 let e = match code {

@@ -110,6 +110,8 @@ pub(crate) struct KubeInner {
     pub kick: Notify,
     pub watch_drop: Mutex<CancellationToken>,
     pub shutdown: CancellationToken,
+    /// Every (group, resource, verb) requested, for checking RBAC against real use.
+    pub api_calls: Mutex<std::collections::BTreeSet<(String, String, String)>>,
     /// Apps whose `/_app/.../api/info` answers 500: (namespace, deployment) → only when running this tag (None: always).
     pub app_failing: Mutex<HashMap<(String, String), Option<String>>>,
 }
@@ -170,6 +172,7 @@ impl KubeSim {
             watch_drop: Mutex::new(CancellationToken::new()),
             shutdown: CancellationToken::new(),
             app_failing: Mutex::new(HashMap::new()),
+            api_calls: Mutex::new(Default::default()),
             cfg,
         });
         let app = api::router(inner.clone());
@@ -266,6 +269,22 @@ impl KubeSim {
             s.retain(|(p, _)| p != prefix);
             s.push((prefix.to_string(), script));
             s.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        }
+    }
+
+    /// The (group, resource, verb) triples clients have requested, as RBAC names them.
+    pub fn api_calls(&self) -> std::collections::BTreeSet<(String, String, String)> {
+        self.inner
+            .api_calls
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default()
+    }
+
+    /// Forgets the recorded requests.
+    pub fn clear_api_calls(&self) {
+        if let Ok(mut c) = self.inner.api_calls.lock() {
+            c.clear();
         }
     }
 

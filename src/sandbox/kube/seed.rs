@@ -6,7 +6,7 @@ use super::store::ApiError;
 use super::{JobScript, KubeSim};
 
 /// The Rocket.Chat image repository the simulated registry checks.
-pub const ROCKETCHAT_REPO: &str = "registry.rocket.chat/rocketchat/rocket.chat";
+pub const ROCKETCHAT_REPO: &str = "rocketchat/rocket.chat";
 /// Tags that exist in the simulated registry; any other tag of the repository fails to pull
 /// (a tag containing `crash` pulls but crash-loops).
 pub const KNOWN_TAGS: &[&str] = &["6.5.0", "6.5.1", "7.0.0", "v3.0", "v3.1"];
@@ -78,7 +78,7 @@ pub fn environments(sim: &KubeSim, names: &[&str]) -> Result<(), ApiError> {
                     "serviceName": "mongodb-headless",
                     "selector": {"matchLabels": db_labels},
                     "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
-                    "template": {"metadata": {"labels": db_labels}, "spec": {"containers": [{"name": "mongodb", "image": "docker.io/library/mongo:7.0", "args": ["--replSet", "rs0"], "ports": [{"containerPort": 27017}]}]}}
+                    "template": {"metadata": {"labels": db_labels}, "spec": {"containers": [{"name": "mongodb", "image": "mongo:7.0", "args": ["--replSet", "rs0"], "ports": [{"containerPort": 27017}]}]}}
                 }
             }),
         )?;
@@ -98,7 +98,7 @@ pub fn environments(sim: &KubeSim, names: &[&str]) -> Result<(), ApiError> {
                             "backoffLimit": 1,
                             "template": {"spec": {"restartPolicy": "Never", "containers": [{
                                 "name": "backup",
-                                "image": "docker.io/library/mongo:7.0",
+                                "image": "mongo:7.0",
                                 "command": ["sh", "-c", "mongodump --uri \"$MONGO_URI\" --gzip --archive=/backup/$(date +%Y-%m-%dT%H%M%S).gz"],
                                 "env": [{"name": "MONGO_URI", "valueFrom": {"secretKeyRef": {"name": "mongodb", "key": "uri"}}}],
                                 "volumeMounts": [{"name": "backup", "mountPath": "/backup"}]

@@ -1,0 +1,288 @@
+//! What ships: the manifests parse as the Kubernetes types they declare, the Role grants exactly the
+//! calls the cluster layer makes (checked against its real requests), and the Dockerfile fits them.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use rocketops::cluster::watch::{WatchedKind, watch_environments};
+use rocketops::cluster::{API_CALLS, Cluster, Clusters, HpaPolicy, Workload};
+use rocketops::sandbox::kube::{JobScript, KubeSim, KubeSimConfig};
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            yaml_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "yaml") {
+            out.push(p);
+        }
+    }
+}
+
+/// Every YAML document under `manifests/`, with its file.
+fn documents() -> Vec<(PathBuf, Value)> {
+    let mut files = Vec::new();
+    yaml_files(&root().join("manifests"), &mut files);
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let mut doc = String::new();
+        for line in text.lines().chain(std::iter::once("---")) {
+            if line.trim_end() == "---" {
+                if doc
+                    .lines()
+                    .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+                {
+                    let v: Value = serde_saphyr::from_str(&doc)
+                        .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+                    out.push((f.clone(), v));
+                }
+                doc.clear();
+            } else {
+                doc.push_str(line);
+                doc.push('\n');
+            }
+        }
+    }
+    out
+}
+
+fn typed<T: serde::de::DeserializeOwned>(f: &Path, v: &Value) -> T {
+    serde_json::from_value(v.clone())
+        .unwrap_or_else(|e| panic!("{} does not parse as its kind: {e}", f.display()))
+}
+
+#[test]
+fn every_manifest_parses_as_the_kubernetes_type_it_declares() {
+    let docs = documents();
+    assert!(docs.len() >= 20, "{} documents", docs.len());
+    for (f, v) in &docs {
+        match v["kind"].as_str().unwrap_or_default() {
+            "Kustomization" => {
+                for r in v["resources"].as_array().unwrap() {
+                    let target = f.parent().unwrap().join(r.as_str().unwrap());
+                    assert!(
+                        target.exists(),
+                        "{} lists missing {}",
+                        f.display(),
+                        target.display()
+                    );
+                }
+            }
+            "Namespace" => drop(typed::<Namespace>(f, v)),
+            "ServiceAccount" => drop(typed::<ServiceAccount>(f, v)),
+            "ConfigMap" => {
+                let cm: ConfigMap = typed(f, v);
+                if let Some(toml) = cm.data.as_ref().and_then(|d| d.get("rocketops.toml")) {
+                    rocketops::config::Config::from_toml(toml, f, &|k| {
+                        (k == "ROCKETOPS_RC_TOKEN").then(|| "t".to_string())
+                    })
+                    .unwrap_or_else(|e| panic!("the shipped configuration is invalid: {e}"));
+                }
+            }
+            "Secret" => drop(typed::<Secret>(f, v)),
+            "PersistentVolumeClaim" => drop(typed::<PersistentVolumeClaim>(f, v)),
+            "Deployment" => drop(typed::<Deployment>(f, v)),
+            "Service" => drop(typed::<Service>(f, v)),
+            "Role" => drop(typed::<Role>(f, v)),
+            "RoleBinding" => drop(typed::<RoleBinding>(f, v)),
+            "StatefulSet" => drop(typed::<StatefulSet>(f, v)),
+            "HorizontalPodAutoscaler" => drop(typed::<HorizontalPodAutoscaler>(f, v)),
+            "CronJob" => drop(typed::<CronJob>(f, v)),
+            other => panic!("{}: unexpected kind {other:?}", f.display()),
+        }
+    }
+}
+
+fn declared() -> BTreeSet<(String, String, String)> {
+    API_CALLS
+        .iter()
+        .flat_map(|(g, r, verbs)| {
+            verbs
+                .iter()
+                .map(move |v| (g.to_string(), r.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn the_role_grants_exactly_the_calls_the_cluster_layer_declares_and_nothing_wider() {
+    let role: Role = documents()
+        .into_iter()
+        .find(|(_, v)| v["kind"] == "Role")
+        .map(|(f, v)| typed(&f, &v))
+        .unwrap();
+    let mut granted = BTreeSet::new();
+    for rule in role.rules.unwrap() {
+        for g in rule.api_groups.unwrap_or_default() {
+            for r in rule.resources.clone().unwrap_or_default() {
+                for v in &rule.verbs {
+                    assert!(v != "*" && r != "*" && g != "*", "no wildcards in the Role");
+                    granted.insert((g.clone(), r.clone(), v.clone()));
+                }
+            }
+        }
+    }
+    assert_eq!(granted, declared());
+    let bot = documents()
+        .into_iter()
+        .find(|(_, v)| v["kind"] == "Deployment" && v["metadata"]["name"] == "rocketops")
+        .unwrap();
+    assert!(
+        !serde_json::to_string(&bot.1)
+            .unwrap()
+            .contains("cluster-admin")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_the_cluster_layer_does_stays_within_its_declared_calls_and_uses_all_of_them() {
+    rocketops::tls::install_crypto_provider();
+    let sim = KubeSim::start(KubeSimConfig {
+        pod_ready_after: Duration::from_millis(30),
+        tick: Duration::from_millis(20),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    sim.seed_environments(&["prod"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kubeconfig");
+    sim.write_kubeconfig(&kc, &["prod"]).unwrap();
+    sim.clear_api_calls();
+    let c = Cluster::from_kubeconfig(&kc, Some("prod"), None)
+        .await
+        .unwrap();
+    let limit = Duration::from_secs(20);
+    let clusters = Clusters::from_map([("prod".to_string(), c.clone())].into());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let kinds = [
+        WatchedKind::Jobs,
+        WatchedKind::Pods,
+        WatchedKind::Deployments,
+        WatchedKind::StatefulSets,
+        WatchedKind::CronJobs,
+    ];
+    let mut rx = watch_environments(&clusters, &kinds, None, cancel.clone());
+    for _ in 0..kinds.len() {
+        tokio::time::timeout(limit, rx.recv()).await.unwrap();
+    }
+    let repo = rocketops::sandbox::kube::seed::ROCKETCHAT_REPO;
+    c.set_image("rocketchat", "rocketchat", &format!("{repo}:7.0.0"), "x")
+        .await
+        .unwrap();
+    c.watch_rollout("rocketchat", None, limit).await.unwrap();
+    c.history("rocketchat").await.unwrap();
+    c.undo("rocketchat", None).await.unwrap();
+    c.scale(Workload::Deployment, "rocketchat", 12, HpaPolicy::Adjust)
+        .await
+        .unwrap();
+    c.scale(Workload::StatefulSet, "mongodb", 2, HpaPolicy::Respect)
+        .await
+        .unwrap();
+    c.statefulset("mongodb").await.unwrap();
+    c.job_from_cronjob("mongodb-backup", "rbac-check")
+        .await
+        .unwrap();
+    c.wait_job("rbac-check", limit).await.unwrap();
+    sim.script_job(
+        "rbac-fail",
+        JobScript {
+            exit_code: 1,
+            ..JobScript::default()
+        },
+    );
+    c.job_from_cronjob("mongodb-backup", "rbac-fail")
+        .await
+        .unwrap();
+    c.wait_job("rbac-fail", limit).await.unwrap();
+    c.delete_job("rbac-check").await.unwrap();
+    cancel.cancel();
+    let observed = sim.api_calls();
+    let declared = declared();
+    let undeclared: Vec<_> = observed.difference(&declared).collect();
+    assert!(
+        undeclared.is_empty(),
+        "calls made but not declared (and not granted): {undeclared:?}"
+    );
+    let unused: Vec<_> = declared.difference(&observed).collect();
+    assert!(
+        unused.is_empty(),
+        "declared (and granted) but never made: {unused:?}"
+    );
+}
+
+#[test]
+fn the_dockerfile_builds_locked_runs_non_root_and_matches_the_manifests_paths() {
+    let d = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    assert!(d.contains("cargo build --locked --release --bin rocketops"));
+    assert!(d.contains("COPY --from=build /src/target/release/rocketops /usr/local/bin/rocketops"));
+    assert!(d.contains("USER 65532:65532"));
+    assert!(d.contains("ENTRYPOINT [\"/usr/local/bin/rocketops\"]"));
+    assert!(d.contains("ROCKETOPS_CONFIG=/etc/rocketops/rocketops.toml"));
+    assert!(d.contains("/var/lib/rocketops"));
+    let (f, v) = documents()
+        .into_iter()
+        .find(|(_, v)| v["kind"] == "Deployment" && v["metadata"]["name"] == "rocketops")
+        .unwrap();
+    let dep: Deployment = typed(&f, &v);
+    let spec = dep.spec.unwrap();
+    assert_eq!(spec.replicas, Some(1));
+    assert_eq!(spec.strategy.unwrap().type_.as_deref(), Some("Recreate"));
+    let pod = spec.template.spec.unwrap();
+    assert_eq!(pod.security_context.unwrap().run_as_user, Some(65532));
+    let c = &pod.containers[0];
+    let sc = c.security_context.clone().unwrap();
+    assert_eq!(
+        (sc.read_only_root_filesystem, sc.allow_privilege_escalation),
+        (Some(true), Some(false))
+    );
+    let mounts: Vec<String> = c
+        .volume_mounts
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.mount_path)
+        .collect();
+    assert!(
+        mounts.contains(&"/etc/rocketops/rocketops.toml".to_string())
+            && mounts.contains(&"/var/lib/rocketops".to_string()),
+        "{mounts:?}"
+    );
+    assert_eq!(
+        c.liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/healthz")
+    );
+    assert_eq!(
+        c.readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/readyz")
+    );
+}
