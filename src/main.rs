@@ -42,6 +42,18 @@ enum Cmd {
         /// Serve the simulators only, without the bot.
         #[arg(long)]
         no_bot: bool,
+        /// Run a scripted conversation instead of the prompt; exit non-zero if an expectation fails.
+        #[arg(long, value_name = "FILE")]
+        script: Option<PathBuf>,
+    },
+    /// Write a commented starter configuration for a real deployment.
+    Init {
+        /// Where to write it.
+        #[arg(long, default_value = "rocketops.toml")]
+        path: PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
     },
     /// Validate the configuration file and print a summary.
     CheckConfig,
@@ -78,9 +90,41 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Cmd::Sandbox { listen, no_bot } => {
-            rocketops::telemetry::init(cli.log_format.unwrap_or_default());
-            let opts = rocketops::sandbox::SandboxOptions { listen, no_bot };
+        Cmd::Init { path, force } => {
+            if path.exists() && !force {
+                return fail(format!(
+                    "{} exists; use --force to overwrite it",
+                    path.display()
+                ));
+            }
+            match std::fs::write(&path, rocketops::config::STARTER) {
+                Ok(()) => {
+                    println!(
+                        "wrote {}: edit it, put the token in ROCKETOPS_RC_TOKEN, then `rocketops check-config --config {}`",
+                        path.display(),
+                        path.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(format!("cannot write {}: {e}", path.display())),
+            }
+        }
+        Cmd::Sandbox {
+            listen,
+            no_bot,
+            script,
+        } => {
+            if script.is_some() && std::env::var_os("RUST_LOG").is_none() {
+                // Keep a scripted run's output to the conversation.
+                rocketops::telemetry::init_with_filter(cli.log_format.unwrap_or_default(), "warn");
+            } else {
+                rocketops::telemetry::init(cli.log_format.unwrap_or_default());
+            }
+            let opts = rocketops::sandbox::SandboxOptions {
+                listen,
+                no_bot,
+                script,
+            };
             match rocketops::sandbox::run(opts, shutdown_on_signal()).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),

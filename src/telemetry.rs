@@ -21,7 +21,12 @@ use crate::config::LogFormat;
 
 /// Installs the global subscriber; later calls are ignored.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with_filter(format, "info");
+}
+
+/// As `init`, with `default` as the filter when `RUST_LOG` is unset.
+pub fn init_with_filter(format: LogFormat, default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -11,6 +11,9 @@ use serde::Deserialize;
 
 pub use locate::{key_at_offset, line_col, span_of_key};
 
+/// The commented starter configuration `rocketops init` writes (also the repository's example).
+pub const STARTER: &str = include_str!("../../rocketops.example.toml");
+
 /// A secret value (token, password): never printed by `Debug`, never logged.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]

@@ -2,6 +2,7 @@
 
 pub mod kube;
 pub mod rocketchat;
+pub mod script;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -20,6 +21,8 @@ use rocketchat::{RocketChatSim, SEED_CHANNELS, SEED_USERS, SimConfig, SimEvent};
 pub struct SandboxOptions {
     pub listen: Option<SocketAddr>,
     pub no_bot: bool,
+    /// Run this conversation instead of the prompt, and fail if an expectation is not met.
+    pub script: Option<std::path::PathBuf>,
 }
 
 /// Why the sandbox could not run.
@@ -33,6 +36,18 @@ pub enum SandboxError {
     },
     #[error("the bot did not start: {0}")]
     BotFailed(String),
+    #[error("cannot read script {path}: {source}")]
+    ScriptUnreadable {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("script {path}: {source}")]
+    ScriptFailed {
+        path: String,
+        #[source]
+        source: script::ScriptError,
+    },
 }
 
 /// The configuration the sandbox gives the bot: the seeded `rocketops` account on the simulator,
@@ -108,6 +123,20 @@ pub async fn run(opts: SandboxOptions, shutdown: CancellationToken) -> Result<()
             addr: kubeconfig.display().to_string(),
             source,
         })?;
+    // Let the seeded environments come up before anyone looks at them.
+    for _ in 0..200 {
+        let up = ENVIRONMENTS.iter().all(|e| {
+            kube.get("deployments", e, "rocketchat")
+                .is_ok_and(|d| d["status"]["availableReplicas"] == 3)
+                && kube
+                    .get("statefulsets", e, "mongodb")
+                    .is_ok_and(|s| s["status"]["readyReplicas"] == 3)
+        });
+        if up {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     print_banner(&sim, opts.no_bot);
     println!(
         "  Kubernetes simulator: {}  (environments: {})",
@@ -145,7 +174,30 @@ pub async fn run(opts: SandboxOptions, shutdown: CancellationToken) -> Result<()
         Some((task, token))
     };
 
-    if std::io::stdin().is_terminal() {
+    let mut outcome = Ok(());
+    if let Some(path) = &opts.script {
+        let shown = path.display().to_string();
+        let text =
+            std::fs::read_to_string(path).map_err(|source| SandboxError::ScriptUnreadable {
+                path: shown.clone(),
+                source,
+            })?;
+        let steps = script::parse(&text).map_err(|source| SandboxError::ScriptFailed {
+            path: shown.clone(),
+            source,
+        })?;
+        println!("Running {shown} ({} steps)", steps.len());
+        outcome = script::run(&sim, &steps, Duration::from_secs(60))
+            .await
+            .map_err(|source| SandboxError::ScriptFailed {
+                path: shown.clone(),
+                source,
+            });
+        if outcome.is_ok() {
+            println!("{shown}: every expectation met");
+        }
+        shutdown.cancel();
+    } else if std::io::stdin().is_terminal() {
         prompt(&sim, shutdown.clone()).await;
         shutdown.cancel();
     } else {
@@ -158,7 +210,7 @@ pub async fn run(opts: SandboxOptions, shutdown: CancellationToken) -> Result<()
     }
     sim.stop();
     kube.stop();
-    Ok(())
+    outcome
 }
 
 /// The sandbox's policy: role `ops` (alice) and @admin may change dev and test; prod takes

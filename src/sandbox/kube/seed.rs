@@ -46,7 +46,7 @@ pub fn environments(sim: &KubeSim, names: &[&str]) -> Result<(), ApiError> {
                 "spec": {
                     "replicas": 3,
                     "revisionHistoryLimit": 10,
-                    "progressDeadlineSeconds": 600,
+                    "progressDeadlineSeconds": 20,
                     "selector": {"matchLabels": {"app.kubernetes.io/name": "rocketchat"}},
                     "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
                     "template": {
