@@ -120,6 +120,24 @@ pub async fn run_with(
                 .store(false, std::sync::atomic::Ordering::Relaxed);
         });
     }
+    if config.alerts.enabled && !config.environments.is_empty() {
+        use crate::cluster::watch::{WatchedKind, watch_environments};
+        let kinds = [
+            WatchedKind::Jobs,
+            WatchedKind::Pods,
+            WatchedKind::Deployments,
+            WatchedKind::StatefulSets,
+            WatchedKind::CronJobs,
+        ];
+        let events = watch_environments(&clusters, &kinds, None, shutdown.clone());
+        let alerter = crate::alerts::Alerter::new(
+            chat.clone(),
+            store.clone(),
+            config.clone(),
+            clusters.clone(),
+        );
+        tokio::spawn(alerter.run(events, shutdown.clone()));
+    }
     let bot = Bot::new(
         chat,
         store.clone(),

@@ -1,5 +1,7 @@
 //! rocketops: a ChatOps bot for Rocket.Chat that runs deploys, backups and restores on Kubernetes.
 
+/// Failure alerts from the managed namespaces.
+pub mod alerts;
 /// Wiring and the command pipeline.
 pub mod app;
 /// The audit log command.

@@ -814,6 +814,30 @@ impl Cluster {
         })
     }
 
+    /// The last log lines of a Job's newest pod, redacted.
+    pub async fn job_log_tail(&self, job: &str, lines: i64) -> Result<Vec<String>, ClusterError> {
+        let pods = self
+            .api::<Pod>()
+            .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
+            .await
+            .map_err(self.err("list pods"))?;
+        let mut pods = pods.items;
+        pods.sort_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
+        let Some(pod) = pods.last().and_then(|p| p.metadata.name.clone()) else {
+            return Ok(Vec::new());
+        };
+        let params = LogParams {
+            tail_lines: Some(lines),
+            ..LogParams::default()
+        };
+        let text = self
+            .api::<Pod>()
+            .logs(&pod, &params)
+            .await
+            .map_err(self.err("get pods/log"))?;
+        Ok(text.lines().map(redact::redact).collect())
+    }
+
     /// Deletes a Job and (in the background) its pods.
     pub async fn delete_job(&self, name: &str) -> Result<(), ClusterError> {
         let dp = DeleteParams {

@@ -144,6 +144,14 @@ pub enum Command {
     Ping {
         echo: Option<String>,
     },
+    /// Open incidents.
+    AlertsList,
+    /// Silences an environment's alerts for a while.
+    AlertsMute {
+        env: String,
+        secs: u64,
+        reason: Option<String>,
+    },
     /// A command declared in `commands/`.
     Runbook {
         name: String,
@@ -172,6 +180,7 @@ impl Command {
             Command::Schedule { .. } => "schedule",
             Command::Help { .. } => "help",
             Command::Ping { .. } => "ping",
+            Command::AlertsList | Command::AlertsMute { .. } => "alerts",
             Command::Runbook { name, .. } => name,
         }
     }
@@ -184,6 +193,8 @@ impl Command {
             Command::Schedule {
                 action: ScheduleAction::List,
             } => "schedule list",
+            Command::AlertsList => "alerts list",
+            Command::AlertsMute { .. } => "alerts mute",
             other => other.name(),
         }
     }
@@ -198,6 +209,7 @@ impl Command {
             | Command::History { env }
             | Command::Lock { env, .. }
             | Command::Unlock { env }
+            | Command::AlertsMute { env, .. }
             | Command::Runbook { env, .. } => Some(env),
             Command::BackupNow { env }
             | Command::BackupList { env }
@@ -221,6 +233,7 @@ impl Command {
                 | Command::Ping { .. }
                 | Command::Confirm { .. }
                 | Command::Approve { .. }
+                | Command::AlertsList
                 | Command::Schedule {
                     action: ScheduleAction::List
                 }
@@ -355,6 +368,14 @@ pub const COMMANDS: &[Spec] = &[
         summary: "shows or pauses the scheduled backups and test-restores",
         details: "",
         examples: &["schedule list", "schedule pause test"],
+        mutating: true,
+    },
+    Spec {
+        name: "alerts",
+        usage: "alerts list | alerts mute ENV DURATION [REASON...]",
+        summary: "shows open incidents, or silences an environment's alerts for a while",
+        details: "A mute ends by itself; incidents raised meanwhile are kept and posted when it ends.",
+        examples: &["alerts list", "alerts mute test 2h db migration"],
         mutating: true,
     },
     Spec {
@@ -860,6 +881,38 @@ fn parse_builtin(s: &Spec, rest: Vec<Token>, g: &Grammar) -> Result<Command, Use
                 code: code.to_uppercase(),
             })
         }
+        "alerts" => {
+            let a = split_args(rest, usage, "alerts", &[])?;
+            match a.words.first().map(|w| w.to_lowercase()).as_deref() {
+                Some("list") | Some("ls") if a.words.len() == 1 => Ok(Command::AlertsList),
+                Some("mute") => {
+                    let env = g
+                        .env(usage, a.words.get(1).map(String::as_str), "alerts mute")?
+                        .name
+                        .clone();
+                    let Some(d) = a.words.get(2) else {
+                        return Err(bad(
+                            "`alerts mute` needs a duration, e.g. `2h` or `30m`.".into()
+                        ));
+                    };
+                    let secs = humantime_serde::re::humantime::parse_duration(d)
+                        .map_err(|_| {
+                            bad(format!(
+                                "`{}` is not a duration (like `30m`, `2h`, `1d`).",
+                                shorten(d)
+                            ))
+                        })?
+                        .as_secs();
+                    if secs == 0 || secs > 7 * 24 * 3600 {
+                        return Err(bad("A mute lasts from 1 second to 7 days.".into()));
+                    }
+                    let reason = (a.words.len() > 3)
+                        .then(|| a.words[3..].join(" ").chars().take(200).collect());
+                    Ok(Command::AlertsMute { env, secs, reason })
+                }
+                _ => Err(bad("`alerts` needs `list` or `mute`.".into())),
+            }
+        }
         "schedule" => {
             let a = split_args(rest, usage, "schedule", &[])?;
             let env = match a.words.get(1) {
@@ -1034,6 +1087,7 @@ pub fn help_text(
     for s in COMMANDS {
         let names: Vec<&str> = match s.name {
             "backup" => vec!["backup now", "backup list"],
+            "alerts" => vec!["alerts list", "alerts mute"],
             "schedule" => vec!["schedule list", "schedule"],
             n => vec![n],
         };

@@ -50,6 +50,37 @@ pub struct Config {
     /// Rate limits and timeouts of the policy.
     #[serde(default)]
     pub policy: crate::policy::PolicyConfig,
+    /// Failure alerts.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+}
+
+/// Failure alerts (`[alerts]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    pub enabled: bool,
+    /// Alerts posted per minute across all environments, and in a burst; the rest are summarized.
+    pub per_minute: u32,
+    pub burst: u32,
+    /// How long a StatefulSet may have fewer ready replicas than desired before it alerts.
+    #[serde(with = "humantime_serde")]
+    pub statefulset_grace: Duration,
+    /// How often time-based checks (StatefulSets, stale CronJobs, held-back alerts) run.
+    #[serde(with = "humantime_serde")]
+    pub check_every: Duration,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            enabled: true,
+            per_minute: 10,
+            burst: 5,
+            statefulset_grace: Duration::from_secs(300),
+            check_every: Duration::from_secs(15),
+        }
+    }
 }
 
 /// One managed environment: where it runs and what the app is made of.
@@ -106,6 +137,9 @@ pub struct EnvironmentConfig {
     /// The HTTP check after a rollout.
     #[serde(default)]
     pub smoke: Option<SmokeConfig>,
+    /// Where this environment's alerts go (default: `rocketchat.alerts_channel`).
+    #[serde(default)]
+    pub alerts_channel: Option<String>,
 }
 
 fn yes() -> bool {
@@ -177,6 +211,7 @@ impl EnvironmentConfig {
             pre_deploy: Vec::new(),
             auto_rollback: true,
             smoke: None,
+            alerts_channel: None,
         }
     }
 

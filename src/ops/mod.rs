@@ -122,6 +122,12 @@ pub fn describe(cmd: &Command) -> String {
                 env.as_ref().map(|e| format!(" {e}")).unwrap_or_default()
             ),
         },
+        Command::AlertsList => "alerts list".into(),
+        Command::AlertsMute { env, secs, reason } => format!(
+            "alerts mute {env} {}{}",
+            humantime_serde::re::humantime::format_duration(std::time::Duration::from_secs(*secs)),
+            reason.as_ref().map(|r| format!(" {r}")).unwrap_or_default()
+        ),
         Command::Help { topic } => format!(
             "help{}",
             topic.as_ref().map(|t| format!(" {t}")).unwrap_or_default()
@@ -272,6 +278,47 @@ pub async fn execute<C: Chat>(
             }
         }
         Command::Status { env } => Ok(Some(status(ctx, env.as_deref()).await)),
+        Command::AlertsList => {
+            let open = crate::alerts::open_incidents(ctx.store);
+            if open.is_empty() {
+                return Ok(Some("No open incidents.".into()));
+            }
+            let now = crate::app::now_ms();
+            let mut out = format!("*{} open incidents*\n", open.len());
+            for i in open {
+                let mins = (now - i.first_ms) / 60_000;
+                let times = if i.count > 1 {
+                    format!(" ×{}", i.count)
+                } else {
+                    String::new()
+                };
+                out.push_str(&format!(
+                    "• *{}* {} {}{times} — {} ({mins} min)\n",
+                    i.key.env, i.key.object, i.key.reason, i.detail
+                ));
+            }
+            Ok(Some(out.trim_end().to_string()))
+        }
+        Command::AlertsMute { env, secs, reason } => {
+            let m = crate::alerts::mute(
+                ctx.store,
+                env,
+                std::time::Duration::from_secs(*secs),
+                ctx.user,
+                reason.clone(),
+            )
+            .map_err(|_| UserError::Internal)?;
+            let until = chrono::DateTime::from_timestamp_millis(m.until_ms).unwrap_or_default();
+            Ok(Some(format!(
+                "🔕 Alerts for {env} are muted until {} UTC by @{}{}. They are kept and posted when the mute ends.",
+                until.format("%Y-%m-%d %H:%M"),
+                ctx.user,
+                reason
+                    .as_ref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            )))
+        }
         Command::History { env } => {
             let (c, e) = cluster(ctx, env)?;
             let h = c
@@ -373,6 +420,12 @@ fn sample_command(name: &str, grammar: &Grammar) -> Command {
             action: ScheduleAction::Pause { env: Some(env) },
         },
         "help" => Command::Help { topic: None },
+        "alerts list" => Command::AlertsList,
+        "alerts mute" => Command::AlertsMute {
+            env,
+            secs: 60,
+            reason: None,
+        },
         "ping" => Command::Ping { echo: None },
         runbook => Command::Runbook {
             name: runbook.into(),

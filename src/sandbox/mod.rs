@@ -65,6 +65,7 @@ pub fn bot_config(sim_url: &str, kubeconfig: Option<(&std::path::Path, &kube::Ku
             ..TelemetryConfig::default()
         },
         policy: crate::policy::PolicyConfig::default(),
+        alerts: crate::config::AlertsConfig::default(),
         environments: kubeconfig
             .map(|(k, sim)| {
                 ENVIRONMENTS

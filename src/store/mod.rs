@@ -549,6 +549,62 @@ impl Store {
             .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
     }
 
+    /// Stores a JSON record under `key` in the named tree (incidents, mutes, ...).
+    pub fn kv_put<T: Serialize>(
+        &self,
+        tree: &'static str,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let t = self.db.open_tree(tree).map_err(io("open tree"))?;
+        let v = serde_json::to_vec(value).map_err(|e| StoreError::Corrupt {
+            tree,
+            detail: e.to_string(),
+        })?;
+        t.insert(key.as_bytes(), v).map_err(io("kv put"))?;
+        Ok(())
+    }
+
+    pub fn kv_get<T: serde::de::DeserializeOwned>(
+        &self,
+        tree: &'static str,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let t = self.db.open_tree(tree).map_err(io("open tree"))?;
+        match t.get(key.as_bytes()).map_err(io("kv get"))? {
+            Some(v) => Ok(Some(serde_json::from_slice(&v).map_err(|e| {
+                StoreError::Corrupt {
+                    tree,
+                    detail: e.to_string(),
+                }
+            })?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn kv_remove(&self, tree: &'static str, key: &str) -> Result<(), StoreError> {
+        let t = self.db.open_tree(tree).map_err(io("open tree"))?;
+        t.remove(key.as_bytes()).map_err(io("kv remove"))?;
+        Ok(())
+    }
+
+    /// Every record of the named tree.
+    pub fn kv_all<T: serde::de::DeserializeOwned>(
+        &self,
+        tree: &'static str,
+    ) -> Result<Vec<T>, StoreError> {
+        let t = self.db.open_tree(tree).map_err(io("open tree"))?;
+        let mut out = Vec::new();
+        for item in t.iter() {
+            let (_, v) = item.map_err(io("kv scan"))?;
+            out.push(serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                tree,
+                detail: e.to_string(),
+            })?);
+        }
+        Ok(out)
+    }
+
     /// Locks an environment; `Err` with the holder when it is already locked.
     pub fn lock_env(&self, env: &str, lock: &EnvLock) -> Result<Result<(), EnvLock>, StoreError> {
         let value = serde_json::to_vec(lock).map_err(|e| StoreError::Corrupt {

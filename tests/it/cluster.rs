@@ -164,6 +164,7 @@ async fn deploying_a_known_tag_makes_revision_two_and_reports_progress_to_comple
 async fn an_unknown_tag_fails_the_rollout_naming_the_pod_and_its_reason_while_old_pods_serve() {
     let e = env().await;
     let c = e.cluster("test").await;
+    c.watch_rollout("rocketchat", None, LIMIT).await.unwrap();
     let api: Api<k8s_openapi::api::apps::v1::Deployment> =
         Api::namespaced(e.client().await, "test");
     api.patch(
@@ -173,7 +174,6 @@ async fn an_unknown_tag_fails_the_rollout_naming_the_pod_and_its_reason_while_ol
     )
     .await
     .unwrap();
-    c.watch_rollout("rocketchat", None, LIMIT).await.unwrap();
     c.set_image("rocketchat", "rocketchat", &image("9.9.9"), "deploy 9.9.9")
         .await
         .unwrap();

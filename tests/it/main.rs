@@ -1,5 +1,6 @@
 //! Integration tests: the real bot against the simulators over loopback sockets.
 
+mod alerts;
 mod cluster;
 mod commands;
 mod rocketchat;

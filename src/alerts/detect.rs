@@ -1,0 +1,296 @@
+//! Pure failure detection: what a watched object says about an incident (firing or cleared), keyed so that one incident is one alert.
+
+use serde_json::Value;
+
+use crate::cluster::watch::WatchedKind;
+
+/// Identifies one incident: the same key firing again is the same incident.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct IncidentKey {
+    pub env: String,
+    /// `cronjob/mongodb-backup`, `pod/rocketchat-7d9f-x2x9k`, `deployment/rocketchat`.
+    pub object: String,
+    /// `JobFailed`, `CrashLoopBackOff`, `ImagePullBackOff`, `OOMKilled`, `ProgressDeadlineExceeded`, `NotReady`, `BackupsStopped`.
+    pub reason: String,
+}
+
+impl IncidentKey {
+    pub fn id(&self) -> String {
+        format!("{}/{}/{}", self.env, self.object, self.reason)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Severity {
+    Warning,
+    Critical,
+}
+
+/// What an object says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    Firing {
+        key: IncidentKey,
+        severity: Severity,
+        /// One line for the alert.
+        detail: String,
+        /// Distinguishes repeats: a second failed Job of the same CronJob counts, a re-listed one does not.
+        occurrence: String,
+    },
+    /// `object` in `env` is fine now as far as `reason` goes (every reason when `None`).
+    Clear {
+        env: String,
+        object: String,
+        reason: Option<String>,
+    },
+}
+
+fn name(o: &Value) -> &str {
+    o["metadata"]["name"].as_str().unwrap_or_default()
+}
+
+fn condition<'a>(o: &'a Value, kind: &str) -> Option<&'a Value> {
+    o["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind && c["status"] == "True")
+}
+
+/// The signals in one observed object.
+pub fn detect(env: &str, kind: WatchedKind, o: &Value) -> Vec<Signal> {
+    match kind {
+        WatchedKind::Jobs => {
+            let owner = o["metadata"]["ownerReferences"]
+                .as_array()
+                .and_then(|r| r.iter().find(|r| r["kind"] == "CronJob"))
+                .and_then(|r| r["name"].as_str());
+            let object = match owner {
+                Some(cj) => format!("cronjob/{cj}"),
+                None => format!("job/{}", name(o)),
+            };
+            if let Some(c) = condition(o, "Failed") {
+                let why = c["reason"].as_str().unwrap_or("Failed");
+                vec![Signal::Firing {
+                    key: IncidentKey {
+                        env: env.into(),
+                        object,
+                        reason: "JobFailed".into(),
+                    },
+                    severity: Severity::Critical,
+                    detail: format!("job {} failed ({why})", name(o)),
+                    occurrence: name(o).to_string(),
+                }]
+            } else if condition(o, "Complete").is_some() {
+                vec![Signal::Clear {
+                    env: env.into(),
+                    object,
+                    reason: Some("JobFailed".into()),
+                }]
+            } else {
+                Vec::new()
+            }
+        }
+        WatchedKind::Pods => {
+            let object = format!("pod/{}", name(o));
+            let mut out = Vec::new();
+            for cs in o["status"]["containerStatuses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let waiting = cs["state"]["waiting"]["reason"].as_str();
+                let oom = cs["lastState"]["terminated"]["reason"] == "OOMKilled"
+                    || cs["state"]["terminated"]["reason"] == "OOMKilled";
+                let restarts = cs["restartCount"].as_i64().unwrap_or(0);
+                let reason = if oom {
+                    Some("OOMKilled")
+                } else {
+                    match waiting {
+                        Some(r @ ("CrashLoopBackOff" | "ImagePullBackOff" | "ErrImagePull")) => {
+                            Some(if r == "ErrImagePull" {
+                                "ImagePullBackOff"
+                            } else {
+                                r
+                            })
+                        }
+                        _ => None,
+                    }
+                };
+                if let Some(r) = reason {
+                    out.push(Signal::Firing {
+                        key: IncidentKey {
+                            env: env.into(),
+                            object: object.clone(),
+                            reason: r.into(),
+                        },
+                        severity: Severity::Critical,
+                        detail: format!(
+                            "pod {} container {}: {r} ({restarts} restarts)",
+                            name(o),
+                            cs["name"].as_str().unwrap_or("?")
+                        ),
+                        occurrence: String::new(),
+                    });
+                }
+            }
+            let ready = o["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            });
+            if out.is_empty()
+                && (ready || matches!(o["status"]["phase"].as_str(), Some("Succeeded")))
+            {
+                out.push(Signal::Clear {
+                    env: env.into(),
+                    object,
+                    reason: None,
+                });
+            }
+            out
+        }
+        WatchedKind::Deployments => {
+            let object = format!("deployment/{}", name(o));
+            let stuck = o["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter().any(|c| {
+                    c["type"] == "Progressing" && c["reason"] == "ProgressDeadlineExceeded"
+                })
+            });
+            if stuck {
+                vec![Signal::Firing {
+                    key: IncidentKey {
+                        env: env.into(),
+                        object,
+                        reason: "ProgressDeadlineExceeded".into(),
+                    },
+                    severity: Severity::Critical,
+                    detail: format!("deployment {} passed its progress deadline", name(o)),
+                    occurrence: String::new(),
+                }]
+            } else {
+                vec![Signal::Clear {
+                    env: env.into(),
+                    object,
+                    reason: Some("ProgressDeadlineExceeded".into()),
+                }]
+            }
+        }
+        // Time-based: see `stale` and the runner's grace handling.
+        WatchedKind::StatefulSets | WatchedKind::CronJobs => Vec::new(),
+    }
+}
+
+/// Whether a StatefulSet has fewer ready replicas than desired.
+pub fn statefulset_short(o: &Value) -> Option<String> {
+    let want = o["spec"]["replicas"].as_i64().unwrap_or(1);
+    let ready = o["status"]["readyReplicas"].as_i64().unwrap_or(0);
+    (ready < want).then(|| format!("statefulset {} has {ready}/{want} ready replicas", name(o)))
+}
+
+/// Whether a CronJob has not succeeded for longer than twice its interval (`None` when it is fine).
+pub fn cronjob_stale(o: &Value, now: chrono::DateTime<chrono::Utc>) -> Option<String> {
+    use std::str::FromStr;
+    if o["spec"]["suspend"] == true && o["status"]["lastSuccessfulTime"].is_null() {
+        return None;
+    }
+    let cron = croner::Cron::from_str(o["spec"]["schedule"].as_str()?).ok()?;
+    let last = o["status"]["lastSuccessfulTime"]
+        .as_str()
+        .or(o["metadata"]["creationTimestamp"].as_str())
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())?
+        .with_timezone(&chrono::Utc);
+    let first = cron.find_next_occurrence(&last, false).ok()?;
+    let second = cron.find_next_occurrence(&first, false).ok()?;
+    let interval = second - first;
+    let late = now - last;
+    (late > interval * 2).then(|| {
+        format!(
+            "cronjob {} has not succeeded for {} (schedule `{}`): backups stopped",
+            name(o),
+            humantime_serde::re::humantime::format_duration(std::time::Duration::from_secs(
+                late.num_seconds().max(0) as u64
+            )),
+            o["spec"]["schedule"].as_str().unwrap_or_default()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_failed_cronjob_run_fires_under_its_cronjob_and_a_good_run_clears_it() {
+        let failed = json!({"metadata": {"name": "mongodb-backup-1", "ownerReferences": [{"kind": "CronJob", "name": "mongodb-backup"}]},
+                            "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}});
+        let s = detect("prod", WatchedKind::Jobs, &failed);
+        assert!(
+            matches!(&s[0], Signal::Firing { key, occurrence, .. } if key.object == "cronjob/mongodb-backup" && occurrence == "mongodb-backup-1")
+        );
+        let ok = json!({"metadata": {"name": "mongodb-backup-2", "ownerReferences": [{"kind": "CronJob", "name": "mongodb-backup"}]},
+                        "status": {"conditions": [{"type": "Complete", "status": "True"}]}});
+        assert_eq!(
+            detect("prod", WatchedKind::Jobs, &ok),
+            vec![Signal::Clear {
+                env: "prod".into(),
+                object: "cronjob/mongodb-backup".into(),
+                reason: Some("JobFailed".into())
+            }]
+        );
+    }
+
+    #[test]
+    fn crash_loops_image_pulls_and_oom_kills_fire_and_a_ready_pod_clears() {
+        let pod = |state: Value, last: Value| json!({"metadata": {"name": "rc-1"}, "status": {"containerStatuses": [{"name": "rc", "restartCount": 4, "state": state, "lastState": last}]}});
+        let reason = |p: &Value| match &detect("test", WatchedKind::Pods, p)[0] {
+            Signal::Firing { key, .. } => key.reason.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            reason(&pod(
+                json!({"waiting": {"reason": "CrashLoopBackOff"}}),
+                json!({})
+            )),
+            "CrashLoopBackOff"
+        );
+        assert_eq!(
+            reason(&pod(
+                json!({"waiting": {"reason": "ErrImagePull"}}),
+                json!({})
+            )),
+            "ImagePullBackOff"
+        );
+        assert_eq!(
+            reason(&pod(
+                json!({"waiting": {"reason": "CrashLoopBackOff"}}),
+                json!({"terminated": {"reason": "OOMKilled"}})
+            )),
+            "OOMKilled"
+        );
+        let ready = json!({"metadata": {"name": "rc-1"}, "status": {"conditions": [{"type": "Ready", "status": "True"}], "containerStatuses": [{"name": "rc", "state": {"running": {}}}]}});
+        assert_eq!(
+            detect("test", WatchedKind::Pods, &ready),
+            vec![Signal::Clear {
+                env: "test".into(),
+                object: "pod/rc-1".into(),
+                reason: None
+            }]
+        );
+    }
+
+    #[test]
+    fn a_cronjob_late_by_more_than_two_intervals_has_stopped() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-22T12:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let cj = |last: &str| json!({"metadata": {"name": "mongodb-backup", "creationTimestamp": "2026-01-01T00:00:00Z"}, "spec": {"schedule": "0 * * * *"}, "status": {"lastSuccessfulTime": last}});
+        assert!(cronjob_stale(&cj("2026-11-22T11:00:00Z"), now).is_none());
+        let msg = cronjob_stale(&cj("2026-11-22T08:30:00Z"), now).unwrap();
+        assert!(
+            msg.contains("backups stopped") && msg.contains("3h 30m"),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,487 @@
+//! Failure alerts: watches of the managed namespaces become incidents (one alert each, a repeat
+//! counter, a "resolved" follow-up), kept in the store across restarts, rate-limited and mutable.
+
+pub mod detect;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use self::detect::{IncidentKey, Severity, Signal};
+use crate::chat::{Chat, MessageRef};
+use crate::cluster::Clusters;
+use crate::cluster::watch::{ClusterEvent, WatchedKind};
+use crate::config::Config;
+use crate::store::Store;
+
+const INCIDENTS: &str = "incidents";
+const MUTES: &str = "mutes";
+
+/// An incident as kept in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incident {
+    pub key: IncidentKey,
+    pub severity: Severity,
+    pub detail: String,
+    pub first_ms: i64,
+    pub last_ms: i64,
+    /// How many distinct occurrences (e.g. failed runs of one CronJob).
+    pub count: u32,
+    #[serde(default)]
+    pub occurrences: Vec<String>,
+    /// The alert message, once posted.
+    #[serde(default)]
+    pub message: Option<(String, String)>,
+    #[serde(default)]
+    pub resolved_ms: Option<i64>,
+}
+
+/// An environment's alerts silenced until a time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mute {
+    pub env: String,
+    pub until_ms: i64,
+    pub by: String,
+    pub reason: Option<String>,
+}
+
+/// Whether `env` is muted at `now_ms`.
+pub fn is_muted(mute: Option<&Mute>, now_ms: i64) -> bool {
+    mute.is_some_and(|m| now_ms < m.until_ms)
+}
+
+/// Mutes `env` for `d`.
+pub fn mute(
+    store: &Store,
+    env: &str,
+    d: Duration,
+    by: &str,
+    reason: Option<String>,
+) -> Result<Mute, crate::store::StoreError> {
+    let m = Mute {
+        env: env.into(),
+        until_ms: crate::app::now_ms() + d.as_millis() as i64,
+        by: by.into(),
+        reason,
+    };
+    store.kv_put(MUTES, env, &m)?;
+    Ok(m)
+}
+
+/// Open incidents, oldest first.
+pub fn open_incidents(store: &Store) -> Vec<Incident> {
+    let mut v: Vec<Incident> = store
+        .kv_all(INCIDENTS)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i: &Incident| i.resolved_ms.is_none())
+        .collect();
+    v.sort_by_key(|i| i.first_ms);
+    v
+}
+
+/// A token bucket over all alerts, so a failing cluster cannot flood the channel.
+#[derive(Debug)]
+pub struct AlertBudget {
+    per_minute: f64,
+    burst: f64,
+    tokens: f64,
+    at: tokio::time::Instant,
+}
+
+impl AlertBudget {
+    pub fn new(per_minute: u32, burst: u32) -> AlertBudget {
+        AlertBudget {
+            per_minute: per_minute.max(1) as f64,
+            burst: burst.max(1) as f64,
+            tokens: burst.max(1) as f64,
+            at: tokio::time::Instant::now(),
+        }
+    }
+    pub fn take(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        self.tokens = (self.tokens
+            + now.duration_since(self.at).as_secs_f64() * self.per_minute / 60.0)
+            .min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn age(ms: i64) -> String {
+    humantime_serde::re::humantime::format_duration(Duration::from_secs((ms.max(0) / 1000) as u64))
+        .to_string()
+}
+
+/// Turns watch events into alerts until `shutdown`.
+pub struct Alerter<C: Chat> {
+    chat: C,
+    store: Store,
+    config: Config,
+    clusters: Clusters,
+    budget: AlertBudget,
+    suppressed: u32,
+    /// Last seen StatefulSets and CronJobs, for time-based checks.
+    watched: HashMap<(String, WatchedKind, String), Value>,
+    unready_since: HashMap<(String, String), i64>,
+}
+
+impl<C: Chat> Alerter<C> {
+    pub fn new(chat: C, store: Store, config: Config, clusters: Clusters) -> Alerter<C> {
+        let budget = AlertBudget::new(config.alerts.per_minute, config.alerts.burst);
+        Alerter {
+            chat,
+            store,
+            config,
+            clusters,
+            budget,
+            suppressed: 0,
+            watched: HashMap::new(),
+            unready_since: HashMap::new(),
+        }
+    }
+
+    pub async fn run(
+        mut self,
+        mut events: mpsc::Receiver<ClusterEvent>,
+        shutdown: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(self.config.alerts.check_every);
+        loop {
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Some(ev) => self.on_event(ev).await,
+                    None => return,
+                },
+                _ = tick.tick() => self.on_tick().await,
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn on_event(&mut self, ev: ClusterEvent) {
+        tracing::trace!(?ev, "cluster event");
+        match ev {
+            ClusterEvent::Applied { env, kind, object } => {
+                if matches!(kind, WatchedKind::StatefulSets | WatchedKind::CronJobs) {
+                    let name = object["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    self.watched
+                        .insert((env.clone(), kind, name), object.clone());
+                }
+                for s in detect::detect(&env, kind, &object) {
+                    self.apply(s, Some(&object)).await;
+                }
+            }
+            ClusterEvent::Deleted { env, kind, object } => {
+                let name = object["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                self.watched.remove(&(env.clone(), kind, name.clone()));
+                if kind == WatchedKind::Pods {
+                    self.apply(
+                        Signal::Clear {
+                            env,
+                            object: format!("pod/{name}"),
+                            reason: None,
+                        },
+                        None,
+                    )
+                    .await;
+                }
+            }
+            ClusterEvent::Relisted { .. } => {}
+        }
+    }
+
+    async fn on_tick(&mut self) {
+        let now = crate::app::now_ms();
+        let grace = self.config.alerts.statefulset_grace.as_millis() as i64;
+        let mut signals = Vec::new();
+        for ((env, kind, name), o) in &self.watched {
+            match kind {
+                WatchedKind::StatefulSets => {
+                    let key = (env.clone(), name.clone());
+                    match detect::statefulset_short(o) {
+                        Some(detail) => {
+                            let since = *self.unready_since.entry(key).or_insert(now);
+                            if now - since >= grace {
+                                signals.push(Signal::Firing {
+                                    key: IncidentKey {
+                                        env: env.clone(),
+                                        object: format!("statefulset/{name}"),
+                                        reason: "NotReady".into(),
+                                    },
+                                    severity: Severity::Critical,
+                                    detail: format!("{detail} for {}", age(now - since)),
+                                    occurrence: String::new(),
+                                });
+                            }
+                        }
+                        None => {
+                            self.unready_since.remove(&key);
+                            signals.push(Signal::Clear {
+                                env: env.clone(),
+                                object: format!("statefulset/{name}"),
+                                reason: Some("NotReady".into()),
+                            });
+                        }
+                    }
+                }
+                WatchedKind::CronJobs => match detect::cronjob_stale(o, chrono::Utc::now()) {
+                    Some(detail) => signals.push(Signal::Firing {
+                        key: IncidentKey {
+                            env: env.clone(),
+                            object: format!("cronjob/{name}"),
+                            reason: "BackupsStopped".into(),
+                        },
+                        severity: Severity::Critical,
+                        detail,
+                        occurrence: String::new(),
+                    }),
+                    None => signals.push(Signal::Clear {
+                        env: env.clone(),
+                        object: format!("cronjob/{name}"),
+                        reason: Some("BackupsStopped".into()),
+                    }),
+                },
+                _ => {}
+            }
+        }
+        for s in signals {
+            self.apply(s, None).await;
+        }
+        // Incidents held back by a mute or the budget are posted once they may be.
+        for inc in open_incidents(&self.store) {
+            if inc.message.is_none()
+                && !self.muted(&inc.key.env)
+                && self.suppressed == 0
+                && self.budget.take()
+            {
+                self.post(inc).await;
+            }
+        }
+        if self.suppressed > 0 && self.budget.take() {
+            let n = std::mem::take(&mut self.suppressed);
+            let text = format!(
+                "🔕 {n} more alerts were held back by the alert rate limit; `alerts list` shows every open incident."
+            );
+            if let Ok(room) = self
+                .chat
+                .room_id(&self.config.rocketchat.alerts_channel)
+                .await
+            {
+                let _ = self.chat.post(&room, None, &text).await;
+            }
+        }
+    }
+
+    fn muted(&self, env: &str) -> bool {
+        let m: Option<Mute> = self.store.kv_get(MUTES, env).ok().flatten();
+        is_muted(m.as_ref(), crate::app::now_ms())
+    }
+
+    fn channel(&self, env: &str) -> String {
+        self.config
+            .environments
+            .get(env)
+            .and_then(|e| e.alerts_channel.clone())
+            .unwrap_or_else(|| self.config.rocketchat.alerts_channel.clone())
+    }
+
+    fn render(&self, inc: &Incident) -> String {
+        let env_cfg = self.config.environments.get(&inc.key.env);
+        let mention = if env_cfg.is_some_and(|e| e.is_production(&inc.key.env))
+            && inc.severity == Severity::Critical
+        {
+            "@here "
+        } else {
+            ""
+        };
+        let times = if inc.count > 1 {
+            format!(" (×{})", inc.count)
+        } else {
+            String::new()
+        };
+        let mark = if inc.resolved_ms.is_some() {
+            "✅ resolved:"
+        } else {
+            "🚨"
+        };
+        format!(
+            "{mention}{mark} *{}* {} {}: {}{times}",
+            inc.key.env, inc.key.object, inc.key.reason, inc.detail
+        )
+    }
+
+    async fn post(&mut self, mut inc: Incident) {
+        let mut text = self.render(&inc);
+        if inc.key.reason == "JobFailed"
+            && let (Some(c), Some(job)) = (self.clusters.get(&inc.key.env), inc.occurrences.last())
+            && let Ok(tail) = c.job_log_tail(job, 10).await
+            && !tail.is_empty()
+        {
+            text.push_str(&format!("\n```\n{}\n```", tail.join("\n")));
+        }
+        let channel = self.channel(&inc.key.env);
+        match self.chat.room_id(&channel).await {
+            Ok(room) => match self.chat.post(&room, None, &text).await {
+                Ok(m) => {
+                    inc.message = Some((m.room_id, m.id));
+                    crate::telemetry::metrics()
+                        .alerts
+                        .get_or_create(&crate::telemetry::labels(&[
+                            ("env", &inc.key.env),
+                            (
+                                "severity",
+                                if inc.severity == Severity::Critical {
+                                    "critical"
+                                } else {
+                                    "warning"
+                                },
+                            ),
+                        ]))
+                        .inc();
+                }
+                Err(e) => tracing::error!(error = %e, "cannot post an alert"),
+            },
+            Err(e) => tracing::error!(error = %e, channel, "no alerts channel"),
+        }
+        let _ = self.store.kv_put(INCIDENTS, &inc.key.id(), &inc);
+    }
+
+    async fn apply(&mut self, s: Signal, _object: Option<&Value>) {
+        let now = crate::app::now_ms();
+        match s {
+            Signal::Firing {
+                key,
+                severity,
+                detail,
+                occurrence,
+            } => {
+                let existing: Option<Incident> = self
+                    .store
+                    .kv_get(INCIDENTS, &key.id())
+                    .ok()
+                    .flatten()
+                    .filter(|i: &Incident| i.resolved_ms.is_none());
+                match existing {
+                    Some(mut inc) => {
+                        let new_occurrence =
+                            !occurrence.is_empty() && !inc.occurrences.contains(&occurrence);
+                        inc.last_ms = now;
+                        if new_occurrence {
+                            inc.count += 1;
+                            inc.occurrences.push(occurrence);
+                            if inc.occurrences.len() > 20 {
+                                inc.occurrences.remove(0);
+                            }
+                            inc.detail = detail;
+                            if let Some((room, id)) = &inc.message {
+                                let m = MessageRef {
+                                    room_id: room.clone(),
+                                    id: id.clone(),
+                                };
+                                let _ = self.chat.edit(&m, &self.render(&inc)).await;
+                            }
+                        }
+                        let _ = self.store.kv_put(INCIDENTS, &key.id(), &inc);
+                    }
+                    None => {
+                        let inc = Incident {
+                            key: key.clone(),
+                            severity,
+                            detail,
+                            first_ms: now,
+                            last_ms: now,
+                            count: 1,
+                            occurrences: if occurrence.is_empty() {
+                                Vec::new()
+                            } else {
+                                vec![occurrence]
+                            },
+                            message: None,
+                            resolved_ms: None,
+                        };
+                        let _ = self.store.kv_put(INCIDENTS, &key.id(), &inc);
+                        if self.muted(&key.env) {
+                            tracing::info!(incident = %key.id(), "alert held back by a mute");
+                        } else if self.budget.take() {
+                            self.post(inc).await;
+                        } else {
+                            self.suppressed += 1;
+                        }
+                    }
+                }
+            }
+            Signal::Clear {
+                env,
+                object,
+                reason,
+            } => {
+                for mut inc in open_incidents(&self.store) {
+                    if inc.key.env != env
+                        || inc.key.object != object
+                        || reason.as_ref().is_some_and(|r| *r != inc.key.reason)
+                    {
+                        continue;
+                    }
+                    inc.resolved_ms = Some(now);
+                    if let Some((room, id)) = inc.message.clone() {
+                        let m = MessageRef { room_id: room, id };
+                        let _ = self.chat.edit(&m, &self.render(&inc)).await;
+                        let _ = self
+                            .chat
+                            .post(
+                                &m.room_id,
+                                Some(&m.id),
+                                &format!("✅ Resolved after {}.", age(now - inc.first_ms)),
+                            )
+                            .await;
+                    }
+                    let _ = self.store.kv_put(INCIDENTS, &inc.key.id(), &inc);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mute_holds_until_its_time() {
+        let m = Mute {
+            env: "prod".into(),
+            until_ms: 1_000,
+            by: "alice".into(),
+            reason: None,
+        };
+        assert!(is_muted(Some(&m), 999));
+        assert!(!is_muted(Some(&m), 1_000));
+        assert!(!is_muted(None, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_alert_budget_allows_a_burst_then_refills_with_time() {
+        let mut b = AlertBudget::new(6, 3);
+        assert!(b.take() && b.take() && b.take());
+        assert!(!b.take());
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(b.take());
+        assert!(!b.take());
+    }
+}

@@ -1,0 +1,281 @@
+//! Failure alerts end to end: faults in the Kubernetes simulator → incidents → what #alerts shows.
+
+use std::time::Duration;
+
+use rocketops::cluster::Cluster;
+use rocketops::sandbox::kube::JobScript;
+use serde_json::{Value, json};
+
+use crate::support::{World, bot_texts};
+
+fn alert_config(w: &World) -> rocketops::config::Config {
+    let mut c = w.config();
+    c.alerts.check_every = Duration::from_millis(200);
+    c
+}
+
+fn alert_messages(w: &World) -> Vec<Value> {
+    w.sim
+        .messages("#alerts")
+        .unwrap()
+        .into_iter()
+        .filter(|m| m["u"]["username"] == "rocketops" && m.get("tmid").is_none())
+        .collect()
+}
+
+async fn test_cluster(w: &World) -> Cluster {
+    Cluster::from_kubeconfig(&w.kubeconfig(), Some("test"), None)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_backup_cronjob_alerts_once_counts_repeats_and_resolves_on_success() {
+    let mut w = World::with_cluster().await;
+    w.start_bot_with(alert_config(&w)).await;
+    let c = test_cluster(&w).await;
+    w.kube().script_job(
+        "mongodb-backup",
+        JobScript {
+            exit_code: 1,
+            log: vec![
+                "connecting to mongodb://admin:s3cr3tpw@mongodb-0:27017".into(),
+                "error: authentication failed".into(),
+            ],
+            ..JobScript::default()
+        },
+    );
+    c.job_from_cronjob("mongodb-backup", "mongodb-backup-28000001")
+        .await
+        .unwrap();
+    let msgs = w
+        .wait_for("#alerts", "the alert", |m| {
+            bot_texts(m)
+                .iter()
+                .any(|t| t.contains("cronjob/mongodb-backup JobFailed"))
+        })
+        .await;
+    let alert = bot_texts(&msgs)
+        .into_iter()
+        .find(|t| t.contains("JobFailed"))
+        .unwrap();
+    assert!(
+        alert.contains("authentication failed") && !alert.contains("s3cr3tpw"),
+        "log tail, redacted: {alert}"
+    );
+    c.job_from_cronjob("mongodb-backup", "mongodb-backup-28000002")
+        .await
+        .unwrap();
+    w.wait_for("#alerts", "the counter", |m| {
+        bot_texts(m).iter().any(|t| t.contains("(×2)"))
+    })
+    .await;
+    assert_eq!(alert_messages(&w).len(), 1, "one alert per incident");
+    w.kube().script_job("mongodb-backup", JobScript::default());
+    c.job_from_cronjob("mongodb-backup", "mongodb-backup-28000003")
+        .await
+        .unwrap();
+    let msgs = w
+        .wait_for("#alerts", "resolved", |m| {
+            bot_texts(m)
+                .iter()
+                .any(|t| t.starts_with("✅ Resolved after"))
+        })
+        .await;
+    let reply = msgs
+        .iter()
+        .find(|m| {
+            m["msg"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("✅ Resolved")
+        })
+        .unwrap();
+    assert_eq!(
+        reply["tmid"],
+        alert_messages(&w)[0]["_id"],
+        "in the alert's thread"
+    );
+    assert!(
+        alert_messages(&w)[0]["msg"]
+            .as_str()
+            .unwrap()
+            .contains("✅ resolved:")
+    );
+    w.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_looping_pod_alerts_survives_a_bot_restart_without_duplicates_and_resolves() {
+    let mut w = World::with_cluster().await;
+    w.start_bot_with(alert_config(&w)).await;
+    let c = test_cluster(&w).await;
+    let repo = rocketops::sandbox::kube::seed::ROCKETCHAT_REPO;
+    c.set_image(
+        "rocketchat",
+        "rocketchat",
+        &format!("{repo}:7.0.0-crash"),
+        "bad build",
+    )
+    .await
+    .unwrap();
+    w.wait_for("#alerts", "crash alert", |m| {
+        bot_texts(m).iter().any(|t| t.contains("CrashLoopBackOff"))
+    })
+    .await;
+    let before = alert_messages(&w).len();
+    w.stop_bot().await;
+    w.start_bot_with(alert_config(&w)).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        alert_messages(&w).len(),
+        before,
+        "the restarted bot remembers the incident"
+    );
+    c.set_image("rocketchat", "rocketchat", &format!("{repo}:6.5.0"), "fix")
+        .await
+        .unwrap();
+    w.wait_for("#alerts", "resolved", |m| {
+        bot_texts(m)
+            .iter()
+            .any(|t| t.starts_with("✅ Resolved after"))
+    })
+    .await;
+    w.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_failing_pods_post_a_bounded_number_of_alerts_and_a_summary() {
+    let mut w = World::with_cluster().await;
+    w.start_bot_with(alert_config(&w)).await;
+    w.kube()
+        .create(
+            "deployments",
+            "test",
+            json!({"metadata": {"name": "flood"}, "spec": {"replicas": 100, "selector": {"matchLabels": {"app": "flood"}},
+                   "template": {"metadata": {"labels": {"app": "flood"}}, "spec": {"containers": [{"name": "f", "image": "flood:1-crash"}]}}}}),
+        )
+        .unwrap();
+    let msgs = w
+        .wait_for("#alerts", "the summary", |m| {
+            bot_texts(m)
+                .iter()
+                .any(|t| t.contains("more alerts were held back"))
+        })
+        .await;
+    let posted = bot_texts(&msgs);
+    assert!(
+        posted.len() <= 10,
+        "a failing cluster cannot flood the channel: {} messages",
+        posted.len()
+    );
+    let summary = posted.iter().find(|t| t.contains("held back")).unwrap();
+    let held: u32 = summary.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(held >= 90, "{summary}");
+    w.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cronjob_that_has_not_succeeded_for_two_intervals_says_backups_stopped() {
+    let mut w = World::with_cluster().await;
+    let five_hours_ago = (chrono::Utc::now() - chrono::Duration::hours(5))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    w.kube()
+        .create(
+            "cronjobs",
+            "test",
+            json!({"metadata": {"name": "nightly-dump"}, "spec": {"schedule": "0 * * * *", "suspend": true,
+                   "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "d", "image": "mongo:7.0"}]}}}}}}),
+        )
+        .unwrap();
+    let kc = kube::config::Kubeconfig::read_from(w.kubeconfig()).unwrap();
+    let opts = kube::config::KubeConfigOptions {
+        context: Some("test".into()),
+        ..Default::default()
+    };
+    let client = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(kc, &opts)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let api: kube::Api<k8s_openapi::api::batch::v1::CronJob> =
+        kube::Api::namespaced(client, "test");
+    api.patch_status(
+        "nightly-dump",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&json!({"status": {"lastSuccessfulTime": five_hours_ago}})),
+    )
+    .await
+    .unwrap();
+    w.start_bot_with(alert_config(&w)).await;
+    let msgs = w
+        .wait_for("#alerts", "backups stopped", |m| {
+            bot_texts(m)
+                .iter()
+                .any(|t| t.contains("nightly-dump BackupsStopped"))
+        })
+        .await;
+    assert!(
+        bot_texts(&msgs)
+            .iter()
+            .any(|t| t.contains("backups stopped"))
+    );
+    w.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mute_holds_alerts_back_until_it_ends_and_alerts_list_shows_them() {
+    let mut w = World::with_cluster().await;
+    w.start_bot_with(alert_config(&w)).await;
+    w.sim
+        .post("alice", "#ops", "/alerts mute test 3s planned work")
+        .unwrap();
+    w.wait_for("#ops", "mute", |m| {
+        bot_texts(m)
+            .iter()
+            .any(|t| t.starts_with("🔕 Alerts for test are muted"))
+    })
+    .await;
+    let c = test_cluster(&w).await;
+    w.kube().script_job(
+        "mongodb-backup",
+        JobScript {
+            exit_code: 1,
+            ..JobScript::default()
+        },
+    );
+    c.job_from_cronjob("mongodb-backup", "mongodb-backup-muted")
+        .await
+        .unwrap();
+    c.wait_job("mongodb-backup-muted", Duration::from_secs(10))
+        .await
+        .unwrap();
+    // The incident is recorded (and listed) while the mute keeps it out of #alerts.
+    let started = tokio::time::Instant::now();
+    loop {
+        let before = bot_texts(&w.sim.messages("#ops").unwrap()).len();
+        w.sim.post("alice", "#ops", "/alerts list").unwrap();
+        let msgs = w
+            .wait_for("#ops", "the list", |m| bot_texts(m).len() > before)
+            .await;
+        if bot_texts(&msgs)
+            .last()
+            .is_some_and(|t| t.contains("cronjob/mongodb-backup JobFailed"))
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the incident was not recorded in time"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(alert_messages(&w).is_empty(), "muted: nothing posted yet");
+    w.wait_for("#alerts", "the alert after the mute", |m| {
+        bot_texts(m).iter().any(|t| t.contains("JobFailed"))
+    })
+    .await;
+    w.stop_bot().await;
+}
