@@ -64,6 +64,10 @@ pub struct BenchReport {
     /// Median deploy through chat, median of the same rollout driven directly, and their difference.
     pub deploy_chat: Duration,
     pub deploy_direct: Duration,
+    /// From the simulator marking a Job failed to its alert arriving in #alerts: p50, p99, and how many.
+    pub alert_p50: Duration,
+    pub alert_p99: Duration,
+    pub alerts_measured: usize,
 }
 
 impl fmt::Display for BenchReport {
@@ -97,6 +101,13 @@ impl fmt::Display for BenchReport {
             ms(self.deploy_chat),
             ms(self.deploy_direct),
             ms(self.deploy_chat.saturating_sub(self.deploy_direct))
+        )?;
+        writeln!(
+            f,
+            "  alert latency (Job failed → alert in #alerts), {} incidents: p50 {:.0} ms, p99 {:.0} ms",
+            self.alerts_measured,
+            ms(self.alert_p50),
+            ms(self.alert_p99)
         )?;
         let mb = |k: Option<u64>| {
             k.map_or("unavailable".to_string(), |k| {
@@ -166,7 +177,7 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
     std::fs::write(
         &cfg_path,
         format!(
-            "[bot]\nstore_path = \"{}\"\n[rocketchat]\nurl = \"{}\"\nusername = \"rocketops\"\nrooms = [\"ops\"]\n[telemetry]\nlisten = \"127.0.0.1:0\"\n[policy]\nrate_per_minute = 100000000\nrate_burst = 1000000\n[environments.bench]\nkubeconfig = \"{}\"\ncontext = \"bench\"\nimage = \"{}\"\n[[environments.bench.policy.allow]]\ncommands = [\"*\"]\nroles = [\"ops\"]\n",
+            "[bot]\nstore_path = \"{}\"\n[rocketchat]\nurl = \"{}\"\nusername = \"rocketops\"\nrooms = [\"ops\"]\n[telemetry]\nlisten = \"127.0.0.1:0\"\n[alerts]\nper_minute = 100000\nburst = 100000\ncheck_every = \"1s\"\n[policy]\nrate_per_minute = 100000000\nrate_burst = 1000000\n[environments.bench]\nkubeconfig = \"{}\"\ncontext = \"bench\"\nimage = \"{}\"\n[[environments.bench.policy.allow]]\ncommands = [\"*\"]\nroles = [\"ops\"]\n",
             dir.join("data").display(),
             sim.url(),
             kubeconfig.display(),
@@ -302,6 +313,7 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
     // Phase 3: deploys through chat versus the same rollout driven directly through the cluster layer.
     let (deploy_chat, deploy_direct) =
         deploy_phase(&sim, &kube, &kubeconfig, args.deploys.max(1)).await?;
+    let (alert_lat, alerts_measured) = alert_phase(&sim, &kube, 100).await?;
     kube.stop();
     let _ = child.kill().await;
     sim.stop();
@@ -319,7 +331,100 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
         peak_rss_kib: rss,
         deploy_chat,
         deploy_direct,
+        alert_p50: percentile(&alert_lat, 0.50),
+        alert_p99: percentile(&alert_lat, 0.99),
+        alerts_measured,
     })
+}
+
+/// Fails `n` Jobs in the `bench` namespace and times each alert from the moment the simulator marks the Job failed.
+async fn alert_phase(
+    sim: &RocketChatSim,
+    kube: &crate::sandbox::kube::KubeSim,
+    n: usize,
+) -> Result<(Vec<Duration>, usize), BenchError> {
+    use crate::sandbox::kube::JobScript;
+    kube.script_job(
+        "alert-bench-",
+        JobScript {
+            exit_code: 1,
+            runtime: Duration::from_millis(50),
+            ..JobScript::default()
+        },
+    );
+    let mut changes = kube.changes();
+    let mut events = sim.events();
+    let failed_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let f2 = failed_at.clone();
+    let watcher = tokio::spawn(async move {
+        while let Ok(c) = changes.recv().await {
+            if c.plural != "jobs" {
+                continue;
+            }
+            let failed = c.object["status"]["conditions"]
+                .as_array()
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|x| x["type"] == "Failed" && x["status"] == "True")
+                });
+            if failed {
+                let name = c.object["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                f2.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(name)
+                    .or_insert_with(Instant::now);
+            }
+        }
+    });
+    for i in 0..n {
+        let job = serde_json::json!({"metadata": {"name": format!("alert-bench-{i}")}, "spec": {"backoffLimit": 0,
+            "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "x", "image": "busybox:1"}]}}}});
+        kube.create("jobs", "bench", job)
+            .map_err(|e| BenchError::Setup(e.status().to_string()))?;
+    }
+    let mut lat = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < n && Instant::now() < deadline {
+        let Ok(ev) = tokio::time::timeout_at(deadline, events.recv()).await else {
+            break;
+        };
+        if let Ok(SimEvent::Message {
+            message,
+            edited: false,
+            ..
+        }) = ev
+        {
+            let text = message["msg"].as_str().unwrap_or_default();
+            if message["u"]["username"] != "rocketops"
+                || !text.starts_with('🚨') && !text.contains("🚨")
+            {
+                continue;
+            }
+            if let Some(name) = text
+                .split("job/")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+            {
+                let at = Instant::now();
+                if seen.insert(name.to_string())
+                    && let Some(failed) = failed_at
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(name)
+                {
+                    lat.push(at.saturating_duration_since(*failed));
+                }
+            }
+        }
+    }
+    watcher.abort();
+    lat.sort();
+    let measured = lat.len();
+    Ok((lat, measured))
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

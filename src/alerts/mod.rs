@@ -38,6 +38,9 @@ pub struct Incident {
     pub message: Option<(String, String)>,
     #[serde(default)]
     pub resolved_ms: Option<i64>,
+    /// What the webhook has been told (`fired`, `resolved`), so that nothing is sent twice.
+    #[serde(default)]
+    pub webhook: Vec<String>,
 }
 
 /// An environment's alerts silenced until a time.
@@ -133,11 +136,17 @@ pub struct Alerter<C: Chat> {
     /// Last seen StatefulSets and CronJobs, for time-based checks.
     watched: HashMap<(String, WatchedKind, String), Value>,
     unready_since: HashMap<(String, String), i64>,
+    http: reqwest::Client,
 }
 
 impl<C: Chat> Alerter<C> {
     pub fn new(chat: C, store: Store, config: Config, clusters: Clusters) -> Alerter<C> {
         let budget = AlertBudget::new(config.alerts.per_minute, config.alerts.burst);
+        crate::tls::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
         Alerter {
             chat,
             store,
@@ -147,6 +156,7 @@ impl<C: Chat> Alerter<C> {
             suppressed: 0,
             watched: HashMap::new(),
             unready_since: HashMap::new(),
+            http,
         }
     }
 
@@ -326,6 +336,53 @@ impl<C: Chat> Alerter<C> {
         )
     }
 
+    /// Sends `text` to the incoming webhook (if configured) once per incident and `stage`, retrying
+    /// transient failures.
+    async fn webhook(&self, inc: &mut Incident, stage: &str, text: &str) {
+        let Some(url) = self.config.alerts.webhook_url.clone() else {
+            return;
+        };
+        if inc.webhook.iter().any(|s| s == stage) {
+            return;
+        }
+        for attempt in 0..4u32 {
+            let r = self
+                .http
+                .post(url.expose())
+                .json(&serde_json::json!({"text": text, "alias": "rocketops"}))
+                .send()
+                .await;
+            match r {
+                Ok(resp) if resp.status().is_success() => {
+                    inc.webhook.push(stage.to_string());
+                    return;
+                }
+                // 4xx: the URL or token is wrong; retrying will not help (and the URL must not be logged).
+                Ok(resp) if resp.status().is_client_error() => {
+                    tracing::error!(
+                        status = resp.status().as_u16(),
+                        "the alerts webhook refused the alert"
+                    );
+                    return;
+                }
+                Ok(resp) => tracing::warn!(
+                    status = resp.status().as_u16(),
+                    attempt,
+                    "alerts webhook failed; retrying"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e.without_url(), attempt, "alerts webhook unreachable; retrying")
+                }
+            }
+            tokio::time::sleep(crate::chat::rocketchat::backoff(
+                attempt,
+                Duration::from_millis(200),
+                Duration::from_secs(5),
+            ))
+            .await;
+        }
+    }
+
     async fn post(&mut self, mut inc: Incident) {
         let mut text = self.render(&inc);
         if inc.key.reason == "JobFailed"
@@ -359,6 +416,7 @@ impl<C: Chat> Alerter<C> {
             },
             Err(e) => tracing::error!(error = %e, channel, "no alerts channel"),
         }
+        self.webhook(&mut inc, "fired", &text).await;
         let _ = self.store.kv_put(INCIDENTS, &inc.key.id(), &inc);
     }
 
@@ -414,6 +472,7 @@ impl<C: Chat> Alerter<C> {
                             },
                             message: None,
                             resolved_ms: None,
+                            webhook: Vec::new(),
                         };
                         let _ = self.store.kv_put(INCIDENTS, &key.id(), &inc);
                         if self.muted(&key.env) {
@@ -450,6 +509,16 @@ impl<C: Chat> Alerter<C> {
                                 &format!("✅ Resolved after {}.", age(now - inc.first_ms)),
                             )
                             .await;
+                    }
+                    if inc.webhook.iter().any(|s| s == "fired") {
+                        let text = format!(
+                            "✅ *{}* {} {} resolved after {}.",
+                            inc.key.env,
+                            inc.key.object,
+                            inc.key.reason,
+                            age(now - inc.first_ms)
+                        );
+                        self.webhook(&mut inc, "resolved", &text).await;
                     }
                     let _ = self.store.kv_put(INCIDENTS, &inc.key.id(), &inc);
                 }

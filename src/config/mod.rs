@@ -69,6 +69,9 @@ pub struct AlertsConfig {
     /// How often time-based checks (StatefulSets, stale CronJobs, held-back alerts) run.
     #[serde(with = "humantime_serde")]
     pub check_every: Duration,
+    /// A Rocket.Chat incoming-webhook URL that also receives every alert (it carries a token:
+    /// prefer `ROCKETOPS_ALERTS_WEBHOOK`).
+    pub webhook_url: Option<Secret>,
 }
 
 impl Default for AlertsConfig {
@@ -79,6 +82,7 @@ impl Default for AlertsConfig {
             burst: 5,
             statefulset_grace: Duration::from_secs(300),
             check_every: Duration::from_secs(15),
+            webhook_url: None,
         }
     }
 }
@@ -459,6 +463,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("ROCKETOPS_RC_TOKEN", "rocketchat.token"),
     ("ROCKETOPS_RC_PASSWORD", "rocketchat.password"),
     ("ROCKETOPS_STORE_PATH", "bot.store_path"),
+    ("ROCKETOPS_ALERTS_WEBHOOK", "alerts.webhook_url"),
 ];
 
 impl Config {
@@ -520,6 +525,9 @@ impl Config {
         }
         if let Some(v) = env("ROCKETOPS_RC_PASSWORD") {
             rc.password = Some(Secret(v));
+        }
+        if let Some(v) = env("ROCKETOPS_ALERTS_WEBHOOK") {
+            self.alerts.webhook_url = Some(Secret(v));
         }
         if let Some(v) = env("ROCKETOPS_STORE_PATH") {
             self.bot.store_path = PathBuf::from(v);

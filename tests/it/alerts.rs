@@ -279,3 +279,51 @@ async fn a_mute_holds_alerts_back_until_it_ends_and_alerts_list_shows_them() {
     .await;
     w.stop_bot().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_also_reach_the_incoming_webhook_once_despite_a_failed_attempt() {
+    let mut w = World::with_cluster().await;
+    let hook = w.sim.create_webhook("#alerts", "admin").unwrap();
+    w.sim.fail_webhooks(1);
+    let mut config = alert_config(&w);
+    config.alerts.webhook_url = Some(rocketops::config::Secret::new(hook));
+    w.start_bot_with(config).await;
+    let c = test_cluster(&w).await;
+    w.kube().script_job(
+        "mongodb-backup",
+        JobScript {
+            exit_code: 1,
+            ..JobScript::default()
+        },
+    );
+    c.job_from_cronjob("mongodb-backup", "mongodb-backup-hooked")
+        .await
+        .unwrap();
+    let by_hook = |m: &[Value]| -> Vec<String> {
+        m.iter()
+            .filter(|m| m["u"]["username"] == "admin")
+            .map(|m| m["msg"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let msgs = w
+        .wait_for("#alerts", "the webhook's copy", |m| {
+            by_hook(m).iter().any(|t| t.contains("JobFailed"))
+        })
+        .await;
+    assert_eq!(
+        by_hook(&msgs).len(),
+        1,
+        "retried after the failure, delivered once"
+    );
+    w.kube().script_job("mongodb-backup", JobScript::default());
+    c.job_from_cronjob("mongodb-backup", "mongodb-backup-hooked-ok")
+        .await
+        .unwrap();
+    let msgs = w
+        .wait_for("#alerts", "the webhook's resolved", |m| {
+            by_hook(m).iter().any(|t| t.contains("resolved after"))
+        })
+        .await;
+    assert_eq!(by_hook(&msgs).len(), 2);
+    w.stop_bot().await;
+}

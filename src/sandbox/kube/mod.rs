@@ -272,6 +272,11 @@ impl KubeSim {
         }
     }
 
+    /// Every change to any object, as watches see them.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<store::Change> {
+        self.inner.store().changes.subscribe()
+    }
+
     /// The (group, resource, verb) triples clients have requested, as RBAC names them.
     pub fn api_calls(&self) -> std::collections::BTreeSet<(String, String, String)> {
         self.inner

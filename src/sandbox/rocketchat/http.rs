@@ -30,6 +30,7 @@ pub(crate) fn router(sim: Arc<SimInner>) -> Router {
         .route("/api/v1/chat.sendMessage", post(send_message))
         .route("/api/v1/chat.update", post(chat_update))
         .route("/api/v1/chat.react", post(chat_react))
+        .route("/hooks/{id}/{token}", post(incoming_webhook))
         .route("/_sim/post", post(ctl_post))
         .route("/_sim/edit", post(ctl_edit))
         .route("/_sim/messages", get(ctl_messages))
@@ -342,6 +343,52 @@ async fn chat_react(AxState(sim): Sim, headers: HeaderMap, Json(body): Json<Valu
             e["error"].as_str().unwrap_or("error"),
         ),
     }
+}
+
+/// An incoming webhook: `{"text", "alias"?, "channel"?}` posted as the integration's user.
+async fn incoming_webhook(
+    AxState(sim): Sim,
+    axum::extract::Path((id, token)): axum::extract::Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> Response {
+    let mut st = sim.state();
+    if st.webhook_failures > 0 {
+        st.webhook_failures -= 1;
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"success": false, "error": "Internal server error (fault injected)"})),
+        )
+            .into_response();
+    }
+    let Some((expected, rid, uid)) = st.webhooks.get(&id).cloned() else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"success": false, "error": "Invalid integration id or token provided."})),
+        )
+            .into_response();
+    };
+    if expected != token {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"success": false, "error": "Invalid integration id or token provided."})),
+        )
+            .into_response();
+    }
+    let text = body
+        .get("text")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let extra = super::state::NewMessage {
+        bot: Some(json!({"i": id})),
+        attachments: body.get("attachments").cloned(),
+        ..Default::default()
+    };
+    let mut doc = st.insert_message(&uid, &rid, &text, extra);
+    if let Some(alias) = body.get("alias") {
+        doc["alias"] = alias.clone();
+    }
+    Json(json!({"success": true})).into_response()
 }
 
 fn handle(sim: &Arc<SimInner>) -> RocketChatSim {

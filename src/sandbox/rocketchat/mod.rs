@@ -321,6 +321,26 @@ impl RocketChatSim {
         }
     }
 
+    /// Creates an incoming webhook that posts into `room` as `username`; returns its URL.
+    pub fn create_webhook(&self, room: &str, username: &str) -> Result<String, SimError> {
+        let mut st = self.inner.state();
+        let uid = st
+            .user_by_name(username)
+            .map(|u| u.id.clone())
+            .ok_or_else(|| SimError::UnknownUser(username.into()))?;
+        let rid = resolve_room(&mut st, &uid, room)?;
+        let id = crate::chat::rocketchat::new_message_id();
+        let token =
+            crate::chat::rocketchat::new_message_id() + &crate::chat::rocketchat::new_message_id();
+        st.webhooks.insert(id.clone(), (token.clone(), rid, uid));
+        Ok(format!("{}/hooks/{id}/{token}", self.url()))
+    }
+
+    /// Makes the next `n` webhook calls fail with HTTP 500.
+    pub fn fail_webhooks(&self, n: u32) {
+        self.inner.state().webhook_failures = n;
+    }
+
     /// Grants a permission (`view-full-other-user-info`, ...) to a role.
     pub fn grant_permission(&self, role: &str, permission: &str) {
         self.inner

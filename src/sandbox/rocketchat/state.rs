@@ -119,6 +119,10 @@ pub struct State {
     pub max_message_len: usize,
     /// Permissions granted to roles beyond the admin's (which has all).
     pub role_permissions: HashMap<String, Vec<String>>,
+    /// Incoming webhooks: id → (token, room id, posting user id).
+    pub webhooks: HashMap<String, (String, String, String)>,
+    /// Fail the next N webhook calls with HTTP 500.
+    pub webhook_failures: u32,
     last_ts: i64,
     pub events: broadcast::Sender<SimEvent>,
 }
@@ -180,6 +184,8 @@ impl State {
             rest_limit: Some((10, Duration::from_secs(60))),
             max_message_len: 5000,
             role_permissions: HashMap::new(),
+            webhooks: HashMap::new(),
+            webhook_failures: 0,
             last_ts: 0,
             events: broadcast::channel(4096).0,
         }
