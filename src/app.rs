@@ -128,6 +128,7 @@ pub async fn run_with(
             WatchedKind::Deployments,
             WatchedKind::StatefulSets,
             WatchedKind::CronJobs,
+            WatchedKind::Events,
         ];
         let events = watch_environments(&clusters, &kinds, None, shutdown.clone());
         let alerter = crate::alerts::Alerter::new(

@@ -178,6 +178,7 @@ pub fn detect(env: &str, kind: WatchedKind, o: &Value) -> Vec<Signal> {
         }
         // Time-based: see `stale` and the runner's grace handling.
         WatchedKind::StatefulSets | WatchedKind::CronJobs => Vec::new(),
+        WatchedKind::Events => Vec::new(),
     }
 }
 
@@ -292,5 +293,89 @@ mod tests {
             msg.contains("backups stopped") && msg.contains("3h 30m"),
             "{msg}"
         );
+    }
+}
+
+/// A Warning event whose reason is worth an alert (point in time: it repeats, it does not clear).
+pub fn warning_event(env: &str, o: &Value, reasons: &[String]) -> Option<Signal> {
+    if o["type"] != "Warning" {
+        return None;
+    }
+    let reason = o["reason"].as_str()?;
+    if !reasons.iter().any(|r| r == reason) {
+        return None;
+    }
+    let inv = &o["involvedObject"];
+    let object = format!(
+        "{}/{}",
+        inv["kind"].as_str().unwrap_or("object").to_lowercase(),
+        inv["name"].as_str().unwrap_or("?")
+    );
+    Some(Signal::Firing {
+        key: IncidentKey {
+            env: env.into(),
+            object: object.clone(),
+            reason: reason.into(),
+        },
+        severity: Severity::Warning,
+        detail: format!(
+            "{object}: {}",
+            o["message"]
+                .as_str()
+                .unwrap_or_default()
+                .chars()
+                .take(300)
+                .collect::<String>()
+        ),
+        occurrence: name(o).to_string(),
+    })
+}
+
+/// Whether `now` (minutes since midnight) falls in a quiet window `start..end` (which may wrap midnight).
+pub fn in_quiet_hours(window: Option<(u32, u32)>, now_minutes: u32) -> bool {
+    match window {
+        None => false,
+        Some((start, end)) if start <= end => (start..end).contains(&now_minutes),
+        Some((start, end)) => now_minutes >= start || now_minutes < end,
+    }
+}
+
+/// Parses `22:00-07:00` into minutes since midnight.
+pub fn parse_quiet_hours(s: &str) -> Option<(u32, u32)> {
+    let (a, b) = s.split_once('-')?;
+    let hm = |t: &str| -> Option<u32> {
+        let (h, m) = t.trim().split_once(':')?;
+        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60).then_some(h * 60 + m)
+    };
+    Some((hm(a)?, hm(b)?))
+}
+
+#[cfg(test)]
+mod quiet_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn quiet_hours_wrap_midnight() {
+        let w = parse_quiet_hours("22:00-07:00");
+        assert_eq!(w, Some((1320, 420)));
+        assert!(in_quiet_hours(w, 23 * 60));
+        assert!(in_quiet_hours(w, 60));
+        assert!(!in_quiet_hours(w, 12 * 60));
+        assert!(parse_quiet_hours("25:00-07:00").is_none());
+        assert!(!in_quiet_hours(None, 0));
+    }
+
+    #[test]
+    fn only_listed_warning_reasons_alert() {
+        let ev = json!({"metadata": {"name": "ev1"}, "type": "Warning", "reason": "FailedMount", "message": "MountVolume.SetUp failed", "involvedObject": {"kind": "Pod", "name": "mongodb-0"}});
+        let reasons = vec!["FailedMount".to_string()];
+        assert!(
+            matches!(warning_event("prod", &ev, &reasons), Some(Signal::Firing { key, severity: Severity::Warning, .. }) if key.object == "pod/mongodb-0")
+        );
+        assert!(warning_event("prod", &ev, &[]).is_none());
+        let normal = json!({"type": "Normal", "reason": "FailedMount"});
+        assert!(warning_event("prod", &normal, &reasons).is_none());
     }
 }

@@ -41,6 +41,9 @@ pub struct Incident {
     /// What the webhook has been told (`fired`, `resolved`), so that nothing is sent twice.
     #[serde(default)]
     pub webhook: Vec<String>,
+    /// Posted as part of a quiet-hours digest (its message is the digest).
+    #[serde(default)]
+    pub digest: bool,
 }
 
 /// An environment's alerts silenced until a time.
@@ -181,6 +184,17 @@ impl<C: Chat> Alerter<C> {
     async fn on_event(&mut self, ev: ClusterEvent) {
         tracing::trace!(?ev, "cluster event");
         match ev {
+            ClusterEvent::Applied {
+                env,
+                kind: WatchedKind::Events,
+                object,
+            } => {
+                if let Some(s) =
+                    detect::warning_event(&env, &object, &self.config.alerts.warning_events)
+                {
+                    self.apply(s, None).await;
+                }
+            }
             ClusterEvent::Applied { env, kind, object } => {
                 if matches!(kind, WatchedKind::StatefulSets | WatchedKind::CronJobs) {
                     let name = object["metadata"]["name"]
@@ -270,12 +284,29 @@ impl<C: Chat> Alerter<C> {
                 _ => {}
             }
         }
+        // Warning events do not clear by themselves: an incident with no new event for a while is over.
+        let ttl = self.config.alerts.warning_ttl.as_millis() as i64;
+        for inc in open_incidents(&self.store) {
+            if inc.severity == Severity::Warning && now - inc.last_ms >= ttl {
+                signals.push(Signal::Clear {
+                    env: inc.key.env.clone(),
+                    object: inc.key.object.clone(),
+                    reason: Some(inc.key.reason.clone()),
+                });
+            }
+        }
         for s in signals {
             self.apply(s, None).await;
         }
+        let quiet = self.quiet();
+        if !quiet {
+            self.digest().await;
+        }
         // Incidents held back by a mute or the budget are posted once they may be.
         for inc in open_incidents(&self.store) {
+            let held_for_quiet = quiet && inc.severity == Severity::Warning;
             if inc.message.is_none()
+                && !held_for_quiet
                 && !self.muted(&inc.key.env)
                 && self.suppressed == 0
                 && self.budget.take()
@@ -294,6 +325,57 @@ impl<C: Chat> Alerter<C> {
                 .await
             {
                 let _ = self.chat.post(&room, None, &text).await;
+            }
+        }
+    }
+
+    fn quiet(&self) -> bool {
+        use chrono::Timelike;
+        let now = chrono::Utc::now();
+        let window = self
+            .config
+            .alerts
+            .quiet_hours
+            .as_deref()
+            .and_then(detect::parse_quiet_hours);
+        detect::in_quiet_hours(window, now.hour() * 60 + now.minute())
+    }
+
+    /// Posts the warnings held during quiet hours as one message.
+    async fn digest(&mut self) {
+        let held: Vec<Incident> = open_incidents(&self.store)
+            .into_iter()
+            .filter(|i| {
+                i.message.is_none() && i.severity == Severity::Warning && !self.muted(&i.key.env)
+            })
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        let mut text = format!("🌙 {} warnings from quiet hours:", held.len());
+        for i in &held {
+            let times = if i.count > 1 {
+                format!(" (×{})", i.count)
+            } else {
+                String::new()
+            };
+            text.push_str(&format!(
+                "\n• *{}* {} {}: {}{times}",
+                i.key.env, i.key.object, i.key.reason, i.detail
+            ));
+        }
+        let Ok(room) = self
+            .chat
+            .room_id(&self.config.rocketchat.alerts_channel)
+            .await
+        else {
+            return;
+        };
+        if let Ok(m) = self.chat.post(&room, None, &text).await {
+            for mut i in held {
+                i.message = Some((m.room_id.clone(), m.id.clone()));
+                i.digest = true;
+                let _ = self.store.kv_put(INCIDENTS, &i.key.id(), &i);
             }
         }
     }
@@ -447,7 +529,9 @@ impl<C: Chat> Alerter<C> {
                                 inc.occurrences.remove(0);
                             }
                             inc.detail = detail;
-                            if let Some((room, id)) = &inc.message {
+                            if let Some((room, id)) = &inc.message
+                                && !inc.digest
+                            {
                                 let m = MessageRef {
                                     room_id: room.clone(),
                                     id: id.clone(),
@@ -473,10 +557,13 @@ impl<C: Chat> Alerter<C> {
                             message: None,
                             resolved_ms: None,
                             webhook: Vec::new(),
+                            digest: false,
                         };
                         let _ = self.store.kv_put(INCIDENTS, &key.id(), &inc);
                         if self.muted(&key.env) {
                             tracing::info!(incident = %key.id(), "alert held back by a mute");
+                        } else if severity == Severity::Warning && self.quiet() {
+                            tracing::info!(incident = %key.id(), "warning held for the quiet-hours digest");
                         } else if self.budget.take() {
                             self.post(inc).await;
                         } else {
@@ -500,7 +587,9 @@ impl<C: Chat> Alerter<C> {
                     inc.resolved_ms = Some(now);
                     if let Some((room, id)) = inc.message.clone() {
                         let m = MessageRef { room_id: room, id };
-                        let _ = self.chat.edit(&m, &self.render(&inc)).await;
+                        if !inc.digest {
+                            let _ = self.chat.edit(&m, &self.render(&inc)).await;
+                        }
                         let _ = self
                             .chat
                             .post(

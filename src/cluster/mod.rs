@@ -39,6 +39,7 @@ pub const API_CALLS: &[(&str, &str, &[&str])] = &[
     ("batch", "cronjobs", &["get", "list", "watch"]),
     ("", "pods", &["list", "watch"]),
     ("", "pods/log", &["get"]),
+    ("", "events", &["list", "watch"]),
     (
         "autoscaling",
         "horizontalpodautoscalers",

@@ -3,7 +3,7 @@
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
@@ -21,6 +21,8 @@ pub enum WatchedKind {
     Deployments,
     StatefulSets,
     CronJobs,
+    /// Core Events (for Warning events worth surfacing).
+    Events,
 }
 
 /// What a watch saw, in a neutral form.
@@ -93,6 +95,14 @@ pub fn watch_environments(
                 ),
                 WatchedKind::CronJobs => spawn_watch(
                     Api::<CronJob>::namespaced(client, &ns),
+                    cfg,
+                    env,
+                    kind,
+                    tx,
+                    cancel,
+                ),
+                WatchedKind::Events => spawn_watch(
+                    Api::<Event>::namespaced(client, &ns),
                     cfg,
                     env,
                     kind,

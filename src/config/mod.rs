@@ -72,6 +72,13 @@ pub struct AlertsConfig {
     /// A Rocket.Chat incoming-webhook URL that also receives every alert (it carries a token:
     /// prefer `ROCKETOPS_ALERTS_WEBHOOK`).
     pub webhook_url: Option<Secret>,
+    /// Warning events that raise an alert, by reason.
+    pub warning_events: Vec<String>,
+    /// A warning-event incident with no new event for this long is considered over.
+    #[serde(with = "humantime_serde")]
+    pub warning_ttl: Duration,
+    /// `22:00-07:00` (UTC): warnings are held and posted as one digest when the window ends.
+    pub quiet_hours: Option<String>,
 }
 
 impl Default for AlertsConfig {
@@ -83,6 +90,19 @@ impl Default for AlertsConfig {
             statefulset_grace: Duration::from_secs(300),
             check_every: Duration::from_secs(15),
             webhook_url: None,
+            warning_events: [
+                "BackoffLimitExceeded",
+                "FailedMount",
+                "FailedScheduling",
+                "FailedCreate",
+                "Unhealthy",
+                "Evicted",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            warning_ttl: Duration::from_secs(3600),
+            quiet_hours: None,
         }
     }
 }
@@ -651,6 +671,14 @@ impl Config {
             {
                 bad(&format!("{key}.kubeconfig"), "must not be empty".into());
             }
+        }
+        if let Some(q) = &self.alerts.quiet_hours
+            && crate::alerts::detect::parse_quiet_hours(q).is_none()
+        {
+            bad(
+                "alerts.quiet_hours",
+                format!("`{q}` is not a window like \"22:00-07:00\""),
+            );
         }
         if self.bot.prefixes.is_empty() {
             bad(

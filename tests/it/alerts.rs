@@ -327,3 +327,36 @@ async fn alerts_also_reach_the_incoming_webhook_once_despite_a_failed_attempt() 
     assert_eq!(by_hook(&msgs).len(), 2);
     w.stop_bot().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_warning_event_alerts_as_a_warning_and_others_do_not() {
+    let mut w = World::with_cluster().await;
+    w.start_bot_with(alert_config(&w)).await;
+    let event = |name: &str, reason: &str| {
+        json!({"metadata": {"name": name}, "type": "Warning", "reason": reason, "message": format!("{reason} on mongodb-0"),
+               "involvedObject": {"kind": "Pod", "name": "mongodb-0", "namespace": "test"}})
+    };
+    w.kube()
+        .create("events", "test", event("ev-ignored", "SomethingHarmless"))
+        .unwrap();
+    w.kube()
+        .create("events", "test", event("ev-mount", "FailedMount"))
+        .unwrap();
+    let msgs = w
+        .wait_for("#alerts", "the warning", |m| {
+            bot_texts(m)
+                .iter()
+                .any(|t| t.contains("pod/mongodb-0 FailedMount"))
+        })
+        .await;
+    assert!(
+        !bot_texts(&msgs)
+            .iter()
+            .any(|t| t.contains("SomethingHarmless"))
+    );
+    assert!(
+        !bot_texts(&msgs).iter().any(|t| t.contains("@here")),
+        "warnings do not page"
+    );
+    w.stop_bot().await;
+}

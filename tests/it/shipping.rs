@@ -176,6 +176,7 @@ async fn everything_the_cluster_layer_does_stays_within_its_declared_calls_and_u
         WatchedKind::Deployments,
         WatchedKind::StatefulSets,
         WatchedKind::CronJobs,
+        WatchedKind::Events,
     ];
     let mut rx = watch_environments(&clusters, &kinds, None, cancel.clone());
     for _ in 0..kinds.len() {
