@@ -204,6 +204,9 @@ impl<C: Chat> Alerter<C> {
                     self.watched
                         .insert((env.clone(), kind, name), object.clone());
                 }
+                if kind == WatchedKind::Jobs {
+                    self.catalogue(&env, &object).await;
+                }
                 for s in detect::detect(&env, kind, &object) {
                     self.apply(s, Some(&object)).await;
                 }
@@ -326,6 +329,54 @@ impl<C: Chat> Alerter<C> {
             {
                 let _ = self.chat.post(&room, None, &text).await;
             }
+        }
+    }
+
+    /// Backups the cluster's own CronJob took (and manual runs from it) go into the catalog too.
+    async fn catalogue(&self, env: &str, job: &Value) {
+        let cronjob = self
+            .config
+            .environments
+            .get(env)
+            .map(|e| e.backup_cronjob.clone())
+            .unwrap_or_else(|| "mongodb-backup".into());
+        let owned = job["metadata"]["ownerReferences"]
+            .as_array()
+            .is_some_and(|r| {
+                r.iter()
+                    .any(|r| r["kind"] == "CronJob" && r["name"] == cronjob.as_str())
+            });
+        let complete = job["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Complete" && c["status"] == "True")
+        });
+        if !owned || !complete {
+            return;
+        }
+        let name = job["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let Some(c) = self.clusters.get(env) else {
+            return;
+        };
+        let message = c.job_message(&name).await.unwrap_or_default();
+        let manual =
+            job["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"] == "manual";
+        let by = if manual {
+            format!("manual run of cronjob {cronjob}")
+        } else {
+            format!("schedule (cronjob {cronjob})")
+        };
+        let b = crate::ops::catalog::BackupRecord::from_result(
+            env,
+            &name,
+            &message,
+            &by,
+            crate::app::now_ms(),
+        );
+        if let Err(e) = crate::ops::catalog::record_if_new(&self.store, &b) {
+            tracing::warn!(error = %e, "cannot catalogue a backup");
         }
     }
 

@@ -815,6 +815,22 @@ impl Cluster {
         })
     }
 
+    /// The termination message of a Job's newest pod (its result), redacted.
+    pub async fn job_message(&self, job: &str) -> Result<String, ClusterError> {
+        let pods = self
+            .api::<Pod>()
+            .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
+            .await
+            .map_err(self.err("list pods"))?;
+        let mut pods = pods.items;
+        pods.sort_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
+        Ok(pods
+            .last()
+            .and_then(jobs::termination)
+            .map(|(_, _, m)| redact::redact(&m))
+            .unwrap_or_default())
+    }
+
     /// The last log lines of a Job's newest pod, redacted.
     pub async fn job_log_tail(&self, job: &str, lines: i64) -> Result<Vec<String>, ClusterError> {
         let pods = self

@@ -636,6 +636,17 @@ impl<C: Chat> Engine<C> {
                                     .get_or_create(&l)
                                     .set(crate::app::now_ms() / 1000);
                             }
+                            let by = format!("@{} (#{op})", rec.user);
+                            let b = super::catalog::BackupRecord::from_result(
+                                &rec.env,
+                                &job,
+                                &r.message,
+                                &by,
+                                crate::app::now_ms(),
+                            );
+                            if let Err(e) = super::catalog::record(&self.inner.store, &b) {
+                                tracing::error!(error = %e, "cannot record the backup in the catalog");
+                            }
                             StepEnd::Done(super::backup_summary(&r.message))
                         }
                         JobEnd::Failed { reason, .. } => StepEnd::Failed(format!(

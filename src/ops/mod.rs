@@ -1,5 +1,6 @@
 //! Operations behind the commands: status, history, lock, scale, rollback, deploy, backup now and runbooks, through the cluster layer.
 
+pub mod catalog;
 pub mod engine;
 pub mod progress;
 
@@ -361,13 +362,17 @@ pub async fn execute<C: Chat>(
             // These run as journaled operations (`engine`).
             Err(UserError::Internal)
         }
-        Command::BackupList { .. }
-        | Command::Restore { .. }
-        | Command::Verify { .. }
-        | Command::Schedule { .. } => Err(UserError::Refused(format!(
-            "`{}` is understood and allowed, but this version of rocketops cannot run it yet (backup catalog, restore, verify and schedules are in progress).",
-            cmd.name()
+        Command::BackupList { env } => Ok(Some(catalog::render_list(
+            &catalog::list(ctx.store, env.as_deref()),
+            env.as_deref(),
+            crate::app::now_ms(),
         ))),
+        Command::Restore { .. } | Command::Verify { .. } | Command::Schedule { .. } => {
+            Err(UserError::Refused(format!(
+                "`{}` is understood and allowed, but this version of rocketops cannot run it yet (restore, verify and schedules are in progress).",
+                cmd.name()
+            )))
+        }
         Command::Confirm { .. } | Command::Approve { .. } | Command::Cancel { .. } => {
             Err(UserError::Internal)
         }
@@ -553,6 +558,13 @@ async fn status<C: Chat>(ctx: &Context<'_, C>, env: Option<&str>) -> String {
             line.push_str(&format!(
                 " · running #{} {} by @{}",
                 op.id, op.command, op.user
+            ));
+        }
+        if let Some(b) = catalog::list(ctx.store, Some(&env)).into_iter().next() {
+            line.push_str(&format!(
+                " · last backup {} ({})",
+                catalog::ago(b.finished_ms, crate::app::now_ms()),
+                catalog::size(b.bytes)
             ));
         }
         let last = ctx

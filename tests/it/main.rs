@@ -1,6 +1,7 @@
 //! Integration tests: the real bot against the simulators over loopback sockets.
 
 mod alerts;
+mod backups;
 mod cluster;
 mod commands;
 mod rocketchat;
