@@ -694,26 +694,12 @@ impl Cluster {
         let action = format!("scale {} {name}", kind.kind());
         let from = match kind {
             Workload::Deployment => {
-                let api = self.api::<Deployment>();
-                let before = api.get_scale(name).await.map_err(self.err(&action))?;
-                retrying(|| async {
-                    api.patch_scale(name, &PatchParams::default(), &Patch::Merge(&patch))
-                        .await
-                        .map_err(self.err(&action))
-                })
-                .await?;
-                before.spec.and_then(|s| s.replicas).unwrap_or(0)
+                self.patch_scale(self.api::<Deployment>(), name, &patch, &action)
+                    .await?
             }
             Workload::StatefulSet => {
-                let api = self.api::<StatefulSet>();
-                let before = api.get_scale(name).await.map_err(self.err(&action))?;
-                retrying(|| async {
-                    api.patch_scale(name, &PatchParams::default(), &Patch::Merge(&patch))
-                        .await
-                        .map_err(self.err(&action))
-                })
-                .await?;
-                before.spec.and_then(|s| s.replicas).unwrap_or(0)
+                self.patch_scale(self.api::<StatefulSet>(), name, &patch, &action)
+                    .await?
             }
         };
         Ok(ScaleOutcome {
@@ -721,6 +707,27 @@ impl Cluster {
             to: replicas,
             hpa: change,
         })
+    }
+
+    /// Reads a workload's `/scale` and patches it; returns the replicas it had.
+    async fn patch_scale<K>(
+        &self,
+        api: Api<K>,
+        name: &str,
+        patch: &serde_json::Value,
+        action: &str,
+    ) -> Result<i32, ClusterError>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let before = api.get_scale(name).await.map_err(self.err(action))?;
+        retrying(|| async {
+            api.patch_scale(name, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .map_err(self.err(action))
+        })
+        .await?;
+        Ok(before.spec.and_then(|s| s.replicas).unwrap_or(0))
     }
 
     /// Creates a Job from a CronJob's template, as `kubectl create job NAME --from=cronjob/CJ`.
@@ -783,29 +790,17 @@ impl Cluster {
                 }
             }
         };
-        let pods = self
-            .api::<Pod>()
-            .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}")))
-            .await
-            .map_err(self.err("list pods"))?;
-        let mut pods = pods.items;
-        pods.sort_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
-        let last = pods.last();
+        let last = self.newest_job_pod(name).await?;
         let (exit_code, message) = last
+            .as_ref()
             .and_then(jobs::termination)
             .map(|(c, _, m)| (Some(c), m))
             .unwrap_or((None, String::new()));
         let mut log_tail = Vec::new();
         if matches!(end, JobEnd::Failed { .. })
-            && let Some(pod) = last.and_then(|p| p.metadata.name.clone())
+            && let Some(pod) = last.and_then(|p| p.metadata.name)
         {
-            let params = LogParams {
-                tail_lines: Some(20),
-                ..LogParams::default()
-            };
-            if let Ok(text) = self.api::<Pod>().logs(&pod, &params).await {
-                log_tail = text.lines().map(redact::redact).collect();
-            }
+            log_tail = self.pod_log_tail(&pod, 20).await.unwrap_or_default();
         }
         Ok(JobResult {
             end,
@@ -815,17 +810,39 @@ impl Cluster {
         })
     }
 
-    /// The termination message of a Job's newest pod (its result), redacted.
-    pub async fn job_message(&self, job: &str) -> Result<String, ClusterError> {
+    /// The newest pod of a Job (the one whose result counts).
+    async fn newest_job_pod(&self, job: &str) -> Result<Option<Pod>, ClusterError> {
         let pods = self
             .api::<Pod>()
             .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
             .await
             .map_err(self.err("list pods"))?;
-        let mut pods = pods.items;
-        pods.sort_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
         Ok(pods
-            .last()
+            .items
+            .into_iter()
+            .max_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0)))
+    }
+
+    /// The last `lines` of a pod's log, redacted.
+    async fn pod_log_tail(&self, pod: &str, lines: i64) -> Result<Vec<String>, ClusterError> {
+        let params = LogParams {
+            tail_lines: Some(lines),
+            ..LogParams::default()
+        };
+        let text = self
+            .api::<Pod>()
+            .logs(pod, &params)
+            .await
+            .map_err(self.err("get pods/log"))?;
+        Ok(text.lines().map(redact::redact).collect())
+    }
+
+    /// The termination message of a Job's newest pod (its result), redacted.
+    pub async fn job_message(&self, job: &str) -> Result<String, ClusterError> {
+        Ok(self
+            .newest_job_pod(job)
+            .await?
+            .as_ref()
             .and_then(jobs::termination)
             .map(|(_, _, m)| redact::redact(&m))
             .unwrap_or_default())
@@ -833,26 +850,14 @@ impl Cluster {
 
     /// The last log lines of a Job's newest pod, redacted.
     pub async fn job_log_tail(&self, job: &str, lines: i64) -> Result<Vec<String>, ClusterError> {
-        let pods = self
-            .api::<Pod>()
-            .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
-            .await
-            .map_err(self.err("list pods"))?;
-        let mut pods = pods.items;
-        pods.sort_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
-        let Some(pod) = pods.last().and_then(|p| p.metadata.name.clone()) else {
-            return Ok(Vec::new());
-        };
-        let params = LogParams {
-            tail_lines: Some(lines),
-            ..LogParams::default()
-        };
-        let text = self
-            .api::<Pod>()
-            .logs(&pod, &params)
-            .await
-            .map_err(self.err("get pods/log"))?;
-        Ok(text.lines().map(redact::redact).collect())
+        match self
+            .newest_job_pod(job)
+            .await?
+            .and_then(|p| p.metadata.name)
+        {
+            Some(pod) => self.pod_log_tail(&pod, lines).await,
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Deletes a Job and (in the background) its pods.
