@@ -24,6 +24,8 @@ pub mod ops;
 pub mod policy;
 /// The local simulators.
 pub mod sandbox;
+/// Schedules and retention planning.
+pub mod schedule;
 /// The embedded store.
 pub mod store;
 /// Logging setup.
