@@ -65,6 +65,8 @@ pub(crate) async fn serve_socket(sim: Arc<SimInner>, socket: WebSocket) {
     let mut user_id: Option<String> = None;
     let mut last_inbound = Instant::now();
     let mut pinged: Option<Instant> = None;
+    // A finished JoinHandle must not be awaited again.
+    let mut writer_done = false;
     loop {
         let deadline = match pinged {
             Some(t) => t + cfg.ping_timeout,
@@ -100,13 +102,18 @@ pub(crate) async fn serve_socket(sim: Arc<SimInner>, socket: WebSocket) {
                 send(json!({"msg": "ping"}));
                 pinged = Some(Instant::now());
             }
-            _ = &mut writer => break,
+            _ = &mut writer => {
+                writer_done = true;
+                break;
+            }
             _ = sim.shutdown.cancelled() => { let _ = tx.send(Out::Close); break }
         }
     }
     sim.state().conns.remove(&conn_id);
     drop(tx);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), writer).await;
+    if !writer_done {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), writer).await;
+    }
 }
 
 /// Handles one text frame; `false` closes the connection.
