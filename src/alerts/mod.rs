@@ -20,6 +20,8 @@ use crate::store::Store;
 
 const INCIDENTS: &str = "incidents";
 const MUTES: &str = "mutes";
+/// Resolved incidents, kept for the record (never scanned by the alert loop).
+const RESOLVED: &str = "incidents_resolved";
 
 /// An incident as kept in the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -660,7 +662,11 @@ impl<C: Chat> Alerter<C> {
                         );
                         self.webhook(&mut inc, "resolved", &text).await;
                     }
-                    let _ = self.store.kv_put(INCIDENTS, &inc.key.id(), &inc);
+                    // Resolved incidents move out of the open set, which every tick scans.
+                    let _ = self
+                        .store
+                        .kv_put(RESOLVED, &format!("{}/{now}", inc.key.id()), &inc);
+                    let _ = self.store.kv_remove(INCIDENTS, &inc.key.id());
                 }
             }
         }

@@ -455,12 +455,6 @@ pub trait HasOp {
     fn op(&self) -> u64;
 }
 
-impl HasOp for &str {
-    fn op(&self) -> u64 {
-        0
-    }
-}
-
 const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
 
 /// Confirmation codes and approval requests, with expiry.

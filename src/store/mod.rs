@@ -27,6 +27,25 @@ pub enum StoreError {
     Corrupt { tree: &'static str, detail: String },
 }
 
+/// A stored JSON record.
+fn decode<T: serde::de::DeserializeOwned>(
+    tree: &'static str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        tree,
+        detail: e.to_string(),
+    })
+}
+
+/// A record as stored JSON.
+fn encode<T: Serialize + ?Sized>(tree: &'static str, value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt {
+        tree,
+        detail: e.to_string(),
+    })
+}
+
 fn io(op: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
     move |source| StoreError::Io { op, source }
 }
@@ -299,11 +318,7 @@ impl Store {
         let last = self.audit.last().map_err(io("read audit"))?;
         let (seq, prev_hash) = match last {
             Some((k, v)) => {
-                let prev: AuditEntry =
-                    serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                        tree: "audit",
-                        detail: e.to_string(),
-                    })?;
+                let prev: AuditEntry = decode("audit", &v)?;
                 (
                     u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])) + 1,
                     prev.hash,
@@ -315,10 +330,7 @@ impl Store {
         e.seq = seq;
         e.prev_hash = prev_hash;
         e.hash = e.compute_hash();
-        let value = serde_json::to_vec(&e).map_err(|err| StoreError::Corrupt {
-            tree: "audit",
-            detail: err.to_string(),
-        })?;
+        let value = encode("audit", &e)?;
         self.audit
             .insert(seq.to_be_bytes(), value)
             .map_err(io("audit"))?;
@@ -330,10 +342,7 @@ impl Store {
         let mut out = Vec::new();
         for item in self.audit.iter().rev().take(limit) {
             let (_, v) = item.map_err(io("read audit"))?;
-            out.push(serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                tree: "audit",
-                detail: e.to_string(),
-            })?);
+            out.push(decode("audit", &v)?);
         }
         Ok(out)
     }
@@ -343,10 +352,7 @@ impl Store {
         let mut out = Vec::new();
         for item in self.audit.iter() {
             let (_, v) = item.map_err(io("read audit"))?;
-            out.push(serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                tree: "audit",
-                detail: e.to_string(),
-            })?);
+            out.push(decode("audit", &v)?);
         }
         Ok(out)
     }
@@ -398,15 +404,9 @@ impl Store {
         else {
             return Ok(());
         };
-        let mut e: AuditEntry = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-            tree: "audit",
-            detail: e.to_string(),
-        })?;
+        let mut e: AuditEntry = decode("audit", &v)?;
         f(&mut e);
-        let value = serde_json::to_vec(&e).map_err(|err| StoreError::Corrupt {
-            tree: "audit",
-            detail: err.to_string(),
-        })?;
+        let value = encode("audit", &e)?;
         self.audit
             .insert(seq.to_be_bytes(), value)
             .map_err(io("audit"))?;
@@ -439,10 +439,7 @@ impl Store {
 
     /// Writes (or rewrites) an operation's journal record and flushes it to disk.
     pub fn put_op(&self, op: &OpRecord) -> Result<(), StoreError> {
-        let value = serde_json::to_vec(op).map_err(|e| StoreError::Corrupt {
-            tree: "ops",
-            detail: e.to_string(),
-        })?;
+        let value = encode("ops", op)?;
         self.ops
             .insert(op.id.to_be_bytes(), value)
             .map_err(io("journal"))?;
@@ -452,12 +449,7 @@ impl Store {
 
     pub fn get_op(&self, id: u64) -> Result<Option<OpRecord>, StoreError> {
         match self.ops.get(id.to_be_bytes()).map_err(io("read journal"))? {
-            Some(v) => Ok(Some(serde_json::from_slice(&v).map_err(|e| {
-                StoreError::Corrupt {
-                    tree: "ops",
-                    detail: e.to_string(),
-                }
-            })?)),
+            Some(v) => Ok(Some(decode("ops", &v)?)),
             None => Ok(None),
         }
     }
@@ -467,10 +459,7 @@ impl Store {
         let mut out = Vec::new();
         for item in self.ops.iter().rev() {
             let (_, v) = item.map_err(io("read journal"))?;
-            let op: OpRecord = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                tree: "ops",
-                detail: e.to_string(),
-            })?;
+            let op: OpRecord = decode("ops", &v)?;
             if env.is_none_or(|e| op.env == e) {
                 out.push(op);
                 if out.len() == limit {
@@ -486,10 +475,7 @@ impl Store {
         let mut out = Vec::new();
         for item in self.ops.iter() {
             let (_, v) = item.map_err(io("read journal"))?;
-            let op: OpRecord = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                tree: "ops",
-                detail: e.to_string(),
-            })?;
+            let op: OpRecord = decode("ops", &v)?;
             if op.state == OpState::Running {
                 out.push(op);
             }
@@ -557,10 +543,7 @@ impl Store {
         value: &T,
     ) -> Result<(), StoreError> {
         let t = self.db.open_tree(tree).map_err(io("open tree"))?;
-        let v = serde_json::to_vec(value).map_err(|e| StoreError::Corrupt {
-            tree,
-            detail: e.to_string(),
-        })?;
+        let v = encode(tree, value)?;
         t.insert(key.as_bytes(), v).map_err(io("kv put"))?;
         Ok(())
     }
@@ -572,12 +555,7 @@ impl Store {
     ) -> Result<Option<T>, StoreError> {
         let t = self.db.open_tree(tree).map_err(io("open tree"))?;
         match t.get(key.as_bytes()).map_err(io("kv get"))? {
-            Some(v) => Ok(Some(serde_json::from_slice(&v).map_err(|e| {
-                StoreError::Corrupt {
-                    tree,
-                    detail: e.to_string(),
-                }
-            })?)),
+            Some(v) => Ok(Some(decode(tree, &v)?)),
             None => Ok(None),
         }
     }
@@ -597,20 +575,14 @@ impl Store {
         let mut out = Vec::new();
         for item in t.iter() {
             let (_, v) = item.map_err(io("kv scan"))?;
-            out.push(serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                tree,
-                detail: e.to_string(),
-            })?);
+            out.push(decode(tree, &v)?);
         }
         Ok(out)
     }
 
     /// Locks an environment; `Err` with the holder when it is already locked.
     pub fn lock_env(&self, env: &str, lock: &EnvLock) -> Result<Result<(), EnvLock>, StoreError> {
-        let value = serde_json::to_vec(lock).map_err(|e| StoreError::Corrupt {
-            tree: "locks",
-            detail: e.to_string(),
-        })?;
+        let value = encode("locks", lock)?;
         match self
             .locks
             .compare_and_swap(env.as_bytes(), None as Option<&[u8]>, Some(value))

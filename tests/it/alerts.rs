@@ -48,17 +48,11 @@ async fn a_failing_backup_cronjob_alerts_once_counts_repeats_and_resolves_on_suc
     c.job_from_cronjob("mongodb-backup", "mongodb-backup-28000001")
         .await
         .unwrap();
-    let msgs = w
-        .wait_for("#alerts", "the alert", |m| {
-            bot_texts(m)
-                .iter()
-                .any(|t| t.contains("cronjob/mongodb-backup JobFailed"))
+    let alert = w
+        .wait_bot_text("#alerts", "the alert", |t| {
+            t.contains("cronjob/mongodb-backup JobFailed")
         })
         .await;
-    let alert = bot_texts(&msgs)
-        .into_iter()
-        .find(|t| t.contains("JobFailed"))
-        .unwrap();
     assert!(
         alert.contains("authentication failed") && !alert.contains("s3cr3tpw"),
         "log tail, redacted: {alert}"

@@ -11,15 +11,9 @@ async fn backup_now_runs_the_cronjobs_template_and_the_catalog_and_status_show_i
     let mut w = World::with_cluster().await;
     w.start_bot().await;
     w.sim.post("alice", "#ops", "/backup now test").unwrap();
-    let msgs = w
-        .wait_for("#ops", "the backup", |m| {
-            bot_texts(m).iter().any(|t| t.starts_with("✅"))
-        })
+    let done = w
+        .wait_bot_text("#ops", "the backup", |t| t.starts_with("✅"))
         .await;
-    let done = bot_texts(&msgs)
-        .into_iter()
-        .find(|t| t.starts_with("✅"))
-        .unwrap();
     assert!(
         done.contains("✓ backup") && done.contains("48.2 MB"),
         "{done}"
@@ -40,17 +34,9 @@ async fn backup_now_runs_the_cronjobs_template_and_the_catalog_and_status_show_i
         "mongodb-backup"
     );
     w.sim.post("alice", "#ops", "/backup list test").unwrap();
-    let msgs = w
-        .wait_for("#ops", "the list", |m| {
-            bot_texts(m)
-                .iter()
-                .any(|t| t.starts_with("*Backups of test*"))
-        })
+    let list = w
+        .wait_bot_text("#ops", "the list", |t| t.starts_with("*Backups of test*"))
         .await;
-    let list = bot_texts(&msgs)
-        .into_iter()
-        .find(|t| t.starts_with("*Backups of test*"))
-        .unwrap();
     assert!(
         list.contains("48.2 MB") && list.contains("@alice (#1)") && list.contains("verified never"),
         "{list}"
@@ -120,15 +106,9 @@ async fn a_failing_backup_reports_a_redacted_log_tail_and_alerts() {
         },
     );
     w.sim.post("alice", "#ops", "/backup now test").unwrap();
-    let msgs = w
-        .wait_for("#ops", "the failure", |m| {
-            bot_texts(m).iter().any(|t| t.starts_with("❌"))
-        })
+    let text = w
+        .wait_bot_text("#ops", "the failure", |t| t.starts_with("❌"))
         .await;
-    let text = bot_texts(&msgs)
-        .into_iter()
-        .find(|t| t.starts_with("❌"))
-        .unwrap();
     assert!(
         text.contains("error connecting to db server") && !text.contains("hunter22"),
         "{text}"

@@ -369,17 +369,11 @@ async fn a_second_deploy_to_a_busy_environment_is_refused_while_another_environm
     w.sim
         .post("admin", "#ops", &format!("/confirm {code}"))
         .unwrap();
-    let msgs = w
-        .wait_for("#ops", "approval request", |m| {
-            bot_texts(m)
-                .iter()
-                .any(|t| t.contains("needs a second person"))
+    let ask = w
+        .wait_bot_text("#ops", "approval request", |t| {
+            t.contains("needs a second person")
         })
         .await;
-    let ask = bot_texts(&msgs)
-        .into_iter()
-        .find(|t| t.contains("needs a second person"))
-        .unwrap();
     let op = ask
         .split("`approve #")
         .nth(1)

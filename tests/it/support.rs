@@ -208,6 +208,22 @@ impl World {
         }
     }
 
+    /// Waits until one of the bot's messages in `room` satisfies `done`; returns that message's text.
+    pub async fn wait_bot_text(
+        &self,
+        room: &str,
+        what: &str,
+        done: impl Fn(&str) -> bool,
+    ) -> String {
+        let msgs = self
+            .wait_for(room, what, |m| bot_texts(m).iter().any(|t| done(t)))
+            .await;
+        bot_texts(&msgs)
+            .into_iter()
+            .find(|t| done(t))
+            .unwrap_or_default()
+    }
+
     /// Posts `/ping TAG` as alice in #ops and waits for `pong TAG`: the bot is up and answering.
     pub async fn ping_ok(&self, tag: &str) {
         self.sim

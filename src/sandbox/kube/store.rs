@@ -303,6 +303,16 @@ fn set_values(s: &str) -> Result<Vec<String>, ApiError> {
 
 type Key = (&'static str, String, String);
 
+/// Where an object is kept: cluster-scoped objects have no namespace, whatever the request said.
+fn key(rt: &'static ResourceType, ns: &str, name: &str) -> Key {
+    let ns = if rt.namespaced {
+        ns.to_string()
+    } else {
+        String::new()
+    };
+    (rt.plural, ns, name.to_string())
+}
+
 /// All objects and their recent history.
 pub struct ObjectStore {
     rv: u64,
@@ -398,7 +408,7 @@ impl ObjectStore {
 
     pub fn get(&self, rt: &'static ResourceType, ns: &str, name: &str) -> Result<Value, ApiError> {
         self.objects
-            .get(&(rt.plural, ns.to_string(), name.to_string()))
+            .get(&key(rt, ns, name))
             .cloned()
             .ok_or_else(|| ApiError::not_found(rt, name))
     }
@@ -473,15 +483,7 @@ impl ObjectStore {
                 "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'",
             ));
         }
-        let key = (
-            rt.plural,
-            if rt.namespaced {
-                ns.to_string()
-            } else {
-                String::new()
-            },
-            name.clone(),
-        );
+        let key = key(rt, ns, &name);
         if self.objects.contains_key(&key) {
             return Err(ApiError::AlreadyExists {
                 what: rt.qualified(),
@@ -522,15 +524,7 @@ impl ObjectStore {
         mut new: Value,
         mode: WriteMode,
     ) -> Result<Value, ApiError> {
-        let key = (
-            rt.plural,
-            if rt.namespaced {
-                ns.to_string()
-            } else {
-                String::new()
-            },
-            name.to_string(),
-        );
+        let key = key(rt, ns, name);
         let old = self
             .objects
             .get(&key)
@@ -617,15 +611,7 @@ impl ObjectStore {
         ns: &str,
         name: &str,
     ) -> Result<Value, ApiError> {
-        let key = (
-            rt.plural,
-            if rt.namespaced {
-                ns.to_string()
-            } else {
-                String::new()
-            },
-            name.to_string(),
-        );
+        let key = key(rt, ns, name);
         let mut old = self
             .objects
             .remove(&key)
