@@ -164,6 +164,95 @@ pub struct EnvironmentConfig {
     /// Where this environment's alerts go (default: `rocketchat.alerts_channel`).
     #[serde(default)]
     pub alerts_channel: Option<String>,
+    /// Backups: database engine, volume, Job templates, retention and reports.
+    #[serde(default)]
+    pub backup: BackupConfig,
+    /// When backups, test-restores, pruning and reports run.
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+}
+
+/// The database engine, which picks the backup, restore and verify templates.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DbEngine {
+    #[default]
+    Mongodb,
+    Postgresql,
+}
+
+impl DbEngine {
+    pub fn name(self) -> &'static str {
+        match self {
+            DbEngine::Mongodb => "mongodb",
+            DbEngine::Postgresql => "postgresql",
+        }
+    }
+
+    fn default_image(self) -> &'static str {
+        match self {
+            DbEngine::Mongodb => "mongo:7.0",
+            DbEngine::Postgresql => "postgres:16",
+        }
+    }
+}
+
+/// How an environment's backups are taken, kept and reported.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    #[serde(default)]
+    pub engine: DbEngine,
+    /// The PersistentVolumeClaim holding the archives (default: the backup CronJob's name).
+    #[serde(default)]
+    pub claim: Option<String>,
+    /// The Secret with the database connection string under key `uri` (default: `<database>-backup`).
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// The image with the dump/restore tools (default: `mongo:7.0` or `postgres:16`).
+    #[serde(default)]
+    pub tools_image: Option<String>,
+    /// Grandfather-father-son retention (default: 7 daily, 4 weekly, 6 monthly).
+    #[serde(default)]
+    pub retention: crate::schedule::retention::Retention,
+    /// Where reports go (default: the first of `rocketchat.rooms`).
+    #[serde(default)]
+    pub report_channel: Option<String>,
+}
+
+impl BackupConfig {
+    pub fn claim_or<'a>(&'a self, env: &'a EnvironmentConfig) -> &'a str {
+        self.claim.as_deref().unwrap_or(&env.backup_cronjob)
+    }
+
+    pub fn secret_or(&self, env: &EnvironmentConfig) -> String {
+        self.secret
+            .clone()
+            .unwrap_or_else(|| format!("{}-backup", env.database))
+    }
+
+    pub fn tools_image(&self) -> &str {
+        self.tools_image
+            .as_deref()
+            .unwrap_or(self.engine.default_image())
+    }
+}
+
+/// Cron expressions (5 fields, or 6 with seconds) in a time zone; an absent one does not run.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// An IANA zone such as `Europe/Berlin` (default: UTC).
+    #[serde(default)]
+    pub timezone: Option<String>,
+    #[serde(default)]
+    pub backup: Option<String>,
+    #[serde(default)]
+    pub verify: Option<String>,
+    #[serde(default)]
+    pub prune: Option<String>,
+    #[serde(default)]
+    pub report: Option<String>,
 }
 
 fn yes() -> bool {
@@ -236,6 +325,8 @@ impl EnvironmentConfig {
             auto_rollback: true,
             smoke: None,
             alerts_channel: None,
+            backup: BackupConfig::default(),
+            schedule: ScheduleConfig::default(),
         }
     }
 
@@ -670,6 +761,40 @@ impl Config {
                 && p.as_os_str().is_empty()
             {
                 bad(&format!("{key}.kubeconfig"), "must not be empty".into());
+            }
+            for (k, v) in [
+                ("claim", env.backup.claim.as_ref()),
+                ("secret", env.backup.secret.as_ref()),
+            ] {
+                if let Some(v) = v
+                    && !dns_label(v)
+                {
+                    bad(
+                        &format!("{key}.backup.{k}"),
+                        format!("`{v}` is not a valid Kubernetes name"),
+                    );
+                }
+            }
+            if let Some(c) = &env.backup.report_channel
+                && !valid_name(c.trim_start_matches('#'))
+            {
+                bad(
+                    &format!("{key}.backup.report_channel"),
+                    format!("`{c}` is not a valid channel name"),
+                );
+            }
+            if let Some(tz) = &env.schedule.timezone
+                && tz.parse::<chrono_tz::Tz>().is_err()
+            {
+                bad(
+                    &format!("{key}.schedule.timezone"),
+                    format!("`{tz}` is not a time zone (use an IANA name like \"Europe/Berlin\")"),
+                );
+            }
+            for (kind, expr) in env.schedule.entries() {
+                if let Err(e) = crate::schedule::parse_cron(expr) {
+                    bad(&format!("{key}.schedule.{kind}"), e);
+                }
             }
         }
         if let Some(q) = &self.alerts.quiet_hours

@@ -1,0 +1,198 @@
+//! Schedule tests under paused tokio time: time zones, both DST changes, missed runs, pause.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::*;
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+fn config(schedule: &str) -> Config {
+    let src = format!(
+        "[rocketchat]\nurl = \"http://127.0.0.1:1\"\ntoken = \"t\"\n[environments.prod]\n[environments.prod.schedule]\n{schedule}\n"
+    );
+    Config::from_toml(&src, std::path::Path::new("t.toml"), &|_| None).unwrap()
+}
+
+#[derive(Clone, Default)]
+struct Recorder {
+    runs: Arc<Mutex<Vec<(String, Kind, DateTime<Utc>, DateTime<Utc>)>>>,
+    clock: Arc<Mutex<Option<Clock>>>,
+}
+
+impl Runner for Recorder {
+    async fn run(&self, env: &str, kind: Kind, slot: DateTime<Utc>) {
+        let now = self.clock.lock().unwrap().unwrap().now();
+        self.runs
+            .lock()
+            .unwrap()
+            .push((env.to_string(), kind, slot, now));
+    }
+}
+
+/// Runs the scheduler from `start` for `days` of virtual time; returns (kind, UTC time) of each run.
+async fn simulate(
+    cfg: &Config,
+    store: &Store,
+    start: &str,
+    days: u64,
+) -> Vec<(Kind, DateTime<Utc>)> {
+    let clock = Clock::starting_at(at(start));
+    let rec = Recorder::default();
+    *rec.clock.lock().unwrap() = Some(clock);
+    let stop = CancellationToken::new();
+    let task = {
+        let (cfg, store, rec, stop) = (cfg.clone(), store.clone(), rec.clone(), stop.clone());
+        tokio::spawn(async move { run(&cfg, &store, clock, &rec, stop).await })
+    };
+    tokio::time::sleep(Duration::from_secs(days * 86_400)).await;
+    stop.cancel();
+    task.await.unwrap();
+    let runs = rec.runs.lock().unwrap().clone();
+    for (_, _, slot, fired) in &runs {
+        assert!(fired >= slot, "a schedule ran before its time");
+    }
+    runs.into_iter().map(|(_, k, _, now)| (k, now)).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn schedules_fire_at_local_times_across_the_spring_dst_change() {
+    // Europe/Berlin moves from 02:00 CET to 03:00 CEST on 2026-03-29; 02:30 does not exist that day.
+    let cfg = config(
+        "timezone = \"Europe/Berlin\"\nbackup = \"30 2 * * *\"\nverify = \"0 4 * * *\"\nreport = \"0 8 * * *\"",
+    );
+    let store = Store::temporary().unwrap();
+    let runs = simulate(&cfg, &store, "2026-03-27T23:00:00Z", 3).await;
+    let expect = vec![
+        (Kind::Backup, at("2026-03-28T01:30:00Z")), // 02:30 CET
+        (Kind::Verify, at("2026-03-28T03:00:00Z")), // 04:00 CET
+        (Kind::Report, at("2026-03-28T07:00:00Z")), // 08:00 CET
+        (Kind::Backup, at("2026-03-29T01:00:00Z")), // the gap: 03:00 CEST that day
+        (Kind::Verify, at("2026-03-29T02:00:00Z")), // 04:00 CEST
+        (Kind::Report, at("2026-03-29T06:00:00Z")), // 08:00 CEST
+        (Kind::Backup, at("2026-03-30T00:30:00Z")), // 02:30 CEST
+        (Kind::Verify, at("2026-03-30T02:00:00Z")),
+        (Kind::Report, at("2026-03-30T06:00:00Z")),
+    ];
+    assert_eq!(runs, expect);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_schedule_in_the_repeated_autumn_hour_runs_once() {
+    // 2026-10-25: 03:00 CEST goes back to 02:00 CET, so 02:30 happens twice; the backup runs once.
+    let cfg = config("timezone = \"Europe/Berlin\"\nbackup = \"30 2 * * *\"");
+    let store = Store::temporary().unwrap();
+    let runs = simulate(&cfg, &store, "2026-10-24T12:00:00Z", 2).await;
+    assert_eq!(
+        runs,
+        vec![
+            (Kind::Backup, at("2026-10-25T00:30:00Z")), // 02:30 CEST, the first of the two
+            (Kind::Backup, at("2026-10-26T01:30:00Z")), // 02:30 CET
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_schedule_missed_while_down_runs_once_at_start_not_once_per_slot() {
+    let cfg = config("backup = \"0 * * * *\"");
+    let store = Store::temporary().unwrap();
+    // Seen running three days ago: 72 hourly slots were missed.
+    store
+        .kv_put(
+            TREE,
+            "prod/backup",
+            &State {
+                last_run_ms: Some(at("2026-11-18T10:00:00Z").timestamp_millis()),
+                paused_by: None,
+            },
+        )
+        .unwrap();
+    let clock = Clock::starting_at(at("2026-11-21T10:20:00Z"));
+    let rec = Recorder::default();
+    *rec.clock.lock().unwrap() = Some(clock);
+    let stop = CancellationToken::new();
+    let task = {
+        let (cfg, store, rec, stop) = (cfg.clone(), store.clone(), rec.clone(), stop.clone());
+        tokio::spawn(async move { run(&cfg, &store, clock, &rec, stop).await })
+    };
+    tokio::time::sleep(Duration::from_secs(30 * 60)).await;
+    stop.cancel();
+    task.await.unwrap();
+    let runs = rec.runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let (_, kind, slot, fired) = &runs[0];
+    assert_eq!(*kind, Kind::Backup);
+    assert_eq!(*slot, at("2026-11-21T10:00:00Z"));
+    assert_eq!(*fired, at("2026-11-21T10:20:00Z"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_schedule_never_seen_before_waits_for_its_first_slot() {
+    let cfg = config("backup = \"0 * * * *\"");
+    let store = Store::temporary().unwrap();
+    let runs = simulate(&cfg, &store, "2026-11-21T10:20:00Z", 0).await;
+    assert!(runs.is_empty());
+    let runs = simulate(&cfg, &store, "2026-11-21T10:20:00Z", 1).await;
+    assert_eq!(
+        runs.first(),
+        Some(&(Kind::Backup, at("2026-11-21T11:00:00Z")))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_schedule_skips_its_runs_until_resumed() {
+    let cfg = config("backup = \"0 2 * * *\"\nreport = \"0 8 * * *\"");
+    let store = Store::temporary().unwrap();
+    assert_eq!(
+        set_paused(
+            &store,
+            &cfg,
+            Some("prod"),
+            Some(Kind::Backup),
+            Some("alice")
+        ),
+        1
+    );
+    let runs = simulate(&cfg, &store, "2026-11-21T00:00:00Z", 1).await;
+    assert_eq!(runs, vec![(Kind::Report, at("2026-11-21T08:00:00Z"))]);
+    let list = render_list(&store, &cfg, at("2026-11-21T09:00:00Z"));
+    assert!(list.contains("⏸ paused by @alice"), "{list}");
+    assert_eq!(set_paused(&store, &cfg, Some("prod"), None, None), 1);
+    // Resuming does not make up for the skipped run.
+    let runs = simulate(&cfg, &store, "2026-11-22T00:00:00Z", 1).await;
+    assert_eq!(
+        runs,
+        vec![
+            (Kind::Backup, at("2026-11-22T02:00:00Z")),
+            (Kind::Report, at("2026-11-22T08:00:00Z"))
+        ]
+    );
+}
+
+#[test]
+fn schedule_list_shows_each_schedule_with_its_next_run_in_its_zone() {
+    let cfg =
+        config("timezone = \"America/New_York\"\nbackup = \"0 2 * * *\"\nprune = \"0 3 * * 0\"");
+    let store = Store::temporary().unwrap();
+    let text = render_list(&store, &cfg, at("2026-11-21T12:00:00Z"));
+    assert_eq!(
+        text,
+        "*Schedules*\n• *prod* backup `0 2 * * *` (America/New_York) · next Sun 2026-11-22 02:00 EST\n• *prod* prune `0 3 * * 0` (America/New_York) · next Sun 2026-11-22 03:00 EST"
+    );
+}
+
+#[test]
+fn a_bad_cron_expression_or_zone_is_refused_with_its_key_and_line() {
+    let src = "[rocketchat]\nurl = \"http://127.0.0.1:1\"\ntoken = \"t\"\n[environments.prod.schedule]\ntimezone = \"Mars/Olympus\"\nbackup = \"every night\"\n";
+    let e = Config::from_toml(src, std::path::Path::new("bot.toml"), &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("environments.prod.schedule.timezone"), "{e}");
+    assert!(e.contains("bot.toml:5"), "{e}");
+    assert!(e.contains("environments.prod.schedule.backup"), "{e}");
+    assert!(e.contains("bot.toml:6"), "{e}");
+}
