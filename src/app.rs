@@ -27,21 +27,24 @@ pub enum AppError {
     ChatUnavailable(#[from] ChatError),
     #[error(transparent)]
     ClusterUnavailable(#[from] crate::cluster::ClusterError),
-    #[error("invalid runbook commands:\n{0}")]
+    #[error("invalid runbook commands or Job templates:\n{0}")]
     RunbooksInvalid(String),
 }
 
 /// Loads the runbook commands of `config.bot.commands_dir`, all problems reported at once.
 pub fn load_runbooks(config: &Config) -> Result<Vec<RunbookSpec>, AppError> {
     let envs: Vec<String> = config.environments.keys().cloned().collect();
-    runbook::load_dir(&config.bot.commands_dir, &envs).map_err(|errs| {
-        AppError::RunbooksInvalid(
-            errs.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n"),
-        )
-    })
+    let templates = crate::ops::templates::check_all(config);
+    let runbooks = runbook::load_dir(&config.bot.commands_dir, &envs);
+    let mut problems: Vec<String> = match &runbooks {
+        Ok(_) => Vec::new(),
+        Err(errs) => errs.iter().map(ToString::to_string).collect(),
+    };
+    problems.extend(templates);
+    match runbooks {
+        Ok(r) if problems.is_empty() => Ok(r),
+        _ => Err(AppError::RunbooksInvalid(problems.join("\n"))),
+    }
 }
 
 /// Runs the bot until `shutdown` is cancelled.

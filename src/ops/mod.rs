@@ -3,6 +3,7 @@
 pub mod catalog;
 pub mod engine;
 pub mod progress;
+pub mod templates;
 
 use std::collections::BTreeMap;
 

@@ -1,0 +1,269 @@
+//! The backup, restore, verify and prune Job templates: the files in `commands/backup/` (or the copies built into the binary), their placeholders, and rendering them for an environment.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use k8s_openapi::api::batch::v1::Job;
+
+use crate::cluster::jobs::{self, TemplateError};
+use crate::config::{Config, DbEngine, EnvironmentConfig};
+
+/// Which template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Backup,
+    Restore,
+    Verify,
+    Prune,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Backup, Kind::Restore, Kind::Verify, Kind::Prune];
+
+    /// The file name under `commands/backup/`.
+    pub fn file(self, engine: DbEngine) -> String {
+        match self {
+            Kind::Backup => format!("{}-backup.yaml", engine.name()),
+            Kind::Restore => format!("{}-restore.yaml", engine.name()),
+            Kind::Verify => format!("{}-verify.yaml", engine.name()),
+            Kind::Prune => "prune.yaml".into(),
+        }
+    }
+}
+
+const BUILT_IN: &[(&str, &str)] = &[
+    (
+        "mongodb-backup.yaml",
+        include_str!("../../commands/backup/mongodb-backup.yaml"),
+    ),
+    (
+        "mongodb-restore.yaml",
+        include_str!("../../commands/backup/mongodb-restore.yaml"),
+    ),
+    (
+        "mongodb-verify.yaml",
+        include_str!("../../commands/backup/mongodb-verify.yaml"),
+    ),
+    (
+        "postgresql-backup.yaml",
+        include_str!("../../commands/backup/postgresql-backup.yaml"),
+    ),
+    (
+        "postgresql-restore.yaml",
+        include_str!("../../commands/backup/postgresql-restore.yaml"),
+    ),
+    (
+        "postgresql-verify.yaml",
+        include_str!("../../commands/backup/postgresql-verify.yaml"),
+    ),
+    (
+        "prune.yaml",
+        include_str!("../../commands/backup/prune.yaml"),
+    ),
+];
+
+/// The template's text and where it came from: `<dir>/backup/<file>` if present, else the built-in copy.
+pub fn source(commands_dir: &Path, engine: DbEngine, kind: Kind) -> (String, String) {
+    let file = kind.file(engine);
+    let path = commands_dir.join("backup").join(&file);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => (path.display().to_string(), text),
+        Err(_) => (
+            format!("{file} (built in)"),
+            BUILT_IN
+                .iter()
+                .find(|(f, _)| *f == file)
+                .map(|(_, t)| t.to_string())
+                .unwrap_or_default(),
+        ),
+    }
+}
+
+/// The placeholders every template of `env` gets; `extra` adds `backup`, `claim`, `names`.
+pub fn params(
+    env: &str,
+    e: &EnvironmentConfig,
+    op: u64,
+    extra: &[(&str, &str)],
+) -> BTreeMap<String, String> {
+    let mut p = BTreeMap::new();
+    p.insert("env".into(), env.to_string());
+    p.insert("namespace".into(), e.namespace_or(env).to_string());
+    p.insert("op".into(), op.to_string());
+    p.insert("claim".into(), e.backup.claim_or(e).to_string());
+    p.insert("secret".into(), e.backup.secret_or(e));
+    p.insert("tools_image".into(), e.backup.tools_image().to_string());
+    for (k, v) in extra {
+        p.insert(k.to_string(), v.to_string());
+    }
+    p
+}
+
+/// Renders a template into a Job named `<template's name>-<op>`.
+pub fn render(
+    commands_dir: &Path,
+    e: &EnvironmentConfig,
+    kind: Kind,
+    params: &BTreeMap<String, String>,
+) -> Result<Job, TemplateError> {
+    let (name, text) = source(commands_dir, e.backup.engine, kind);
+    let mut job = jobs::render_job_template(&name, &text, params)?;
+    let base = job
+        .metadata
+        .name
+        .take()
+        .unwrap_or_else(|| kind.file(e.backup.engine).replace(".yaml", ""));
+    job.metadata.name = Some(jobs::job_name(
+        &base,
+        params.get("op").map(String::as_str).unwrap_or("0"),
+    ));
+    if job.metadata.namespace.is_none() {
+        job.metadata.namespace = params.get("namespace").cloned();
+    }
+    Ok(job)
+}
+
+/// Renders every template each environment uses with sample values (for `check-config` and start-up).
+pub fn check_all(config: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (env, e) in &config.environments {
+        for kind in Kind::ALL {
+            let p = params(
+                env,
+                e,
+                1,
+                &[
+                    ("backup", &format!("{env}-20260101T020000Z")),
+                    ("names", &format!("{env}-20250101T020000Z")),
+                ],
+            );
+            match render(&config.bot.commands_dir, e, kind, &p) {
+                Ok(job) => {
+                    let has_container = job
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.template.spec.as_ref())
+                        .is_some_and(|s| !s.containers.is_empty());
+                    if !has_container {
+                        problems.push(format!(
+                            "{} (environment {env}): the Job has no container",
+                            source(&config.bot.commands_dir, e.backup.engine, kind).0
+                        ));
+                    }
+                }
+                Err(err) => problems.push(format!("{err} (environment {env})")),
+            }
+        }
+    }
+    problems
+}
+
+/// A backup name that is safe in a file name: letters, digits, `.`, `_`, `-`, not starting with `.`.
+pub fn safe_backup_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
+/// `<env>-<UTC timestamp>`, the name a backup taken now gets.
+pub fn backup_name(env: &str, now_ms: i64) -> String {
+    let t = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
+    format!("{env}-{}", t.format("%Y%m%dT%H%M%SZ"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_built_in_template_renders_for_both_engines_and_names_its_job_after_the_operation() {
+        for engine in ["mongodb", "postgresql"] {
+            let src = format!(
+                "[rocketchat]\nurl = \"http://127.0.0.1:1\"\ntoken = \"t\"\n[bot]\ncommands_dir = \"/nonexistent\"\n[environments.prod.backup]\nengine = \"{engine}\"\nclaim = \"db-backups\"\n"
+            );
+            let cfg = Config::from_toml(&src, Path::new("t.toml"), &|_| None).unwrap();
+            assert_eq!(check_all(&cfg), Vec::<String>::new());
+            let e = &cfg.environments["prod"];
+            for kind in Kind::ALL {
+                let p = params(
+                    "prod",
+                    e,
+                    42,
+                    &[("backup", "prod-20261121T020000Z"), ("names", "a:b")],
+                );
+                let job = render(Path::new("/nonexistent"), e, kind, &p).unwrap();
+                let name = job.metadata.name.clone().unwrap();
+                assert!(name.ends_with("-42"), "{name}");
+                let spec = job.spec.unwrap().template.spec.unwrap();
+                let claim = spec.volumes.unwrap()[0]
+                    .persistent_volume_claim
+                    .clone()
+                    .unwrap()
+                    .claim_name;
+                assert_eq!(claim, "db-backups");
+                let c = &spec.containers[0];
+                assert_eq!(
+                    c.image.as_deref(),
+                    Some(if engine == "mongodb" {
+                        "mongo:7.0"
+                    } else {
+                        "postgres:16"
+                    })
+                );
+                let script = c.args.as_ref().unwrap()[0].clone();
+                assert!(
+                    script.contains("/dev/termination-log"),
+                    "{kind:?} writes its result"
+                );
+                if kind != Kind::Prune {
+                    let env = c.env.as_ref().unwrap();
+                    assert!(
+                        env.iter().any(|v| v.name == "NAME"
+                            && v.value.as_deref() == Some("prod-20261121T020000Z"))
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_template_in_the_commands_directory_overrides_the_built_in_one_and_its_errors_name_the_file()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("backup")).unwrap();
+        std::fs::write(
+            dir.path().join("backup/mongodb-verify.yaml"),
+            "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: v\nspec:\n  template:\n    spec:\n      containers:\n      - name: v\n        image: ${no_such_thing}\n",
+        )
+        .unwrap();
+        let src = format!(
+            "[rocketchat]\nurl = \"http://127.0.0.1:1\"\ntoken = \"t\"\n[bot]\ncommands_dir = \"{}\"\n[environments.test]\n",
+            dir.path().display()
+        );
+        let cfg = Config::from_toml(&src, Path::new("t.toml"), &|_| None).unwrap();
+        let problems = check_all(&cfg);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("backup/mongodb-verify.yaml"),
+            "{problems:?}"
+        );
+        assert!(problems[0].contains("`${no_such_thing}`"), "{problems:?}");
+    }
+
+    #[test]
+    fn backup_names_that_could_escape_the_backup_directory_are_refused() {
+        for ok in ["prod-20261121T020000Z", "mongodb-backup-manual-12", "a.b_c"] {
+            assert!(safe_backup_name(ok), "{ok}");
+        }
+        for bad in ["", ".hidden", "../etc", "a/b", "a b", "a:b", "x;rm"] {
+            assert!(!safe_backup_name(bad), "{bad}");
+        }
+        assert_eq!(
+            backup_name("prod", 1_795_312_800_000),
+            "prod-20261122T020000Z"
+        );
+    }
+}
