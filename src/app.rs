@@ -527,7 +527,7 @@ impl<C: Chat> Bot<C> {
             let text = format!(
                 "#{op} {plan}\n@{user}, type `confirm {code}` within {ttl} to go ahead, or `cancel #{op}`.",
                 op = held.op,
-                plan = ops::plan_summary(&held.cmd, &self.s.config),
+                plan = ops::plan_summary(&held.cmd, &self.s.config, &self.s.store),
                 user = origin.msg.username,
             );
             let buttons = [
@@ -724,6 +724,48 @@ impl<C: Chat> Bot<C> {
                 let mut one = held.clone();
                 one.cmd = Command::BackupNow {
                     env: Some(env.clone()),
+                };
+                one.op = self.s.store.next_op_id().unwrap_or(0);
+                Box::pin(self.start_operation(origin, one)).await;
+            }
+            return;
+        }
+        if let Command::Verify { env: None, backup } = &held.cmd {
+            // The newest (or named) backup of each environment that has one, each its own operation.
+            let envs: Vec<String> = self
+                .s
+                .config
+                .environments
+                .keys()
+                .filter(|e| {
+                    ops::catalog::find(
+                        &self.s.store,
+                        e,
+                        backup
+                            .as_ref()
+                            .unwrap_or(&crate::command::BackupRef::Latest),
+                    )
+                    .is_some()
+                })
+                .cloned()
+                .collect();
+            if envs.is_empty() {
+                let _ = self
+                    .s
+                    .chat
+                    .post(
+                        &held.room_id,
+                        held.thread.as_deref(),
+                        "No backups are known yet, so there is nothing to verify; `backup now ENV` takes one.",
+                    )
+                    .await;
+                return;
+            }
+            for env in envs {
+                let mut one = held.clone();
+                one.cmd = Command::Verify {
+                    env: Some(env),
+                    backup: backup.clone(),
                 };
                 one.op = self.s.store.next_op_id().unwrap_or(0);
                 Box::pin(self.start_operation(origin, one)).await;

@@ -55,6 +55,10 @@ pub struct Metrics {
     pub backup_bytes: Family<Labels, Gauge>,
     /// Unix time of the newest backup per environment (its age is now minus this).
     pub backup_timestamp: Family<Labels, Gauge>,
+    /// Whether the last test-restore per environment proved its backup (1) or not (0).
+    pub verify_ok: Family<Labels, Gauge>,
+    /// How long the last test-restore per environment took (the recovery time).
+    pub restore_seconds: Family<Labels, Gauge>,
     /// Alerts posted, by environment and severity.
     pub alerts: Family<Labels, Counter>,
     /// Reconnections to Rocket.Chat.
@@ -72,6 +76,8 @@ impl Metrics {
             rollouts: Family::default(),
             backup_bytes: Family::default(),
             backup_timestamp: Family::default(),
+            verify_ok: Family::default(),
+            restore_seconds: Family::default(),
             alerts: Family::default(),
             reconnects: Counter::default(),
             ddp_rtt_seconds: seconds_buckets(),
@@ -101,6 +107,16 @@ impl Metrics {
             "backup_timestamp_seconds",
             "Unix time of the newest backup per environment",
             m.backup_timestamp.clone(),
+        );
+        registry.register(
+            "verify_success",
+            "Whether the last test-restore per environment proved its backup",
+            m.verify_ok.clone(),
+        );
+        registry.register(
+            "verify_restore_seconds",
+            "How long the last test-restore per environment took",
+            m.restore_seconds.clone(),
         );
         registry.register(
             "alerts",

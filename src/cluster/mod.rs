@@ -43,7 +43,7 @@ pub const API_CALLS: &[(&str, &str, &[&str])] = &[
     (
         "autoscaling",
         "horizontalpodautoscalers",
-        &["list", "patch"],
+        &["create", "delete", "list", "patch"],
     ),
 ];
 
@@ -860,6 +860,82 @@ impl Cluster {
         }
     }
 
+    /// Deletes an autoscaler (a restore needs the app at zero); save it first with [`hpa_snapshot`].
+    pub async fn delete_hpa(&self, name: &str) -> Result<(), ClusterError> {
+        match self
+            .api::<HorizontalPodAutoscaler>()
+            .delete(name, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(self.err(&format!("delete horizontalpodautoscaler {name}"))(
+                e,
+            )),
+        }
+    }
+
+    /// Puts back an autoscaler saved by [`hpa_snapshot`] (nothing to do if it exists).
+    pub async fn restore_hpa(&self, saved: &str) -> Result<String, ClusterError> {
+        let hpa: HorizontalPodAutoscaler =
+            serde_json::from_str(saved).map_err(|e| ClusterError::Invalid {
+                action: "restore a horizontalpodautoscaler".into(),
+                message: e.to_string(),
+            })?;
+        let name = hpa.metadata.name.clone().unwrap_or_default();
+        let action = format!("create horizontalpodautoscaler {name}");
+        match retrying(|| async {
+            self.api::<HorizontalPodAutoscaler>()
+                .create(&PostParams::default(), &hpa)
+                .await
+                .map_err(self.err(&action))
+        })
+        .await
+        {
+            Ok(_) | Err(ClusterError::AlreadyExists { .. }) => Ok(name),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits until no pod of a Deployment is left (after scaling it to zero).
+    pub async fn wait_pods_gone(
+        &self,
+        deployment: &str,
+        limit: Duration,
+    ) -> Result<(), ClusterError> {
+        let d = self.deployment(deployment).await?;
+        let selector = d
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.match_labels.as_ref())
+            .map(|l| {
+                l.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let pods = self
+                .api::<Pod>()
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(self.err("list pods"))?;
+            let left = pods.items.len();
+            if left == 0 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClusterError::TimedOut {
+                    what: format!("{left} pod(s) of {deployment} to go"),
+                    secs: limit.as_secs(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Deletes a Job and (in the background) its pods.
     pub async fn delete_job(&self, name: &str) -> Result<(), ClusterError> {
         let dp = DeleteParams {
@@ -872,4 +948,19 @@ impl Cluster {
             .map_err(self.err(&format!("delete job {name}")))?;
         Ok(())
     }
+}
+
+/// Pure: what is needed to create an autoscaler again (its spec, name, labels and annotations), as JSON.
+pub fn hpa_snapshot(hpa: &HorizontalPodAutoscaler) -> String {
+    let saved = HorizontalPodAutoscaler {
+        metadata: kube::api::ObjectMeta {
+            name: hpa.metadata.name.clone(),
+            labels: hpa.metadata.labels.clone(),
+            annotations: hpa.metadata.annotations.clone(),
+            ..kube::api::ObjectMeta::default()
+        },
+        spec: hpa.spec.clone(),
+        status: None,
+    };
+    serde_json::to_string(&saved).unwrap_or_default()
 }

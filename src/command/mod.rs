@@ -76,8 +76,15 @@ pub enum RollbackTarget {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScheduleAction {
     List,
-    Pause { env: Option<String> },
-    Resume { env: Option<String> },
+    /// `kind`: `backup`, `verify`, `prune` or `report` (all when absent).
+    Pause {
+        env: Option<String>,
+        kind: Option<String>,
+    },
+    Resume {
+        env: Option<String>,
+        kind: Option<String>,
+    },
 }
 
 /// A command the bot understands, with its arguments already checked.
@@ -102,6 +109,9 @@ pub enum Command {
     },
     BackupList {
         env: Option<String>,
+    },
+    BackupPrune {
+        env: String,
     },
     Restore {
         env: String,
@@ -167,7 +177,9 @@ impl Command {
             Command::Deploy { .. } => "deploy",
             Command::Rollback { .. } => "rollback",
             Command::Scale { .. } => "scale",
-            Command::BackupNow { .. } | Command::BackupList { .. } => "backup",
+            Command::BackupNow { .. }
+            | Command::BackupList { .. }
+            | Command::BackupPrune { .. } => "backup",
             Command::Restore { .. } => "restore",
             Command::Verify { .. } => "verify",
             Command::Status { .. } => "status",
@@ -190,6 +202,7 @@ impl Command {
         match self {
             Command::BackupList { .. } => "backup list",
             Command::BackupNow { .. } => "backup now",
+            Command::BackupPrune { .. } => "backup prune",
             Command::Schedule {
                 action: ScheduleAction::List,
             } => "schedule list",
@@ -210,13 +223,14 @@ impl Command {
             | Command::Lock { env, .. }
             | Command::Unlock { env }
             | Command::AlertsMute { env, .. }
+            | Command::BackupPrune { env }
             | Command::Runbook { env, .. } => Some(env),
             Command::BackupNow { env }
             | Command::BackupList { env }
             | Command::Verify { env, .. }
             | Command::Status { env } => env.as_deref(),
             Command::Schedule {
-                action: ScheduleAction::Pause { env } | ScheduleAction::Resume { env },
+                action: ScheduleAction::Pause { env, .. } | ScheduleAction::Resume { env, .. },
             } => env.as_deref(),
             _ => None,
         }
@@ -281,10 +295,10 @@ pub const COMMANDS: &[Spec] = &[
     },
     Spec {
         name: "backup",
-        usage: "backup now [ENV] | backup list [ENV]",
-        summary: "takes a backup now, or lists backups",
-        details: "`backup now` runs the environment's backup job; `backup list` shows backups newest first with size, age and whether a test-restore proved them.",
-        examples: &["backup now prod", "backup list prod"],
+        usage: "backup now [ENV] | backup list [ENV] | backup prune ENV",
+        summary: "takes a backup now, lists backups, or applies the retention policy",
+        details: "`backup now` runs the environment's backup job; `backup list` shows backups newest first with size, age and whether a test-restore proved them; `backup prune` deletes what the retention policy (grandfather-father-son) no longer keeps.",
+        examples: &["backup now prod", "backup list prod", "backup prune test"],
         mutating: true,
     },
     Spec {
@@ -364,10 +378,14 @@ pub const COMMANDS: &[Spec] = &[
     },
     Spec {
         name: "schedule",
-        usage: "schedule list | schedule pause [ENV] | schedule resume [ENV]",
-        summary: "shows or pauses the scheduled backups and test-restores",
-        details: "",
-        examples: &["schedule list", "schedule pause test"],
+        usage: "schedule list | schedule pause [ENV] [KIND] | schedule resume [ENV] [KIND]",
+        summary: "shows or pauses the scheduled backups, test-restores, pruning and reports",
+        details: "KIND is backup, verify, prune or report (all when left out). `schedule list` shows each schedule with its next run in its time zone. A paused schedule skips its runs; resuming does not make them up.",
+        examples: &[
+            "schedule list",
+            "schedule pause test",
+            "schedule resume prod verify",
+        ],
         mutating: true,
     },
     Spec {
@@ -768,7 +786,11 @@ fn parse_builtin(s: &Spec, rest: Vec<Token>, g: &Grammar) -> Result<Command, Use
             match sub.as_deref() {
                 Some("now") => Ok(Command::BackupNow { env }),
                 Some("list") | Some("ls") => Ok(Command::BackupList { env }),
-                _ => Err(bad("`backup` needs `now` or `list`.".into())),
+                Some("prune") => match env {
+                    Some(env) => Ok(Command::BackupPrune { env }),
+                    None => Err(bad("`backup prune` needs an environment.".into())),
+                },
+                _ => Err(bad("`backup` needs `now`, `list` or `prune`.".into())),
             }
         }
         "restore" => {
@@ -919,13 +941,23 @@ fn parse_builtin(s: &Spec, rest: Vec<Token>, g: &Grammar) -> Result<Command, Use
                 Some(e) => Some(g.env(usage, Some(e), "schedule")?.name.clone()),
                 None => None,
             };
-            if let Some(extra) = a.words.get(2) {
+            let kind = match a.words.get(2).map(|w| w.to_lowercase()) {
+                None => None,
+                Some(k) if ["backup", "verify", "prune", "report"].contains(&k.as_str()) => Some(k),
+                Some(k) => {
+                    return Err(bad(format!(
+                        "`{}` is not a schedule; use backup, verify, prune or report.",
+                        shorten(&k)
+                    )));
+                }
+            };
+            if let Some(extra) = a.words.get(3) {
                 return Err(too_many(usage, extra));
             }
             let action = match a.words.first().map(|w| w.to_lowercase()).as_deref() {
                 Some("list") if env.is_none() => ScheduleAction::List,
-                Some("pause") => ScheduleAction::Pause { env },
-                Some("resume") => ScheduleAction::Resume { env },
+                Some("pause") => ScheduleAction::Pause { env, kind },
+                Some("resume") => ScheduleAction::Resume { env, kind },
                 _ => return Err(bad("`schedule` needs `list`, `pause` or `resume`.".into())),
             };
             Ok(Command::Schedule { action })
@@ -1086,7 +1118,7 @@ pub fn help_text(
     let mut hidden = 0;
     for s in COMMANDS {
         let names: Vec<&str> = match s.name {
-            "backup" => vec!["backup now", "backup list"],
+            "backup" => vec!["backup now", "backup list", "backup prune"],
             "alerts" => vec!["alerts list", "alerts mute"],
             "schedule" => vec!["schedule list", "schedule"],
             n => vec![n],

@@ -192,13 +192,30 @@ fn every_command_parses_in_its_accepted_forms() {
             Command::Schedule {
                 action: ScheduleAction::Pause {
                     env: Some("test".into()),
+                    kind: None,
                 },
             },
         ),
         (
+            "schedule resume prod verify",
+            Command::Schedule {
+                action: ScheduleAction::Resume {
+                    env: Some("prod".into()),
+                    kind: Some("verify".into()),
+                },
+            },
+        ),
+        (
+            "backup prune test",
+            Command::BackupPrune { env: "test".into() },
+        ),
+        (
             "schedule resume",
             Command::Schedule {
-                action: ScheduleAction::Resume { env: None },
+                action: ScheduleAction::Resume {
+                    env: None,
+                    kind: None,
+                },
             },
         ),
         ("help", Command::Help { topic: None }),
@@ -354,15 +371,15 @@ fn malformed_inputs_get_the_exact_answer() {
         ),
         (
             "backup",
-            "`backup` needs `now` or `list`.\nUsage: `backup now [ENV] | backup list [ENV]`",
+            "`backup` needs `now`, `list` or `prune`.\nUsage: `backup now [ENV] | backup list [ENV] | backup prune ENV`",
         ),
         (
             "backup later",
-            "`backup` needs `now` or `list`.\nUsage: `backup now [ENV] | backup list [ENV]`",
+            "`backup` needs `now`, `list` or `prune`.\nUsage: `backup now [ENV] | backup list [ENV] | backup prune ENV`",
         ),
         (
             "backup now staging",
-            "There is no environment `staging`. Environments: dev, test or prod.\nUsage: `backup now [ENV] | backup list [ENV]`",
+            "There is no environment `staging`. Environments: dev, test or prod.\nUsage: `backup now [ENV] | backup list [ENV] | backup prune ENV`",
         ),
         (
             "restore test",
@@ -410,7 +427,7 @@ fn malformed_inputs_get_the_exact_answer() {
         ),
         (
             "schedule",
-            "`schedule` needs `list`, `pause` or `resume`.\nUsage: `schedule list | schedule pause [ENV] | schedule resume [ENV]`",
+            "`schedule` needs `list`, `pause` or `resume`.\nUsage: `schedule list | schedule pause [ENV] [KIND] | schedule resume [ENV] [KIND]`",
         ),
         (
             "help nothing",

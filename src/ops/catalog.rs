@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 use crate::store::{Store, StoreError};
 
 const TREE: &str = "backups";
+const FAILURES: &str = "backup_failures";
+const PRUNES: &str = "backup_prunes";
 
 /// One backup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +23,49 @@ pub struct BackupRecord {
     /// `Some(true)` proven by a test-restore, `Some(false)` failed one, `None` never tried.
     #[serde(default)]
     pub verified: Option<bool>,
+    /// How long the dump took.
+    #[serde(default)]
+    pub duration_secs: Option<u64>,
+    /// Collections (or tables) and documents (or rows) in the backup's manifest.
+    #[serde(default)]
+    pub collections: Option<u64>,
+    #[serde(default)]
+    pub documents: Option<u64>,
+    /// The last test-restore.
+    #[serde(default)]
+    pub verify: Option<VerifyRecord>,
+}
+
+/// A test-restore's result: the recovery-time and recovery-point figures a team can quote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyRecord {
+    pub ok: bool,
+    pub at_ms: i64,
+    /// How long the restore into the throwaway database took (recovery time).
+    pub restore_secs: Option<u64>,
+    /// The backup's age when it was verified (recovery point).
+    pub age_secs: u64,
+    pub detail: String,
+    pub op: u64,
+}
+
+/// A backup that failed, kept for the daily report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub env: String,
+    pub job: String,
+    pub at_ms: i64,
+    pub reason: String,
+}
+
+/// What a prune removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prune {
+    pub env: String,
+    pub at_ms: i64,
+    pub removed: Vec<String>,
+    pub used_bytes: Option<u64>,
+    pub free_bytes: Option<u64>,
 }
 
 impl BackupRecord {
@@ -42,8 +87,78 @@ impl BackupRecord {
             finished_ms,
             by: by.into(),
             verified: None,
+            duration_secs: v["duration_s"].as_u64(),
+            collections: v["collections"].as_u64(),
+            documents: v["documents"].as_u64(),
+            verify: None,
         }
     }
+}
+
+/// The backup `which` names in `env`: the newest, or the one with that name (or Job name).
+pub fn find(store: &Store, env: &str, which: &crate::command::BackupRef) -> Option<BackupRecord> {
+    let all = list(store, Some(env));
+    match which {
+        crate::command::BackupRef::Latest => all.into_iter().next(),
+        crate::command::BackupRef::Named(n) => {
+            all.into_iter().find(|b| b.name == *n || b.job == *n)
+        }
+    }
+}
+
+/// Records a test-restore's result on its backup.
+pub fn set_verify(
+    store: &Store,
+    env: &str,
+    job: &str,
+    v: VerifyRecord,
+) -> Result<bool, StoreError> {
+    let Some(mut b) = store.kv_get::<BackupRecord>(TREE, &key(env, job))? else {
+        return Ok(false);
+    };
+    b.verified = Some(v.ok);
+    b.verify = Some(v);
+    record(store, &b)?;
+    Ok(true)
+}
+
+/// Forgets a pruned backup.
+pub fn remove(store: &Store, env: &str, job: &str) -> Result<(), StoreError> {
+    store.kv_remove(TREE, &key(env, job))
+}
+
+/// Remembers a failed backup (for reports).
+pub fn record_failure(store: &Store, f: &Failure) -> Result<(), StoreError> {
+    store.kv_put(FAILURES, &key(&f.env, &f.job), f)
+}
+
+/// Failed backups of `env` since `since_ms`, oldest first.
+pub fn failures(store: &Store, env: &str, since_ms: i64) -> Vec<Failure> {
+    let mut v: Vec<Failure> = store
+        .kv_all(FAILURES)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f: &Failure| f.env == env && f.at_ms >= since_ms)
+        .collect();
+    v.sort_by_key(|f| f.at_ms);
+    v
+}
+
+/// Remembers a prune.
+pub fn record_prune(store: &Store, p: &Prune) -> Result<(), StoreError> {
+    store.kv_put(PRUNES, &format!("{}/{:020}", p.env, p.at_ms), p)
+}
+
+/// Prunes of `env` since `since_ms`, oldest first.
+pub fn prunes(store: &Store, env: &str, since_ms: i64) -> Vec<Prune> {
+    let mut v: Vec<Prune> = store
+        .kv_all(PRUNES)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p: &Prune| p.env == env && p.at_ms >= since_ms)
+        .collect();
+    v.sort_by_key(|p| p.at_ms);
+    v
 }
 
 fn key(env: &str, job: &str) -> String {

@@ -71,6 +71,7 @@ pub fn describe(cmd: &Command) -> String {
             "backup list{}",
             env.as_ref().map(|e| format!(" {e}")).unwrap_or_default()
         ),
+        Command::BackupPrune { env } => format!("backup prune {env}"),
         Command::Restore {
             env,
             backup,
@@ -115,13 +116,15 @@ pub fn describe(cmd: &Command) -> String {
         Command::Confirm { .. } => "confirm".into(),
         Command::Schedule { action } => match action {
             ScheduleAction::List => "schedule list".into(),
-            ScheduleAction::Pause { env } => format!(
-                "schedule pause{}",
-                env.as_ref().map(|e| format!(" {e}")).unwrap_or_default()
-            ),
-            ScheduleAction::Resume { env } => format!(
-                "schedule resume{}",
-                env.as_ref().map(|e| format!(" {e}")).unwrap_or_default()
+            ScheduleAction::Pause { env, kind } | ScheduleAction::Resume { env, kind } => format!(
+                "schedule {}{}{}",
+                if matches!(action, ScheduleAction::Pause { .. }) {
+                    "pause"
+                } else {
+                    "resume"
+                },
+                env.as_ref().map(|e| format!(" {e}")).unwrap_or_default(),
+                kind.as_ref().map(|k| format!(" {k}")).unwrap_or_default()
             ),
         },
         Command::AlertsList => "alerts list".into(),
@@ -148,7 +151,7 @@ pub fn describe(cmd: &Command) -> String {
 }
 
 /// What a command will do, for the confirmation question.
-pub fn plan_summary(cmd: &Command, config: &Config) -> String {
+pub fn plan_summary(cmd: &Command, config: &Config, store: &Store) -> String {
     let env_cfg = |e: &str| {
         config
             .environments
@@ -191,7 +194,61 @@ pub fn plan_summary(cmd: &Command, config: &Config) -> String {
                 component.as_deref().unwrap_or(&e.deployment)
             )
         }
+        Command::Restore {
+            env,
+            backup,
+            from,
+            no_safety_backup,
+        } => {
+            let e = env_cfg(env);
+            let src = from.as_deref().unwrap_or(env);
+            let which = match catalog::find(store, src, backup) {
+                Some(b) => format!(
+                    "{}'s backup `{}` ({}, {}, {})",
+                    src,
+                    b.name,
+                    catalog::size(b.bytes),
+                    catalog::ago(b.finished_ms, crate::app::now_ms()),
+                    match b.verified {
+                        Some(true) => "verified ✓",
+                        Some(false) => "verify failed ✗",
+                        None => "never verified",
+                    }
+                ),
+                None => format!(
+                    "{src}'s backup `{}` (not in the catalog)",
+                    match backup {
+                        BackupRef::Latest => "latest",
+                        BackupRef::Named(n) => n,
+                    }
+                ),
+            };
+            format!(
+                "restore {which} into {env}, replacing its data: {}scale {}/{} to 0 (autoscaler removed), run the restore job, scale back, restore the autoscaler{}.",
+                if *no_safety_backup {
+                    "no safety backup; "
+                } else {
+                    "safety backup of the current data; "
+                },
+                e.namespace_or(env),
+                e.deployment,
+                if e.smoke.is_some() {
+                    ", smoke test"
+                } else {
+                    ""
+                }
+            )
+        }
         other => format!("`{}`.", describe(other)),
+    }
+}
+
+/// How a requester is named in chat: `@alice`, or `the schedule` for scheduled runs.
+pub fn who(user: &str) -> String {
+    if user == crate::schedule::SYSTEM_USER {
+        "schedule".into()
+    } else {
+        format!("@{user}")
     }
 }
 
@@ -359,6 +416,9 @@ pub async fn execute<C: Chat>(
         | Command::Rollback { .. }
         | Command::Deploy { .. }
         | Command::BackupNow { .. }
+        | Command::BackupPrune { .. }
+        | Command::Restore { .. }
+        | Command::Verify { .. }
         | Command::Runbook { .. } => {
             // These run as journaled operations (`engine`).
             Err(UserError::Internal)
@@ -368,11 +428,46 @@ pub async fn execute<C: Chat>(
             env.as_deref(),
             crate::app::now_ms(),
         ))),
-        Command::Restore { .. } | Command::Verify { .. } | Command::Schedule { .. } => {
-            Err(UserError::Refused(format!(
-                "`{}` is understood and allowed, but this version of rocketops cannot run it yet (restore, verify and schedules are in progress).",
-                cmd.name()
-            )))
+        Command::Schedule {
+            action: ScheduleAction::List,
+        } => Ok(Some(crate::schedule::render_list(
+            ctx.store,
+            ctx.config,
+            chrono::Utc::now(),
+        ))),
+        Command::Schedule {
+            action: ScheduleAction::Pause { env, kind } | ScheduleAction::Resume { env, kind },
+        } => {
+            let pause = matches!(
+                cmd,
+                Command::Schedule {
+                    action: ScheduleAction::Pause { .. }
+                }
+            );
+            let k = kind.as_deref().and_then(crate::schedule::Kind::parse);
+            let n = crate::schedule::set_paused(
+                ctx.store,
+                ctx.config,
+                env.as_deref(),
+                k,
+                pause.then_some(ctx.user),
+            );
+            let what = format!(
+                "{}schedule{}{}",
+                kind.as_ref().map(|k| format!("{k} ")).unwrap_or_default(),
+                if n == 1 { "" } else { "s" },
+                env.as_ref().map(|e| format!(" of {e}")).unwrap_or_default()
+            );
+            Ok(Some(match (pause, n) {
+                (true, 0) => format!("No running {what} to pause (`schedule list` shows them)."),
+                (false, 0) => format!("No paused {what} to resume."),
+                (true, n) => {
+                    format!("⏸ Paused {n} {what}; their runs are skipped until `schedule resume`.")
+                }
+                (false, n) => {
+                    format!("▶️ Resumed {n} {what}; the next runs are in `schedule list`.")
+                }
+            }))
         }
         Command::Confirm { .. } | Command::Approve { .. } | Command::Cancel { .. } => {
             Err(UserError::Internal)
@@ -400,6 +495,7 @@ fn sample_command(name: &str, grammar: &Grammar) -> Command {
         },
         "backup now" => Command::BackupNow { env: Some(env) },
         "backup list" => Command::BackupList { env: Some(env) },
+        "backup prune" => Command::BackupPrune { env },
         "restore" => Command::Restore {
             env,
             backup: BackupRef::Latest,
@@ -423,7 +519,10 @@ fn sample_command(name: &str, grammar: &Grammar) -> Command {
             action: ScheduleAction::List,
         },
         "schedule" => Command::Schedule {
-            action: ScheduleAction::Pause { env: Some(env) },
+            action: ScheduleAction::Pause {
+                env: Some(env),
+                kind: None,
+            },
         },
         "help" => Command::Help { topic: None },
         "alerts list" => Command::AlertsList,

@@ -24,8 +24,10 @@ pub fn render(op: &OpRecord, now_ms: i64) -> String {
     let total =
         secs(Some(op.started_ms), Some(op.finished_ms.unwrap_or(now_ms))).unwrap_or_default();
     let mut out = format!(
-        "{icon} *#{} {}* · @{} · {total}",
-        op.id, op.command, op.user
+        "{icon} *#{} {}* · {} · {total}",
+        op.id,
+        op.command,
+        super::who(&op.user)
     );
     for s in &op.steps {
         let (mark, time) = match s.state {

@@ -17,6 +17,9 @@ use crate::store::Store;
 
 const TREE: &str = "schedule";
 
+/// Who scheduled runs are recorded as (not a valid chat username, so no one can be mistaken for it).
+pub const SYSTEM_USER: &str = "(schedule)";
+
 /// What a schedule runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {

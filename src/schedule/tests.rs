@@ -18,9 +18,12 @@ fn config(schedule: &str) -> Config {
     Config::from_toml(&src, std::path::Path::new("t.toml"), &|_| None).unwrap()
 }
 
+/// (environment, kind, slot, when it ran).
+type Run = (String, Kind, DateTime<Utc>, DateTime<Utc>);
+
 #[derive(Clone, Default)]
 struct Recorder {
-    runs: Arc<Mutex<Vec<(String, Kind, DateTime<Utc>, DateTime<Utc>)>>>,
+    runs: Arc<Mutex<Vec<Run>>>,
     clock: Arc<Mutex<Option<Clock>>>,
 }
 

@@ -121,3 +121,371 @@ async fn a_failing_backup_reports_a_redacted_log_tail_and_alerts() {
     .await;
     w.stop_bot().await;
 }
+
+/// Waits for the bot's confirmation question in `room`, answers it as `user`; returns the question.
+async fn confirm(w: &World, user: &str, room: &str) -> String {
+    let question = w
+        .wait_bot_text(room, "the confirmation question", |t| {
+            t.contains("`confirm ")
+        })
+        .await;
+    let code = question
+        .split("`confirm ")
+        .nth(1)
+        .and_then(|s| s.split('`').next())
+        .unwrap()
+        .to_string();
+    w.sim.post(user, room, &format!("/confirm {code}")).unwrap();
+    question
+}
+
+/// Puts backups into the catalog before the bot starts (as if taken earlier).
+fn seed_catalog(w: &World, records: &[(&str, &str, i64)]) {
+    let store = rocketops::store::Store::open(&w.store_path()).unwrap();
+    for (env, name, finished_ms) in records {
+        rocketops::ops::catalog::record(
+            &store,
+            &rocketops::ops::catalog::BackupRecord::from_result(
+                env,
+                name,
+                &format!(r#"{{"name":"{name}","bytes":1000000,"sha256":"ab"}}"#),
+                "schedule (cronjob mongodb-backup)",
+                *finished_ms,
+            ),
+        )
+        .unwrap();
+    }
+}
+
+fn job_env(job: &serde_json::Value, var: &str) -> String {
+    job["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == var)
+        .and_then(|v| v["value"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn job_named(w: &World, ns: &str, prefix: &str) -> serde_json::Value {
+    w.kube()
+        .list("jobs", Some(ns))
+        .into_iter()
+        .find(|j| j["metadata"]["name"].as_str().unwrap().starts_with(prefix))
+        .unwrap_or_else(|| panic!("no job {prefix}* in {ns}"))
+}
+
+fn add_test_autoscaler(w: &World) {
+    w.kube()
+        .create(
+            "horizontalpodautoscalers",
+            "test",
+            json!({"metadata": {"name": "rocketchat", "labels": {"team": "chat"}},
+                   "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "rocketchat"},
+                            "minReplicas": 2, "maxReplicas": 6}}),
+        )
+        .unwrap();
+}
+
+/// What happened to the app and the restore Job, in order, as the cluster saw it.
+fn watch_restore(w: &World) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut rx = w.kube().changes();
+    let out = seen.clone();
+    tokio::spawn(async move {
+        while let Ok(c) = rx.recv().await {
+            if c.namespace != "test" {
+                continue;
+            }
+            let name = c.object["metadata"]["name"].as_str().unwrap_or_default();
+            let event = match (c.plural, c.kind) {
+                ("deployments", _) => format!(
+                    "replicas {}",
+                    c.object["spec"]["replicas"].as_i64().unwrap_or(-1)
+                ),
+                ("horizontalpodautoscalers", k) => format!("hpa {k}"),
+                ("jobs", "ADDED") => format!("job {name}"),
+                _ => continue,
+            };
+            let mut v = out.lock().unwrap();
+            if v.last() != Some(&event) {
+                v.push(event);
+            }
+        }
+    });
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_test_latest_takes_a_safety_backup_scales_to_zero_restores_and_puts_everything_back()
+ {
+    let mut w = World::with_cluster().await;
+    add_test_autoscaler(&w);
+    w.start_bot().await;
+    w.sim.post("alice", "#ops", "/backup now test").unwrap();
+    w.wait_bot_text("#ops", "the backup", |t| t.starts_with("✅"))
+        .await;
+    let seen = watch_restore(&w);
+    w.sim.post("alice", "#ops", "/restore test latest").unwrap();
+    let question = confirm(&w, "alice", "#ops").await;
+    assert!(
+        question.contains("restore test's backup `mongodb-backup-manual-1` (48.2 MB")
+            && question.contains("safety backup of the current data"),
+        "{question}"
+    );
+    let done = w
+        .wait_bot_text("#ops", "the restore", |t| {
+            t.contains("restore test latest") && (t.starts_with("✅") || t.starts_with("❌"))
+        })
+        .await;
+    assert!(done.starts_with("✅"), "{done}");
+    for step in [
+        "✓ safety backup",
+        "✓ scale down",
+        "recorded 3 replicas and autoscaler rocketchat (removed)",
+        "✓ restore",
+        "mongodb-backup-manual-1 of test restored in 38 s",
+        "✓ scale up",
+        "rocketchat back at 3 replicas, all ready, autoscaler rocketchat restored",
+        "✓ smoke test",
+    ] {
+        assert!(done.contains(step), "{step} missing in {done}");
+    }
+    // The restore used the backup named at the start, not the safety backup taken just before.
+    let restore = job_named(&w, "test", "mongodb-restore-");
+    assert_eq!(job_env(&restore, "NAME"), "mongodb-backup-manual-1");
+    let safety = job_named(&w, "test", "mongodb-backup-safety-");
+    assert!(safety["metadata"]["name"].as_str().unwrap().ends_with("-2"));
+    // Order: autoscaler off, scale to 0, restore Job, scale back, autoscaler back.
+    let events = seen.lock().unwrap().clone();
+    let pos = |e: &str| {
+        events
+            .iter()
+            .position(|x| x == e)
+            .unwrap_or_else(|| panic!("{e} not in {events:?}"))
+    };
+    assert!(pos("hpa DELETED") < pos("replicas 0"), "{events:?}");
+    assert!(
+        pos("replicas 0") < pos("job mongodb-restore-2"),
+        "{events:?}"
+    );
+    let restore_at = pos("job mongodb-restore-2");
+    let back = restore_at
+        + events[restore_at..]
+            .iter()
+            .position(|x| x == "replicas 3")
+            .unwrap();
+    assert!(back < pos("hpa ADDED"), "{events:?}");
+    let d = w.kube().get("deployments", "test", "rocketchat").unwrap();
+    assert_eq!(d["spec"]["replicas"], 3);
+    let hpa = w
+        .kube()
+        .get("horizontalpodautoscalers", "test", "rocketchat")
+        .unwrap();
+    assert_eq!(
+        (
+            &hpa["spec"]["minReplicas"],
+            &hpa["spec"]["maxReplicas"],
+            &hpa["metadata"]["labels"]["team"]
+        ),
+        (&json!(2), &json!(6), &json!("chat"))
+    );
+    w.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_restore_job_still_scales_the_app_back_restores_the_autoscaler_and_says_so() {
+    let mut w = World::with_cluster().await;
+    add_test_autoscaler(&w);
+    w.kube().script_job(
+        "mongodb-restore",
+        JobScript {
+            exit_code: 1,
+            log: vec![
+                "mongorestore --uri mongodb://restore:s3cret-pw@mongodb:27017".into(),
+                "Failed: rocketchat.users: error restoring: E11000 duplicate key".into(),
+            ],
+            ..JobScript::default()
+        },
+    );
+    w.start_bot().await;
+    w.sim.post("alice", "#ops", "/backup now test").unwrap();
+    w.wait_bot_text("#ops", "the backup", |t| t.starts_with("✅"))
+        .await;
+    w.sim.post("alice", "#ops", "/restore test latest").unwrap();
+    confirm(&w, "alice", "#ops").await;
+    let done = w
+        .wait_bot_text("#ops", "the failed restore", |t| {
+            t.contains("restore test latest") && t.starts_with("❌")
+        })
+        .await;
+    for part in [
+        "✗ restore",
+        "E11000 duplicate key",
+        "✓ recover",
+        "rocketchat back at 3 replicas, all ready, autoscaler rocketchat restored",
+        "the restore of `mongodb-backup-manual-1` did not finish, so test's database may hold part of it",
+        "The safety backup `mongodb-backup-safety-2` holds test's data from before the restore.",
+    ] {
+        assert!(done.contains(part), "{part} missing in {done}");
+    }
+    assert!(!done.contains("s3cret-pw"), "{done}");
+    assert!(!done.contains("✓ scale up"), "{done}");
+    let d = w.kube().get("deployments", "test", "rocketchat").unwrap();
+    assert_eq!(d["spec"]["replicas"], 3);
+    assert!(
+        w.kube()
+            .get("horizontalpodautoscalers", "test", "rocketchat")
+            .is_ok()
+    );
+    w.wait_for("#alerts", "the alert", |m| {
+        bot_texts(m)
+            .iter()
+            .any(|t| t.contains("restore test latest") && t.contains("failed"))
+    })
+    .await;
+    w.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_test_latest_from_prod_uses_prods_newest_backup_and_volume() {
+    let mut w = World::with_cluster().await;
+    let now = chrono::Utc::now().timestamp_millis();
+    seed_catalog(
+        &w,
+        &[
+            ("prod", "prod-old", now - 2 * 86_400_000),
+            ("prod", "prod-newest", now - 3_600_000),
+            ("test", "test-newer-than-prods", now - 60_000),
+        ],
+    );
+    let mut c = w.config();
+    c.environments.get_mut("prod").unwrap().backup.claim = Some("prod-backups".into());
+    w.start_bot_with(c).await;
+    w.sim
+        .post("alice", "#ops", "/restore test latest from prod")
+        .unwrap();
+    let question = confirm(&w, "alice", "#ops").await;
+    assert!(
+        question.contains("prod's backup `prod-newest`"),
+        "{question}"
+    );
+    let done = w
+        .wait_bot_text("#ops", "the restore", |t| {
+            t.contains("restore test latest from prod")
+                && (t.starts_with("✅") || t.starts_with("❌"))
+        })
+        .await;
+    assert!(
+        done.starts_with("✅") && done.contains("prod-newest of prod restored"),
+        "{done}"
+    );
+    let restore = job_named(&w, "test", "mongodb-restore-");
+    assert_eq!(job_env(&restore, "NAME"), "prod-newest");
+    assert_eq!(
+        restore["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
+        "prod-backups"
+    );
+    w.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_test_restores_into_a_throwaway_database_and_the_catalog_records_the_result() {
+    let mut w = World::with_cluster().await;
+    w.start_bot().await;
+    w.sim.post("alice", "#ops", "/backup now test").unwrap();
+    w.wait_bot_text("#ops", "the backup", |t| t.starts_with("✅"))
+        .await;
+    w.sim.post("alice", "#ops", "/verify test").unwrap();
+    let done = w
+        .wait_bot_text("#ops", "the verify", |t| {
+            t.contains("#2 verify test") && (t.starts_with("✅") || t.starts_with("❌"))
+        })
+        .await;
+    assert!(
+        done.starts_with("✅")
+            && done.contains("mongodb-backup-manual-1 restored in 41 s into a throwaway database; 57 collections, 120743 documents match its manifest"),
+        "{done}"
+    );
+    let job = job_named(&w, "test", "mongodb-verify-");
+    assert_eq!(job_env(&job, "NAME"), "mongodb-backup-manual-1");
+    w.sim.post("alice", "#ops", "/backup list test").unwrap();
+    let list = w
+        .wait_bot_text("#ops", "the list", |t| t.starts_with("*Backups of test*"))
+        .await;
+    assert!(list.contains("verified ✓"), "{list}");
+    // A copy that does not match its manifest is a failed verification, and says why.
+    w.kube().script_job(
+        "mongodb-verify",
+        JobScript {
+            termination_message: r#"{"ok":false,"restore_seconds":40,"collections":57,"documents":9,"mismatches":["rocketchat.rocketchat_message 9/120431"]}"#.into(),
+            ..JobScript::default()
+        },
+    );
+    w.sim.post("alice", "#ops", "/verify test latest").unwrap();
+    let failed = w
+        .wait_bot_text("#ops", "the failed verify", |t| {
+            t.contains("#3 verify test latest") && t.starts_with("❌")
+        })
+        .await;
+    assert!(
+        failed.contains("does not match its manifest: rocketchat.rocketchat_message 9/120431"),
+        "{failed}"
+    );
+    w.sim.post("alice", "#ops", "/backup list test").unwrap();
+    let list = w
+        .wait_bot_text("#ops", "the list again", |t| {
+            t.starts_with("*Backups of test*") && t.contains("✗")
+        })
+        .await;
+    assert!(list.contains("verify failed ✗"), "{list}");
+    w.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_prune_deletes_what_the_retention_plan_drops_and_forgets_it() {
+    let mut w = World::with_cluster().await;
+    let day = 86_400_000;
+    let now = chrono::Utc::now().timestamp_millis();
+    let names: Vec<String> = (0..6).map(|d| format!("test-day{d}")).collect();
+    let records: Vec<(&str, &str, i64)> = names
+        .iter()
+        .enumerate()
+        .map(|(d, n)| ("test", n.as_str(), now - d as i64 * day - 1000))
+        .collect();
+    seed_catalog(&w, &records);
+    let mut c = w.config();
+    c.environments.get_mut("test").unwrap().backup.retention =
+        rocketops::schedule::retention::Retention {
+            daily: 2,
+            weekly: 0,
+            monthly: 0,
+        };
+    w.start_bot_with(c).await;
+    w.sim.post("alice", "#ops", "/backup prune test").unwrap();
+    let done = w
+        .wait_bot_text("#ops", "the prune", |t| {
+            t.contains("backup prune test") && (t.starts_with("✅") || t.starts_with("❌"))
+        })
+        .await;
+    assert!(
+        done.starts_with("✅")
+            && done.contains("removed 4: test-day2, test-day3, test-day4, test-day5; kept 2"),
+        "{done}"
+    );
+    let job = job_named(&w, "test", "backup-prune-");
+    assert_eq!(
+        job_env(&job, "NAMES"),
+        "test-day2:test-day3:test-day4:test-day5"
+    );
+    w.sim.post("alice", "#ops", "/backup list test").unwrap();
+    let list = w
+        .wait_bot_text("#ops", "the list", |t| t.starts_with("*Backups of test*"))
+        .await;
+    assert!(
+        list.contains("test-day0") && list.contains("test-day1") && !list.contains("test-day2"),
+        "{list}"
+    );
+    w.stop_bot().await;
+}

@@ -212,6 +212,19 @@ async fn everything_the_cluster_layer_does_stays_within_its_declared_calls_and_u
         .unwrap();
     c.wait_job("rbac-fail", limit).await.unwrap();
     c.delete_job("rbac-check").await.unwrap();
+    // What a restore does to the app and its autoscaler.
+    let hpa = c
+        .hpa_for(Workload::Deployment, "rocketchat")
+        .await
+        .unwrap()
+        .unwrap();
+    let saved = rocketops::cluster::hpa_snapshot(&hpa);
+    c.delete_hpa("rocketchat").await.unwrap();
+    c.scale(Workload::Deployment, "rocketchat", 0, HpaPolicy::Respect)
+        .await
+        .unwrap();
+    c.wait_pods_gone("rocketchat", limit).await.unwrap();
+    c.restore_hpa(&saved).await.unwrap();
     cancel.cancel();
     let observed = sim.api_calls();
     let declared = declared();

@@ -28,6 +28,35 @@ pub fn environments(sim: &KubeSim, names: &[&str]) -> Result<(), ApiError> {
             ..JobScript::default()
         },
     );
+    // The built-in restore, verify and prune templates (commands/backup/) name their Jobs so.
+    sim.script_job(
+        "mongodb-restore",
+        JobScript {
+            termination_message: r#"{"name":"restored","restore_seconds":38}"#.into(),
+            log: vec![
+                "restoring users from archive".into(),
+                "120743 document(s) restored successfully.".into(),
+            ],
+            ..JobScript::default()
+        },
+    );
+    sim.script_job(
+        "mongodb-verify",
+        JobScript {
+            termination_message: r#"{"name":"verified","ok":true,"restore_seconds":41,"collections":57,"documents":120743,"mismatches":[]}"#.into(),
+            log: vec!["restoring into a throwaway mongod".into(), "all 57 collections match the manifest".into()],
+            ..JobScript::default()
+        },
+    );
+    sim.script_job(
+        "backup-prune",
+        JobScript {
+            termination_message: r#"{"removed":1,"used_bytes":385706016,"free_bytes":10351382528}"#
+                .into(),
+            log: vec!["pruned".into()],
+            ..JobScript::default()
+        },
+    );
     if sim.get("namespaces", "", "default").is_err() {
         sim.create("namespaces", "", json!({"metadata": {"name": "default"}}))?;
     }
