@@ -152,6 +152,25 @@ pub async fn run_with(
     );
     bot.s.engine.resume_interrupted().await;
     let engine = bot.s.engine.clone();
+    {
+        let runner = crate::ops::scheduled::Scheduled {
+            engine: engine.clone(),
+            chat: bot.s.chat.clone(),
+            store: store.clone(),
+            config: config.clone(),
+        };
+        let (config, store, stop) = (config.clone(), store.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            crate::schedule::run(
+                &config,
+                &store,
+                crate::schedule::Clock::System,
+                &runner,
+                stop,
+            )
+            .await;
+        });
+    }
     bot.serve(incoming, shutdown).await;
     // Operations stop at a safe point (their journal says where); they resume on the next start.
     engine.wait_idle(Duration::from_secs(10)).await;

@@ -348,10 +348,30 @@ impl<C: Chat> Alerter<C> {
                 r.iter()
                     .any(|r| r["kind"] == "CronJob" && r["name"] == cronjob.as_str())
             });
-        let complete = job["status"]["conditions"].as_array().is_some_and(|c| {
-            c.iter()
-                .any(|c| c["type"] == "Complete" && c["status"] == "True")
-        });
+        let condition = |kind: &str| {
+            job["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["type"] == kind && c["status"] == "True"))
+        };
+        let complete = condition("Complete");
+        if owned && condition("Failed") {
+            // Kept for the daily report (the alert itself is raised elsewhere); once per Job.
+            let f = crate::ops::catalog::Failure {
+                env: env.to_string(),
+                job: job["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                at_ms: crate::app::now_ms(),
+                reason: job["status"]["conditions"]
+                    .as_array()
+                    .and_then(|c| c.iter().find(|c| c["type"] == "Failed"))
+                    .and_then(|c| c["reason"].as_str())
+                    .unwrap_or("Failed")
+                    .to_string(),
+            };
+            let _ = crate::ops::catalog::record_failure_if_new(&self.store, &f);
+        }
         if !owned || !complete {
             return;
         }

@@ -102,6 +102,14 @@ pub trait Chat: Clone + Send + Sync + 'static {
         buttons: &[Button],
     ) -> impl Future<Output = Result<MessageRef, ChatError>> + Send;
 
+    /// Posts `text` with Rocket.Chat message attachments (coloured blocks with fields).
+    fn post_attachments(
+        &self,
+        room_id: &str,
+        text: &str,
+        attachments: &[serde_json::Value],
+    ) -> impl Future<Output = Result<MessageRef, ChatError>> + Send;
+
     /// A user's roles on the chat server (for role-based policy).
     fn user_roles(
         &self,

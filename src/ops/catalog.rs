@@ -132,6 +132,17 @@ pub fn record_failure(store: &Store, f: &Failure) -> Result<(), StoreError> {
     store.kv_put(FAILURES, &key(&f.env, &f.job), f)
 }
 
+/// Remembers a failed backup seen through a watch, unless it is known already.
+pub fn record_failure_if_new(store: &Store, f: &Failure) -> Result<(), StoreError> {
+    if store
+        .kv_get::<Failure>(FAILURES, &key(&f.env, &f.job))?
+        .is_none()
+    {
+        record_failure(store, f)?;
+    }
+    Ok(())
+}
+
 /// Failed backups of `env` since `since_ms`, oldest first.
 pub fn failures(store: &Store, env: &str, since_ms: i64) -> Vec<Failure> {
     let mut v: Vec<Failure> = store

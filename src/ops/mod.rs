@@ -3,6 +3,8 @@
 pub mod catalog;
 pub mod engine;
 pub mod progress;
+pub mod report;
+pub mod scheduled;
 pub mod templates;
 
 use std::collections::BTreeMap;

@@ -489,3 +489,84 @@ async fn backup_prune_deletes_what_the_retention_plan_drops_and_forgets_it() {
     );
     w.stop_bot().await;
 }
+
+/// A 6-field cron expression for one moment `secs` from now (UTC).
+fn cron_in(secs: i64) -> String {
+    use chrono::Timelike;
+    let t = chrono::Utc::now() + chrono::Duration::seconds(secs);
+    format!("{} {} {} * * *", t.second(), t.minute(), t.hour())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_backup_verify_and_report_run_as_the_schedule_through_the_same_engine() {
+    let mut w = World::with_cluster().await;
+    let mut c = w.config();
+    let test = c.environments.get_mut("test").unwrap();
+    test.schedule.backup = Some(cron_in(3));
+    test.schedule.verify = Some(cron_in(5));
+    test.schedule.report = Some(cron_in(7));
+    test.backup.report_channel = Some("ops".into());
+    w.start_bot_with(c).await;
+    let backup = w
+        .wait_bot_text("#ops", "the scheduled backup", |t| {
+            t.contains("backup now test") && t.starts_with("✅")
+        })
+        .await;
+    assert!(backup.contains("· schedule ·"), "{backup}");
+    let verify = w
+        .wait_bot_text("#ops", "the scheduled verify", |t| {
+            t.contains("verify test") && t.starts_with("✅")
+        })
+        .await;
+    assert!(verify.contains("restored in 41 s"), "{verify}");
+    let msgs = w
+        .wait_for("#ops", "the report", |m| {
+            m.iter().any(|m| {
+                m["msg"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("📋 *Backup report for test*"))
+            })
+        })
+        .await;
+    let report = msgs
+        .iter()
+        .find(|m| m["msg"].as_str().is_some_and(|t| t.starts_with("📋")))
+        .unwrap();
+    assert!(
+        report["msg"].as_str().unwrap().contains("✅ healthy"),
+        "{report}"
+    );
+    let a = &report["attachments"][0];
+    assert_eq!(a["color"], "#2de0a5");
+    assert!(
+        a["fields"][0]["value"]
+            .as_str()
+            .unwrap()
+            .contains("48.2 MB · schedule (#1)"),
+        "{a}"
+    );
+    assert!(
+        a["fields"][1]["value"].as_str().unwrap().starts_with("✓"),
+        "{a}"
+    );
+    w.sim.post("alice", "#ops", "/schedule list").unwrap();
+    let list = w
+        .wait_bot_text("#ops", "the schedule list", |t| {
+            t.starts_with("*Schedules*")
+        })
+        .await;
+    assert!(
+        list.contains("*test* backup") && list.contains("last "),
+        "{list}"
+    );
+    w.stop_bot().await;
+    // The audit log names the schedule as the one who asked.
+    let store = rocketops::store::Store::open(&w.store_path()).unwrap();
+    let audit = store.all_audit().unwrap();
+    assert!(
+        audit.iter().any(|e| e.user == "(schedule)"
+            && e.command == "backup now test"
+            && e.decision == "scheduled"),
+        "{audit:?}"
+    );
+}

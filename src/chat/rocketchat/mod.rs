@@ -488,6 +488,26 @@ impl Chat for RocketChat {
         }
     }
 
+    async fn post_attachments(
+        &self,
+        room_id: &str,
+        text: &str,
+        attachments: &[Value],
+    ) -> Result<MessageRef, ChatError> {
+        let me = self.identity().ok_or(ChatError::Closed)?;
+        let body = json!({"roomId": room_id, "text": text, "attachments": attachments});
+        match self.inner.rest.post_message(&me.auth, body).await {
+            Ok(id) => Ok(MessageRef {
+                room_id: room_id.to_string(),
+                id,
+            }),
+            Err(e) => Err(ChatError::Rejected {
+                action: "posting a message with attachments".into(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
     async fn user_roles(&self, username: &str) -> Result<Vec<String>, ChatError> {
         let me = self.identity().ok_or(ChatError::Closed)?;
         match self.inner.rest.user_roles(&me.auth, username).await {

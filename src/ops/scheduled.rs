@@ -1,0 +1,144 @@
+//! What a schedule runs: backups, test-restores and pruning as journaled operations of the system user (the same locks, journal and audit as a chat command), and the daily report posted into the environment's channel.
+
+use chrono::{DateTime, Utc};
+
+use super::engine::Engine;
+use super::{catalog, report};
+use crate::chat::Chat;
+use crate::command::Command;
+use crate::config::Config;
+use crate::schedule::{Kind, Runner, SYSTEM_USER};
+use crate::store::{AuditEntry, Store};
+
+const DAY_MS: i64 = 86_400_000;
+
+/// Runs what the schedules fire.
+pub struct Scheduled<C: Chat> {
+    pub engine: Engine<C>,
+    pub chat: C,
+    pub store: Store,
+    pub config: Config,
+}
+
+/// Where an environment's reports and scheduled operations are posted.
+pub fn report_channel(config: &Config, env: &str) -> String {
+    config
+        .environments
+        .get(env)
+        .and_then(|e| e.backup.report_channel.clone())
+        .or_else(|| config.rocketchat.rooms.first().cloned())
+        .unwrap_or_else(|| config.rocketchat.alerts_channel.clone())
+}
+
+impl<C: Chat> Scheduled<C> {
+    fn audit(
+        &self,
+        env: &str,
+        room: &str,
+        command: &str,
+        decision: &str,
+        reason: Option<String>,
+        op: Option<u64>,
+    ) {
+        let entry = AuditEntry {
+            at_ms: crate::app::now_ms(),
+            user: SYSTEM_USER.into(),
+            room: room.into(),
+            text: command.into(),
+            command: command.into(),
+            env: Some(env.into()),
+            decision: decision.into(),
+            reason,
+            op,
+            ..AuditEntry::default()
+        };
+        if let Err(e) = self.store.audit(&entry) {
+            tracing::error!(error = %e, "cannot audit a scheduled run");
+        }
+    }
+
+    /// Posts the daily report of `env` into `room`.
+    pub async fn post_report(&self, env: &str, room: &str) {
+        let now = crate::app::now_ms();
+        let backups = catalog::list(&self.store, Some(env));
+        let failures = catalog::failures(&self.store, env, now - DAY_MS);
+        let prunes = catalog::prunes(&self.store, env, now - DAY_MS);
+        let r = report::daily(&report::Input {
+            env,
+            now_ms: now,
+            backups: &backups,
+            failures: &failures,
+            prunes: &prunes,
+        });
+        if let Err(e) = self
+            .chat
+            .post_attachments(room, &r.text, &r.attachments)
+            .await
+        {
+            tracing::warn!(error = %e, "attachments refused; posting the report as text");
+            let _ = self.chat.post(room, None, &report::plain(&r)).await;
+        }
+        self.audit(env, room, "report", "scheduled", None, None);
+    }
+}
+
+impl<C: Chat> Runner for Scheduled<C> {
+    async fn run(&self, env: &str, kind: Kind, slot: DateTime<Utc>) {
+        let channel = report_channel(&self.config, env);
+        let room = match self.chat.room_id(&channel).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(%env, %kind, %channel, error = %e, "cannot find the channel for a scheduled run");
+                return;
+            }
+        };
+        let cmd = match kind {
+            Kind::Report => return self.post_report(env, &room).await,
+            Kind::Backup => Command::BackupNow {
+                env: Some(env.into()),
+            },
+            Kind::Verify => Command::Verify {
+                env: Some(env.into()),
+                backup: None,
+            },
+            Kind::Prune => Command::BackupPrune { env: env.into() },
+        };
+        let text = super::describe(&cmd);
+        // A frozen environment keeps its backups and reports; deleting old backups waits.
+        if kind == Kind::Prune
+            && let Ok(Some(l)) = self.store.env_lock(env)
+        {
+            let why = format!("{env} is locked by @{}", l.by);
+            self.audit(env, &room, &text, "skipped", Some(why.clone()), None);
+            let _ = self
+                .chat
+                .post(
+                    &room,
+                    None,
+                    &format!("⏭ Scheduled `{text}` skipped: {why}."),
+                )
+                .await;
+            return;
+        }
+        let op = match self.store.next_op_id() {
+            Ok(op) => op,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot number a scheduled operation");
+                return;
+            }
+        };
+        tracing::info!(%env, %kind, %slot, op, "starting a scheduled operation");
+        self.audit(env, &room, &text, "scheduled", None, Some(op));
+        if let Err(e) = self.engine.start(&cmd, op, SYSTEM_USER, &room, None).await {
+            self.audit(env, &room, &text, "skipped", Some(e.to_string()), Some(op));
+            let _ = self
+                .chat
+                .post(
+                    &room,
+                    None,
+                    &format!("⏭ Scheduled `{text}` (#{op}) skipped: {e}"),
+                )
+                .await;
+        }
+    }
+}
