@@ -658,15 +658,32 @@ async fn status<C: Chat>(ctx: &Context<'_, C>, env: Option<&str>) -> String {
             .and_then(|id| ctx.store.get_op(id).ok().flatten())
         {
             line.push_str(&format!(
-                " · running #{} {} by @{}",
-                op.id, op.command, op.user
+                " · running #{} {} by {}",
+                op.id,
+                op.command,
+                who(&op.user)
             ));
         }
-        if let Some(b) = catalog::list(ctx.store, Some(&env)).into_iter().next() {
+        let backups = catalog::list(ctx.store, Some(&env));
+        if let Some(b) = backups.first() {
             line.push_str(&format!(
                 " · last backup {} ({})",
                 catalog::ago(b.finished_ms, crate::app::now_ms()),
                 catalog::size(b.bytes)
+            ));
+        }
+        if let Some(v) = backups
+            .iter()
+            .filter_map(|b| b.verify.as_ref())
+            .max_by_key(|v| v.at_ms)
+        {
+            line.push_str(&format!(
+                " · last verify {} {}{}",
+                if v.ok { "✓" } else { "✗" },
+                catalog::ago(v.at_ms, crate::app::now_ms()),
+                v.restore_secs
+                    .map(|s| format!(" (restore {s} s)"))
+                    .unwrap_or_default()
             ));
         }
         let last = ctx
@@ -681,8 +698,9 @@ async fn status<C: Chat>(ctx: &Context<'_, C>, env: Option<&str>) -> String {
             let mins =
                 ((crate::app::now_ms() - d.finished_ms.unwrap_or(d.started_ms)) / 60_000).max(0);
             line.push_str(&format!(
-                " · last deploy #{} by @{} {mins} min ago",
-                d.id, d.user
+                " · last deploy #{} by {} {mins} min ago",
+                d.id,
+                who(&d.user)
             ));
         }
         out.push(line);

@@ -243,6 +243,23 @@ impl Policy {
                 deny => return deny,
             }
         }
+        // Copying another environment's data needs the right to see that environment's backups.
+        if let Command::Restore {
+            env,
+            from: Some(src),
+            ..
+        } = cmd
+            && src != env
+        {
+            let read = Command::BackupList {
+                env: Some(src.clone()),
+            };
+            if let Decision::Deny { reason } = self.authorize_in("backup list", &read, src, who) {
+                return Decision::Deny {
+                    reason: format!("restoring from {src} needs access to its backups: {reason}"),
+                };
+            }
+        }
         Decision::Allow { confirm, approvals }
     }
 

@@ -230,3 +230,35 @@ async fn the_rate_limit_refuses_a_burst_and_recovers_with_time() {
     tokio::time::advance(Duration::from_secs(10)).await;
     assert!(r.check("alice").is_ok());
 }
+
+#[test]
+fn restoring_from_another_environment_needs_access_to_its_backups() {
+    let mut e = envs();
+    e.get_mut("prod").unwrap().policy.readers = Some(Who {
+        users: vec![],
+        roles: vec!["ops".into()],
+    });
+    let p = Policy::new(e, vec![]);
+    let restore = Command::Restore {
+        env: "test".into(),
+        backup: crate::command::BackupRef::Latest,
+        from: Some("prod".into()),
+        no_safety_backup: false,
+    };
+    // bob may restore in test, but may not read prod's backups.
+    let Decision::Deny { reason } = p.authorize(&restore, &who("bob", &[], Some("ops"))) else {
+        panic!()
+    };
+    assert!(
+        reason.starts_with("restoring from prod needs access to its backups: "),
+        "{reason}"
+    );
+    let ops = vec!["ops".to_string()];
+    assert_eq!(
+        p.authorize(&restore, &who("bob", &ops, Some("ops"))),
+        Decision::Allow {
+            confirm: true,
+            approvals: 0
+        }
+    );
+}

@@ -415,6 +415,14 @@ async fn verify_test_restores_into_a_throwaway_database_and_the_catalog_records_
         .wait_bot_text("#ops", "the list", |t| t.starts_with("*Backups of test*"))
         .await;
     assert!(list.contains("verified ✓"), "{list}");
+    w.sim.post("alice", "#ops", "/status test").unwrap();
+    let status = w
+        .wait_bot_text("#ops", "status", |t| t.contains("last verify"))
+        .await;
+    assert!(
+        status.contains("last verify ✓") && status.contains("(restore 41 s)"),
+        "{status}"
+    );
     // A copy that does not match its manifest is a failed verification, and says why.
     w.kube().script_job(
         "mongodb-verify",
