@@ -520,6 +520,14 @@ impl<C: Chat> Engine<C> {
                     step("scale up")
                 )
             }
+            Command::BackupNow { .. } => format!(
+                "{} is backed up: `{}`.",
+                rec.env,
+                rec.data
+                    .get("backup_name")
+                    .cloned()
+                    .unwrap_or_else(|| "?".into())
+            ),
             Command::Verify { .. } | Command::BackupPrune { .. } => rec
                 .steps
                 .last()

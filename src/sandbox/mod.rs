@@ -77,6 +77,14 @@ pub fn bot_config(sim_url: &str, kubeconfig: Option<(&std::path::Path, &kube::Ku
                         env.image = Some(kube::seed::ROCKETCHAT_REPO.to_string());
                         env.min_replicas = 1;
                         env.policy = sandbox_policy(e);
+                        env.backup.report_channel = Some("ops".into());
+                        env.schedule = crate::config::ScheduleConfig {
+                            timezone: Some("Europe/Berlin".into()),
+                            backup: Some("0 2 * * *".into()),
+                            verify: Some("30 3 * * *".into()),
+                            prune: Some("0 4 * * 0".into()),
+                            report: Some("0 8 * * *".into()),
+                        };
                         env.smoke = Some(crate::config::SmokeConfig {
                             url: sim.app_info_url(e, "rocketchat"),
                             status: 200,

@@ -148,7 +148,12 @@ pub fn entries(config: &Config) -> Vec<Entry> {
 /// What the store remembers about one schedule.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct State {
+    /// When it last ran.
     pub last_run_ms: Option<i64>,
+    /// Slots up to this time are accounted for (run, skipped while paused, or before the bot knew
+    /// the schedule).
+    #[serde(default)]
+    pub since_ms: Option<i64>,
     #[serde(default)]
     pub paused_by: Option<String>,
 }
@@ -297,14 +302,21 @@ pub async fn run<R: Runner>(
     for e in &all {
         let key = e.key();
         let mut s = state(store, &key);
-        match s.last_run_ms.and_then(DateTime::from_timestamp_millis) {
+        match s
+            .since_ms
+            .max(s.last_run_ms)
+            .and_then(DateTime::from_timestamp_millis)
+        {
             None => {
-                s.last_run_ms = Some(now.timestamp_millis());
+                s.since_ms = Some(now.timestamp_millis());
                 put_state(store, &key, &s);
             }
             Some(last) => {
                 if let Some(slot) = e.missed(last, now) {
-                    s.last_run_ms = Some(now.timestamp_millis());
+                    s.since_ms = Some(now.timestamp_millis());
+                    if s.paused_by.is_none() {
+                        s.last_run_ms = s.since_ms;
+                    }
                     put_state(store, &key, &s);
                     if s.paused_by.is_none() {
                         tracing::info!(env = %e.env, kind = %e.kind, %slot, "running a schedule missed while the bot was down");
@@ -334,7 +346,10 @@ pub async fn run<R: Runner>(
             }
             let key = e.key();
             let mut s = state(store, &key);
-            s.last_run_ms = Some(clock.now().timestamp_millis());
+            s.since_ms = Some(clock.now().timestamp_millis());
+            if s.paused_by.is_none() {
+                s.last_run_ms = s.since_ms;
+            }
             put_state(store, &key, &s);
             if s.paused_by.is_some() {
                 tracing::info!(env = %e.env, kind = %e.kind, "schedule paused; skipping this run");

@@ -110,6 +110,7 @@ async fn a_schedule_missed_while_down_runs_once_at_start_not_once_per_slot() {
             "prod/backup",
             &State {
                 last_run_ms: Some(at("2026-11-18T10:00:00Z").timestamp_millis()),
+                since_ms: None,
                 paused_by: None,
             },
         )
