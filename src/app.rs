@@ -152,7 +152,7 @@ pub async fn run_with(
     );
     bot.s.engine.resume_interrupted().await;
     let engine = bot.s.engine.clone();
-    {
+    let schedules = {
         let runner = crate::ops::scheduled::Scheduled {
             engine: engine.clone(),
             chat: bot.s.chat.clone(),
@@ -169,9 +169,10 @@ pub async fn run_with(
                 stop,
             )
             .await;
-        });
-    }
+        })
+    };
     bot.serve(incoming, shutdown).await;
+    let _ = schedules.await;
     // Operations stop at a safe point (their journal says where); they resume on the next start.
     engine.wait_idle(Duration::from_secs(10)).await;
     connection.cancel();

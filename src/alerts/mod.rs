@@ -348,6 +348,10 @@ impl<C: Chat> Alerter<C> {
                 r.iter()
                     .any(|r| r["kind"] == "CronJob" && r["name"] == cronjob.as_str())
             });
+        if job["metadata"]["labels"][crate::cluster::jobs::OPERATION_LABEL].is_string() {
+            // An operation of the bot ran it and records the result itself.
+            return;
+        }
         let condition = |kind: &str| {
             job["status"]["conditions"]
                 .as_array()

@@ -6,6 +6,9 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
+/// The label on every Job an operation of the bot creates (its value: the operation's number).
+pub const OPERATION_LABEL: &str = "rocketops.io/operation";
+
 /// How a Job ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobEnd {

@@ -745,6 +745,27 @@ impl Cluster {
         self.create_job(&job).await
     }
 
+    /// As [`Cluster::job_from_cronjob`], labelled with the operation that runs it (which then
+    /// records its result; the watch that catalogues the CronJob's own runs leaves it alone).
+    pub async fn job_from_cronjob_for_op(
+        &self,
+        cronjob: &str,
+        job_name: &str,
+        op: u64,
+    ) -> Result<Job, ClusterError> {
+        let cj = self
+            .api::<CronJob>()
+            .get(cronjob)
+            .await
+            .map_err(self.err(&format!("get cronjob {cronjob}")))?;
+        let mut job = jobs::job_from_cronjob(&cj, job_name);
+        job.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(jobs::OPERATION_LABEL.into(), op.to_string());
+        self.create_job(&job).await
+    }
+
     pub async fn create_job(&self, job: &Job) -> Result<Job, ClusterError> {
         let name = job.metadata.name.clone().unwrap_or_default();
         let action = format!("create job {name}");

@@ -929,7 +929,10 @@ impl<C: Chat> Engine<C> {
             None => {
                 let from_cronjob =
                     jobs::job_name(&format!("{}-{label}", e.backup_cronjob), &op.to_string());
-                match c.job_from_cronjob(&e.backup_cronjob, &from_cronjob).await {
+                match c
+                    .job_from_cronjob_for_op(&e.backup_cronjob, &from_cronjob, op)
+                    .await
+                {
                     Ok(_) | Err(ClusterError::AlreadyExists { .. }) => from_cronjob,
                     Err(ClusterError::NotFound { .. }) => {
                         let backup = templates::backup_name(&rec.env, crate::app::now_ms());
