@@ -123,6 +123,7 @@ pub async fn run_with(
                 .store(false, std::sync::atomic::Ordering::Relaxed);
         });
     }
+    let mut alerter_task = None;
     if config.alerts.enabled && !config.environments.is_empty() {
         use crate::cluster::watch::{WatchedKind, watch_environments};
         let kinds = [
@@ -140,8 +141,9 @@ pub async fn run_with(
             config.clone(),
             clusters.clone(),
         );
-        tokio::spawn(alerter.run(events, shutdown.clone()));
+        alerter_task = Some(tokio::spawn(alerter.run(events, shutdown.clone())));
     }
+    let connection_handle = chat.clone();
     let bot = Bot::new(
         chat,
         store.clone(),
@@ -173,9 +175,13 @@ pub async fn run_with(
     };
     bot.serve(incoming, shutdown).await;
     let _ = schedules.await;
+    if let Some(t) = alerter_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
     // Operations stop at a safe point (their journal says where); they resume on the next start.
     engine.wait_idle(Duration::from_secs(10)).await;
     connection.cancel();
+    connection_handle.closed(Duration::from_secs(5)).await;
     store.flush().await?;
     Ok(())
 }

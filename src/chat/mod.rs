@@ -110,6 +110,14 @@ pub trait Chat: Clone + Send + Sync + 'static {
         attachments: &[serde_json::Value],
     ) -> impl Future<Output = Result<MessageRef, ChatError>> + Send;
 
+    /// Uploads a file into a room, posted with `text`.
+    fn upload(
+        &self,
+        room_id: &str,
+        file: &crate::chat::rocketchat::rest::File,
+        text: &str,
+    ) -> impl Future<Output = Result<MessageRef, ChatError>> + Send;
+
     /// A user's roles on the chat server (for role-based policy).
     fn user_roles(
         &self,

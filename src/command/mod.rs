@@ -380,7 +380,7 @@ pub const COMMANDS: &[Spec] = &[
         name: "schedule",
         usage: "schedule list | schedule pause [ENV] [KIND] | schedule resume [ENV] [KIND]",
         summary: "shows or pauses the scheduled backups, test-restores, pruning and reports",
-        details: "KIND is backup, verify, prune or report (all when left out). `schedule list` shows each schedule with its next run in its time zone. A paused schedule skips its runs; resuming does not make them up.",
+        details: "KIND is backup, verify, prune, report or weekly (all when left out). `schedule list` shows each schedule with its next run in its time zone. A paused schedule skips its runs; resuming does not make them up.",
         examples: &[
             "schedule list",
             "schedule pause test",
@@ -943,10 +943,10 @@ fn parse_builtin(s: &Spec, rest: Vec<Token>, g: &Grammar) -> Result<Command, Use
             };
             let kind = match a.words.get(2).map(|w| w.to_lowercase()) {
                 None => None,
-                Some(k) if ["backup", "verify", "prune", "report"].contains(&k.as_str()) => Some(k),
+                Some(k) if crate::schedule::Kind::parse(&k).is_some() => Some(k),
                 Some(k) => {
                     return Err(bad(format!(
-                        "`{}` is not a schedule; use backup, verify, prune or report.",
+                        "`{}` is not a schedule; use backup, verify, prune, report or weekly.",
                         shorten(&k)
                     )));
                 }

@@ -253,6 +253,9 @@ pub struct ScheduleConfig {
     pub prune: Option<String>,
     #[serde(default)]
     pub report: Option<String>,
+    /// The report plus a chart of backup size and duration (e.g. "0 8 * * 1").
+    #[serde(default)]
+    pub weekly: Option<String>,
 }
 
 fn yes() -> bool {

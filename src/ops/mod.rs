@@ -1,6 +1,7 @@
 //! Operations behind the commands: status, history, lock, scale, rollback, deploy, backup now and runbooks, through the cluster layer.
 
 pub mod catalog;
+pub mod chart;
 pub mod engine;
 pub mod progress;
 pub mod report;

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::engine::Engine;
-use super::{catalog, report};
+use super::{catalog, chart, report};
 use crate::chat::Chat;
 use crate::command::Command;
 use crate::config::Config;
@@ -82,6 +82,48 @@ impl<C: Chat> Scheduled<C> {
     }
 }
 
+impl<C: Chat> Scheduled<C> {
+    /// Uploads the chart of the last four weeks of `env`'s backups into `room`.
+    pub async fn post_chart(&self, env: &str, room: &str) {
+        let now = crate::app::now_ms();
+        let points: Vec<chart::Point> = catalog::list(&self.store, Some(env))
+            .into_iter()
+            .filter(|b| b.finished_ms > now - 28 * DAY_MS)
+            .filter_map(|b| {
+                b.bytes.map(|bytes| chart::Point {
+                    at_ms: b.finished_ms,
+                    bytes,
+                    secs: b.duration_secs,
+                })
+            })
+            .collect();
+        let caption = chart::caption(env, &points);
+        if points.is_empty() {
+            let _ = self.chat.post(room, None, &caption).await;
+            return;
+        }
+        let day = chrono::DateTime::from_timestamp_millis(now)
+            .unwrap_or_default()
+            .format("%Y-%m-%d");
+        let file = crate::chat::rocketchat::rest::File {
+            name: format!("{env}-backups-{day}.png"),
+            content_type: "image/png".into(),
+            bytes: chart::render(&points),
+        };
+        if let Err(e) = self.chat.upload(room, &file, &caption).await {
+            tracing::warn!(error = %e, "cannot upload the weekly chart");
+            let _ = self
+                .chat
+                .post(
+                    room,
+                    None,
+                    &format!("{caption}\n(The chart could not be uploaded: {e}.)"),
+                )
+                .await;
+        }
+    }
+}
+
 impl<C: Chat> Runner for Scheduled<C> {
     async fn run(&self, env: &str, kind: Kind, slot: DateTime<Utc>) {
         let channel = report_channel(&self.config, env);
@@ -94,6 +136,10 @@ impl<C: Chat> Runner for Scheduled<C> {
         };
         let cmd = match kind {
             Kind::Report => return self.post_report(env, &room).await,
+            Kind::Weekly => {
+                self.post_report(env, &room).await;
+                return self.post_chart(env, &room).await;
+            }
             Kind::Backup => Command::BackupNow {
                 env: Some(env.into()),
             },

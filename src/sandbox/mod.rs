@@ -83,7 +83,8 @@ pub fn bot_config(sim_url: &str, kubeconfig: Option<(&std::path::Path, &kube::Ku
                             backup: Some("0 2 * * *".into()),
                             verify: Some("30 3 * * *".into()),
                             prune: Some("0 4 * * 0".into()),
-                            report: Some("0 8 * * *".into()),
+                            report: Some("0 8 * * 0,2-6".into()),
+                            weekly: Some("0 8 * * 1".into()),
                         };
                         env.smoke = Some(crate::config::SmokeConfig {
                             url: sim.app_info_url(e, "rocketchat"),

@@ -27,10 +27,18 @@ pub enum Kind {
     Verify,
     Prune,
     Report,
+    /// The report with a chart of backup size and duration over the last four weeks.
+    Weekly,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Backup, Kind::Verify, Kind::Prune, Kind::Report];
+    pub const ALL: [Kind; 5] = [
+        Kind::Backup,
+        Kind::Verify,
+        Kind::Prune,
+        Kind::Report,
+        Kind::Weekly,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -38,6 +46,7 @@ impl Kind {
             Kind::Verify => "verify",
             Kind::Prune => "prune",
             Kind::Report => "report",
+            Kind::Weekly => "weekly",
         }
     }
 
@@ -65,6 +74,7 @@ impl ScheduleConfig {
                     Kind::Verify => self.verify.as_ref(),
                     Kind::Prune => self.prune.as_ref(),
                     Kind::Report => self.report.as_ref(),
+                    Kind::Weekly => self.weekly.as_ref(),
                 };
                 e.map(|e| (k.name(), e))
             })
@@ -128,6 +138,7 @@ pub fn entries(config: &Config) -> Vec<Entry> {
                 Kind::Verify => &e.schedule.verify,
                 Kind::Prune => &e.schedule.prune,
                 Kind::Report => &e.schedule.report,
+                Kind::Weekly => &e.schedule.weekly,
             };
             if let Some(expr) = expr
                 && let Ok(cron) = parse_cron(expr)

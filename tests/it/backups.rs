@@ -578,3 +578,56 @@ async fn scheduled_backup_verify_and_report_run_as_the_schedule_through_the_same
         "{audit:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_weekly_report_uploads_a_chart_of_backup_size_and_duration_into_the_room() {
+    let mut w = World::with_cluster().await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let day = 86_400_000;
+    seed_catalog(
+        &w,
+        &[
+            ("prod", "prod-a", now - 3 * day),
+            ("prod", "prod-b", now - 2 * day),
+            ("prod", "prod-c", now - day),
+        ],
+    );
+    let mut c = w.config();
+    let prod = c.environments.get_mut("prod").unwrap();
+    prod.schedule.weekly = Some(cron_in(3));
+    prod.backup.report_channel = Some("ops".into());
+    w.start_bot_with(c).await;
+    let msgs = w
+        .wait_for("#ops", "the chart", |m| {
+            m.iter()
+                .any(|m| m["attachments"][0]["image_type"] == "image/png")
+        })
+        .await;
+    let chart = msgs
+        .iter()
+        .find(|m| m["attachments"][0]["image_type"] == "image/png")
+        .unwrap();
+    assert!(
+        chart["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("📈 *prod*: 3 backups from"),
+        "{chart}"
+    );
+    // The weekly report includes the daily one.
+    assert!(msgs.iter().any(|m| {
+        m["msg"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("📋 *Backup report for prod*"))
+    }));
+    let link = chart["attachments"][0]["title_link"].as_str().unwrap();
+    let id = link.split('/').nth(2).unwrap();
+    let (name, content_type, bytes) = w.sim.upload(id).expect("the chart was uploaded");
+    assert!(
+        name.starts_with("prod-backups-") && name.ends_with(".png"),
+        "{name}"
+    );
+    assert_eq!(content_type, "image/png");
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    w.stop_bot().await;
+}

@@ -49,6 +49,8 @@ struct Inner {
     max_len: AtomicUsize,
     rooms: Mutex<HashMap<String, String>>,
     cancel: CancellationToken,
+    /// The connection's supervising task (it holds the store for read marks).
+    supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 #[derive(Clone)]
@@ -154,21 +156,33 @@ impl RocketChat {
             identity: RwLock::new(None),
             rooms: Mutex::new(HashMap::new()),
             cancel,
+            supervisor: Mutex::new(None),
             cfg,
         });
         let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
         let (first_tx, first_rx) = oneshot::channel();
-        tokio::spawn(supervise(
+        let task = tokio::spawn(supervise(
             inner.clone(),
             session_tx,
             incoming_tx,
             first_tx,
             options,
         ));
+        if let Ok(mut s) = inner.supervisor.lock() {
+            *s = Some(task);
+        }
         match first_rx.await {
             Ok(Ok(())) => Ok((RocketChat { inner }, incoming_rx)),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(ChatError::Closed),
+        }
+    }
+
+    /// Waits (bounded) until the connection has closed after its cancellation token fired.
+    pub async fn closed(&self, limit: Duration) {
+        let task = self.inner.supervisor.lock().ok().and_then(|mut s| s.take());
+        if let Some(t) = task {
+            let _ = tokio::time::timeout(limit, t).await;
         }
     }
 
@@ -503,6 +517,25 @@ impl Chat for RocketChat {
             }),
             Err(e) => Err(ChatError::Rejected {
                 action: "posting a message with attachments".into(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    async fn upload(
+        &self,
+        room_id: &str,
+        file: &rest::File,
+        text: &str,
+    ) -> Result<MessageRef, ChatError> {
+        let me = self.identity().ok_or(ChatError::Closed)?;
+        match self.inner.rest.upload(&me.auth, room_id, file, text).await {
+            Ok(id) => Ok(MessageRef {
+                room_id: room_id.to_string(),
+                id,
+            }),
+            Err(e) => Err(ChatError::Rejected {
+                action: format!("uploading {}", file.name),
                 reason: e.to_string(),
             }),
         }

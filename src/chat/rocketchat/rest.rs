@@ -40,6 +40,21 @@ impl std::fmt::Debug for RestAuth {
     }
 }
 
+/// A file to upload.
+#[derive(Debug, Clone)]
+pub struct File {
+    pub name: String,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    None,
+    Json(&'a Value),
+    File(&'a File),
+}
+
 /// A REST client for one server.
 #[derive(Clone, Debug)]
 pub struct Rest {
@@ -129,6 +144,41 @@ impl Rest {
         }))
     }
 
+    /// Uploads a file to a room (`rooms.media`) and posts it with `text` (`rooms.mediaConfirm`);
+    /// returns the message id.
+    pub async fn upload(
+        &self,
+        auth: &RestAuth,
+        room_id: &str,
+        file: &File,
+        text: &str,
+    ) -> Result<String, RestError> {
+        let rid = url_escape(room_id);
+        let v = self
+            .send_body(
+                &format!("/api/v1/rooms.media/{rid}"),
+                Some(auth),
+                Body::File(file),
+            )
+            .await?;
+        let id = v
+            .pointer("/file/_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let v = self
+            .send(
+                &format!("/api/v1/rooms.mediaConfirm/{rid}/{}", url_escape(&id)),
+                Some(auth),
+                Some(json!({"msg": text, "description": file.name})),
+            )
+            .await?;
+        Ok(v.pointer("/message/_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string())
+    }
+
     /// Sends a request, waiting out 429 replies as the server asks.
     async fn send(
         &self,
@@ -136,11 +186,35 @@ impl Rest {
         auth: Option<&RestAuth>,
         body: Option<Value>,
     ) -> Result<Value, RestError> {
+        match &body {
+            Some(b) => self.send_body(route, auth, Body::Json(b)).await,
+            None => self.send_body(route, auth, Body::None).await,
+        }
+    }
+
+    async fn send_body(
+        &self,
+        route: &str,
+        auth: Option<&RestAuth>,
+        body: Body<'_>,
+    ) -> Result<Value, RestError> {
         let url = format!("{}{route}", self.base);
         for _ in 0..MAX_RATE_LIMIT_RETRIES {
-            let mut req = match &body {
-                Some(b) => self.http.post(&url).json(b),
-                None => self.http.get(&url),
+            let mut req = match body {
+                Body::Json(b) => self.http.post(&url).json(b),
+                Body::None => self.http.get(&url),
+                Body::File(f) => {
+                    let part = reqwest::multipart::Part::bytes(f.bytes.clone())
+                        .file_name(f.name.clone())
+                        .mime_str(&f.content_type)
+                        .map_err(|source| RestError::RequestFailed {
+                            route: route.to_string(),
+                            source,
+                        })?;
+                    self.http
+                        .post(&url)
+                        .multipart(reqwest::multipart::Form::new().part("file", part))
+                }
             };
             if let Some(a) = auth {
                 req = req

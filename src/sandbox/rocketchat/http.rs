@@ -30,6 +30,12 @@ pub(crate) fn router(sim: Arc<SimInner>) -> Router {
         .route("/api/v1/chat.sendMessage", post(send_message))
         .route("/api/v1/chat.update", post(chat_update))
         .route("/api/v1/chat.react", post(chat_react))
+        .route("/api/v1/rooms.media/{rid}", post(rooms_media))
+        .route(
+            "/api/v1/rooms.mediaConfirm/{rid}/{file_id}",
+            post(rooms_media_confirm),
+        )
+        .route("/file-upload/{id}/{name}", get(file_upload))
         .route("/hooks/{id}/{token}", post(incoming_webhook))
         .route("/_sim/post", post(ctl_post))
         .route("/_sim/edit", post(ctl_edit))
@@ -254,6 +260,156 @@ async fn post_message(AxState(sim): Sim, headers: HeaderMap, Json(body): Json<Va
     let doc = st.insert_message(&user.id, &rid, text, extra);
     Json(json!({"ts": doc["ts"]["$date"], "channel": target, "message": doc, "success": true}))
         .into_response()
+}
+
+/// The largest upload accepted (Rocket.Chat's `FileUpload_MaxFileSize` default).
+const MAX_UPLOAD: usize = 100 * 1024 * 1024;
+
+/// `POST /api/v1/rooms.media/:rid` (multipart, field `file`): stores the file, unconfirmed.
+async fn rooms_media(
+    AxState(sim): Sim,
+    axum::extract::Path(rid): axum::extract::Path<String>,
+    headers: HeaderMap,
+    mut form: axum::extract::Multipart,
+) -> Response {
+    let user = match authed(&sim, &headers, "rooms.media") {
+        Ok(u) => u,
+        Err(r) => return *r,
+    };
+    let mut file = None;
+    loop {
+        match form.next_field().await {
+            Ok(Some(field)) => {
+                if field.name() != Some("file") {
+                    return fail(StatusCode::BAD_REQUEST, "Invalid field", "invalid-field");
+                }
+                let name = field.file_name().unwrap_or("file").to_string();
+                let content_type = field
+                    .content_type()
+                    .unwrap_or("application/octet-stream")
+                    .to_string();
+                match field.bytes().await {
+                    Ok(b) if b.len() > MAX_UPLOAD => {
+                        return fail(
+                            StatusCode::BAD_REQUEST,
+                            "File size exceeds the allowed size",
+                            "error-file-too-large",
+                        );
+                    }
+                    Ok(b) => file = Some((name, content_type, b.to_vec())),
+                    Err(_) => {
+                        return fail(StatusCode::BAD_REQUEST, "Invalid upload", "invalid-upload");
+                    }
+                }
+            }
+            Ok(None) => break,
+            Err(_) => return fail(StatusCode::BAD_REQUEST, "Invalid upload", "invalid-upload"),
+        }
+    }
+    let Some((name, content_type, bytes)) = file else {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "[No file uploaded]",
+            "error-no-file",
+        );
+    };
+    let mut st = sim.state();
+    if !st
+        .rooms
+        .get(&rid)
+        .is_some_and(|r| r.members.contains(&user.id))
+    {
+        return fail(StatusCode::BAD_REQUEST, "Not allowed", "error-not-allowed");
+    }
+    let id = crate::chat::rocketchat::new_message_id();
+    let url = format!("/file-upload/{id}/{name}");
+    st.uploads.insert(
+        id.clone(),
+        super::state::Upload {
+            id: id.clone(),
+            rid,
+            user_id: user.id.clone(),
+            name,
+            content_type,
+            bytes,
+            confirmed: false,
+        },
+    );
+    Json(json!({"file": {"_id": id, "url": url}, "success": true})).into_response()
+}
+
+/// `POST /api/v1/rooms.mediaConfirm/:rid/:fileId` (`{msg, description}`): posts the file.
+async fn rooms_media_confirm(
+    AxState(sim): Sim,
+    axum::extract::Path((rid, file_id)): axum::extract::Path<(String, String)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let user = match authed(&sim, &headers, "rooms.mediaConfirm") {
+        Ok(u) => u,
+        Err(r) => return *r,
+    };
+    let mut st = sim.state();
+    let Some(up) = st.uploads.get_mut(&file_id) else {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "File not found",
+            "error-file-not-found",
+        );
+    };
+    if up.rid != rid || up.user_id != user.id || up.confirmed {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "File not found",
+            "error-file-not-found",
+        );
+    }
+    up.confirmed = true;
+    let url = format!("/file-upload/{}/{}", up.id, up.name);
+    let mut attachment = json!({
+        "type": "file",
+        "title": up.name,
+        "title_link": url,
+        "title_link_download": true,
+        "description": body.get("description").cloned().unwrap_or(Value::Null),
+    });
+    if up.content_type.starts_with("image/") {
+        attachment["image_url"] = json!(url);
+        attachment["image_type"] = json!(up.content_type);
+        attachment["image_size"] = json!(up.bytes.len());
+    }
+    let text = body
+        .get("msg")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let extra = super::state::NewMessage {
+        tmid: body.get("tmid").and_then(Value::as_str).map(str::to_string),
+        attachments: Some(json!([attachment])),
+        ..Default::default()
+    };
+    let doc = st.insert_message(&user.id, &rid, &text, extra);
+    Json(json!({"message": doc, "success": true})).into_response()
+}
+
+/// `GET /file-upload/:id/:name`: a confirmed file, to a logged-in user.
+async fn file_upload(
+    AxState(sim): Sim,
+    axum::extract::Path((id, _name)): axum::extract::Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authed(&sim, &headers, "file-upload") {
+        return *r;
+    }
+    let st = sim.state();
+    match st.uploads.get(&id).filter(|u| u.confirmed) {
+        Some(u) => (
+            [(axum::http::header::CONTENT_TYPE, u.content_type.clone())],
+            u.bytes.clone(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "not found").into_response(),
+    }
 }
 
 async fn send_message(AxState(sim): Sim, headers: HeaderMap, Json(body): Json<Value>) -> Response {

@@ -336,6 +336,16 @@ impl RocketChatSim {
         Ok(format!("{}/hooks/{id}/{token}", self.url()))
     }
 
+    /// A file uploaded with `rooms.media`: (name, content type, bytes), once confirmed.
+    pub fn upload(&self, id: &str) -> Option<(String, String, Vec<u8>)> {
+        self.inner
+            .state()
+            .uploads
+            .get(id)
+            .filter(|u| u.confirmed)
+            .map(|u| (u.name.clone(), u.content_type.clone(), u.bytes.clone()))
+    }
+
     /// Makes the next `n` webhook calls fail with HTTP 500.
     pub fn fail_webhooks(&self, n: u32) {
         self.inner.state().webhook_failures = n;

@@ -62,6 +62,18 @@ pub struct Message {
     pub attachments: Option<Value>,
 }
 
+/// A file uploaded to a room (`rooms.media`), attached to a message once confirmed.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub id: String,
+    pub rid: String,
+    pub user_id: String,
+    pub name: String,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+    pub confirmed: bool,
+}
+
 /// The optional parts of a new message.
 #[derive(Debug, Clone, Default)]
 pub struct NewMessage {
@@ -123,6 +135,8 @@ pub struct State {
     pub webhooks: HashMap<String, (String, String, String)>,
     /// Fail the next N webhook calls with HTTP 500.
     pub webhook_failures: u32,
+    /// Files uploaded with `rooms.media`, by id.
+    pub uploads: HashMap<String, Upload>,
     last_ts: i64,
     pub events: broadcast::Sender<SimEvent>,
 }
@@ -186,6 +200,7 @@ impl State {
             role_permissions: HashMap::new(),
             webhooks: HashMap::new(),
             webhook_failures: 0,
+            uploads: HashMap::new(),
             last_ts: 0,
             events: broadcast::channel(4096).0,
         }
