@@ -631,3 +631,35 @@ async fn the_weekly_report_uploads_a_chart_of_backup_size_and_duration_into_the_
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
     w.stop_bot().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environment_without_a_backup_cronjob_takes_its_backup_from_the_template() {
+    let mut w = World::with_cluster().await;
+    let mut c = w.config();
+    c.environments.get_mut("test").unwrap().backup_cronjob = "no-such-cronjob".into();
+    c.environments.get_mut("test").unwrap().backup.claim = Some("mongodb-backup".into());
+    w.start_bot_with(c).await;
+    w.sim.post("alice", "#ops", "/backup now test").unwrap();
+    let done = w
+        .wait_bot_text("#ops", "the backup", |t| {
+            t.contains("backup now test") && (t.starts_with("✅") || t.starts_with("❌"))
+        })
+        .await;
+    assert!(done.starts_with("✅"), "{done}");
+    let job = job_named(&w, "test", "mongodb-backup-manual-");
+    assert!(job["metadata"]["ownerReferences"].is_null(), "{job}");
+    assert_eq!(job["metadata"]["labels"]["rocketops.io/operation"], "1");
+    let name = job_env(&job, "NAME");
+    assert!(
+        regex::Regex::new(r"^test-\d{8}T\d{6}Z$").unwrap().is_match(&name),
+        "{name}"
+    );
+    assert!(done.contains(&format!("test is backed up: `{name}`")), "{done}");
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "mongo:7.0");
+    assert_eq!(
+        container["env"][0]["valueFrom"]["secretKeyRef"]["name"],
+        "mongodb-backup"
+    );
+    w.stop_bot().await;
+}
