@@ -113,6 +113,9 @@ fn map_err(action: &str, namespace: &str, e: kube::Error) -> ClusterError {
                 action: action.to_string(),
                 message: s.message,
             },
+            409 if s.reason == "AlreadyExists" => ClusterError::AlreadyExists {
+                action: action.to_string(),
+            },
             409 => ClusterError::Conflict {
                 action: action.to_string(),
             },

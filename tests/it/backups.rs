@@ -651,10 +651,15 @@ async fn an_environment_without_a_backup_cronjob_takes_its_backup_from_the_templ
     assert_eq!(job["metadata"]["labels"]["rocketops.io/operation"], "1");
     let name = job_env(&job, "NAME");
     assert!(
-        regex::Regex::new(r"^test-\d{8}T\d{6}Z$").unwrap().is_match(&name),
+        regex::Regex::new(r"^test-\d{8}T\d{6}Z$")
+            .unwrap()
+            .is_match(&name),
         "{name}"
     );
-    assert!(done.contains(&format!("test is backed up: `{name}`")), "{done}");
+    assert!(
+        done.contains(&format!("test is backed up: `{name}`")),
+        "{done}"
+    );
     let container = &job["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["image"], "mongo:7.0");
     assert_eq!(

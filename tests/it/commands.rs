@@ -705,3 +705,118 @@ async fn production_commands_from_another_room_are_refused_and_a_locked_environm
     .await;
     w.stop_bot().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_killed_with_the_app_at_zero_finishes_after_restart_and_puts_everything_back() {
+    let w = World::with_cluster().await;
+    w.kube()
+        .create(
+            "horizontalpodautoscalers",
+            "test",
+            serde_json::json!({"metadata": {"name": "rocketchat"},
+                   "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "rocketchat"},
+                            "minReplicas": 2, "maxReplicas": 6}}),
+        )
+        .unwrap();
+    {
+        let store = rocketops::store::Store::open(&w.store_path()).unwrap();
+        rocketops::ops::catalog::record(
+            &store,
+            &rocketops::ops::catalog::BackupRecord::from_result(
+                "test",
+                "test-nightly",
+                r#"{"name":"test-nightly","bytes":1000000}"#,
+                "schedule (#1)",
+                chrono::Utc::now().timestamp_millis() - 3_600_000,
+            ),
+        )
+        .unwrap();
+    }
+    // The restore Job runs long enough for the bot to die in the middle of it.
+    w.kube().script_job(
+        "mongodb-restore",
+        rocketops::sandbox::kube::JobScript {
+            runtime: std::time::Duration::from_secs(3),
+            termination_message: r#"{"restore_seconds":3}"#.into(),
+            ..Default::default()
+        },
+    );
+    let mut bot = spawn_bot_process(&w);
+    logged_in(&w).await;
+    w.sim.post("alice", "#ops", "/restore test latest").unwrap();
+    let msgs = w
+        .wait_for("#ops", "the confirmation question", |m| {
+            bot_texts(m).iter().any(|t| t.contains("`confirm "))
+        })
+        .await;
+    let code = last_bot_text(&msgs)
+        .split("`confirm ")
+        .nth(1)
+        .unwrap()
+        .split('`')
+        .next()
+        .unwrap()
+        .to_string();
+    w.sim
+        .post("alice", "#ops", &format!("/confirm {code}"))
+        .unwrap();
+    w.wait_for("#ops", "the restore under way", |m| {
+        bot_texts(m).iter().any(|t| t.contains("… restore"))
+    })
+    .await;
+    bot.kill().unwrap(); // SIGKILL, with the app at 0 and its autoscaler removed
+    bot.wait().unwrap();
+    let d = w.kube().get("deployments", "test", "rocketchat").unwrap();
+    assert_eq!(d["spec"]["replicas"], 0);
+    assert!(
+        w.kube()
+            .get("horizontalpodautoscalers", "test", "rocketchat")
+            .is_err()
+    );
+    let started = tokio::time::Instant::now();
+    while w.sim.sessions_of("rocketops") > 0 {
+        assert!(started.elapsed() < crate::support::PATIENCE);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut bot = spawn_bot_process(&w);
+    let msgs = w
+        .wait_for("#ops", "the resumed restore's end", |m| {
+            bot_texts(m)
+                .iter()
+                .any(|t| t.contains("restore test latest") && t.starts_with("✅"))
+        })
+        .await;
+    let done = bot_texts(&msgs)
+        .into_iter()
+        .find(|t| t.contains("restore test latest"))
+        .unwrap();
+    assert!(
+        done.contains("recorded 3 replicas and autoscaler rocketchat (removed)")
+            && done.contains(
+                "rocketchat back at 3 replicas, all ready, autoscaler rocketchat restored"
+            ),
+        "{done}"
+    );
+    // One restore Job: the resumed step waited for the one already running.
+    let restores = w
+        .kube()
+        .list("jobs", Some("test"))
+        .into_iter()
+        .filter(|j| {
+            j["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("mongodb-restore-")
+        })
+        .count();
+    assert_eq!(restores, 1);
+    let d = w.kube().get("deployments", "test", "rocketchat").unwrap();
+    assert_eq!(d["spec"]["replicas"], 3);
+    let hpa = w
+        .kube()
+        .get("horizontalpodautoscalers", "test", "rocketchat")
+        .unwrap();
+    assert_eq!(hpa["spec"]["minReplicas"], 2);
+    bot.kill().unwrap();
+    bot.wait().unwrap();
+}
