@@ -69,6 +69,24 @@ pub async fn run_with(
     shutdown: CancellationToken,
     telemetry_addr: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 ) -> Result<(), AppError> {
+    run_with_clock(
+        config,
+        store,
+        shutdown,
+        telemetry_addr,
+        crate::schedule::Clock::System,
+    )
+    .await
+}
+
+/// As `run_with`, with the schedules following `clock` (tests run days of schedules in seconds).
+pub async fn run_with_clock(
+    config: Config,
+    store: Store,
+    shutdown: CancellationToken,
+    telemetry_addr: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+    clock: crate::schedule::Clock,
+) -> Result<(), AppError> {
     let runbooks = load_runbooks(&config)?;
     let clusters = Clusters::connect(&config.environments).await?;
     let ready = Arc::new(crate::telemetry::Readiness::default());
@@ -163,14 +181,7 @@ pub async fn run_with(
         };
         let (config, store, stop) = (config.clone(), store.clone(), shutdown.clone());
         tokio::spawn(async move {
-            crate::schedule::run(
-                &config,
-                &store,
-                crate::schedule::Clock::System,
-                &runner,
-                stop,
-            )
-            .await;
+            crate::schedule::run(&config, &store, clock, &runner, stop).await;
         })
     };
     bot.serve(incoming, shutdown).await;

@@ -58,7 +58,7 @@ impl<C: Chat> Scheduled<C> {
     }
 
     /// Posts the daily report of `env` into `room`.
-    pub async fn post_report(&self, env: &str, room: &str) {
+    pub async fn post_report(&self, env: &str, room: &str, slot: Option<String>) {
         let now = crate::app::now_ms();
         let backups = catalog::list(&self.store, Some(env));
         let failures = catalog::failures(&self.store, env, now - DAY_MS);
@@ -78,7 +78,7 @@ impl<C: Chat> Scheduled<C> {
             tracing::warn!(error = %e, "attachments refused; posting the report as text");
             let _ = self.chat.post(room, None, &report::plain(&r)).await;
         }
-        self.audit(env, room, "report", "scheduled", None, None);
+        self.audit(env, room, "report", "scheduled", slot, None);
     }
 }
 
@@ -134,10 +134,22 @@ impl<C: Chat> Runner for Scheduled<C> {
                 return;
             }
         };
+        // The slot in the schedule's own zone, for the audit log.
+        let tz = self
+            .config
+            .environments
+            .get(env)
+            .and_then(|e| e.schedule.timezone.as_deref())
+            .and_then(|t| t.parse::<chrono_tz::Tz>().ok())
+            .unwrap_or(chrono_tz::Tz::UTC);
+        let slot_text = format!(
+            "{kind} schedule, slot {}",
+            slot.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z")
+        );
         let cmd = match kind {
-            Kind::Report => return self.post_report(env, &room).await,
+            Kind::Report => return self.post_report(env, &room, Some(slot_text)).await,
             Kind::Weekly => {
-                self.post_report(env, &room).await;
+                self.post_report(env, &room, Some(slot_text)).await;
                 return self.post_chart(env, &room).await;
             }
             Kind::Backup => Command::BackupNow {
@@ -174,7 +186,7 @@ impl<C: Chat> Runner for Scheduled<C> {
             }
         };
         tracing::info!(%env, %kind, %slot, op, "starting a scheduled operation");
-        self.audit(env, &room, &text, "scheduled", None, Some(op));
+        self.audit(env, &room, &text, "scheduled", Some(slot_text), Some(op));
         if let Err(e) = self.engine.start(&cmd, op, SYSTEM_USER, &room, None).await {
             self.audit(env, &room, &text, "skipped", Some(e.to_string()), Some(op));
             let _ = self

@@ -255,6 +255,12 @@ pub enum Clock {
         start: DateTime<Utc>,
         at: tokio::time::Instant,
     },
+    /// Starts at `start` and runs `factor` times faster than tokio's clock.
+    Scaled {
+        start: DateTime<Utc>,
+        at: tokio::time::Instant,
+        factor: u32,
+    },
 }
 
 impl Clock {
@@ -265,9 +271,23 @@ impl Clock {
         }
     }
 
+    /// A clock from `start` that runs `factor` times faster than real time.
+    pub fn scaled(start: DateTime<Utc>, factor: u32) -> Clock {
+        Clock::Scaled {
+            start,
+            at: tokio::time::Instant::now(),
+            factor: factor.max(1),
+        }
+    }
+
     pub fn now(&self) -> DateTime<Utc> {
         match self {
             Clock::System => Utc::now(),
+            Clock::Scaled { start, at, factor } => {
+                *start
+                    + chrono::Duration::from_std(at.elapsed() * *factor)
+                        .unwrap_or(chrono::Duration::MAX)
+            }
             Clock::Virtual { start, at } => {
                 *start + chrono::Duration::from_std(at.elapsed()).unwrap_or(chrono::Duration::MAX)
             }
@@ -285,6 +305,9 @@ impl Clock {
             let step = match self {
                 Clock::System => left.min(std::time::Duration::from_secs(60)),
                 Clock::Virtual { .. } => left,
+                Clock::Scaled { factor, .. } => {
+                    (left / *factor).max(std::time::Duration::from_millis(1))
+                }
             };
             tokio::time::sleep(step).await;
         }

@@ -668,3 +668,105 @@ async fn an_environment_without_a_backup_cronjob_takes_its_backup_from_the_templ
     );
     w.stop_bot().await;
 }
+
+/// The scheduled runs in the audit log: (command, slot as the schedule's zone names it).
+fn scheduled_runs(w: &World) -> Vec<(String, String)> {
+    let store = rocketops::store::Store::open(&w.store_path()).unwrap();
+    store
+        .all_audit()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.user == "(schedule)" && e.decision == "scheduled")
+        .map(|e| (e.command, e.reason.unwrap_or_default()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_spring_dst_day_the_schedules_fire_at_the_right_local_times_through_both_simulators()
+{
+    let mut w = World::with_cluster().await;
+    let mut c = w.config();
+    let test = c.environments.get_mut("test").unwrap();
+    test.schedule.timezone = Some("Europe/Berlin".into());
+    test.schedule.backup = Some("30 2 * * *".into()); // 02:30 does not exist on 2026-03-29
+    test.schedule.verify = Some("0 4 * * *".into());
+    test.schedule.report = Some("0 8 * * *".into());
+    test.backup.report_channel = Some("ops".into());
+    // 00:00 CET on the day of the change; one scheduled hour per real second.
+    let start = chrono::DateTime::parse_from_rfc3339("2026-03-28T23:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    w.start_bot_at(c, rocketops::schedule::Clock::scaled(start, 3600))
+        .await;
+    w.wait_for("#ops", "the report", |m| {
+        m.iter().any(|m| {
+            m["msg"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("📋 *Backup report for test*"))
+        })
+    })
+    .await;
+    let texts = bot_texts(&w.sim.messages("#ops").unwrap());
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("backup now test") && t.starts_with("✅")),
+        "{texts:?}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("verify test") && t.starts_with("✅")),
+        "{texts:?}"
+    );
+    w.stop_bot().await;
+    assert_eq!(
+        scheduled_runs(&w),
+        vec![
+            (
+                "backup now test".to_string(),
+                "backup schedule, slot 2026-03-29 03:00 CEST".to_string()
+            ),
+            (
+                "verify test".to_string(),
+                "verify schedule, slot 2026-03-29 04:00 CEST".to_string()
+            ),
+            (
+                "report".to_string(),
+                "report schedule, slot 2026-03-29 08:00 CEST".to_string()
+            ),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_schedule_missed_for_days_runs_once_when_the_bot_starts() {
+    let mut w = World::with_cluster().await;
+    {
+        let store = rocketops::store::Store::open(&w.store_path()).unwrap();
+        let three_days_ago = chrono::Utc::now().timestamp_millis() - 3 * 86_400_000;
+        store
+            .kv_put(
+                "schedule",
+                "test/backup",
+                &rocketops::schedule::State {
+                    last_run_ms: Some(three_days_ago),
+                    since_ms: Some(three_days_ago),
+                    paused_by: None,
+                },
+            )
+            .unwrap();
+    }
+    let mut c = w.config();
+    let test = c.environments.get_mut("test").unwrap();
+    test.schedule.backup = Some("0 * * * *".into()); // hourly: 72 slots were missed
+    test.backup.report_channel = Some("ops".into());
+    w.start_bot_with(c).await;
+    w.wait_bot_text("#ops", "the made-up backup", |t| {
+        t.contains("backup now test") && t.starts_with("✅")
+    })
+    .await;
+    w.stop_bot().await;
+    let runs = scheduled_runs(&w);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+}

@@ -156,14 +156,21 @@ impl World {
 
     /// Starts the bot and waits until it has logged in and subscribed.
     pub async fn start_bot_with(&mut self, config: Config) {
+        self.start_bot_at(config, rocketops::schedule::Clock::System)
+            .await;
+    }
+
+    /// As `start_bot_with`, with the schedules following `clock`.
+    pub async fn start_bot_at(&mut self, config: Config, clock: rocketops::schedule::Clock) {
         let store = open_store(&config.bot.store_path).await;
         let token = CancellationToken::new();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(rocketops::app::run_with(
+        let task = tokio::spawn(rocketops::app::run_with_clock(
             config,
             store,
             token.clone(),
             Some(tx),
+            clock,
         ));
         self.telemetry = rx.await.ok();
         let started = tokio::time::Instant::now();
