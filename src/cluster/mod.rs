@@ -570,17 +570,7 @@ impl Cluster {
     }
 
     async fn replicasets_of(&self, d: &Deployment) -> Result<Vec<ReplicaSet>, ClusterError> {
-        let selector = d
-            .spec
-            .as_ref()
-            .and_then(|s| s.selector.match_labels.as_ref())
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .unwrap_or_default();
+        let selector = pod_selector(d);
         let list = self
             .api::<ReplicaSet>()
             .list(&ListParams::default().labels(&selector))
@@ -739,22 +729,16 @@ impl Cluster {
         cronjob: &str,
         job_name: &str,
     ) -> Result<Job, ClusterError> {
-        let cj = self
-            .api::<CronJob>()
-            .get(cronjob)
-            .await
-            .map_err(self.err(&format!("get cronjob {cronjob}")))?;
-        let job = jobs::job_from_cronjob(&cj, job_name);
-        self.create_job(&job).await
+        self.job_from_cronjob_for_op(cronjob, job_name, None).await
     }
 
-    /// As [`Cluster::job_from_cronjob`], labelled with the operation that runs it (which then
-    /// records its result; the watch that catalogues the CronJob's own runs leaves it alone).
+    /// As [`Cluster::job_from_cronjob`], labelled with the operation that runs it, if any (which
+    /// then records its result; the watch that catalogues the CronJob's own runs leaves it alone).
     pub async fn job_from_cronjob_for_op(
         &self,
         cronjob: &str,
         job_name: &str,
-        op: u64,
+        op: Option<u64>,
     ) -> Result<Job, ClusterError> {
         let cj = self
             .api::<CronJob>()
@@ -762,10 +746,12 @@ impl Cluster {
             .await
             .map_err(self.err(&format!("get cronjob {cronjob}")))?;
         let mut job = jobs::job_from_cronjob(&cj, job_name);
-        job.metadata
-            .labels
-            .get_or_insert_with(Default::default)
-            .insert(jobs::OPERATION_LABEL.into(), op.to_string());
+        if let Some(op) = op {
+            job.metadata
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert(jobs::OPERATION_LABEL.into(), op.to_string());
+        }
         self.create_job(&job).await
     }
 
@@ -928,17 +914,7 @@ impl Cluster {
         limit: Duration,
     ) -> Result<(), ClusterError> {
         let d = self.deployment(deployment).await?;
-        let selector = d
-            .spec
-            .as_ref()
-            .and_then(|s| s.selector.match_labels.as_ref())
-            .map(|l| {
-                l.iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .unwrap_or_default();
+        let selector = pod_selector(&d);
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let pods = self
@@ -972,6 +948,20 @@ impl Cluster {
             .map_err(self.err(&format!("delete job {name}")))?;
         Ok(())
     }
+}
+
+/// Pure: a Deployment's `matchLabels` as a label selector (`a=b,c=d`).
+fn pod_selector(d: &Deployment) -> String {
+    d.spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
 }
 
 /// Pure: what is needed to create an autoscaler again (its spec, name, labels and annotations), as JSON.

@@ -143,16 +143,33 @@ pub fn record_failure_if_new(store: &Store, f: &Failure) -> Result<(), StoreErro
     Ok(())
 }
 
-/// Failed backups of `env` since `since_ms`, oldest first.
-pub fn failures(store: &Store, env: &str, since_ms: i64) -> Vec<Failure> {
-    let mut v: Vec<Failure> = store
-        .kv_all(FAILURES)
+/// The records of `tree` about `env` since `since_ms`, oldest first; `of` gives a record's
+/// environment and time.
+fn since<T: serde::de::DeserializeOwned>(
+    store: &Store,
+    tree: &'static str,
+    env: &str,
+    since_ms: i64,
+    of: impl Fn(&T) -> (&str, i64),
+) -> Vec<T> {
+    let mut v: Vec<T> = store
+        .kv_all(tree)
         .unwrap_or_default()
         .into_iter()
-        .filter(|f: &Failure| f.env == env && f.at_ms >= since_ms)
+        .filter(|t| {
+            let (e, at) = of(t);
+            e == env && at >= since_ms
+        })
         .collect();
-    v.sort_by_key(|f| f.at_ms);
+    v.sort_by_key(|t| of(t).1);
     v
+}
+
+/// Failed backups of `env` since `since_ms`, oldest first.
+pub fn failures(store: &Store, env: &str, since_ms: i64) -> Vec<Failure> {
+    since(store, FAILURES, env, since_ms, |f: &Failure| {
+        (&f.env, f.at_ms)
+    })
 }
 
 /// Remembers a prune.
@@ -162,14 +179,7 @@ pub fn record_prune(store: &Store, p: &Prune) -> Result<(), StoreError> {
 
 /// Prunes of `env` since `since_ms`, oldest first.
 pub fn prunes(store: &Store, env: &str, since_ms: i64) -> Vec<Prune> {
-    let mut v: Vec<Prune> = store
-        .kv_all(PRUNES)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p: &Prune| p.env == env && p.at_ms >= since_ms)
-        .collect();
-    v.sort_by_key(|p| p.at_ms);
-    v
+    since(store, PRUNES, env, since_ms, |p: &Prune| (&p.env, p.at_ms))
 }
 
 fn key(env: &str, job: &str) -> String {

@@ -930,7 +930,7 @@ impl<C: Chat> Engine<C> {
                 let from_cronjob =
                     jobs::job_name(&format!("{}-{label}", e.backup_cronjob), &op.to_string());
                 match c
-                    .job_from_cronjob_for_op(&e.backup_cronjob, &from_cronjob, op)
+                    .job_from_cronjob_for_op(&e.backup_cronjob, &from_cronjob, Some(op))
                     .await
                 {
                     Ok(_) | Err(ClusterError::AlreadyExists { .. }) => from_cronjob,

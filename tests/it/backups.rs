@@ -122,41 +122,6 @@ async fn a_failing_backup_reports_a_redacted_log_tail_and_alerts() {
     w.stop_bot().await;
 }
 
-/// Waits for the bot's confirmation question in `room`, answers it as `user`; returns the question.
-async fn confirm(w: &World, user: &str, room: &str) -> String {
-    let question = w
-        .wait_bot_text(room, "the confirmation question", |t| {
-            t.contains("`confirm ")
-        })
-        .await;
-    let code = question
-        .split("`confirm ")
-        .nth(1)
-        .and_then(|s| s.split('`').next())
-        .unwrap()
-        .to_string();
-    w.sim.post(user, room, &format!("/confirm {code}")).unwrap();
-    question
-}
-
-/// Puts backups into the catalog before the bot starts (as if taken earlier).
-fn seed_catalog(w: &World, records: &[(&str, &str, i64)]) {
-    let store = rocketops::store::Store::open(&w.store_path()).unwrap();
-    for (env, name, finished_ms) in records {
-        rocketops::ops::catalog::record(
-            &store,
-            &rocketops::ops::catalog::BackupRecord::from_result(
-                env,
-                name,
-                &format!(r#"{{"name":"{name}","bytes":1000000,"sha256":"ab"}}"#),
-                "schedule (cronjob mongodb-backup)",
-                *finished_ms,
-            ),
-        )
-        .unwrap();
-    }
-}
-
 fn job_env(job: &serde_json::Value, var: &str) -> String {
     job["spec"]["template"]["spec"]["containers"][0]["env"]
         .as_array()
@@ -174,18 +139,6 @@ fn job_named(w: &World, ns: &str, prefix: &str) -> serde_json::Value {
         .into_iter()
         .find(|j| j["metadata"]["name"].as_str().unwrap().starts_with(prefix))
         .unwrap_or_else(|| panic!("no job {prefix}* in {ns}"))
-}
-
-fn add_test_autoscaler(w: &World) {
-    w.kube()
-        .create(
-            "horizontalpodautoscalers",
-            "test",
-            json!({"metadata": {"name": "rocketchat", "labels": {"team": "chat"}},
-                   "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "rocketchat"},
-                            "minReplicas": 2, "maxReplicas": 6}}),
-        )
-        .unwrap();
 }
 
 /// What happened to the app and the restore Job, in order, as the cluster saw it.
@@ -221,14 +174,14 @@ fn watch_restore(w: &World) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
 async fn restore_test_latest_takes_a_safety_backup_scales_to_zero_restores_and_puts_everything_back()
  {
     let mut w = World::with_cluster().await;
-    add_test_autoscaler(&w);
+    w.add_test_autoscaler();
     w.start_bot().await;
     w.sim.post("alice", "#ops", "/backup now test").unwrap();
     w.wait_bot_text("#ops", "the backup", |t| t.starts_with("✅"))
         .await;
     let seen = watch_restore(&w);
     w.sim.post("alice", "#ops", "/restore test latest").unwrap();
-    let question = confirm(&w, "alice", "#ops").await;
+    let question = w.confirm("alice", "#ops").await;
     assert!(
         question.contains("restore test's backup `mongodb-backup-manual-1` (48.2 MB")
             && question.contains("safety backup of the current data"),
@@ -297,7 +250,7 @@ async fn restore_test_latest_takes_a_safety_backup_scales_to_zero_restores_and_p
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_restore_job_still_scales_the_app_back_restores_the_autoscaler_and_says_so() {
     let mut w = World::with_cluster().await;
-    add_test_autoscaler(&w);
+    w.add_test_autoscaler();
     w.kube().script_job(
         "mongodb-restore",
         JobScript {
@@ -314,7 +267,7 @@ async fn a_failing_restore_job_still_scales_the_app_back_restores_the_autoscaler
     w.wait_bot_text("#ops", "the backup", |t| t.starts_with("✅"))
         .await;
     w.sim.post("alice", "#ops", "/restore test latest").unwrap();
-    confirm(&w, "alice", "#ops").await;
+    w.confirm("alice", "#ops").await;
     let done = w
         .wait_bot_text("#ops", "the failed restore", |t| {
             t.contains("restore test latest") && t.starts_with("❌")
@@ -352,21 +305,18 @@ async fn a_failing_restore_job_still_scales_the_app_back_restores_the_autoscaler
 async fn restore_test_latest_from_prod_uses_prods_newest_backup_and_volume() {
     let mut w = World::with_cluster().await;
     let now = chrono::Utc::now().timestamp_millis();
-    seed_catalog(
-        &w,
-        &[
-            ("prod", "prod-old", now - 2 * 86_400_000),
-            ("prod", "prod-newest", now - 3_600_000),
-            ("test", "test-newer-than-prods", now - 60_000),
-        ],
-    );
+    w.seed_catalog(&[
+        ("prod", "prod-old", now - 2 * 86_400_000),
+        ("prod", "prod-newest", now - 3_600_000),
+        ("test", "test-newer-than-prods", now - 60_000),
+    ]);
     let mut c = w.config();
     c.environments.get_mut("prod").unwrap().backup.claim = Some("prod-backups".into());
     w.start_bot_with(c).await;
     w.sim
         .post("alice", "#ops", "/restore test latest from prod")
         .unwrap();
-    let question = confirm(&w, "alice", "#ops").await;
+    let question = w.confirm("alice", "#ops").await;
     assert!(
         question.contains("prod's backup `prod-newest`"),
         "{question}"
@@ -462,7 +412,7 @@ async fn backup_prune_deletes_what_the_retention_plan_drops_and_forgets_it() {
         .enumerate()
         .map(|(d, n)| ("test", n.as_str(), now - d as i64 * day - 1000))
         .collect();
-    seed_catalog(&w, &records);
+    w.seed_catalog(&records);
     let mut c = w.config();
     c.environments.get_mut("test").unwrap().backup.retention =
         rocketops::schedule::retention::Retention {
@@ -584,14 +534,11 @@ async fn the_weekly_report_uploads_a_chart_of_backup_size_and_duration_into_the_
     let mut w = World::with_cluster().await;
     let now = chrono::Utc::now().timestamp_millis();
     let day = 86_400_000;
-    seed_catalog(
-        &w,
-        &[
-            ("prod", "prod-a", now - 3 * day),
-            ("prod", "prod-b", now - 2 * day),
-            ("prod", "prod-c", now - day),
-        ],
-    );
+    w.seed_catalog(&[
+        ("prod", "prod-a", now - 3 * day),
+        ("prod", "prod-b", now - 2 * day),
+        ("prod", "prod-c", now - day),
+    ]);
     let mut c = w.config();
     let prod = c.environments.get_mut("prod").unwrap();
     prod.schedule.weekly = Some(cron_in(3));

@@ -709,29 +709,12 @@ async fn production_commands_from_another_room_are_refused_and_a_locked_environm
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_killed_with_the_app_at_zero_finishes_after_restart_and_puts_everything_back() {
     let w = World::with_cluster().await;
-    w.kube()
-        .create(
-            "horizontalpodautoscalers",
-            "test",
-            serde_json::json!({"metadata": {"name": "rocketchat"},
-                   "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "rocketchat"},
-                            "minReplicas": 2, "maxReplicas": 6}}),
-        )
-        .unwrap();
-    {
-        let store = rocketops::store::Store::open(&w.store_path()).unwrap();
-        rocketops::ops::catalog::record(
-            &store,
-            &rocketops::ops::catalog::BackupRecord::from_result(
-                "test",
-                "test-nightly",
-                r#"{"name":"test-nightly","bytes":1000000}"#,
-                "schedule (#1)",
-                chrono::Utc::now().timestamp_millis() - 3_600_000,
-            ),
-        )
-        .unwrap();
-    }
+    w.add_test_autoscaler();
+    w.seed_catalog(&[(
+        "test",
+        "test-nightly",
+        chrono::Utc::now().timestamp_millis() - 3_600_000,
+    )]);
     // The restore Job runs long enough for the bot to die in the middle of it.
     w.kube().script_job(
         "mongodb-restore",
@@ -744,22 +727,7 @@ async fn a_restore_killed_with_the_app_at_zero_finishes_after_restart_and_puts_e
     let mut bot = spawn_bot_process(&w);
     logged_in(&w).await;
     w.sim.post("alice", "#ops", "/restore test latest").unwrap();
-    let msgs = w
-        .wait_for("#ops", "the confirmation question", |m| {
-            bot_texts(m).iter().any(|t| t.contains("`confirm "))
-        })
-        .await;
-    let code = last_bot_text(&msgs)
-        .split("`confirm ")
-        .nth(1)
-        .unwrap()
-        .split('`')
-        .next()
-        .unwrap()
-        .to_string();
-    w.sim
-        .post("alice", "#ops", &format!("/confirm {code}"))
-        .unwrap();
+    w.confirm("alice", "#ops").await;
     w.wait_for("#ops", "the restore under way", |m| {
         bot_texts(m).iter().any(|t| t.contains("… restore"))
     })

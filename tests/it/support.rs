@@ -154,6 +154,56 @@ impl World {
         addr
     }
 
+    /// Waits for the bot's confirmation question in `room`, answers it as `user`; returns the question.
+    pub async fn confirm(&self, user: &str, room: &str) -> String {
+        let question = self
+            .wait_bot_text(room, "the confirmation question", |t| {
+                t.contains("`confirm ")
+            })
+            .await;
+        let code = question
+            .split("`confirm ")
+            .nth(1)
+            .and_then(|s| s.split('`').next())
+            .unwrap()
+            .to_string();
+        self.sim
+            .post(user, room, &format!("/confirm {code}"))
+            .unwrap();
+        question
+    }
+
+    /// Puts backups into the catalog before the bot starts (as if taken earlier).
+    pub fn seed_catalog(&self, records: &[(&str, &str, i64)]) {
+        let store = rocketops::store::Store::open(&self.store_path()).unwrap();
+        for (env, name, finished_ms) in records {
+            rocketops::ops::catalog::record(
+                &store,
+                &rocketops::ops::catalog::BackupRecord::from_result(
+                    env,
+                    name,
+                    &format!(r#"{{"name":"{name}","bytes":1000000,"sha256":"ab"}}"#),
+                    "schedule (cronjob mongodb-backup)",
+                    *finished_ms,
+                ),
+            )
+            .unwrap();
+        }
+    }
+
+    /// An autoscaler (2 to 6 replicas) on test's app.
+    pub fn add_test_autoscaler(&self) {
+        self.kube()
+        .create(
+            "horizontalpodautoscalers",
+            "test",
+            serde_json::json!({"metadata": {"name": "rocketchat", "labels": {"team": "chat"}},
+                   "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "rocketchat"},
+                            "minReplicas": 2, "maxReplicas": 6}}),
+        )
+        .unwrap();
+    }
+
     /// Starts the bot and waits until it has logged in and subscribed.
     pub async fn start_bot_with(&mut self, config: Config) {
         self.start_bot_at(config, rocketops::schedule::Clock::System)
