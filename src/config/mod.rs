@@ -778,6 +778,12 @@ impl Config {
                     );
                 }
             }
+            if env.backup.retention.daily == 0 {
+                bad(
+                    &format!("{key}.backup.retention"),
+                    "`daily` must be at least 1, so that the newest backup is always kept".into(),
+                );
+            }
             if let Some(c) = &env.backup.report_channel
                 && !valid_name(c.trim_start_matches('#'))
             {

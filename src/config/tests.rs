@@ -146,3 +146,16 @@ fn environments_are_read_with_defaults_and_bad_names_are_reported() {
         "{err}"
     );
 }
+
+#[test]
+fn a_retention_that_would_not_keep_the_newest_backup_is_refused_with_its_line() {
+    let src = "[rocketchat]\nurl = \"http://127.0.0.1:1\"\ntoken = \"t\"\n[environments.prod.backup]\nretention = { daily = 0, weekly = 4, monthly = 6 }\n";
+    let e = Config::from_toml(src, Path::new("bot.toml"), &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("bot.toml:5") && e.contains("environments.prod.backup.retention"),
+        "{e}"
+    );
+    assert!(e.contains("`daily` must be at least 1"), "{e}");
+}
