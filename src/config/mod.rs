@@ -877,7 +877,42 @@ impl Config {
                     .collect::<Vec<_>>()
                     .join("; ")
             },
-        )
+        ) + &self.backup_summary()
+    }
+
+    /// Per environment: the backup engine and volume, retention, and schedules.
+    fn backup_summary(&self) -> String {
+        let mut out = String::new();
+        for (n, e) in &self.environments {
+            let b = &e.backup;
+            let r = b.retention;
+            let schedules: Vec<String> = e
+                .schedule
+                .entries()
+                .into_iter()
+                .map(|(k, expr)| format!("{k} `{expr}`"))
+                .collect();
+            out.push_str(&format!(
+                "\nbackups {n}:   {} on volume {}, keep {} daily / {} weekly / {} monthly; schedules: {}{}",
+                b.engine.name(),
+                b.claim_or(e),
+                r.daily,
+                r.weekly,
+                r.monthly,
+                if schedules.is_empty() {
+                    "none".to_string()
+                } else {
+                    schedules.join(", ")
+                },
+                e.schedule
+                    .timezone
+                    .as_deref()
+                    .filter(|_| !schedules.is_empty())
+                    .map(|t| format!(" ({t})"))
+                    .unwrap_or_default()
+            ));
+        }
+        out
     }
 }
 
