@@ -206,7 +206,7 @@ pub struct BackupConfig {
     /// The PersistentVolumeClaim holding the archives (default: the backup CronJob's name).
     #[serde(default)]
     pub claim: Option<String>,
-    /// The Secret with the database connection string under key `uri` (default: `<database>-backup`).
+    /// The Secret with the database connection string under key `uri` (default: the database's name).
     #[serde(default)]
     pub secret: Option<String>,
     /// The image with the dump/restore tools (default: `mongo:7.0` or `postgres:16`).
@@ -226,9 +226,7 @@ impl BackupConfig {
     }
 
     pub fn secret_or(&self, env: &EnvironmentConfig) -> String {
-        self.secret
-            .clone()
-            .unwrap_or_else(|| format!("{}-backup", env.database))
+        self.secret.clone().unwrap_or_else(|| env.database.clone())
     }
 
     pub fn tools_image(&self) -> &str {

@@ -611,7 +611,7 @@ async fn an_environment_without_a_backup_cronjob_takes_its_backup_from_the_templ
     assert_eq!(container["image"], "mongo:7.0");
     assert_eq!(
         container["env"][0]["valueFrom"]["secretKeyRef"]["name"],
-        "mongodb-backup"
+        "mongodb"
     );
     w.stop_bot().await;
 }

@@ -300,3 +300,47 @@ fn the_dockerfile_builds_locked_runs_non_root_and_matches_the_manifests_paths() 
         Some("/readyz")
     );
 }
+
+#[test]
+fn the_example_backup_cronjob_runs_the_same_script_as_the_mongodb_backup_template() {
+    let text = std::fs::read_to_string("manifests/example-environment/backup.yaml").unwrap();
+    let cronjob: serde_json::Value = text
+        .split("\n---\n")
+        .map(|doc| serde_saphyr::from_str::<serde_json::Value>(doc).unwrap())
+        .find(|d| d["kind"] == "CronJob")
+        .unwrap();
+    let from_cluster = &cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
+    let mut config = rocketops::config::Config::from_toml(
+        "[rocketchat]\nurl = \"http://127.0.0.1:1\"\ntoken = \"t\"\n[environments.test]\n",
+        std::path::Path::new("t.toml"),
+        &|_| None,
+    )
+    .unwrap();
+    config.bot.commands_dir = "commands".into();
+    let e = &config.environments["test"];
+    let params = rocketops::ops::templates::params("test", e, 1, &[("backup", "test-1")]);
+    let job = rocketops::ops::templates::render(
+        &config.bot.commands_dir,
+        e,
+        rocketops::ops::templates::Kind::Backup,
+        &params,
+    )
+    .unwrap();
+    let from_bot =
+        serde_json::to_value(&job.spec.unwrap().template.spec.unwrap().containers[0]).unwrap();
+    assert!(
+        from_bot["args"][0]
+            .as_str()
+            .is_some_and(|a| a.contains("mongodump"))
+    );
+    for field in ["image", "command", "args"] {
+        assert_eq!(from_cluster[field], from_bot[field], "{field} differs");
+    }
+    assert_eq!(
+        from_cluster["env"][0]["valueFrom"]["secretKeyRef"]["name"],
+        from_bot["env"][0]["valueFrom"]["secretKeyRef"]["name"]
+    );
+    let claim = &cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]
+        ["claimName"];
+    assert_eq!(claim, e.backup.claim_or(e));
+}
