@@ -113,6 +113,9 @@ pub enum Command {
     BackupPrune {
         env: String,
     },
+    BackupReport {
+        env: Option<String>,
+    },
     Restore {
         env: String,
         backup: BackupRef,
@@ -179,7 +182,8 @@ impl Command {
             Command::Scale { .. } => "scale",
             Command::BackupNow { .. }
             | Command::BackupList { .. }
-            | Command::BackupPrune { .. } => "backup",
+            | Command::BackupPrune { .. }
+            | Command::BackupReport { .. } => "backup",
             Command::Restore { .. } => "restore",
             Command::Verify { .. } => "verify",
             Command::Status { .. } => "status",
@@ -203,6 +207,7 @@ impl Command {
             Command::BackupList { .. } => "backup list",
             Command::BackupNow { .. } => "backup now",
             Command::BackupPrune { .. } => "backup prune",
+            Command::BackupReport { .. } => "backup report",
             Command::Schedule {
                 action: ScheduleAction::List,
             } => "schedule list",
@@ -227,6 +232,7 @@ impl Command {
             | Command::Runbook { env, .. } => Some(env),
             Command::BackupNow { env }
             | Command::BackupList { env }
+            | Command::BackupReport { env }
             | Command::Verify { env, .. }
             | Command::Status { env } => env.as_deref(),
             Command::Schedule {
@@ -241,6 +247,7 @@ impl Command {
         !matches!(
             self,
             Command::BackupList { .. }
+                | Command::BackupReport { .. }
                 | Command::Status { .. }
                 | Command::History { .. }
                 | Command::Help { .. }
@@ -295,10 +302,15 @@ pub const COMMANDS: &[Spec] = &[
     },
     Spec {
         name: "backup",
-        usage: "backup now [ENV] | backup list [ENV] | backup prune ENV",
-        summary: "takes a backup now, lists backups, or applies the retention policy",
-        details: "`backup now` runs the environment's backup job; `backup list` shows backups newest first with size, age and whether a test-restore proved them; `backup prune` deletes what the retention policy (grandfather-father-son) no longer keeps.",
-        examples: &["backup now prod", "backup list prod", "backup prune test"],
+        usage: "backup now [ENV] | backup list [ENV] | backup prune ENV | backup report [ENV]",
+        summary: "takes a backup now, lists backups, applies the retention policy, or reports",
+        details: "`backup now` runs the environment's backup job; `backup list` shows backups newest first with size, age and whether a test-restore proved them; `backup prune` deletes what the retention policy (grandfather-father-son) no longer keeps; `backup report` posts the daily report now.",
+        examples: &[
+            "backup now prod",
+            "backup list prod",
+            "backup prune test",
+            "backup report prod",
+        ],
         mutating: true,
     },
     Spec {
@@ -786,11 +798,14 @@ fn parse_builtin(s: &Spec, rest: Vec<Token>, g: &Grammar) -> Result<Command, Use
             match sub.as_deref() {
                 Some("now") => Ok(Command::BackupNow { env }),
                 Some("list") | Some("ls") => Ok(Command::BackupList { env }),
+                Some("report") => Ok(Command::BackupReport { env }),
                 Some("prune") => match env {
                     Some(env) => Ok(Command::BackupPrune { env }),
                     None => Err(bad("`backup prune` needs an environment.".into())),
                 },
-                _ => Err(bad("`backup` needs `now`, `list` or `prune`.".into())),
+                _ => Err(bad(
+                    "`backup` needs `now`, `list`, `prune` or `report`.".into()
+                )),
             }
         }
         "restore" => {
@@ -1118,7 +1133,7 @@ pub fn help_text(
     let mut hidden = 0;
     for s in COMMANDS {
         let names: Vec<&str> = match s.name {
-            "backup" => vec!["backup now", "backup list", "backup prune"],
+            "backup" => vec!["backup now", "backup list", "backup prune", "backup report"],
             "alerts" => vec!["alerts list", "alerts mute"],
             "schedule" => vec!["schedule list", "schedule"],
             n => vec![n],

@@ -371,15 +371,15 @@ fn malformed_inputs_get_the_exact_answer() {
         ),
         (
             "backup",
-            "`backup` needs `now`, `list` or `prune`.\nUsage: `backup now [ENV] | backup list [ENV] | backup prune ENV`",
+            "`backup` needs `now`, `list`, `prune` or `report`.\nUsage: `backup now [ENV] | backup list [ENV] | backup prune ENV | backup report [ENV]`",
         ),
         (
             "backup later",
-            "`backup` needs `now`, `list` or `prune`.\nUsage: `backup now [ENV] | backup list [ENV] | backup prune ENV`",
+            "`backup` needs `now`, `list`, `prune` or `report`.\nUsage: `backup now [ENV] | backup list [ENV] | backup prune ENV | backup report [ENV]`",
         ),
         (
             "backup now staging",
-            "There is no environment `staging`. Environments: dev, test or prod.\nUsage: `backup now [ENV] | backup list [ENV] | backup prune ENV`",
+            "There is no environment `staging`. Environments: dev, test or prod.\nUsage: `backup now [ENV] | backup list [ENV] | backup prune ENV | backup report [ENV]`",
         ),
         (
             "restore test",

@@ -394,7 +394,13 @@ impl<C: Chat> Engine<C> {
         };
         let _ = self.inner.store.audit(&entry);
         if matches!(rec.state, OpState::Failed | OpState::RolledBack) {
-            let alerts = self.inner.config.rocketchat.alerts_channel.clone();
+            let alerts = self
+                .inner
+                .config
+                .environments
+                .get(&rec.env)
+                .and_then(|e| e.alerts_channel.clone())
+                .unwrap_or_else(|| self.inner.config.rocketchat.alerts_channel.clone());
             crate::telemetry::metrics()
                 .alerts
                 .get_or_create(&crate::telemetry::labels(&[
@@ -403,12 +409,20 @@ impl<C: Chat> Engine<C> {
                 ]))
                 .inc();
             if let Ok(room) = self.inner.chat.room_id(&alerts).await {
+                let production = self
+                    .inner
+                    .config
+                    .environments
+                    .get(&rec.env)
+                    .is_some_and(|e| e.is_production(&rec.env));
                 let text = format!(
-                    "🚨 #{} {} by {} failed: {}",
+                    "🚨 #{} {} by {} failed: {}{}",
                     rec.id,
                     rec.command,
                     super::who(&rec.user),
-                    rec.summary.clone().unwrap_or_default()
+                    rec.summary.clone().unwrap_or_default(),
+                    // Production failures page whoever is in the channel, as the alerter's do.
+                    if production { " @here" } else { "" }
                 );
                 let _ = self.inner.chat.post(&room, None, &text).await;
             }

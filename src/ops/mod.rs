@@ -75,6 +75,10 @@ pub fn describe(cmd: &Command) -> String {
             env.as_ref().map(|e| format!(" {e}")).unwrap_or_default()
         ),
         Command::BackupPrune { env } => format!("backup prune {env}"),
+        Command::BackupReport { env } => format!(
+            "backup report{}",
+            env.as_ref().map(|e| format!(" {e}")).unwrap_or_default()
+        ),
         Command::Restore {
             env,
             backup,
@@ -426,6 +430,27 @@ pub async fn execute<C: Chat>(
             // These run as journaled operations (`engine`).
             Err(UserError::Internal)
         }
+        Command::BackupReport { env } => {
+            let envs: Vec<String> = match env {
+                Some(e) => vec![e.clone()],
+                None => ctx.config.environments.keys().cloned().collect(),
+            };
+            for env in envs {
+                let r = report::for_env(ctx.store, &env, crate::app::now_ms());
+                if ctx
+                    .chat
+                    .post_attachments(ctx.room_id, &r.text, &r.attachments)
+                    .await
+                    .is_err()
+                {
+                    let _ = ctx
+                        .chat
+                        .post(ctx.room_id, ctx.thread, &report::plain(&r))
+                        .await;
+                }
+            }
+            Ok(None)
+        }
         Command::BackupList { env } => Ok(Some(catalog::render_list(
             &catalog::list(ctx.store, env.as_deref()),
             env.as_deref(),
@@ -499,6 +524,7 @@ fn sample_command(name: &str, grammar: &Grammar) -> Command {
         "backup now" => Command::BackupNow { env: Some(env) },
         "backup list" => Command::BackupList { env: Some(env) },
         "backup prune" => Command::BackupPrune { env },
+        "backup report" => Command::BackupReport { env: Some(env) },
         "restore" => Command::Restore {
             env,
             backup: BackupRef::Latest,

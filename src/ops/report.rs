@@ -212,6 +212,20 @@ pub fn daily(i: &Input) -> Report {
     }
 }
 
+/// The daily report of `env` from the store's catalog, as of `now_ms`.
+pub fn for_env(store: &crate::store::Store, env: &str, now_ms: i64) -> Report {
+    let backups = catalog::list(store, Some(env));
+    let failures = catalog::failures(store, env, now_ms - DAY_MS);
+    let prunes = catalog::prunes(store, env, now_ms - DAY_MS);
+    daily(&Input {
+        env,
+        now_ms,
+        backups: &backups,
+        failures: &failures,
+        prunes: &prunes,
+    })
+}
+
 /// The report as plain text (for a server that refuses attachments).
 pub fn plain(r: &Report) -> String {
     let mut out = r.text.clone();

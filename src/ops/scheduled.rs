@@ -59,17 +59,7 @@ impl<C: Chat> Scheduled<C> {
 
     /// Posts the daily report of `env` into `room`.
     pub async fn post_report(&self, env: &str, room: &str, slot: Option<String>) {
-        let now = crate::app::now_ms();
-        let backups = catalog::list(&self.store, Some(env));
-        let failures = catalog::failures(&self.store, env, now - DAY_MS);
-        let prunes = catalog::prunes(&self.store, env, now - DAY_MS);
-        let r = report::daily(&report::Input {
-            env,
-            now_ms: now,
-            backups: &backups,
-            failures: &failures,
-            prunes: &prunes,
-        });
+        let r = report::for_env(&self.store, env, crate::app::now_ms());
         if let Err(e) = self
             .chat
             .post_attachments(room, &r.text, &r.attachments)

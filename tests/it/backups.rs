@@ -391,6 +391,29 @@ async fn verify_test_restores_into_a_throwaway_database_and_the_catalog_records_
         failed.contains("does not match its manifest: rocketchat.rocketchat_message 9/120431"),
         "{failed}"
     );
+    // The report on demand shows the failed proof in red.
+    w.sim.post("alice", "#ops", "/backup report test").unwrap();
+    let msgs = w
+        .wait_for("#ops", "the report", |m| {
+            m.iter().any(|m| {
+                m["msg"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("📋 *Backup report for test*"))
+            })
+        })
+        .await;
+    let report = msgs
+        .iter()
+        .find(|m| m["msg"].as_str().is_some_and(|t| t.starts_with("📋")))
+        .unwrap();
+    assert!(
+        report["msg"]
+            .as_str()
+            .unwrap()
+            .ends_with("🔴 failing: the last test-restore failed"),
+        "{report}"
+    );
+    assert_eq!(report["attachments"][0]["color"], "#f5455c");
     w.sim.post("alice", "#ops", "/backup list test").unwrap();
     let list = w
         .wait_bot_text("#ops", "the list again", |t| {
