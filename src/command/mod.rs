@@ -392,7 +392,7 @@ pub const COMMANDS: &[Spec] = &[
         name: "schedule",
         usage: "schedule list | schedule pause [ENV] [KIND] | schedule resume [ENV] [KIND]",
         summary: "shows or pauses the scheduled backups, test-restores, pruning and reports",
-        details: "KIND is backup, verify, prune, report or weekly (all when left out). `schedule list` shows each schedule with its next run in its time zone. A paused schedule skips its runs; resuming does not make them up.",
+        details: "KIND is backup, verify, prune, report, weekly or refresh (all when left out). `schedule list` shows each schedule with its next run in its time zone. A paused schedule skips its runs; resuming does not make them up.",
         examples: &[
             "schedule list",
             "schedule pause test",
@@ -961,7 +961,7 @@ fn parse_builtin(s: &Spec, rest: Vec<Token>, g: &Grammar) -> Result<Command, Use
                 Some(k) if crate::schedule::Kind::parse(&k).is_some() => Some(k),
                 Some(k) => {
                     return Err(bad(format!(
-                        "`{}` is not a schedule; use backup, verify, prune, report or weekly.",
+                        "`{}` is not a schedule; use backup, verify, prune, report, weekly or refresh.",
                         shorten(&k)
                     )));
                 }

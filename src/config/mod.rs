@@ -254,6 +254,12 @@ pub struct ScheduleConfig {
     /// The report plus a chart of backup size and duration (e.g. "0 8 * * 1").
     #[serde(default)]
     pub weekly: Option<String>,
+    /// `restore ENV latest from <refresh_from>`, e.g. test refreshed nightly with prod's data.
+    #[serde(default)]
+    pub refresh: Option<String>,
+    /// The environment whose newest backup a scheduled refresh restores.
+    #[serde(default)]
+    pub refresh_from: Option<String>,
 }
 
 fn yes() -> bool {
@@ -797,6 +803,23 @@ impl Config {
                     &format!("{key}.schedule.timezone"),
                     format!("`{tz}` is not a time zone (use an IANA name like \"Europe/Berlin\")"),
                 );
+            }
+            match (&env.schedule.refresh, &env.schedule.refresh_from) {
+                (Some(_), None) => bad(
+                    &format!("{key}.schedule.refresh"),
+                    "needs `refresh_from`, the environment whose backup it restores".into(),
+                ),
+                (Some(_), Some(_)) if env.is_production(name) => bad(
+                    &format!("{key}.schedule.refresh"),
+                    format!(
+                        "{name} is production: its data is never replaced on a schedule (run `restore` by hand)"
+                    ),
+                ),
+                (_, Some(src)) if !self.environments.contains_key(src) || src == name => bad(
+                    &format!("{key}.schedule.refresh_from"),
+                    format!("`{src}` is not another configured environment"),
+                ),
+                _ => {}
             }
             for (kind, expr) in env.schedule.entries() {
                 if let Err(e) = crate::schedule::parse_cron(expr) {

@@ -150,6 +150,16 @@ impl<C: Chat> Runner for Scheduled<C> {
                 backup: None,
             },
             Kind::Prune => Command::BackupPrune { env: env.into() },
+            Kind::Refresh => Command::Restore {
+                env: env.into(),
+                backup: crate::command::BackupRef::Latest,
+                from: self
+                    .config
+                    .environments
+                    .get(env)
+                    .and_then(|e| e.schedule.refresh_from.clone()),
+                no_safety_backup: false,
+            },
         };
         let text = super::describe(&cmd);
         // A frozen environment keeps its backups and reports; deleting old backups waits.

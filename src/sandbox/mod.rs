@@ -85,6 +85,9 @@ pub fn bot_config(sim_url: &str, kubeconfig: Option<(&std::path::Path, &kube::Ku
                             prune: Some("0 4 * * 0".into()),
                             report: Some("0 8 * * 0,2-6".into()),
                             weekly: Some("0 8 * * 1".into()),
+                            // QA gets production's data every night, as teams do by hand today.
+                            refresh: (*e == "test").then(|| "0 5 * * *".into()),
+                            refresh_from: (*e == "test").then(|| "prod".into()),
                         };
                         env.smoke = Some(crate::config::SmokeConfig {
                             url: sim.app_info_url(e, "rocketchat"),

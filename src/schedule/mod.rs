@@ -29,15 +29,18 @@ pub enum Kind {
     Report,
     /// The report with a chart of backup size and duration over the last four weeks.
     Weekly,
+    /// `restore ENV latest from SOURCE`: refreshes a test environment with another's data.
+    Refresh,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Backup,
         Kind::Verify,
         Kind::Prune,
         Kind::Report,
         Kind::Weekly,
+        Kind::Refresh,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +50,7 @@ impl Kind {
             Kind::Prune => "prune",
             Kind::Report => "report",
             Kind::Weekly => "weekly",
+            Kind::Refresh => "refresh",
         }
     }
 
@@ -75,6 +79,7 @@ impl ScheduleConfig {
                     Kind::Prune => self.prune.as_ref(),
                     Kind::Report => self.report.as_ref(),
                     Kind::Weekly => self.weekly.as_ref(),
+                    Kind::Refresh => self.refresh.as_ref(),
                 };
                 e.map(|e| (k.name(), e))
             })
@@ -139,6 +144,7 @@ pub fn entries(config: &Config) -> Vec<Entry> {
                 Kind::Prune => &e.schedule.prune,
                 Kind::Report => &e.schedule.report,
                 Kind::Weekly => &e.schedule.weekly,
+                Kind::Refresh => &e.schedule.refresh,
             };
             if let Some(expr) = expr
                 && let Ok(cron) = parse_cron(expr)
@@ -238,9 +244,20 @@ pub fn render_list(store: &Store, config: &Config, now: DateTime<Utc>) -> String
             .paused_by
             .map(|by| format!(" · ⏸ paused by @{by}"))
             .unwrap_or_default();
+        let what = match e.kind {
+            Kind::Refresh => format!(
+                "refresh from {}",
+                config
+                    .environments
+                    .get(&e.env)
+                    .and_then(|c| c.schedule.refresh_from.as_deref())
+                    .unwrap_or("?")
+            ),
+            k => k.to_string(),
+        };
         out.push_str(&format!(
-            "\n• *{}* {} `{}` ({}) · {next}{last}{paused}",
-            e.env, e.kind, e.expr, e.tz
+            "\n• *{}* {what} `{}` ({}) · {next}{last}{paused}",
+            e.env, e.expr, e.tz
         ));
     }
     out

@@ -200,3 +200,43 @@ fn a_bad_cron_expression_or_zone_is_refused_with_its_key_and_line() {
     assert!(e.contains("environments.prod.schedule.backup"), "{e}");
     assert!(e.contains("bot.toml:6"), "{e}");
 }
+
+#[test]
+fn a_scheduled_refresh_needs_another_environment_and_never_targets_production() {
+    let cfg = |body: &str| {
+        let src = format!(
+            "[rocketchat]\nurl = \"http://127.0.0.1:1\"\ntoken = \"t\"\n[environments.test]\n[environments.prod]\n{body}\n"
+        );
+        Config::from_toml(&src, std::path::Path::new("bot.toml"), &|_| None)
+    };
+    let ok = cfg("[environments.test.schedule]\nrefresh = \"0 5 * * *\"\nrefresh_from = \"prod\"")
+        .unwrap();
+    let text = render_list(
+        &Store::temporary().unwrap(),
+        &ok,
+        at("2026-11-21T12:00:00Z"),
+    );
+    assert!(
+        text.contains("*test* refresh from prod `0 5 * * *`"),
+        "{text}"
+    );
+    let e = cfg("[environments.test.schedule]\nrefresh = \"0 5 * * *\"")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("environments.test.schedule.refresh") && e.contains("needs `refresh_from`"),
+        "{e}"
+    );
+    let e = cfg("[environments.prod.schedule]\nrefresh = \"0 5 * * *\"\nrefresh_from = \"test\"")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("prod is production"), "{e}");
+    let e =
+        cfg("[environments.test.schedule]\nrefresh = \"0 5 * * *\"\nrefresh_from = \"staging\"")
+            .unwrap_err()
+            .to_string();
+    assert!(
+        e.contains("`staging` is not another configured environment"),
+        "{e}"
+    );
+}

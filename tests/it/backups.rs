@@ -740,3 +740,29 @@ async fn a_backup_schedule_missed_for_days_runs_once_when_the_bot_starts() {
     let runs = scheduled_runs(&w);
     assert_eq!(runs.len(), 1, "{runs:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_refresh_restores_prods_newest_backup_into_test_as_the_schedule() {
+    let mut w = World::with_cluster().await;
+    let now = chrono::Utc::now().timestamp_millis();
+    w.seed_catalog(&[("prod", "prod-nightly", now - 3_600_000)]);
+    let mut c = w.config();
+    let test = c.environments.get_mut("test").unwrap();
+    test.schedule.refresh = Some(cron_in(3));
+    test.schedule.refresh_from = Some("prod".into());
+    test.backup.report_channel = Some("ops".into());
+    w.start_bot_with(c).await;
+    let done = w
+        .wait_bot_text("#ops", "the refresh", |t| {
+            t.contains("restore test latest from prod")
+                && (t.starts_with("✅") || t.starts_with("❌"))
+        })
+        .await;
+    assert!(
+        done.starts_with("✅")
+            && done.contains("· schedule ·")
+            && done.contains("prod-nightly of prod restored"),
+        "{done}"
+    );
+    w.stop_bot().await;
+}
