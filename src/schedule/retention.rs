@@ -211,4 +211,47 @@ mod tests {
         assert!(p.keep.len() >= 7 && p.keep.len() <= 17, "{}", p.keep.len());
         assert!(p.keep.contains("b000") && p.keep.contains("b006") && !p.keep.contains("b399"));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn every_plan_splits_the_backups_and_never_drops_the_newest_or_the_newest_proven(
+            backups in proptest::collection::vec((0i64..400 * 24, proptest::bool::ANY), 0..60),
+            daily in 1usize..10,
+            weekly in 0usize..6,
+            monthly in 0usize..8,
+        ) {
+            let start = at("2026-01-01T00:00:00Z");
+            let all: Vec<Candidate> = backups
+                .iter()
+                .enumerate()
+                .map(|(i, (hours, verified))| Candidate {
+                    name: format!("b{i}"),
+                    at: start + chrono::Duration::hours(*hours),
+                    verified: *verified,
+                })
+                .collect();
+            let p = plan(&all, Retention { daily, weekly, monthly });
+            let every: BTreeSet<String> = all.iter().map(|c| c.name.clone()).collect();
+            proptest::prop_assert!(p.keep.is_disjoint(&p.drop));
+            proptest::prop_assert_eq!(p.keep.union(&p.drop).cloned().collect::<BTreeSet<_>>(), every);
+            let newest = all.iter().max_by(|a, b| a.at.cmp(&b.at).then_with(|| a.name.cmp(&b.name)));
+            if let Some(n) = newest {
+                proptest::prop_assert!(p.keep.contains(&n.name));
+            }
+            if let Some(v) = all.iter().filter(|c| c.verified).map(|c| c.at).max() {
+                // The newest proven backup, and everything newer, is kept.
+                for c in all.iter().filter(|c| c.at > v) {
+                    proptest::prop_assert!(p.keep.contains(&c.name), "{} is newer than the newest verified", c.name);
+                }
+            }
+            // No more kept than the policy allows, besides the proven rule.
+            let proven_and_newer = all
+                .iter()
+                .filter(|c| all.iter().filter(|x| x.verified).map(|x| x.at).max().is_some_and(|v| c.at >= v))
+                .count();
+            proptest::prop_assert!(p.keep.len() <= daily + weekly + monthly + proven_and_newer);
+        }
+    }
 }
