@@ -80,6 +80,27 @@ pub fn plan_steps(cmd: &Command, env: &str, e: &EnvironmentConfig) -> Vec<StepRe
     }
 }
 
+/// Pure: the locks an operation takes. Changes to the app hold the environment; backups,
+/// test-restores and pruning hold its backup volume, so that a long nightly verify never blocks
+/// an urgent rollback; a restore, which changes both, holds both.
+pub fn lock_keys(cmd: &Command, env: &str) -> Vec<String> {
+    let backups = format!("{env}#backups");
+    match cmd {
+        Command::BackupNow { .. } | Command::Verify { .. } | Command::BackupPrune { .. } => {
+            vec![backups]
+        }
+        Command::Restore { .. } => vec![env.to_string(), backups],
+        _ => vec![env.to_string()],
+    }
+}
+
+fn keys_of(rec: &OpRecord) -> Vec<String> {
+    match rec.data.get("locks") {
+        Some(k) => k.split(',').map(str::to_string).collect(),
+        None => vec![rec.env.clone()],
+    }
+}
+
 /// Whether a command runs as a journaled operation.
 pub fn is_operation(cmd: &Command) -> bool {
     matches!(
@@ -184,31 +205,47 @@ impl<C: Chat> Engine<C> {
                 "{env} is already running {version}; nothing to do."
             )));
         }
-        let data = resolve_backup(&s.store, cmd, &env)?;
-        match s
-            .store
-            .acquire_env_op(&env, op)
-            .map_err(|_| UserError::Internal)?
-        {
-            Ok(()) => {}
-            Err(holder) => {
-                let who = s.store.get_op(holder).ok().flatten();
-                let text = match who {
-                    Some(h) => {
-                        let mins = ((crate::app::now_ms() - h.started_ms) / 60_000).max(0);
-                        format!(
-                            "{env} is busy with {} #{holder} (started by {} {mins} min ago).",
-                            h.command
-                                .split_whitespace()
-                                .next()
-                                .unwrap_or("an operation"),
-                            super::who(&h.user)
-                        )
+        let mut data = resolve_backup(&s.store, cmd, &env)?;
+        let keys = lock_keys(cmd, &env);
+        data.insert("locks".into(), keys.join(","));
+        let mut taken = Vec::new();
+        for key in &keys {
+            let got = s
+                .store
+                .acquire_env_op(key, op)
+                .map_err(|_| UserError::Internal);
+            let holder = match got {
+                Ok(Ok(())) => {
+                    taken.push(key.clone());
+                    continue;
+                }
+                Ok(Err(holder)) => holder,
+                Err(e) => {
+                    for k in &taken {
+                        let _ = s.store.release_env_op(k, op);
                     }
-                    None => format!("{env} is busy with operation #{holder}."),
-                };
-                return Err(UserError::Refused(text));
+                    return Err(e);
+                }
+            };
+            for k in &taken {
+                let _ = s.store.release_env_op(k, op);
             }
+            let who = s.store.get_op(holder).ok().flatten();
+            let text = match who {
+                Some(h) => {
+                    let mins = ((crate::app::now_ms() - h.started_ms) / 60_000).max(0);
+                    format!(
+                        "{env} is busy with {} #{holder} (started by {} {mins} min ago).",
+                        h.command
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or("an operation"),
+                        super::who(&h.user)
+                    )
+                }
+                None => format!("{env} is busy with operation #{holder}."),
+            };
+            return Err(UserError::Refused(text));
         }
         let mut rec = OpRecord {
             id: op,
@@ -226,7 +263,9 @@ impl<C: Chat> Engine<C> {
             summary: None,
         };
         if let Err(err) = s.store.put_op(&rec) {
-            let _ = s.store.release_env_op(&env, op);
+            for k in &keys {
+                let _ = s.store.release_env_op(k, op);
+            }
             tracing::error!(error = %err, "cannot journal the operation");
             return Err(UserError::Internal);
         }
@@ -271,7 +310,9 @@ impl<C: Chat> Engine<C> {
             match command::parse(&rec.command, &self.inner.grammar) {
                 Ok(cmd) => {
                     tracing::info!(op = rec.id, command = %rec.command, "resuming an interrupted operation");
-                    let _ = self.inner.store.acquire_env_op(&rec.env, rec.id);
+                    for k in keys_of(&rec) {
+                        let _ = self.inner.store.acquire_env_op(&k, rec.id);
+                    }
                     self.spawn(rec, cmd);
                 }
                 Err(e) => {
@@ -347,7 +388,9 @@ impl<C: Chat> Engine<C> {
                 )
                 .await;
         }
-        let _ = self.inner.store.release_env_op(&rec.env, rec.id);
+        for k in keys_of(rec) {
+            let _ = self.inner.store.release_env_op(&k, rec.id);
+        }
         let outcome = format!("{:?}", rec.state).to_lowercase();
         let m = crate::telemetry::metrics();
         let command = rec
@@ -1541,4 +1584,49 @@ fn resolve_backup(
     data.insert("backup_env".into(), src);
     data.insert("backup_finished_ms".into(), b.finished_ms.to_string());
     Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_changes_backup_work_and_restores_take_the_locks_they_conflict_on() {
+        let restore = Command::Restore {
+            env: "prod".into(),
+            backup: BackupRef::Latest,
+            from: None,
+            no_safety_backup: false,
+        };
+        let cases: Vec<(Command, Vec<&str>)> = vec![
+            (
+                Command::Rollback {
+                    env: "prod".into(),
+                    to: None,
+                },
+                vec!["prod"],
+            ),
+            (
+                Command::Verify {
+                    env: Some("prod".into()),
+                    backup: None,
+                },
+                vec!["prod#backups"],
+            ),
+            (
+                Command::BackupNow {
+                    env: Some("prod".into()),
+                },
+                vec!["prod#backups"],
+            ),
+            (
+                Command::BackupPrune { env: "prod".into() },
+                vec!["prod#backups"],
+            ),
+            (restore, vec!["prod", "prod#backups"]),
+        ];
+        for (cmd, want) in cases {
+            assert_eq!(lock_keys(&cmd, "prod"), want, "{cmd:?}");
+        }
+    }
 }

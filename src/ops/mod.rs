@@ -677,12 +677,14 @@ async fn status<C: Chat>(ctx: &Context<'_, C>, env: Option<&str>) -> String {
                 l.reason.map(|r| format!(": {r}")).unwrap_or_default()
             ));
         }
-        if let Some(op) = ctx
-            .store
-            .env_op(&env)
-            .ok()
-            .flatten()
-            .and_then(|id| ctx.store.get_op(id).ok().flatten())
+        let mut running: Vec<u64> = [env.clone(), format!("{env}#backups")]
+            .iter()
+            .filter_map(|k| ctx.store.env_op(k).ok().flatten())
+            .collect();
+        running.dedup();
+        for op in running
+            .into_iter()
+            .filter_map(|id| ctx.store.get_op(id).ok().flatten())
         {
             line.push_str(&format!(
                 " · running #{} {} by {}",

@@ -766,3 +766,43 @@ async fn a_scheduled_refresh_restores_prods_newest_backup_into_test_as_the_sched
     );
     w.stop_bot().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_test_restore_holds_the_backups_but_never_blocks_a_change_to_the_app() {
+    let mut w = World::with_cluster().await;
+    w.seed_catalog(&[(
+        "test",
+        "test-nightly",
+        chrono::Utc::now().timestamp_millis() - 60_000,
+    )]);
+    w.kube().script_job(
+        "mongodb-verify",
+        JobScript {
+            runtime: std::time::Duration::from_secs(3),
+            termination_message: r#"{"ok":true,"restore_seconds":3,"collections":1,"documents":1}"#
+                .into(),
+            ..JobScript::default()
+        },
+    );
+    w.start_bot().await;
+    w.sim.post("alice", "#ops", "/verify test").unwrap();
+    w.wait_bot_text("#ops", "the verify under way", |t| t.contains("… verify"))
+        .await;
+    // The app can still be changed (a rollback or a scale must never wait for a verify) …
+    w.sim.post("alice", "#ops", "/scale test 2").unwrap();
+    w.wait_bot_text("#ops", "the scale", |t| {
+        t.starts_with("✅") && t.contains("from 3 to 2 replicas")
+    })
+    .await;
+    // … but a second job on the backup volume waits its turn.
+    w.sim.post("alice", "#ops", "/backup now test").unwrap();
+    let busy = w
+        .wait_bot_text("#ops", "the refusal", |t| t.starts_with("test is busy"))
+        .await;
+    assert!(busy.starts_with("test is busy with verify #1"), "{busy}");
+    w.wait_bot_text("#ops", "the verify's end", |t| {
+        t.contains("#1 verify test") && t.starts_with("✅")
+    })
+    .await;
+    w.stop_bot().await;
+}
