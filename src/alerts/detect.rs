@@ -70,7 +70,13 @@ pub fn detect(env: &str, kind: WatchedKind, o: &Value) -> Vec<Signal> {
                 Some(cj) => format!("cronjob/{cj}"),
                 None => format!("job/{}", name(o)),
             };
+            let by_operation =
+                o["metadata"]["labels"][crate::cluster::jobs::OPERATION_LABEL].is_string();
             if let Some(c) = condition(o, "Failed") {
+                if by_operation {
+                    // The operation that ran it reports the failure, with its context, itself.
+                    return Vec::new();
+                }
                 let why = c["reason"].as_str().unwrap_or("Failed");
                 vec![Signal::Firing {
                     key: IncidentKey {
@@ -240,6 +246,21 @@ mod tests {
                 reason: Some("JobFailed".into())
             }]
         );
+    }
+
+    #[test]
+    fn a_job_an_operation_ran_raises_no_incident_of_its_own_but_its_success_still_clears() {
+        let labels = json!({"rocketops.io/operation": "7"});
+        let owner = json!([{"kind": "CronJob", "name": "mongodb-backup"}]);
+        let failed = json!({"metadata": {"name": "mongodb-backup-manual-7", "labels": labels, "ownerReferences": owner},
+                            "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}});
+        assert_eq!(detect("prod", WatchedKind::Jobs, &failed), vec![]);
+        let ok = json!({"metadata": {"name": "mongodb-backup-manual-8", "labels": labels, "ownerReferences": owner},
+                        "status": {"conditions": [{"type": "Complete", "status": "True"}]}});
+        assert!(matches!(
+            &detect("prod", WatchedKind::Jobs, &ok)[..],
+            [Signal::Clear { object, .. }] if object == "cronjob/mongodb-backup"
+        ));
     }
 
     #[test]

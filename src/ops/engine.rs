@@ -1454,6 +1454,10 @@ impl<C: Chat> Engine<C> {
             .unwrap_or_else(|| name.to_string());
         let job_name = jobs::job_name(&base, &op.to_string());
         job.metadata.name = Some(job_name.clone());
+        job.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(jobs::OPERATION_LABEL.into(), op.to_string());
         match c.create_job(&job).await {
             Ok(_) | Err(ClusterError::AlreadyExists { .. }) => {}
             Err(err) => return StepEnd::Failed(err.to_string()),

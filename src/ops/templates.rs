@@ -120,6 +120,12 @@ pub fn render(
     if job.metadata.namespace.is_none() {
         job.metadata.namespace = params.get("namespace").cloned();
     }
+    if let Some(op) = params.get("op") {
+        job.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(jobs::OPERATION_LABEL.into(), op.clone());
+    }
     Ok(job)
 }
 

@@ -218,12 +218,14 @@ async fn messages_posted_while_the_bot_was_stopped_are_answered_once_after_a_res
 async fn a_command_missed_for_longer_than_the_catch_up_window_is_explained_not_run() {
     let mut w = World::new().await;
     let mut config = w.config();
-    config.bot.catch_up_max_age = Duration::from_millis(1);
+    // Long enough that a live command caught up at start on a loaded machine is still fresh.
+    config.bot.catch_up_max_age = Duration::from_millis(250);
     w.start_bot_with(config.clone()).await;
     w.ping_ok("before").await;
     w.stop_bot().await;
     w.sim.post("alice", "#ops", "/ping stale").unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The command must be older than the window when the bot comes back (real message age).
+    tokio::time::sleep(Duration::from_millis(300)).await;
     w.start_bot_with(config).await;
     let msgs = w
         .wait_for("#ops", "the offline notice", |m| {
