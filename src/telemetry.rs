@@ -55,6 +55,8 @@ pub struct Metrics {
     pub backup_bytes: Family<Labels, Gauge>,
     /// Unix time of the newest backup per environment (its age is now minus this).
     pub backup_timestamp: Family<Labels, Gauge>,
+    /// Scheduled runs by environment, kind and outcome (`started`, `skipped`).
+    pub scheduled_runs: Family<Labels, Counter>,
     /// Whether the last test-restore per environment proved its backup (1) or not (0).
     pub verify_ok: Family<Labels, Gauge>,
     /// How long the last test-restore per environment took (the recovery time).
@@ -77,6 +79,7 @@ impl Metrics {
             backup_bytes: Family::default(),
             backup_timestamp: Family::default(),
             verify_ok: Family::default(),
+            scheduled_runs: Family::default(),
             restore_seconds: Family::default(),
             alerts: Family::default(),
             reconnects: Counter::default(),
@@ -107,6 +110,11 @@ impl Metrics {
             "backup_timestamp_seconds",
             "Unix time of the newest backup per environment",
             m.backup_timestamp.clone(),
+        );
+        registry.register(
+            "scheduled_runs",
+            "Scheduled runs by environment, kind and outcome",
+            m.scheduled_runs.clone(),
         );
         registry.register(
             "verify_success",

@@ -20,6 +20,17 @@ pub struct Scheduled<C: Chat> {
     pub config: Config,
 }
 
+fn count(env: &str, kind: Kind, outcome: &str) {
+    crate::telemetry::metrics()
+        .scheduled_runs
+        .get_or_create(&crate::telemetry::labels(&[
+            ("env", env),
+            ("kind", kind.name()),
+            ("outcome", outcome),
+        ]))
+        .inc();
+}
+
 /// Where an environment's reports and scheduled operations are posted.
 pub fn report_channel(config: &Config, env: &str) -> String {
     config
@@ -137,8 +148,12 @@ impl<C: Chat> Runner for Scheduled<C> {
             slot.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z")
         );
         let cmd = match kind {
-            Kind::Report => return self.post_report(env, &room, Some(slot_text)).await,
+            Kind::Report => {
+                count(env, kind, "started");
+                return self.post_report(env, &room, Some(slot_text)).await;
+            }
             Kind::Weekly => {
+                count(env, kind, "started");
                 self.post_report(env, &room, Some(slot_text)).await;
                 return self.post_chart(env, &room).await;
             }
@@ -166,6 +181,7 @@ impl<C: Chat> Runner for Scheduled<C> {
         if kind == Kind::Prune
             && let Ok(Some(l)) = self.store.env_lock(env)
         {
+            count(env, kind, "skipped");
             let why = format!("{env} is locked by @{}", l.by);
             self.audit(env, &room, &text, "skipped", Some(why.clone()), None);
             let _ = self
@@ -187,7 +203,17 @@ impl<C: Chat> Runner for Scheduled<C> {
         };
         tracing::info!(%env, %kind, %slot, op, "starting a scheduled operation");
         self.audit(env, &room, &text, "scheduled", Some(slot_text), Some(op));
-        if let Err(e) = self.engine.start(&cmd, op, SYSTEM_USER, &room, None).await {
+        let started = self.engine.start(&cmd, op, SYSTEM_USER, &room, None).await;
+        count(
+            env,
+            kind,
+            if started.is_ok() {
+                "started"
+            } else {
+                "skipped"
+            },
+        );
+        if let Err(e) = started {
             self.audit(env, &room, &text, "skipped", Some(e.to_string()), Some(op));
             let _ = self
                 .chat

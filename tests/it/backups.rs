@@ -540,6 +540,20 @@ async fn scheduled_backup_verify_and_report_run_as_the_schedule_through_the_same
         list.contains("*test* backup") && list.contains("last "),
         "{list}"
     );
+    let metrics = reqwest::get(format!("http://{}/metrics", w.telemetry.unwrap()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "rocketops_scheduled_runs_total{env=\"test\",kind=\"backup\",outcome=\"started\"}",
+        "rocketops_scheduled_runs_total{env=\"test\",kind=\"report\",outcome=\"started\"}",
+        "rocketops_verify_success{env=\"test\"}",
+        "rocketops_verify_restore_seconds{env=\"test\"}",
+    ] {
+        assert!(metrics.contains(series), "missing {series} in:\n{metrics}");
+    }
     w.stop_bot().await;
     // The audit log names the schedule as the one who asked.
     let store = rocketops::store::Store::open(&w.store_path()).unwrap();
