@@ -394,15 +394,31 @@ impl<C: Chat> Alerter<C> {
         } else {
             format!("schedule (cronjob {cronjob})")
         };
-        let b = crate::ops::catalog::BackupRecord::from_result(
-            env,
-            &name,
-            &message,
-            &by,
-            crate::app::now_ms(),
-        );
-        if let Err(e) = crate::ops::catalog::record_if_new(&self.store, &b) {
-            tracing::warn!(error = %e, "cannot catalogue a backup");
+        // When the Job finished, not when the bot saw it (a restarted bot lists old runs too).
+        let finished_ms = job["status"]["completionTime"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp_millis())
+            .unwrap_or_else(crate::app::now_ms);
+        let b =
+            crate::ops::catalog::BackupRecord::from_result(env, &name, &message, &by, finished_ms);
+        let newest = crate::ops::catalog::list(&self.store, Some(env))
+            .first()
+            .is_none_or(|n| n.finished_ms <= b.finished_ms);
+        match crate::ops::catalog::record_if_new(&self.store, &b) {
+            Ok(true) if newest => {
+                // The newest backup's figures, whoever took it (the age alert a team sets on them).
+                let m = crate::telemetry::metrics();
+                let l = crate::telemetry::labels(&[("env", env)]);
+                m.backup_bytes
+                    .get_or_create(&l)
+                    .set(b.bytes.unwrap_or(0) as i64);
+                m.backup_timestamp
+                    .get_or_create(&l)
+                    .set(b.finished_ms / 1000);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot catalogue a backup"),
         }
     }
 
