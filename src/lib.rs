@@ -6,6 +6,8 @@ pub mod alerts;
 pub mod app;
 /// The audit log command.
 pub mod audit;
+/// The backup catalog command (list, retention dry run, report).
+pub mod backups;
 /// Message-to-answer benchmark against the simulator.
 pub mod bench;
 /// The chat boundary and the Rocket.Chat adapter.

@@ -59,6 +59,9 @@ enum Cmd {
     CheckConfig,
     /// Show the audit log (newest last), or check its hash chain with `audit verify`.
     Audit(rocketops::audit::AuditArgs),
+    /// The backup catalog without chat: `backups` (list), `backups plan` (what a prune would
+    /// delete), `backups report`.
+    Backups(rocketops::backups::BackupsArgs),
     /// Measure message-to-answer latency and throughput against the simulator.
     Bench(rocketops::bench::BenchArgs),
 }
@@ -157,6 +160,16 @@ async fn dispatch(cli: Cli) -> ExitCode {
             match rocketops::audit::run(&config, &args) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
+                Err(e) => fail(e),
+            }
+        }
+        Cmd::Backups(args) => {
+            let config = match load() {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            match rocketops::backups::run(&config, &args) {
+                Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }
         }

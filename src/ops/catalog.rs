@@ -106,6 +106,23 @@ pub fn find(store: &Store, env: &str, which: &crate::command::BackupRef) -> Opti
     }
 }
 
+/// Pure: the retention plan over catalog records (keyed by Job name, which is unique).
+pub fn retention_plan(
+    records: &[BackupRecord],
+    r: crate::schedule::retention::Retention,
+) -> crate::schedule::retention::Plan {
+    use crate::schedule::retention::{Candidate, plan};
+    let candidates: Vec<Candidate> = records
+        .iter()
+        .map(|b| Candidate {
+            name: b.job.clone(),
+            at: chrono::DateTime::from_timestamp_millis(b.finished_ms).unwrap_or_default(),
+            verified: b.verified == Some(true),
+        })
+        .collect();
+    plan(&candidates, r)
+}
+
 /// Records a test-restore's result on its backup.
 pub fn set_verify(
     store: &Store,

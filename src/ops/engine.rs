@@ -1345,17 +1345,8 @@ impl<C: Chat> Engine<C> {
 
     /// Applies the retention policy: a prune Job deletes what the plan drops, the catalog forgets it.
     async fn prune(&self, c: &Cluster, e: &EnvironmentConfig, rec: &mut OpRecord) -> StepEnd {
-        use crate::schedule::retention;
         let records = super::catalog::list(&self.inner.store, Some(&rec.env));
-        let candidates: Vec<retention::Candidate> = records
-            .iter()
-            .map(|b| retention::Candidate {
-                name: b.job.clone(),
-                at: chrono::DateTime::from_timestamp_millis(b.finished_ms).unwrap_or_default(),
-                verified: b.verified == Some(true),
-            })
-            .collect();
-        let plan = retention::plan(&candidates, e.backup.retention);
+        let plan = super::catalog::retention_plan(&records, e.backup.retention);
         let dropped: Vec<&super::catalog::BackupRecord> = records
             .iter()
             .filter(|b| plan.drop.contains(&b.job))

@@ -820,3 +820,83 @@ async fn a_long_test_restore_holds_the_backups_but_never_blocks_a_change_to_the_
     .await;
     w.stop_bot().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backups_command_lists_the_catalog_and_dry_runs_the_retention_plan_without_chat() {
+    let w = World::new().await;
+    let day = 86_400_000;
+    let now = chrono::Utc::now().timestamp_millis();
+    w.seed_catalog(&[
+        ("test", "test-d0", now - 1000),
+        ("test", "test-d1", now - day - 1000),
+        ("test", "test-d2", now - 2 * day - 1000),
+    ]);
+    let cfg = w.dir.path().join("rocketops.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[bot]\nstore_path = \"{}\"\n[rocketchat]\nurl = \"http://127.0.0.1:9\"\ntoken = \"unused\"\n[environments.test.backup]\nretention = {{ daily = 2, weekly = 0, monthly = 0 }}\n",
+            w.store_path().display()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rocketops"))
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, list, err) = run(&["backups"]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 3, "{list}");
+    assert!(
+        lines[2].contains("test-d0") && lines[2].contains("verified never"),
+        "{list}"
+    );
+    let (ok, plan, err) = run(&["backups", "plan", "--env", "test"]);
+    assert!(ok, "{err}");
+    assert!(plan.starts_with("test: keep 2, delete 1"), "{plan}");
+    assert!(
+        plan.contains("delete") && plan.contains("test-d2"),
+        "{plan}"
+    );
+    let (ok, json, err) = run(&["backups", "plan", "--env", "test", "--json"]);
+    assert!(ok, "{err}");
+    let kept: Vec<(String, bool)> = json
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().to_string(),
+                v["keep"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kept,
+        vec![
+            ("test-d0".to_string(), true),
+            ("test-d1".to_string(), true),
+            ("test-d2".to_string(), false)
+        ]
+    );
+    let (ok, report, err) = run(&["backups", "report", "--env", "test"]);
+    assert!(ok, "{err}");
+    assert!(
+        report.starts_with("📋 *Backup report for test*"),
+        "{report}"
+    );
+    let (ok, _, err) = run(&["backups", "plan", "--env", "staging"]);
+    assert!(
+        !ok && err.contains("`staging` is not a configured environment"),
+        "{err}"
+    );
+}
