@@ -6,21 +6,20 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{progress, templates};
+use super::progress;
 use crate::chat::{Chat, MessageRef};
 use crate::cluster::jobs::{self, JobEnd};
 use crate::cluster::rollout::{self, RolloutState};
 use crate::cluster::{Cluster, ClusterError, Clusters, HpaPolicy, RolloutOutcome, Workload};
-use crate::command::{self, BackupRef, Command, Grammar, RollbackTarget};
+use crate::command::{self, Command, Grammar, RollbackTarget};
 use crate::config::{Config, EnvironmentConfig, SmokeConfig};
 use crate::error::UserError;
 use crate::store::{AuditEntry, OpRecord, OpState, StepRecord, StepState, Store};
 
-const ROLLOUT_LIMIT: Duration = Duration::from_secs(30 * 60);
-const JOB_LIMIT: Duration = Duration::from_secs(60 * 60);
+pub(super) const ROLLOUT_LIMIT: Duration = Duration::from_secs(30 * 60);
+pub(super) const JOB_LIMIT: Duration = Duration::from_secs(60 * 60);
 /// Restores and test-restores of big databases take long.
-const RESTORE_LIMIT: Duration = Duration::from_secs(4 * 60 * 60);
-const PODS_GONE_LIMIT: Duration = Duration::from_secs(10 * 60);
+pub(super) const RESTORE_LIMIT: Duration = Duration::from_secs(4 * 60 * 60);
 
 /// Pure: the steps of an operation in an environment.
 pub fn plan_steps(cmd: &Command, env: &str, e: &EnvironmentConfig) -> Vec<StepRecord> {
@@ -117,7 +116,7 @@ pub fn is_operation(cmd: &Command) -> bool {
 }
 
 /// How a step went.
-enum StepEnd {
+pub(super) enum StepEnd {
     Done(String),
     Failed(String),
     /// Shutdown: stop here, resume on restart.
@@ -127,7 +126,7 @@ enum StepEnd {
 
 /// Runs operations. Cheap to clone.
 pub struct Engine<C: Chat> {
-    inner: Arc<Inner<C>>,
+    pub(super) inner: Arc<Inner<C>>,
 }
 
 impl<C: Chat> Clone for Engine<C> {
@@ -138,11 +137,11 @@ impl<C: Chat> Clone for Engine<C> {
     }
 }
 
-struct Inner<C: Chat> {
-    chat: C,
-    store: Store,
+pub(super) struct Inner<C: Chat> {
+    pub(super) chat: C,
+    pub(super) store: Store,
     clusters: Clusters,
-    config: Config,
+    pub(super) config: Config,
     grammar: Grammar,
     shutdown: CancellationToken,
     cancels: Mutex<HashMap<u64, CancellationToken>>,
@@ -205,7 +204,7 @@ impl<C: Chat> Engine<C> {
                 "{env} is already running {version}; nothing to do."
             )));
         }
-        let mut data = resolve_backup(&s.store, cmd, &env)?;
+        let mut data = super::backup::resolve_backup(&s.store, cmd, &env)?;
         let keys = lock_keys(cmd, &env);
         data.insert("locks".into(), keys.join(","));
         let mut taken = Vec::new();
@@ -354,7 +353,7 @@ impl<C: Chat> Engine<C> {
         let _ = tokio::time::timeout(limit, self.inner.tasks.wait()).await;
     }
 
-    async fn save(&self, rec: &OpRecord) {
+    pub(super) async fn save(&self, rec: &OpRecord) {
         if let Err(e) = self.inner.store.put_op(rec) {
             tracing::error!(error = %e, op = rec.id, "journal write failed");
         }
@@ -706,89 +705,6 @@ impl<C: Chat> Engine<C> {
         self.finish(&mut rec).await;
     }
 
-    /// A restore failed or was cancelled: whatever happened, the app goes back to its recorded
-    /// replicas and autoscaler, and the summary says exactly what state things are in.
-    async fn recover_after_restore(
-        &self,
-        rec: &mut OpRecord,
-        cluster: &Cluster,
-        e: &EnvironmentConfig,
-        why: &str,
-    ) {
-        let env = rec.env.clone();
-        let backup = rec.data.get("backup_name").cloned().unwrap_or_default();
-        let safety = rec
-            .data
-            .get("safety_name")
-            .map(|n| {
-                format!(" The safety backup `{n}` holds {env}'s data from before the restore.")
-            })
-            .unwrap_or_default();
-        let scaled_up = rec
-            .steps
-            .iter()
-            .any(|s| s.name == "scale up" && s.state == StepState::Done);
-        if !rec.data.contains_key("replicas") || scaled_up {
-            // Nothing was scaled down (or it is already back): the app was not touched.
-            let data = if rec
-                .steps
-                .iter()
-                .any(|s| s.name == "restore" && s.state == StepState::Done)
-            {
-                format!(" {env} holds the restored data of `{backup}`.")
-            } else {
-                format!(" {env}'s data was not changed.")
-            };
-            rec.summary = Some(format!("{} failed: {why}.{data}{safety}", rec.command));
-            return;
-        }
-        rec.steps.push(StepRecord {
-            state: StepState::Running,
-            started_ms: Some(crate::app::now_ms()),
-            ..StepRecord::pending("recover")
-        });
-        self.save(rec).await;
-        let last = rec.steps.len() - 1;
-        let result = self.scale_back(cluster, e, rec).await;
-        rec.steps[last].finished_ms = Some(crate::app::now_ms());
-        let restore_state = rec
-            .steps
-            .iter()
-            .find(|s| s.name == "restore")
-            .map(|s| s.state)
-            .unwrap_or(StepState::Pending);
-        let data = match restore_state {
-            StepState::Done => format!("{env} holds the restored data of `{backup}`"),
-            StepState::Failed | StepState::Running => format!(
-                "the restore of `{backup}` did not finish, so {env}'s database may hold part of it"
-            ),
-            _ => format!("{env}'s data was not changed"),
-        };
-        let replicas = rec.data.get("replicas").cloned().unwrap_or_default();
-        match result {
-            Ok(detail) => {
-                rec.steps[last].state = StepState::Done;
-                rec.steps[last].detail = detail.clone();
-                rec.summary = Some(format!(
-                    "{} failed: {why}. {detail}; {data}.{safety}",
-                    rec.command
-                ));
-            }
-            Err(err) => {
-                rec.steps[last].state = StepState::Failed;
-                rec.steps[last].detail = err.clone();
-                rec.summary = Some(format!(
-                    "{} failed: {why}. Scaling back failed too ({err}): {env} needs attention — `scale {env} {replicas}`{}; {data}.{safety}",
-                    rec.command,
-                    rec.data
-                        .get("hpa_name")
-                        .map(|h| format!(" and re-create autoscaler {h}"))
-                        .unwrap_or_default()
-                ));
-            }
-        }
-    }
-
     /// One step; idempotent, so that a resumed operation can run it again.
     async fn step(
         &self,
@@ -968,449 +884,6 @@ impl<C: Chat> Engine<C> {
         }
     }
 
-    /// Takes a backup: a Job from the environment's backup CronJob, or from the backup template
-    /// when it has none; records it (or its failure) in the catalog. `key` names it in the journal.
-    async fn take_backup(
-        &self,
-        c: &Cluster,
-        e: &EnvironmentConfig,
-        rec: &mut OpRecord,
-        key: &str,
-        label: &str,
-    ) -> StepEnd {
-        let op = rec.id;
-        let job_key = format!("{key}_job");
-        let name_key = format!("{key}_name");
-        let job = match rec.data.get(&job_key).cloned() {
-            Some(job) => job,
-            None => {
-                let from_cronjob =
-                    jobs::job_name(&format!("{}-{label}", e.backup_cronjob), &op.to_string());
-                match c
-                    .job_from_cronjob_for_op(&e.backup_cronjob, &from_cronjob, Some(op))
-                    .await
-                {
-                    Ok(_) | Err(ClusterError::AlreadyExists { .. }) => from_cronjob,
-                    Err(ClusterError::NotFound { .. }) => {
-                        let backup = templates::backup_name(&rec.env, crate::app::now_ms());
-                        let p = templates::params(&rec.env, e, op, &[("backup", &backup)]);
-                        let mut job = match templates::render(
-                            &self.inner.config.bot.commands_dir,
-                            e,
-                            templates::Kind::Backup,
-                            &p,
-                        ) {
-                            Ok(j) => j,
-                            Err(err) => return StepEnd::Failed(err.to_string()),
-                        };
-                        let base = job
-                            .metadata
-                            .name
-                            .clone()
-                            .unwrap_or_default()
-                            .trim_end_matches(&format!("-{op}"))
-                            .to_string();
-                        let name = jobs::job_name(&format!("{base}-{label}"), &op.to_string());
-                        job.metadata.name = Some(name.clone());
-                        match c.create_job(&job).await {
-                            Ok(_) | Err(ClusterError::AlreadyExists { .. }) => {}
-                            Err(err) => return StepEnd::Failed(err.to_string()),
-                        }
-                        rec.data.insert(name_key.clone(), backup);
-                        name
-                    }
-                    Err(err) => return StepEnd::Failed(err.to_string()),
-                }
-            }
-        };
-        rec.data.insert(job_key, job.clone());
-        let _ = self.inner.store.put_op(rec);
-        match c.wait_job(&job, JOB_LIMIT).await {
-            Ok(r) => match r.end {
-                JobEnd::Complete => {
-                    let by = format!("{} (#{op})", super::who(&rec.user));
-                    let mut b = super::catalog::BackupRecord::from_result(
-                        &rec.env,
-                        &job,
-                        &r.message,
-                        &by,
-                        crate::app::now_ms(),
-                    );
-                    if b.name == job
-                        && let Some(n) = rec.data.get(&name_key)
-                    {
-                        b.name = n.clone();
-                    }
-                    let m = crate::telemetry::metrics();
-                    let l = crate::telemetry::labels(&[("env", &rec.env)]);
-                    m.backup_bytes
-                        .get_or_create(&l)
-                        .set(b.bytes.unwrap_or(0) as i64);
-                    m.backup_timestamp
-                        .get_or_create(&l)
-                        .set(crate::app::now_ms() / 1000);
-                    if let Err(e) = super::catalog::record(&self.inner.store, &b) {
-                        tracing::error!(error = %e, "cannot record the backup in the catalog");
-                    }
-                    rec.data.insert(name_key, b.name.clone());
-                    StepEnd::Done(super::backup_summary(&r.message))
-                }
-                JobEnd::Failed { reason, .. } => {
-                    let f = super::catalog::Failure {
-                        env: rec.env.clone(),
-                        job: job.clone(),
-                        at_ms: crate::app::now_ms(),
-                        reason: reason.clone(),
-                    };
-                    let _ = super::catalog::record_failure(&self.inner.store, &f);
-                    StepEnd::Failed(format!(
-                        "backup job {job} failed ({reason}){}",
-                        super::tail(&r.log_tail)
-                    ))
-                }
-            },
-            Err(err) => StepEnd::Failed(err.to_string()),
-        }
-    }
-
-    /// Records the app's replicas and autoscaler, removes the autoscaler, scales to zero and
-    /// waits for the pods to go. Idempotent: a resumed restore keeps what it recorded first.
-    async fn scale_down(&self, c: &Cluster, e: &EnvironmentConfig, rec: &mut OpRecord) -> StepEnd {
-        if !rec.data.contains_key("replicas") {
-            let d = match c.deployment(&e.deployment).await {
-                Ok(d) => d,
-                Err(err) => return StepEnd::Failed(err.to_string()),
-            };
-            let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-            match c.hpa_for(Workload::Deployment, &e.deployment).await {
-                Ok(Some(h)) => {
-                    rec.data
-                        .insert("hpa".into(), crate::cluster::hpa_snapshot(&h));
-                    rec.data.insert(
-                        "hpa_name".into(),
-                        h.metadata.name.clone().unwrap_or_default(),
-                    );
-                }
-                Ok(None) => {}
-                Err(err) => return StepEnd::Failed(err.to_string()),
-            }
-            rec.data.insert("replicas".into(), replicas.to_string());
-            // Journalled before anything changes, so a failure or a crash can always put it back.
-            if let Err(err) = self.inner.store.put_op(rec) {
-                return StepEnd::Failed(format!("cannot journal the app's state: {err}"));
-            }
-        }
-        let replicas = rec.data.get("replicas").cloned().unwrap_or_default();
-        let mut hpa = String::new();
-        if let Some(name) = rec.data.get("hpa_name").cloned() {
-            if let Err(err) = c.delete_hpa(&name).await {
-                return StepEnd::Failed(err.to_string());
-            }
-            hpa = format!(" and autoscaler {name} (removed)");
-        }
-        if let Err(err) = c
-            .scale(Workload::Deployment, &e.deployment, 0, HpaPolicy::Respect)
-            .await
-        {
-            return StepEnd::Failed(err.to_string());
-        }
-        if let Err(err) = c.wait_pods_gone(&e.deployment, PODS_GONE_LIMIT).await {
-            return StepEnd::Failed(err.to_string());
-        }
-        StepEnd::Done(format!(
-            "recorded {replicas} replicas{hpa}; {} at 0, all pods gone",
-            e.deployment
-        ))
-    }
-
-    /// Scales the app back to the recorded replicas, puts the autoscaler back and waits for it.
-    async fn scale_back(
-        &self,
-        c: &Cluster,
-        e: &EnvironmentConfig,
-        rec: &OpRecord,
-    ) -> Result<String, String> {
-        let replicas: i32 = rec
-            .data
-            .get("replicas")
-            .and_then(|r| r.parse().ok())
-            .ok_or_else(|| "the replicas before the restore were not recorded".to_string())?;
-        c.scale(
-            Workload::Deployment,
-            &e.deployment,
-            replicas,
-            HpaPolicy::Respect,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        let mut hpa = String::new();
-        if let Some(saved) = rec.data.get("hpa") {
-            let name = c.restore_hpa(saved).await.map_err(|e| {
-                format!(
-                    "{} is back at {replicas} replicas, but {e}",
-                    e.to_string().split(':').next().unwrap_or_default()
-                )
-            })?;
-            hpa = format!(", autoscaler {name} restored");
-        }
-        match c.watch_rollout(&e.deployment, None, ROLLOUT_LIMIT).await {
-            Ok(RolloutOutcome::Complete { .. }) => Ok(format!(
-                "{} back at {replicas} replicas, all ready{hpa}",
-                e.deployment
-            )),
-            Ok(RolloutOutcome::Failed {
-                message,
-                pod,
-                reason,
-            }) => Err(format!(
-                "{} is back at {replicas} replicas{hpa}, but they do not become ready: {message}{}",
-                e.deployment,
-                super::failing(pod, reason)
-            )),
-            Err(err) => Err(format!(
-                "{} is back at {replicas} replicas{hpa}, but {err}",
-                e.deployment
-            )),
-        }
-    }
-
-    /// Runs a Job rendered from a backup template and waits for it.
-    async fn template_job(
-        &self,
-        c: &Cluster,
-        e: &EnvironmentConfig,
-        kind: templates::Kind,
-        params: &BTreeMap<String, String>,
-        limit: Duration,
-    ) -> Result<(String, crate::cluster::JobResult), String> {
-        let job = templates::render(&self.inner.config.bot.commands_dir, e, kind, params)
-            .map_err(|e| e.to_string())?;
-        let name = job.metadata.name.clone().unwrap_or_default();
-        match c.create_job(&job).await {
-            Ok(_) | Err(ClusterError::AlreadyExists { .. }) => {}
-            Err(err) => return Err(err.to_string()),
-        }
-        let r = c.wait_job(&name, limit).await.map_err(|e| e.to_string())?;
-        Ok((name, r))
-    }
-
-    /// The restore Job, from the backup named when the operation started.
-    async fn restore_job(&self, c: &Cluster, e: &EnvironmentConfig, rec: &mut OpRecord) -> StepEnd {
-        let name = rec.data.get("backup_name").cloned().unwrap_or_default();
-        if !templates::safe_backup_name(&name) {
-            return StepEnd::Failed(format!(
-                "the backup name `{name}` cannot be used as a file name"
-            ));
-        }
-        let src = rec
-            .data
-            .get("backup_env")
-            .cloned()
-            .unwrap_or_else(|| rec.env.clone());
-        let src_cfg = self
-            .inner
-            .config
-            .environments
-            .get(&src)
-            .cloned()
-            .unwrap_or_else(|| EnvironmentConfig::named(&src));
-        let claim = src_cfg.backup.claim_or(&src_cfg).to_string();
-        let p = templates::params(&rec.env, e, rec.id, &[("backup", &name), ("claim", &claim)]);
-        match self
-            .template_job(c, e, templates::Kind::Restore, &p, RESTORE_LIMIT)
-            .await
-        {
-            Ok((_, r)) if r.end == JobEnd::Complete => {
-                let v: serde_json::Value =
-                    serde_json::from_str(&r.message).unwrap_or(serde_json::Value::Null);
-                let took = v["restore_seconds"]
-                    .as_u64()
-                    .map(|s| format!(" in {s} s"))
-                    .unwrap_or_default();
-                StepEnd::Done(format!("{name} of {src} restored{took}"))
-            }
-            Ok((job, r)) => StepEnd::Failed(format!(
-                "restore job {job} failed ({}){}",
-                match &r.end {
-                    JobEnd::Failed { reason, .. } => reason.clone(),
-                    JobEnd::Complete => String::new(),
-                },
-                super::tail(&r.log_tail)
-            )),
-            Err(err) => StepEnd::Failed(err),
-        }
-    }
-
-    /// A test-restore into a throwaway database; the result goes into the catalog.
-    async fn verify_job(&self, c: &Cluster, e: &EnvironmentConfig, rec: &mut OpRecord) -> StepEnd {
-        let name = rec.data.get("backup_name").cloned().unwrap_or_default();
-        let backup_job = rec.data.get("backup_job").cloned().unwrap_or_default();
-        if !templates::safe_backup_name(&name) {
-            return StepEnd::Failed(format!(
-                "the backup name `{name}` cannot be used as a file name"
-            ));
-        }
-        let finished: i64 = rec
-            .data
-            .get("backup_finished_ms")
-            .and_then(|t| t.parse().ok())
-            .unwrap_or_else(crate::app::now_ms);
-        let p = templates::params(&rec.env, e, rec.id, &[("backup", &name)]);
-        let result = self
-            .template_job(c, e, templates::Kind::Verify, &p, RESTORE_LIMIT)
-            .await;
-        let now = crate::app::now_ms();
-        let age_secs = ((now - finished).max(0) / 1000) as u64;
-        let age = super::catalog::ago(finished, now)
-            .trim_end_matches(" ago")
-            .to_string();
-        let (ok, restore_secs, detail) = match result {
-            Ok((_, r)) if r.end == JobEnd::Complete => {
-                let v: serde_json::Value =
-                    serde_json::from_str(&r.message).unwrap_or(serde_json::Value::Null);
-                let secs = v["restore_seconds"].as_u64();
-                let counts = match (v["collections"].as_u64(), v["documents"].as_u64()) {
-                    (Some(c), Some(d)) => format!("{c} collections, {d} documents"),
-                    _ => "the data".into(),
-                };
-                let took = secs.map(|s| format!(" in {s} s")).unwrap_or_default();
-                if v["ok"].as_bool() == Some(true) {
-                    (
-                        true,
-                        secs,
-                        format!(
-                            "{name} restored{took} into a throwaway database; {counts} match its manifest; it was {age} old"
-                        ),
-                    )
-                } else {
-                    let mism: Vec<String> = v["mismatches"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|m| m.as_str().map(str::to_string))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    (
-                        false,
-                        secs,
-                        format!(
-                            "{name} restored{took}, but does not match its manifest: {}",
-                            if mism.is_empty() {
-                                "no result from the verify job".to_string()
-                            } else {
-                                mism.join(", ")
-                            }
-                        ),
-                    )
-                }
-            }
-            Ok((job, r)) => (
-                false,
-                None,
-                format!(
-                    "verify job {job} failed ({}){}",
-                    match &r.end {
-                        JobEnd::Failed { reason, .. } => reason.clone(),
-                        JobEnd::Complete => String::new(),
-                    },
-                    super::tail(&r.log_tail)
-                ),
-            ),
-            Err(err) => (false, None, err),
-        };
-        let v = super::catalog::VerifyRecord {
-            ok,
-            at_ms: now,
-            restore_secs,
-            age_secs,
-            detail: detail.clone(),
-            op: rec.id,
-        };
-        if let Err(err) = super::catalog::set_verify(&self.inner.store, &rec.env, &backup_job, v) {
-            tracing::error!(error = %err, "cannot record the verify result");
-        }
-        let m = crate::telemetry::metrics();
-        let l = crate::telemetry::labels(&[("env", &rec.env)]);
-        m.verify_ok.get_or_create(&l).set(i64::from(ok));
-        if let Some(s) = restore_secs {
-            m.restore_seconds.get_or_create(&l).set(s as i64);
-        }
-        if ok {
-            StepEnd::Done(detail)
-        } else {
-            StepEnd::Failed(detail)
-        }
-    }
-
-    /// Applies the retention policy: a prune Job deletes what the plan drops, the catalog forgets it.
-    async fn prune(&self, c: &Cluster, e: &EnvironmentConfig, rec: &mut OpRecord) -> StepEnd {
-        let records = super::catalog::list(&self.inner.store, Some(&rec.env));
-        let plan = super::catalog::retention_plan(&records, e.backup.retention);
-        let dropped: Vec<&super::catalog::BackupRecord> = records
-            .iter()
-            .filter(|b| plan.drop.contains(&b.job))
-            .collect();
-        if dropped.is_empty() {
-            return StepEnd::Done(format!(
-                "nothing to prune; the policy keeps all {} backups",
-                records.len()
-            ));
-        }
-        let (safe, unsafe_): (Vec<_>, Vec<_>) = dropped
-            .into_iter()
-            .partition(|b| templates::safe_backup_name(&b.name));
-        let names: Vec<String> = safe.iter().map(|b| b.name.clone()).collect();
-        let p = templates::params(&rec.env, e, rec.id, &[("names", &names.join(":"))]);
-        match self
-            .template_job(c, e, templates::Kind::Prune, &p, JOB_LIMIT)
-            .await
-        {
-            Ok((_, r)) if r.end == JobEnd::Complete => {
-                let v: serde_json::Value =
-                    serde_json::from_str(&r.message).unwrap_or(serde_json::Value::Null);
-                for b in &safe {
-                    let _ = super::catalog::remove(&self.inner.store, &rec.env, &b.job);
-                }
-                let p = super::catalog::Prune {
-                    env: rec.env.clone(),
-                    at_ms: crate::app::now_ms(),
-                    removed: names.clone(),
-                    used_bytes: v["used_bytes"].as_u64(),
-                    free_bytes: v["free_bytes"].as_u64(),
-                };
-                let _ = super::catalog::record_prune(&self.inner.store, &p);
-                let volume = match (p.used_bytes, p.free_bytes) {
-                    (Some(u), Some(f)) => format!(
-                        "; volume {} used, {} free",
-                        super::catalog::size(Some(u)),
-                        super::catalog::size(Some(f))
-                    ),
-                    _ => String::new(),
-                };
-                let skipped = if unsafe_.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        "; left {} whose names are not safe file names",
-                        unsafe_.len()
-                    )
-                };
-                StepEnd::Done(format!(
-                    "removed {}: {}; kept {}{volume}{skipped}",
-                    names.len(),
-                    names.join(", "),
-                    plan.keep.len()
-                ))
-            }
-            Ok((job, r)) => StepEnd::Failed(format!(
-                "prune job {job} failed{}",
-                super::tail(&r.log_tail)
-            )),
-            Err(err) => StepEnd::Failed(err),
-        }
-    }
-
     async fn run_runbook(
         &self,
         name: &str,
@@ -1504,7 +977,7 @@ impl<C: Chat> Engine<C> {
         }
     }
 
-    async fn smoke(&self, smoke: &SmokeConfig, version: Option<&str>) -> StepEnd {
+    pub(super) async fn smoke(&self, smoke: &SmokeConfig, version: Option<&str>) -> StepEnd {
         let deadline = tokio::time::Instant::now() + smoke.timeout;
         loop {
             let last;
@@ -1546,44 +1019,10 @@ impl<C: Chat> Engine<C> {
     }
 }
 
-/// The backup a restore or verify uses, resolved when it starts (so that the safety backup a
-/// restore takes first is never mistaken for `latest`).
-fn resolve_backup(
-    store: &Store,
-    cmd: &Command,
-    env: &str,
-) -> Result<BTreeMap<String, String>, UserError> {
-    let (src, which) = match cmd {
-        Command::Restore { backup, from, .. } => (
-            from.clone().unwrap_or_else(|| env.to_string()),
-            backup.clone(),
-        ),
-        Command::Verify { backup, .. } => {
-            (env.to_string(), backup.clone().unwrap_or(BackupRef::Latest))
-        }
-        _ => return Ok(BTreeMap::new()),
-    };
-    let Some(b) = super::catalog::find(store, &src, &which) else {
-        return Err(UserError::Refused(match which {
-            BackupRef::Latest => {
-                format!("No backup of {src} is known; `backup now {src}` takes one.")
-            }
-            BackupRef::Named(n) => {
-                format!("No backup of {src} is called `{n}`; `backup list {src}` shows them.")
-            }
-        }));
-    };
-    let mut data = BTreeMap::new();
-    data.insert("backup_name".into(), b.name);
-    data.insert("backup_job".into(), b.job);
-    data.insert("backup_env".into(), src);
-    data.insert("backup_finished_ms".into(), b.finished_ms.to_string());
-    Ok(data)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::command::BackupRef;
 
     #[test]
     fn app_changes_backup_work_and_restores_take_the_locks_they_conflict_on() {

@@ -1,10 +1,12 @@
 //! Operations behind the commands: status, history, lock, scale, rollback, deploy, backup now and runbooks, through the cluster layer.
 
+pub mod backup;
 pub mod catalog;
 pub mod chart;
 pub mod engine;
 pub mod progress;
 pub mod report;
+pub mod restore;
 pub mod scheduled;
 pub mod templates;
 
