@@ -173,10 +173,10 @@ impl<C: Chat> Engine<C> {
         .map_err(|e| e.to_string())?;
         let mut hpa = String::new();
         if let Some(saved) = rec.data.get("hpa") {
-            let name = c.restore_hpa(saved).await.map_err(|e| {
+            let name = c.restore_hpa(saved).await.map_err(|err| {
                 format!(
-                    "{} is back at {replicas} replicas, but {e}",
-                    e.to_string().split(':').next().unwrap_or_default()
+                    "{} is back at {replicas} replicas, but its autoscaler is not: {err}",
+                    e.deployment
                 )
             })?;
             hpa = format!(", autoscaler {name} restored");
