@@ -707,6 +707,13 @@ impl<C: Chat> Alerter<C> {
                         .store
                         .kv_put(RESOLVED, &format!("{}/{now}", inc.key.id()), &inc);
                     let _ = self.store.kv_remove(INCIDENTS, &inc.key.id());
+                    // Kept 90 days for the record; the key ends with the time it was resolved.
+                    let _ = self.store.kv_retain(RESOLVED, |k, _: &serde_json::Value| {
+                        k.rsplit('/')
+                            .next()
+                            .and_then(|t| t.parse::<i64>().ok())
+                            .is_none_or(|t| t >= now - 90 * 86_400_000)
+                    });
                 }
             }
         }

@@ -7,6 +7,8 @@ use crate::store::{Store, StoreError};
 const TREE: &str = "backups";
 const FAILURES: &str = "backup_failures";
 const PRUNES: &str = "backup_prunes";
+/// How long failures and prunes are kept for reports.
+const KEEP_MS: i64 = 90 * 86_400_000;
 
 /// One backup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,7 +148,9 @@ pub fn remove(store: &Store, env: &str, job: &str) -> Result<(), StoreError> {
 
 /// Remembers a failed backup (for reports).
 pub fn record_failure(store: &Store, f: &Failure) -> Result<(), StoreError> {
-    store.kv_put(FAILURES, &key(&f.env, &f.job), f)
+    store.kv_put(FAILURES, &key(&f.env, &f.job), f)?;
+    store.kv_retain(FAILURES, |_, old: &Failure| old.at_ms >= f.at_ms - KEEP_MS)?;
+    Ok(())
 }
 
 /// Remembers a failed backup seen through a watch, unless it is known already.
@@ -191,7 +195,9 @@ pub fn failures(store: &Store, env: &str, since_ms: i64) -> Vec<Failure> {
 
 /// Remembers a prune.
 pub fn record_prune(store: &Store, p: &Prune) -> Result<(), StoreError> {
-    store.kv_put(PRUNES, &format!("{}/{:020}", p.env, p.at_ms), p)
+    store.kv_put(PRUNES, &format!("{}/{:020}", p.env, p.at_ms), p)?;
+    store.kv_retain(PRUNES, |_, old: &Prune| old.at_ms >= p.at_ms - KEEP_MS)?;
+    Ok(())
 }
 
 /// Prunes of `env` since `since_ms`, oldest first.
@@ -327,5 +333,34 @@ mod tests {
             "{text}"
         );
         assert!(list(&s, Some("test")).is_empty());
+    }
+
+    #[test]
+    fn failures_and_prunes_older_than_ninety_days_are_forgotten_when_new_ones_arrive() {
+        let s = Store::temporary().unwrap();
+        let day = 86_400_000;
+        let now = 1_795_341_600_000;
+        let failure = |job: &str, at_ms| Failure {
+            env: "prod".into(),
+            job: job.into(),
+            at_ms,
+            reason: "BackoffLimitExceeded".into(),
+        };
+        record_failure(&s, &failure("old", now - 100 * day)).unwrap();
+        record_failure(&s, &failure("recent", now - 10 * day)).unwrap();
+        assert_eq!(failures(&s, "prod", 0).len(), 2);
+        record_failure(&s, &failure("new", now)).unwrap();
+        let left: Vec<String> = failures(&s, "prod", 0).into_iter().map(|f| f.job).collect();
+        assert_eq!(left, vec!["recent", "new"]);
+        let prune = |at_ms| Prune {
+            env: "prod".into(),
+            at_ms,
+            removed: vec!["x".into()],
+            used_bytes: None,
+            free_bytes: None,
+        };
+        record_prune(&s, &prune(now - 91 * day)).unwrap();
+        record_prune(&s, &prune(now)).unwrap();
+        assert_eq!(prunes(&s, "prod", 0).len(), 1);
     }
 }

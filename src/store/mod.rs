@@ -580,6 +580,27 @@ impl Store {
         Ok(out)
     }
 
+    /// Removes the records of `tree` that `keep` (given key and record) rejects; returns how many.
+    pub fn kv_retain<T: serde::de::DeserializeOwned>(
+        &self,
+        tree: &'static str,
+        keep: impl Fn(&str, &T) -> bool,
+    ) -> Result<usize, StoreError> {
+        let t = self.db.open_tree(tree).map_err(io("open tree"))?;
+        let mut gone = Vec::new();
+        for item in t.iter() {
+            let (k, v) = item.map_err(io("kv scan"))?;
+            let value: T = decode(tree, &v)?;
+            if !keep(&String::from_utf8_lossy(&k), &value) {
+                gone.push(k);
+            }
+        }
+        for k in &gone {
+            t.remove(k).map_err(io("kv remove"))?;
+        }
+        Ok(gone.len())
+    }
+
     /// Locks an environment; `Err` with the holder when it is already locked.
     pub fn lock_env(&self, env: &str, lock: &EnvLock) -> Result<Result<(), EnvLock>, StoreError> {
         let value = encode("locks", lock)?;
