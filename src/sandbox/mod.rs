@@ -127,10 +127,8 @@ pub async fn run(opts: SandboxOptions, shutdown: CancellationToken) -> Result<()
     kube.seed_environments(ENVIRONMENTS).map_err(|e| {
         SandboxError::BotFailed(format!("seeding the cluster failed: {}", e.status()))
     })?;
-    let kubeconfig = kubeconfig_path();
-    if let Some(dir) = kubeconfig.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
+    // The well-known path while no other sandbox uses it (held by a lock for this run).
+    let (kubeconfig, _claim) = claim_kubeconfig_path();
     kube.write_kubeconfig(&kubeconfig, ENVIRONMENTS)
         .map_err(|source| SandboxError::SimulatorFailed {
             addr: kubeconfig.display().to_string(),
@@ -264,6 +262,31 @@ pub fn kubeconfig_path() -> std::path::PathBuf {
         .join("kubeconfig")
 }
 
+/// The kubeconfig path for this sandbox: the well-known one, locked for as long as the returned
+/// file is held; when another running sandbox holds it, a path of this process's own.
+pub fn claim_kubeconfig_path() -> (std::path::PathBuf, Option<std::fs::File>) {
+    let path = kubeconfig_path();
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+        if let Ok(f) = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))
+            && f.try_lock().is_ok()
+        {
+            return (path, Some(f));
+        }
+    }
+    let own = std::env::temp_dir()
+        .join(format!("rocketops-sandbox-{}", std::process::id()))
+        .join("kubeconfig");
+    if let Some(dir) = own.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    (own, None)
+}
+
 fn print_banner(sim: &RocketChatSim, no_bot: bool) {
     println!("rocketops sandbox");
     println!(
@@ -375,4 +398,30 @@ async fn prompt(sim: &RocketChatSim, shutdown: CancellationToken) {
         }
     }
     printer.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_sandbox_gets_a_kubeconfig_path_of_its_own_while_the_first_runs() {
+        let (first, held) = claim_kubeconfig_path();
+        // Another sandbox may hold it already in this test run; then both are private paths.
+        if held.is_some() {
+            assert_eq!(first, kubeconfig_path());
+        }
+        let (second, none) = claim_kubeconfig_path();
+        if held.is_some() {
+            assert!(none.is_none());
+            assert_ne!(second, first);
+            assert!(
+                second
+                    .to_string_lossy()
+                    .contains(&std::process::id().to_string())
+            );
+        }
+        drop(held);
+        drop(none);
+    }
 }
