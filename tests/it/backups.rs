@@ -122,6 +122,17 @@ async fn a_failing_backup_reports_a_redacted_log_tail_and_alerts() {
     w.stop_bot().await;
 }
 
+/// Waits for `env`'s backup report in #ops; returns the message (text and attachments).
+async fn report_message(w: &World, env: &str) -> serde_json::Value {
+    let prefix = format!("📋 *Backup report for {env}*");
+    let is_report =
+        |m: &serde_json::Value| m["msg"].as_str().is_some_and(|t| t.starts_with(&prefix));
+    let msgs = w
+        .wait_for("#ops", "the report", |m| m.iter().any(is_report))
+        .await;
+    msgs.into_iter().find(|m| is_report(m)).unwrap()
+}
+
 fn job_env(job: &serde_json::Value, var: &str) -> String {
     job["spec"]["template"]["spec"]["containers"][0]["env"]
         .as_array()
@@ -393,19 +404,7 @@ async fn verify_test_restores_into_a_throwaway_database_and_the_catalog_records_
     );
     // The report on demand shows the failed proof in red.
     w.sim.post("alice", "#ops", "/backup report test").unwrap();
-    let msgs = w
-        .wait_for("#ops", "the report", |m| {
-            m.iter().any(|m| {
-                m["msg"]
-                    .as_str()
-                    .is_some_and(|t| t.starts_with("📋 *Backup report for test*"))
-            })
-        })
-        .await;
-    let report = msgs
-        .iter()
-        .find(|m| m["msg"].as_str().is_some_and(|t| t.starts_with("📋")))
-        .unwrap();
+    let report = report_message(&w, "test").await;
     assert!(
         report["msg"]
             .as_str()
@@ -500,19 +499,7 @@ async fn scheduled_backup_verify_and_report_run_as_the_schedule_through_the_same
         })
         .await;
     assert!(verify.contains("restored in 41 s"), "{verify}");
-    let msgs = w
-        .wait_for("#ops", "the report", |m| {
-            m.iter().any(|m| {
-                m["msg"]
-                    .as_str()
-                    .is_some_and(|t| t.starts_with("📋 *Backup report for test*"))
-            })
-        })
-        .await;
-    let report = msgs
-        .iter()
-        .find(|m| m["msg"].as_str().is_some_and(|t| t.starts_with("📋")))
-        .unwrap();
+    let report = report_message(&w, "test").await;
     assert!(
         report["msg"].as_str().unwrap().contains("✅ healthy"),
         "{report}"
