@@ -258,6 +258,28 @@ struct Shared<C: Chat> {
     engine: ops::engine::Engine<C>,
 }
 
+/// Why a message must not run as a command whatever the seen-set remembers, if it must not.
+///
+/// The rule: a message runs at most once, when it is first delivered. A live message the server
+/// re-sent because something changed about it (reaction, reply, pin, edit) is never a command; a
+/// live message older than `max_age` is never run (nothing of that age can be a first delivery);
+/// a message fetched while catching up is new to the bot by its room's read mark, and runs when it
+/// is younger than `max_age` (older ones get a "send it again" answer in `dispatch`).
+pub fn never_a_new_command(msg: &Incoming, now_ms: i64, max_age: Duration) -> Option<&'static str> {
+    if msg.caught_up {
+        return None;
+    }
+    if msg.redelivered {
+        return Some("re-sent after a reaction, reply, pin or edit");
+    }
+    if now_ms - msg.ts_ms > max_age.as_millis() as i64 {
+        return Some(
+            "delivered live but older than catch_up_max_age (or the server's clock is off)",
+        );
+    }
+    None
+}
+
 /// The command pipeline, generic over the chat platform. Cheap to clone.
 pub struct Bot<C: Chat> {
     s: Arc<Shared<C>>,
@@ -350,7 +372,9 @@ impl<C: Chat> Bot<C> {
                     let _ = tx.send(msg);
                 }
                 _ = prune.tick() => {
-                    let cutoff = now_ms() - self.s.seen_retention.as_millis() as i64;
+                    // Ids are kept at least as long as a message may still be run.
+                    let keep = self.s.seen_retention.max(self.s.catch_up_max_age);
+                    let cutoff = now_ms() - keep.as_millis() as i64;
                     match self.s.store.prune_seen(cutoff) {
                         Ok(n) if n > 0 => tracing::debug!(pruned = n, "forgot old message ids"),
                         Ok(_) => {}
@@ -375,8 +399,12 @@ impl<C: Chat> Bot<C> {
             bot_name: self.s.chat.bot_username(),
         };
         if let Some(body) = command::addressed_body(&msg.text, msg.room_kind, &addressing) {
-            match self.s.store.mark_seen(&msg.id, now_ms()) {
+            let refused = never_a_new_command(&msg, now_ms(), self.s.catch_up_max_age);
+            match refused.map_or_else(|| self.s.store.mark_seen(&msg.id, now_ms()), |_| Ok(false)) {
                 Ok(true) => self.dispatch(&msg, body).await,
+                Ok(false) if refused.is_some() => {
+                    tracing::info!(id = %msg.id, user = %msg.username, why = refused, "not running a message")
+                }
                 Ok(false) => tracing::debug!(id = %msg.id, "command already handled; skipping"),
                 Err(e) => {
                     tracing::error!(error = %e, id = %msg.id, "cannot record message as seen; not running it")
@@ -1002,4 +1030,53 @@ fn ago(at_ms: i64) -> String {
 
 pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live(ts_ms: i64) -> Incoming {
+        Incoming {
+            id: "m1".into(),
+            room_id: "R".into(),
+            room_name: Some("ops".into()),
+            room_kind: RoomKind::Channel,
+            user_id: "u1".into(),
+            username: "alice".into(),
+            text: "/scale test 2".into(),
+            thread: None,
+            ts_ms,
+            caught_up: false,
+            redelivered: false,
+        }
+    }
+
+    const TEN_MIN: Duration = Duration::from_secs(600);
+
+    #[test]
+    fn a_fresh_live_message_may_run() {
+        assert_eq!(never_a_new_command(&live(1_000), 2_000, TEN_MIN), None);
+    }
+
+    #[test]
+    fn a_re_sent_live_message_never_runs_whatever_its_age() {
+        let mut m = live(1_000);
+        m.redelivered = true;
+        assert!(never_a_new_command(&m, 1_001, TEN_MIN).is_some());
+    }
+
+    #[test]
+    fn a_live_message_older_than_the_catch_up_horizon_never_runs() {
+        let now = 1_000 + TEN_MIN.as_millis() as i64 + 1;
+        assert!(never_a_new_command(&live(1_000), now, TEN_MIN).is_some());
+    }
+
+    #[test]
+    fn a_caught_up_message_is_judged_by_its_read_mark_not_its_marks_of_change() {
+        let mut m = live(1_000);
+        m.caught_up = true;
+        m.redelivered = true;
+        assert_eq!(never_a_new_command(&m, 2_000, TEN_MIN), None);
+    }
 }

@@ -33,6 +33,10 @@ pub struct Incoming {
     pub ts_ms: i64,
     /// Fetched while catching up after a disconnection, rather than live.
     pub caught_up: bool,
+    /// The server sent this message again because something about it changed after it was
+    /// posted (a reaction, a thread reply, a pin or star, `_updatedAt` later than `ts`): it is
+    /// never a new command when it arrives live.
+    pub redelivered: bool,
 }
 
 /// A message the bot posted, to edit or react to later.

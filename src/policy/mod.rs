@@ -307,39 +307,41 @@ impl Policy {
             };
         }
         let runbook = self.runbooks.iter().find(|r| r.name == name);
-        let allowed = match runbook {
-            Some(r) if !r.roles.is_empty() || !r.users.is_empty() => {
+        // The environment's allow rules decide first (default deny); a runbook's own rules only narrow.
+        let rules: Vec<&AllowRule> = p.allow.iter().filter(|r| r.covers(name)).collect();
+        let mut allowed = if rules.is_empty() {
+            Err(format!(
+                "no one may run `{name}` in {env}: its policy does not allow it (default deny)."
+            ))
+        } else if rules
+            .iter()
+            .any(|r| r.who().includes(who.username, who.roles))
+        {
+            Ok(())
+        } else {
+            let who_may = rules
+                .iter()
+                .map(|r| r.who().describe())
+                .collect::<Vec<_>>()
+                .join("; ");
+            Err(format!("in {env}, `{name}` is for {who_may}."))
+        };
+        if let (Ok(()), Some(r)) = (&allowed, runbook) {
+            if !r.environments.is_empty() && !r.environments.iter().any(|e| e == env) {
+                allowed = Err(format!(
+                    "`{name}` runs only in {}.",
+                    r.environments.join(", ")
+                ));
+            } else if !r.roles.is_empty() || !r.users.is_empty() {
                 let w = Who {
                     users: r.users.clone(),
                     roles: r.roles.clone(),
                 };
-                if w.includes(who.username, who.roles) {
-                    Ok(())
-                } else {
-                    Err(format!("`{name}` is for {}.", w.describe()))
+                if !w.includes(who.username, who.roles) {
+                    allowed = Err(format!("`{name}` is for {}.", w.describe()));
                 }
             }
-            _ => {
-                let rules: Vec<&AllowRule> = p.allow.iter().filter(|r| r.covers(name)).collect();
-                if rules.is_empty() {
-                    Err(format!(
-                        "no one may run `{name}` in {env}: its policy does not allow it (default deny)."
-                    ))
-                } else if rules
-                    .iter()
-                    .any(|r| r.who().includes(who.username, who.roles))
-                {
-                    Ok(())
-                } else {
-                    let who_may = rules
-                        .iter()
-                        .map(|r| r.who().describe())
-                        .collect::<Vec<_>>()
-                        .join("; ");
-                    Err(format!("in {env}, `{name}` is for {who_may}."))
-                }
-            }
-        };
+        }
         if let Err(reason) = allowed {
             return Decision::Deny { reason };
         }

@@ -262,3 +262,60 @@ fn restoring_from_another_environment_needs_access_to_its_backups() {
         }
     );
 }
+
+fn migrate_runbook(roles: &[&str], users: &[&str], environments: &[&str]) -> RunbookSpec {
+    RunbookSpec {
+        name: "migrate".into(),
+        summary: "schema migration".into(),
+        environments: environments.iter().map(|s| s.to_string()).collect(),
+        roles: roles.iter().map(|s| s.to_string()).collect(),
+        users: users.iter().map(|s| s.to_string()).collect(),
+        confirm: true,
+        params: vec![],
+        job: String::new(),
+        file: "commands/migrate.toml".into(),
+    }
+}
+
+fn migrate(env: &str) -> Command {
+    Command::Runbook {
+        name: "migrate".into(),
+        env: env.into(),
+        params: Default::default(),
+    }
+}
+
+#[test]
+fn a_runbooks_roles_never_widen_the_environments_default_deny() {
+    let p = Policy::new(envs(), vec![migrate_runbook(&["ops"], &[], &[])]);
+    let ops = vec!["ops".to_string()];
+    for env in ["dev", "prod"] {
+        let d = p.authorize(&migrate(env), &who("alice", &ops, Some("ops")));
+        assert!(
+            matches!(&d, Decision::Deny { reason } if reason.contains("default deny")),
+            "{env}: {d:?}"
+        );
+    }
+}
+
+#[test]
+fn a_runbooks_roles_users_and_environments_narrow_what_the_environment_allows() {
+    let ops = vec!["ops".to_string()];
+    // test allows `*` for bob and role ops; the runbook only for role ops.
+    let p = Policy::new(envs(), vec![migrate_runbook(&["ops"], &[], &[])]);
+    assert!(matches!(
+        p.authorize(&migrate("test"), &who("alice", &ops, Some("ops"))),
+        Decision::Allow { confirm: true, .. }
+    ));
+    let d = p.authorize(&migrate("test"), &who("bob", &[], Some("ops")));
+    assert!(
+        matches!(&d, Decision::Deny { reason } if reason.contains("`migrate` is for role ops")),
+        "{d:?}"
+    );
+    let p = Policy::new(envs(), vec![migrate_runbook(&[], &[], &["prod"])]);
+    let d = p.authorize(&migrate("test"), &who("bob", &[], Some("ops")));
+    assert!(
+        matches!(&d, Decision::Deny { reason } if reason.contains("runs only in prod")),
+        "{d:?}"
+    );
+}

@@ -10,3 +10,4 @@ mod shipping;
 mod simulator;
 mod support;
 mod telemetry;
+mod trust;

@@ -70,6 +70,7 @@ pub fn classify(
     if text.trim().is_empty() {
         return Err(Dropped::Empty);
     }
+    let redelivered = shows_later_change(message, ts_ms);
     Ok(Incoming {
         id,
         room_id,
@@ -81,7 +82,41 @@ pub fn classify(
         thread: s(message, "tmid"),
         ts_ms,
         caught_up: false,
+        redelivered,
     })
+}
+
+/// How much later than `ts` the server may stamp `_updatedAt` when it first stores a message.
+pub const FIRST_WRITE_SLACK_MS: i64 = 2_000;
+
+/// Whether a message document carries the marks of something done to it after it was posted:
+/// reactions, thread replies, a pin or star, a link preview, or an `_updatedAt` clearly later than
+/// its `ts`. Rocket.Chat re-sends the whole message on each of these.
+pub fn shows_later_change(message: &Value, ts_ms: i64) -> bool {
+    let present = |k: &str| match message.get(k) {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(Value::Object(o)) => !o.is_empty(),
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(Value::Number(n)) => n.as_f64().is_some_and(|n| n != 0.0),
+        Some(_) => true,
+    };
+    let marked = [
+        "reactions",
+        "tcount",
+        "replies",
+        "tlm",
+        "pinned",
+        "starred",
+        "drid",
+        "dcount",
+    ]
+    .iter()
+    .any(|k| present(k));
+    let updated_late = message
+        .get("_updatedAt")
+        .and_then(read_ejson_date)
+        .is_some_and(|u| u > ts_ms + FIRST_WRITE_SLACK_MS);
+    marked || updated_late
 }
 
 #[cfg(test)]
@@ -140,6 +175,34 @@ mod tests {
         let mut m = msg();
         m["editedAt"] = json!({"$date": 2000});
         assert_eq!(classify(&m, None, &ME), Err(Dropped::Edited));
+    }
+
+    #[test]
+    fn a_fresh_message_is_not_marked_redelivered() {
+        let mut m = msg();
+        m["_updatedAt"] = json!({"$date": 1005});
+        assert!(!classify(&m, None, &ME).unwrap().redelivered);
+    }
+
+    #[test]
+    fn reactions_replies_pins_stars_and_late_updates_mark_a_redelivery() {
+        let changes = [
+            ("reactions", json!({":+1:": {"usernames": ["bob"]}})),
+            ("tcount", json!(1)),
+            ("replies", json!(["u2"])),
+            ("tlm", json!({"$date": 5000})),
+            ("pinned", json!(true)),
+            ("starred", json!([{"_id": "u2"}])),
+            (
+                "_updatedAt",
+                json!({"$date": 1000 + FIRST_WRITE_SLACK_MS + 1}),
+            ),
+        ];
+        for (k, v) in changes {
+            let mut m = msg();
+            m[k] = v;
+            assert!(classify(&m, None, &ME).unwrap().redelivered, "{k}");
+        }
     }
 
     #[test]

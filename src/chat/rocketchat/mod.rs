@@ -656,6 +656,10 @@ async fn supervise(
                             None => break,
                             Some(Event::RoomMessage { message, meta }) => {
                                 match classify(&message, meta.as_ref(), &listener) {
+                                    Ok(m) if m.redelivered => tracing::debug!(
+                                        id = %m.id,
+                                        "message re-sent after a reaction, reply, pin or edit; not a new command"
+                                    ),
                                     Ok(m) => {
                                         if recent.insert(&m.id) && incoming.send(m).is_err() {
                                             cancel.cancel();

@@ -241,6 +241,23 @@ impl KubeSim {
             .get(resources::by_plural(plural), namespace, name)
     }
 
+    /// Sets a Deployment's `spec.replicas`, as `kubectl scale` would.
+    pub fn set_replicas(
+        &self,
+        namespace: &str,
+        name: &str,
+        n: i64,
+    ) -> Result<Value, store::ApiError> {
+        let rt = resources::by_plural("deployments");
+        let mut store = self.inner.store();
+        let mut obj = store.get(rt, namespace, name)?;
+        obj["spec"]["replicas"] = serde_json::json!(n);
+        let r = store.update(rt, namespace, name, obj, store::WriteMode::Main);
+        drop(store);
+        self.inner.kick();
+        r
+    }
+
     /// Objects of a type in a namespace (all namespaces with `None`).
     pub fn list(&self, plural: &str, namespace: Option<&str>) -> Vec<Value> {
         self.inner
