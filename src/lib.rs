@@ -24,6 +24,8 @@ pub mod error;
 pub mod ops;
 /// Who may run what where.
 pub mod policy;
+/// The one redaction pass for outside text.
+pub mod redact;
 /// The local simulators.
 pub mod sandbox;
 /// Schedules and retention planning.

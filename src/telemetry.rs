@@ -29,11 +29,27 @@ pub fn init_with_filter(format: LogFormat, default: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| RedactingWriter(std::io::stderr()));
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// Standard error through the redactor: a log line never carries a secret, whichever field it
+/// came in (the formatter writes each event in one call).
+struct RedactingWriter<W: std::io::Write>(W);
+
+impl<W: std::io::Write> std::io::Write for RedactingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        self.0.write_all(crate::redact::redact(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 type Labels = Vec<(String, String)>;
@@ -232,5 +248,21 @@ async fn readyz(State(ready): State<Arc<Readiness>>) -> impl IntoResponse {
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {}\n", problems.join(", ")),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn a_log_line_is_redacted_before_it_is_written() {
+        let mut w = RedactingWriter(Vec::new());
+        w.write_all(b"INFO connecting uri=mongodb://admin:hunter2@db:27017 token=abc123\n")
+            .unwrap();
+        let out = String::from_utf8(w.0).unwrap();
+        assert!(!out.contains("hunter2") && !out.contains("abc123"), "{out}");
+        assert!(out.starts_with("INFO connecting"), "{out}");
     }
 }

@@ -507,7 +507,10 @@ impl<C: Chat> Alerter<C> {
         };
         format!(
             "{mention}{mark} *{}* {} {}: {}{times}",
-            inc.key.env, inc.key.object, inc.key.reason, inc.detail
+            inc.key.env,
+            inc.key.object,
+            inc.key.reason,
+            crate::redact::outside(&inc.detail)
         )
     }
 

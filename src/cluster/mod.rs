@@ -1,7 +1,6 @@
 //! Everything the bot does to Kubernetes, through the kube client: rollouts, rollbacks, scaling and Jobs, with typed errors.
 
 pub mod jobs;
-pub mod redact;
 pub mod rollout;
 pub mod watch;
 
@@ -99,6 +98,7 @@ impl ClusterError {
 
 /// Maps a kube client error for `action` in `namespace`.
 fn map_err(action: &str, namespace: &str, e: kube::Error) -> ClusterError {
+    use crate::redact::outside;
     match e {
         kube::Error::Api(s) => match s.code {
             404 => ClusterError::NotFound {
@@ -111,7 +111,7 @@ fn map_err(action: &str, namespace: &str, e: kube::Error) -> ClusterError {
             },
             403 => ClusterError::Forbidden {
                 action: action.to_string(),
-                message: s.message,
+                message: outside(&s.message),
             },
             409 if s.reason == "AlreadyExists" => ClusterError::AlreadyExists {
                 action: action.to_string(),
@@ -121,16 +121,16 @@ fn map_err(action: &str, namespace: &str, e: kube::Error) -> ClusterError {
             },
             400 | 422 => ClusterError::Invalid {
                 action: action.to_string(),
-                message: s.message,
+                message: outside(&s.message),
             },
             _ => ClusterError::Unavailable {
                 action: action.to_string(),
-                message: format!("{} ({})", s.message, s.code),
+                message: format!("{} ({})", outside(&s.message), s.code),
             },
         },
         other => ClusterError::Unavailable {
             action: action.to_string(),
-            message: other.to_string(),
+            message: outside(&other.to_string()),
         },
     }
 }
@@ -814,7 +814,7 @@ impl Cluster {
         }
         Ok(JobResult {
             end,
-            message: redact::redact(&message),
+            message: crate::redact::redact(&message),
             exit_code,
             log_tail,
         })
@@ -844,7 +844,10 @@ impl Cluster {
             .logs(pod, &params)
             .await
             .map_err(self.err("get pods/log"))?;
-        Ok(text.lines().map(redact::redact).collect())
+        Ok(crate::redact::outside(&text)
+            .lines()
+            .map(str::to_string)
+            .collect())
     }
 
     /// The termination message of a Job's newest pod (its result), redacted.
@@ -854,7 +857,7 @@ impl Cluster {
             .await?
             .as_ref()
             .and_then(jobs::termination)
-            .map(|(_, _, m)| redact::redact(&m))
+            .map(|(_, _, m)| crate::redact::redact(&m))
             .unwrap_or_default())
     }
 

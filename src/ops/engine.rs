@@ -457,14 +457,15 @@ impl<C: Chat> Engine<C> {
                     .environments
                     .get(&rec.env)
                     .is_some_and(|e| e.is_production(&rec.env));
+                // Production failures page whoever is in the channel, as the alerter's do; the
+                // page leads the message, the only place the chat boundary leaves one working.
                 let text = format!(
-                    "🚨 #{} {} by {} failed: {}{}",
+                    "{}🚨 #{} {} by {} failed: {}",
+                    if production { "@here " } else { "" },
                     rec.id,
                     rec.command,
                     super::who(&rec.user),
-                    rec.summary.clone().unwrap_or_default(),
-                    // Production failures page whoever is in the channel, as the alerter's do.
-                    if production { " @here" } else { "" }
+                    crate::redact::outside(&rec.summary.clone().unwrap_or_default()),
                 );
                 let _ = self.inner.chat.post(&room, None, &text).await;
             }
@@ -991,11 +992,9 @@ impl<C: Chat> Engine<C> {
                     } else {
                         match (&smoke.version_field, version) {
                             (Some(field), Some(v)) => {
-                                let got = body
-                                    .get(field)
-                                    .and_then(|x| x.as_str())
-                                    .unwrap_or_default()
-                                    .to_string();
+                                let got = crate::redact::outside(
+                                    body.get(field).and_then(|x| x.as_str()).unwrap_or_default(),
+                                );
                                 let want = v.trim_start_matches('v');
                                 if !got.is_empty()
                                     && (got == v || want.starts_with(got.trim_start_matches('v')))
@@ -1009,7 +1008,13 @@ impl<C: Chat> Engine<C> {
                         }
                     }
                 }
-                Err(e) => last = format!("GET {} failed: {e}", smoke.url),
+                Err(e) => {
+                    last = format!(
+                        "GET {} failed: {}",
+                        smoke.url,
+                        crate::redact::outside(&e.to_string())
+                    )
+                }
             }
             if tokio::time::Instant::now() + smoke.interval > deadline {
                 return StepEnd::Failed(format!("smoke test failed: {last}"));

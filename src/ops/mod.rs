@@ -300,7 +300,7 @@ pub async fn execute<C: Chat>(
 ) -> Result<Option<String>, UserError> {
     match cmd {
         Command::Ping { echo: None } => Ok(Some("pong".into())),
-        Command::Ping { echo: Some(t) } => Ok(Some(format!("pong {t}"))),
+        Command::Ping { echo: Some(t) } => Ok(Some(format!("pong {}", crate::redact::outside(t)))),
         Command::Help { topic } => Ok(Some(command::help_text(
             topic.as_deref(),
             ctx.grammar,

@@ -104,3 +104,131 @@ async fn a_runbooks_own_roles_never_widen_what_the_environment_allows() {
     );
     w.stop_bot().await;
 }
+
+/// Log lines of a failing Job holding every form of secret the redactor must catch.
+fn leaky_log() -> Vec<String> {
+    [
+        "connecting to redis://:redispass1@redis:6379",
+        "+ mongodump -u admin -p ShortFlag2 --gzip",
+        "+ mongorestore --password LongFlag3",
+        "Authorization: Bearer tok4",
+        "MONGO_PASS=envpass5",
+        "PGPASSWORD='two words6'",
+        "mongodb://admin:p@ss7@mongodb-0:27017/rocketchat",
+        "-----BEGIN PRIVATE KEY-----",
+        "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC8",
+        "-----END PRIVATE KEY-----",
+        "{\"password\":",
+        "   \"nextline9\"}",
+        "uri bW9uZ29kYjovL2FkbWluOmh1bnRlcjJAbW9uZ29kYjoyNzAxNw==",
+        "error: authentication failed @all ``` closed",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+const LEAKED: &[&str] = &[
+    "redispass1",
+    "ShortFlag2",
+    "LongFlag3",
+    "tok4",
+    "envpass5",
+    "two words6",
+    "p@ss7",
+    "ss7@",
+    "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC8",
+    "nextline9",
+    "bW9uZ29kYjovL2FkbWluOmh1bnRlcjJAbW9uZ29kYjoyNzAxNw",
+    "hunter9",
+    "tk-abcdef0123456789",
+];
+
+/// Whether `text` holds a secret, a working mass mention, or more code fences than it opened itself.
+fn unsafe_parts(text: &str) -> Vec<String> {
+    let mut bad: Vec<String> = LEAKED
+        .iter()
+        .filter(|s| text.contains(**s))
+        .map(|s| s.to_string())
+        .collect();
+    for m in ["@all", "@here"] {
+        if text.contains(m) && !text.starts_with("@here ") {
+            bad.push(m.to_string());
+        }
+    }
+    if !text.matches("```").count().is_multiple_of(2) {
+        bad.push("unbalanced code fence".into());
+    }
+    bad
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_in_events_job_logs_and_api_errors_never_reach_chat_and_mentions_stay_quiet() {
+    let mut w = World::with_cluster().await;
+    let mut config = w.config();
+    config.alerts.check_every = Duration::from_millis(200);
+    w.start_bot_with(config).await;
+
+    // A Warning event whose message carries credentials, a mass mention and a closing fence.
+    w.kube()
+        .create(
+            "events",
+            "test",
+            serde_json::json!({"metadata": {"name": "ev-leak"}, "type": "Warning", "reason": "FailedMount",
+                "message": "MountVolume.SetUp failed: password=hunter9 token=tk-abcdef0123456789 @all ``` done",
+                "involvedObject": {"kind": "Pod", "name": "mongodb-0", "namespace": "test"}}),
+        )
+        .unwrap();
+    let alert = w
+        .wait_bot_text("#alerts", "the event alert", |t| t.contains("FailedMount"))
+        .await;
+    assert!(unsafe_parts(&alert).is_empty(), "{alert}");
+    assert!(alert.contains("MountVolume.SetUp failed"), "{alert}");
+
+    // A backup Job that fails with a leaky log: the progress message shows its tail, redacted.
+    w.kube().script_job(
+        "mongodb-backup",
+        rocketops::sandbox::kube::JobScript {
+            exit_code: 1,
+            log: leaky_log(),
+            ..Default::default()
+        },
+    );
+    w.sim.post("alice", "#ops", "/backup now test").unwrap();
+    let failed = w
+        .wait_bot_text("#ops", "the failed backup", |t| t.starts_with("❌"))
+        .await;
+    assert!(failed.contains("authentication failed"), "{failed}");
+    assert!(unsafe_parts(&failed).is_empty(), "{failed}");
+
+    // The API server rejects a write and quotes a secret in its 422 body.
+    w.kube().fail_next_writes_saying(
+        1,
+        422,
+        "spec.template.spec.containers[0].env[0].value: Invalid value: password=hunter9 @here",
+    );
+    w.sim.post("alice", "#ops", "/scale test 2").unwrap();
+    let rejected = w
+        .wait_bot_text("#ops", "the rejected scale", |t| {
+            t.contains("rejected") || t.contains("Invalid value")
+        })
+        .await;
+    assert!(unsafe_parts(&rejected).is_empty(), "{rejected}");
+
+    // Echoed text is no way round it.
+    w.sim
+        .post("alice", "#ops", "/ping @all password=hunter9 ```")
+        .unwrap();
+    let pong = w
+        .wait_bot_text("#ops", "the pong", |t| t.starts_with("pong"))
+        .await;
+    assert!(unsafe_parts(&pong).is_empty(), "{pong}");
+
+    // Every message the bot wrote anywhere is clean.
+    for room in ["#ops", "#alerts"] {
+        for t in bot_texts(&w.sim.messages(room).unwrap()) {
+            assert!(unsafe_parts(&t).is_empty(), "{room}: {t}");
+        }
+    }
+    w.stop_bot().await;
+}

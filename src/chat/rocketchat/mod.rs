@@ -387,6 +387,7 @@ impl Chat for RocketChat {
         thread: Option<&str>,
         text: &str,
     ) -> Result<MessageRef, ChatError> {
+        let text = &crate::redact::outgoing(text);
         let limit = self.inner.max_len.load(Ordering::Relaxed);
         let mut first: Option<MessageRef> = None;
         for chunk in split_message(text, limit) {
@@ -426,6 +427,7 @@ impl Chat for RocketChat {
     }
 
     async fn edit(&self, message: &MessageRef, text: &str) -> Result<(), ChatError> {
+        let text = &crate::redact::outgoing(text);
         let limit = self.inner.max_len.load(Ordering::Relaxed);
         let mut chunks = split_message(text, limit).into_iter();
         let head = chunks.next().unwrap_or_default();
@@ -480,6 +482,7 @@ impl Chat for RocketChat {
         text: &str,
         buttons: &[Button],
     ) -> Result<MessageRef, ChatError> {
+        let text = &crate::redact::outgoing(text);
         let me = self.identity().ok_or(ChatError::Closed)?;
         let actions: Vec<Value> = buttons
             .iter()
@@ -509,6 +512,8 @@ impl Chat for RocketChat {
         attachments: &[Value],
     ) -> Result<MessageRef, ChatError> {
         let me = self.identity().ok_or(ChatError::Closed)?;
+        let text = crate::redact::outgoing(text);
+        let attachments: Vec<Value> = attachments.iter().map(outgoing_json).collect();
         let body = json!({"roomId": room_id, "text": text, "attachments": attachments});
         match self.inner.rest.post_message(&me.auth, body).await {
             Ok(id) => Ok(MessageRef {
@@ -529,7 +534,8 @@ impl Chat for RocketChat {
         text: &str,
     ) -> Result<MessageRef, ChatError> {
         let me = self.identity().ok_or(ChatError::Closed)?;
-        match self.inner.rest.upload(&me.auth, room_id, file, text).await {
+        let text = crate::redact::outgoing(text);
+        match self.inner.rest.upload(&me.auth, room_id, file, &text).await {
             Ok(id) => Ok(MessageRef {
                 room_id: room_id.to_string(),
                 id,
@@ -932,6 +938,20 @@ async fn catch_up(
     }
     out.sort_by_key(|m| m.ts_ms);
     Ok(out)
+}
+
+/// Every string in a JSON value (message attachments) passed through the last redaction pass.
+fn outgoing_json(v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(crate::redact::outgoing(s)),
+        Value::Array(a) => Value::Array(a.iter().map(outgoing_json).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (k.clone(), outgoing_json(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }
 
 #[cfg(test)]

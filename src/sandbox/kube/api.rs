@@ -238,7 +238,7 @@ async fn dispatch(
                 calls.insert((t.rt.group.to_string(), resource, verb.to_string()));
             }
             let is_write = !matches!(method, Method::GET | Method::HEAD);
-            if is_write && let Some(code) = sim.take_write_fault() {
+            if is_write && let Some((code, said)) = sim.take_write_fault() {
                 let e = match code {
                     409 => ApiError::conflict(t.rt, t.name.as_deref().unwrap_or("")),
                     403 => ApiError::Forbidden {
@@ -255,8 +255,14 @@ async fn dispatch(
                     429 => ApiError::TooManyRequests {
                         message: "too many requests (fault injected)".into(),
                     },
+                    422 => ApiError::Invalid {
+                        kind: t.rt.kind.to_string(),
+                        name: t.name.clone().unwrap_or_default(),
+                        field: "spec".into(),
+                        message: said.unwrap_or_else(|| "invalid (fault injected)".into()),
+                    },
                     _ => ApiError::Internal {
-                        message: "internal error (fault injected)".into(),
+                        message: said.unwrap_or_else(|| "internal error (fault injected)".into()),
                     },
                 };
                 return error_response(&e);

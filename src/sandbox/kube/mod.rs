@@ -71,6 +71,8 @@ pub(crate) struct KubeFaults {
     pub delay: Duration,
     /// Fail the next N writes with this HTTP code.
     pub fail_writes: Option<(u32, u16)>,
+    /// The message those failures carry (422 and 500), instead of the default.
+    pub fail_message: Option<String>,
 }
 
 /// Image repositories whose tags are checked; a repository not listed pulls any tag.
@@ -127,11 +129,11 @@ impl KubeInner {
     pub fn kick(&self) {
         self.kick.notify_one();
     }
-    pub fn take_write_fault(&self) -> Option<u16> {
+    pub fn take_write_fault(&self) -> Option<(u16, Option<String>)> {
         let mut f = self.faults();
         let (n, code) = f.fail_writes?;
         f.fail_writes = if n > 1 { Some((n - 1, code)) } else { None };
-        Some(code)
+        Some((code, f.fail_message.clone()))
     }
     pub fn pod_log(&self, ns: &str, pod: &str) -> Vec<String> {
         self.logs
@@ -339,9 +341,18 @@ impl KubeSim {
         self.inner.faults().delay = d;
     }
 
-    /// Fails the next `n` writes with HTTP `code` (403, 409, 429 or 500).
+    /// Fails the next `n` writes with HTTP `code` (403, 409, 422, 429 or 500).
     pub fn fail_next_writes(&self, n: u32, code: u16) {
-        self.inner.faults().fail_writes = (n > 0).then_some((n, code));
+        let mut f = self.inner.faults();
+        f.fail_writes = (n > 0).then_some((n, code));
+        f.fail_message = None;
+    }
+
+    /// As `fail_next_writes`, the 422 or 500 saying `message` (as an API server quoting what it rejected).
+    pub fn fail_next_writes_saying(&self, n: u32, code: u16, message: &str) {
+        let mut f = self.inner.faults();
+        f.fail_writes = (n > 0).then_some((n, code));
+        f.fail_message = Some(message.to_string());
     }
 
     /// Ends every open watch stream (clients resume from their last resourceVersion).
