@@ -8,6 +8,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 
 /// The label on every Job an operation of the bot creates (its value: the operation's number).
 pub const OPERATION_LABEL: &str = "rocketops.io/operation";
+/// The label carrying the unique mark of the operation that created a Job.
+pub const MARK_LABEL: &str = "rocketops.io/mark";
 
 /// How a Job ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

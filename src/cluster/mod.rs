@@ -61,6 +61,10 @@ pub enum ClusterError {
     Conflict { action: String },
     #[error("{action}: it already exists")]
     AlreadyExists { action: String },
+    #[error(
+        "a Job named {name} already exists in namespace {namespace} and this operation did not create it; the bot will not take its result as its own (delete it, or check who made it)"
+    )]
+    NotOurs { name: String, namespace: String },
     #[error("the Kubernetes API is unavailable while trying to {action}: {message}")]
     Unavailable { action: String, message: String },
     #[error(transparent)]
@@ -89,6 +93,7 @@ impl ClusterError {
             ClusterError::Invalid { .. } => "invalid",
             ClusterError::Conflict { .. } => "conflict",
             ClusterError::AlreadyExists { .. } => "already_exists",
+            ClusterError::NotOurs { .. } => "not_ours",
             ClusterError::Unavailable { .. } => "unavailable",
             ClusterError::Undo(_) => "undo",
             ClusterError::TimedOut { .. } => "timeout",
@@ -729,30 +734,70 @@ impl Cluster {
         cronjob: &str,
         job_name: &str,
     ) -> Result<Job, ClusterError> {
-        self.job_from_cronjob_for_op(cronjob, job_name, None).await
+        let job = self.cronjob_template(cronjob, job_name).await?;
+        self.create_job(&job).await
     }
 
-    /// As [`Cluster::job_from_cronjob`], labelled with the operation that runs it, if any (which
-    /// then records its result; the watch that catalogues the CronJob's own runs leaves it alone).
+    /// As [`Cluster::job_from_cronjob`], for an operation: labelled with its number and mark
+    /// (the operation then records its result; the watch that catalogues the CronJob's own runs
+    /// leaves it alone), and adopted on a retry only when the mark matches.
     pub async fn job_from_cronjob_for_op(
         &self,
         cronjob: &str,
         job_name: &str,
-        op: Option<u64>,
-    ) -> Result<Job, ClusterError> {
+        op: u64,
+        mark: &str,
+    ) -> Result<(), ClusterError> {
+        let mut job = self.cronjob_template(cronjob, job_name).await?;
+        self.create_owned_job(&mut job, op, mark).await
+    }
+
+    async fn cronjob_template(&self, cronjob: &str, job_name: &str) -> Result<Job, ClusterError> {
         let cj = self
             .api::<CronJob>()
             .get(cronjob)
             .await
             .map_err(self.err(&format!("get cronjob {cronjob}")))?;
-        let mut job = jobs::job_from_cronjob(&cj, job_name);
-        if let Some(op) = op {
-            job.metadata
-                .labels
-                .get_or_insert_with(Default::default)
-                .insert(jobs::OPERATION_LABEL.into(), op.to_string());
+        Ok(jobs::job_from_cronjob(&cj, job_name))
+    }
+
+    /// Creates an operation's Job, labelled with its number and mark. A Job of that name that
+    /// already exists is this operation's own (a resumed step) only when it carries the same mark;
+    /// anything else is [`ClusterError::NotOurs`], never a result.
+    pub async fn create_owned_job(
+        &self,
+        job: &mut Job,
+        op: u64,
+        mark: &str,
+    ) -> Result<(), ClusterError> {
+        let labels = job.metadata.labels.get_or_insert_with(Default::default);
+        labels.insert(jobs::OPERATION_LABEL.into(), op.to_string());
+        labels.insert(jobs::MARK_LABEL.into(), mark.to_string());
+        let name = job.metadata.name.clone().unwrap_or_default();
+        match self.create_job(job).await {
+            Ok(_) => Ok(()),
+            Err(ClusterError::AlreadyExists { .. }) => {
+                let existing = self
+                    .api::<Job>()
+                    .get(&name)
+                    .await
+                    .map_err(self.err(&format!("get job {name}")))?;
+                let theirs = existing
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(jobs::MARK_LABEL));
+                if !mark.is_empty() && theirs.map(String::as_str) == Some(mark) {
+                    Ok(())
+                } else {
+                    Err(ClusterError::NotOurs {
+                        name,
+                        namespace: self.namespace.clone(),
+                    })
+                }
+            }
+            Err(e) => Err(e),
         }
-        self.create_job(&job).await
     }
 
     pub async fn create_job(&self, job: &Job) -> Result<Job, ClusterError> {

@@ -31,15 +31,15 @@ impl<C: Chat> Engine<C> {
             Some(job) => job,
             None => {
                 let from_cronjob =
-                    jobs::job_name(&format!("{}-{label}", e.backup_cronjob), &op.to_string());
+                    jobs::job_name(&format!("{}-{label}", e.backup_cronjob), &rec.job_suffix());
                 match c
-                    .job_from_cronjob_for_op(&e.backup_cronjob, &from_cronjob, Some(op))
+                    .job_from_cronjob_for_op(&e.backup_cronjob, &from_cronjob, op, &rec.mark)
                     .await
                 {
-                    Ok(_) | Err(ClusterError::AlreadyExists { .. }) => from_cronjob,
+                    Ok(()) => from_cronjob,
                     Err(ClusterError::NotFound { .. }) => {
                         let backup = templates::backup_name(&rec.env, crate::app::now_ms());
-                        let p = templates::params(&rec.env, e, op, &[("backup", &backup)]);
+                        let p = templates::params(rec, e, &[("backup", &backup)]);
                         let mut job = match templates::render(
                             &self.inner.config.bot.commands_dir,
                             e,
@@ -54,13 +54,12 @@ impl<C: Chat> Engine<C> {
                             .name
                             .clone()
                             .unwrap_or_default()
-                            .trim_end_matches(&format!("-{op}"))
+                            .trim_end_matches(&format!("-{}", rec.job_suffix()))
                             .to_string();
-                        let name = jobs::job_name(&format!("{base}-{label}"), &op.to_string());
+                        let name = jobs::job_name(&format!("{base}-{label}"), &rec.job_suffix());
                         job.metadata.name = Some(name.clone());
-                        match c.create_job(&job).await {
-                            Ok(_) | Err(ClusterError::AlreadyExists { .. }) => {}
-                            Err(err) => return StepEnd::Failed(err.to_string()),
+                        if let Err(err) = c.create_owned_job(&mut job, op, &rec.mark).await {
+                            return StepEnd::Failed(err.to_string());
                         }
                         rec.data.insert(name_key.clone(), backup);
                         name
@@ -130,10 +129,12 @@ impl<C: Chat> Engine<C> {
     ) -> Result<(String, crate::cluster::JobResult), String> {
         let job = templates::render(&self.inner.config.bot.commands_dir, e, kind, params)
             .map_err(|e| e.to_string())?;
+        let mut job = job;
         let name = job.metadata.name.clone().unwrap_or_default();
-        match c.create_job(&job).await {
-            Ok(_) | Err(ClusterError::AlreadyExists { .. }) => {}
-            Err(err) => return Err(err.to_string()),
+        let op = params.get("op").and_then(|o| o.parse().ok()).unwrap_or(0);
+        let mark = params.get("mark").cloned().unwrap_or_default();
+        if let Err(err) = c.create_owned_job(&mut job, op, &mark).await {
+            return Err(err.to_string());
         }
         let r = c.wait_job(&name, limit).await.map_err(|e| e.to_string())?;
         Ok((name, r))
@@ -158,7 +159,7 @@ impl<C: Chat> Engine<C> {
             .get("backup_finished_ms")
             .and_then(|t| t.parse().ok())
             .unwrap_or_else(crate::app::now_ms);
-        let p = templates::params(&rec.env, e, rec.id, &[("backup", &name)]);
+        let p = templates::params(rec, e, &[("backup", &name)]);
         let result = self
             .template_job(c, e, templates::Kind::Verify, &p, RESTORE_LIMIT)
             .await;
@@ -269,7 +270,7 @@ impl<C: Chat> Engine<C> {
             .into_iter()
             .partition(|b| templates::safe_backup_name(&b.name));
         let names: Vec<String> = safe.iter().map(|b| b.name.clone()).collect();
-        let p = templates::params(&rec.env, e, rec.id, &[("names", &names.join(":"))]);
+        let p = templates::params(rec, e, &[("names", &names.join(":"))]);
         match self
             .template_job(c, e, templates::Kind::Prune, &p, JOB_LIMIT)
             .await

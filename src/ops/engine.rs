@@ -260,6 +260,7 @@ impl<C: Chat> Engine<C> {
             finished_ms: None,
             data,
             summary: None,
+            mark: OpRecord::new_mark(),
         };
         if let Err(err) = s.store.put_op(&rec) {
             for k in &keys {
@@ -305,7 +306,14 @@ impl<C: Chat> Engine<C> {
     /// Resumes every operation the journal says was running (after a crash or a shutdown).
     pub async fn resume_interrupted(&self) {
         let running = self.inner.store.running_ops().unwrap_or_default();
-        for rec in running {
+        for mut rec in running {
+            if rec.mark.is_empty() {
+                // Journaled before this version: give it a mark before it creates anything more.
+                rec.mark = OpRecord::new_mark();
+                if let Err(e) = self.inner.store.put_op(&rec) {
+                    tracing::error!(error = %e, op = rec.id, "cannot journal the operation's mark");
+                }
+            }
             match command::parse(&rec.command, &self.inner.grammar) {
                 Ok(cmd) => {
                     tracing::info!(op = rec.id, command = %rec.command, "resuming an interrupted operation");
@@ -315,7 +323,6 @@ impl<C: Chat> Engine<C> {
                     self.spawn(rec, cmd);
                 }
                 Err(e) => {
-                    let mut rec = rec;
                     rec.state = OpState::Failed;
                     rec.summary = Some(format!("Could not resume after a restart: {e}"));
                     self.finish(&mut rec).await;
@@ -739,11 +746,13 @@ impl<C: Chat> Engine<C> {
                 let rb = n.trim_start_matches("runbook ");
                 let mut params = BTreeMap::new();
                 params.insert("version".to_string(), version.clone());
-                self.run_runbook(rb, &rec.env.clone(), &params, c, e, op)
+                let (env, suffix, mark) = (rec.env.clone(), rec.job_suffix(), rec.mark.clone());
+                self.run_runbook(rb, &env, &params, c, e, (op, &suffix, &mark))
                     .await
             }
             ("job", Command::Runbook { name, params, .. }) => {
-                self.run_runbook(name, &rec.env.clone(), params, c, e, op)
+                let (env, suffix, mark) = (rec.env.clone(), rec.job_suffix(), rec.mark.clone());
+                self.run_runbook(name, &env, params, c, e, (op, &suffix, &mark))
                     .await
             }
             ("set image", Command::Deploy { version, .. }) => {
@@ -892,7 +901,7 @@ impl<C: Chat> Engine<C> {
         params: &BTreeMap<String, String>,
         c: &Cluster,
         e: &EnvironmentConfig,
-        op: u64,
+        (op, suffix, mark): (u64, &str, &str),
     ) -> StepEnd {
         let Some(spec) = self.inner.grammar.runbooks.iter().find(|r| r.name == name) else {
             return StepEnd::Failed(format!("runbook `{name}` is not defined in commands/"));
@@ -917,15 +926,10 @@ impl<C: Chat> Engine<C> {
                     .map(|g| g.trim_end_matches('-').to_string())
             })
             .unwrap_or_else(|| name.to_string());
-        let job_name = jobs::job_name(&base, &op.to_string());
+        let job_name = jobs::job_name(&base, suffix);
         job.metadata.name = Some(job_name.clone());
-        job.metadata
-            .labels
-            .get_or_insert_with(Default::default)
-            .insert(jobs::OPERATION_LABEL.into(), op.to_string());
-        match c.create_job(&job).await {
-            Ok(_) | Err(ClusterError::AlreadyExists { .. }) => {}
-            Err(err) => return StepEnd::Failed(err.to_string()),
+        if let Err(err) = c.create_owned_job(&mut job, op, mark).await {
+            return StepEnd::Failed(err.to_string());
         }
         match c.wait_job(&job_name, JOB_LIMIT).await {
             Ok(r) => match r.end {

@@ -81,6 +81,7 @@ mod tests {
             finished_ms: (state != OpState::Running).then_some(74_000),
             data: Default::default(),
             summary: summary.map(str::to_string),
+            mark: String::new(),
         }
     }
 

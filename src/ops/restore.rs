@@ -228,7 +228,7 @@ impl<C: Chat> Engine<C> {
             .cloned()
             .unwrap_or_else(|| EnvironmentConfig::named(&src));
         let claim = src_cfg.backup.claim_or(&src_cfg).to_string();
-        let p = templates::params(&rec.env, e, rec.id, &[("backup", &name), ("claim", &claim)]);
+        let p = templates::params(rec, e, &[("backup", &name), ("claim", &claim)]);
         match self
             .template_job(c, e, templates::Kind::Restore, &p, RESTORE_LIMIT)
             .await

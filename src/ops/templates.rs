@@ -7,6 +7,7 @@ use k8s_openapi::api::batch::v1::Job;
 
 use crate::cluster::jobs::{self, TemplateError};
 use crate::config::{Config, DbEngine, EnvironmentConfig};
+use crate::store::OpRecord;
 
 /// Which template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,15 +82,17 @@ pub fn source(commands_dir: &Path, engine: DbEngine, kind: Kind) -> (String, Str
 
 /// The placeholders every template of `env` gets; `extra` adds `backup`, `claim`, `names`.
 pub fn params(
-    env: &str,
+    rec: &OpRecord,
     e: &EnvironmentConfig,
-    op: u64,
     extra: &[(&str, &str)],
 ) -> BTreeMap<String, String> {
+    let env = rec.env.as_str();
     let mut p = BTreeMap::new();
     p.insert("env".into(), env.to_string());
     p.insert("namespace".into(), e.namespace_or(env).to_string());
-    p.insert("op".into(), op.to_string());
+    p.insert("op".into(), rec.id.to_string());
+    p.insert("job_suffix".into(), rec.job_suffix());
+    p.insert("mark".into(), rec.mark.clone());
     p.insert("claim".into(), e.backup.claim_or(e).to_string());
     p.insert("secret".into(), e.backup.secret_or(e));
     p.insert("tools_image".into(), e.backup.tools_image().to_string());
@@ -99,7 +102,7 @@ pub fn params(
     p
 }
 
-/// Renders a template into a Job named `<template's name>-<op>`.
+/// Renders a template into a Job named `<template's name>-<op>-<mark>` (`job_suffix`).
 pub fn render(
     commands_dir: &Path,
     e: &EnvironmentConfig,
@@ -115,7 +118,11 @@ pub fn render(
         .unwrap_or_else(|| kind.file(e.backup.engine).replace(".yaml", ""));
     job.metadata.name = Some(jobs::job_name(
         &base,
-        params.get("op").map(String::as_str).unwrap_or("0"),
+        params
+            .get("job_suffix")
+            .or_else(|| params.get("op"))
+            .map(String::as_str)
+            .unwrap_or("0"),
     ));
     if job.metadata.namespace.is_none() {
         job.metadata.namespace = params.get("namespace").cloned();
@@ -134,10 +141,15 @@ pub fn check_all(config: &Config) -> Vec<String> {
     let mut problems = Vec::new();
     for (env, e) in &config.environments {
         for kind in Kind::ALL {
+            let sample = OpRecord {
+                id: 1,
+                env: env.clone(),
+                mark: "sample00mark".into(),
+                ..OpRecord::default()
+            };
             let p = params(
-                env,
+                &sample,
                 e,
-                1,
                 &[
                     ("backup", &format!("{env}-20260101T020000Z")),
                     ("names", &format!("{env}-20250101T020000Z")),
@@ -194,15 +206,20 @@ mod tests {
             assert_eq!(check_all(&cfg), Vec::<String>::new());
             let e = &cfg.environments["prod"];
             for kind in Kind::ALL {
+                let rec = OpRecord {
+                    id: 42,
+                    env: "prod".into(),
+                    mark: "k3x9aqqqqqqq".into(),
+                    ..OpRecord::default()
+                };
                 let p = params(
-                    "prod",
+                    &rec,
                     e,
-                    42,
                     &[("backup", "prod-20261121T020000Z"), ("names", "a:b")],
                 );
                 let job = render(Path::new("/nonexistent"), e, kind, &p).unwrap();
                 let name = job.metadata.name.clone().unwrap();
-                assert!(name.ends_with("-42"), "{name}");
+                assert!(name.ends_with("-42-k3x9a"), "{name}");
                 let spec = job.spec.unwrap().template.spec.unwrap();
                 let claim = spec.volumes.unwrap()[0]
                     .persistent_volume_claim

@@ -119,8 +119,9 @@ pub struct EnvLock {
 }
 
 /// Where an operation stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum OpState {
+    #[default]
     Running,
     Succeeded,
     Failed,
@@ -167,7 +168,7 @@ impl StepRecord {
 
 /// An operation's journal: written before and after each step, so that after a crash the bot
 /// knows exactly where it stopped.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct OpRecord {
     pub id: u64,
     pub env: String,
@@ -191,6 +192,31 @@ pub struct OpRecord {
     /// The final one-line result.
     #[serde(default)]
     pub summary: Option<String>,
+    /// This operation's unique mark, journaled before it creates anything: the objects it creates
+    /// carry it (label `rocketops.io/mark`, and Job names end in its first five characters), and an
+    /// existing object is adopted only when it carries the same mark.
+    #[serde(default)]
+    pub mark: String,
+}
+
+impl OpRecord {
+    /// A fresh random mark: lowercase letters and digits, fit for names and label values.
+    pub fn new_mark() -> String {
+        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+        (0..12)
+            .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
+            .collect()
+    }
+
+    /// The suffix of the Jobs this operation creates: `<op>-<first five characters of the mark>`.
+    pub fn job_suffix(&self) -> String {
+        let m: String = self.mark.chars().take(5).collect();
+        if m.is_empty() {
+            self.id.to_string()
+        } else {
+            format!("{}-{m}", self.id)
+        }
+    }
 }
 
 /// sled's page cache; its default (1 GiB) would let a long-running bot grow without need.

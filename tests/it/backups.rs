@@ -152,6 +152,14 @@ fn job_named(w: &World, ns: &str, prefix: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no job {prefix}* in {ns}"))
 }
 
+/// The name of the Job (and so the backup) an operation made, found by its prefix.
+fn made(w: &World, ns: &str, prefix: &str) -> String {
+    job_named(w, ns, prefix)["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// What happened to the app and the restore Job, in order, as the cluster saw it.
 fn watch_restore(w: &World) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -190,11 +198,12 @@ async fn restore_test_latest_takes_a_safety_backup_scales_to_zero_restores_and_p
     w.sim.post("alice", "#ops", "/backup now test").unwrap();
     w.wait_bot_text("#ops", "the backup", |t| t.starts_with("✅"))
         .await;
+    let manual = made(&w, "test", "mongodb-backup-manual-1-");
     let seen = watch_restore(&w);
     w.sim.post("alice", "#ops", "/restore test latest").unwrap();
     let question = w.confirm("alice", "#ops").await;
     assert!(
-        question.contains("restore test's backup `mongodb-backup-manual-1` (48.2 MB")
+        question.contains(&format!("restore test's backup `{manual}` (48.2 MB"))
             && question.contains("safety backup of the current data"),
         "{question}"
     );
@@ -209,7 +218,7 @@ async fn restore_test_latest_takes_a_safety_backup_scales_to_zero_restores_and_p
         "✓ scale down",
         "recorded 3 replicas and autoscaler rocketchat (removed)",
         "✓ restore",
-        "mongodb-backup-manual-1 of test restored in 38 s",
+        &format!("{manual} of test restored in 38 s"),
         "✓ scale up",
         "rocketchat back at 3 replicas, all ready, autoscaler rocketchat restored",
         "✓ smoke test",
@@ -218,9 +227,9 @@ async fn restore_test_latest_takes_a_safety_backup_scales_to_zero_restores_and_p
     }
     // The restore used the backup named at the start, not the safety backup taken just before.
     let restore = job_named(&w, "test", "mongodb-restore-");
-    assert_eq!(job_env(&restore, "NAME"), "mongodb-backup-manual-1");
-    let safety = job_named(&w, "test", "mongodb-backup-safety-");
-    assert!(safety["metadata"]["name"].as_str().unwrap().ends_with("-2"));
+    assert_eq!(job_env(&restore, "NAME"), manual);
+    let safety = made(&w, "test", "mongodb-backup-safety-");
+    assert!(safety.starts_with("mongodb-backup-safety-2-"), "{safety}");
     // Order: autoscaler off, scale to 0, restore Job, scale back, autoscaler back.
     let events = seen.lock().unwrap().clone();
     let pos = |e: &str| {
@@ -230,11 +239,9 @@ async fn restore_test_latest_takes_a_safety_backup_scales_to_zero_restores_and_p
             .unwrap_or_else(|| panic!("{e} not in {events:?}"))
     };
     assert!(pos("hpa DELETED") < pos("replicas 0"), "{events:?}");
-    assert!(
-        pos("replicas 0") < pos("job mongodb-restore-2"),
-        "{events:?}"
-    );
-    let restore_at = pos("job mongodb-restore-2");
+    let restore_job = format!("job {}", made(&w, "test", "mongodb-restore-2-"));
+    assert!(pos("replicas 0") < pos(&restore_job), "{events:?}");
+    let restore_at = pos(&restore_job);
     let back = restore_at
         + events[restore_at..]
             .iter()
@@ -277,6 +284,7 @@ async fn a_failing_restore_job_still_scales_the_app_back_restores_the_autoscaler
     w.sim.post("alice", "#ops", "/backup now test").unwrap();
     w.wait_bot_text("#ops", "the backup", |t| t.starts_with("✅"))
         .await;
+    let manual = made(&w, "test", "mongodb-backup-manual-1-");
     w.sim.post("alice", "#ops", "/restore test latest").unwrap();
     w.confirm("alice", "#ops").await;
     let done = w
@@ -289,8 +297,13 @@ async fn a_failing_restore_job_still_scales_the_app_back_restores_the_autoscaler
         "E11000 duplicate key",
         "✓ recover",
         "rocketchat back at 3 replicas, all ready, autoscaler rocketchat restored",
-        "the restore of `mongodb-backup-manual-1` did not finish, so test's database may hold part of it",
-        "The safety backup `mongodb-backup-safety-2` holds test's data from before the restore.",
+        &format!(
+            "the restore of `{manual}` did not finish, so test's database may hold part of it"
+        ),
+        &format!(
+            "The safety backup `{}` holds test's data from before the restore.",
+            made(&w, "test", "mongodb-backup-safety-2-")
+        ),
     ] {
         assert!(done.contains(part), "{part} missing in {done}");
     }
@@ -364,13 +377,14 @@ async fn verify_test_restores_into_a_throwaway_database_and_the_catalog_records_
             t.contains("#2 verify test") && (t.starts_with("✅") || t.starts_with("❌"))
         })
         .await;
+    let manual = made(&w, "test", "mongodb-backup-manual-1-");
     assert!(
         done.starts_with("✅")
-            && done.contains("mongodb-backup-manual-1 restored in 41 s into a throwaway database; 57 collections, 120743 documents match its manifest"),
+            && done.contains(&format!("{manual} restored in 41 s into a throwaway database; 57 collections, 120743 documents match its manifest")),
         "{done}"
     );
     let job = job_named(&w, "test", "mongodb-verify-");
-    assert_eq!(job_env(&job, "NAME"), "mongodb-backup-manual-1");
+    assert_eq!(job_env(&job, "NAME"), manual);
     w.sim.post("alice", "#ops", "/backup list test").unwrap();
     let list = w
         .wait_bot_text("#ops", "the list", |t| t.starts_with("*Backups of test*"))

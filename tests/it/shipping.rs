@@ -318,7 +318,12 @@ fn the_example_backup_cronjob_runs_the_same_script_as_the_mongodb_backup_templat
     .unwrap();
     config.bot.commands_dir = "commands".into();
     let e = &config.environments["test"];
-    let params = rocketops::ops::templates::params("test", e, 1, &[("backup", "test-1")]);
+    let rec = rocketops::store::OpRecord {
+        id: 1,
+        env: "test".into(),
+        ..Default::default()
+    };
+    let params = rocketops::ops::templates::params(&rec, e, &[("backup", "test-1")]);
     let job = rocketops::ops::templates::render(
         &config.bot.commands_dir,
         e,

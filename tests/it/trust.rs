@@ -232,3 +232,117 @@ async fn secrets_in_events_job_logs_and_api_errors_never_reach_chat_and_mentions
     }
     w.stop_bot().await;
 }
+
+async fn test_cluster(w: &World) -> rocketops::cluster::Cluster {
+    rocketops::cluster::Cluster::from_kubeconfig(&w.kubeconfig(), Some("test"), None)
+        .await
+        .unwrap()
+}
+
+fn plain_job(name: &str) -> k8s_openapi::api::batch::v1::Job {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "busybox"}]}}}
+    }))
+    .unwrap()
+}
+
+/// A finished Job someone else made, whose termination message claims a backup.
+async fn plant_forged_backup_job(w: &World, name: &str) {
+    let c = test_cluster(w).await;
+    w.kube().script_job(
+        name,
+        rocketops::sandbox::kube::JobScript {
+            termination_message: r#"{"name":"forged-backup","bytes":1,"sha256":"00"}"#.into(),
+            ..Default::default()
+        },
+    );
+    c.create_job(&plain_job(name)).await.unwrap();
+    c.wait_job(name, Duration::from_secs(15)).await.unwrap();
+    w.kube().unscript_job(name);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_the_bot_did_not_create_is_never_taken_as_its_own() {
+    let mut w = World::with_cluster().await;
+    // Planted under the names a fresh store's first operations used to pick.
+    for n in ["mongodb-backup-manual-1", "mongodb-backup-manual-2"] {
+        plant_forged_backup_job(&w, n).await;
+    }
+    w.start_bot().await;
+    w.sim.post("alice", "#ops", "/backup now test").unwrap();
+    let done = w
+        .wait_bot_text("#ops", "the backup", |t| {
+            t.starts_with("✅") || t.starts_with("❌")
+        })
+        .await;
+    assert!(done.starts_with("✅") && !done.contains("forged"), "{done}");
+    w.sim.post("alice", "#ops", "/backup list test").unwrap();
+    let list = w
+        .wait_bot_text("#ops", "the list", |t| t.starts_with("*Backups of test*"))
+        .await;
+    assert!(!list.contains("forged"), "{list}");
+    w.stop_bot().await;
+
+    // A store reset starts the numbers again at 1: the new Jobs still get names of their own.
+    let first: Vec<String> = job_names(&w, "mongodb-backup-manual-1-");
+    assert_eq!(first.len(), 1, "{first:?}");
+    std::fs::remove_dir_all(w.store_path()).unwrap();
+    w.start_bot().await;
+    w.sim.post("alice", "#ops", "/backup now test").unwrap();
+    w.wait_for("#ops", "the second #1", |m| {
+        bot_texts(m)
+            .iter()
+            .filter(|t| t.starts_with("✅ *#1 backup now test*"))
+            .count()
+            == 2
+    })
+    .await;
+    let after = job_names(&w, "mongodb-backup-manual-1-");
+    assert_eq!(
+        after.len(),
+        2,
+        "two distinct Jobs for the two #1s: {after:?}"
+    );
+    w.stop_bot().await;
+}
+
+fn job_names(w: &World, prefix: &str) -> Vec<String> {
+    w.kube()
+        .list("jobs", Some("test"))
+        .into_iter()
+        .filter_map(|j| j["metadata"]["name"].as_str().map(str::to_string))
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_job_is_adopted_only_when_it_carries_the_operations_own_mark() {
+    let w = World::with_cluster().await;
+    plant_forged_backup_job(&w, "restore-7-abcde").await;
+    let c = test_cluster(&w).await;
+    let job = plain_job;
+    // Someone else's Job under the name: an error that names it.
+    let err = c
+        .create_owned_job(&mut job("restore-7-abcde"), 7, "abcdemark000")
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("restore-7-abcde") && text.contains("did not create it"),
+        "{text}"
+    );
+    // The operation's own Job, created before a restart: adopted.
+    c.create_owned_job(&mut job("restore-8-fghij"), 8, "fghijmark000")
+        .await
+        .unwrap();
+    c.create_owned_job(&mut job("restore-8-fghij"), 8, "fghijmark000")
+        .await
+        .expect("the same mark is this operation's own Job");
+    let err = c
+        .create_owned_job(&mut job("restore-8-fghij"), 8, "othermark000")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("did not create it"), "{err}");
+}

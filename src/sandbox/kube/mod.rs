@@ -291,6 +291,13 @@ impl KubeSim {
         }
     }
 
+    /// Forgets the script for `prefix`: such Jobs behave as unscripted ones again.
+    pub fn unscript_job(&self, prefix: &str) {
+        if let Ok(mut s) = self.inner.scripts.lock() {
+            s.retain(|(p, _)| p != prefix);
+        }
+    }
+
     /// Every change to any object, as watches see them.
     pub fn changes(&self) -> tokio::sync::broadcast::Receiver<store::Change> {
         self.inner.store().changes.subscribe()
