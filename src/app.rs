@@ -233,6 +233,8 @@ struct Held {
     requester: String,
     /// Approvals still needed after confirmation.
     approvals: u32,
+    /// The plan as decided before confirmation, when it needed the cluster to decide.
+    plan: Option<String>,
 }
 
 impl crate::policy::HasOp for Held {
@@ -554,6 +556,35 @@ impl<C: Chat> Bot<C> {
         if let Some(refusal) = self.locked(&cmd) {
             return self.refuse(origin, body, Some(&cmd), refusal).await;
         }
+        let (mut cmd, mut confirm, mut plan) = (cmd, confirm, None);
+        if let Command::Rollback { env, to: None } = &cmd {
+            // "rollback" means "back to the last good version": fix the target now, so that the
+            // confirmation names it and the journal holds it.
+            let env = env.clone();
+            let choice = match (
+                self.s.clusters.get(&env),
+                self.s.config.environments.get(&env),
+            ) {
+                (Some(c), Some(e)) => ops::rollback::resolve(c, &self.s.store, e)
+                    .await
+                    .map(|choice| (choice.describe(&env, e), choice)),
+                _ => Err(format!("{env} has no cluster configured")),
+            };
+            match choice {
+                Ok((text, choice)) => {
+                    confirm |= choice.needs_confirmation();
+                    plan = Some(text);
+                    cmd = Command::Rollback {
+                        env,
+                        to: Some(command::RollbackTarget::Revision(choice.target)),
+                    };
+                }
+                Err(why) => {
+                    let e = UserError::Refused(format!("I can't roll back {env}: {why}"));
+                    return self.refuse(origin, body, Some(&cmd), e).await;
+                }
+            }
+        }
         let op = if cmd.is_mutating() {
             self.s.store.next_op_id().unwrap_or(0)
         } else {
@@ -568,6 +599,7 @@ impl<C: Chat> Bot<C> {
             thread: origin.msg.thread.clone(),
             requester: origin.msg.username.clone(),
             approvals,
+            plan,
         };
         if confirm {
             let code = self
@@ -592,7 +624,11 @@ impl<C: Chat> Bot<C> {
             let text = format!(
                 "#{op} {plan}\n@{user}, type `confirm {code}` within {ttl} to go ahead, or `cancel #{op}`.",
                 op = held.op,
-                plan = ops::plan_summary(&held.cmd, &self.s.config, &self.s.store),
+                plan = held.plan.clone().unwrap_or_else(|| ops::plan_summary(
+                    &held.cmd,
+                    &self.s.config,
+                    &self.s.store
+                )),
                 user = origin.msg.username,
             );
             let buttons = [

@@ -102,6 +102,15 @@ impl ClusterError {
 }
 
 /// Maps a kube client error for `action` in `namespace`.
+/// `registry/app:tag` → (`registry/app`, `tag`); no tag means `latest`.
+pub fn split_image(image: &str) -> (&str, &str) {
+    let image = image.split('@').next().unwrap_or(image);
+    match image.rfind(':') {
+        Some(i) if !image[i..].contains('/') => (&image[..i], &image[i + 1..]),
+        _ => (image, "latest"),
+    }
+}
+
 fn map_err(action: &str, namespace: &str, e: kube::Error) -> ClusterError {
     use crate::redact::outside;
     match e {

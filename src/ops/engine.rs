@@ -559,11 +559,15 @@ impl<C: Chat> Engine<C> {
                 format!("{env} runs {version}{rev}.")
             }
             Command::Rollback { env, .. } => format!(
-                "{env} is back on revision {}.",
+                "{env} is back on {}{}.",
                 rec.data
-                    .get("undo_to")
+                    .get("undo_version")
                     .cloned()
-                    .unwrap_or_else(|| "?".into())
+                    .unwrap_or_else(|| "the earlier version".into()),
+                rec.data
+                    .get("revision")
+                    .map(|r| format!(" (revision {r})"))
+                    .unwrap_or_default()
             ),
             Command::Restore { env, .. } => {
                 let step = |n: &str| {
@@ -610,16 +614,43 @@ impl<C: Chat> Engine<C> {
         e: &EnvironmentConfig,
         why: String,
     ) {
-        let image_changed = rec.steps.iter().any(|s| {
-            s.name == "set image"
-                && matches!(
-                    s.state,
-                    StepState::Done | StepState::Running | StepState::Failed
-                )
-                && s.started_ms.is_some()
-        });
-        let is_deploy = matches!(cmd, Command::Deploy { .. });
-        if is_deploy && image_changed && e.auto_rollback {
+        let changed = |step: &str| {
+            rec.steps.iter().any(|s| {
+                s.name == step
+                    && matches!(
+                        s.state,
+                        StepState::Done | StepState::Running | StepState::Failed
+                    )
+                    && s.started_ms.is_some()
+            })
+        };
+        let tag_of = |key: &str| {
+            rec.data
+                .get(key)
+                .map(|i| crate::cluster::split_image(i).1.to_string())
+        };
+        // Where to put the app back, what it ran there, and what the step is called.
+        let put_back: Option<(Option<i64>, Option<String>, &str)> = match cmd {
+            Command::Deploy { .. } if e.auto_rollback && changed("set image") => Some((
+                rec.data
+                    .get("previous_revision")
+                    .and_then(|r| r.parse::<i64>().ok()),
+                tag_of("previous_image"),
+                "rollback",
+            )),
+            // A rollback that fails goes forward again to where it started.
+            Command::Rollback { .. } if changed("undo") && rec.data.contains_key("undo_from") => {
+                Some((
+                    rec.data
+                        .get("undo_from")
+                        .and_then(|r| r.parse::<i64>().ok()),
+                    rec.data.get("undo_from_version").cloned(),
+                    "roll forward",
+                ))
+            }
+            _ => None,
+        };
+        if let Some((prev, old, step_name)) = put_back {
             for s in rec
                 .steps
                 .iter_mut()
@@ -630,14 +661,10 @@ impl<C: Chat> Engine<C> {
             rec.steps.push(StepRecord {
                 state: StepState::Running,
                 started_ms: Some(crate::app::now_ms()),
-                ..StepRecord::pending("rollback")
+                ..StepRecord::pending(step_name)
             });
             self.save(&rec).await;
             let last = rec.steps.len() - 1;
-            let prev = rec
-                .data
-                .get("previous_revision")
-                .and_then(|r| r.parse::<i64>().ok());
             let result = async {
                 match cluster.undo(&e.deployment, prev).await {
                     Ok(_) | Err(ClusterError::Undo(crate::cluster::UndoError::AlreadyThere(_))) => {
@@ -653,24 +680,16 @@ impl<C: Chat> Engine<C> {
                     Err(err) => return Err(err.to_string()),
                 }
                 // The old version must answer too.
-                if let Some(smoke) = &e.smoke {
-                    let old = rec
-                        .data
-                        .get("previous_image")
-                        .map(|i| crate::sandbox::kube::split_image(i).1.to_string());
-                    if let StepEnd::Failed(why) = self.smoke(smoke, old.as_deref()).await {
-                        return Err(format!("rolled back, but {why}"));
-                    }
+                if let Some(smoke) = &e.smoke
+                    && let StepEnd::Failed(why) = self.smoke(smoke, old.as_deref()).await
+                {
+                    return Err(format!("put back, but {why}"));
                 }
                 Ok(())
             }
             .await;
             rec.steps[last].finished_ms = Some(crate::app::now_ms());
-            let old = rec
-                .data
-                .get("previous_image")
-                .map(|i| crate::sandbox::kube::split_image(i).1.to_string())
-                .unwrap_or_else(|| "the previous version".into());
+            let old = old.unwrap_or_else(|| "the previous version".into());
             match result {
                 Ok(()) => {
                     rec.steps[last].state = StepState::Done;
@@ -821,35 +840,48 @@ impl<C: Chat> Engine<C> {
                         rec.data.get("undo_to").cloned().unwrap_or_default()
                     ));
                 }
+                let history = match c.history(&e.deployment).await {
+                    Ok(h) => h,
+                    Err(err) => return StepEnd::Failed(err.to_string()),
+                };
+                if let Some(now) = history.iter().find(|r| r.number.to_string() == current) {
+                    rec.data
+                        .insert("undo_from_version".into(), super::rollback::version_of(now));
+                }
                 rec.data.insert("undo_from".into(), current);
                 let _ = self.inner.store.put_op(rec);
                 let target = match to {
                     None => None,
                     Some(RollbackTarget::Revision(r)) => Some(*r),
-                    Some(RollbackTarget::Version(v)) => match c.history(&e.deployment).await {
-                        Ok(h) => {
-                            let wanted = super::image_for(e, v);
-                            match h.iter().rev().find(|r| {
-                                r.images
-                                    .iter()
-                                    .any(|i| *i == wanted || i.ends_with(&format!(":{v}")))
-                            }) {
-                                Some(r) => Some(r.number),
-                                None => {
-                                    return StepEnd::Failed(format!(
-                                        "no revision ran {v}; see `history {}`",
-                                        rec.env
-                                    ));
-                                }
+                    Some(RollbackTarget::Version(v)) => {
+                        let wanted = super::image_for(e, v);
+                        match history.iter().rev().find(|r| {
+                            r.images
+                                .iter()
+                                .any(|i| *i == wanted || i.ends_with(&format!(":{v}")))
+                        }) {
+                            Some(r) => Some(r.number),
+                            None => {
+                                return StepEnd::Failed(format!(
+                                    "no revision ran {v}; see `history {}`",
+                                    rec.env
+                                ));
                             }
                         }
-                        Err(err) => return StepEnd::Failed(err.to_string()),
-                    },
+                    }
                 };
                 match c.undo(&e.deployment, target).await {
                     Ok(rev) => {
+                        let version = history
+                            .iter()
+                            .find(|r| r.number == rev)
+                            .map(super::rollback::version_of)
+                            .unwrap_or_default();
                         rec.data.insert("undo_to".into(), rev.to_string());
-                        StepEnd::Done(format!("to revision {rev}"))
+                        rec.data.insert("undo_version".into(), version.clone());
+                        // The revision is renumbered by the rollout: name the version here and
+                        // only the new number after it, so one state never has two numbers.
+                        StepEnd::Done(format!("to {version}"))
                     }
                     Err(err) => StepEnd::Failed(err.to_string()),
                 }

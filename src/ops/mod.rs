@@ -7,6 +7,7 @@ pub mod engine;
 pub mod progress;
 pub mod report;
 pub mod restore;
+pub mod rollback;
 pub mod scheduled;
 pub mod templates;
 
@@ -398,7 +399,7 @@ pub async fn execute<C: Chat>(
                 let version = r
                     .images
                     .first()
-                    .map(|i| crate::sandbox::kube::split_image(i).1.to_string())
+                    .map(|i| crate::cluster::split_image(i).1.to_string())
                     .unwrap_or_default();
                 let cause = r.change_cause.unwrap_or_else(|| "(no change cause)".into());
                 // Revisions the bot made name their operation (`(#12)`): add when and how it ended.
@@ -644,7 +645,7 @@ async fn status<C: Chat>(ctx: &Context<'_, C>, env: Option<&str>) -> String {
                 match c.deployment(&e.deployment).await {
                     Ok(d) => {
                         let version = rollout::current_image(&d, Some(e.container()))
-                            .map(|i| crate::sandbox::kube::split_image(&i).1.to_string())
+                            .map(|i| crate::cluster::split_image(&i).1.to_string())
                             .unwrap_or_else(|| "?".into());
                         let st = d.status.clone().unwrap_or_default();
                         let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);

@@ -216,7 +216,7 @@ async fn a_deploy_to_test_rolls_out_smoke_tests_and_edits_one_progress_message()
     w.wait_for("#ops", "rollback", |m| {
         bot_texts(m)
             .iter()
-            .any(|t| t.contains("test is back on revision 1."))
+            .any(|t| t.contains("test is back on 6.5.0 (revision 3)."))
     })
     .await;
     assert!(image_of(&w, "test").ends_with(":6.5.0"));
@@ -224,7 +224,7 @@ async fn a_deploy_to_test_rolls_out_smoke_tests_and_edits_one_progress_message()
     w.wait_for("#ops", "rollback to 2", |m| {
         bot_texts(m)
             .iter()
-            .any(|t| t.contains("test is back on revision 2."))
+            .any(|t| t.contains("test is back on 7.0.0 (revision 4)."))
     })
     .await;
     assert!(image_of(&w, "test").ends_with(":7.0.0"));

@@ -346,3 +346,81 @@ async fn an_existing_job_is_adopted_only_when_it_carries_the_operations_own_mark
         .unwrap_err();
     assert!(err.to_string().contains("did not create it"), "{err}");
 }
+
+fn image_tag(w: &World, env: &str) -> String {
+    w.kube().get("deployments", env, "rocketchat").unwrap()["spec"]["template"]["spec"]
+        ["containers"][0]["image"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Every `revision N` a message names.
+fn revisions_named(text: &str) -> std::collections::BTreeSet<String> {
+    text.split("revision ")
+        .skip(1)
+        .filter_map(|rest| {
+            let n: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            (!n.is_empty()).then_some(n)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_rollback_goes_back_to_the_last_good_version_and_a_failed_one_rolls_forward() {
+    let mut w = World::with_cluster().await;
+    w.start_bot().await;
+    w.sim.post("alice", "#ops", "/deploy test 7.0.0").unwrap();
+    w.wait_bot_text("#ops", "the deploy", |t| t.starts_with("✅ *#1"))
+        .await;
+    // 6.5.1 fails its smoke test and is rolled back automatically: test is on 7.0.0 again.
+    w.kube()
+        .set_app_failing("test", "rocketchat", true, Some("6.5.1"));
+    w.sim.post("alice", "#ops", "/deploy test 6.5.1").unwrap();
+    w.wait_bot_text("#ops", "the rolled back deploy", |t| {
+        t.starts_with("↩️ *#2")
+    })
+    .await;
+    assert_eq!(image_tag(&w, "test"), "7.0.0");
+
+    // A plain rollback skips the broken 6.5.1, names 6.5.0, and asks because it is not the previous one.
+    w.kube()
+        .set_app_failing("test", "rocketchat", true, Some("6.5.0"));
+    w.sim.post("alice", "#ops", "/rollback test").unwrap();
+    let question = w.confirm("alice", "#ops").await;
+    assert!(
+        question.contains("to revision 1 (6.5.0), the newest earlier revision that succeeded")
+            && question.contains("passing over revision 3 (6.5.1: rolled back by #2)"),
+        "{question}"
+    );
+    // 6.5.0 does not answer: the rollback goes forward again to 7.0.0 and alerts.
+    let failed = w
+        .wait_bot_text("#ops", "the failed rollback", |t| t.starts_with("↩️ *#3"))
+        .await;
+    assert!(
+        failed.contains("✓ roll forward") && failed.ends_with("test is back on 7.0.0."),
+        "{failed}"
+    );
+    assert_eq!(image_tag(&w, "test"), "7.0.0");
+    w.wait_bot_text("#alerts", "the rollback's alert", |t| {
+        t.contains("#3 rollback test 1 by @alice failed")
+    })
+    .await;
+
+    // Once 6.5.0 answers again, the previous revision is good: no question, and one number for it.
+    w.kube().set_app_failing("test", "rocketchat", false, None);
+    w.sim.post("alice", "#ops", "/rollback test").unwrap();
+    let done = w
+        .wait_bot_text("#ops", "the rollback", |t| t.starts_with("✅ *#4"))
+        .await;
+    assert_eq!(image_tag(&w, "test"), "6.5.0");
+    assert!(
+        done.contains("✓ undo") && done.contains("to 6.5.0"),
+        "{done}"
+    );
+    assert_eq!(revisions_named(&done).len(), 1, "{done}");
+    w.stop_bot().await;
+}

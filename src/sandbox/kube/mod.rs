@@ -92,14 +92,7 @@ impl Registry {
     }
 }
 
-/// `registry/app:tag` → (`registry/app`, `tag`); no tag means `latest`.
-pub fn split_image(image: &str) -> (&str, &str) {
-    let image = image.split('@').next().unwrap_or(image);
-    match image.rfind(':') {
-        Some(i) if !image[i..].contains('/') => (&image[..i], &image[i + 1..]),
-        _ => (image, "latest"),
-    }
-}
+pub use crate::cluster::split_image;
 
 pub(crate) struct KubeInner {
     pub store: Mutex<ObjectStore>,

@@ -1,0 +1,213 @@
+//! What a plain `rollback ENV` goes back to: the newest earlier revision that succeeded, chosen before anyone confirms.
+
+use crate::cluster::Cluster;
+use crate::cluster::rollout::{self, Revision};
+use crate::config::EnvironmentConfig;
+use crate::store::{OpState, Store};
+
+/// Whether a revision is one to go back to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Good,
+    /// Never go back to it, and why (`rolled back by #3`).
+    Bad(String),
+}
+
+/// The revision a plain rollback goes to, and what it passed over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    pub target: i64,
+    pub version: String,
+    /// The immediately previous revision (what `kubectl rollout undo` would pick).
+    pub previous: i64,
+    /// Newer revisions passed over: (revision, version, why).
+    pub skipped: Vec<(i64, String, String)>,
+}
+
+impl Choice {
+    /// Going anywhere but the immediately previous revision is a surprise worth a confirmation.
+    pub fn needs_confirmation(&self) -> bool {
+        self.target != self.previous
+    }
+
+    /// The plan, as the confirmation question and the audit log show it.
+    pub fn describe(&self, env: &str, e: &EnvironmentConfig) -> String {
+        let mut s = format!(
+            "roll back deployment {}/{} to revision {} ({}), the newest earlier revision that succeeded",
+            e.namespace_or(env),
+            e.deployment,
+            self.target,
+            self.version
+        );
+        if !self.skipped.is_empty() {
+            let passed: Vec<String> = self
+                .skipped
+                .iter()
+                .map(|(n, v, why)| format!("revision {n} ({v}: {why})"))
+                .collect();
+            s.push_str(&format!("; passing over {}", passed.join(", ")));
+        }
+        s.push('.');
+        s
+    }
+}
+
+/// The tag of a revision's first image.
+pub fn version_of(r: &Revision) -> String {
+    r.images
+        .first()
+        .map(|i| crate::cluster::split_image(i).1.to_string())
+        .unwrap_or_default()
+}
+
+/// Pure: the newest revision other than `current` that `verdict` calls good and that runs
+/// something other than what runs now.
+pub fn choose(
+    history: &[Revision],
+    current: i64,
+    verdict: impl Fn(&Revision) -> Verdict,
+) -> Result<Choice, String> {
+    let now = history.iter().find(|r| r.number == current);
+    let mut earlier: Vec<&Revision> = history.iter().filter(|r| r.number != current).collect();
+    earlier.sort_by_key(|r| std::cmp::Reverse(r.number));
+    let Some(previous) = earlier.first().map(|r| r.number) else {
+        return Err("there is no earlier revision to go back to".into());
+    };
+    let mut skipped = Vec::new();
+    for r in earlier {
+        let why = match verdict(r) {
+            Verdict::Bad(why) => why,
+            Verdict::Good if now.is_some_and(|n| n.images == r.images) => {
+                "the same version as now".to_string()
+            }
+            Verdict::Good => {
+                return Ok(Choice {
+                    target: r.number,
+                    version: version_of(r),
+                    previous,
+                    skipped,
+                });
+            }
+        };
+        skipped.push((r.number, version_of(r), why));
+    }
+    let passed: Vec<String> = skipped
+        .iter()
+        .map(|(n, v, why)| format!("revision {n} ({v}: {why})"))
+        .collect();
+    Err(format!(
+        "no earlier revision succeeded: {}. Name one with `rollback ENV REVISION` if you are sure.",
+        passed.join(", ")
+    ))
+}
+
+/// The operation number a revision's change cause names (`deploy 7.0.0 by alice (#12)`).
+pub fn op_of(r: &Revision) -> Option<u64> {
+    r.change_cause
+        .as_deref()?
+        .rsplit_once("(#")
+        .and_then(|(_, rest)| rest.trim_end_matches(')').parse().ok())
+}
+
+/// A revision made by one of the bot's operations is good only if that operation succeeded;
+/// others (made by hand, by another tool) are taken as good.
+pub fn verdict_from_journal(store: &Store, r: &Revision) -> Verdict {
+    let Some(id) = op_of(r) else {
+        return Verdict::Good;
+    };
+    match store.get_op(id).ok().flatten().map(|o| o.state) {
+        Some(OpState::Succeeded) | None => Verdict::Good,
+        Some(OpState::RolledBack) => Verdict::Bad(format!("rolled back by #{id}")),
+        Some(OpState::Failed) => Verdict::Bad(format!("failed in #{id}")),
+        Some(OpState::Cancelled) => Verdict::Bad(format!("cancelled in #{id}")),
+        Some(OpState::Running) => Verdict::Bad(format!("#{id} is still running")),
+    }
+}
+
+/// Chooses the target of a plain rollback from the cluster's history and the journal.
+pub async fn resolve(c: &Cluster, store: &Store, e: &EnvironmentConfig) -> Result<Choice, String> {
+    let d = c
+        .deployment(&e.deployment)
+        .await
+        .map_err(|e| e.to_string())?;
+    let current = d
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(rollout::REVISION))
+        .and_then(|r| r.parse::<i64>().ok())
+        .unwrap_or(0);
+    let history = c.history(&e.deployment).await.map_err(|e| e.to_string())?;
+    choose(&history, current, |r| verdict_from_journal(store, r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rev(n: i64, tag: &str) -> Revision {
+        Revision {
+            number: n,
+            change_cause: Some(format!("deploy {tag} (#{n})")),
+            images: vec![format!("rocketchat/rocket.chat:{tag}")],
+        }
+    }
+
+    fn bad_if(numbers: &'static [i64]) -> impl Fn(&Revision) -> Verdict {
+        move |r| {
+            if numbers.contains(&r.number) {
+                Verdict::Bad("rolled back".into())
+            } else {
+                Verdict::Good
+            }
+        }
+    }
+
+    #[test]
+    fn a_plain_rollback_after_a_rolled_back_deploy_skips_the_broken_revision() {
+        // 6.5.0 (1), 9.9.9-missing (3, rolled back), 7.0.0 is current again as revision 4.
+        let h = [rev(1, "6.5.0"), rev(3, "9.9.9-missing"), rev(4, "7.0.0")];
+        let c = choose(&h, 4, bad_if(&[3])).unwrap();
+        assert_eq!((c.target, c.version.as_str(), c.previous), (1, "6.5.0", 3));
+        assert_eq!(
+            c.skipped,
+            vec![(3, "9.9.9-missing".into(), "rolled back".into())]
+        );
+        assert!(c.needs_confirmation());
+    }
+
+    #[test]
+    fn the_immediately_previous_good_revision_needs_no_extra_confirmation() {
+        let h = [rev(1, "6.5.0"), rev(2, "7.0.0")];
+        let c = choose(&h, 2, bad_if(&[])).unwrap();
+        assert_eq!(c.target, 1);
+        assert!(!c.needs_confirmation());
+    }
+
+    #[test]
+    fn a_revision_running_what_runs_now_is_passed_over() {
+        let mut same = rev(2, "7.0.0");
+        same.change_cause = None;
+        let h = [rev(1, "6.5.0"), same, rev(3, "7.0.0")];
+        let c = choose(&h, 3, bad_if(&[])).unwrap();
+        assert_eq!(c.target, 1);
+        assert_eq!(c.skipped[0].2, "the same version as now");
+    }
+
+    #[test]
+    fn no_good_revision_is_an_error_naming_each_one_passed_over() {
+        let h = [rev(1, "6.5.0"), rev(2, "7.0.0")];
+        let err = choose(&h, 2, bad_if(&[1])).unwrap_err();
+        assert!(err.contains("revision 1 (6.5.0: rolled back)"), "{err}");
+        let err = choose(&[rev(1, "6.5.0")], 1, bad_if(&[])).unwrap_err();
+        assert!(err.contains("no earlier revision"), "{err}");
+    }
+
+    #[test]
+    fn the_operation_is_read_from_the_change_cause() {
+        assert_eq!(op_of(&rev(12, "7.0.0")), Some(12));
+        let mut r = rev(1, "6.5.0");
+        r.change_cause = Some("initial install 6.5.0".into());
+        assert_eq!(op_of(&r), None);
+    }
+}
