@@ -781,13 +781,62 @@ impl<C: Chat> Bot<C> {
                 };
                 self.refuse(origin, body, Some(cmd), e).await;
             }
-            None => {
-                let e = UserError::Refused(format!(
-                    "No operation #{op} is waiting; running operations cannot be cancelled yet."
-                ));
-                self.refuse(origin, body, Some(cmd), e).await;
+            None => self.cancel_running(origin, body, cmd, op).await,
+        }
+    }
+
+    /// `cancel #N` of a running operation: its requester, or anyone who may run the same command
+    /// in that environment, stops it; the engine undoes what it changed.
+    async fn cancel_running(&self, origin: &Origin<'_>, body: &str, cmd: &Command, op: u64) {
+        let running = self
+            .s
+            .engine
+            .requester(op)
+            .and_then(|owner| Some((owner, self.s.store.get_op(op).ok().flatten()?)));
+        let Some((owner, rec)) = running else {
+            let e = UserError::Refused(format!(
+                "No operation #{op} is waiting or running; `status` shows what runs."
+            ));
+            return self.refuse(origin, body, Some(cmd), e).await;
+        };
+        if owner != origin.msg.username {
+            let may = match command::parse(&rec.command, &self.s.grammar) {
+                Ok(theirs) => self.decide(origin, &theirs).await,
+                Err(e) => Err(e),
+            };
+            match may {
+                Ok(Decision::Allow { .. }) => {}
+                Ok(Decision::Deny { reason }) => {
+                    let e = UserError::NotAllowed {
+                        action: format!("cancel #{op} ({})", rec.command),
+                        reason: format!("it is @{owner}'s and {reason}"),
+                    };
+                    return self.refuse(origin, body, Some(cmd), e).await;
+                }
+                Err(e) => return self.refuse(origin, body, Some(cmd), e).await,
             }
         }
+        if !self.s.engine.cancel(op, &origin.msg.username) {
+            let e = UserError::Refused(format!("#{op} has just finished; nothing to cancel."));
+            return self.refuse(origin, body, Some(cmd), e).await;
+        }
+        self.reply(
+            origin.msg,
+            &format!(
+                "Cancelling #{op} {}: it stops now and puts back what it changed; its progress message says how it ends.",
+                rec.command
+            ),
+        )
+        .await;
+        self.audit(
+            origin,
+            body,
+            Some(cmd),
+            "allowed",
+            None,
+            Some(op),
+            Some("cancel requested".into()),
+        );
     }
 
     /// A refusal if the command's environment is locked against it.

@@ -145,6 +145,8 @@ pub(super) struct Inner<C: Chat> {
     grammar: Grammar,
     shutdown: CancellationToken,
     cancels: Mutex<HashMap<u64, CancellationToken>>,
+    /// Who cancelled a running operation, until it has stopped.
+    cancelled_by: Mutex<HashMap<u64, String>>,
     tasks: tokio_util::task::TaskTracker,
     http: reqwest::Client,
 }
@@ -168,6 +170,7 @@ impl<C: Chat> Engine<C> {
                 grammar,
                 shutdown,
                 cancels: Mutex::new(HashMap::new()),
+                cancelled_by: Mutex::new(HashMap::new()),
                 tasks: tokio_util::task::TaskTracker::new(),
                 http: reqwest::Client::builder()
                     .timeout(Duration::from_secs(10))
@@ -331,8 +334,10 @@ impl<C: Chat> Engine<C> {
         }
     }
 
-    /// Asks a running operation to stop; `false` if none runs under that number.
-    pub fn cancel(&self, op: u64) -> bool {
+    /// Asks a running operation to stop at once and undo what it changed (a rollout being
+    /// followed is abandoned and undone; a restore always scales the app back); `false` if none
+    /// runs under that number.
+    pub fn cancel(&self, op: u64, by: &str) -> bool {
         match self
             .inner
             .cancels
@@ -341,6 +346,9 @@ impl<C: Chat> Engine<C> {
             .and_then(|c| c.get(&op).cloned())
         {
             Some(t) => {
+                if let Ok(mut c) = self.inner.cancelled_by.lock() {
+                    c.insert(op, by.to_string());
+                }
                 t.cancel();
                 true
             }
@@ -529,11 +537,19 @@ impl<C: Chat> Engine<C> {
                     return self.fail(rec, &cmd, &cluster, &e, detail).await;
                 }
                 StepEnd::Cancelled => {
+                    let by = self
+                        .inner
+                        .cancelled_by
+                        .lock()
+                        .ok()
+                        .and_then(|mut c| c.remove(&rec.id))
+                        .map(|u| format!("cancelled by {}", super::who(&u)))
+                        .unwrap_or_else(|| "cancelled".into());
                     rec.steps[i].state = StepState::Failed;
-                    rec.steps[i].detail = "cancelled".into();
+                    rec.steps[i].detail = by.clone();
                     rec.steps[i].finished_ms = Some(crate::app::now_ms());
                     rec.state = OpState::Cancelled;
-                    return self.fail(rec, &cmd, &cluster, &e, "cancelled".into()).await;
+                    return self.fail(rec, &cmd, &cluster, &e, by).await;
                 }
                 StepEnd::Interrupted => {
                     // The journal keeps the step as running; the next start resumes here.
@@ -728,6 +744,20 @@ impl<C: Chat> Engine<C> {
             if rec.state != OpState::Cancelled {
                 rec.state = OpState::Failed;
             }
+        }
+        if rec.state == OpState::Cancelled
+            && let Some(summary) = rec.summary.take()
+        {
+            let failed = [
+                format!("{} failed ({why})", rec.command),
+                format!("{} failed: {why}", rec.command),
+            ];
+            let was = format!("{} was {why}", rec.command);
+            rec.summary = Some(
+                failed
+                    .iter()
+                    .fold(summary, |s, f| s.replacen(f.as_str(), &was, 1)),
+            );
         }
         self.finish(&mut rec).await;
     }

@@ -424,3 +424,78 @@ async fn a_plain_rollback_goes_back_to_the_last_good_version_and_a_failed_one_ro
     assert_eq!(revisions_named(&done).len(), 1, "{done}");
     w.stop_bot().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_running_deploy_and_undoes_it_and_a_running_restore_always_scales_back() {
+    let mut w = World::with_cluster().await;
+    w.sim.add_user("carol", &["user", "ops"]);
+    w.sim.join("carol", "#ops").unwrap();
+    w.add_test_autoscaler();
+    w.start_bot().await;
+    // A deploy whose rollout never finishes (the tag cannot be pulled; the deadline is long).
+    w.sim
+        .post("alice", "#ops", "/deploy test 9.9.9-missing")
+        .unwrap();
+    w.wait_bot_text("#ops", "the rollout under way", |t| {
+        t.starts_with("⏳ *#1") && t.contains("… rollout")
+    })
+    .await;
+    // bob may not run deploys in test, so he may not cancel alice's either.
+    w.sim.post("bob", "#ops", "/cancel #1").unwrap();
+    w.wait_bot_text("#ops", "bob's refusal", |t| {
+        t.starts_with("You may not cancel #1")
+    })
+    .await;
+    w.sim.post("carol", "#ops", "/cancel #1").unwrap();
+    let done = w
+        .wait_bot_text("#ops", "the cancelled deploy", |t| {
+            t.starts_with("🚫 *#1") && t.contains("rollback (") && !t.contains("… rollback")
+        })
+        .await;
+    assert!(
+        done.contains("cancelled by @carol")
+            && done.contains("✓ rollback")
+            && done.ends_with("test is back on 6.5.0."),
+        "{done}"
+    );
+    assert_eq!(image_tag(&w, "test"), "6.5.0");
+
+    // A restore cancelled while its Job runs still scales the app back and restores the autoscaler.
+    w.kube().script_job(
+        "mongodb-restore",
+        rocketops::sandbox::kube::JobScript {
+            runtime: Duration::from_secs(60),
+            ..Default::default()
+        },
+    );
+    w.sim.post("alice", "#ops", "/backup now test").unwrap();
+    w.wait_bot_text("#ops", "the backup", |t| t.starts_with("✅ *#2"))
+        .await;
+    w.sim.post("alice", "#ops", "/restore test latest").unwrap();
+    w.confirm("alice", "#ops").await;
+    w.wait_bot_text("#ops", "the restore Job running", |t| {
+        t.starts_with("⏳ *#3") && t.contains("✓ scale down") && t.contains("restore (")
+    })
+    .await;
+    w.sim.post("alice", "#ops", "/cancel #3").unwrap();
+    let done = w
+        .wait_bot_text("#ops", "the cancelled restore", |t| {
+            t.starts_with("🚫 *#3") && t.contains("was cancelled")
+        })
+        .await;
+    assert!(
+        done.contains("cancelled by @alice") && done.contains("rocketchat back at 3 replicas"),
+        "{done}"
+    );
+    assert_eq!(replicas(&w, "test"), 3);
+    let hpa = w
+        .kube()
+        .get("horizontalpodautoscalers", "test", "rocketchat")
+        .expect("the autoscaler is back");
+    assert_eq!(hpa["spec"]["minReplicas"], 2);
+    // Both environments' locks are free again.
+    w.sim.post("alice", "#ops", "/scale test 2").unwrap();
+    w.wait_bot_text("#ops", "the next operation", |t| t.starts_with("✅ *#4"))
+        .await;
+    w.stop_bot().await;
+}

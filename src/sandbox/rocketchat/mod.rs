@@ -234,6 +234,23 @@ impl RocketChatSim {
             .map_err(|e| SimError::Refused(e.to_string()))
     }
 
+    /// Makes `username` a member of `room` (as if invited).
+    pub fn join(&self, username: &str, room: &str) -> Result<(), SimError> {
+        let mut st = self.inner.state();
+        let uid = st
+            .user_by_name(username)
+            .map(|u| u.id.clone())
+            .ok_or_else(|| SimError::UnknownUser(username.into()))?;
+        let rid = st
+            .room_by_name(room)
+            .map(|r| r.id.clone())
+            .ok_or_else(|| SimError::UnknownRoom(room.into()))?;
+        if let Some(r) = st.rooms.get_mut(&rid) {
+            r.members.insert(uid);
+        }
+        Ok(())
+    }
+
     /// Adds `emoji` (without colons) as `username`'s reaction to a message.
     pub fn react(&self, username: &str, message_id: &str, emoji: &str) -> Result<(), SimError> {
         let mut st = self.inner.state();
