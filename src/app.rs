@@ -29,6 +29,8 @@ pub enum AppError {
     ClusterUnavailable(#[from] crate::cluster::ClusterError),
     #[error("invalid runbook commands or Job templates:\n{0}")]
     RunbooksInvalid(String),
+    #[error("refusing to start: {0}")]
+    AuditKey(String),
 }
 
 /// Loads the runbook commands of `config.bot.commands_dir`, all problems reported at once.
@@ -87,6 +89,10 @@ pub async fn run_with_clock(
     telemetry_addr: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
     clock: crate::schedule::Clock,
 ) -> Result<(), AppError> {
+    if let Some(why) = config.audit_refusal() {
+        return Err(AppError::AuditKey(why));
+    }
+    store.set_audit_key(config.audit.key.as_ref().map(|k| k.expose().as_bytes()));
     let runbooks = load_runbooks(&config)?;
     let clusters = Clusters::connect(&config.environments).await?;
     let ready = Arc::new(crate::telemetry::Readiness::default());
@@ -161,6 +167,12 @@ pub async fn run_with_clock(
         );
         alerter_task = Some(tokio::spawn(alerter.run(events, shutdown.clone())));
     }
+    let anchor_task = tokio::spawn(anchor_audit(
+        chat.clone(),
+        store.clone(),
+        config.audit.clone(),
+        shutdown.clone(),
+    ));
     let connection_handle = chat.clone();
     let bot = Bot::new(
         chat,
@@ -186,6 +198,7 @@ pub async fn run_with_clock(
     };
     bot.serve(incoming, shutdown).await;
     let _ = schedules.await;
+    let _ = anchor_task.await;
     if let Some(t) = alerter_task {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
@@ -195,6 +208,50 @@ pub async fn run_with_clock(
     connection_handle.closed(Duration::from_secs(5)).await;
     store.flush().await?;
     Ok(())
+}
+
+/// The audit log's anchor outside the store: the head hash and record count, exported as metrics
+/// and posted to the audit room at start and every `anchor_every`, so that truncating or
+/// rewriting the log is found by `rocketops audit verify --head HASH`.
+async fn anchor_audit<C: Chat>(
+    chat: C,
+    store: Store,
+    cfg: crate::config::AuditConfig,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(cfg.anchor_every.max(Duration::from_secs(1)));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let Ok(Some((seq, head))) = store.audit_head() else {
+            continue;
+        };
+        let m = crate::telemetry::metrics();
+        m.audit_records.set(seq as i64);
+        m.audit_anchor.clear();
+        m.audit_anchor
+            .get_or_create(&crate::telemetry::labels(&[
+                ("head", &head),
+                ("records", &seq.to_string()),
+            ]))
+            .set(now_ms() / 1000);
+        let Some(room) = cfg.room.as_deref() else {
+            continue;
+        };
+        let text = format!(
+            "🔏 Audit anchor: {seq} records, head `{head}`. Keep this message: `rocketops audit verify --head {head}` proves the log still holds it."
+        );
+        match chat.room_id(room).await {
+            Ok(rid) => {
+                if let Err(e) = chat.post(&rid, None, &text).await {
+                    tracing::warn!(error = %e, room, "cannot post the audit anchor");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, room, "cannot find the audit room"),
+        }
+    }
 }
 
 /// Keeps `/readyz` told whether every cluster's API server answers.
@@ -235,6 +292,8 @@ struct Held {
     approvals: u32,
     /// The plan as decided before confirmation, when it needed the cluster to decide.
     plan: Option<String>,
+    /// For a read-only command naming no environment: the ones the asker may see.
+    visible: Option<Vec<String>>,
 }
 
 impl crate::policy::HasOp for Held {
@@ -253,11 +312,62 @@ struct Shared<C: Chat> {
     catch_up_max_age: Duration,
     seen_retention: Duration,
     limiter: Mutex<RateLimiter>,
+    /// Users being rate limited now: their window and what it refused.
+    flood: Mutex<HashMap<String, Flood>>,
     pending: Mutex<Pending<Held>>,
     roles: Mutex<RoleCache>,
     clusters: Clusters,
     config: Config,
     engine: ops::engine::Engine<C>,
+}
+
+/// A user's flood window: refused messages are counted here and audited once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flood {
+    pub since_ms: i64,
+    pub last_ms: i64,
+    /// When the window ends: the next refusal after it is answered again.
+    pub until_ms: i64,
+    pub count: u64,
+    pub room: String,
+    /// The first refused message's text.
+    pub first: String,
+}
+
+/// Pure: one message of `user` through the flood window. `limited` is the rate limiter's wait
+/// (seconds) when it refused. Returns whether to answer, and a window that ended (to audit).
+pub fn flood_step(
+    floods: &mut HashMap<String, Flood>,
+    (user, room, text): (&str, &str, &str),
+    now_ms: i64,
+    limited: Option<u64>,
+) -> (bool, Option<Flood>) {
+    let open = floods.get(user).is_some_and(|f| now_ms < f.until_ms);
+    match limited {
+        None => (false, floods.remove(user)),
+        Some(_) if open => {
+            if let Some(f) = floods.get_mut(user) {
+                f.count += 1;
+                f.last_ms = now_ms;
+            }
+            (false, None)
+        }
+        Some(secs) => {
+            let ended = floods.remove(user);
+            floods.insert(
+                user.to_string(),
+                Flood {
+                    since_ms: now_ms,
+                    last_ms: now_ms,
+                    until_ms: now_ms + (secs.max(1) * 1000) as i64,
+                    count: 1,
+                    room: room.to_string(),
+                    first: text.chars().take(500).collect(),
+                },
+            );
+            (true, ended)
+        }
+    }
 }
 
 /// Why a message must not run as a command whatever the seen-set remembers, if it must not.
@@ -331,6 +441,7 @@ impl<C: Chat> Bot<C> {
                     config.policy.rate_per_minute,
                     config.policy.rate_burst,
                 )),
+                flood: Mutex::new(HashMap::new()),
                 pending: Mutex::new(Pending::default()),
                 roles: Mutex::new(RoleCache::default()),
                 clusters,
@@ -357,6 +468,7 @@ impl<C: Chat> Bot<C> {
         let mut rooms: HashMap<String, mpsc::UnboundedSender<Incoming>> = HashMap::new();
         let mut workers = tokio::task::JoinSet::new();
         let mut prune = tokio::time::interval(Duration::from_secs(3600));
+        let mut floods = tokio::time::interval(Duration::from_secs(5));
         loop {
             tokio::select! {
                 msg = incoming.recv() => {
@@ -383,9 +495,11 @@ impl<C: Chat> Bot<C> {
                         Err(e) => tracing::warn!(error = %e, "pruning seen ids failed"),
                     }
                 }
+                _ = floods.tick() => self.flush_floods(false),
                 _ = shutdown.cancelled() => break,
             }
         }
+        self.flush_floods(true);
         drop(rooms);
         // Let commands already taken finish their answer.
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
@@ -444,17 +558,29 @@ impl<C: Chat> Bot<C> {
             .map(|mut l| l.check(&msg.username))
             .unwrap_or(Ok(()));
         let limited: Result<(), u64> = limited;
+        let now = now_ms();
+        let told = self.s.flood.lock().map(|mut f| {
+            flood_step(
+                &mut f,
+                (&msg.username, &origin.room_label, body),
+                now,
+                limited.err(),
+            )
+        });
+        let (answer, ended) = told.unwrap_or((false, None));
+        if let Some(ended) = ended {
+            self.audit_flood(&msg.username, &ended);
+        }
         if let Err(secs) = limited {
-            return self
-                .refuse(
-                    &origin,
-                    body,
-                    None,
-                    UserError::RateLimited {
-                        retry_after_secs: secs,
-                    },
-                )
-                .await;
+            // One "slow down" per window; the rest of the flood is counted, not answered.
+            if answer {
+                let e = UserError::RateLimited {
+                    retry_after_secs: secs,
+                };
+                tracing::info!(user = %msg.username, reason = e.label(), "refused");
+                self.reply(msg, &e.to_string()).await;
+            }
+            return;
         }
         let cmd = match command::parse(body, &self.s.grammar) {
             Ok(c) => c,
@@ -538,6 +664,29 @@ impl<C: Chat> Bot<C> {
         ))
     }
 
+    /// The environments the asker may see with `cmd` (roles as `decide` found them).
+    async fn visible_envs(&self, origin: &Origin<'_>, cmd: &Command) -> Vec<String> {
+        let roles = if self.s.policy.needs_roles(cmd) {
+            self.requester_roles(&origin.msg.username)
+                .await
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let room = match origin.msg.room_kind {
+            RoomKind::Direct => None,
+            _ => origin.msg.room_name.as_deref(),
+        };
+        self.s.policy.visible_envs(
+            cmd,
+            &Requester {
+                username: &origin.msg.username,
+                roles: &roles,
+                room,
+            },
+        )
+    }
+
     async fn authorize_and_run(&self, origin: &Origin<'_>, body: &str, cmd: Command) {
         let decision = match self.decide(origin, &cmd).await {
             Ok(d) => d,
@@ -556,6 +705,10 @@ impl<C: Chat> Bot<C> {
         if let Some(refusal) = self.locked(&cmd) {
             return self.refuse(origin, body, Some(&cmd), refusal).await;
         }
+        let visible = match (cmd.is_mutating(), cmd.env()) {
+            (false, None) => Some(self.visible_envs(origin, &cmd).await),
+            _ => None,
+        };
         let (mut cmd, mut confirm, mut plan) = (cmd, confirm, None);
         if let Command::Rollback { env, to: None } = &cmd {
             // "rollback" means "back to the last good version": fix the target now, so that the
@@ -600,6 +753,7 @@ impl<C: Chat> Bot<C> {
             requester: origin.msg.username.clone(),
             approvals,
             plan,
+            visible,
         };
         if confirm {
             let code = self
@@ -935,6 +1089,7 @@ impl<C: Chat> Bot<C> {
                 room_id: &held.room_id,
                 thread: held.thread.as_deref(),
                 op: held.op,
+                visible: held.visible.as_deref(),
                 help_for: &|name, sample| {
                     let roles = self
                         .s
@@ -1001,7 +1156,7 @@ impl<C: Chat> Bot<C> {
                 &held.cmd,
                 held.op,
                 &held.requester,
-                &held.room_id,
+                (&held.room_id, &held.room_label),
                 held.thread.as_deref(),
             )
             .await
@@ -1028,6 +1183,58 @@ impl<C: Chat> Bot<C> {
                     None,
                 );
             }
+        }
+    }
+
+    /// One audit record for a whole flood window: how many messages were refused, and the first.
+    fn audit_flood(&self, user: &str, f: &Flood) {
+        let entry = AuditEntry {
+            at_ms: f.since_ms,
+            user: user.to_string(),
+            room: f.room.clone(),
+            text: f.first.chars().take(500).collect(),
+            decision: "refused".into(),
+            reason: Some(format!(
+                "rate limited: {} message{} in {} s refused, one answer given",
+                f.count,
+                if f.count == 1 { "" } else { "s" },
+                ((f.last_ms - f.since_ms) / 1000).max(0)
+            )),
+            outcome: Some(format!("rate_limited ×{}", f.count)),
+            ..AuditEntry::default()
+        };
+        crate::telemetry::metrics()
+            .commands
+            .get_or_create(&crate::telemetry::labels(&[
+                ("command", "(unparsed)"),
+                ("outcome", "rate_limited"),
+            ]))
+            .inc_by(f.count);
+        if let Err(e) = self.s.store.audit(&entry) {
+            tracing::error!(error = %e, "audit write failed");
+        }
+    }
+
+    /// Writes the audit records of flood windows that have ended (all of them with `all`).
+    fn flush_floods(&self, all: bool) {
+        let now = now_ms();
+        let ended: Vec<(String, Flood)> = self
+            .s
+            .flood
+            .lock()
+            .map(|mut f| {
+                let done: Vec<String> = f
+                    .iter()
+                    .filter(|(_, v)| all || v.until_ms <= now)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                done.into_iter()
+                    .filter_map(|k| f.remove(&k).map(|v| (k, v)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (user, f) in ended {
+            self.audit_flood(&user, &f);
         }
     }
 
@@ -1138,6 +1345,25 @@ mod tests {
     }
 
     const TEN_MIN: Duration = Duration::from_secs(600);
+
+    #[test]
+    fn a_flood_is_answered_once_per_window_and_audited_once_with_its_count() {
+        let mut f = HashMap::new();
+        let who = ("bob", "ops", "/ping 1");
+        assert_eq!(flood_step(&mut f, who, 0, Some(2)), (true, None));
+        for t in 1..50 {
+            assert_eq!(flood_step(&mut f, who, t * 10, Some(2)), (false, None));
+        }
+        // The window is over: the next refusal is answered, and the last window is handed back.
+        let (answer, ended) = flood_step(&mut f, who, 2_500, Some(2));
+        assert!(answer);
+        let ended = ended.unwrap();
+        assert_eq!((ended.count, ended.first.as_str()), (50, "/ping 1"));
+        // An accepted message closes the window too.
+        let (answer, ended) = flood_step(&mut f, who, 2_600, None);
+        assert!(!answer && ended.unwrap().count == 1);
+        assert!(f.is_empty());
+    }
 
     #[test]
     fn a_fresh_live_message_may_run() {

@@ -1,4 +1,4 @@
-//! `rocketops audit`: printing the audit log with filters (text or JSON lines) and verifying its hash chain.
+//! `rocketops audit`: printing and exporting the audit log (text or JSON lines) and verifying its keyed hash chain against an anchor.
 
 use serde::Serialize;
 
@@ -8,9 +8,14 @@ use crate::store::{AuditEntry, Store, StoreError};
 /// `rocketops audit` arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AuditArgs {
-    /// `verify` checks the hash chain instead of printing.
-    #[arg(value_parser = ["verify"])]
+    /// `verify` checks the hash chain instead of printing; `export` prints every record (all of
+    /// them, not only the newest `--limit`) for shipping to a log system.
+    #[arg(value_parser = ["verify", "export"])]
     pub action: Option<String>,
+    /// With `verify`: a head hash posted earlier (the audit room's anchor, or the
+    /// `rocketops_audit_anchor` metric); the log must still hold that record.
+    #[arg(long, value_name = "HASH")]
+    pub head: Option<String>,
     /// Only records at or after this date (`2026-11-21` or RFC 3339).
     #[arg(long)]
     pub since: Option<String>,
@@ -81,9 +86,29 @@ struct Line<'a> {
 pub fn run(config: &Config, args: &AuditArgs) -> Result<bool, AuditError> {
     let store = Store::open(&config.bot.store_path)?;
     if args.action.as_deref() == Some("verify") {
-        return match store.verify_audit()? {
-            Ok(n) => {
-                println!("audit log intact: {n} records, hash chain verified");
+        let key = config.audit.key.as_ref().map(|k| k.expose().as_bytes());
+        return match store.verify_audit(key, args.head.as_deref())? {
+            Ok(s) => {
+                let keyed = match (s.keyed_from, key.is_some()) {
+                    (Some(1), _) => "keyed chain verified".to_string(),
+                    (Some(n), _) => format!(
+                        "keyed chain verified from record {n} (records before it predate the key and are only hash-chained)"
+                    ),
+                    (None, true) => "hash chain verified (no record is keyed yet)".to_string(),
+                    (None, false) => {
+                        "hash chain verified WITHOUT a key (set ROCKETOPS_AUDIT_KEY; an unkeyed chain can be recomputed by whoever holds the store)".to_string()
+                    }
+                };
+                let anchor = match &args.head {
+                    Some(h) => format!("; the anchored head {h} is in it"),
+                    None => {
+                        "; give --head HASH (the last posted anchor) to detect truncation".into()
+                    }
+                };
+                println!(
+                    "audit log intact: {} records, {keyed}{anchor}; head {}",
+                    s.records, s.head
+                );
                 Ok(true)
             }
             Err(b) => {
@@ -92,12 +117,24 @@ pub fn run(config: &Config, args: &AuditArgs) -> Result<bool, AuditError> {
             }
         };
     }
-    for e in select(store.all_audit()?, args)? {
+    let all = store.all_audit()?;
+    let selected = if args.action.as_deref() == Some("export") {
+        select(
+            all,
+            &AuditArgs {
+                limit: usize::MAX,
+                ..args.clone()
+            },
+        )?
+    } else {
+        select(all, args)?
+    };
+    for e in selected {
         let time = chrono::DateTime::from_timestamp_millis(e.at_ms)
             .unwrap_or_default()
             .format("%Y-%m-%dT%H:%M:%SZ")
             .to_string();
-        if args.json {
+        if args.json || args.action.as_deref() == Some("export") {
             println!(
                 "{}",
                 serde_json::to_string(&Line { time, entry: &e }).unwrap_or_default()

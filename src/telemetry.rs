@@ -83,6 +83,10 @@ pub struct Metrics {
     pub reconnects: Counter,
     /// DDP method round-trip time.
     pub ddp_rtt_seconds: Histogram,
+    /// Records in the audit log (a drop means truncation).
+    pub audit_records: Gauge,
+    /// The audit anchor: one series, labelled with the head hash and its record number.
+    pub audit_anchor: Family<Labels, Gauge>,
 }
 
 impl Metrics {
@@ -100,6 +104,8 @@ impl Metrics {
             alerts: Family::default(),
             reconnects: Counter::default(),
             ddp_rtt_seconds: seconds_buckets(),
+            audit_records: Gauge::default(),
+            audit_anchor: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -156,6 +162,16 @@ impl Metrics {
             "ddp_round_trip_seconds",
             "DDP method round-trip time",
             m.ddp_rtt_seconds.clone(),
+        );
+        registry.register(
+            "audit_records",
+            "Records in the audit log",
+            m.audit_records.clone(),
+        );
+        registry.register(
+            "audit_anchor",
+            "The audit log's head hash and record number at the last anchor (value: Unix time)",
+            m.audit_anchor.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -256,6 +256,11 @@ pub fn parse_runbook(
 }
 
 /// Loads every `*.toml` in `dir` (a missing directory has none); all problems are reported.
+/// The runbook files shipped in `commands/`, built into the binary (the sandbox uses them when it
+/// is started away from a checkout).
+pub const BUILT_IN: &[(&str, &str)] =
+    &[("migrate.toml", include_str!("../../commands/migrate.toml"))];
+
 pub fn load_dir(dir: &Path, env_names: &[String]) -> Result<Vec<RunbookSpec>, Vec<RunbookError>> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(Vec::new());

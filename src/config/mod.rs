@@ -53,7 +53,37 @@ pub struct Config {
     /// Failure alerts.
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// The audit log's key and anchor.
+    #[serde(default)]
+    pub audit: AuditConfig,
 }
+
+/// The audit log (`[audit]`): its key comes only from `ROCKETOPS_AUDIT_KEY` (a Secret).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Where the head hash and record count are posted (the anchor kept outside the store).
+    pub room: Option<String>,
+    /// How often the anchor is posted (and once at start).
+    #[serde(with = "humantime_serde")]
+    pub anchor_every: Duration,
+    /// The HMAC key of the chain: from `ROCKETOPS_AUDIT_KEY` only, never from the file.
+    #[serde(skip)]
+    pub key: Option<Secret>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            room: None,
+            anchor_every: Duration::from_secs(24 * 3600),
+            key: None,
+        }
+    }
+}
+
+/// The shortest audit key accepted, in bytes.
+pub const MIN_AUDIT_KEY_LEN: usize = 16;
 
 /// Failure alerts (`[alerts]`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -582,6 +612,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("ROCKETOPS_RC_PASSWORD", "rocketchat.password"),
     ("ROCKETOPS_STORE_PATH", "bot.store_path"),
     ("ROCKETOPS_ALERTS_WEBHOOK", "alerts.webhook_url"),
+    ("ROCKETOPS_AUDIT_KEY", "audit key (never in the file)"),
 ];
 
 impl Config {
@@ -649,6 +680,35 @@ impl Config {
         }
         if let Some(v) = env("ROCKETOPS_STORE_PATH") {
             self.bot.store_path = PathBuf::from(v);
+        }
+        if let Some(v) = env("ROCKETOPS_AUDIT_KEY").filter(|v| !v.is_empty()) {
+            self.audit.key = Some(Secret(v));
+        }
+    }
+
+    /// Why the bot must not start with this configuration's audit settings, if it must not:
+    /// a production environment needs a keyed audit log.
+    pub fn audit_refusal(&self) -> Option<String> {
+        let production: Vec<&String> = self
+            .environments
+            .iter()
+            .filter(|(n, e)| e.is_production(n))
+            .map(|(n, _)| n)
+            .collect();
+        match &self.audit.key {
+            Some(k) if k.expose().len() < MIN_AUDIT_KEY_LEN => Some(format!(
+                "ROCKETOPS_AUDIT_KEY is shorter than {MIN_AUDIT_KEY_LEN} bytes; use a random key from a Secret"
+            )),
+            Some(_) => None,
+            None if !production.is_empty() => Some(format!(
+                "production environments ({}) need a keyed audit log: set ROCKETOPS_AUDIT_KEY from a Secret (at least {MIN_AUDIT_KEY_LEN} random bytes, e.g. `openssl rand -hex 32`)",
+                production
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            None => None,
         }
     }
 

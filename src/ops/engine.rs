@@ -187,7 +187,7 @@ impl<C: Chat> Engine<C> {
         cmd: &Command,
         op: u64,
         user: &str,
-        room_id: &str,
+        (room_id, room): (&str, &str),
         thread: Option<&str>,
     ) -> Result<(), UserError> {
         let env = cmd.env().ok_or(UserError::Internal)?.to_string();
@@ -264,6 +264,7 @@ impl<C: Chat> Engine<C> {
             data,
             summary: None,
             mark: OpRecord::new_mark(),
+            room: room.trim_start_matches('#').to_string(),
         };
         if let Err(err) = s.store.put_op(&rec) {
             for k in &keys {
@@ -439,7 +440,11 @@ impl<C: Chat> Engine<C> {
         let entry = AuditEntry {
             at_ms: crate::app::now_ms(),
             user: rec.user.clone(),
-            room: rec.room_id.clone(),
+            room: if rec.room.is_empty() {
+                rec.room_id.clone()
+            } else {
+                rec.room.clone()
+            },
             text: rec.command.clone(),
             command: rec.command.clone(),
             env: Some(rec.env.clone()),

@@ -36,6 +36,22 @@ pub struct Context<'a, C: Chat> {
     pub op: u64,
     /// Where the asker may run a command (for `help`).
     pub help_for: &'a (dyn Fn(&str, &Command) -> Option<Vec<String>> + Sync),
+    /// For a read-only command that names no environment: the ones the asker may see.
+    pub visible: Option<&'a [String]>,
+}
+
+impl<C: Chat> Context<'_, C> {
+    /// The environments a command without one covers: those the asker may see.
+    pub fn envs(&self) -> Vec<String> {
+        match self.visible {
+            Some(v) => v.to_vec(),
+            None => self.config.environments.keys().cloned().collect(),
+        }
+    }
+
+    fn sees(&self, env: &str) -> bool {
+        self.visible.is_none_or(|v| v.iter().any(|e| e == env))
+    }
 }
 
 /// A command in normal form (`deploy prod v3.1`).
@@ -348,7 +364,8 @@ pub async fn execute<C: Chat>(
         }
         Command::Status { env } => Ok(Some(status(ctx, env.as_deref()).await)),
         Command::AlertsList => {
-            let open = crate::alerts::open_incidents(ctx.store);
+            let mut open = crate::alerts::open_incidents(ctx.store);
+            open.retain(|i| ctx.sees(&i.key.env));
             if open.is_empty() {
                 return Ok(Some("No open incidents.".into()));
             }
@@ -436,7 +453,7 @@ pub async fn execute<C: Chat>(
         Command::BackupReport { env } => {
             let envs: Vec<String> = match env {
                 Some(e) => vec![e.clone()],
-                None => ctx.config.environments.keys().cloned().collect(),
+                None => ctx.envs(),
             };
             for env in envs {
                 let r = report::for_env(ctx.store, &env, crate::app::now_ms());
@@ -455,7 +472,10 @@ pub async fn execute<C: Chat>(
             Ok(None)
         }
         Command::BackupList { env } => Ok(Some(catalog::render_list(
-            &catalog::list(ctx.store, env.as_deref()),
+            &catalog::list(ctx.store, env.as_deref())
+                .into_iter()
+                .filter(|b| ctx.sees(&b.env))
+                .collect::<Vec<_>>(),
             env.as_deref(),
             crate::app::now_ms(),
         ))),
@@ -626,7 +646,7 @@ pub(crate) fn backup_summary(message: &str) -> String {
 async fn status<C: Chat>(ctx: &Context<'_, C>, env: Option<&str>) -> String {
     let envs: Vec<String> = match env {
         Some(e) => vec![e.to_string()],
-        None => ctx.config.environments.keys().cloned().collect(),
+        None => ctx.envs(),
     };
     if envs.is_empty() {
         return "No environments are configured.".into();

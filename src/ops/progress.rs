@@ -82,6 +82,7 @@ mod tests {
             data: Default::default(),
             summary: summary.map(str::to_string),
             mark: String::new(),
+            room: "ops".into(),
         }
     }
 

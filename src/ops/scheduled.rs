@@ -54,7 +54,7 @@ impl<C: Chat> Scheduled<C> {
         let entry = AuditEntry {
             at_ms: crate::app::now_ms(),
             user: SYSTEM_USER.into(),
-            room: room.into(),
+            room: room.trim_start_matches('#').into(),
             text: command.into(),
             command: command.into(),
             env: Some(env.into()),
@@ -183,7 +183,7 @@ impl<C: Chat> Runner for Scheduled<C> {
         {
             count(env, kind, "skipped");
             let why = format!("{env} is locked by @{}", l.by);
-            self.audit(env, &room, &text, "skipped", Some(why.clone()), None);
+            self.audit(env, &channel, &text, "skipped", Some(why.clone()), None);
             let _ = self
                 .chat
                 .post(
@@ -202,8 +202,11 @@ impl<C: Chat> Runner for Scheduled<C> {
             }
         };
         tracing::info!(%env, %kind, %slot, op, "starting a scheduled operation");
-        self.audit(env, &room, &text, "scheduled", Some(slot_text), Some(op));
-        let started = self.engine.start(&cmd, op, SYSTEM_USER, &room, None).await;
+        self.audit(env, &channel, &text, "scheduled", Some(slot_text), Some(op));
+        let started = self
+            .engine
+            .start(&cmd, op, SYSTEM_USER, (&room, &channel), None)
+            .await;
         count(
             env,
             kind,

@@ -225,6 +225,23 @@ impl Policy {
             }
             _ => {}
         }
+        // Reading without naming an environment shows what the asker may see, not all or nothing.
+        if !cmd.is_mutating() && cmd.env().is_none() && !self.envs.is_empty() {
+            let visible = self.visible_envs(cmd, who);
+            if visible.is_empty() {
+                let first = self
+                    .envs
+                    .keys()
+                    .next()
+                    .map(String::as_str)
+                    .unwrap_or_default();
+                return self.authorize_in(cmd.policy_name(), cmd, first, who);
+            }
+            return Decision::Allow {
+                confirm: false,
+                approvals: 0,
+            };
+        }
         let envs: Vec<&str> = match cmd.env() {
             Some(e) => vec![e],
             None => self.envs.keys().map(String::as_str).collect(),
@@ -369,6 +386,20 @@ impl Policy {
             confirm,
             approvals: p.approvals.min(1),
         }
+    }
+
+    /// The environments where `who` may run the read-only `cmd` (for commands that name none).
+    pub fn visible_envs(&self, cmd: &Command, who: &Requester<'_>) -> Vec<String> {
+        self.envs
+            .keys()
+            .filter(|e| {
+                matches!(
+                    self.authorize_in(cmd.policy_name(), cmd, e, who),
+                    Decision::Allow { .. }
+                )
+            })
+            .cloned()
+            .collect()
     }
 
     /// Whether `name` may run while `env` is locked.

@@ -52,6 +52,22 @@ pub enum SandboxError {
 
 /// The configuration the sandbox gives the bot: the seeded `rocketops` account on the simulator,
 /// and, with a kubeconfig, the simulated cluster's environments (one context each).
+/// Writes the runbook files built into the binary into `dir`.
+fn write_built_in_runbooks(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (name, text) in crate::command::runbook::BUILT_IN {
+        std::fs::write(dir.join(name), text)?;
+    }
+    Ok(())
+}
+
+/// A random audit key for one sandbox run.
+fn sandbox_audit_key() -> String {
+    (0..32)
+        .map(|_| char::from_digit(fastrand::u32(..16), 16).unwrap_or('0'))
+        .collect()
+}
+
 pub fn bot_config(sim_url: &str, kubeconfig: Option<(&std::path::Path, &kube::KubeSim)>) -> Config {
     let mut rc = RocketChatConfig::new(sim_url);
     rc.username = Some("rocketops".into());
@@ -66,6 +82,12 @@ pub fn bot_config(sim_url: &str, kubeconfig: Option<(&std::path::Path, &kube::Ku
         },
         policy: crate::policy::PolicyConfig::default(),
         alerts: crate::config::AlertsConfig::default(),
+        // The sandbox's prod is make-believe: a throwaway key per run keeps its audit chain keyed
+        // as production's must be (there, ROCKETOPS_AUDIT_KEY from a Secret).
+        audit: crate::config::AuditConfig {
+            key: Some(Secret::new(sandbox_audit_key())),
+            ..Default::default()
+        },
         environments: kubeconfig
             .map(|(k, sim)| {
                 ENVIRONMENTS
@@ -160,12 +182,23 @@ pub async fn run(opts: SandboxOptions, shutdown: CancellationToken) -> Result<()
         kubeconfig.display()
     );
 
+    let mut commands_dir: Option<std::path::PathBuf> = None;
     let bot = if opts.no_bot {
         None
     } else {
         let store = Store::temporary().map_err(|e| SandboxError::BotFailed(e.to_string()))?;
         let token = shutdown.child_token();
-        let config = bot_config(&sim.url(), Some((&kubeconfig, &kube)));
+        let mut config = bot_config(&sim.url(), Some((&kubeconfig, &kube)));
+        if !config.bot.commands_dir.is_dir() {
+            // Started away from a checkout: the runbooks the binary ships with.
+            let dir = commands_dir.get_or_insert_with(|| {
+                std::env::temp_dir()
+                    .join(format!("rocketops-sandbox-{}-commands", std::process::id()))
+            });
+            write_built_in_runbooks(dir).map_err(|e| SandboxError::BotFailed(e.to_string()))?;
+            println!("  runbooks: the built-in ones, in {}", dir.display());
+            config.bot.commands_dir = dir.clone();
+        }
         let task = tokio::spawn(crate::app::run_with_store(config, store, token.clone()));
         for _ in 0..100 {
             if sim.sessions_of("rocketops") > 0 || task.is_finished() {
@@ -182,6 +215,9 @@ pub async fn run(opts: SandboxOptions, shutdown: CancellationToken) -> Result<()
             return Err(SandboxError::BotFailed(why));
         }
         println!("The bot is online as @rocketops in #ops and #alerts.");
+        println!(
+            "Its audit log is keyed with a throwaway key for this run (in production the bot refuses to start without ROCKETOPS_AUDIT_KEY)."
+        );
         Some((task, token))
     };
 
@@ -221,6 +257,9 @@ pub async fn run(opts: SandboxOptions, shutdown: CancellationToken) -> Result<()
     }
     sim.stop();
     kube.stop();
+    if let Some(dir) = commands_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     outcome
 }
 

@@ -11,6 +11,10 @@ pub enum StoreError {
         "the store at {path} is in use by another rocketops process (only one may run per store)"
     )]
     Locked { path: PathBuf },
+    #[error(
+        "the store at {path} is damaged ({detail}). To recover: stop rocketops, move {path} aside (keep it: `rocketops audit verify` and support may need it), and start again. A new store starts its read marks at now, so no earlier command runs again; its operation journal, locks and backup catalog start empty (the cluster's own backups are catalogued again as its CronJob runs)."
+    )]
+    Damaged { path: PathBuf, detail: String },
     #[error("cannot open the store at {path}: {source}")]
     OpenFailed {
         path: PathBuf,
@@ -51,8 +55,10 @@ fn io(op: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
 }
 
 /// One audited command: who asked what, where, what was decided and why, and how it ended.
-/// Records form a hash chain: each carries the hash of the one before, so an edited or deleted
-/// record is detected by `verify_audit`.
+/// Records form a hash chain: each carries the hash of the one before. With the bot's audit key
+/// the chain is keyed (HMAC-SHA256), so someone holding the store file but not the key cannot
+/// rewrite it and recompute the hashes; `verify_audit` finds edits, and an anchor kept outside the
+/// store (the head hash posted to a room, exported as a metric) finds truncation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct AuditEntry {
     /// Position in the log (set on append).
@@ -83,20 +89,42 @@ pub struct AuditEntry {
     pub prev_hash: String,
     #[serde(default)]
     pub hash: String,
+    /// Whether `hash` is keyed (HMAC-SHA256 with the audit key) rather than a plain SHA-256.
+    #[serde(default)]
+    pub keyed: bool,
 }
 
 impl AuditEntry {
-    /// The hash of this record's content chained to `prev_hash`.
-    fn compute_hash(&self) -> String {
+    /// The hash of this record's content chained to `prev_hash`: keyed when `keyed` is set.
+    fn compute_hash(&self, key: Option<&[u8]>) -> Option<String> {
+        use hmac::Mac;
         use sha2::{Digest, Sha256};
         let mut unhashed = self.clone();
         unhashed.hash = String::new();
         let body = serde_json::to_vec(&unhashed).unwrap_or_default();
-        let mut h = Sha256::new();
-        h.update(self.prev_hash.as_bytes());
-        h.update(&body);
-        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+        let bytes: Vec<u8> = if self.keyed {
+            let mut m = hmac::Hmac::<Sha256>::new_from_slice(key?).ok()?;
+            m.update(self.prev_hash.as_bytes());
+            m.update(&body);
+            m.finalize().into_bytes().to_vec()
+        } else {
+            let mut h = Sha256::new();
+            h.update(self.prev_hash.as_bytes());
+            h.update(&body);
+            h.finalize().to_vec()
+        };
+        Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
     }
+}
+
+/// What `verify_audit` found in an intact log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSummary {
+    pub records: usize,
+    /// The newest record's hash (empty for an empty log).
+    pub head: String,
+    /// The first keyed record, if any (records before it predate the key).
+    pub keyed_from: Option<u64>,
 }
 
 /// Where the audit chain breaks.
@@ -108,6 +136,16 @@ pub enum AuditBreak {
     Broken { seq: u64, prev: u64 },
     #[error("audit record at key {key} is unreadable: {detail}")]
     Unreadable { key: u64, detail: String },
+    #[error(
+        "audit record {seq} is not keyed although record {first_keyed} is: records were rewritten without the key"
+    )]
+    Unkeyed { seq: u64, first_keyed: u64 },
+    #[error("audit record {seq} is keyed: verifying it needs the audit key (ROCKETOPS_AUDIT_KEY)")]
+    NeedsKey { seq: u64 },
+    #[error(
+        "no audit record has the anchored head hash {head}: records were removed or rewritten after the anchor was taken"
+    )]
+    AnchorMissing { head: String },
 }
 
 /// Who holds a lock on an environment, and why.
@@ -197,6 +235,9 @@ pub struct OpRecord {
     /// existing object is adopted only when it carries the same mark.
     #[serde(default)]
     pub mark: String,
+    /// The room it was asked in, by name (`ops`, `@alice` for a direct message), for the audit log.
+    #[serde(default)]
+    pub room: String,
 }
 
 impl OpRecord {
@@ -237,6 +278,8 @@ pub struct Store {
     ops: sled::Tree,
     op_locks: sled::Tree,
     audit_append: std::sync::Arc<std::sync::Mutex<()>>,
+    /// The audit key (HMAC), once set: new records are keyed with it.
+    audit_key: std::sync::Arc<std::sync::RwLock<Option<Vec<u8>>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -261,9 +304,22 @@ impl Store {
                     }
                     _ => false,
                 };
+                let damaged = match &e {
+                    sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => true,
+                    sled::Error::Io(io) => {
+                        io.kind() == std::io::ErrorKind::InvalidData
+                            || io.kind() == std::io::ErrorKind::UnexpectedEof
+                    }
+                    other => other.to_string().to_lowercase().contains("corrupt"),
+                };
                 if locked {
                     StoreError::Locked {
                         path: path.to_path_buf(),
+                    }
+                } else if damaged {
+                    StoreError::Damaged {
+                        path: path.to_path_buf(),
+                        detail: e.to_string(),
                     }
                 } else {
                     StoreError::OpenFailed {
@@ -272,7 +328,13 @@ impl Store {
                     }
                 }
             })?;
-        Store::from_db(db)
+        Store::from_db(db).map_err(|e| match e {
+            StoreError::Io { source, .. } => StoreError::Damaged {
+                path: path.to_path_buf(),
+                detail: source.to_string(),
+            },
+            other => other,
+        })
     }
 
     /// A store that lives in memory and vanishes on drop (tests, benchmarks).
@@ -297,6 +359,7 @@ impl Store {
             ops: db.open_tree("ops").map_err(io("open ops"))?,
             op_locks: db.open_tree("op_locks").map_err(io("open op locks"))?,
             audit_append: Default::default(),
+            audit_key: Default::default(),
             db,
         })
     }
@@ -338,6 +401,17 @@ impl Store {
         Ok(n)
     }
 
+    /// Keys the audit chain from now on (the key comes from a Secret, never from the store).
+    pub fn set_audit_key(&self, key: Option<&[u8]>) {
+        if let Ok(mut k) = self.audit_key.write() {
+            *k = key.filter(|k| !k.is_empty()).map(<[u8]>::to_vec);
+        }
+    }
+
+    fn audit_key(&self) -> Option<Vec<u8>> {
+        self.audit_key.read().ok().and_then(|k| k.clone())
+    }
+
     /// Appends an audit record, chaining it to the previous one; returns its sequence number.
     pub fn audit(&self, entry: &AuditEntry) -> Result<u64, StoreError> {
         let _guard = self.audit_append.lock().unwrap_or_else(|p| p.into_inner());
@@ -352,10 +426,12 @@ impl Store {
             }
             None => (1, String::new()),
         };
+        let key = self.audit_key();
         let mut e = entry.clone();
         e.seq = seq;
         e.prev_hash = prev_hash;
-        e.hash = e.compute_hash();
+        e.keyed = key.is_some();
+        e.hash = e.compute_hash(key.as_deref()).unwrap_or_default();
         let value = encode("audit", &e)?;
         self.audit
             .insert(seq.to_be_bytes(), value)
@@ -383,24 +459,45 @@ impl Store {
         Ok(out)
     }
 
-    /// Checks the audit hash chain; returns how many records it covers.
-    pub fn verify_audit(&self) -> Result<Result<usize, AuditBreak>, StoreError> {
+    /// Checks the audit hash chain with `key` (needed for keyed records); with `anchor`, also that
+    /// a record with that head hash is still in the chain.
+    pub fn verify_audit(
+        &self,
+        key: Option<&[u8]>,
+        anchor: Option<&str>,
+    ) -> Result<Result<AuditSummary, AuditBreak>, StoreError> {
         let mut prev: Option<AuditEntry> = None;
         let mut n = 0;
+        let mut keyed_from: Option<u64> = None;
+        let mut anchored = anchor.is_none();
         for item in self.audit.iter() {
-            let (k, v) = item.map_err(io("read audit"))?;
-            let key = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
+            let (raw_key, v) = item.map_err(io("read audit"))?;
+            let k = u64::from_be_bytes(raw_key.as_ref().try_into().unwrap_or([0; 8]));
             let e: AuditEntry = match serde_json::from_slice(&v) {
                 Ok(e) => e,
                 Err(err) => {
                     return Ok(Err(AuditBreak::Unreadable {
-                        key,
+                        key: k,
                         detail: err.to_string(),
                     }));
                 }
             };
-            if e.seq != key || e.hash != e.compute_hash() {
-                return Ok(Err(AuditBreak::Altered { seq: key }));
+            if e.keyed {
+                keyed_from.get_or_insert(e.seq);
+                if key.is_none() {
+                    return Ok(Err(AuditBreak::NeedsKey { seq: e.seq }));
+                }
+            } else if let Some(first_keyed) = keyed_from {
+                return Ok(Err(AuditBreak::Unkeyed {
+                    seq: e.seq,
+                    first_keyed,
+                }));
+            }
+            if e.seq != k || Some(&e.hash) != e.compute_hash(key).as_ref() {
+                return Ok(Err(AuditBreak::Altered { seq: k }));
+            }
+            if anchor.is_some_and(|a| a.eq_ignore_ascii_case(&e.hash)) {
+                anchored = true;
             }
             let expected_prev = prev.as_ref().map(|p| p.hash.clone()).unwrap_or_default();
             let expected_seq = prev.as_ref().map_or(1, |p| p.seq + 1);
@@ -413,7 +510,61 @@ impl Store {
             prev = Some(e);
             n += 1;
         }
-        Ok(Ok(n))
+        if !anchored {
+            return Ok(Err(AuditBreak::AnchorMissing {
+                head: anchor.unwrap_or_default().to_string(),
+            }));
+        }
+        Ok(Ok(AuditSummary {
+            records: n,
+            head: prev.map(|p| p.hash).unwrap_or_default(),
+            keyed_from,
+        }))
+    }
+
+    /// The newest record's sequence number and hash (the anchor to keep outside the store).
+    pub fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
+        match self.audit.last().map_err(io("read audit"))? {
+            Some((_, v)) => {
+                let e: AuditEntry = decode("audit", &v)?;
+                Ok(Some((e.seq, e.hash)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Edits record `seq` and recomputes the chain from there with `key` (keyed when given):
+    /// what someone with the store file would do to hide an edit. For tamper-detection tests only.
+    #[doc(hidden)]
+    pub fn forge_audit(
+        &self,
+        seq: u64,
+        f: impl FnOnce(&mut AuditEntry),
+        key: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let mut f = Some(f);
+        let mut prev_hash = match seq.checked_sub(1).filter(|s| *s > 0) {
+            Some(p) => match self.audit.get(p.to_be_bytes()).map_err(io("read audit"))? {
+                Some(v) => decode::<AuditEntry>("audit", &v)?.hash,
+                None => String::new(),
+            },
+            None => String::new(),
+        };
+        for item in self.audit.range(seq.to_be_bytes()..) {
+            let (k, v) = item.map_err(io("read audit"))?;
+            let mut e: AuditEntry = decode("audit", &v)?;
+            if let Some(f) = f.take() {
+                f(&mut e);
+            }
+            e.prev_hash = prev_hash;
+            e.keyed = key.is_some();
+            e.hash = e.compute_hash(key).unwrap_or_default();
+            prev_hash = e.hash.clone();
+            self.audit
+                .insert(k, encode("audit", &e)?)
+                .map_err(io("audit"))?;
+        }
+        Ok(())
     }
 
     /// Overwrites a stored audit record as-is (for tests of tamper detection only).
@@ -768,10 +919,10 @@ mod tests {
         assert_eq!(got[0].seq, 3);
     }
 
-    #[test]
-    fn an_altered_or_removed_audit_record_breaks_the_chain() {
+    fn audited(key: Option<&[u8]>, n: i64) -> Store {
         let s = Store::temporary().unwrap();
-        for i in 0..4 {
+        s.set_audit_key(key);
+        for i in 0..n {
             s.audit(&AuditEntry {
                 at_ms: i,
                 user: "alice".into(),
@@ -781,27 +932,86 @@ mod tests {
             })
             .unwrap();
         }
-        assert_eq!(s.verify_audit().unwrap(), Ok(4));
+        s
+    }
+
+    const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn an_altered_or_removed_audit_record_breaks_the_chain() {
+        let s = audited(None, 4);
+        assert_eq!(s.verify_audit(None, None).unwrap().unwrap().records, 4);
         s.tamper_audit(2, |e| e.user = "mallory".into()).unwrap();
         assert_eq!(
-            s.verify_audit().unwrap(),
+            s.verify_audit(None, None).unwrap(),
             Err(AuditBreak::Altered { seq: 2 })
         );
-        let s = Store::temporary().unwrap();
-        for i in 0..4 {
-            s.audit(&AuditEntry {
-                at_ms: i,
-                user: "alice".into(),
-                decision: "allowed".into(),
-                ..AuditEntry::default()
-            })
-            .unwrap();
-        }
+        let s = audited(None, 4);
         s.delete_audit(3).unwrap();
         assert_eq!(
-            s.verify_audit().unwrap(),
+            s.verify_audit(None, None).unwrap(),
             Err(AuditBreak::Broken { seq: 4, prev: 2 })
         );
+    }
+
+    #[test]
+    fn a_keyed_chain_rewritten_without_the_key_is_detected() {
+        let s = audited(Some(KEY), 4);
+        let ok = s.verify_audit(Some(KEY), None).unwrap().unwrap();
+        assert_eq!((ok.records, ok.keyed_from), (4, Some(1)));
+        // Recomputed as a plain hash chain: every hash matches its content, but it is not keyed.
+        s.forge_audit(2, |e| e.user = "mallory".into(), None)
+            .unwrap();
+        assert!(matches!(
+            s.verify_audit(Some(KEY), None).unwrap(),
+            Err(AuditBreak::Unkeyed { seq: 2, .. })
+        ));
+        // Recomputed with a guessed key: the hashes do not match the real key.
+        let s = audited(Some(KEY), 4);
+        s.forge_audit(
+            2,
+            |e| e.user = "mallory".into(),
+            Some(b"guessed-key-guessed-key"),
+        )
+        .unwrap();
+        assert_eq!(
+            s.verify_audit(Some(KEY), None).unwrap(),
+            Err(AuditBreak::Altered { seq: 2 })
+        );
+        assert_eq!(
+            s.verify_audit(None, None).unwrap(),
+            Err(AuditBreak::NeedsKey { seq: 1 })
+        );
+    }
+
+    #[test]
+    fn truncation_is_found_by_the_anchored_head() {
+        let s = audited(Some(KEY), 5);
+        let (seq, head) = s.audit_head().unwrap().unwrap();
+        assert_eq!(seq, 5);
+        assert!(s.verify_audit(Some(KEY), Some(&head)).unwrap().is_ok());
+        s.delete_audit(5).unwrap();
+        s.delete_audit(4).unwrap();
+        // What is left is a valid chain, but the anchor is gone.
+        assert!(s.verify_audit(Some(KEY), None).unwrap().is_ok());
+        assert_eq!(
+            s.verify_audit(Some(KEY), Some(&head)).unwrap(),
+            Err(AuditBreak::AnchorMissing { head })
+        );
+    }
+
+    #[test]
+    fn records_from_before_the_key_stay_verifiable_and_the_key_applies_from_then_on() {
+        let s = audited(None, 2);
+        s.set_audit_key(Some(KEY));
+        s.audit(&AuditEntry {
+            user: "bob".into(),
+            decision: "allowed".into(),
+            ..AuditEntry::default()
+        })
+        .unwrap();
+        let ok = s.verify_audit(Some(KEY), None).unwrap().unwrap();
+        assert_eq!((ok.records, ok.keyed_from), (3, Some(3)));
     }
 
     #[test]

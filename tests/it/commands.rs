@@ -100,6 +100,7 @@ async fn an_unauthorized_deploy_is_refused_and_both_commands_are_audited() {
     let verify = Process::new(env!("CARGO_BIN_EXE_rocketops"))
         .args(["audit", "verify", "--config"])
         .arg(&cfg)
+        .env("ROCKETOPS_AUDIT_KEY", crate::support::AUDIT_KEY)
         .output()
         .unwrap();
     assert!(
@@ -117,6 +118,7 @@ async fn an_unauthorized_deploy_is_refused_and_both_commands_are_audited() {
     let verify = Process::new(env!("CARGO_BIN_EXE_rocketops"))
         .args(["audit", "verify", "--config"])
         .arg(&cfg)
+        .env("ROCKETOPS_AUDIT_KEY", crate::support::AUDIT_KEY)
         .output()
         .unwrap();
     assert!(!verify.status.success());

@@ -11,6 +11,9 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// The audit key of the tests' bots.
+pub const AUDIT_KEY: &str = "test-audit-key-0123456789abcdef";
+
 /// How long a test waits for something the bot should do in well under a second.
 pub const PATIENCE: Duration = Duration::from_secs(15);
 
@@ -84,6 +87,8 @@ impl World {
         rc.reconnect_min = Duration::from_millis(50);
         rc.reconnect_max = Duration::from_millis(400);
         c.bot.store_path = self.store_path();
+        // One key for every start of the bot in a test (the sandbox makes a new one each run).
+        c.audit.key = Some(rocketops::config::Secret::new(AUDIT_KEY));
         // The tests send bursts on purpose; the per-user limit has tests of its own.
         c.policy.rate_burst = 1000;
         c.policy.rate_per_minute = 60_000;

@@ -499,3 +499,291 @@ async fn cancel_stops_a_running_deploy_and_undoes_it_and_a_running_restore_alway
         .await;
     w.stop_bot().await;
 }
+
+/// Runs `rocketops ARGS --config CFG` with the audit key in its environment (or none).
+fn rocketops(cfg: &std::path::Path, args: &[&str], key: Option<&str>) -> std::process::Output {
+    let mut p = std::process::Command::new(env!("CARGO_BIN_EXE_rocketops"));
+    p.args(args)
+        .arg("--config")
+        .arg(cfg)
+        .env_remove("ROCKETOPS_AUDIT_KEY");
+    if let Some(k) = key {
+        p.env("ROCKETOPS_AUDIT_KEY", k);
+    }
+    p.output().unwrap()
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_or_rewritten_audit_log_is_detected_by_its_key_and_its_anchor() {
+    use crate::support::AUDIT_KEY;
+    let mut w = World::with_cluster().await;
+    let mut config = w.config();
+    config.audit.room = Some("alerts".into());
+    config.audit.anchor_every = Duration::from_millis(300);
+    w.start_bot_with(config).await;
+    for i in 0..3 {
+        w.ping_ok(&format!("audited{i}")).await;
+    }
+    // The anchor outside the store: posted to the audit room and exported as a metric.
+    let anchor = w
+        .wait_bot_text("#alerts", "an anchor covering the pings", |t| {
+            t.starts_with("🔏 Audit anchor: 3 records")
+        })
+        .await;
+    let head = anchor
+        .split("head `")
+        .nth(1)
+        .and_then(|s| s.split('`').next())
+        .unwrap()
+        .to_string();
+    let metrics = reqwest::get(format!("http://{}/metrics", w.telemetry.unwrap()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("rocketops_audit_records"), "{metrics}");
+    assert!(metrics.contains("rocketops_audit_anchor{"), "{metrics}");
+    w.stop_bot().await;
+
+    let cfg = w.dir.path().join("rocketops.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[bot]\nstore_path = \"{}\"\n[rocketchat]\nurl = \"http://127.0.0.1:9\"\ntoken = \"unused\"\n",
+            w.store_path().display()
+        ),
+    )
+    .unwrap();
+    let intact = rocketops(&cfg, &["audit", "verify", "--head", &head], Some(AUDIT_KEY));
+    assert!(intact.status.success(), "{}", text(&intact));
+    assert!(
+        text(&intact).contains("keyed chain verified"),
+        "{}",
+        text(&intact)
+    );
+    // Without the key a keyed log cannot be vouched for.
+    let keyless = rocketops(&cfg, &["audit", "verify"], None);
+    assert!(!keyless.status.success() && text(&keyless).contains("needs the audit key"));
+    // Export: every record as a JSON line.
+    let export = rocketops(&cfg, &["audit", "export", "--json"], Some(AUDIT_KEY));
+    let lines: Vec<Value> = String::from_utf8_lossy(&export.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["keyed"] == true && l["room"] == "ops")
+    );
+
+    // Someone with the store file edits a record and recomputes the chain after it.
+    let store = rocketops::store::Store::open(&w.store_path()).unwrap();
+    store
+        .forge_audit(2, |e| e.user = "mallory".into(), None)
+        .unwrap();
+    drop(store);
+    let forged = rocketops(&cfg, &["audit", "verify"], Some(AUDIT_KEY));
+    assert!(!forged.status.success(), "{}", text(&forged));
+    assert!(
+        text(&forged).contains("audit log BROKEN"),
+        "{}",
+        text(&forged)
+    );
+
+    // ... or only deletes the newest records: what is left is a valid chain, the anchor is gone.
+    std::fs::remove_dir_all(w.store_path()).unwrap();
+    let store = rocketops::store::Store::open(&w.store_path()).unwrap();
+    store.set_audit_key(Some(AUDIT_KEY.as_bytes()));
+    for i in 0..3 {
+        store
+            .audit(&rocketops::store::AuditEntry {
+                user: "alice".into(),
+                text: format!("ping {i}"),
+                decision: "allowed".into(),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    let (_, head) = store.audit_head().unwrap().unwrap();
+    store.delete_audit(3).unwrap();
+    drop(store);
+    let truncated = rocketops(&cfg, &["audit", "verify", "--head", &head], Some(AUDIT_KEY));
+    assert!(!truncated.status.success());
+    assert!(
+        text(&truncated).contains("records were removed or rewritten after the anchor"),
+        "{}",
+        text(&truncated)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_production_configuration_without_an_audit_key_refuses_to_start_and_a_damaged_store_says_how_to_recover()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("rocketops.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[bot]\nstore_path = \"{}\"\n[rocketchat]\nurl = \"http://127.0.0.1:9\"\ntoken = \"unused\"\n[environments.prod]\nproduction = true\n",
+            dir.path().join("store").display()
+        ),
+    )
+    .unwrap();
+    let refused = rocketops(&cfg, &["run"], None);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("need a keyed audit log: set ROCKETOPS_AUDIT_KEY"),
+        "{}",
+        text(&refused)
+    );
+
+    // A store file damaged on disk: the error names the path and the way out.
+    let path = dir.path().join("store");
+    {
+        let s = rocketops::store::Store::open(&path).unwrap();
+        s.audit(&rocketops::store::AuditEntry::default()).unwrap();
+        s.flush().await.unwrap();
+    }
+    for entry in std::fs::read_dir(&path).unwrap() {
+        let p = entry.unwrap().path();
+        // The data file, not the small `conf` file beside it.
+        if p.is_file() && p.file_name().is_some_and(|n| n != "conf") {
+            let len = std::fs::metadata(&p).unwrap().len() as usize;
+            std::fs::write(&p, vec![0xA5u8; len.max(64)]).unwrap();
+        }
+    }
+    let damaged = rocketops(&cfg, &["audit"], Some(crate::support::AUDIT_KEY));
+    assert!(!damaged.status.success());
+    let t = text(&damaged);
+    assert!(
+        t.contains(&path.display().to_string()) && t.contains("damaged") && t.contains("move"),
+        "{t}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_user_gets_one_slow_down_per_window_and_one_audit_record_with_a_count() {
+    let mut w = World::new().await;
+    let mut config = w.config();
+    config.policy.rate_burst = 5;
+    config.policy.rate_per_minute = 6;
+    w.start_bot_with(config).await;
+    for i in 0..200 {
+        w.sim.post("bob", "#ops", &format!("/ping f{i}")).unwrap();
+    }
+    // The last message is refused too; once it is handled, nothing more comes.
+    w.wait_for("#ops", "the flood handled", |m| {
+        bot_texts(m).iter().any(|t| t.starts_with("Slow down"))
+    })
+    .await;
+    w.ping_ok("sentinel").await;
+    let texts = bot_texts(&w.sim.messages("#ops").unwrap());
+    let pongs = texts.iter().filter(|t| t.starts_with("pong f")).count();
+    let slow = texts.iter().filter(|t| t.starts_with("Slow down")).count();
+    assert_eq!(pongs, 5, "the burst is answered");
+    assert!(slow <= 2, "one answer per window, got {slow}: {texts:?}");
+    w.stop_bot().await;
+    let refused: Vec<Value> = audit_rows(&w)
+        .into_iter()
+        .filter(|r| r["user"] == "bob" && r["decision"] == "refused")
+        .collect();
+    assert!(refused.len() <= 2, "{refused:#?}");
+    let counted: u64 = refused
+        .iter()
+        .filter_map(|r| {
+            r["outcome"]
+                .as_str()?
+                .strip_prefix("rate_limited ×")?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert_eq!(counted, 195, "{refused:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_status_in_a_direct_message_shows_the_environments_the_user_may_see() {
+    let mut w = World::with_cluster().await;
+    w.start_bot().await;
+    // prod takes commands only from #ops; a DM has no room, so it shows test alone.
+    w.sim.post("alice", "@rocketops", "status").unwrap();
+    let dm = w.sim.direct_room("alice", "rocketops").unwrap();
+    let msgs = w
+        .wait_for(&dm, "the status", |m| !bot_texts(m).is_empty())
+        .await;
+    let status = last_bot_text(&msgs);
+    assert!(
+        status.contains("*test*") && !status.contains("*prod*"),
+        "{status}"
+    );
+    // In #ops both are shown.
+    w.sim.post("alice", "#ops", "/status").unwrap();
+    let all = w
+        .wait_bot_text("#ops", "the status in #ops", |t| t.contains("*test*"))
+        .await;
+    assert!(all.contains("*prod*"), "{all}");
+    // Naming prod in the DM is still refused, with the reason.
+    w.sim.post("alice", "@rocketops", "status prod").unwrap();
+    let msgs = w
+        .wait_for(&dm, "the refusal", |m| bot_texts(m).len() == 2)
+        .await;
+    assert!(
+        last_bot_text(&msgs).contains("accepted only in #ops"),
+        "{}",
+        last_bot_text(&msgs)
+    );
+    w.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_started_away_from_the_checkout_still_has_its_runbooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("tour.script");
+    std::fs::write(
+        &script,
+        "room #ops\nalice> /help migrate\nexpect: migrate ENV VERSION\n",
+    )
+    .unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_rocketops"))
+        .args(["sandbox", "--script"])
+        .arg(&script)
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .ends_with(&format!("-{}-commands", out_pid(&out)))
+        })
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "the sandbox removes its runbook copies"
+    );
+}
+
+/// The sandbox's process id, from the runbook folder it names.
+fn out_pid(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .split("rocketops-sandbox-")
+        .nth(1)
+        .and_then(|s| s.split('-').next())
+        .unwrap_or("none")
+        .to_string()
+}
