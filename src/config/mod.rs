@@ -923,6 +923,7 @@ impl Config {
              prefixes:     {}\n\
              store:        {}\n\
              catch-up:     commands younger than {} run after a reconnect\n\
+             audit:        {}\n\
              environments: {}",
             rc.url,
             rc.username.as_deref().unwrap_or("(learnt from the token)"),
@@ -936,6 +937,21 @@ impl Config {
             self.bot.prefixes.join(" "),
             self.bot.store_path.display(),
             humantime_serde::re::humantime::format_duration(self.bot.catch_up_max_age),
+            match (self.audit_refusal(), &self.audit.key) {
+                (Some(why), _) => format!("NOT READY: {why}"),
+                (None, Some(_)) => format!(
+                    "keyed chain (ROCKETOPS_AUDIT_KEY); anchor {}",
+                    self.audit
+                        .room
+                        .as_deref()
+                        .map(|r| format!(
+                            "posted to #{} and exported as metrics",
+                            r.trim_start_matches('#')
+                        ))
+                        .unwrap_or_else(|| "exported as metrics".into())
+                ),
+                (None, None) => "hash chain without a key (set ROCKETOPS_AUDIT_KEY)".into(),
+            },
             if self.environments.is_empty() {
                 "(none)".to_string()
             } else {
