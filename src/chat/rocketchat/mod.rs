@@ -605,6 +605,10 @@ async fn supervise(
         if cancel.is_cancelled() {
             break;
         }
+        // Read marks start at the moment before subscribing, not after: a message posted while
+        // the subscription is being set up is then caught up in order with the later ones,
+        // instead of arriving live behind a newer message that catch-up already handed on.
+        let connecting_ms = chrono::Utc::now().timestamp_millis();
         let attempt = tokio::select! {
             r = establish(&inner, first.is_some()) => r,
             _ = cancel.cancelled() => break,
@@ -618,11 +622,10 @@ async fn supervise(
                 let session = Arc::new(session);
                 session_tx.send_replace(Some(session.clone()));
                 if let Some(f) = first.take() {
-                    if let Some(store) = &options.store {
-                        let now = chrono::Utc::now().timestamp_millis();
-                        if let Err(e) = store.init_global_mark(now) {
-                            tracing::error!(error = %e, "cannot initialise read marks");
-                        }
+                    if let Some(store) = &options.store
+                        && let Err(e) = store.init_global_mark(connecting_ms)
+                    {
+                        tracing::error!(error = %e, "cannot initialise read marks");
                     }
                     let _ = f.send(Ok(()));
                 }
