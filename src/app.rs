@@ -739,7 +739,16 @@ impl<C: Chat> Bot<C> {
             }
         }
         let op = if cmd.is_mutating() {
-            self.s.store.next_op_id().unwrap_or(0)
+            match self.s.store.next_op_id() {
+                Ok(op) => op,
+                Err(e) => {
+                    // Never a shared number 0: without the journal nothing changing may start.
+                    tracing::error!(error = %e, "cannot number an operation");
+                    return self
+                        .refuse(origin, body, Some(&cmd), UserError::Internal)
+                        .await;
+                }
+            }
         } else {
             0
         };
@@ -1029,7 +1038,11 @@ impl<C: Chat> Bot<C> {
                 one.cmd = Command::BackupNow {
                     env: Some(env.clone()),
                 };
-                one.op = self.s.store.next_op_id().unwrap_or(0);
+                let Ok(op) = self.s.store.next_op_id() else {
+                    tracing::error!(%env, "cannot number an operation; not starting it");
+                    continue;
+                };
+                one.op = op;
                 Box::pin(self.start_operation(origin, one)).await;
             }
             return;
@@ -1067,11 +1080,15 @@ impl<C: Chat> Bot<C> {
             }
             for env in envs {
                 let mut one = held.clone();
+                let Ok(op) = self.s.store.next_op_id() else {
+                    tracing::error!(%env, "cannot number an operation; not starting it");
+                    continue;
+                };
                 one.cmd = Command::Verify {
                     env: Some(env),
                     backup: backup.clone(),
                 };
-                one.op = self.s.store.next_op_id().unwrap_or(0);
+                one.op = op;
                 Box::pin(self.start_operation(origin, one)).await;
             }
             return;

@@ -17,7 +17,7 @@ use kube::api::{
     DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams, PropagationPolicy,
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -150,6 +150,9 @@ fn map_err(action: &str, namespace: &str, e: kube::Error) -> ClusterError {
 }
 
 const ATTEMPTS: u32 = 5;
+
+/// How many refusals in a row (401/403, each after a backoff) end a wait: a missing permission.
+const WATCH_REFUSALS: u32 = 3;
 
 /// Runs `f` again on conflicts and unavailability, with capped exponential backoff.
 async fn retrying<T, F, Fut>(mut f: F) -> Result<T, ClusterError>
@@ -450,6 +453,40 @@ impl Cluster {
         .await
     }
 
+    /// A watch error that retrying will not cure: the API server refused the bot (401/403) this
+    /// many times in a row. Other errors are `None`: the stream's backoff retries them, so a
+    /// broken API server is neither hammered nor waited on for hours in a tight loop.
+    fn lasting_watch_error(
+        &self,
+        e: &watcher::Error,
+        action: &str,
+        refused: &mut u32,
+    ) -> Option<ClusterError> {
+        let status = match e {
+            watcher::Error::InitialListFailed(k)
+            | watcher::Error::WatchStartFailed(k)
+            | watcher::Error::WatchFailed(k) => match k {
+                kube::Error::Api(s) => Some((s.code, s.message.clone())),
+                _ => None,
+            },
+            watcher::Error::WatchError(s) => Some((s.code, s.message.clone())),
+            _ => None,
+        };
+        match status {
+            Some((401 | 403, message)) => {
+                *refused += 1;
+                (*refused >= WATCH_REFUSALS).then(|| ClusterError::Forbidden {
+                    action: action.to_string(),
+                    message: crate::redact::outside(&message),
+                })
+            }
+            _ => {
+                *refused = 0;
+                None
+            }
+        }
+    }
+
     /// Watches a rollout to its end by kubectl's rules, sending progress as it changes.
     pub async fn watch_rollout(
         &self,
@@ -459,7 +496,8 @@ impl Cluster {
     ) -> Result<RolloutOutcome, ClusterError> {
         let api = self.api::<Deployment>();
         let cfg = watcher::Config::default().fields(&format!("metadata.name={deployment}"));
-        let mut stream = watcher(api, cfg).boxed();
+        let mut stream = watcher(api, cfg).default_backoff().boxed();
+        let mut refused = 0;
         let mut last: Option<RolloutProgress> = None;
         let deadline = tokio::time::Instant::now() + limit;
         loop {
@@ -479,7 +517,11 @@ impl Cluster {
                 }
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => {
-                    tracing::warn!(error = %e, "rollout watch interrupted; resuming");
+                    let action = format!("watch deployment {deployment}");
+                    if let Some(lasting) = self.lasting_watch_error(&e, &action, &mut refused) {
+                        return Err(lasting);
+                    }
+                    tracing::warn!(error = %e, "rollout watch interrupted; resuming after a backoff");
                     continue;
                 }
                 None => {
@@ -825,7 +867,8 @@ impl Cluster {
     pub async fn wait_job(&self, name: &str, limit: Duration) -> Result<JobResult, ClusterError> {
         let api = self.api::<Job>();
         let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
-        let mut stream = watcher(api, cfg).boxed();
+        let mut stream = watcher(api, cfg).default_backoff().boxed();
+        let mut refused = 0;
         let deadline = tokio::time::Instant::now() + limit;
         let end = loop {
             let event = tokio::select! {
@@ -845,7 +888,13 @@ impl Cluster {
                     });
                 }
                 Some(Ok(_)) => {}
-                Some(Err(e)) => tracing::warn!(error = %e, "job watch interrupted; resuming"),
+                Some(Err(e)) => {
+                    let action = format!("watch job {name}");
+                    if let Some(lasting) = self.lasting_watch_error(&e, &action, &mut refused) {
+                        return Err(lasting);
+                    }
+                    tracing::warn!(error = %e, "job watch interrupted; resuming after a backoff")
+                }
                 None => {
                     return Err(ClusterError::Unavailable {
                         action: format!("watch job {name}"),

@@ -369,10 +369,10 @@ impl<C: Chat> Engine<C> {
         let _ = tokio::time::timeout(limit, self.inner.tasks.wait()).await;
     }
 
-    pub(super) async fn save(&self, rec: &OpRecord) {
-        if let Err(e) = self.inner.store.put_op(rec) {
-            tracing::error!(error = %e, op = rec.id, "journal write failed");
-        }
+    /// Journals `rec` and edits its progress message; `Err` (what to report) when the journal
+    /// write failed.
+    pub(super) async fn save(&self, rec: &OpRecord) -> Result<(), String> {
+        let journaled = self.journal(rec);
         if let Some(id) = &rec.message_id {
             let m = MessageRef {
                 room_id: rec.room_id.clone(),
@@ -387,11 +387,20 @@ impl<C: Chat> Engine<C> {
                 tracing::warn!(error = %e, "cannot edit the progress message");
             }
         }
+        journaled
+    }
+
+    /// Writes `rec` to the journal; `Err` says what could not be recorded.
+    pub(super) fn journal(&self, rec: &OpRecord) -> Result<(), String> {
+        self.inner.store.put_op(rec).map_err(|e| {
+            tracing::error!(error = %e, op = rec.id, "journal write failed");
+            format!("cannot write the operation's journal ({e}); stopping before acting on it")
+        })
     }
 
     async fn finish(&self, rec: &mut OpRecord) {
         rec.finished_ms = Some(crate::app::now_ms());
-        self.save(rec).await;
+        let _ = self.save(rec).await;
         if rec.message_id.is_none() {
             let _ = self
                 .inner
@@ -520,10 +529,16 @@ impl<C: Chat> Engine<C> {
             if rec.steps[i].started_ms.is_none() {
                 rec.steps[i].started_ms = Some(crate::app::now_ms());
             }
-            self.save(&rec).await;
+            // Journal first: a step whose start cannot be written down does not run.
+            let journaled = self.save(&rec).await;
             let name = rec.steps[i].name.clone();
             let end = tokio::select! {
-                end = self.step(&name, &cmd, &cluster, &e, &mut rec, i) => end,
+                end = async {
+                    match journaled {
+                        Ok(()) => self.step(&name, &cmd, &cluster, &e, &mut rec, i).await,
+                        Err(why) => StepEnd::Failed(why),
+                    }
+                } => end,
                 _ = token.cancelled() => {
                     if self.inner.shutdown.is_cancelled() { StepEnd::Interrupted } else { StepEnd::Cancelled }
                 }
@@ -684,7 +699,8 @@ impl<C: Chat> Engine<C> {
                 started_ms: Some(crate::app::now_ms()),
                 ..StepRecord::pending(step_name)
             });
-            self.save(&rec).await;
+            // Putting the app back goes ahead even when the journal cannot be written (logged).
+            let _ = self.save(&rec).await;
             let last = rec.steps.len() - 1;
             let result = async {
                 match cluster.undo(&e.deployment, prev).await {
@@ -825,7 +841,9 @@ impl<C: Chat> Engine<C> {
                                 "previous_image".into(),
                                 rollout::current_image(&d, Some(e.container())).unwrap_or_default(),
                             );
-                            let _ = self.inner.store.put_op(rec);
+                            if let Err(why) = self.journal(rec) {
+                                return StepEnd::Failed(why);
+                            }
                         }
                         Err(err) => return StepEnd::Failed(err.to_string()),
                     }
@@ -884,7 +902,9 @@ impl<C: Chat> Engine<C> {
                         .insert("undo_from_version".into(), super::rollback::version_of(now));
                 }
                 rec.data.insert("undo_from".into(), current);
-                let _ = self.inner.store.put_op(rec);
+                if let Err(why) = self.journal(rec) {
+                    return StepEnd::Failed(why);
+                }
                 let target = match to {
                     None => None,
                     Some(RollbackTarget::Revision(r)) => Some(*r),
@@ -1042,7 +1062,7 @@ impl<C: Chat> Engine<C> {
                 Some(p) = rx.recv() => {
                     if !matches!(p.state, RolloutState::Complete) {
                         rec.steps[index].detail = format!("{} ({}/{} ready)", p.state.describe(deployment), p.ready, p.desired);
-                        self.save(rec).await;
+                        let _ = self.save(rec).await; // a progress tick; the step goes on
                     }
                 }
             }

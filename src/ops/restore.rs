@@ -54,7 +54,7 @@ impl<C: Chat> Engine<C> {
             started_ms: Some(crate::app::now_ms()),
             ..StepRecord::pending("recover")
         });
-        self.save(rec).await;
+        let _ = self.save(rec).await; // recovery goes ahead whatever the journal says
         let last = rec.steps.len() - 1;
         let result = self.scale_back(cluster, e, rec).await;
         rec.steps[last].finished_ms = Some(crate::app::now_ms());

@@ -787,3 +787,26 @@ fn out_pid(out: &std::process::Output) -> String {
         .unwrap_or("none")
         .to_string()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_the_bot_is_no_longer_allowed_fails_the_wait_with_the_missing_permission_instead_of_spinning()
+ {
+    let mut w = World::with_cluster().await;
+    w.start_bot().await;
+    // The bot's Role loses `watch` on deployments (and the request is refused every time).
+    w.kube().revoke_permission("deployments", "watch");
+    w.sim.post("alice", "#ops", "/deploy test 7.0.0").unwrap();
+    let done = w
+        .wait_bot_text("#ops", "the deploy's end", |t| {
+            t.starts_with("❌ *#1") || t.starts_with("↩️ *#1") || t.starts_with("✅ *#1")
+        })
+        .await;
+    assert!(
+        done.contains("may not watch deployment rocketchat")
+            && done.contains("its Role needs this permission"),
+        "{done}"
+    );
+    // Bounded by the wait above: the deploy gave up after a few backed-off refusals, long before
+    // its rollout deadline.
+    w.stop_bot().await;
+}

@@ -235,7 +235,23 @@ async fn dispatch(
                 None => t.rt.plural.to_string(),
             };
             if let Ok(mut calls) = sim.api_calls.lock() {
-                calls.insert((t.rt.group.to_string(), resource, verb.to_string()));
+                calls.insert((t.rt.group.to_string(), resource.clone(), verb.to_string()));
+            }
+            let revoked = sim
+                .faults()
+                .revoked
+                .contains(&(resource.clone(), verb.to_string()));
+            if revoked {
+                // As after its Role lost the rule: every such request is refused until restored.
+                return error_response(&ApiError::Forbidden {
+                    message: format!(
+                        "{} is forbidden: User \"system:serviceaccount:rocketops:rocketops\" cannot {verb} resource \"{}\" in API group \"{}\" in the namespace \"{}\"",
+                        t.rt.qualified(),
+                        t.rt.plural,
+                        t.rt.group,
+                        t.namespace.as_deref().unwrap_or("")
+                    ),
+                });
             }
             let is_write = !matches!(method, Method::GET | Method::HEAD);
             if is_write && let Some((code, said)) = sim.take_write_fault() {

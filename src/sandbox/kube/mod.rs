@@ -73,6 +73,8 @@ pub(crate) struct KubeFaults {
     pub fail_writes: Option<(u32, u16)>,
     /// The message those failures carry (422 and 500), instead of the default.
     pub fail_message: Option<String>,
+    /// (resource, verb) pairs refused with 403, as if the bot's Role had lost them.
+    pub revoked: HashSet<(String, String)>,
 }
 
 /// Image repositories whose tags are checked; a repository not listed pulls any tag.
@@ -353,6 +355,23 @@ impl KubeSim {
         let mut f = self.inner.faults();
         f.fail_writes = (n > 0).then_some((n, code));
         f.fail_message = Some(message.to_string());
+    }
+
+    /// Refuses `verb` on `resource` (`deployments`, `jobs`, `pods/log`) with 403 from now on, as
+    /// if the bot's Role had lost that rule; `restore_permission` gives it back.
+    pub fn revoke_permission(&self, resource: &str, verb: &str) {
+        self.inner
+            .faults()
+            .revoked
+            .insert((resource.to_string(), verb.to_string()));
+        self.drop_watches();
+    }
+
+    pub fn restore_permission(&self, resource: &str, verb: &str) {
+        self.inner
+            .faults()
+            .revoked
+            .remove(&(resource.to_string(), verb.to_string()));
     }
 
     /// Ends every open watch stream (clients resume from their last resourceVersion).
