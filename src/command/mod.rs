@@ -35,15 +35,27 @@ pub fn addressed_body<'a>(text: &'a str, room: RoomKind, to: &Addressing) -> Opt
         if !to.bot_name.is_empty() && name.eq_ignore_ascii_case(&to.bot_name) {
             let body = after.trim_start_matches([':', ',']).trim();
             let body = strip_prefix_of(body, to).unwrap_or(body);
-            return (!body.is_empty()).then_some(body);
+            // `@rocketops` alone is a question too: the answer is the help.
+            return Some(if body.is_empty() { "help" } else { body });
         }
         return None;
     }
     if let Some(body) = strip_prefix_of(t, to) {
         return Some(body);
     }
-    (room == RoomKind::Direct && !t.is_empty()).then_some(t)
+    if room == RoomKind::Direct {
+        return (!t.is_empty()).then_some(t);
+    }
+    // The answers the bot asks for by their bare words (`confirm E2TBR7`, `approve #12`,
+    // `cancel #12`) work in any room: nobody says them to anyone else.
+    BARE_ANSWER.is_match(t).then_some(t)
 }
+
+/// `confirm CODE`, `approve #N` and `cancel #N` without a prefix.
+static BARE_ANSWER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^(?i:confirm)\s+[A-Z0-9]{6}$|^(?i:approve|cancel)\s+#\d{1,12}$")
+        .expect("bare answer pattern")
+});
 
 fn strip_prefix_of<'a>(t: &'a str, to: &Addressing) -> Option<&'a str> {
     for p in &to.prefixes {

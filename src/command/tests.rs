@@ -492,6 +492,42 @@ fn addressing_rules_follow_the_design() {
 }
 
 #[test]
+fn the_answers_the_bot_asks_for_work_bare_in_any_room_and_its_name_alone_asks_for_help() {
+    let to = Addressing {
+        prefixes: vec!["/".into(), "!".into()],
+        bot_name: "rocketops".into(),
+    };
+    for said in [
+        "confirm E2TBR7",
+        "Confirm E2TBR7",
+        "approve #12",
+        "cancel #7",
+    ] {
+        assert_eq!(
+            addressed_body(said, RoomKind::Channel, &to),
+            Some(said),
+            "{said}"
+        );
+    }
+    for chatter in [
+        "confirm it with bob",
+        "cancel the meeting",
+        "approve #12 please",
+        "confirm",
+    ] {
+        assert_eq!(
+            addressed_body(chatter, RoomKind::Channel, &to),
+            None,
+            "{chatter}"
+        );
+    }
+    assert_eq!(
+        addressed_body("@rocketops", RoomKind::Channel, &to),
+        Some("help")
+    );
+}
+
+#[test]
 fn help_lists_only_what_the_asker_may_run_and_explains_one_command() {
     let g = grammar();
     let allowed = |name: &str| match name {

@@ -790,3 +790,48 @@ async fn a_restore_killed_with_the_app_at_zero_finishes_after_restart_and_puts_e
     bot.kill().unwrap();
     bot.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bare_words_the_bot_asks_for_work_in_the_channel_and_its_name_alone_gets_help() {
+    let mut w = World::with_cluster().await;
+    w.start_bot().await;
+    w.sim.post("alice", "#ops", "/deploy prod v3.1").unwrap();
+    let question = w
+        .wait_bot_text("#ops", "the question", |t| t.contains("`confirm "))
+        .await;
+    let code = question
+        .split("`confirm ")
+        .nth(1)
+        .and_then(|s| s.split('`').next())
+        .unwrap()
+        .to_string();
+    // Typed exactly as the question says: no prefix.
+    w.sim
+        .post("alice", "#ops", &format!("confirm {code}"))
+        .unwrap();
+    let ask = w
+        .wait_bot_text("#ops", "the approval request", |t| {
+            t.contains("needs a second person")
+        })
+        .await;
+    assert!(ask.contains("types `approve #1`"), "{ask}");
+    w.sim.post("admin", "#ops", "approve #1").unwrap();
+    w.wait_bot_text("#ops", "the deploy", |t| t.starts_with("✅ *#1"))
+        .await;
+    assert!(image_of(&w, "prod").ends_with(":v3.1"));
+    // Ordinary talk with the same words is left alone; the bot's name alone gets the help.
+    w.sim
+        .post("bob", "#ops", "confirm it with alice first")
+        .unwrap();
+    w.sim.post("bob", "#ops", "@rocketops").unwrap();
+    let help = w
+        .wait_bot_text("#ops", "the help", |t| t.contains("`status [ENV]`"))
+        .await;
+    assert!(!help.is_empty());
+    let texts = bot_texts(&w.sim.messages("#ops").unwrap());
+    assert!(
+        !texts.iter().any(|t| t.contains("not a confirmation code")),
+        "{texts:?}"
+    );
+    w.stop_bot().await;
+}
