@@ -738,6 +738,26 @@ impl<C: Chat> Bot<C> {
                 }
             }
         }
+        if let Command::Restore { env, .. } = &cmd
+            && let (Some(c), Some(e)) = (
+                self.s.clusters.get(env),
+                self.s.config.environments.get(env),
+            )
+        {
+            // The plan names the autoscaler only when the app has one.
+            if let Ok(hpa) = c
+                .hpa_for(crate::cluster::Workload::Deployment, &e.deployment)
+                .await
+            {
+                let name = hpa.map(|h| h.metadata.name.unwrap_or_default());
+                plan = Some(ops::plan_with(
+                    &cmd,
+                    &self.s.config,
+                    &self.s.store,
+                    Some(name),
+                ));
+            }
+        }
         let op = if cmd.is_mutating() {
             match self.s.store.next_op_id() {
                 Ok(op) => op,

@@ -460,7 +460,7 @@ impl<C: Chat> Engine<C> {
             decision: "finished".into(),
             reason: rec.summary.clone(),
             op: Some(rec.id),
-            outcome: Some(outcome),
+            outcome: Some(rec.state.describe().to_string()),
             ..AuditEntry::default()
         };
         let _ = self.inner.store.audit(&entry);

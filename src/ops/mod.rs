@@ -178,6 +178,17 @@ pub fn describe(cmd: &Command) -> String {
 
 /// What a command will do, for the confirmation question.
 pub fn plan_summary(cmd: &Command, config: &Config, store: &Store) -> String {
+    plan_with(cmd, config, store, None)
+}
+
+/// As [`plan_summary`], knowing whether the app has an autoscaler (`Some(None)`: it has none;
+/// `None`: not looked up), so that a restore's plan mentions one only where it exists.
+pub fn plan_with(
+    cmd: &Command,
+    config: &Config,
+    store: &Store,
+    autoscaler: Option<Option<String>>,
+) -> String {
     let env_cfg = |e: &str| {
         config
             .environments
@@ -249,8 +260,19 @@ pub fn plan_summary(cmd: &Command, config: &Config, store: &Store) -> String {
                     }
                 ),
             };
+            let (removed, restored) = match &autoscaler {
+                Some(Some(name)) => (
+                    format!(" (autoscaler {name} removed)"),
+                    format!(", restore autoscaler {name}"),
+                ),
+                Some(None) => (String::new(), String::new()),
+                None => (
+                    " (its autoscaler, if any, removed)".to_string(),
+                    ", restore the autoscaler".to_string(),
+                ),
+            };
             format!(
-                "restore {which} into {env}, replacing its data: {}scale {}/{} to 0 (autoscaler removed), run the restore job, scale back, restore the autoscaler{}.",
+                "restore {which} into {env}, replacing its data: {}scale {}/{} to 0{removed}, run the restore job, scale back{restored}{}.",
                 if *no_safety_backup {
                     "no safety backup; "
                 } else {
@@ -431,7 +453,7 @@ pub async fn execute<C: Chat>(
                         format!(
                             " · {} UTC · {}",
                             at.format("%Y-%m-%d %H:%M"),
-                            format!("{:?}", o.state).to_lowercase()
+                            o.state.describe()
                         )
                     })
                     .unwrap_or_default();

@@ -45,7 +45,13 @@ pub fn render(op: &OpRecord, now_ms: i64) -> String {
             out.push_str(&format!(": {}", s.detail));
         }
     }
-    if let Some(summary) = &op.summary {
+    // A one-step operation's summary often says what its step said: say it once.
+    let repeats = |s: &str| {
+        op.steps
+            .last()
+            .is_some_and(|l| s.trim_end_matches('.') == l.detail.trim_end_matches('.'))
+    };
+    if let Some(summary) = op.summary.as_ref().filter(|s| !repeats(s)) {
         out.push_str(&format!("\n{summary}"));
     }
     out
@@ -84,6 +90,17 @@ mod tests {
             mark: String::new(),
             room: "ops".into(),
         }
+    }
+
+    #[test]
+    fn a_summary_that_repeats_the_only_step_is_said_once() {
+        let said = "backup-1 restored in 41 s into a throwaway database; it was 0s old";
+        let o = op(
+            OpState::Succeeded,
+            vec![step("verify", StepState::Done, said, 0, Some(300))],
+            Some(&format!("{said}.")),
+        );
+        assert_eq!(render(&o, 400).matches(said).count(), 1);
     }
 
     #[test]

@@ -168,6 +168,19 @@ pub enum OpState {
     Cancelled,
 }
 
+impl OpState {
+    /// How people read it: `running`, `succeeded`, `failed`, `rolled back`, `cancelled`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            OpState::Running => "running",
+            OpState::Succeeded => "succeeded",
+            OpState::Failed => "failed",
+            OpState::RolledBack => "rolled back",
+            OpState::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// Where a step stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StepState {

@@ -204,6 +204,8 @@ async fn restore_test_latest_takes_a_safety_backup_scales_to_zero_restores_and_p
     let question = w.confirm("alice", "#ops").await;
     assert!(
         question.contains(&format!("restore test's backup `{manual}` (48.2 MB"))
+            && question.contains("(autoscaler rocketchat removed)")
+            && question.contains("restore autoscaler rocketchat")
             && question.contains("safety backup of the current data"),
         "{question}"
     );
@@ -900,4 +902,24 @@ async fn the_backups_command_lists_the_catalog_and_dry_runs_the_retention_plan_w
         !ok && err.contains("`staging` is not a configured environment"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_plan_mentions_an_autoscaler_only_where_the_app_has_one() {
+    let mut w = World::with_cluster().await;
+    w.start_bot().await;
+    w.sim.post("alice", "#ops", "/backup now test").unwrap();
+    w.wait_bot_text("#ops", "the backup", |t| t.starts_with("✅"))
+        .await;
+    w.sim.post("alice", "#ops", "/restore test latest").unwrap();
+    let question = w
+        .wait_bot_text("#ops", "the question", |t| t.contains("`confirm "))
+        .await;
+    assert!(
+        question
+            .contains("scale test/rocketchat to 0, run the restore job, scale back, smoke test")
+            && !question.contains("autoscaler"),
+        "{question}"
+    );
+    w.stop_bot().await;
 }

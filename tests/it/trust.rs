@@ -732,6 +732,12 @@ async fn a_bare_status_in_a_direct_message_shows_the_environments_the_user_may_s
         .wait_bot_text("#ops", "the status in #ops", |t| t.contains("*test*"))
         .await;
     assert!(all.contains("*prod*"), "{all}");
+    // `alerts list` names no environment: in #alerts it shows what alice may see there.
+    w.sim.post("alice", "#alerts", "/alerts list").unwrap();
+    let listed = w
+        .wait_bot_text("#alerts", "the alerts list", |t| !t.is_empty())
+        .await;
+    assert_eq!(listed, "No open incidents.");
     // Naming prod in the DM is still refused, with the reason.
     w.sim.post("alice", "@rocketops", "status prod").unwrap();
     let msgs = w
