@@ -738,6 +738,27 @@ impl<C: Chat> Bot<C> {
                 }
             }
         }
+        if let Command::Scale {
+            env,
+            replicas,
+            component,
+        } = &cmd
+            && let (Some(c), Some(e)) = (
+                self.s.clusters.get(env),
+                self.s.config.environments.get(env),
+            )
+        {
+            // Checked before anyone is asked to confirm or approve: an autoscaler would undo it.
+            let (kind, name) = match component.as_deref() {
+                Some(n) if n == e.database => (crate::cluster::Workload::StatefulSet, n),
+                _ => (crate::cluster::Workload::Deployment, e.deployment.as_str()),
+            };
+            if let Ok(Some(why)) = c.scale_refusal(kind, name, *replicas as i32).await {
+                let e =
+                    UserError::Refused(format!("I won't scale {env} {name} to {replicas}: {why}."));
+                return self.refuse(origin, body, Some(&cmd), e).await;
+            }
+        }
         if let Command::Restore { env, .. } = &cmd
             && let (Some(c), Some(e)) = (
                 self.s.clusters.get(env),
@@ -804,8 +825,17 @@ impl<C: Chat> Bot<C> {
             };
             let ttl =
                 humantime_serde::re::humantime::format_duration(self.s.policy_cfg.confirm_ttl);
+            // The need for a second person is said now, not only after confirming.
+            let second = if held.approvals > 0 {
+                format!(
+                    "\nIt then needs a second person: another user who may run it types `approve #{}`.",
+                    held.op
+                )
+            } else {
+                String::new()
+            };
             let text = format!(
-                "#{op} {plan}\n@{user}, type `confirm {code}` within {ttl} to go ahead, or `cancel #{op}`.",
+                "#{op} {plan}\n@{user}, type `confirm {code}` within {ttl} to go ahead, or `cancel #{op}`.{second}",
                 op = held.op,
                 plan = held.plan.clone().unwrap_or_else(|| ops::plan_summary(
                     &held.cmd,

@@ -151,6 +151,19 @@ fn map_err(action: &str, namespace: &str, e: kube::Error) -> ClusterError {
 
 const ATTEMPTS: u32 = 5;
 
+/// Pure: why an autoscaler would undo `replicas` (outside its range; 0 stops the app and is allowed).
+pub fn outside_autoscaler(h: &HorizontalPodAutoscaler, replicas: i32) -> Option<String> {
+    let spec = h.spec.clone().unwrap_or_default();
+    let (min, max) = (spec.min_replicas.unwrap_or(1), spec.max_replicas);
+    let hname = h.metadata.name.clone().unwrap_or_default();
+    let inside = (min..=max).contains(&replicas) || replicas == 0;
+    (!inside).then(|| {
+        format!(
+            "HorizontalPodAutoscaler {hname} keeps it between {min} and {max}; ask to adjust the autoscaler, or pick a count in that range"
+        )
+    })
+}
+
 /// How many refusals in a row (401/403, each after a backoff) end a wait: a missing permission.
 const WATCH_REFUSALS: u32 = 3;
 
@@ -692,6 +705,20 @@ impl Cluster {
         }))
     }
 
+    /// Why `scale` with [`HpaPolicy::Respect`] would refuse `replicas` for a workload, if it would:
+    /// asked before anyone confirms or approves.
+    pub async fn scale_refusal(
+        &self,
+        kind: Workload,
+        name: &str,
+        replicas: i32,
+    ) -> Result<Option<String>, ClusterError> {
+        Ok(self
+            .hpa_for(kind, name)
+            .await?
+            .and_then(|h| outside_autoscaler(&h, replicas)))
+    }
+
     /// Scales a workload through its `/scale` subresource, minding an HPA that targets it.
     pub async fn scale(
         &self,
@@ -706,15 +733,12 @@ impl Cluster {
             let spec = h.spec.clone().unwrap_or_default();
             let (min, max) = (spec.min_replicas.unwrap_or(1), spec.max_replicas);
             let hname = h.metadata.name.clone().unwrap_or_default();
-            let inside = (min..=max).contains(&replicas) || replicas == 0;
-            if !inside {
+            if let Some(why) = outside_autoscaler(h, replicas) {
                 match policy {
                     HpaPolicy::Respect => {
                         return Err(ClusterError::Invalid {
                             action: format!("scale {name} to {replicas}"),
-                            message: format!(
-                                "HorizontalPodAutoscaler {hname} keeps it between {min} and {max}; ask to adjust the autoscaler, or pick a count in that range"
-                            ),
+                            message: why,
                         });
                     }
                     HpaPolicy::Adjust => {

@@ -835,3 +835,42 @@ async fn the_bare_words_the_bot_asks_for_work_in_the_channel_and_its_name_alone_
     );
     w.stop_bot().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_can_be_checked_before_confirmation_is_checked_first_and_the_second_person_is_named_up_front()
+ {
+    let mut w = World::with_cluster().await;
+    let mut config = w.config();
+    let prod = config.environments.get_mut("prod").unwrap();
+    prod.policy.allow[0].commands.push("scale".into());
+    // prod's app has the seeded autoscaler: 3 to 10 replicas.
+    let hpa = w
+        .kube()
+        .get("horizontalpodautoscalers", "prod", "rocketchat")
+        .unwrap();
+    assert_eq!(hpa["spec"]["minReplicas"], 3);
+    w.start_bot_with(config).await;
+    // Under an autoscaler whose minimum is 3, scaling prod to 2 is refused before any question.
+    w.sim.post("alice", "#ops", "/scale prod 2").unwrap();
+    let msgs = w
+        .wait_for("#ops", "the refusal", |m| !bot_texts(m).is_empty())
+        .await;
+    let refusal = last_bot_text(&msgs);
+    assert!(
+        refusal.starts_with("I won't scale prod rocketchat to 2: HorizontalPodAutoscaler rocketchat keeps it between 3 and 10"),
+        "{refusal}"
+    );
+    assert_eq!(bot_texts(&msgs).len(), 1, "no confirmation question");
+    // A deploy to prod says at once that a second person must approve it.
+    w.sim.post("alice", "#ops", "/deploy prod v3.1").unwrap();
+    let question = w
+        .wait_bot_text("#ops", "the question", |t| t.contains("`confirm "))
+        .await;
+    assert!(
+        question.contains(
+            "It then needs a second person: another user who may run it types `approve #1`."
+        ),
+        "{question}"
+    );
+    w.stop_bot().await;
+}
