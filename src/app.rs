@@ -489,11 +489,13 @@ impl<C: Chat> Bot<C> {
                     // Ids are kept at least as long as a message may still be run.
                     let keep = self.s.seen_retention.max(self.s.catch_up_max_age);
                     let cutoff = now_ms() - keep.as_millis() as i64;
-                    match self.s.store.prune_seen(cutoff) {
+                    // A scan of the whole tree: off the message loop and the async threads.
+                    let store = self.s.store.clone();
+                    tokio::task::spawn_blocking(move || match store.prune_seen(cutoff) {
                         Ok(n) if n > 0 => tracing::debug!(pruned = n, "forgot old message ids"),
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "pruning seen ids failed"),
-                    }
+                    });
                 }
                 _ = floods.tick() => self.flush_floods(false),
                 _ = shutdown.cancelled() => break,

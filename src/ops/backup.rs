@@ -69,7 +69,7 @@ impl<C: Chat> Engine<C> {
             }
         };
         rec.data.insert(job_key, job.clone());
-        let _ = self.inner.store.put_op(rec);
+        let _ = self.journal(rec).await;
         match c.wait_job(&job, JOB_LIMIT).await {
             Ok(r) => match r.end {
                 JobEnd::Complete => {

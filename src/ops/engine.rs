@@ -266,7 +266,11 @@ impl<C: Chat> Engine<C> {
             mark: OpRecord::new_mark(),
             room: room.trim_start_matches('#').to_string(),
         };
-        if let Err(err) = s.store.put_op(&rec) {
+        let journaled = match s.store.put_op(&rec) {
+            Ok(()) => s.store.flush_journal().await,
+            Err(e) => Err(e),
+        };
+        if let Err(err) = journaled {
             for k in &keys {
                 let _ = s.store.release_env_op(k, op);
             }
@@ -369,10 +373,24 @@ impl<C: Chat> Engine<C> {
         let _ = tokio::time::timeout(limit, self.inner.tasks.wait()).await;
     }
 
-    /// Journals `rec` and edits its progress message; `Err` (what to report) when the journal
-    /// write failed.
+    /// Journals `rec` durably and edits its progress message; `Err` (what to report) when the
+    /// journal write failed.
     pub(super) async fn save(&self, rec: &OpRecord) -> Result<(), String> {
-        let journaled = self.journal(rec);
+        let journaled = self.journal(rec).await;
+        self.show(rec).await;
+        journaled
+    }
+
+    /// A progress tick: the record is written (not waited on to reach the disk) and shown.
+    pub(super) async fn tick(&self, rec: &OpRecord) {
+        if let Err(e) = self.inner.store.put_op(rec) {
+            tracing::warn!(error = %e, op = rec.id, "journal write of a progress tick failed");
+        }
+        self.show(rec).await;
+    }
+
+    /// Edits the progress message to show `rec`.
+    async fn show(&self, rec: &OpRecord) {
         if let Some(id) = &rec.message_id {
             let m = MessageRef {
                 room_id: rec.room_id.clone(),
@@ -387,12 +405,16 @@ impl<C: Chat> Engine<C> {
                 tracing::warn!(error = %e, "cannot edit the progress message");
             }
         }
-        journaled
     }
 
-    /// Writes `rec` to the journal; `Err` says what could not be recorded.
-    pub(super) fn journal(&self, rec: &OpRecord) -> Result<(), String> {
-        self.inner.store.put_op(rec).map_err(|e| {
+    /// Writes `rec` to the journal and waits until it is on disk; `Err` says what could not be
+    /// recorded.
+    pub(super) async fn journal(&self, rec: &OpRecord) -> Result<(), String> {
+        let written = match self.inner.store.put_op(rec) {
+            Ok(()) => self.inner.store.flush_journal().await,
+            Err(e) => Err(e),
+        };
+        written.map_err(|e| {
             tracing::error!(error = %e, op = rec.id, "journal write failed");
             format!("cannot write the operation's journal ({e}); stopping before acting on it")
         })
@@ -414,6 +436,9 @@ impl<C: Chat> Engine<C> {
         }
         for k in keys_of(rec) {
             let _ = self.inner.store.release_env_op(&k, rec.id);
+        }
+        if let Err(e) = self.inner.store.flush_journal().await {
+            tracing::error!(error = %e, op = rec.id, "cannot flush the released locks");
         }
         let outcome = format!("{:?}", rec.state).to_lowercase();
         let m = crate::telemetry::metrics();
@@ -841,7 +866,7 @@ impl<C: Chat> Engine<C> {
                                 "previous_image".into(),
                                 rollout::current_image(&d, Some(e.container())).unwrap_or_default(),
                             );
-                            if let Err(why) = self.journal(rec) {
+                            if let Err(why) = self.journal(rec).await {
                                 return StepEnd::Failed(why);
                             }
                         }
@@ -902,7 +927,7 @@ impl<C: Chat> Engine<C> {
                         .insert("undo_from_version".into(), super::rollback::version_of(now));
                 }
                 rec.data.insert("undo_from".into(), current);
-                if let Err(why) = self.journal(rec) {
+                if let Err(why) = self.journal(rec).await {
                     return StepEnd::Failed(why);
                 }
                 let target = match to {
@@ -1062,7 +1087,7 @@ impl<C: Chat> Engine<C> {
                 Some(p) = rx.recv() => {
                     if !matches!(p.state, RolloutState::Complete) {
                         rec.steps[index].detail = format!("{} ({}/{} ready)", p.state.describe(deployment), p.ready, p.desired);
-                        let _ = self.save(rec).await; // a progress tick; the step goes on
+                        self.tick(rec).await;
                     }
                 }
             }

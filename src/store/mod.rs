@@ -628,12 +628,23 @@ impl Store {
     }
 
     /// Writes (or rewrites) an operation's journal record and flushes it to disk.
+    /// Writes an operation's record; it is on disk after [`Store::flush_journal`] (or sled's
+    /// own periodic flush), so that progress ticks never wait on the disk.
     pub fn put_op(&self, op: &OpRecord) -> Result<(), StoreError> {
         let value = encode("ops", op)?;
         self.ops
             .insert(op.id.to_be_bytes(), value)
             .map_err(io("journal"))?;
-        self.ops.flush().map_err(io("journal flush"))?;
+        Ok(())
+    }
+
+    /// Makes the journal and the operation locks durable, off the async runtime's threads.
+    pub async fn flush_journal(&self) -> Result<(), StoreError> {
+        self.ops.flush_async().await.map_err(io("journal flush"))?;
+        self.op_locks
+            .flush_async()
+            .await
+            .map_err(io("op lock flush"))?;
         Ok(())
     }
 
@@ -684,10 +695,7 @@ impl Store {
             )
             .map_err(io("op lock"))?
         {
-            Ok(()) => {
-                self.op_locks.flush().map_err(io("op lock flush"))?;
-                Ok(Ok(()))
-            }
+            Ok(()) => Ok(Ok(())),
             Err(cas) => {
                 let holder = cas
                     .current
@@ -712,7 +720,6 @@ impl Store {
                 None as Option<&[u8]>,
             )
             .map_err(io("op unlock"))?;
-        self.op_locks.flush().map_err(io("op lock flush"))?;
         Ok(())
     }
 
