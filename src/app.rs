@@ -469,6 +469,7 @@ impl<C: Chat> Bot<C> {
         let mut workers = tokio::task::JoinSet::new();
         let mut prune = tokio::time::interval(Duration::from_secs(3600));
         let mut floods = tokio::time::interval(Duration::from_secs(5));
+        let mut pruning: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             tokio::select! {
                 msg = incoming.recv() => {
@@ -491,17 +492,21 @@ impl<C: Chat> Bot<C> {
                     let cutoff = now_ms() - keep.as_millis() as i64;
                     // A scan of the whole tree: off the message loop and the async threads.
                     let store = self.s.store.clone();
-                    tokio::task::spawn_blocking(move || match store.prune_seen(cutoff) {
+                    pruning = Some(tokio::task::spawn_blocking(move || match store.prune_seen(cutoff) {
                         Ok(n) if n > 0 => tracing::debug!(pruned = n, "forgot old message ids"),
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "pruning seen ids failed"),
-                    });
+                    }));
                 }
                 _ = floods.tick() => self.flush_floods(false),
                 _ = shutdown.cancelled() => break,
             }
         }
         self.flush_floods(true);
+        // The store is let go of only when the last pruning scan is over.
+        if let Some(p) = pruning {
+            let _ = p.await;
+        }
         drop(rooms);
         // Let commands already taken finish their answer.
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
