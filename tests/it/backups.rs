@@ -834,15 +834,9 @@ async fn the_backups_command_lists_the_catalog_and_dry_runs_the_retention_plan_w
         ("test", "test-d1", now - day - 1000),
         ("test", "test-d2", now - 2 * day - 1000),
     ]);
-    let cfg = w.dir.path().join("rocketops.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[bot]\nstore_path = \"{}\"\n[rocketchat]\nurl = \"http://127.0.0.1:9\"\ntoken = \"unused\"\n[environments.test.backup]\nretention = {{ daily = 2, weekly = 0, monthly = 0 }}\n",
-            w.store_path().display()
-        ),
-    )
-    .unwrap();
+    let cfg = w.cli_config(
+        "[environments.test.backup]\nretention = { daily = 2, weekly = 0, monthly = 0 }\n",
+    );
     let run = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_rocketops"))
             .args(args)

@@ -65,8 +65,7 @@ async fn an_unauthorized_deploy_is_refused_and_both_commands_are_audited() {
     );
     w.stop_bot().await;
 
-    let cfg = w.dir.path().join("rocketops.toml");
-    std::fs::write(&cfg, format!("[bot]\nstore_path = \"{}\"\n[rocketchat]\nurl = \"http://127.0.0.1:9\"\ntoken = \"unused\"\n", w.store_path().display())).unwrap();
+    let cfg = w.cli_config("");
     let out = Process::new(env!("CARGO_BIN_EXE_rocketops"))
         .args(["audit", "--config"])
         .arg(&cfg)
@@ -796,15 +795,7 @@ async fn the_bare_words_the_bot_asks_for_work_in_the_channel_and_its_name_alone_
     let mut w = World::with_cluster().await;
     w.start_bot().await;
     w.sim.post("alice", "#ops", "/deploy prod v3.1").unwrap();
-    let question = w
-        .wait_bot_text("#ops", "the question", |t| t.contains("`confirm "))
-        .await;
-    let code = question
-        .split("`confirm ")
-        .nth(1)
-        .and_then(|s| s.split('`').next())
-        .unwrap()
-        .to_string();
+    let (_, code) = w.confirmation("#ops").await;
     // Typed exactly as the question says: no prefix.
     w.sim
         .post("alice", "#ops", &format!("confirm {code}"))

@@ -159,8 +159,8 @@ impl World {
         addr
     }
 
-    /// Waits for the bot's confirmation question in `room`, answers it as `user`; returns the question.
-    pub async fn confirm(&self, user: &str, room: &str) -> String {
+    /// Waits for the bot's confirmation question in `room`; returns it and its code.
+    pub async fn confirmation(&self, room: &str) -> (String, String) {
         let question = self
             .wait_bot_text(room, "the confirmation question", |t| {
                 t.contains("`confirm ")
@@ -172,10 +172,31 @@ impl World {
             .and_then(|s| s.split('`').next())
             .unwrap()
             .to_string();
+        (question, code)
+    }
+
+    /// Waits for the bot's confirmation question in `room`, answers it as `user`; returns the question.
+    pub async fn confirm(&self, user: &str, room: &str) -> String {
+        let (question, code) = self.confirmation(room).await;
         self.sim
             .post(user, room, &format!("/confirm {code}"))
             .unwrap();
         question
+    }
+
+    /// A configuration file for running `rocketops` commands (audit, backups) on this world's
+    /// store; `extra` is appended TOML.
+    pub fn cli_config(&self, extra: &str) -> PathBuf {
+        let cfg = self.dir.path().join("rocketops.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[bot]\nstore_path = \"{}\"\n[rocketchat]\nurl = \"http://127.0.0.1:9\"\ntoken = \"unused\"\n{extra}",
+                self.store_path().display()
+            ),
+        )
+        .unwrap();
+        cfg
     }
 
     /// Puts backups into the catalog before the bot starts (as if taken earlier).

@@ -554,15 +554,7 @@ async fn a_truncated_or_rewritten_audit_log_is_detected_by_its_key_and_its_ancho
     assert!(metrics.contains("rocketops_audit_anchor{"), "{metrics}");
     w.stop_bot().await;
 
-    let cfg = w.dir.path().join("rocketops.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[bot]\nstore_path = \"{}\"\n[rocketchat]\nurl = \"http://127.0.0.1:9\"\ntoken = \"unused\"\n",
-            w.store_path().display()
-        ),
-    )
-    .unwrap();
+    let cfg = w.cli_config("");
     let intact = rocketops(&cfg, &["audit", "verify", "--head", &head], Some(AUDIT_KEY));
     assert!(intact.status.success(), "{}", text(&intact));
     assert!(
