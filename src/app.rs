@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chat::rocketchat::{ConnectOptions, RocketChat};
 use crate::chat::{Button, Chat, ChatError, Incoming, RoomKind};
+use crate::clock::Clock;
 use crate::cluster::Clusters;
 use crate::command::runbook::{self, RunbookSpec};
 use crate::command::{self, Addressing, Command, Grammar};
@@ -71,14 +72,7 @@ pub async fn run_with(
     shutdown: CancellationToken,
     telemetry_addr: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 ) -> Result<(), AppError> {
-    run_with_clock(
-        config,
-        store,
-        shutdown,
-        telemetry_addr,
-        crate::schedule::Clock::System,
-    )
-    .await
+    run_with_clock(config, store, shutdown, telemetry_addr, Clock::System).await
 }
 
 /// As `run_with`, with the schedules following `clock` (tests run days of schedules in seconds).
@@ -87,7 +81,7 @@ pub async fn run_with_clock(
     store: Store,
     shutdown: CancellationToken,
     telemetry_addr: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
-    clock: crate::schedule::Clock,
+    clock: Clock,
 ) -> Result<(), AppError> {
     if let Some(why) = config.audit_refusal() {
         return Err(AppError::AuditKey(why));
@@ -164,6 +158,7 @@ pub async fn run_with_clock(
             store.clone(),
             config.clone(),
             clusters.clone(),
+            clock,
         );
         alerter_task = Some(tokio::spawn(alerter.run(events, shutdown.clone())));
     }
@@ -171,7 +166,7 @@ pub async fn run_with_clock(
         chat.clone(),
         store.clone(),
         config.audit.clone(),
-        shutdown.clone(),
+        (clock, shutdown.clone()),
     ));
     let connection_handle = chat.clone();
     let bot = Bot::new(
@@ -181,6 +176,7 @@ pub async fn run_with_clock(
         runbooks,
         clusters,
         shutdown.clone(),
+        clock,
     );
     bot.s.engine.resume_interrupted().await;
     let engine = bot.s.engine.clone();
@@ -217,7 +213,7 @@ async fn anchor_audit<C: Chat>(
     chat: C,
     store: Store,
     cfg: crate::config::AuditConfig,
-    stop: CancellationToken,
+    (clock, stop): (Clock, CancellationToken),
 ) {
     let mut tick = tokio::time::interval(cfg.anchor_every.max(Duration::from_secs(1)));
     loop {
@@ -236,7 +232,7 @@ async fn anchor_audit<C: Chat>(
                 ("head", &head),
                 ("records", &seq.to_string()),
             ]))
-            .set(now_ms() / 1000);
+            .set(clock.now_ms() / 1000);
         let Some(room) = cfg.room.as_deref() else {
             continue;
         };
@@ -319,6 +315,7 @@ struct Shared<C: Chat> {
     clusters: Clusters,
     config: Config,
     engine: ops::engine::Engine<C>,
+    clock: Clock,
 }
 
 /// A user's flood window: refused messages are counted here and audited once.
@@ -418,6 +415,7 @@ impl<C: Chat> Bot<C> {
         runbooks: Vec<RunbookSpec>,
         clusters: Clusters,
         shutdown: CancellationToken,
+        clock: Clock,
     ) -> Self {
         let grammar = Grammar::from_config(config, runbooks.clone());
         let policy = Policy::new(config.environments.clone(), runbooks);
@@ -453,7 +451,9 @@ impl<C: Chat> Bot<C> {
                     config.clone(),
                     grammar_for_engine,
                     shutdown,
+                    clock,
                 ),
+                clock,
             }),
         }
     }
@@ -489,7 +489,7 @@ impl<C: Chat> Bot<C> {
                 _ = prune.tick() => {
                     // Ids are kept at least as long as a message may still be run.
                     let keep = self.s.seen_retention.max(self.s.catch_up_max_age);
-                    let cutoff = now_ms() - keep.as_millis() as i64;
+                    let cutoff = message_clock_ms() - keep.as_millis() as i64;
                     // A scan of the whole tree: off the message loop and the async threads.
                     let store = self.s.store.clone();
                     pruning = Some(tokio::task::spawn_blocking(move || match store.prune_seen(cutoff) {
@@ -522,8 +522,11 @@ impl<C: Chat> Bot<C> {
             bot_name: self.s.chat.bot_username(),
         };
         if let Some(body) = command::addressed_body(&msg.text, msg.room_kind, &addressing) {
-            let refused = never_a_new_command(&msg, now_ms(), self.s.catch_up_max_age);
-            match refused.map_or_else(|| self.s.store.mark_seen(&msg.id, now_ms()), |_| Ok(false)) {
+            let refused = never_a_new_command(&msg, message_clock_ms(), self.s.catch_up_max_age);
+            match refused.map_or_else(
+                || self.s.store.mark_seen(&msg.id, message_clock_ms()),
+                |_| Ok(false),
+            ) {
                 Ok(true) => self.dispatch(&msg, body).await,
                 Ok(false) if refused.is_some() => {
                     tracing::info!(id = %msg.id, user = %msg.username, why = refused, "not running a message")
@@ -548,7 +551,7 @@ impl<C: Chat> Bot<C> {
                 (_, Some(n)) => n.clone(),
             },
         };
-        let age = Duration::from_millis((now_ms() - msg.ts_ms).max(0) as u64);
+        let age = Duration::from_millis((message_clock_ms() - msg.ts_ms).max(0) as u64);
         if msg.caught_up && age > self.s.catch_up_max_age {
             let e = UserError::MissedWhileOffline {
                 age: humantime_serde::re::humantime::format_duration(Duration::from_secs(
@@ -565,7 +568,7 @@ impl<C: Chat> Bot<C> {
             .map(|mut l| l.check(&msg.username))
             .unwrap_or(Ok(()));
         let limited: Result<(), u64> = limited;
-        let now = now_ms();
+        let now = self.s.clock.now_ms();
         let told = self.s.flood.lock().map(|mut f| {
             flood_step(
                 &mut f,
@@ -782,6 +785,7 @@ impl<C: Chat> Bot<C> {
                     &cmd,
                     &self.s.config,
                     &self.s.store,
+                    self.s.clock.now_ms(),
                     Some(name),
                 ));
             }
@@ -847,7 +851,8 @@ impl<C: Chat> Bot<C> {
                 plan = held.plan.clone().unwrap_or_else(|| ops::plan_summary(
                     &held.cmd,
                     &self.s.config,
-                    &self.s.store
+                    &self.s.store,
+                    self.s.clock.now_ms(),
                 )),
                 user = origin.msg.username,
             );
@@ -1077,7 +1082,7 @@ impl<C: Chat> Bot<C> {
                 return Some(UserError::Refused(format!(
                     "{env} is locked by @{} ({}){reason}. `unlock {env}` lifts it.",
                     l.by,
-                    ago(l.at_ms)
+                    ago(l.at_ms, self.s.clock.now_ms())
                 )));
             }
         }
@@ -1112,7 +1117,7 @@ impl<C: Chat> Bot<C> {
                 .environments
                 .keys()
                 .filter(|e| {
-                    ops::catalog::find(
+                    crate::catalog::find(
                         &self.s.store,
                         e,
                         backup
@@ -1163,6 +1168,7 @@ impl<C: Chat> Bot<C> {
                 room_id: &held.room_id,
                 thread: held.thread.as_deref(),
                 op: held.op,
+                clock: self.s.clock,
                 visible: held.visible.as_deref(),
                 help_for: &|name, sample| {
                     let roles = self
@@ -1291,7 +1297,7 @@ impl<C: Chat> Bot<C> {
 
     /// Writes the audit records of flood windows that have ended (all of them with `all`).
     fn flush_floods(&self, all: bool) {
-        let now = now_ms();
+        let now = self.s.clock.now_ms();
         let ended: Vec<(String, Flood)> = self
             .s
             .flood
@@ -1349,7 +1355,7 @@ impl<C: Chat> Bot<C> {
         outcome: Option<String>,
     ) {
         let entry = AuditEntry {
-            at_ms: now_ms(),
+            at_ms: self.s.clock.now_ms(),
             user: origin.msg.username.clone(),
             room: origin.room_label.clone(),
             text: text.chars().take(500).collect(),
@@ -1386,16 +1392,18 @@ pub fn describe(cmd: &Command) -> String {
     ops::describe(cmd)
 }
 
-fn ago(at_ms: i64) -> String {
-    let secs = ((now_ms() - at_ms).max(0) / 1000) as u64;
+fn ago(at_ms: i64, now_ms: i64) -> String {
+    let secs = ((now_ms - at_ms).max(0) / 1000) as u64;
     format!(
         "{} ago",
         humantime_serde::re::humantime::format_duration(Duration::from_secs(secs))
     )
 }
 
-pub(crate) fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+/// The chat server's time, for judging a message's `ts`: its age is measured on the wall clock
+/// the server stamped it with, whatever clock the operations follow.
+fn message_clock_ms() -> i64 {
+    Clock::System.now_ms()
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
+use crate::catalog::{self, BackupRecord};
 use crate::config::Config;
-use crate::ops::catalog::{self, BackupRecord};
 use crate::store::{Store, StoreError};
 
 /// `rocketops backups` arguments.
@@ -133,7 +133,8 @@ pub fn run(config: &Config, args: &BackupsArgs) -> Result<(), BackupsError> {
         }
         "report" => {
             for env in envs {
-                let r = crate::ops::report::for_env(&store, &env, crate::app::now_ms());
+                let r =
+                    crate::ops::report::for_env(&store, &env, crate::clock::Clock::System.now_ms());
                 if args.json {
                     println!(
                         "{}",

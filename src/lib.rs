@@ -10,8 +10,12 @@ pub mod audit;
 pub mod backups;
 /// Message-to-answer benchmark against the simulator.
 pub mod bench;
+/// The backup catalog: what was backed up, verified and pruned.
+pub mod catalog;
 /// The chat boundary and the Rocket.Chat adapter.
 pub mod chat;
+/// The one clock.
+pub mod clock;
 /// Everything the bot does to Kubernetes.
 pub mod cluster;
 /// Command recognition, grammar and help.

@@ -361,16 +361,7 @@ pub fn in_quiet_hours(window: Option<(u32, u32)>, now_minutes: u32) -> bool {
     }
 }
 
-/// Parses `22:00-07:00` into minutes since midnight.
-pub fn parse_quiet_hours(s: &str) -> Option<(u32, u32)> {
-    let (a, b) = s.split_once('-')?;
-    let hm = |t: &str| -> Option<u32> {
-        let (h, m) = t.trim().split_once(':')?;
-        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
-        (h < 24 && m < 60).then_some(h * 60 + m)
-    };
-    Some((hm(a)?, hm(b)?))
-}
+pub use crate::config::parse_quiet_hours;
 
 #[cfg(test)]
 mod quiet_tests {

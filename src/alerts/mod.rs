@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::detect::{IncidentKey, Severity, Signal};
 use crate::chat::{Chat, MessageRef};
+use crate::clock::Clock;
 use crate::cluster::Clusters;
 use crate::cluster::watch::{ClusterEvent, WatchedKind};
 use crate::config::Config;
@@ -69,10 +70,11 @@ pub fn mute(
     d: Duration,
     by: &str,
     reason: Option<String>,
+    now_ms: i64,
 ) -> Result<Mute, crate::store::StoreError> {
     let m = Mute {
         env: env.into(),
-        until_ms: crate::app::now_ms() + d.as_millis() as i64,
+        until_ms: now_ms + d.as_millis() as i64,
         by: by.into(),
         reason,
     };
@@ -142,10 +144,17 @@ pub struct Alerter<C: Chat> {
     watched: HashMap<(String, WatchedKind, String), Value>,
     unready_since: HashMap<(String, String), i64>,
     http: reqwest::Client,
+    clock: Clock,
 }
 
 impl<C: Chat> Alerter<C> {
-    pub fn new(chat: C, store: Store, config: Config, clusters: Clusters) -> Alerter<C> {
+    pub fn new(
+        chat: C,
+        store: Store,
+        config: Config,
+        clusters: Clusters,
+        clock: Clock,
+    ) -> Alerter<C> {
         let budget = AlertBudget::new(config.alerts.per_minute, config.alerts.burst);
         crate::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
@@ -162,6 +171,7 @@ impl<C: Chat> Alerter<C> {
             watched: HashMap::new(),
             unready_since: HashMap::new(),
             http,
+            clock,
         }
     }
 
@@ -236,7 +246,7 @@ impl<C: Chat> Alerter<C> {
     }
 
     async fn on_tick(&mut self) {
-        let now = crate::app::now_ms();
+        let now = self.clock.now_ms();
         let grace = self.config.alerts.statefulset_grace.as_millis() as i64;
         let mut signals = Vec::new();
         for ((env, kind, name), o) in &self.watched {
@@ -269,7 +279,7 @@ impl<C: Chat> Alerter<C> {
                         }
                     }
                 }
-                WatchedKind::CronJobs => match detect::cronjob_stale(o, chrono::Utc::now()) {
+                WatchedKind::CronJobs => match detect::cronjob_stale(o, self.clock.now()) {
                     Some(detail) => signals.push(Signal::Firing {
                         key: IncidentKey {
                             env: env.clone(),
@@ -360,13 +370,13 @@ impl<C: Chat> Alerter<C> {
         let complete = condition("Complete");
         if owned && condition("Failed") {
             // Kept for the daily report (the alert itself is raised elsewhere); once per Job.
-            let f = crate::ops::catalog::Failure {
+            let f = crate::catalog::Failure {
                 env: env.to_string(),
                 job: job["metadata"]["name"]
                     .as_str()
                     .unwrap_or_default()
                     .to_string(),
-                at_ms: crate::app::now_ms(),
+                at_ms: self.clock.now_ms(),
                 reason: job["status"]["conditions"]
                     .as_array()
                     .and_then(|c| c.iter().find(|c| c["type"] == "Failed"))
@@ -374,7 +384,7 @@ impl<C: Chat> Alerter<C> {
                     .unwrap_or("Failed")
                     .to_string(),
             };
-            let _ = crate::ops::catalog::record_failure_if_new(&self.store, &f);
+            let _ = crate::catalog::record_failure_if_new(&self.store, &f);
         }
         if !owned || !complete {
             return;
@@ -399,13 +409,12 @@ impl<C: Chat> Alerter<C> {
             .as_str()
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.timestamp_millis())
-            .unwrap_or_else(crate::app::now_ms);
-        let b =
-            crate::ops::catalog::BackupRecord::from_result(env, &name, &message, &by, finished_ms);
-        let newest = crate::ops::catalog::list(&self.store, Some(env))
+            .unwrap_or_else(|| self.clock.now_ms());
+        let b = crate::catalog::BackupRecord::from_result(env, &name, &message, &by, finished_ms);
+        let newest = crate::catalog::list(&self.store, Some(env))
             .first()
             .is_none_or(|n| n.finished_ms <= b.finished_ms);
-        match crate::ops::catalog::record_if_new(&self.store, &b) {
+        match crate::catalog::record_if_new(&self.store, &b) {
             Ok(true) if newest => {
                 // The newest backup's figures, whoever took it (the age alert a team sets on them).
                 let m = crate::telemetry::metrics();
@@ -424,7 +433,7 @@ impl<C: Chat> Alerter<C> {
 
     fn quiet(&self) -> bool {
         use chrono::Timelike;
-        let now = chrono::Utc::now();
+        let now = self.clock.now();
         let window = self
             .config
             .alerts
@@ -475,7 +484,7 @@ impl<C: Chat> Alerter<C> {
 
     fn muted(&self, env: &str) -> bool {
         let m: Option<Mute> = self.store.kv_get(MUTES, env).ok().flatten();
-        is_muted(m.as_ref(), crate::app::now_ms())
+        is_muted(m.as_ref(), self.clock.now_ms())
     }
 
     fn channel(&self, env: &str) -> String {
@@ -599,7 +608,7 @@ impl<C: Chat> Alerter<C> {
     }
 
     async fn apply(&mut self, s: Signal, _object: Option<&Value>) {
-        let now = crate::app::now_ms();
+        let now = self.clock.now_ms();
         match s {
             Signal::Firing {
                 key,

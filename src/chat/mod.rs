@@ -67,6 +67,14 @@ pub enum ChatError {
     Closed,
 }
 
+/// A file to upload (a report's chart).
+#[derive(Debug, Clone)]
+pub struct File {
+    pub name: String,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
 /// Posting, editing and reacting: what the rest of the bot may do in chat.
 pub trait Chat: Clone + Send + Sync + 'static {
     /// The bot's own username (for `@mentions`).
@@ -118,7 +126,7 @@ pub trait Chat: Clone + Send + Sync + 'static {
     fn upload(
         &self,
         room_id: &str,
-        file: &crate::chat::rocketchat::rest::File,
+        file: &File,
         text: &str,
     ) -> impl Future<Output = Result<MessageRef, ChatError>> + Send;
 

@@ -167,28 +167,25 @@ pub fn outside_autoscaler(h: &HorizontalPodAutoscaler, replicas: i32) -> Option<
 /// How many refusals in a row (401/403, each after a backoff) end a wait: a missing permission.
 const WATCH_REFUSALS: u32 = 3;
 
-/// Runs `f` again on conflicts and unavailability, with capped exponential backoff.
-async fn retrying<T, F, Fut>(mut f: F) -> Result<T, ClusterError>
+/// Runs `f` again on conflicts and unavailability, with capped exponential backoff and jitter.
+async fn retrying<T, F, Fut>(f: F) -> Result<T, ClusterError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ClusterError>>,
 {
-    let mut attempt = 0;
-    loop {
-        match f().await {
-            Err(e) if e.is_retryable() && attempt + 1 < ATTEMPTS => {
-                let wait = crate::chat::rocketchat::backoff(
-                    attempt,
-                    Duration::from_millis(100),
-                    Duration::from_secs(5),
-                );
-                tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "cluster call failed; retrying");
-                tokio::time::sleep(wait).await;
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
+    use backon::Retryable;
+    let policy = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_max_times(ATTEMPTS as usize - 1)
+        .with_jitter();
+    f.retry(policy)
+        .sleep(tokio::time::sleep)
+        .when(ClusterError::is_retryable)
+        .notify(|e, wait| {
+            tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "cluster call failed; retrying");
+        })
+        .await
 }
 
 /// A workload kind that can be scaled.

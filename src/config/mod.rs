@@ -1,6 +1,7 @@
 //! The TOML configuration: types, defaults, environment overrides, and validation whose errors name file, key and line.
 
 mod locate;
+pub mod policy;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -49,7 +50,7 @@ pub struct Config {
     pub environments: BTreeMap<String, EnvironmentConfig>,
     /// Rate limits and timeouts of the policy.
     #[serde(default)]
-    pub policy: crate::policy::PolicyConfig,
+    pub policy: policy::PolicyConfig,
     /// Failure alerts.
     #[serde(default)]
     pub alerts: AlertsConfig,
@@ -178,7 +179,7 @@ pub struct EnvironmentConfig {
     pub allow_image_refs: bool,
     /// Who may do what here.
     #[serde(default)]
-    pub policy: crate::policy::EnvPolicy,
+    pub policy: policy::EnvPolicy,
     /// Take a backup before each deploy (default: in production).
     #[serde(default)]
     pub pre_deploy_backup: Option<bool>,
@@ -244,7 +245,7 @@ pub struct BackupConfig {
     pub tools_image: Option<String>,
     /// Grandfather-father-son retention (default: 7 daily, 4 weekly, 6 monthly).
     #[serde(default)]
-    pub retention: crate::schedule::retention::Retention,
+    pub retention: Retention,
     /// Where reports go (default: the first of `rocketchat.rooms`).
     #[serde(default)]
     pub report_channel: Option<String>,
@@ -356,7 +357,7 @@ impl EnvironmentConfig {
             min_replicas: default_min_replicas(),
             max_replicas: default_max_replicas(),
             allow_image_refs: false,
-            policy: crate::policy::EnvPolicy::default(),
+            policy: policy::EnvPolicy::default(),
             pre_deploy_backup: None,
             pre_deploy: Vec::new(),
             auto_rollback: true,
@@ -882,13 +883,13 @@ impl Config {
                 _ => {}
             }
             for (kind, expr) in env.schedule.entries() {
-                if let Err(e) = crate::schedule::parse_cron(expr) {
+                if let Err(e) = parse_cron(expr) {
                     bad(&format!("{key}.schedule.{kind}"), e);
                 }
             }
         }
         if let Some(q) = &self.alerts.quiet_hours
-            && crate::alerts::detect::parse_quiet_hours(q).is_none()
+            && parse_quiet_hours(q).is_none()
         {
             bad(
                 "alerts.quiet_hours",
@@ -1029,6 +1030,43 @@ fn valid_name(s: &str) -> bool {
         && s.len() <= 64
         && s.chars()
             .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// How many of each to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    pub daily: usize,
+    pub weekly: usize,
+    pub monthly: usize,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            daily: 7,
+            weekly: 4,
+            monthly: 6,
+        }
+    }
+}
+
+/// Parses a cron expression (5 fields, or 6 with seconds first); the error is for a person.
+pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
+    expr.trim()
+        .parse::<croner::Cron>()
+        .map_err(|e| format!("`{expr}` is not a cron expression like \"0 2 * * *\": {e}"))
+}
+
+/// Parses `22:00-07:00` into minutes since midnight.
+pub fn parse_quiet_hours(s: &str) -> Option<(u32, u32)> {
+    let (a, b) = s.split_once('-')?;
+    let hm = |t: &str| -> Option<u32> {
+        let (h, m) = t.trim().split_once(':')?;
+        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60).then_some(h * 60 + m)
+    };
+    Some((hm(a)?, hm(b)?))
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ impl<C: Chat> Engine<C> {
                 {
                     Ok(()) => from_cronjob,
                     Err(ClusterError::NotFound { .. }) => {
-                        let backup = templates::backup_name(&rec.env, crate::app::now_ms());
+                        let backup = templates::backup_name(&rec.env, self.now_ms());
                         let p = templates::params(rec, e, &[("backup", &backup)]);
                         let mut job = match templates::render(
                             &self.inner.config.bot.commands_dir,
@@ -74,12 +74,12 @@ impl<C: Chat> Engine<C> {
             Ok(r) => match r.end {
                 JobEnd::Complete => {
                     let by = format!("{} (#{op})", super::who(&rec.user));
-                    let mut b = super::catalog::BackupRecord::from_result(
+                    let mut b = crate::catalog::BackupRecord::from_result(
                         &rec.env,
                         &job,
                         &r.message,
                         &by,
-                        crate::app::now_ms(),
+                        self.now_ms(),
                     );
                     if b.name == job
                         && let Some(n) = rec.data.get(&name_key)
@@ -93,21 +93,21 @@ impl<C: Chat> Engine<C> {
                         .set(b.bytes.unwrap_or(0) as i64);
                     m.backup_timestamp
                         .get_or_create(&l)
-                        .set(crate::app::now_ms() / 1000);
-                    if let Err(e) = super::catalog::record(&self.inner.store, &b) {
+                        .set(self.now_ms() / 1000);
+                    if let Err(e) = crate::catalog::record(&self.inner.store, &b) {
                         tracing::error!(error = %e, "cannot record the backup in the catalog");
                     }
                     rec.data.insert(name_key, b.name.clone());
                     StepEnd::Done(super::backup_summary(&r.message))
                 }
                 JobEnd::Failed { reason, .. } => {
-                    let f = super::catalog::Failure {
+                    let f = crate::catalog::Failure {
                         env: rec.env.clone(),
                         job: job.clone(),
-                        at_ms: crate::app::now_ms(),
+                        at_ms: self.now_ms(),
                         reason: reason.clone(),
                     };
-                    let _ = super::catalog::record_failure(&self.inner.store, &f);
+                    let _ = crate::catalog::record_failure(&self.inner.store, &f);
                     StepEnd::Failed(format!(
                         "backup job {job} failed ({reason}){}",
                         super::tail(&r.log_tail)
@@ -158,14 +158,14 @@ impl<C: Chat> Engine<C> {
             .data
             .get("backup_finished_ms")
             .and_then(|t| t.parse().ok())
-            .unwrap_or_else(crate::app::now_ms);
+            .unwrap_or_else(|| self.now_ms());
         let p = templates::params(rec, e, &[("backup", &name)]);
         let result = self
             .template_job(c, e, templates::Kind::Verify, &p, RESTORE_LIMIT)
             .await;
-        let now = crate::app::now_ms();
+        let now = self.now_ms();
         let age_secs = ((now - finished).max(0) / 1000) as u64;
-        let age = super::catalog::ago(finished, now)
+        let age = crate::catalog::ago(finished, now)
             .trim_end_matches(" ago")
             .to_string();
         let (ok, restore_secs, detail) = match result {
@@ -223,7 +223,7 @@ impl<C: Chat> Engine<C> {
             ),
             Err(err) => (false, None, err),
         };
-        let v = super::catalog::VerifyRecord {
+        let v = crate::catalog::VerifyRecord {
             ok,
             at_ms: now,
             restore_secs,
@@ -231,7 +231,7 @@ impl<C: Chat> Engine<C> {
             detail: detail.clone(),
             op: rec.id,
         };
-        if let Err(err) = super::catalog::set_verify(&self.inner.store, &rec.env, &backup_job, v) {
+        if let Err(err) = crate::catalog::set_verify(&self.inner.store, &rec.env, &backup_job, v) {
             tracing::error!(error = %err, "cannot record the verify result");
         }
         let m = crate::telemetry::metrics();
@@ -254,9 +254,9 @@ impl<C: Chat> Engine<C> {
         e: &EnvironmentConfig,
         rec: &mut OpRecord,
     ) -> StepEnd {
-        let records = super::catalog::list(&self.inner.store, Some(&rec.env));
-        let plan = super::catalog::retention_plan(&records, e.backup.retention);
-        let dropped: Vec<&super::catalog::BackupRecord> = records
+        let records = crate::catalog::list(&self.inner.store, Some(&rec.env));
+        let plan = crate::catalog::retention_plan(&records, e.backup.retention);
+        let dropped: Vec<&crate::catalog::BackupRecord> = records
             .iter()
             .filter(|b| plan.drop.contains(&b.job))
             .collect();
@@ -279,21 +279,21 @@ impl<C: Chat> Engine<C> {
                 let v: serde_json::Value =
                     serde_json::from_str(&r.message).unwrap_or(serde_json::Value::Null);
                 for b in &safe {
-                    let _ = super::catalog::remove(&self.inner.store, &rec.env, &b.job);
+                    let _ = crate::catalog::remove(&self.inner.store, &rec.env, &b.job);
                 }
-                let p = super::catalog::Prune {
+                let p = crate::catalog::Prune {
                     env: rec.env.clone(),
-                    at_ms: crate::app::now_ms(),
+                    at_ms: self.now_ms(),
                     removed: names.clone(),
                     used_bytes: v["used_bytes"].as_u64(),
                     free_bytes: v["free_bytes"].as_u64(),
                 };
-                let _ = super::catalog::record_prune(&self.inner.store, &p);
+                let _ = crate::catalog::record_prune(&self.inner.store, &p);
                 let volume = match (p.used_bytes, p.free_bytes) {
                     (Some(u), Some(f)) => format!(
                         "; volume {} used, {} free",
-                        super::catalog::size(Some(u)),
-                        super::catalog::size(Some(f))
+                        crate::catalog::size(Some(u)),
+                        crate::catalog::size(Some(f))
                     ),
                     _ => String::new(),
                 };
@@ -338,7 +338,7 @@ pub(super) fn resolve_backup(
         }
         _ => return Ok(BTreeMap::new()),
     };
-    let Some(b) = super::catalog::find(store, &src, &which) else {
+    let Some(b) = crate::catalog::find(store, &src, &which) else {
         return Err(UserError::Refused(match which {
             BackupRef::Latest => {
                 format!("No backup of {src} is known; `backup now {src}` takes one.")

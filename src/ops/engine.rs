@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::progress;
 use crate::chat::{Chat, MessageRef};
+use crate::clock::Clock;
 use crate::cluster::jobs::{self, JobEnd};
 use crate::cluster::rollout::{self, RolloutState};
 use crate::cluster::{Cluster, ClusterError, Clusters, HpaPolicy, RolloutOutcome, Workload};
@@ -149,6 +150,7 @@ pub(super) struct Inner<C: Chat> {
     cancelled_by: Mutex<HashMap<u64, String>>,
     tasks: tokio_util::task::TaskTracker,
     http: reqwest::Client,
+    clock: Clock,
 }
 
 impl<C: Chat> Engine<C> {
@@ -159,6 +161,7 @@ impl<C: Chat> Engine<C> {
         config: Config,
         grammar: Grammar,
         shutdown: CancellationToken,
+        clock: Clock,
     ) -> Engine<C> {
         crate::tls::install_crypto_provider();
         Engine {
@@ -176,8 +179,19 @@ impl<C: Chat> Engine<C> {
                     .timeout(Duration::from_secs(10))
                     .build()
                     .unwrap_or_default(),
+                clock,
             }),
         }
+    }
+
+    /// The clock operations read time from.
+    pub fn clock(&self) -> Clock {
+        self.inner.clock
+    }
+
+    /// Now on the engine's clock, in milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
     }
 
     /// Starts `cmd` as operation `op`: takes the environment, journals, posts the progress message
@@ -235,7 +249,7 @@ impl<C: Chat> Engine<C> {
             let who = s.store.get_op(holder).ok().flatten();
             let text = match who {
                 Some(h) => {
-                    let mins = ((crate::app::now_ms() - h.started_ms) / 60_000).max(0);
+                    let mins = ((self.now_ms() - h.started_ms) / 60_000).max(0);
                     format!(
                         "{env} is busy with {} #{holder} (started by {} {mins} min ago).",
                         h.command
@@ -259,7 +273,7 @@ impl<C: Chat> Engine<C> {
             message_id: None,
             steps: plan_steps(cmd, &env, &e),
             state: OpState::Running,
-            started_ms: crate::app::now_ms(),
+            started_ms: self.now_ms(),
             finished_ms: None,
             data,
             summary: None,
@@ -279,11 +293,7 @@ impl<C: Chat> Engine<C> {
         }
         match s
             .chat
-            .post(
-                room_id,
-                thread,
-                &progress::render(&rec, crate::app::now_ms()),
-            )
+            .post(room_id, thread, &progress::render(&rec, self.now_ms()))
             .await
         {
             Ok(m) => {
@@ -399,7 +409,7 @@ impl<C: Chat> Engine<C> {
             if let Err(e) = self
                 .inner
                 .chat
-                .edit(&m, &progress::render(rec, crate::app::now_ms()))
+                .edit(&m, &progress::render(rec, self.now_ms()))
                 .await
             {
                 tracing::warn!(error = %e, "cannot edit the progress message");
@@ -421,7 +431,7 @@ impl<C: Chat> Engine<C> {
     }
 
     async fn finish(&self, rec: &mut OpRecord) {
-        rec.finished_ms = Some(crate::app::now_ms());
+        rec.finished_ms = Some(self.now_ms());
         let _ = self.save(rec).await;
         if rec.message_id.is_none() {
             let _ = self
@@ -430,7 +440,7 @@ impl<C: Chat> Engine<C> {
                 .post(
                     &rec.room_id,
                     rec.thread.as_deref(),
-                    &progress::render(rec, crate::app::now_ms()),
+                    &progress::render(rec, self.now_ms()),
                 )
                 .await;
         }
@@ -472,7 +482,7 @@ impl<C: Chat> Engine<C> {
                 .inc();
         }
         let entry = AuditEntry {
-            at_ms: crate::app::now_ms(),
+            at_ms: self.now_ms(),
             user: rec.user.clone(),
             room: if rec.room.is_empty() {
                 rec.room_id.clone()
@@ -552,7 +562,7 @@ impl<C: Chat> Engine<C> {
             }
             rec.steps[i].state = StepState::Running;
             if rec.steps[i].started_ms.is_none() {
-                rec.steps[i].started_ms = Some(crate::app::now_ms());
+                rec.steps[i].started_ms = Some(self.now_ms());
             }
             // Journal first: a step whose start cannot be written down does not run.
             let journaled = self.save(&rec).await;
@@ -572,13 +582,13 @@ impl<C: Chat> Engine<C> {
                 StepEnd::Done(detail) => {
                     rec.steps[i].state = StepState::Done;
                     rec.steps[i].detail = detail;
-                    rec.steps[i].finished_ms = Some(crate::app::now_ms());
+                    rec.steps[i].finished_ms = Some(self.now_ms());
                     i += 1;
                 }
                 StepEnd::Failed(detail) => {
                     rec.steps[i].state = StepState::Failed;
                     rec.steps[i].detail = detail.clone();
-                    rec.steps[i].finished_ms = Some(crate::app::now_ms());
+                    rec.steps[i].finished_ms = Some(self.now_ms());
                     return self.fail(rec, &cmd, &cluster, &e, detail).await;
                 }
                 StepEnd::Cancelled => {
@@ -592,7 +602,7 @@ impl<C: Chat> Engine<C> {
                         .unwrap_or_else(|| "cancelled".into());
                     rec.steps[i].state = StepState::Failed;
                     rec.steps[i].detail = by.clone();
-                    rec.steps[i].finished_ms = Some(crate::app::now_ms());
+                    rec.steps[i].finished_ms = Some(self.now_ms());
                     rec.state = OpState::Cancelled;
                     return self.fail(rec, &cmd, &cluster, &e, by).await;
                 }
@@ -721,7 +731,7 @@ impl<C: Chat> Engine<C> {
             }
             rec.steps.push(StepRecord {
                 state: StepState::Running,
-                started_ms: Some(crate::app::now_ms()),
+                started_ms: Some(self.now_ms()),
                 ..StepRecord::pending(step_name)
             });
             // Putting the app back goes ahead even when the journal cannot be written (logged).
@@ -750,7 +760,7 @@ impl<C: Chat> Engine<C> {
                 Ok(())
             }
             .await;
-            rec.steps[last].finished_ms = Some(crate::app::now_ms());
+            rec.steps[last].finished_ms = Some(self.now_ms());
             let old = old.unwrap_or_else(|| "the previous version".into());
             match result {
                 Ok(()) => {

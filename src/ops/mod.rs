@@ -1,7 +1,6 @@
 //! Operations behind the commands: status, history, lock, scale, rollback, deploy, backup now and runbooks, through the cluster layer.
 
 pub mod backup;
-pub mod catalog;
 pub mod chart;
 pub mod engine;
 pub mod progress;
@@ -13,7 +12,9 @@ pub mod templates;
 
 use std::collections::BTreeMap;
 
+use crate::catalog;
 use crate::chat::Chat;
+use crate::clock::Clock;
 use crate::cluster::rollout::{self, RolloutState};
 use crate::cluster::{Cluster, ClusterError, Clusters};
 use crate::command::{self, BackupRef, Command, Grammar, RollbackTarget, ScheduleAction};
@@ -34,6 +35,8 @@ pub struct Context<'a, C: Chat> {
     pub room_id: &'a str,
     pub thread: Option<&'a str>,
     pub op: u64,
+    /// The clock to read time from.
+    pub clock: Clock,
     /// Where the asker may run a command (for `help`).
     pub help_for: &'a (dyn Fn(&str, &Command) -> Option<Vec<String>> + Sync),
     /// For a read-only command that names no environment: the ones the asker may see.
@@ -177,8 +180,8 @@ pub fn describe(cmd: &Command) -> String {
 }
 
 /// What a command will do, for the confirmation question.
-pub fn plan_summary(cmd: &Command, config: &Config, store: &Store) -> String {
-    plan_with(cmd, config, store, None)
+pub fn plan_summary(cmd: &Command, config: &Config, store: &Store, now_ms: i64) -> String {
+    plan_with(cmd, config, store, now_ms, None)
 }
 
 /// As [`plan_summary`], knowing whether the app has an autoscaler (`Some(None)`: it has none;
@@ -187,6 +190,7 @@ pub fn plan_with(
     cmd: &Command,
     config: &Config,
     store: &Store,
+    now_ms: i64,
     autoscaler: Option<Option<String>>,
 ) -> String {
     let env_cfg = |e: &str| {
@@ -245,7 +249,7 @@ pub fn plan_with(
                     src,
                     b.name,
                     catalog::size(b.bytes),
-                    catalog::ago(b.finished_ms, crate::app::now_ms()),
+                    catalog::ago(b.finished_ms, now_ms),
                     match b.verified {
                         Some(true) => "verified ✓",
                         Some(false) => "verify failed ✗",
@@ -353,7 +357,7 @@ pub async fn execute<C: Chat>(
             let lock = EnvLock {
                 by: ctx.user.to_string(),
                 reason: reason.clone(),
-                at_ms: crate::app::now_ms(),
+                at_ms: ctx.clock.now_ms(),
             };
             match ctx
                 .store
@@ -391,7 +395,7 @@ pub async fn execute<C: Chat>(
             if open.is_empty() {
                 return Ok(Some("No open incidents.".into()));
             }
-            let now = crate::app::now_ms();
+            let now = ctx.clock.now_ms();
             let mut out = format!("*{} open incidents*\n", open.len());
             for i in open {
                 let mins = (now - i.first_ms) / 60_000;
@@ -414,6 +418,7 @@ pub async fn execute<C: Chat>(
                 std::time::Duration::from_secs(*secs),
                 ctx.user,
                 reason.clone(),
+                ctx.clock.now_ms(),
             )
             .map_err(|_| UserError::Internal)?;
             let until = chrono::DateTime::from_timestamp_millis(m.until_ms).unwrap_or_default();
@@ -478,7 +483,7 @@ pub async fn execute<C: Chat>(
                 None => ctx.envs(),
             };
             for env in envs {
-                let r = report::for_env(ctx.store, &env, crate::app::now_ms());
+                let r = report::for_env(ctx.store, &env, ctx.clock.now_ms());
                 if ctx
                     .chat
                     .post_attachments(ctx.room_id, &r.text, &r.attachments)
@@ -499,7 +504,7 @@ pub async fn execute<C: Chat>(
                 .filter(|b| ctx.sees(&b.env))
                 .collect::<Vec<_>>(),
             env.as_deref(),
-            crate::app::now_ms(),
+            ctx.clock.now_ms(),
         ))),
         Command::Schedule {
             action: ScheduleAction::List,
@@ -742,7 +747,7 @@ async fn status<C: Chat>(ctx: &Context<'_, C>, env: Option<&str>) -> String {
         if let Some(b) = backups.first() {
             line.push_str(&format!(
                 " · last backup {} ({})",
-                catalog::ago(b.finished_ms, crate::app::now_ms()),
+                catalog::ago(b.finished_ms, ctx.clock.now_ms()),
                 catalog::size(b.bytes)
             ));
         }
@@ -754,7 +759,7 @@ async fn status<C: Chat>(ctx: &Context<'_, C>, env: Option<&str>) -> String {
             line.push_str(&format!(
                 " · last verify {} {}{}",
                 if v.ok { "✓" } else { "✗" },
-                catalog::ago(v.at_ms, crate::app::now_ms()),
+                catalog::ago(v.at_ms, ctx.clock.now_ms()),
                 v.restore_secs
                     .map(|s| format!(" (restore {s} s)"))
                     .unwrap_or_default()
@@ -770,7 +775,7 @@ async fn status<C: Chat>(ctx: &Context<'_, C>, env: Option<&str>) -> String {
             });
         if let Some(d) = last {
             let mins =
-                ((crate::app::now_ms() - d.finished_ms.unwrap_or(d.started_ms)) / 60_000).max(0);
+                ((ctx.clock.now_ms() - d.finished_ms.unwrap_or(d.started_ms)) / 60_000).max(0);
             line.push_str(&format!(
                 " · last deploy #{} by {} {mins} min ago",
                 d.id,

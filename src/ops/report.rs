@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::catalog::{self, BackupRecord, Failure, Prune};
+use crate::catalog::{self, BackupRecord, Failure, Prune};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -244,7 +244,7 @@ pub fn plain(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::catalog::VerifyRecord;
+    use crate::catalog::VerifyRecord;
 
     const NOW: i64 = 1_795_341_600_000; // 2026-11-22T08:00:00Z
 

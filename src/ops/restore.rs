@@ -51,13 +51,13 @@ impl<C: Chat> Engine<C> {
         }
         rec.steps.push(StepRecord {
             state: StepState::Running,
-            started_ms: Some(crate::app::now_ms()),
+            started_ms: Some(self.now_ms()),
             ..StepRecord::pending("recover")
         });
         let _ = self.save(rec).await; // recovery goes ahead whatever the journal says
         let last = rec.steps.len() - 1;
         let result = self.scale_back(cluster, e, rec).await;
-        rec.steps[last].finished_ms = Some(crate::app::now_ms());
+        rec.steps[last].finished_ms = Some(self.now_ms());
         let restore_state = rec
             .steps
             .iter()

@@ -3,7 +3,8 @@
 use chrono::{DateTime, Utc};
 
 use super::engine::Engine;
-use super::{catalog, chart, report};
+use super::{chart, report};
+use crate::catalog;
 use crate::chat::Chat;
 use crate::command::Command;
 use crate::config::Config;
@@ -52,7 +53,7 @@ impl<C: Chat> Scheduled<C> {
         op: Option<u64>,
     ) {
         let entry = AuditEntry {
-            at_ms: crate::app::now_ms(),
+            at_ms: self.engine.now_ms(),
             user: SYSTEM_USER.into(),
             room: room.trim_start_matches('#').into(),
             text: command.into(),
@@ -70,7 +71,7 @@ impl<C: Chat> Scheduled<C> {
 
     /// Posts the daily report of `env` into `room`.
     pub async fn post_report(&self, env: &str, room: &str, slot: Option<String>) {
-        let r = report::for_env(&self.store, env, crate::app::now_ms());
+        let r = report::for_env(&self.store, env, self.engine.now_ms());
         if let Err(e) = self
             .chat
             .post_attachments(room, &r.text, &r.attachments)
@@ -86,7 +87,7 @@ impl<C: Chat> Scheduled<C> {
 impl<C: Chat> Scheduled<C> {
     /// Uploads the chart of the last four weeks of `env`'s backups into `room`.
     pub async fn post_chart(&self, env: &str, room: &str) {
-        let now = crate::app::now_ms();
+        let now = self.engine.now_ms();
         let points: Vec<chart::Point> = catalog::list(&self.store, Some(env))
             .into_iter()
             .filter(|b| b.finished_ms > now - 28 * DAY_MS)
@@ -106,7 +107,7 @@ impl<C: Chat> Scheduled<C> {
         let day = chrono::DateTime::from_timestamp_millis(now)
             .unwrap_or_default()
             .format("%Y-%m-%d");
-        let file = crate::chat::rocketchat::rest::File {
+        let file = crate::chat::File {
             name: format!("{env}-backups-{day}.png"),
             content_type: "image/png".into(),
             bytes: chart::render(&points),

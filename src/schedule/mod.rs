@@ -4,7 +4,6 @@ pub mod retention;
 
 use std::fmt;
 use std::future::Future;
-use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -12,6 +11,7 @@ use croner::Cron;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+pub use crate::clock::Clock;
 use crate::config::{Config, ScheduleConfig};
 use crate::store::Store;
 
@@ -87,11 +87,7 @@ impl ScheduleConfig {
     }
 }
 
-/// Parses a cron expression (5 fields, or 6 with seconds first); the error is for a person.
-pub fn parse_cron(expr: &str) -> Result<Cron, String> {
-    Cron::from_str(expr.trim())
-        .map_err(|e| format!("`{expr}` is not a cron expression like \"0 2 * * *\": {e}"))
-}
+pub use crate::config::parse_cron;
 
 /// One configured schedule.
 #[derive(Debug, Clone)]
@@ -261,74 +257,6 @@ pub fn render_list(store: &Store, config: &Config, now: DateTime<Utc>) -> String
         ));
     }
     out
-}
-
-/// Wall-clock time for the scheduler: the system clock, or a virtual one that follows tokio's
-/// (pausable) clock from a chosen start, for tests.
-#[derive(Debug, Clone, Copy)]
-pub enum Clock {
-    System,
-    Virtual {
-        start: DateTime<Utc>,
-        at: tokio::time::Instant,
-    },
-    /// Starts at `start` and runs `factor` times faster than tokio's clock.
-    Scaled {
-        start: DateTime<Utc>,
-        at: tokio::time::Instant,
-        factor: u32,
-    },
-}
-
-impl Clock {
-    pub fn starting_at(start: DateTime<Utc>) -> Clock {
-        Clock::Virtual {
-            start,
-            at: tokio::time::Instant::now(),
-        }
-    }
-
-    /// A clock from `start` that runs `factor` times faster than real time.
-    pub fn scaled(start: DateTime<Utc>, factor: u32) -> Clock {
-        Clock::Scaled {
-            start,
-            at: tokio::time::Instant::now(),
-            factor: factor.max(1),
-        }
-    }
-
-    pub fn now(&self) -> DateTime<Utc> {
-        match self {
-            Clock::System => Utc::now(),
-            Clock::Scaled { start, at, factor } => {
-                *start
-                    + chrono::Duration::from_std(at.elapsed() * *factor)
-                        .unwrap_or(chrono::Duration::MAX)
-            }
-            Clock::Virtual { start, at } => {
-                *start + chrono::Duration::from_std(at.elapsed()).unwrap_or(chrono::Duration::MAX)
-            }
-        }
-    }
-
-    /// Sleeps until `t`; on the system clock in steps of at most a minute, so a clock that jumps
-    /// (suspend, NTP) is followed.
-    async fn sleep_until(&self, t: DateTime<Utc>) {
-        loop {
-            let left = (t - self.now()).to_std().unwrap_or_default();
-            if left.is_zero() {
-                return;
-            }
-            let step = match self {
-                Clock::System => left.min(std::time::Duration::from_secs(60)),
-                Clock::Virtual { .. } => left,
-                Clock::Scaled { factor, .. } => {
-                    (left / *factor).max(std::time::Duration::from_millis(1))
-                }
-            };
-            tokio::time::sleep(step).await;
-        }
-    }
 }
 
 /// Runs what a schedule fired.

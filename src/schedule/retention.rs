@@ -4,24 +4,7 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Datelike, Utc};
 
-/// How many of each to keep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Retention {
-    pub daily: usize,
-    pub weekly: usize,
-    pub monthly: usize,
-}
-
-impl Default for Retention {
-    fn default() -> Self {
-        Retention {
-            daily: 7,
-            weekly: 4,
-            monthly: 6,
-        }
-    }
-}
+pub use crate::config::Retention;
 
 /// What the plan needs to know about one backup.
 #[derive(Debug, Clone, PartialEq, Eq)]

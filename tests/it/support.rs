@@ -203,9 +203,9 @@ impl World {
     pub fn seed_catalog(&self, records: &[(&str, &str, i64)]) {
         let store = rocketops::store::Store::open(&self.store_path()).unwrap();
         for (env, name, finished_ms) in records {
-            rocketops::ops::catalog::record(
+            rocketops::catalog::record(
                 &store,
-                &rocketops::ops::catalog::BackupRecord::from_result(
+                &rocketops::catalog::BackupRecord::from_result(
                     env,
                     name,
                     &format!(r#"{{"name":"{name}","bytes":1000000,"sha256":"ab"}}"#),

@@ -40,13 +40,7 @@ impl std::fmt::Debug for RestAuth {
     }
 }
 
-/// A file to upload.
-#[derive(Debug, Clone)]
-pub struct File {
-    pub name: String,
-    pub content_type: String,
-    pub bytes: Vec<u8>,
-}
+pub use crate::chat::File;
 
 #[derive(Clone, Copy)]
 enum Body<'a> {
