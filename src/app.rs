@@ -1090,7 +1090,7 @@ impl<C: Chat> Bot<C> {
     }
 
     async fn run(&self, origin: &Origin<'_>, held: Held) {
-        if ops::engine::is_operation(&held.cmd) {
+        if ops::operation::is_operation(&held.cmd) {
             return self.start_operation(origin, held).await;
         }
         if let Command::BackupNow { env: None } = &held.cmd {

@@ -24,6 +24,8 @@ pub mod command;
 pub mod config;
 /// The chat-safe user error.
 pub mod error;
+/// The operations journal's record types.
+pub mod journal;
 /// The operations behind the commands.
 pub mod ops;
 /// Who may run what where.

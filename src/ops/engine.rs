@@ -1,20 +1,21 @@
 //! The operation engine: one journaled task per operation, one operation per environment, a progress message edited in place, resume after a crash or shutdown, cancel.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::operation::{self, Sources, Step, Undo};
 use super::progress;
 use crate::chat::{Chat, MessageRef};
 use crate::clock::Clock;
-use crate::cluster::jobs::{self, JobEnd};
 use crate::cluster::rollout::{self, RolloutState};
-use crate::cluster::{Cluster, ClusterError, Clusters, HpaPolicy, RolloutOutcome, Workload};
-use crate::command::{self, Command, Grammar, RollbackTarget};
+use crate::cluster::{Cluster, ClusterError, Clusters, RolloutOutcome};
+use crate::command::{self, Command, Grammar};
 use crate::config::{Config, EnvironmentConfig, SmokeConfig};
-use crate::error::UserError;
+use crate::error::{Holder, UserError};
+use crate::journal::{Facts, JOURNAL_VERSION, OpSpec};
 use crate::store::{AuditEntry, OpRecord, OpState, StepRecord, StepState, Store};
 
 pub(super) const ROLLOUT_LIMIT: Duration = Duration::from_secs(30 * 60);
@@ -22,102 +23,8 @@ pub(super) const JOB_LIMIT: Duration = Duration::from_secs(60 * 60);
 /// Restores and test-restores of big databases take long.
 pub(super) const RESTORE_LIMIT: Duration = Duration::from_secs(4 * 60 * 60);
 
-/// Pure: the steps of an operation in an environment.
-pub fn plan_steps(cmd: &Command, env: &str, e: &EnvironmentConfig) -> Vec<StepRecord> {
-    let skipped = |name: &str, why: &str| StepRecord {
-        state: StepState::Skipped,
-        detail: why.into(),
-        ..StepRecord::pending(name)
-    };
-    let smoke = || {
-        if e.smoke.is_some() {
-            StepRecord::pending("smoke test")
-        } else {
-            skipped("smoke test", "none configured")
-        }
-    };
-    match cmd {
-        Command::Deploy { no_backup, .. } => {
-            let mut steps = Vec::new();
-            let wanted = e.pre_deploy_backup.unwrap_or_else(|| e.is_production(env));
-            steps.push(match (wanted, *no_backup) {
-                (true, false) => StepRecord::pending("backup"),
-                (true, true) => skipped("backup", "skipped with --no-backup"),
-                (false, _) => skipped("backup", "not production"),
-            });
-            for r in &e.pre_deploy {
-                steps.push(StepRecord::pending(&format!("runbook {r}")));
-            }
-            steps.push(StepRecord::pending("set image"));
-            steps.push(StepRecord::pending("rollout"));
-            steps.push(smoke());
-            steps
-        }
-        Command::Rollback { .. } => vec![
-            StepRecord::pending("undo"),
-            StepRecord::pending("rollout"),
-            smoke(),
-        ],
-        Command::Scale { .. } => vec![StepRecord::pending("scale")],
-        Command::BackupNow { .. } => vec![StepRecord::pending("backup")],
-        Command::Runbook { .. } => vec![StepRecord::pending("job")],
-        Command::Restore {
-            no_safety_backup, ..
-        } => vec![
-            if *no_safety_backup {
-                skipped("safety backup", "skipped with --no-safety-backup")
-            } else {
-                StepRecord::pending("safety backup")
-            },
-            StepRecord::pending("scale down"),
-            StepRecord::pending("restore"),
-            StepRecord::pending("scale up"),
-            smoke(),
-        ],
-        Command::Verify { .. } => vec![StepRecord::pending("verify")],
-        Command::BackupPrune { .. } => vec![StepRecord::pending("prune")],
-        _ => Vec::new(),
-    }
-}
-
-/// Pure: the locks an operation takes. Changes to the app hold the environment; backups,
-/// test-restores and pruning hold its backup volume, so that a long nightly verify never blocks
-/// an urgent rollback; a restore, which changes both, holds both.
-pub fn lock_keys(cmd: &Command, env: &str) -> Vec<String> {
-    let backups = format!("{env}#backups");
-    match cmd {
-        Command::BackupNow { .. } | Command::Verify { .. } | Command::BackupPrune { .. } => {
-            vec![backups]
-        }
-        Command::Restore { .. } => vec![env.to_string(), backups],
-        _ => vec![env.to_string()],
-    }
-}
-
-fn keys_of(rec: &OpRecord) -> Vec<String> {
-    match rec.data.get("locks") {
-        Some(k) => k.split(',').map(str::to_string).collect(),
-        None => vec![rec.env.clone()],
-    }
-}
-
-/// Whether a command runs as a journaled operation.
-pub fn is_operation(cmd: &Command) -> bool {
-    matches!(
-        cmd,
-        Command::Deploy { .. }
-            | Command::Rollback { .. }
-            | Command::Scale { .. }
-            | Command::BackupNow { env: Some(_) }
-            | Command::BackupPrune { .. }
-            | Command::Restore { .. }
-            | Command::Verify { env: Some(_), .. }
-            | Command::Runbook { .. }
-    )
-}
-
 /// How a step went.
-pub(super) enum StepEnd {
+pub(crate) enum StepEnd {
     Done(String),
     Failed(String),
     /// Shutdown: stop here, resume on restart.
@@ -217,13 +124,22 @@ impl<C: Chat> Engine<C> {
             && rollout::current_image(&d, Some(e.container())).as_deref()
                 == Some(super::image_for(&e, version).as_str())
         {
-            return Err(UserError::Refused(format!(
-                "{env} is already running {version}; nothing to do."
-            )));
+            return Err(UserError::AlreadyThere {
+                env,
+                version: version.clone(),
+            });
         }
-        let mut data = super::backup::resolve_backup(&s.store, cmd, &env)?;
-        let keys = lock_keys(cmd, &env);
-        data.insert("locks".into(), keys.join(","));
+        let spec = operation::resolve(
+            cmd,
+            &env,
+            &e,
+            Sources {
+                store: &s.store,
+                grammar: &s.grammar,
+                chosen: None,
+            },
+        )?;
+        let keys = operation::locks(&spec, &env);
         let mut taken = Vec::new();
         for key in &keys {
             let got = s
@@ -237,45 +153,46 @@ impl<C: Chat> Engine<C> {
                 }
                 Ok(Err(holder)) => holder,
                 Err(e) => {
-                    for k in &taken {
-                        let _ = s.store.release_env_op(k, op);
-                    }
+                    self.release(&taken, op).await;
                     return Err(e);
                 }
             };
-            for k in &taken {
-                let _ = s.store.release_env_op(k, op);
-            }
-            let who = s.store.get_op(holder).ok().flatten();
-            let text = match who {
-                Some(h) => {
-                    let mins = ((self.now_ms() - h.started_ms) / 60_000).max(0);
-                    format!(
-                        "{env} is busy with {} #{holder} (started by {} {mins} min ago).",
-                        h.command
-                            .split_whitespace()
-                            .next()
-                            .unwrap_or("an operation"),
-                        super::who(&h.user)
-                    )
-                }
-                None => format!("{env} is busy with operation #{holder}."),
-            };
-            return Err(UserError::Refused(text));
+            self.release(&taken, op).await;
+            let now = self.now_ms();
+            return Err(UserError::Busy {
+                env,
+                op: holder,
+                holder: s.store.get_op(holder).ok().flatten().map(|h| Holder {
+                    command: h
+                        .command
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("an operation")
+                        .to_string(),
+                    by: super::who(&h.user),
+                    minutes: ((now - h.started_ms) / 60_000).max(0),
+                }),
+            });
         }
         let mut rec = OpRecord {
             id: op,
             env: env.clone(),
+            v: JOURNAL_VERSION,
             command: super::describe(cmd),
+            steps: operation::steps(&spec, &env, &e),
+            spec: Some(spec),
             user: user.to_string(),
             room_id: room_id.to_string(),
             thread: thread.map(str::to_string),
             message_id: None,
-            steps: plan_steps(cmd, &env, &e),
             state: OpState::Running,
             started_ms: self.now_ms(),
             finished_ms: None,
-            data,
+            facts: Facts {
+                locks: keys.clone(),
+                ..Facts::default()
+            },
+            legacy_data: Default::default(),
             summary: None,
             mark: OpRecord::new_mark(),
             room: room.trim_start_matches('#').to_string(),
@@ -285,9 +202,7 @@ impl<C: Chat> Engine<C> {
             Err(e) => Err(e),
         };
         if let Err(err) = journaled {
-            for k in &keys {
-                let _ = s.store.release_env_op(k, op);
-            }
+            self.release(&keys, op).await;
             tracing::error!(error = %err, "cannot journal the operation");
             return Err(UserError::Internal);
         }
@@ -298,15 +213,30 @@ impl<C: Chat> Engine<C> {
         {
             Ok(m) => {
                 rec.message_id = Some(m.id);
-                let _ = s.store.put_op(&rec);
+                if let Err(err) = s.store.put_op(&rec) {
+                    tracing::warn!(error = %err, op, "cannot journal the progress message's id");
+                }
             }
             Err(err) => tracing::warn!(error = %err, "cannot post the progress message"),
         }
-        self.spawn(rec, cmd.clone());
+        self.spawn(rec);
         Ok(())
     }
 
-    fn spawn(&self, rec: OpRecord, cmd: Command) {
+    /// Releases `keys` held by `op`, durably; a failure is logged (the start-up sweep releases
+    /// any lock whose operation is not running).
+    async fn release(&self, keys: &[String], op: u64) {
+        for k in keys {
+            if let Err(e) = self.inner.store.release_env_op(k, op) {
+                tracing::error!(error = %e, op, lock = %k, "cannot release a lock");
+            }
+        }
+        if let Err(e) = self.inner.store.flush_journal().await {
+            tracing::error!(error = %e, op, "cannot flush the released locks");
+        }
+    }
+
+    fn spawn(&self, rec: OpRecord) {
         let token = self.inner.shutdown.child_token();
         if let Ok(mut c) = self.inner.cancels.lock() {
             c.insert(rec.id, token.clone());
@@ -314,7 +244,7 @@ impl<C: Chat> Engine<C> {
         let me = self.clone();
         self.inner.tasks.spawn(async move {
             let id = rec.id;
-            me.drive(rec, cmd, token).await;
+            me.drive(rec, token).await;
             if let Ok(mut c) = me.inner.cancels.lock() {
                 c.remove(&id);
             }
@@ -328,25 +258,91 @@ impl<C: Chat> Engine<C> {
             if rec.mark.is_empty() {
                 // Journaled before this version: give it a mark before it creates anything more.
                 rec.mark = OpRecord::new_mark();
-                if let Err(e) = self.inner.store.put_op(&rec) {
-                    tracing::error!(error = %e, op = rec.id, "cannot journal the operation's mark");
+            }
+            if rec.spec.is_none()
+                && let Err(why) = self.upgrade(&mut rec)
+            {
+                rec.state = OpState::Failed;
+                rec.summary = Some(format!("Could not resume after a restart: {why}"));
+                self.finish(&mut rec).await;
+                continue;
+            }
+            if let Err(why) = self.journal(&rec).await {
+                rec.state = OpState::Failed;
+                rec.summary = Some(format!("Could not resume after a restart: {why}"));
+                self.finish(&mut rec).await;
+                continue;
+            }
+            tracing::info!(op = rec.id, command = %rec.command, "resuming an interrupted operation");
+            for k in rec.lock_keys() {
+                if let Err(e) = self.inner.store.acquire_env_op(&k, rec.id) {
+                    tracing::error!(error = %e, op = rec.id, lock = %k, "cannot take the lock again");
                 }
             }
-            match command::parse(&rec.command, &self.inner.grammar) {
-                Ok(cmd) => {
-                    tracing::info!(op = rec.id, command = %rec.command, "resuming an interrupted operation");
-                    for k in keys_of(&rec) {
-                        let _ = self.inner.store.acquire_env_op(&k, rec.id);
-                    }
-                    self.spawn(rec, cmd);
-                }
-                Err(e) => {
-                    rec.state = OpState::Failed;
-                    rec.summary = Some(format!("Could not resume after a restart: {e}"));
-                    self.finish(&mut rec).await;
-                }
+            self.spawn(rec);
+        }
+        self.sweep_locks().await;
+    }
+
+    /// A record journaled before operations had a typed spec: its text is read once, here, and
+    /// what it had already chosen (its backup) is kept; from now on it resumes from the spec.
+    fn upgrade(&self, rec: &mut OpRecord) -> Result<(), String> {
+        let cmd = command::parse(&rec.command, &self.inner.grammar).map_err(|e| e.to_string())?;
+        let e = self.env_config(&rec.env);
+        let spec = operation::resolve(
+            &cmd,
+            &rec.env,
+            &e,
+            Sources {
+                store: &self.inner.store,
+                grammar: &self.inner.grammar,
+                chosen: rec.legacy_backup(),
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        if rec.facts.locks.is_empty() {
+            rec.facts.locks = operation::locks(&spec, &rec.env);
+        }
+        rec.spec = Some(spec);
+        rec.v = JOURNAL_VERSION;
+        rec.legacy_data.clear();
+        Ok(())
+    }
+
+    /// Releases every lock whose operation is not running: an environment is never left held
+    /// by an operation that has ended (a crash between its end and its release).
+    async fn sweep_locks(&self) {
+        let store = &self.inner.store;
+        let Ok(held) = store.env_ops() else {
+            return;
+        };
+        for (key, op) in held {
+            let running = self
+                .inner
+                .cancels
+                .lock()
+                .map(|c| c.contains_key(&op))
+                .unwrap_or(true);
+            if !running {
+                tracing::warn!(lock = %key, op, "releasing a lock left by an operation that has ended");
+                self.release(&[key], op).await;
             }
         }
+    }
+
+    /// The store the engine journals to.
+    pub(crate) fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// An environment's configuration (a bare one for an environment no longer configured).
+    pub(crate) fn env_config(&self, env: &str) -> EnvironmentConfig {
+        self.inner
+            .config
+            .environments
+            .get(env)
+            .cloned()
+            .unwrap_or_else(|| EnvironmentConfig::named(env))
     }
 
     /// Asks a running operation to stop at once and undo what it changed (a rollout being
@@ -444,12 +440,7 @@ impl<C: Chat> Engine<C> {
                 )
                 .await;
         }
-        for k in keys_of(rec) {
-            let _ = self.inner.store.release_env_op(&k, rec.id);
-        }
-        if let Err(e) = self.inner.store.flush_journal().await {
-            tracing::error!(error = %e, op = rec.id, "cannot flush the released locks");
-        }
+        self.release(&rec.lock_keys(), rec.id).await;
         let outcome = format!("{:?}", rec.state).to_lowercase();
         let m = crate::telemetry::metrics();
         let command = rec
@@ -498,7 +489,9 @@ impl<C: Chat> Engine<C> {
             outcome: Some(rec.state.describe().to_string()),
             ..AuditEntry::default()
         };
-        let _ = self.inner.store.audit(&entry);
+        if let Err(e) = self.inner.store.audit(&entry) {
+            tracing::error!(error = %e, op = rec.id, "cannot write the operation's audit record");
+        }
         if matches!(rec.state, OpState::Failed | OpState::RolledBack) {
             let alerts = self
                 .inner
@@ -537,15 +530,14 @@ impl<C: Chat> Engine<C> {
     }
 
     /// Runs the steps from the first unfinished one.
-    async fn drive(&self, mut rec: OpRecord, cmd: Command, token: CancellationToken) {
+    async fn drive(&self, mut rec: OpRecord, token: CancellationToken) {
         let env = rec.env.clone();
-        let e = self
-            .inner
-            .config
-            .environments
-            .get(&env)
-            .cloned()
-            .unwrap_or_else(|| EnvironmentConfig::named(&env));
+        let e = self.env_config(&env);
+        let Some(spec) = rec.spec.clone() else {
+            rec.state = OpState::Failed;
+            rec.summary = Some("the journal does not say what the operation is".into());
+            return self.finish(&mut rec).await;
+        };
         let Some(cluster) = self.inner.clusters.get(&env).cloned() else {
             rec.state = OpState::Failed;
             rec.summary = Some(format!("{env} has no cluster connection configured."));
@@ -570,7 +562,10 @@ impl<C: Chat> Engine<C> {
             let end = tokio::select! {
                 end = async {
                     match journaled {
-                        Ok(()) => self.step(&name, &cmd, &cluster, &e, &mut rec, i).await,
+                        Ok(()) => {
+                            let mut cx = Step { engine: self, cluster: &cluster, e: &e, rec: &mut rec, index: i };
+                            operation::step(&spec, &name, &mut cx).await
+                        }
                         Err(why) => StepEnd::Failed(why),
                     }
                 } => end,
@@ -589,7 +584,7 @@ impl<C: Chat> Engine<C> {
                     rec.steps[i].state = StepState::Failed;
                     rec.steps[i].detail = detail.clone();
                     rec.steps[i].finished_ms = Some(self.now_ms());
-                    return self.fail(rec, &cmd, &cluster, &e, detail).await;
+                    return self.fail(rec, &spec, &cluster, &e, detail).await;
                 }
                 StepEnd::Cancelled => {
                     let by = self
@@ -604,121 +599,39 @@ impl<C: Chat> Engine<C> {
                     rec.steps[i].detail = by.clone();
                     rec.steps[i].finished_ms = Some(self.now_ms());
                     rec.state = OpState::Cancelled;
-                    return self.fail(rec, &cmd, &cluster, &e, by).await;
+                    return self.fail(rec, &spec, &cluster, &e, by).await;
                 }
                 StepEnd::Interrupted => {
                     // The journal keeps the step as running; the next start resumes here.
-                    let _ = self.inner.store.put_op(&rec);
+                    if let Err(e) = self.inner.store.put_op(&rec) {
+                        tracing::warn!(error = %e, op = rec.id, "cannot journal the stop; the step's start is journaled");
+                    }
                     tracing::info!(op = rec.id, step = %name, "stopping at a safe point for shutdown");
                     return;
                 }
             }
         }
         rec.state = OpState::Succeeded;
-        rec.summary = Some(self.success_summary(&cmd, &rec, &e));
+        rec.summary = Some(operation::summary(&spec, &rec));
         self.finish(&mut rec).await;
     }
 
-    fn success_summary(&self, cmd: &Command, rec: &OpRecord, _e: &EnvironmentConfig) -> String {
-        match cmd {
-            Command::Deploy { env, version, .. } => {
-                let rev = rec
-                    .data
-                    .get("revision")
-                    .map(|r| format!(" (revision {r})"))
-                    .unwrap_or_default();
-                format!("{env} runs {version}{rev}.")
-            }
-            Command::Rollback { env, .. } => format!(
-                "{env} is back on {}{}.",
-                rec.data
-                    .get("undo_version")
-                    .cloned()
-                    .unwrap_or_else(|| "the earlier version".into()),
-                rec.data
-                    .get("revision")
-                    .map(|r| format!(" (revision {r})"))
-                    .unwrap_or_default()
-            ),
-            Command::Restore { env, .. } => {
-                let step = |n: &str| {
-                    rec.steps
-                        .iter()
-                        .find(|s| s.name == n)
-                        .map(|s| s.detail.clone())
-                        .unwrap_or_default()
-                };
-                let safety = rec
-                    .data
-                    .get("safety_name")
-                    .map(|n| format!(" Safety backup: `{n}`."))
-                    .unwrap_or_default();
-                format!(
-                    "{env} now holds {}; {}.{safety}",
-                    step("restore"),
-                    step("scale up")
-                )
-            }
-            Command::BackupNow { .. } => format!(
-                "{} is backed up: `{}`.",
-                rec.env,
-                rec.data
-                    .get("backup_name")
-                    .cloned()
-                    .unwrap_or_else(|| "?".into())
-            ),
-            Command::Verify { .. } | Command::BackupPrune { .. } => rec
-                .steps
-                .last()
-                .map(|s| format!("{}.", s.detail))
-                .unwrap_or_else(|| "Done.".into()),
-            _ => "Done.".into(),
-        }
-    }
-
-    /// After a failed step: roll back what the deploy changed (if configured), then report.
+    /// After a failed or cancelled step: put back what the operation says it changed, then report.
     async fn fail(
         &self,
         mut rec: OpRecord,
-        cmd: &Command,
+        spec: &OpSpec,
         cluster: &Cluster,
         e: &EnvironmentConfig,
         why: String,
     ) {
-        let changed = |step: &str| {
-            rec.steps.iter().any(|s| {
-                s.name == step
-                    && matches!(
-                        s.state,
-                        StepState::Done | StepState::Running | StepState::Failed
-                    )
-                    && s.started_ms.is_some()
-            })
-        };
-        let tag_of = |key: &str| {
-            rec.data
-                .get(key)
-                .map(|i| crate::cluster::split_image(i).1.to_string())
-        };
-        // Where to put the app back, what it ran there, and what the step is called.
-        let put_back: Option<(Option<i64>, Option<String>, &str)> = match cmd {
-            Command::Deploy { .. } if e.auto_rollback && changed("set image") => Some((
-                rec.data
-                    .get("previous_revision")
-                    .and_then(|r| r.parse::<i64>().ok()),
-                tag_of("previous_image"),
-                "rollback",
-            )),
-            // A rollback that fails goes forward again to where it started.
-            Command::Rollback { .. } if changed("undo") && rec.data.contains_key("undo_from") => {
-                Some((
-                    rec.data
-                        .get("undo_from")
-                        .and_then(|r| r.parse::<i64>().ok()),
-                    rec.data.get("undo_from_version").cloned(),
-                    "roll forward",
-                ))
-            }
+        let undo = operation::undo(spec, &rec, e);
+        let put_back = match &undo {
+            Undo::Revision {
+                revision,
+                version,
+                step,
+            } => Some((*revision, version.clone(), *step)),
             _ => None,
         };
         if let Some((prev, old, step_name)) = put_back {
@@ -793,7 +706,7 @@ impl<C: Chat> Engine<C> {
                 s.state = StepState::Skipped;
             }
             rec.summary = Some(format!("{} failed: {why}.", rec.command));
-            if matches!(cmd, Command::Restore { .. }) {
+            if undo == Undo::ScaleBack {
                 // Still shown as running while the app is put back.
                 self.recover_after_restore(&mut rec, cluster, e, &why).await;
             }
@@ -818,259 +731,8 @@ impl<C: Chat> Engine<C> {
         self.finish(&mut rec).await;
     }
 
-    /// One step; idempotent, so that a resumed operation can run it again.
-    async fn step(
-        &self,
-        name: &str,
-        cmd: &Command,
-        c: &Cluster,
-        e: &EnvironmentConfig,
-        rec: &mut OpRecord,
-        index: usize,
-    ) -> StepEnd {
-        let op = rec.id;
-        match (name, cmd) {
-            ("backup", _) => {
-                let label = if matches!(cmd, Command::BackupNow { .. }) {
-                    "manual"
-                } else {
-                    "pre"
-                };
-                self.take_backup(c, e, rec, "backup", label).await
-            }
-            ("safety backup", _) => self.take_backup(c, e, rec, "safety", "safety").await,
-            ("scale down", _) => self.scale_down(c, e, rec).await,
-            ("restore", _) => self.restore_job(c, e, rec).await,
-            ("scale up", _) => match self.scale_back(c, e, rec).await {
-                Ok(detail) => StepEnd::Done(detail),
-                Err(err) => StepEnd::Failed(err),
-            },
-            ("verify", _) => self.verify_job(c, e, rec).await,
-            ("prune", _) => self.prune(c, e, rec).await,
-            (n, Command::Deploy { version, .. }) if n.starts_with("runbook ") => {
-                let rb = n.trim_start_matches("runbook ");
-                let mut params = BTreeMap::new();
-                params.insert("version".to_string(), version.clone());
-                let (env, suffix, mark) = (rec.env.clone(), rec.job_suffix(), rec.mark.clone());
-                self.run_runbook(rb, &env, &params, c, e, (op, &suffix, &mark))
-                    .await
-            }
-            ("job", Command::Runbook { name, params, .. }) => {
-                let (env, suffix, mark) = (rec.env.clone(), rec.job_suffix(), rec.mark.clone());
-                self.run_runbook(name, &env, params, c, e, (op, &suffix, &mark))
-                    .await
-            }
-            ("set image", Command::Deploy { version, .. }) => {
-                if !rec.data.contains_key("previous_revision") {
-                    match c.deployment(&e.deployment).await {
-                        Ok(d) => {
-                            let rev = d
-                                .metadata
-                                .annotations
-                                .as_ref()
-                                .and_then(|a| a.get(rollout::REVISION))
-                                .cloned()
-                                .unwrap_or_default();
-                            rec.data.insert("previous_revision".into(), rev);
-                            rec.data.insert(
-                                "previous_image".into(),
-                                rollout::current_image(&d, Some(e.container())).unwrap_or_default(),
-                            );
-                            if let Err(why) = self.journal(rec).await {
-                                return StepEnd::Failed(why);
-                            }
-                        }
-                        Err(err) => return StepEnd::Failed(err.to_string()),
-                    }
-                }
-                let image = super::image_for(e, version);
-                match c
-                    .set_image(
-                        &e.deployment,
-                        e.container(),
-                        &image,
-                        &format!("deploy {version} by {} (#{op})", rec.user),
-                    )
-                    .await
-                {
-                    Ok(_) => StepEnd::Done(image),
-                    Err(err) => StepEnd::Failed(err.to_string()),
-                }
-            }
-            ("rollout", _) => self.follow(c, &e.deployment, rec, index).await,
-            ("smoke test", _) => {
-                let Some(smoke) = e.smoke.clone() else {
-                    return StepEnd::Done("none configured".into());
-                };
-                let version = match cmd {
-                    Command::Deploy { version, .. } => Some(version.clone()),
-                    _ => None,
-                };
-                self.smoke(&smoke, version.as_deref()).await
-            }
-            ("undo", Command::Rollback { to, .. }) => {
-                let current = match c.deployment(&e.deployment).await {
-                    Ok(d) => d
-                        .metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get(rollout::REVISION))
-                        .cloned()
-                        .unwrap_or_default(),
-                    Err(err) => return StepEnd::Failed(err.to_string()),
-                };
-                // Resumed after the undo was applied: the revision has moved on, do not undo twice.
-                if let Some(from) = rec.data.get("undo_from")
-                    && *from != current
-                {
-                    return StepEnd::Done(format!(
-                        "to revision {}",
-                        rec.data.get("undo_to").cloned().unwrap_or_default()
-                    ));
-                }
-                let history = match c.history(&e.deployment).await {
-                    Ok(h) => h,
-                    Err(err) => return StepEnd::Failed(err.to_string()),
-                };
-                if let Some(now) = history.iter().find(|r| r.number.to_string() == current) {
-                    rec.data
-                        .insert("undo_from_version".into(), super::rollback::version_of(now));
-                }
-                rec.data.insert("undo_from".into(), current);
-                if let Err(why) = self.journal(rec).await {
-                    return StepEnd::Failed(why);
-                }
-                let target = match to {
-                    None => None,
-                    Some(RollbackTarget::Revision(r)) => Some(*r),
-                    Some(RollbackTarget::Version(v)) => {
-                        let wanted = super::image_for(e, v);
-                        match history.iter().rev().find(|r| {
-                            r.images
-                                .iter()
-                                .any(|i| *i == wanted || i.ends_with(&format!(":{v}")))
-                        }) {
-                            Some(r) => Some(r.number),
-                            None => {
-                                return StepEnd::Failed(format!(
-                                    "no revision ran {v}; see `history {}`",
-                                    rec.env
-                                ));
-                            }
-                        }
-                    }
-                };
-                match c.undo(&e.deployment, target).await {
-                    Ok(rev) => {
-                        let version = history
-                            .iter()
-                            .find(|r| r.number == rev)
-                            .map(super::rollback::version_of)
-                            .unwrap_or_default();
-                        rec.data.insert("undo_to".into(), rev.to_string());
-                        rec.data.insert("undo_version".into(), version.clone());
-                        // The revision is renumbered by the rollout: name the version here and
-                        // only the new number after it, so one state never has two numbers.
-                        StepEnd::Done(format!("to {version}"))
-                    }
-                    Err(err) => StepEnd::Failed(err.to_string()),
-                }
-            }
-            (
-                "scale",
-                Command::Scale {
-                    replicas,
-                    component,
-                    ..
-                },
-            ) => {
-                let (kind, wname) = match component.as_deref() {
-                    Some(n) if n == e.database => (Workload::StatefulSet, n.to_string()),
-                    _ => (Workload::Deployment, e.deployment.clone()),
-                };
-                match c
-                    .scale(kind, &wname, *replicas as i32, HpaPolicy::Respect)
-                    .await
-                {
-                    Ok(out) => {
-                        let hpa = out
-                            .hpa
-                            .map(|h| {
-                                format!(
-                                    " (autoscaler {} keeps it between {} and {})",
-                                    h.name, h.after.0, h.after.1
-                                )
-                            })
-                            .unwrap_or_default();
-                        StepEnd::Done(format!(
-                            "{wname} from {} to {} replicas{hpa}",
-                            out.from, out.to
-                        ))
-                    }
-                    Err(err) => StepEnd::Failed(err.to_string()),
-                }
-            }
-            (other, _) => {
-                StepEnd::Failed(format!("step `{other}` does not apply to {}", rec.command))
-            }
-        }
-    }
-
-    async fn run_runbook(
-        &self,
-        name: &str,
-        env: &str,
-        params: &BTreeMap<String, String>,
-        c: &Cluster,
-        e: &EnvironmentConfig,
-        (op, suffix, mark): (u64, &str, &str),
-    ) -> StepEnd {
-        let Some(spec) = self.inner.grammar.runbooks.iter().find(|r| r.name == name) else {
-            return StepEnd::Failed(format!("runbook `{name}` is not defined in commands/"));
-        };
-        let mut values = params.clone();
-        values.insert("env".into(), env.to_string());
-        values.insert("namespace".into(), e.namespace_or(env).to_string());
-        values.insert("image".into(), e.image.clone().unwrap_or_default());
-        values.insert("op".into(), op.to_string());
-        let mut job = match jobs::render_job_template(name, &spec.job, &values) {
-            Ok(j) => j,
-            Err(err) => return StepEnd::Failed(err.to_string()),
-        };
-        let base = job
-            .metadata
-            .name
-            .take()
-            .or_else(|| {
-                job.metadata
-                    .generate_name
-                    .take()
-                    .map(|g| g.trim_end_matches('-').to_string())
-            })
-            .unwrap_or_else(|| name.to_string());
-        let job_name = jobs::job_name(&base, suffix);
-        job.metadata.name = Some(job_name.clone());
-        if let Err(err) = c.create_owned_job(&mut job, op, mark).await {
-            return StepEnd::Failed(err.to_string());
-        }
-        match c.wait_job(&job_name, JOB_LIMIT).await {
-            Ok(r) => match r.end {
-                JobEnd::Complete => StepEnd::Done(if r.message.is_empty() {
-                    format!("job {job_name} finished")
-                } else {
-                    format!("job {job_name}: {}", r.message)
-                }),
-                JobEnd::Failed { reason, .. } => StepEnd::Failed(format!(
-                    "job {job_name} failed ({reason}){}",
-                    super::tail(&r.log_tail)
-                )),
-            },
-            Err(err) => StepEnd::Failed(err.to_string()),
-        }
-    }
-
     /// Follows a rollout, editing the step's detail as it moves.
-    async fn follow(
+    pub(crate) async fn follow(
         &self,
         c: &Cluster,
         deployment: &str,
@@ -1086,7 +748,7 @@ impl<C: Chat> Engine<C> {
                     return match r {
                         Ok(RolloutOutcome::Complete { revision }) => {
                             if let Some(r) = revision {
-                                rec.data.insert("revision".into(), r.to_string());
+                                rec.facts.revision = Some(r);
                             }
                             StepEnd::Done(format!("complete{}", revision.map(|r| format!(", revision {r}")).unwrap_or_default()))
                         }
@@ -1104,7 +766,7 @@ impl<C: Chat> Engine<C> {
         }
     }
 
-    pub(super) async fn smoke(&self, smoke: &SmokeConfig, version: Option<&str>) -> StepEnd {
+    pub(crate) async fn smoke(&self, smoke: &SmokeConfig, version: Option<&str>) -> StepEnd {
         let deadline = tokio::time::Instant::now() + smoke.timeout;
         loop {
             let last;
@@ -1146,52 +808,6 @@ impl<C: Chat> Engine<C> {
                 return StepEnd::Failed(format!("smoke test failed: {last}"));
             }
             tokio::time::sleep(smoke.interval).await;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::command::BackupRef;
-
-    #[test]
-    fn app_changes_backup_work_and_restores_take_the_locks_they_conflict_on() {
-        let restore = Command::Restore {
-            env: "prod".into(),
-            backup: BackupRef::Latest,
-            from: None,
-            no_safety_backup: false,
-        };
-        let cases: Vec<(Command, Vec<&str>)> = vec![
-            (
-                Command::Rollback {
-                    env: "prod".into(),
-                    to: None,
-                },
-                vec!["prod"],
-            ),
-            (
-                Command::Verify {
-                    env: Some("prod".into()),
-                    backup: None,
-                },
-                vec!["prod#backups"],
-            ),
-            (
-                Command::BackupNow {
-                    env: Some("prod".into()),
-                },
-                vec!["prod#backups"],
-            ),
-            (
-                Command::BackupPrune { env: "prod".into() },
-                vec!["prod#backups"],
-            ),
-            (restore, vec!["prod", "prod#backups"]),
-        ];
-        for (cmd, want) in cases {
-            assert_eq!(lock_keys(&cmd, "prod"), want, "{cmd:?}");
         }
     }
 }

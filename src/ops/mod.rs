@@ -2,13 +2,19 @@
 
 pub mod backup;
 pub mod chart;
+pub mod deploy;
 pub mod engine;
+pub mod operation;
 pub mod progress;
+pub mod prune;
 pub mod report;
 pub mod restore;
 pub mod rollback;
+pub mod runbook;
+pub mod scale;
 pub mod scheduled;
 pub mod templates;
+pub mod verify;
 
 use std::collections::BTreeMap;
 

@@ -85,10 +85,10 @@ mod tests {
             state,
             started_ms: 0,
             finished_ms: (state != OpState::Running).then_some(74_000),
-            data: Default::default(),
             summary: summary.map(str::to_string),
             mark: String::new(),
             room: "ops".into(),
+            ..Default::default()
         }
     }
 

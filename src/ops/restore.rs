@@ -1,14 +1,79 @@
-//! Restore as steps of the operation engine: record the app's replicas and autoscaler, scale to zero, the restore Job, scale back, and the recovery that always puts the app back after a failure.
+//! `restore ENV BACKUP [from ENV]` (from another environment it is the nightly "refresh QA from prod"): a safety backup, record the app's replicas and autoscaler, scale to zero, the restore Job, scale back, the smoke test, and the recovery that always puts the app back after a failure.
 
 use std::time::Duration;
 
+use super::backup::Taken;
 use super::engine::{Engine, RESTORE_LIMIT, ROLLOUT_LIMIT, StepEnd};
+use super::operation::{self, Operation, Step, Undo};
 use super::templates;
 use crate::chat::Chat;
 use crate::cluster::jobs::JobEnd;
 use crate::cluster::{Cluster, HpaPolicy, RolloutOutcome, Workload};
 use crate::config::EnvironmentConfig;
-use crate::store::{OpRecord, StepRecord, StepState};
+use crate::journal::{OpRecord, OpSpec, Restore, StepRecord, StepState};
+
+impl Operation for Restore {
+    fn steps(&self, _env: &str, e: &EnvironmentConfig) -> Vec<StepRecord> {
+        vec![
+            if self.no_safety_backup {
+                operation::skipped("safety backup", "skipped with --no-safety-backup")
+            } else {
+                StepRecord::pending("safety backup")
+            },
+            StepRecord::pending("scale down"),
+            StepRecord::pending("restore"),
+            StepRecord::pending("scale up"),
+            operation::smoke_step(e),
+        ]
+    }
+
+    fn locks(&self, env: &str) -> Vec<String> {
+        vec![env.to_string(), format!("{env}#backups")]
+    }
+
+    async fn step<C: Chat>(&self, name: &str, cx: &mut Step<'_, C>) -> StepEnd {
+        let (engine, c, e) = (cx.engine, cx.cluster, cx.e);
+        match name {
+            "safety backup" => {
+                engine
+                    .take_backup(c, e, cx.rec, Taken::Safety, "safety")
+                    .await
+            }
+            "scale down" => engine.scale_down(c, e, cx.rec).await,
+            "restore" => self.restore_job(cx).await,
+            "scale up" => match engine.scale_back(c, e, cx.rec).await {
+                Ok(detail) => StepEnd::Done(detail),
+                Err(err) => StepEnd::Failed(err),
+            },
+            "smoke test" => match &e.smoke {
+                Some(smoke) => engine.smoke(smoke, None).await,
+                None => StepEnd::Done("none configured".into()),
+            },
+            n => StepEnd::Failed(format!("step `{n}` is not part of a restore")),
+        }
+    }
+
+    /// Whatever happened, the app goes back to its recorded replicas and autoscaler.
+    fn undo(&self, _rec: &OpRecord, _e: &EnvironmentConfig) -> Undo {
+        Undo::ScaleBack
+    }
+
+    fn summary(&self, rec: &OpRecord) -> String {
+        let safety = rec
+            .facts
+            .safety
+            .as_ref()
+            .and_then(|s| s.name.as_ref())
+            .map(|n| format!(" Safety backup: `{n}`."))
+            .unwrap_or_default();
+        format!(
+            "{} now holds {}; {}.{safety}",
+            rec.env,
+            operation::detail_of(rec, "restore"),
+            operation::detail_of(rec, "scale up")
+        )
+    }
+}
 
 const PODS_GONE_LIMIT: Duration = Duration::from_secs(10 * 60);
 
@@ -23,10 +88,15 @@ impl<C: Chat> Engine<C> {
         why: &str,
     ) {
         let env = rec.env.clone();
-        let backup = rec.data.get("backup_name").cloned().unwrap_or_default();
+        let backup = match &rec.spec {
+            Some(OpSpec::Restore(r)) => r.backup.name.clone(),
+            _ => String::new(),
+        };
         let safety = rec
-            .data
-            .get("safety_name")
+            .facts
+            .safety
+            .as_ref()
+            .and_then(|s| s.name.as_ref())
             .map(|n| {
                 format!(" The safety backup `{n}` holds {env}'s data from before the restore.")
             })
@@ -35,7 +105,7 @@ impl<C: Chat> Engine<C> {
             .steps
             .iter()
             .any(|s| s.name == "scale up" && s.state == StepState::Done);
-        if !rec.data.contains_key("replicas") || scaled_up {
+        if rec.facts.replicas.is_none() || scaled_up {
             // Nothing was scaled down (or it is already back): the app was not touched.
             let data = if rec
                 .steps
@@ -54,7 +124,10 @@ impl<C: Chat> Engine<C> {
             started_ms: Some(self.now_ms()),
             ..StepRecord::pending("recover")
         });
-        let _ = self.save(rec).await; // recovery goes ahead whatever the journal says
+        if let Err(why) = self.save(rec).await {
+            // The app is put back whatever the journal says: leaving it at 0 is worse.
+            tracing::error!(op = rec.id, %why, "recovering without a journal");
+        }
         let last = rec.steps.len() - 1;
         let result = self.scale_back(cluster, e, rec).await;
         rec.steps[last].finished_ms = Some(self.now_ms());
@@ -71,7 +144,11 @@ impl<C: Chat> Engine<C> {
             ),
             _ => format!("{env}'s data was not changed"),
         };
-        let replicas = rec.data.get("replicas").cloned().unwrap_or_default();
+        let replicas = rec
+            .facts
+            .replicas
+            .map(|r| r.to_string())
+            .unwrap_or_default();
         match result {
             Ok(detail) => {
                 rec.steps[last].state = StepState::Done;
@@ -87,8 +164,9 @@ impl<C: Chat> Engine<C> {
                 rec.summary = Some(format!(
                     "{} failed: {why}. Scaling back failed too ({err}): {env} needs attention — `scale {env} {replicas}`{}; {data}.{safety}",
                     rec.command,
-                    rec.data
-                        .get("hpa_name")
+                    rec.facts
+                        .hpa_name
+                        .as_ref()
                         .map(|h| format!(" and re-create autoscaler {h}"))
                         .unwrap_or_default()
                 ));
@@ -104,7 +182,7 @@ impl<C: Chat> Engine<C> {
         e: &EnvironmentConfig,
         rec: &mut OpRecord,
     ) -> StepEnd {
-        if !rec.data.contains_key("replicas") {
+        if rec.facts.replicas.is_none() {
             let d = match c.deployment(&e.deployment).await {
                 Ok(d) => d,
                 Err(err) => return StepEnd::Failed(err.to_string()),
@@ -112,25 +190,25 @@ impl<C: Chat> Engine<C> {
             let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
             match c.hpa_for(Workload::Deployment, &e.deployment).await {
                 Ok(Some(h)) => {
-                    rec.data
-                        .insert("hpa".into(), crate::cluster::hpa_snapshot(&h));
-                    rec.data.insert(
-                        "hpa_name".into(),
-                        h.metadata.name.clone().unwrap_or_default(),
-                    );
+                    rec.facts.hpa = Some(crate::cluster::hpa_snapshot(&h));
+                    rec.facts.hpa_name = Some(h.metadata.name.clone().unwrap_or_default());
                 }
                 Ok(None) => {}
                 Err(err) => return StepEnd::Failed(err.to_string()),
             }
-            rec.data.insert("replicas".into(), replicas.to_string());
+            rec.facts.replicas = Some(replicas);
             // Journalled before anything changes, so a failure or a crash can always put it back.
-            if let Err(err) = self.inner.store.put_op(rec) {
-                return StepEnd::Failed(format!("cannot journal the app's state: {err}"));
+            if let Err(why) = self.journal(rec).await {
+                return StepEnd::Failed(why);
             }
         }
-        let replicas = rec.data.get("replicas").cloned().unwrap_or_default();
+        let replicas = rec
+            .facts
+            .replicas
+            .map(|r| r.to_string())
+            .unwrap_or_default();
         let mut hpa = String::new();
-        if let Some(name) = rec.data.get("hpa_name").cloned() {
+        if let Some(name) = rec.facts.hpa_name.clone() {
             if let Err(err) = c.delete_hpa(&name).await {
                 return StepEnd::Failed(err.to_string());
             }
@@ -159,9 +237,8 @@ impl<C: Chat> Engine<C> {
         rec: &OpRecord,
     ) -> Result<String, String> {
         let replicas: i32 = rec
-            .data
-            .get("replicas")
-            .and_then(|r| r.parse().ok())
+            .facts
+            .replicas
             .ok_or_else(|| "the replicas before the restore were not recorded".to_string())?;
         c.scale(
             Workload::Deployment,
@@ -172,7 +249,7 @@ impl<C: Chat> Engine<C> {
         .await
         .map_err(|e| e.to_string())?;
         let mut hpa = String::new();
-        if let Some(saved) = rec.data.get("hpa") {
+        if let Some(saved) = &rec.facts.hpa {
             let name = c.restore_hpa(saved).await.map_err(|err| {
                 format!(
                     "{} is back at {replicas} replicas, but its autoscaler is not: {err}",
@@ -201,35 +278,27 @@ impl<C: Chat> Engine<C> {
             )),
         }
     }
+}
 
+impl Restore {
     /// The restore Job, from the backup named when the operation started.
-    pub(super) async fn restore_job(
-        &self,
-        c: &Cluster,
-        e: &EnvironmentConfig,
-        rec: &mut OpRecord,
-    ) -> StepEnd {
-        let name = rec.data.get("backup_name").cloned().unwrap_or_default();
+    async fn restore_job<C: Chat>(&self, cx: &mut Step<'_, C>) -> StepEnd {
+        let (engine, c, e, rec) = (cx.engine, cx.cluster, cx.e, &*cx.rec);
+        let name = self.backup.name.clone();
         if !templates::safe_backup_name(&name) {
             return StepEnd::Failed(format!(
                 "the backup name `{name}` cannot be used as a file name"
             ));
         }
-        let src = rec
-            .data
-            .get("backup_env")
-            .cloned()
-            .unwrap_or_else(|| rec.env.clone());
-        let src_cfg = self
-            .inner
-            .config
-            .environments
-            .get(&src)
-            .cloned()
-            .unwrap_or_else(|| EnvironmentConfig::named(&src));
+        let src = if self.backup.env.is_empty() {
+            rec.env.clone()
+        } else {
+            self.backup.env.clone()
+        };
+        let src_cfg = engine.env_config(&src);
         let claim = src_cfg.backup.claim_or(&src_cfg).to_string();
         let p = templates::params(rec, e, &[("backup", &name), ("claim", &claim)]);
-        match self
+        match engine
             .template_job(c, e, templates::Kind::Restore, &p, RESTORE_LIMIT)
             .await
         {

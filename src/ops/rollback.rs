@@ -1,8 +1,12 @@
-//! What a plain `rollback ENV` goes back to: the newest earlier revision that succeeded, chosen before anyone confirms.
+//! `rollback ENV [REVISION|VERSION]`: kubectl's rollout undo, watched and smoke-tested, rolling forward again if it fails; and what a plain rollback goes back to, the newest earlier revision that succeeded, chosen before anyone confirms.
 
+use super::engine::StepEnd;
+use super::operation::{self, Operation, Step, Undo};
+use crate::chat::Chat;
 use crate::cluster::Cluster;
 use crate::cluster::rollout::{self, Revision};
 use crate::config::EnvironmentConfig;
+use crate::journal::{OpRecord, Rollback, RollbackTo, StepRecord};
 use crate::store::{OpState, Store};
 
 /// Whether a revision is one to go back to.
@@ -139,6 +143,135 @@ pub async fn resolve(c: &Cluster, store: &Store, e: &EnvironmentConfig) -> Resul
         .unwrap_or(0);
     let history = c.history(&e.deployment).await.map_err(|e| e.to_string())?;
     choose(&history, current, |r| verdict_from_journal(store, r))
+}
+
+impl Operation for Rollback {
+    fn steps(&self, _env: &str, e: &EnvironmentConfig) -> Vec<StepRecord> {
+        vec![
+            StepRecord::pending("undo"),
+            StepRecord::pending("rollout"),
+            operation::smoke_step(e),
+        ]
+    }
+
+    async fn step<C: Chat>(&self, name: &str, cx: &mut Step<'_, C>) -> StepEnd {
+        match name {
+            "undo" => self.undo_step(cx).await,
+            "rollout" => {
+                cx.engine
+                    .follow(cx.cluster, &cx.e.deployment, cx.rec, cx.index)
+                    .await
+            }
+            "smoke test" => match &cx.e.smoke {
+                Some(smoke) => cx.engine.smoke(smoke, None).await,
+                None => StepEnd::Done("none configured".into()),
+            },
+            n => StepEnd::Failed(format!("step `{n}` is not part of a rollback")),
+        }
+    }
+
+    /// A rollback that fails goes forward again to where it started.
+    fn undo(&self, rec: &OpRecord, _e: &EnvironmentConfig) -> Undo {
+        match &rec.facts.undo_from {
+            Some(from) if operation::started(rec, "undo") => Undo::Revision {
+                revision: from.parse().ok(),
+                version: rec.facts.undo_from_version.clone(),
+                step: "roll forward",
+            },
+            _ => Undo::Nothing,
+        }
+    }
+
+    fn summary(&self, rec: &OpRecord) -> String {
+        format!(
+            "{} is back on {}{}.",
+            rec.env,
+            rec.facts
+                .undo_version
+                .clone()
+                .unwrap_or_else(|| "the earlier version".into()),
+            rec.facts
+                .revision
+                .map(|r| format!(" (revision {r})"))
+                .unwrap_or_default()
+        )
+    }
+}
+
+impl Rollback {
+    /// Journals the revision it starts from, then undoes to the target; a resumed rollback whose
+    /// undo was already applied does not undo twice.
+    async fn undo_step<C: Chat>(&self, cx: &mut Step<'_, C>) -> StepEnd {
+        let (c, e) = (cx.cluster, cx.e);
+        let current = match c.deployment(&e.deployment).await {
+            Ok(d) => d
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(rollout::REVISION))
+                .cloned()
+                .unwrap_or_default(),
+            Err(err) => return StepEnd::Failed(err.to_string()),
+        };
+        if let Some(from) = &cx.rec.facts.undo_from
+            && *from != current
+        {
+            return StepEnd::Done(format!(
+                "to revision {}",
+                cx.rec
+                    .facts
+                    .undo_to
+                    .map(|r| r.to_string())
+                    .unwrap_or_default()
+            ));
+        }
+        let history = match c.history(&e.deployment).await {
+            Ok(h) => h,
+            Err(err) => return StepEnd::Failed(err.to_string()),
+        };
+        if let Some(now) = history.iter().find(|r| r.number.to_string() == current) {
+            cx.rec.facts.undo_from_version = Some(version_of(now));
+        }
+        cx.rec.facts.undo_from = Some(current);
+        if let Err(why) = cx.engine.journal(cx.rec).await {
+            return StepEnd::Failed(why);
+        }
+        let target = match &self.to {
+            None => None,
+            Some(RollbackTo::Revision(r)) => Some(*r),
+            Some(RollbackTo::Version(v)) => {
+                let wanted = super::image_for(e, v);
+                match history.iter().rev().find(|r| {
+                    r.images
+                        .iter()
+                        .any(|i| *i == wanted || i.ends_with(&format!(":{v}")))
+                }) {
+                    Some(r) => Some(r.number),
+                    None => {
+                        return StepEnd::Failed(format!(
+                            "no revision ran {v}; see `history {}`",
+                            cx.rec.env
+                        ));
+                    }
+                }
+            }
+        };
+        match c.undo(&e.deployment, target).await {
+            Ok(rev) => {
+                let version = history
+                    .iter()
+                    .find(|r| r.number == rev)
+                    .map(version_of)
+                    .unwrap_or_default();
+                cx.rec.facts.undo_to = Some(rev);
+                cx.rec.facts.undo_version = Some(version.clone());
+                // The revision is renumbered by the rollout: name the version here and only the
+                // new number after it, so one state never has two numbers.
+                StepEnd::Done(format!("to {version}"))
+            }
+            Err(err) => StepEnd::Failed(err.to_string()),
+        }
+    }
 }
 
 #[cfg(test)]

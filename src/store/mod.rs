@@ -156,121 +156,13 @@ pub struct EnvLock {
     pub at_ms: i64,
 }
 
-/// Where an operation stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub enum OpState {
-    #[default]
-    Running,
-    Succeeded,
-    Failed,
-    /// It failed and the environment was put back as it was.
-    RolledBack,
-    Cancelled,
-}
+pub use crate::journal::{OpRecord, OpState, StepRecord, StepState};
 
-impl OpState {
-    /// How people read it: `running`, `succeeded`, `failed`, `rolled back`, `cancelled`.
-    pub fn describe(self) -> &'static str {
-        match self {
-            OpState::Running => "running",
-            OpState::Succeeded => "succeeded",
-            OpState::Failed => "failed",
-            OpState::RolledBack => "rolled back",
-            OpState::Cancelled => "cancelled",
-        }
-    }
-}
-
-/// Where a step stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum StepState {
-    Pending,
-    Running,
-    Done,
-    Failed,
-    Skipped,
-}
-
-/// One step of an operation, as journaled.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StepRecord {
-    pub name: String,
-    pub state: StepState,
-    /// What happened (`3/3 ready`, the backup's size, the failing pod).
-    #[serde(default)]
-    pub detail: String,
-    #[serde(default)]
-    pub started_ms: Option<i64>,
-    #[serde(default)]
-    pub finished_ms: Option<i64>,
-}
-
-impl StepRecord {
-    pub fn pending(name: &str) -> StepRecord {
-        StepRecord {
-            name: name.to_string(),
-            state: StepState::Pending,
-            detail: String::new(),
-            started_ms: None,
-            finished_ms: None,
-        }
-    }
-}
-
-/// An operation's journal: written before and after each step, so that after a crash the bot
-/// knows exactly where it stopped.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct OpRecord {
-    pub id: u64,
-    pub env: String,
-    /// The command in normal form (`deploy prod v3.1`); parsed again to resume.
-    pub command: String,
-    pub user: String,
-    pub room_id: String,
-    #[serde(default)]
-    pub thread: Option<String>,
-    /// The progress message, edited in place.
-    #[serde(default)]
-    pub message_id: Option<String>,
-    pub steps: Vec<StepRecord>,
-    pub state: OpState,
-    pub started_ms: i64,
-    #[serde(default)]
-    pub finished_ms: Option<i64>,
-    /// Facts later steps need (previous revision, job names).
-    #[serde(default)]
-    pub data: std::collections::BTreeMap<String, String>,
-    /// The final one-line result.
-    #[serde(default)]
-    pub summary: Option<String>,
-    /// This operation's unique mark, journaled before it creates anything: the objects it creates
-    /// carry it (label `rocketops.io/mark`, and Job names end in its first five characters), and an
-    /// existing object is adopted only when it carries the same mark.
-    #[serde(default)]
-    pub mark: String,
-    /// The room it was asked in, by name (`ops`, `@alice` for a direct message), for the audit log.
-    #[serde(default)]
-    pub room: String,
-}
-
-impl OpRecord {
-    /// A fresh random mark: lowercase letters and digits, fit for names and label values.
-    pub fn new_mark() -> String {
-        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-        (0..12)
-            .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
-            .collect()
-    }
-
-    /// The suffix of the Jobs this operation creates: `<op>-<first five characters of the mark>`.
-    pub fn job_suffix(&self) -> String {
-        let m: String = self.mark.chars().take(5).collect();
-        if m.is_empty() {
-            self.id.to_string()
-        } else {
-            format!("{}-{m}", self.id)
-        }
-    }
+/// An operation's record in this version's form, whatever format it was written in.
+fn decode_op(v: &[u8]) -> Result<OpRecord, StoreError> {
+    let mut op: OpRecord = decode("ops", v)?;
+    op.upgrade();
+    Ok(op)
 }
 
 /// sled's page cache; its default (1 GiB) would let a long-running bot grow without need.
@@ -650,7 +542,7 @@ impl Store {
 
     pub fn get_op(&self, id: u64) -> Result<Option<OpRecord>, StoreError> {
         match self.ops.get(id.to_be_bytes()).map_err(io("read journal"))? {
-            Some(v) => Ok(Some(decode("ops", &v)?)),
+            Some(v) => Ok(Some(decode_op(&v)?)),
             None => Ok(None),
         }
     }
@@ -660,7 +552,7 @@ impl Store {
         let mut out = Vec::new();
         for item in self.ops.iter().rev() {
             let (_, v) = item.map_err(io("read journal"))?;
-            let op: OpRecord = decode("ops", &v)?;
+            let op = decode_op(&v)?;
             if env.is_none_or(|e| op.env == e) {
                 out.push(op);
                 if out.len() == limit {
@@ -676,7 +568,7 @@ impl Store {
         let mut out = Vec::new();
         for item in self.ops.iter() {
             let (_, v) = item.map_err(io("read journal"))?;
-            let op: OpRecord = decode("ops", &v)?;
+            let op = decode_op(&v)?;
             if op.state == OpState::Running {
                 out.push(op);
             }
@@ -721,6 +613,21 @@ impl Store {
             )
             .map_err(io("op unlock"))?;
         Ok(())
+    }
+
+    /// Every held operation lock: the key and the operation holding it.
+    pub fn env_ops(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.op_locks.iter() {
+            let (k, v) = item.map_err(io("read op locks"))?;
+            if let Ok(b) = v.as_ref().try_into() {
+                out.push((
+                    String::from_utf8_lossy(&k).into_owned(),
+                    u64::from_be_bytes(b),
+                ));
+            }
+        }
+        Ok(out)
     }
 
     /// The operation holding `env`, if any.

@@ -1,0 +1,131 @@
+//! `deploy ENV VERSION`: an optional backup first, the pre-deploy runbooks, the new image, the rollout and the smoke test; on failure the app goes back to the revision it ran before.
+
+use super::engine::StepEnd;
+use super::operation::{self, Operation, Step, Undo};
+use crate::chat::Chat;
+use crate::cluster::rollout;
+use crate::config::EnvironmentConfig;
+use crate::journal::{Deploy, OpRecord, StepRecord};
+
+impl Operation for Deploy {
+    fn steps(&self, env: &str, e: &EnvironmentConfig) -> Vec<StepRecord> {
+        let mut steps = Vec::new();
+        let wanted = e.pre_deploy_backup.unwrap_or_else(|| e.is_production(env));
+        steps.push(match (wanted, self.no_backup) {
+            (true, false) => StepRecord::pending("backup"),
+            (true, true) => operation::skipped("backup", "skipped with --no-backup"),
+            (false, _) => operation::skipped("backup", "not production"),
+        });
+        for r in &self.runbooks {
+            steps.push(StepRecord::pending(&format!("runbook {}", r.name)));
+        }
+        steps.push(StepRecord::pending("set image"));
+        steps.push(StepRecord::pending("rollout"));
+        steps.push(operation::smoke_step(e));
+        steps
+    }
+
+    async fn step<C: Chat>(&self, name: &str, cx: &mut Step<'_, C>) -> StepEnd {
+        match name {
+            "backup" => {
+                cx.engine
+                    .take_backup(
+                        cx.cluster,
+                        cx.e,
+                        cx.rec,
+                        super::backup::Taken::Backup,
+                        "pre",
+                    )
+                    .await
+            }
+            "set image" => self.set_image(cx).await,
+            "rollout" => {
+                cx.engine
+                    .follow(cx.cluster, &cx.e.deployment, cx.rec, cx.index)
+                    .await
+            }
+            "smoke test" => match &cx.e.smoke {
+                Some(smoke) => cx.engine.smoke(smoke, Some(&self.version)).await,
+                None => StepEnd::Done("none configured".into()),
+            },
+            n => match n
+                .strip_prefix("runbook ")
+                .and_then(|r| self.runbooks.iter().find(|j| j.name == r))
+            {
+                Some(r) => {
+                    let params = [("version".to_string(), self.version.clone())].into();
+                    super::runbook::run(cx, &r.name, &r.job, &params).await
+                }
+                None => StepEnd::Failed(format!("step `{n}` is not part of this deploy")),
+            },
+        }
+    }
+
+    fn undo(&self, rec: &OpRecord, e: &EnvironmentConfig) -> Undo {
+        if e.auto_rollback && operation::started(rec, "set image") {
+            Undo::Revision {
+                revision: rec
+                    .facts
+                    .previous_revision
+                    .as_deref()
+                    .and_then(|r| r.parse().ok()),
+                version: rec
+                    .facts
+                    .previous_image
+                    .as_deref()
+                    .map(|i| crate::cluster::split_image(i).1.to_string()),
+                step: "rollback",
+            }
+        } else {
+            Undo::Nothing
+        }
+    }
+
+    fn summary(&self, rec: &OpRecord) -> String {
+        let rev = rec
+            .facts
+            .revision
+            .map(|r| format!(" (revision {r})"))
+            .unwrap_or_default();
+        format!("{} runs {}{rev}.", rec.env, self.version)
+    }
+}
+
+impl Deploy {
+    /// Records the revision and image it replaces (journaled before the change), then sets the
+    /// image with the change cause.
+    async fn set_image<C: Chat>(&self, cx: &mut Step<'_, C>) -> StepEnd {
+        let (c, e) = (cx.cluster, cx.e);
+        if cx.rec.facts.previous_revision.is_none() {
+            match c.deployment(&e.deployment).await {
+                Ok(d) => {
+                    let rev = d
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(rollout::REVISION))
+                        .cloned()
+                        .unwrap_or_default();
+                    cx.rec.facts.previous_revision = Some(rev);
+                    cx.rec.facts.previous_image =
+                        Some(rollout::current_image(&d, Some(e.container())).unwrap_or_default());
+                    if let Err(why) = cx.engine.journal(cx.rec).await {
+                        return StepEnd::Failed(why);
+                    }
+                }
+                Err(err) => return StepEnd::Failed(err.to_string()),
+            }
+        }
+        let cause = format!(
+            "deploy {} by {} (#{})",
+            self.version, cx.rec.user, cx.rec.id
+        );
+        match c
+            .set_image(&e.deployment, e.container(), &self.image, &cause)
+            .await
+        {
+            Ok(_) => StepEnd::Done(self.image.clone()),
+            Err(err) => StepEnd::Failed(err.to_string()),
+        }
+    }
+}

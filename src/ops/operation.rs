@@ -1,0 +1,345 @@
+//! The one small trait every operation implements (its steps, running a step, what to undo, its result line), the typed journal spec each command resolves to when it starts, and the dispatch from a spec to its operation.
+
+use std::future::Future;
+
+use super::engine::{Engine, StepEnd};
+use crate::chat::Chat;
+use crate::cluster::Cluster;
+use crate::command::{BackupRef, Command, Grammar, RollbackTarget};
+use crate::config::EnvironmentConfig;
+use crate::error::UserError;
+use crate::journal::{
+    BackupNow, ChosenBackup, Deploy, OpRecord, OpSpec, Prune, Restore, Rollback, RollbackTo,
+    Runbook, RunbookJob, Scale, StepRecord, StepState, Verify,
+};
+use crate::store::Store;
+
+/// What a step may use: the engine (journal, progress, helpers), the environment's cluster and
+/// configuration, and the operation's record, which it may add facts to.
+pub(crate) struct Step<'a, C: Chat> {
+    pub engine: &'a Engine<C>,
+    pub cluster: &'a Cluster,
+    pub e: &'a EnvironmentConfig,
+    pub rec: &'a mut OpRecord,
+    /// The step's index in `rec.steps`.
+    pub index: usize,
+}
+
+/// What to put back after a failed or cancelled step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Undo {
+    /// Nothing was changed that can be put back.
+    Nothing,
+    /// Undo the Deployment to `revision` (the previous one when `None`), which ran `version`;
+    /// the step is called `step` (`rollback`, `roll forward`).
+    Revision {
+        revision: Option<i64>,
+        version: Option<String>,
+        step: &'static str,
+    },
+    /// Scale the app back to its recorded replicas and autoscaler, whatever happened.
+    ScaleBack,
+}
+
+/// One kind of operation. The engine owns locks, the journal, progress, cancel and resume; an
+/// operation owns only what it does.
+pub(crate) trait Operation {
+    /// Pure: the steps, in order, as they are journaled when the operation starts.
+    fn steps(&self, env: &str, e: &EnvironmentConfig) -> Vec<StepRecord>;
+
+    /// Pure: the locks it takes. Changes to the app hold the environment; backup work holds its
+    /// backup volume, so that a long nightly verify never blocks an urgent rollback.
+    fn locks(&self, env: &str) -> Vec<String> {
+        vec![env.to_string()]
+    }
+
+    /// Runs the step called `name`; idempotent, so that a resumed operation can run it again.
+    fn step<C: Chat>(
+        &self,
+        name: &str,
+        cx: &mut Step<'_, C>,
+    ) -> impl Future<Output = StepEnd> + Send;
+
+    /// What to put back after a failure, from what the journal says was done.
+    fn undo(&self, _rec: &OpRecord, _e: &EnvironmentConfig) -> Undo {
+        Undo::Nothing
+    }
+
+    /// The one-line result after every step succeeded.
+    fn summary(&self, rec: &OpRecord) -> String;
+}
+
+/// Runs `$body` with `$op` bound to the operation inside `$spec`.
+macro_rules! dispatch {
+    ($spec:expr, $op:ident => $body:expr) => {
+        match $spec {
+            OpSpec::Deploy($op) => $body,
+            OpSpec::Rollback($op) => $body,
+            OpSpec::Scale($op) => $body,
+            OpSpec::Backup($op) => $body,
+            OpSpec::Restore($op) => $body,
+            OpSpec::Verify($op) => $body,
+            OpSpec::Prune($op) => $body,
+            OpSpec::Runbook($op) => $body,
+        }
+    };
+}
+
+pub(crate) fn steps(spec: &OpSpec, env: &str, e: &EnvironmentConfig) -> Vec<StepRecord> {
+    dispatch!(spec, op => op.steps(env, e))
+}
+
+pub(crate) fn locks(spec: &OpSpec, env: &str) -> Vec<String> {
+    dispatch!(spec, op => op.locks(env))
+}
+
+pub(crate) async fn step<C: Chat>(spec: &OpSpec, name: &str, cx: &mut Step<'_, C>) -> StepEnd {
+    dispatch!(spec, op => op.step(name, cx).await)
+}
+
+pub(crate) fn undo(spec: &OpSpec, rec: &OpRecord, e: &EnvironmentConfig) -> Undo {
+    dispatch!(spec, op => op.undo(rec, e))
+}
+
+pub(crate) fn summary(spec: &OpSpec, rec: &OpRecord) -> String {
+    dispatch!(spec, op => op.summary(rec))
+}
+
+/// A step that is skipped from the start, saying why.
+pub(crate) fn skipped(name: &str, why: &str) -> StepRecord {
+    StepRecord {
+        state: StepState::Skipped,
+        detail: why.into(),
+        ..StepRecord::pending(name)
+    }
+}
+
+/// The smoke-test step: pending where one is configured.
+pub(crate) fn smoke_step(e: &EnvironmentConfig) -> StepRecord {
+    if e.smoke.is_some() {
+        StepRecord::pending("smoke test")
+    } else {
+        skipped("smoke test", "none configured")
+    }
+}
+
+/// Whether a step was started (so what it changes may have changed).
+pub(crate) fn started(rec: &OpRecord, name: &str) -> bool {
+    rec.steps.iter().any(|s| {
+        s.name == name
+            && matches!(
+                s.state,
+                StepState::Done | StepState::Running | StepState::Failed
+            )
+            && s.started_ms.is_some()
+    })
+}
+
+/// The detail of the step called `name`.
+pub(crate) fn detail_of(rec: &OpRecord, name: &str) -> String {
+    rec.steps
+        .iter()
+        .find(|s| s.name == name)
+        .map(|s| s.detail.clone())
+        .unwrap_or_default()
+}
+
+/// The last step's detail as a sentence (for operations of one step).
+pub(crate) fn last_detail(rec: &OpRecord) -> String {
+    rec.steps
+        .last()
+        .map(|s| format!("{}.", s.detail))
+        .unwrap_or_else(|| "Done.".into())
+}
+
+/// Whether a command runs as a journaled operation.
+pub fn is_operation(cmd: &Command) -> bool {
+    matches!(
+        cmd,
+        Command::Deploy { .. }
+            | Command::Rollback { .. }
+            | Command::Scale { .. }
+            | Command::BackupNow { env: Some(_) }
+            | Command::BackupPrune { .. }
+            | Command::Restore { .. }
+            | Command::Verify { env: Some(_), .. }
+            | Command::Runbook { .. }
+    )
+}
+
+/// Where the typed spec's parts come from: today's configuration and catalog when an operation
+/// starts; for an operation journaled before specs existed, the backup it had already chosen.
+pub(crate) struct Sources<'a> {
+    pub store: &'a Store,
+    pub grammar: &'a Grammar,
+    /// A first-format record's chosen backup (resume only).
+    pub chosen: Option<ChosenBackup>,
+}
+
+/// Resolves a command into what the operation is: the image, the backup, the runbooks' Jobs.
+/// Called once, when it starts; the result is journaled and resume reads only that.
+pub(crate) fn resolve(
+    cmd: &Command,
+    env: &str,
+    e: &EnvironmentConfig,
+    from: Sources<'_>,
+) -> Result<OpSpec, UserError> {
+    let job_of = |name: &str| {
+        from.grammar
+            .runbooks
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| r.job.clone())
+            .unwrap_or_default()
+    };
+    let chosen = |src: String, which: BackupRef| -> Result<ChosenBackup, UserError> {
+        if let Some(c) = from.chosen.clone() {
+            return Ok(c);
+        }
+        match crate::catalog::find(from.store, &src, &which) {
+            Some(b) => Ok(ChosenBackup {
+                name: b.name,
+                job: b.job,
+                env: src,
+                finished_ms: b.finished_ms,
+            }),
+            None => Err(UserError::NoSuchBackup {
+                env: src,
+                name: match which {
+                    BackupRef::Latest => None,
+                    BackupRef::Named(n) => Some(n),
+                },
+            }),
+        }
+    };
+    Ok(match cmd {
+        Command::Deploy {
+            version, no_backup, ..
+        } => OpSpec::Deploy(Deploy {
+            version: version.clone(),
+            image: super::image_for(e, version),
+            no_backup: *no_backup,
+            runbooks: e
+                .pre_deploy
+                .iter()
+                .map(|r| RunbookJob {
+                    name: r.clone(),
+                    job: job_of(r),
+                })
+                .collect(),
+        }),
+        Command::Rollback { to, .. } => OpSpec::Rollback(Rollback {
+            to: to.as_ref().map(|t| match t {
+                RollbackTarget::Revision(r) => RollbackTo::Revision(*r),
+                RollbackTarget::Version(v) => RollbackTo::Version(v.clone()),
+            }),
+        }),
+        Command::Scale {
+            replicas,
+            component,
+            ..
+        } => OpSpec::Scale(Scale {
+            replicas: *replicas,
+            component: component.clone(),
+        }),
+        Command::BackupNow { .. } => OpSpec::Backup(BackupNow {}),
+        Command::BackupPrune { .. } => OpSpec::Prune(Prune {}),
+        Command::Restore {
+            backup,
+            from: src,
+            no_safety_backup,
+            ..
+        } => OpSpec::Restore(Restore {
+            backup: chosen(
+                src.clone().unwrap_or_else(|| env.to_string()),
+                backup.clone(),
+            )?,
+            no_safety_backup: *no_safety_backup,
+        }),
+        Command::Verify { backup, .. } => OpSpec::Verify(Verify {
+            backup: chosen(env.to_string(), backup.clone().unwrap_or(BackupRef::Latest))?,
+        }),
+        Command::Runbook { name, params, .. } => OpSpec::Runbook(Runbook {
+            name: name.clone(),
+            params: params.clone(),
+            job: job_of(name),
+        }),
+        _ => return Err(UserError::Internal),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chosen() -> ChosenBackup {
+        ChosenBackup {
+            name: "prod-1".into(),
+            job: "backup-1".into(),
+            env: "prod".into(),
+            finished_ms: 1,
+        }
+    }
+
+    #[test]
+    fn app_changes_backup_work_and_restores_take_the_locks_they_conflict_on() {
+        let cases: Vec<(OpSpec, Vec<&str>)> = vec![
+            (OpSpec::Rollback(Rollback { to: None }), vec!["prod"]),
+            (
+                OpSpec::Scale(Scale {
+                    replicas: 2,
+                    component: None,
+                }),
+                vec!["prod"],
+            ),
+            (
+                OpSpec::Verify(Verify { backup: chosen() }),
+                vec!["prod#backups"],
+            ),
+            (OpSpec::Backup(BackupNow {}), vec!["prod#backups"]),
+            (OpSpec::Prune(Prune {}), vec!["prod#backups"]),
+            (
+                OpSpec::Restore(Restore {
+                    backup: chosen(),
+                    no_safety_backup: false,
+                }),
+                vec!["prod", "prod#backups"],
+            ),
+        ];
+        for (spec, want) in cases {
+            assert_eq!(locks(&spec, "prod"), want, "{spec:?}");
+        }
+    }
+
+    #[test]
+    fn a_deploy_backs_up_first_only_in_production_unless_told_otherwise() {
+        let deploy = |no_backup| {
+            OpSpec::Deploy(Deploy {
+                version: "v1".into(),
+                image: "app:v1".into(),
+                no_backup,
+                runbooks: vec![RunbookJob {
+                    name: "migrate".into(),
+                    job: String::new(),
+                }],
+            })
+        };
+        let names = |spec: &OpSpec, env: &str| {
+            steps(spec, env, &EnvironmentConfig::named(env))
+                .into_iter()
+                .map(|s| (s.name, s.state))
+                .collect::<Vec<_>>()
+        };
+        let prod = names(&deploy(false), "prod");
+        assert_eq!(prod[0], ("backup".to_string(), StepState::Pending));
+        assert_eq!(prod[1].0, "runbook migrate");
+        assert_eq!(
+            names(&deploy(true), "prod")[0],
+            ("backup".to_string(), StepState::Skipped)
+        );
+        assert_eq!(
+            names(&deploy(false), "test")[0],
+            ("backup".to_string(), StepState::Skipped)
+        );
+    }
+}

@@ -1,0 +1,136 @@
+//! `verify ENV [BACKUP]`: a test-restore of the backup chosen when it started into a throwaway database, checked against the backup's manifest and recorded in the catalog.
+
+use super::engine::{RESTORE_LIMIT, StepEnd};
+use super::operation::{self, Operation, Step};
+use super::templates;
+use crate::chat::Chat;
+use crate::cluster::jobs::JobEnd;
+use crate::config::EnvironmentConfig;
+use crate::journal::{OpRecord, StepRecord, Verify};
+
+impl Operation for Verify {
+    fn steps(&self, _env: &str, _e: &EnvironmentConfig) -> Vec<StepRecord> {
+        vec![StepRecord::pending("verify")]
+    }
+
+    fn locks(&self, env: &str) -> Vec<String> {
+        vec![format!("{env}#backups")]
+    }
+
+    async fn step<C: Chat>(&self, name: &str, cx: &mut Step<'_, C>) -> StepEnd {
+        if name != "verify" {
+            return StepEnd::Failed(format!("step `{name}` is not part of a verify"));
+        }
+        self.test_restore(cx).await
+    }
+
+    fn summary(&self, rec: &OpRecord) -> String {
+        operation::last_detail(rec)
+    }
+}
+
+impl Verify {
+    /// Restores the chosen backup into a throwaway database and checks it against its manifest;
+    /// the result goes into the catalog.
+    async fn test_restore<C: Chat>(&self, cx: &mut Step<'_, C>) -> StepEnd {
+        let (engine, c, e, rec) = (cx.engine, cx.cluster, cx.e, &*cx.rec);
+        let name = self.backup.name.clone();
+        let backup_job = self.backup.job.clone();
+        if !templates::safe_backup_name(&name) {
+            return StepEnd::Failed(format!(
+                "the backup name `{name}` cannot be used as a file name"
+            ));
+        }
+        let finished = if self.backup.finished_ms > 0 {
+            self.backup.finished_ms
+        } else {
+            engine.now_ms()
+        };
+        let p = templates::params(rec, e, &[("backup", &name)]);
+        let result = engine
+            .template_job(c, e, templates::Kind::Verify, &p, RESTORE_LIMIT)
+            .await;
+        let now = engine.now_ms();
+        let age_secs = ((now - finished).max(0) / 1000) as u64;
+        let age = crate::catalog::ago(finished, now)
+            .trim_end_matches(" ago")
+            .to_string();
+        let (ok, restore_secs, detail) = match result {
+            Ok((_, r)) if r.end == JobEnd::Complete => {
+                let v: serde_json::Value =
+                    serde_json::from_str(&r.message).unwrap_or(serde_json::Value::Null);
+                let secs = v["restore_seconds"].as_u64();
+                let counts = match (v["collections"].as_u64(), v["documents"].as_u64()) {
+                    (Some(c), Some(d)) => format!("{c} collections, {d} documents"),
+                    _ => "the data".into(),
+                };
+                let took = secs.map(|s| format!(" in {s} s")).unwrap_or_default();
+                if v["ok"].as_bool() == Some(true) {
+                    (
+                        true,
+                        secs,
+                        format!(
+                            "{name} restored{took} into a throwaway database; {counts} match its manifest; it was {age} old"
+                        ),
+                    )
+                } else {
+                    let mism: Vec<String> = v["mismatches"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|m| m.as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    (
+                        false,
+                        secs,
+                        format!(
+                            "{name} restored{took}, but does not match its manifest: {}",
+                            if mism.is_empty() {
+                                "no result from the verify job".to_string()
+                            } else {
+                                mism.join(", ")
+                            }
+                        ),
+                    )
+                }
+            }
+            Ok((job, r)) => (
+                false,
+                None,
+                format!(
+                    "verify job {job} failed ({}){}",
+                    match &r.end {
+                        JobEnd::Failed { reason, .. } => reason.clone(),
+                        JobEnd::Complete => String::new(),
+                    },
+                    super::tail(&r.log_tail)
+                ),
+            ),
+            Err(err) => (false, None, err),
+        };
+        let v = crate::catalog::VerifyRecord {
+            ok,
+            at_ms: now,
+            restore_secs,
+            age_secs,
+            detail: detail.clone(),
+            op: rec.id,
+        };
+        if let Err(err) = crate::catalog::set_verify(engine.store(), &rec.env, &backup_job, v) {
+            tracing::error!(error = %err, "cannot record the verify result");
+        }
+        let m = crate::telemetry::metrics();
+        let l = crate::telemetry::labels(&[("env", &rec.env)]);
+        m.verify_ok.get_or_create(&l).set(i64::from(ok));
+        if let Some(s) = restore_secs {
+            m.restore_seconds.get_or_create(&l).set(s as i64);
+        }
+        if ok {
+            StepEnd::Done(detail)
+        } else {
+            StepEnd::Failed(detail)
+        }
+    }
+}
