@@ -530,6 +530,16 @@ impl Store {
         Ok(())
     }
 
+    /// Writes an operation's record exactly as given, after checking that it reads (a journal
+    /// written by an older version: the upgrade tests and recovery tools use it).
+    pub fn put_op_json(&self, id: u64, json: &[u8]) -> Result<(), StoreError> {
+        decode_op(json)?;
+        self.ops
+            .insert(id.to_be_bytes(), json)
+            .map_err(io("journal"))?;
+        Ok(())
+    }
+
     /// Makes the journal and the operation locks durable, off the async runtime's threads.
     pub async fn flush_journal(&self) -> Result<(), StoreError> {
         self.ops.flush_async().await.map_err(io("journal flush"))?;

@@ -4,6 +4,7 @@ mod alerts;
 mod backups;
 mod cluster;
 mod commands;
+mod journal;
 mod rocketchat;
 mod sandbox;
 mod shipping;

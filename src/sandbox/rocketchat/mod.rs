@@ -151,6 +151,11 @@ impl RocketChatSim {
     }
 
     /// Adds a user (password = username).
+    /// A room's id by its name (`ops`).
+    pub fn room_id(&self, name: &str) -> Option<String> {
+        self.inner.state().room_by_name(name).map(|r| r.id.clone())
+    }
+
     pub fn add_user(&self, username: &str, roles: &[&str]) -> String {
         self.inner.state().add_user(username, roles)
     }

@@ -1,0 +1,212 @@
+//! The journal as the only truth about an operation: a record written by an older version resumes, and resuming never depends on today's grammar, bounds or runbooks.
+
+use rocketops::journal::{Facts, JOURNAL_VERSION, OpRecord, OpSpec, OpState, StepRecord};
+use rocketops::store::Store;
+
+use crate::support::{World, bot_texts};
+
+fn ops_room(w: &World) -> String {
+    w.sim.room_id("ops").unwrap()
+}
+
+/// A running operation of this version's format, as if the bot had died before its first step.
+fn running(w: &World, id: u64, command: &str, spec: OpSpec, steps: &[&str]) -> OpRecord {
+    OpRecord {
+        id,
+        env: "test".into(),
+        v: JOURNAL_VERSION,
+        command: command.into(),
+        spec: Some(spec),
+        user: "alice".into(),
+        room_id: ops_room(w),
+        steps: steps.iter().map(|s| StepRecord::pending(s)).collect(),
+        state: OpState::Running,
+        started_ms: chrono::Utc::now().timestamp_millis(),
+        facts: Facts {
+            locks: vec!["test".into()],
+            ..Facts::default()
+        },
+        mark: OpRecord::new_mark(),
+        room: "ops".into(),
+        ..OpRecord::default()
+    }
+}
+
+fn journal(w: &World, rec: &OpRecord) {
+    let store = Store::open(&w.store_path()).unwrap();
+    store.put_op(rec).unwrap();
+    assert_eq!(store.acquire_env_op("test", rec.id).unwrap(), Ok(()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_journaled_by_the_first_format_resumes_after_an_upgrade_with_the_backup_it_had_chosen()
+ {
+    let mut w = World::with_cluster().await;
+    let now = chrono::Utc::now().timestamp_millis();
+    // A newer backup exists now: `latest` would pick it, but the journal chose test-nightly.
+    w.seed_catalog(&[
+        ("test", "test-nightly", now - 7_200_000),
+        ("test", "test-later", now - 60_000),
+    ]);
+    w.kube().set_replicas("test", "rocketchat", 0).unwrap();
+    let golden = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden/journal-v1-restore.json"),
+    )
+    .unwrap()
+    .replace("GENERAL-OPS", &ops_room(&w));
+    {
+        let store = Store::open(&w.store_path()).unwrap();
+        store.put_op_json(41, golden.as_bytes()).unwrap();
+        let read = store.get_op(41).unwrap().unwrap();
+        assert_eq!(
+            (read.v, read.spec.is_none()),
+            (0, true),
+            "read as the first format"
+        );
+        assert_eq!(read.facts.replicas, Some(3));
+        assert_eq!(read.lock_keys(), vec!["test", "test#backups"]);
+    }
+    w.start_bot().await;
+    let msgs = w
+        .wait_for("#ops", "the resumed restore's end", |m| {
+            bot_texts(m)
+                .iter()
+                .any(|t| t.contains("restore test latest") && t.starts_with("✅"))
+        })
+        .await;
+    let done = bot_texts(&msgs)
+        .into_iter()
+        .find(|t| t.contains("restore test latest"))
+        .unwrap();
+    assert!(done.contains("test-nightly of test restored"), "{done}");
+    assert!(
+        done.contains("rocketchat back at 3 replicas, all ready"),
+        "{done}"
+    );
+    let jobs = w.kube().list("jobs", Some("test"));
+    let restore = jobs
+        .iter()
+        .find(|j| {
+            j["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("mongodb-restore-41-k3v9q")
+        })
+        .expect("the restore Job, named with the journaled mark");
+    assert!(restore.to_string().contains("test-nightly"));
+    assert!(!restore.to_string().contains("test-later"));
+    assert_eq!(
+        w.kube().get("deployments", "test", "rocketchat").unwrap()["spec"]["replicas"],
+        3
+    );
+    w.stop_bot().await;
+    let store = Store::open(&w.store_path()).unwrap();
+    let rec = store.get_op(41).unwrap().unwrap();
+    assert_eq!(rec.v, JOURNAL_VERSION, "rewritten in this version's format");
+    assert!(matches!(rec.spec, Some(OpSpec::Restore(ref r)) if r.backup.name == "test-nightly"));
+    assert_eq!(rec.state, OpState::Succeeded);
+    assert_eq!(store.env_op("test").unwrap(), None);
+    assert_eq!(store.env_op("test#backups").unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_scale_finishes_as_it_was_asked_after_the_replica_bound_was_lowered() {
+    let mut w = World::with_cluster().await;
+    let rec = running(
+        &w,
+        7,
+        "scale test 5",
+        OpSpec::Scale(rocketops::journal::Scale {
+            replicas: 5,
+            component: None,
+        }),
+        &["scale"],
+    );
+    journal(&w, &rec);
+    let mut config = w.config();
+    // `scale test 5` no longer parses with this bound; the journal does not need it to.
+    config.environments.get_mut("test").unwrap().max_replicas = 4;
+    w.start_bot_with(config).await;
+    let msgs = w
+        .wait_for("#ops", "the resumed scale", |m| {
+            bot_texts(m).iter().any(|t| t.starts_with("✅"))
+        })
+        .await;
+    assert!(
+        bot_texts(&msgs)
+            .iter()
+            .any(|t| t.contains("rocketchat from 3 to 5 replicas")),
+        "{:?}",
+        bot_texts(&msgs)
+    );
+    w.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runbook_removed_while_its_operation_was_interrupted_still_runs_the_job_it_started_with()
+{
+    let mut w = World::with_cluster().await;
+    let job = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: gone-runbook\n  namespace: ${namespace}\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n        - name: run\n          image: busybox\n          args: [\"echo\", \"${what}\"]\n";
+    let rec = running(
+        &w,
+        9,
+        "gone test what=cleanup",
+        OpSpec::Runbook(rocketops::journal::Runbook {
+            name: "gone".into(),
+            params: [("what".to_string(), "cleanup".to_string())].into(),
+            job: job.into(),
+        }),
+        &["job"],
+    );
+    journal(&w, &rec);
+    w.start_bot().await;
+    w.wait_for("#ops", "the resumed runbook", |m| {
+        bot_texts(m).iter().any(|t| t.starts_with("✅"))
+    })
+    .await;
+    let made = w.kube().list("jobs", Some("test"));
+    let ran = made
+        .iter()
+        .find(|j| {
+            j["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("gone-runbook-9-")
+        })
+        .expect("the runbook's Job");
+    assert!(ran.to_string().contains("cleanup"));
+    w.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_left_by_an_operation_that_had_ended_is_released_when_the_bot_starts() {
+    let mut w = World::with_cluster().await;
+    let mut rec = running(
+        &w,
+        5,
+        "scale test 2",
+        OpSpec::Scale(rocketops::journal::Scale {
+            replicas: 2,
+            component: None,
+        }),
+        &["scale"],
+    );
+    rec.state = OpState::Succeeded;
+    journal(&w, &rec); // ended, but died before its lock was released
+    w.start_bot().await;
+    w.sim.post("alice", "#ops", "/scale test 2").unwrap();
+    let msgs = w
+        .wait_for("#ops", "the scale", |m| {
+            bot_texts(m)
+                .iter()
+                .any(|t| t.starts_with("✅") || t.contains("busy"))
+        })
+        .await;
+    assert!(
+        bot_texts(&msgs).iter().any(|t| t.starts_with("✅")),
+        "{:?}",
+        bot_texts(&msgs)
+    );
+    w.stop_bot().await;
+}
