@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::error::UserError;
 use crate::ops;
 use crate::policy::{Decision, Pending, Policy, PolicyConfig, RateLimiter, Requester, RoleCache};
-use crate::store::{AuditEntry, Store, StoreError};
+use crate::store::{AuditDecision, AuditEntry, Store, StoreError};
 
 /// Why the bot stopped.
 #[derive(Debug, thiserror::Error)]
@@ -610,7 +610,7 @@ impl<C: Chat> Bot<C> {
                             &origin,
                             body,
                             Some(&held.cmd),
-                            "confirmed",
+                            AuditDecision::Confirmed,
                             None,
                             Some(held.op),
                             None,
@@ -883,7 +883,7 @@ impl<C: Chat> Bot<C> {
                 origin,
                 body,
                 Some(&held.cmd),
-                "confirmation requested",
+                AuditDecision::ConfirmationRequested,
                 None,
                 Some(held.op),
                 None,
@@ -914,7 +914,7 @@ impl<C: Chat> Bot<C> {
                 origin,
                 &held.text,
                 Some(&held.cmd),
-                "approval requested",
+                AuditDecision::ApprovalRequested,
                 None,
                 Some(op),
                 None,
@@ -959,7 +959,7 @@ impl<C: Chat> Bot<C> {
                     origin,
                     body,
                     Some(&held.cmd),
-                    "approved",
+                    AuditDecision::Approved,
                     Some(format!("requested by {requester}")),
                     Some(op),
                     None,
@@ -993,7 +993,7 @@ impl<C: Chat> Bot<C> {
                     origin,
                     body,
                     Some(cmd),
-                    "allowed",
+                    AuditDecision::Allowed,
                     None,
                     Some(op),
                     Some("cancelled".into()),
@@ -1057,7 +1057,7 @@ impl<C: Chat> Bot<C> {
             origin,
             body,
             Some(cmd),
-            "allowed",
+            AuditDecision::Allowed,
             None,
             Some(op),
             Some("cancel requested".into()),
@@ -1209,9 +1209,9 @@ impl<C: Chat> Bot<C> {
             room_label: held.room_label.clone(),
         };
         let decision = if held.cmd.is_mutating() {
-            "allowed"
+            AuditDecision::Allowed
         } else {
-            "allowed (read-only)"
+            AuditDecision::AllowedReadOnly
         };
         self.audit(
             &origin_label,
@@ -1245,7 +1245,7 @@ impl<C: Chat> Bot<C> {
                 &label,
                 &held.text,
                 Some(&held.cmd),
-                "allowed",
+                AuditDecision::Allowed,
                 None,
                 Some(held.op),
                 Some("started".into()),
@@ -1257,7 +1257,7 @@ impl<C: Chat> Bot<C> {
                     &label,
                     &held.text,
                     Some(&held.cmd),
-                    "refused",
+                    AuditDecision::Refused,
                     Some(e.to_string()),
                     Some(held.op),
                     None,
@@ -1273,7 +1273,7 @@ impl<C: Chat> Bot<C> {
             user: user.to_string(),
             room: f.room.clone(),
             text: f.first.chars().take(500).collect(),
-            decision: "refused".into(),
+            decision: AuditDecision::Refused,
             reason: Some(format!(
                 "rate limited: {} message{} in {} s refused, one answer given",
                 f.count,
@@ -1325,7 +1325,7 @@ impl<C: Chat> Bot<C> {
             origin,
             body,
             cmd,
-            "refused",
+            AuditDecision::Refused,
             Some(e.to_string()),
             None,
             None,
@@ -1349,7 +1349,7 @@ impl<C: Chat> Bot<C> {
         origin: &Origin<'_>,
         text: &str,
         cmd: Option<&Command>,
-        decision: &str,
+        decision: AuditDecision,
         reason: Option<String>,
         op: Option<u64>,
         outcome: Option<String>,
@@ -1361,7 +1361,7 @@ impl<C: Chat> Bot<C> {
             text: text.chars().take(500).collect(),
             command: cmd.map(describe).unwrap_or_default(),
             env: cmd.and_then(|c| c.env().map(str::to_string)),
-            decision: decision.to_string(),
+            decision,
             reason,
             op,
             outcome,
@@ -1373,7 +1373,7 @@ impl<C: Chat> Bot<C> {
         let outcome = entry
             .outcome
             .clone()
-            .unwrap_or_else(|| entry.decision.clone());
+            .unwrap_or_else(|| entry.decision.to_string());
         crate::telemetry::metrics()
             .commands
             .get_or_create(&crate::telemetry::labels(&[

@@ -79,19 +79,19 @@ impl BackupRecord {
         by: &str,
         finished_ms: i64,
     ) -> BackupRecord {
-        let v: serde_json::Value = serde_json::from_str(message).unwrap_or(serde_json::Value::Null);
+        let r = crate::cluster::jobs::JobReport::read(message);
         BackupRecord {
             env: env.into(),
-            name: v["name"].as_str().unwrap_or(job).to_string(),
+            name: r.name.unwrap_or_else(|| job.to_string()),
             job: job.into(),
-            bytes: v["bytes"].as_u64(),
-            sha256: v["sha256"].as_str().map(str::to_string),
+            bytes: r.bytes,
+            sha256: r.sha256,
             finished_ms,
             by: by.into(),
             verified: None,
-            duration_secs: v["duration_s"].as_u64(),
-            collections: v["collections"].as_u64(),
-            documents: v["documents"].as_u64(),
+            duration_secs: r.duration_secs,
+            collections: r.collections,
+            documents: r.documents,
             verify: None,
         }
     }

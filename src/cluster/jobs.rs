@@ -11,6 +11,81 @@ pub const OPERATION_LABEL: &str = "rocketops.io/operation";
 /// The label carrying the unique mark of the operation that created a Job.
 pub const MARK_LABEL: &str = "rocketops.io/mark";
 
+/// What a backup, restore, verify or prune Job reports in its termination message: a JSON object
+/// whose fields are all optional. A field of the wrong type reads as absent, as does a message
+/// that is not JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(default)]
+pub struct JobReport {
+    #[serde(deserialize_with = "lenient::string")]
+    pub name: Option<String>,
+    #[serde(deserialize_with = "lenient::u64")]
+    pub bytes: Option<u64>,
+    #[serde(deserialize_with = "lenient::string")]
+    pub sha256: Option<String>,
+    /// How long the backup took.
+    #[serde(rename = "duration_s", deserialize_with = "lenient::u64")]
+    pub duration_secs: Option<u64>,
+    #[serde(deserialize_with = "lenient::u64")]
+    pub collections: Option<u64>,
+    #[serde(deserialize_with = "lenient::u64")]
+    pub documents: Option<u64>,
+    #[serde(deserialize_with = "lenient::u64")]
+    pub restore_seconds: Option<u64>,
+    /// A verify's verdict: the restored data matches the backup's manifest.
+    #[serde(deserialize_with = "lenient::bool")]
+    pub ok: Option<bool>,
+    /// A verify's differences from the manifest.
+    #[serde(deserialize_with = "lenient::strings")]
+    pub mismatches: Vec<String>,
+    /// A prune's view of the backup volume afterwards.
+    #[serde(deserialize_with = "lenient::u64")]
+    pub used_bytes: Option<u64>,
+    #[serde(deserialize_with = "lenient::u64")]
+    pub free_bytes: Option<u64>,
+}
+
+impl JobReport {
+    /// Reads a termination message; `None` when it is not a JSON object.
+    pub fn parse(message: &str) -> Option<JobReport> {
+        let v: serde_json::Value = serde_json::from_str(message).ok()?;
+        if !v.is_object() {
+            return None;
+        }
+        serde_json::from_value(v).ok()
+    }
+
+    /// As [`JobReport::parse`], with every field absent when the message is not JSON.
+    pub fn read(message: &str) -> JobReport {
+        JobReport::parse(message).unwrap_or_default()
+    }
+}
+
+/// Field readers that take a value of the wrong type as absent rather than failing the report.
+mod lenient {
+    use serde::{Deserialize, Deserializer};
+    use serde_json::Value;
+
+    pub fn u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        Ok(Value::deserialize(d)?.as_u64())
+    }
+    pub fn bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+        Ok(Value::deserialize(d)?.as_bool())
+    }
+    pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Ok(Value::deserialize(d)?.as_str().map(str::to_string))
+    }
+    pub fn strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        Ok(match Value::deserialize(d)? {
+            Value::Array(a) => a
+                .iter()
+                .filter_map(|m| m.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        })
+    }
+}
+
 /// How a Job ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobEnd {
@@ -101,6 +176,21 @@ pub fn termination(pod: &Pod) -> Option<(i32, String, String)> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_job_report_reads_what_it_can_and_takes_wrong_types_as_absent() {
+        let r = JobReport::read(
+            r#"{"name":"prod-1","bytes":"12","sha256":"ab","ok":true,"mismatches":["users",3],"free_bytes":7}"#,
+        );
+        assert_eq!(r.name.as_deref(), Some("prod-1"));
+        assert_eq!(r.bytes, None);
+        assert_eq!(r.ok, Some(true));
+        assert_eq!(r.mismatches, vec!["users"]);
+        assert_eq!(r.free_bytes, Some(7));
+        assert_eq!(JobReport::parse("done"), None);
+        assert_eq!(JobReport::parse("[1]"), None);
+        assert_eq!(JobReport::read(""), JobReport::default());
+    }
 
     #[test]
     fn a_job_from_a_cronjob_is_owned_by_it_and_marked_manual() {

@@ -88,14 +88,14 @@ pub enum RollbackTarget {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScheduleAction {
     List,
-    /// `kind`: `backup`, `verify`, `prune` or `report` (all when absent).
+    /// `kind`: which of the environment's schedules (all when absent).
     Pause {
         env: Option<String>,
-        kind: Option<String>,
+        kind: Option<crate::schedule::Kind>,
     },
     Resume {
         env: Option<String>,
-        kind: Option<String>,
+        kind: Option<crate::schedule::Kind>,
     },
 }
 
@@ -970,7 +970,9 @@ fn parse_builtin(s: &Spec, rest: Vec<Token>, g: &Grammar) -> Result<Command, Use
             };
             let kind = match a.words.get(2).map(|w| w.to_lowercase()) {
                 None => None,
-                Some(k) if crate::schedule::Kind::parse(&k).is_some() => Some(k),
+                Some(k) if crate::schedule::Kind::parse(&k).is_some() => {
+                    crate::schedule::Kind::parse(&k)
+                }
                 Some(k) => {
                     return Err(bad(format!(
                         "`{}` is not a schedule; use backup, verify, prune, report, weekly or refresh.",

@@ -201,7 +201,7 @@ fn every_command_parses_in_its_accepted_forms() {
             Command::Schedule {
                 action: ScheduleAction::Resume {
                     env: Some("prod".into()),
-                    kind: Some("verify".into()),
+                    kind: Some(crate::schedule::Kind::Verify),
                 },
             },
         ),

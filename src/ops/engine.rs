@@ -16,7 +16,7 @@ use crate::command::{self, Command, Grammar};
 use crate::config::{Config, EnvironmentConfig, SmokeConfig};
 use crate::error::{Holder, UserError};
 use crate::journal::{Facts, JOURNAL_VERSION, OpSpec};
-use crate::store::{AuditEntry, OpRecord, OpState, StepRecord, StepState, Store};
+use crate::store::{AuditDecision, AuditEntry, OpRecord, OpState, StepRecord, StepState, Store};
 
 pub(super) const ROLLOUT_LIMIT: Duration = Duration::from_secs(30 * 60);
 pub(super) const JOB_LIMIT: Duration = Duration::from_secs(60 * 60);
@@ -483,7 +483,7 @@ impl<C: Chat> Engine<C> {
             text: rec.command.clone(),
             command: rec.command.clone(),
             env: Some(rec.env.clone()),
-            decision: "finished".into(),
+            decision: AuditDecision::Finished,
             reason: rec.summary.clone(),
             op: Some(rec.id),
             outcome: Some(rec.state.describe().to_string()),

@@ -517,7 +517,7 @@ pub async fn execute<C: Chat>(
         } => Ok(Some(crate::schedule::render_list(
             ctx.store,
             ctx.config,
-            chrono::Utc::now(),
+            ctx.clock.now(),
         ))),
         Command::Schedule {
             action: ScheduleAction::Pause { env, kind } | ScheduleAction::Resume { env, kind },
@@ -528,12 +528,11 @@ pub async fn execute<C: Chat>(
                     action: ScheduleAction::Pause { .. }
                 }
             );
-            let k = kind.as_deref().and_then(crate::schedule::Kind::parse);
             let n = crate::schedule::set_paused(
                 ctx.store,
                 ctx.config,
                 env.as_deref(),
-                k,
+                *kind,
                 pause.then_some(ctx.user),
             );
             let what = format!(
@@ -655,24 +654,24 @@ pub(crate) fn tail(lines: &[String]) -> String {
 }
 
 pub(crate) fn backup_summary(message: &str) -> String {
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(message) else {
+    let Some(r) = crate::cluster::jobs::JobReport::parse(message) else {
         return if message.is_empty() {
             String::new()
         } else {
             format!("Result: `{message}`")
         };
     };
-    let mb = v["bytes"]
-        .as_u64()
+    let mb = r
+        .bytes
         .map(|b| format!("{:.1} MB", b as f64 / 1_000_000.0))
         .unwrap_or_else(|| "size unknown".into());
-    let sha = v["sha256"]
-        .as_str()
+    let sha = r
+        .sha256
         .map(|s| s.chars().take(12).collect::<String>())
         .unwrap_or_default();
     format!(
         "Backup `{}`, {mb}, sha256 {sha}…",
-        v["name"].as_str().unwrap_or("?")
+        r.name.as_deref().unwrap_or("?")
     )
 }
 

@@ -4,7 +4,7 @@ use super::engine::{JOB_LIMIT, StepEnd};
 use super::operation::{self, Operation, Step};
 use super::templates;
 use crate::chat::Chat;
-use crate::cluster::jobs::JobEnd;
+use crate::cluster::jobs::{JobEnd, JobReport};
 use crate::config::EnvironmentConfig;
 use crate::journal::{OpRecord, Prune, StepRecord};
 
@@ -55,8 +55,7 @@ impl Prune {
             .await
         {
             Ok((_, r)) if r.end == JobEnd::Complete => {
-                let v: serde_json::Value =
-                    serde_json::from_str(&r.message).unwrap_or(serde_json::Value::Null);
+                let v = JobReport::read(&r.message);
                 for b in &safe {
                     let _ = crate::catalog::remove(engine.store(), &rec.env, &b.job);
                 }
@@ -64,8 +63,8 @@ impl Prune {
                     env: rec.env.clone(),
                     at_ms: engine.now_ms(),
                     removed: names.clone(),
-                    used_bytes: v["used_bytes"].as_u64(),
-                    free_bytes: v["free_bytes"].as_u64(),
+                    used_bytes: v.used_bytes,
+                    free_bytes: v.free_bytes,
                 };
                 let _ = crate::catalog::record_prune(engine.store(), &p);
                 let volume = match (p.used_bytes, p.free_bytes) {

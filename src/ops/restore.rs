@@ -7,7 +7,7 @@ use super::engine::{Engine, RESTORE_LIMIT, ROLLOUT_LIMIT, StepEnd};
 use super::operation::{self, Operation, Step, Undo};
 use super::templates;
 use crate::chat::Chat;
-use crate::cluster::jobs::JobEnd;
+use crate::cluster::jobs::{JobEnd, JobReport};
 use crate::cluster::{Cluster, HpaPolicy, RolloutOutcome, Workload};
 use crate::config::EnvironmentConfig;
 use crate::journal::{OpRecord, OpSpec, Restore, StepRecord, StepState};
@@ -303,10 +303,8 @@ impl Restore {
             .await
         {
             Ok((_, r)) if r.end == JobEnd::Complete => {
-                let v: serde_json::Value =
-                    serde_json::from_str(&r.message).unwrap_or(serde_json::Value::Null);
-                let took = v["restore_seconds"]
-                    .as_u64()
+                let took = JobReport::read(&r.message)
+                    .restore_seconds
                     .map(|s| format!(" in {s} s"))
                     .unwrap_or_default();
                 StepEnd::Done(format!("{name} of {src} restored{took}"))

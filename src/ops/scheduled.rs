@@ -9,7 +9,7 @@ use crate::chat::Chat;
 use crate::command::Command;
 use crate::config::Config;
 use crate::schedule::{Kind, Runner, SYSTEM_USER};
-use crate::store::{AuditEntry, Store};
+use crate::store::{AuditDecision, AuditEntry, Store};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -48,7 +48,7 @@ impl<C: Chat> Scheduled<C> {
         env: &str,
         room: &str,
         command: &str,
-        decision: &str,
+        decision: AuditDecision,
         reason: Option<String>,
         op: Option<u64>,
     ) {
@@ -59,7 +59,7 @@ impl<C: Chat> Scheduled<C> {
             text: command.into(),
             command: command.into(),
             env: Some(env.into()),
-            decision: decision.into(),
+            decision,
             reason,
             op,
             ..AuditEntry::default()
@@ -80,7 +80,7 @@ impl<C: Chat> Scheduled<C> {
             tracing::warn!(error = %e, "attachments refused; posting the report as text");
             let _ = self.chat.post(room, None, &report::plain(&r)).await;
         }
-        self.audit(env, room, "report", "scheduled", slot, None);
+        self.audit(env, room, "report", AuditDecision::Scheduled, slot, None);
     }
 }
 
@@ -184,7 +184,14 @@ impl<C: Chat> Runner for Scheduled<C> {
         {
             count(env, kind, "skipped");
             let why = format!("{env} is locked by @{}", l.by);
-            self.audit(env, &channel, &text, "skipped", Some(why.clone()), None);
+            self.audit(
+                env,
+                &channel,
+                &text,
+                AuditDecision::Skipped,
+                Some(why.clone()),
+                None,
+            );
             let _ = self
                 .chat
                 .post(
@@ -203,7 +210,14 @@ impl<C: Chat> Runner for Scheduled<C> {
             }
         };
         tracing::info!(%env, %kind, %slot, op, "starting a scheduled operation");
-        self.audit(env, &channel, &text, "scheduled", Some(slot_text), Some(op));
+        self.audit(
+            env,
+            &channel,
+            &text,
+            AuditDecision::Scheduled,
+            Some(slot_text),
+            Some(op),
+        );
         let started = self
             .engine
             .start(&cmd, op, SYSTEM_USER, (&room, &channel), None)
@@ -218,7 +232,14 @@ impl<C: Chat> Runner for Scheduled<C> {
             },
         );
         if let Err(e) = started {
-            self.audit(env, &room, &text, "skipped", Some(e.to_string()), Some(op));
+            self.audit(
+                env,
+                &room,
+                &text,
+                AuditDecision::Skipped,
+                Some(e.to_string()),
+                Some(op),
+            );
             let _ = self
                 .chat
                 .post(

@@ -4,7 +4,7 @@ use super::engine::{RESTORE_LIMIT, StepEnd};
 use super::operation::{self, Operation, Step};
 use super::templates;
 use crate::chat::Chat;
-use crate::cluster::jobs::JobEnd;
+use crate::cluster::jobs::{JobEnd, JobReport};
 use crate::config::EnvironmentConfig;
 use crate::journal::{OpRecord, StepRecord, Verify};
 
@@ -57,15 +57,14 @@ impl Verify {
             .to_string();
         let (ok, restore_secs, detail) = match result {
             Ok((_, r)) if r.end == JobEnd::Complete => {
-                let v: serde_json::Value =
-                    serde_json::from_str(&r.message).unwrap_or(serde_json::Value::Null);
-                let secs = v["restore_seconds"].as_u64();
-                let counts = match (v["collections"].as_u64(), v["documents"].as_u64()) {
+                let v = JobReport::read(&r.message);
+                let secs = v.restore_seconds;
+                let counts = match (v.collections, v.documents) {
                     (Some(c), Some(d)) => format!("{c} collections, {d} documents"),
                     _ => "the data".into(),
                 };
                 let took = secs.map(|s| format!(" in {s} s")).unwrap_or_default();
-                if v["ok"].as_bool() == Some(true) {
+                if v.ok == Some(true) {
                     (
                         true,
                         secs,
@@ -74,14 +73,7 @@ impl Verify {
                         ),
                     )
                 } else {
-                    let mism: Vec<String> = v["mismatches"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|m| m.as_str().map(str::to_string))
-                                .collect()
-                        })
-                        .unwrap_or_default();
+                    let mism = v.mismatches;
                     (
                         false,
                         secs,

@@ -76,8 +76,7 @@ pub struct AuditEntry {
     pub command: String,
     #[serde(default)]
     pub env: Option<String>,
-    /// `allowed`, `refused`, `confirmation requested`, `approval requested`, `confirmed`, `approved`.
-    pub decision: String,
+    pub decision: AuditDecision,
     #[serde(default)]
     pub reason: Option<String>,
     #[serde(default)]
@@ -92,6 +91,66 @@ pub struct AuditEntry {
     /// Whether `hash` is keyed (HMAC-SHA256 with the audit key) rather than a plain SHA-256.
     #[serde(default)]
     pub keyed: bool,
+}
+
+/// What the bot decided about a request, as the audit log records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum AuditDecision {
+    #[default]
+    #[serde(rename = "allowed")]
+    Allowed,
+    /// A read-only command answered.
+    #[serde(rename = "allowed (read-only)")]
+    AllowedReadOnly,
+    #[serde(rename = "refused")]
+    Refused,
+    #[serde(rename = "confirmation requested")]
+    ConfirmationRequested,
+    #[serde(rename = "approval requested")]
+    ApprovalRequested,
+    #[serde(rename = "confirmed")]
+    Confirmed,
+    #[serde(rename = "approved")]
+    Approved,
+    /// An operation ended (its outcome says how).
+    #[serde(rename = "finished")]
+    Finished,
+    /// A schedule started it.
+    #[serde(rename = "scheduled")]
+    Scheduled,
+    /// A schedule's run did not start (paused, busy, no backup).
+    #[serde(rename = "skipped")]
+    Skipped,
+}
+
+impl AuditDecision {
+    /// As written in the log and its export.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditDecision::Allowed => "allowed",
+            AuditDecision::AllowedReadOnly => "allowed (read-only)",
+            AuditDecision::Refused => "refused",
+            AuditDecision::ConfirmationRequested => "confirmation requested",
+            AuditDecision::ApprovalRequested => "approval requested",
+            AuditDecision::Confirmed => "confirmed",
+            AuditDecision::Approved => "approved",
+            AuditDecision::Finished => "finished",
+            AuditDecision::Scheduled => "scheduled",
+            AuditDecision::Skipped => "skipped",
+        }
+    }
+}
+
+impl std::fmt::Display for AuditDecision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for AuditDecision {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 impl AuditEntry {
@@ -845,7 +904,7 @@ mod tests {
                 user: "alice".into(),
                 room: "r".into(),
                 text: format!("ping {i}"),
-                decision: "allowed".into(),
+                decision: AuditDecision::Allowed,
                 ..AuditEntry::default()
             })
             .unwrap();
@@ -864,7 +923,7 @@ mod tests {
                 at_ms: i,
                 user: "alice".into(),
                 text: format!("deploy prod v{i}"),
-                decision: "allowed".into(),
+                decision: AuditDecision::Allowed,
                 ..AuditEntry::default()
             })
             .unwrap();
@@ -943,7 +1002,7 @@ mod tests {
         s.set_audit_key(Some(KEY));
         s.audit(&AuditEntry {
             user: "bob".into(),
-            decision: "allowed".into(),
+            decision: AuditDecision::Allowed,
             ..AuditEntry::default()
         })
         .unwrap();

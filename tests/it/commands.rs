@@ -111,7 +111,7 @@ async fn an_unauthorized_deploy_is_refused_and_both_commands_are_audited() {
     // Someone edits the log on disk: verification fails.
     let store = rocketops::store::Store::open(&w.store_path()).unwrap();
     store
-        .tamper_audit(1, |e| e.decision = "allowed".into())
+        .tamper_audit(1, |e| e.decision = rocketops::store::AuditDecision::Allowed)
         .unwrap();
     drop(store);
     let verify = Process::new(env!("CARGO_BIN_EXE_rocketops"))

@@ -601,7 +601,7 @@ async fn a_truncated_or_rewritten_audit_log_is_detected_by_its_key_and_its_ancho
             .audit(&rocketops::store::AuditEntry {
                 user: "alice".into(),
                 text: format!("ping {i}"),
-                decision: "allowed".into(),
+                decision: rocketops::store::AuditDecision::Allowed,
                 ..Default::default()
             })
             .unwrap();
