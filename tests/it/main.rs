@@ -12,3 +12,4 @@ mod simulator;
 mod support;
 mod telemetry;
 mod trust;
+mod week;
