@@ -10,6 +10,8 @@ use tokio::time::Instant;
 
 use crate::sandbox::rocketchat::{RocketChatSim, SimConfig, SimEvent};
 
+pub mod chaos;
+
 /// Load shape.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
@@ -31,6 +33,8 @@ pub struct BenchArgs {
     /// Deploys through chat for the deploy-overhead phase.
     #[arg(long, default_value_t = 10)]
     pub deploys: usize,
+    #[command(flatten)]
+    pub chaos: chaos::ChaosArgs,
 }
 
 /// Why the benchmark could not run.

@@ -173,6 +173,20 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 Err(e) => fail(e),
             }
         }
+        Cmd::Bench(args) if args.chaos.chaos => {
+            rocketops::telemetry::init(cli.log_format.unwrap_or_default());
+            match rocketops::bench::chaos::run(&args.chaos).await {
+                Ok(report) => {
+                    println!("{report}");
+                    if report.clean() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => fail(e),
+            }
+        }
         Cmd::Bench(args) => {
             rocketops::telemetry::init(cli.log_format.unwrap_or_default());
             match rocketops::bench::run(args).await {

@@ -210,3 +210,29 @@ async fn a_lock_left_by_an_operation_that_had_ended_is_released_when_the_bot_sta
     );
     w.stop_bot().await;
 }
+
+#[test]
+fn under_kills_dropped_sockets_and_failed_writes_no_operation_is_lost_doubled_or_left_holding_anything()
+ {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rocketops"))
+        .args([
+            "bench",
+            "--chaos",
+            "--chaos-ops",
+            "24",
+            "--chaos-kills",
+            "8",
+            "--chaos-seed",
+            "7",
+        ])
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert!(
+        report.contains("8 SIGKILLs")
+            && report.contains("operations lost 0, run twice 0, progress messages duplicated 0, locks left held 0, apps left scaled down 0"),
+        "{report}"
+    );
+}
