@@ -67,6 +67,8 @@ pub struct Metrics {
     pub operation_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     /// Rollouts by environment and outcome.
     pub rollouts: Family<Labels, Counter>,
+    /// Failed operation steps by command and kind of failure (`unavailable`, `forbidden`, `job`, ...).
+    pub step_failures: Family<Labels, Counter>,
     /// Size of the newest backup per environment.
     pub backup_bytes: Family<Labels, Gauge>,
     /// Unix time of the newest backup per environment (its age is now minus this).
@@ -96,6 +98,7 @@ impl Metrics {
             commands: Family::default(),
             operation_seconds: Family::new_with_constructor(seconds_buckets as fn() -> Histogram),
             rollouts: Family::default(),
+            step_failures: Family::default(),
             backup_bytes: Family::default(),
             backup_timestamp: Family::default(),
             verify_ok: Family::default(),
@@ -122,6 +125,11 @@ impl Metrics {
             "rollouts",
             "Rollouts by environment and outcome",
             m.rollouts.clone(),
+        );
+        registry.register(
+            "step_failures",
+            "Failed operation steps by command and kind of failure",
+            m.step_failures.clone(),
         );
         registry.register(
             "backup_size_bytes",

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::engine::{Engine, JOB_LIMIT, StepEnd};
+use super::engine::{Engine, JOB_LIMIT, OpError, StepEnd};
 use super::operation::{Operation, Step};
 use super::templates;
 use crate::chat::Chat;
@@ -41,7 +41,7 @@ impl Operation for BackupNow {
 
     async fn step<C: Chat>(&self, name: &str, cx: &mut Step<'_, C>) -> StepEnd {
         if name != "backup" {
-            return StepEnd::Failed(format!("step `{name}` is not part of a backup"));
+            return StepEnd::failed(format!("step `{name}` is not part of a backup"));
         }
         cx.engine
             .take_backup(cx.cluster, cx.e, cx.rec, Taken::Backup, "manual")
@@ -94,7 +94,7 @@ impl<C: Chat> Engine<C> {
                             &p,
                         ) {
                             Ok(j) => j,
-                            Err(err) => return StepEnd::Failed(err.to_string()),
+                            Err(err) => return StepEnd::Failed(err.into()),
                         };
                         let base = job
                             .metadata
@@ -107,12 +107,12 @@ impl<C: Chat> Engine<C> {
                             jobs::job_name(&format!("{base}-{label}"), &rec.job_suffix());
                         job.metadata.name = Some(job_name.clone());
                         if let Err(err) = c.create_owned_job(&mut job, op, &rec.mark).await {
-                            return StepEnd::Failed(err.to_string());
+                            return StepEnd::Failed(err.into());
                         }
                         name = Some(backup);
                         job_name
                     }
-                    Err(err) => return StepEnd::Failed(err.to_string()),
+                    Err(err) => return StepEnd::Failed(err.into()),
                 }
             }
         };
@@ -164,13 +164,13 @@ impl<C: Chat> Engine<C> {
                         reason: reason.clone(),
                     };
                     let _ = crate::catalog::record_failure(&self.inner.store, &f);
-                    StepEnd::Failed(format!(
+                    StepEnd::Failed(OpError::Job(format!(
                         "backup job {job} failed ({reason}){}",
                         super::tail(&r.log_tail)
-                    ))
+                    )))
                 }
             },
-            Err(err) => StepEnd::Failed(err.to_string()),
+            Err(err) => StepEnd::Failed(err.into()),
         }
     }
 

@@ -56,7 +56,7 @@ impl Operation for Deploy {
                     let params = [("version".to_string(), self.version.clone())].into();
                     super::runbook::run(cx, &r.name, &r.job, &params).await
                 }
-                None => StepEnd::Failed(format!("step `{n}` is not part of this deploy")),
+                None => StepEnd::failed(format!("step `{n}` is not part of this deploy")),
             },
         }
     }
@@ -113,7 +113,7 @@ impl Deploy {
                         return StepEnd::Failed(why);
                     }
                 }
-                Err(err) => return StepEnd::Failed(err.to_string()),
+                Err(err) => return StepEnd::Failed(err.into()),
             }
         }
         let cause = format!(
@@ -125,7 +125,7 @@ impl Deploy {
             .await
         {
             Ok(_) => StepEnd::Done(self.image.clone()),
-            Err(err) => StepEnd::Failed(err.to_string()),
+            Err(err) => StepEnd::Failed(err.into()),
         }
     }
 }

@@ -23,13 +23,68 @@ pub(super) const JOB_LIMIT: Duration = Duration::from_secs(60 * 60);
 /// Restores and test-restores of big databases take long.
 pub(super) const RESTORE_LIMIT: Duration = Duration::from_secs(4 * 60 * 60);
 
+/// Why a step failed, keeping what kind of failure it was (a cluster error stays retryable,
+/// not-found or forbidden); its text is what the progress message shows.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error("{0}")]
+    Cluster(#[from] ClusterError),
+    /// A Job template did not render (a placeholder without a value, YAML that is not a Job).
+    #[error("{0}")]
+    Template(#[from] crate::cluster::jobs::TemplateError),
+    /// The journal could not be written: the operation stops before acting on it.
+    #[error("{0}")]
+    Journal(String),
+    /// A Job the step ran ended in failure.
+    #[error("{0}")]
+    Job(String),
+    /// The app did not answer its smoke test as expected.
+    #[error("{0}")]
+    Smoke(String),
+    /// Anything else, said for people.
+    #[error("{0}")]
+    Step(String),
+}
+
+impl OpError {
+    /// Whether running the step again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, OpError::Cluster(e) if e.is_retryable())
+    }
+
+    /// Short label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OpError::Cluster(e) => e.label(),
+            OpError::Template(_) => "template",
+            OpError::Journal(_) => "journal",
+            OpError::Job(_) => "job",
+            OpError::Smoke(_) => "smoke",
+            OpError::Step(_) => "step",
+        }
+    }
+}
+
+impl From<String> for OpError {
+    fn from(s: String) -> OpError {
+        OpError::Step(s)
+    }
+}
+
 /// How a step went.
 pub(crate) enum StepEnd {
     Done(String),
-    Failed(String),
+    Failed(OpError),
     /// Shutdown: stop here, resume on restart.
     Interrupted,
     Cancelled,
+}
+
+impl StepEnd {
+    /// A step failed for a reason said in words.
+    pub(crate) fn failed(why: String) -> StepEnd {
+        StepEnd::Failed(OpError::Step(why))
+    }
 }
 
 /// Runs operations. Cheap to clone.
@@ -381,7 +436,7 @@ impl<C: Chat> Engine<C> {
 
     /// Journals `rec` durably and edits its progress message; `Err` (what to report) when the
     /// journal write failed.
-    pub(super) async fn save(&self, rec: &OpRecord) -> Result<(), String> {
+    pub(super) async fn save(&self, rec: &OpRecord) -> Result<(), OpError> {
         let journaled = self.journal(rec).await;
         self.show(rec).await;
         journaled
@@ -415,14 +470,16 @@ impl<C: Chat> Engine<C> {
 
     /// Writes `rec` to the journal and waits until it is on disk; `Err` says what could not be
     /// recorded.
-    pub(super) async fn journal(&self, rec: &OpRecord) -> Result<(), String> {
+    pub(super) async fn journal(&self, rec: &OpRecord) -> Result<(), OpError> {
         let written = match self.inner.store.put_op(rec) {
             Ok(()) => self.inner.store.flush_journal().await,
             Err(e) => Err(e),
         };
         written.map_err(|e| {
             tracing::error!(error = %e, op = rec.id, "journal write failed");
-            format!("cannot write the operation's journal ({e}); stopping before acting on it")
+            OpError::Journal(format!(
+                "cannot write the operation's journal ({e}); stopping before acting on it"
+            ))
         })
     }
 
@@ -580,7 +637,19 @@ impl<C: Chat> Engine<C> {
                     rec.steps[i].finished_ms = Some(self.now_ms());
                     i += 1;
                 }
-                StepEnd::Failed(detail) => {
+                StepEnd::Failed(err) => {
+                    let detail = err.to_string();
+                    tracing::warn!(op = rec.id, step = %name, kind = err.kind(), retryable = err.is_retryable(), "step failed");
+                    crate::telemetry::metrics()
+                        .step_failures
+                        .get_or_create(&crate::telemetry::labels(&[
+                            (
+                                "command",
+                                rec.command.split_whitespace().next().unwrap_or_default(),
+                            ),
+                            ("kind", err.kind()),
+                        ]))
+                        .inc();
                     rec.steps[i].state = StepState::Failed;
                     rec.steps[i].detail = detail.clone();
                     rec.steps[i].finished_ms = Some(self.now_ms());
@@ -752,8 +821,8 @@ impl<C: Chat> Engine<C> {
                             }
                             StepEnd::Done(format!("complete{}", revision.map(|r| format!(", revision {r}")).unwrap_or_default()))
                         }
-                        Ok(RolloutOutcome::Failed { message, pod, reason }) => StepEnd::Failed(format!("{message}{}", super::failing(pod, reason))),
-                        Err(err) => StepEnd::Failed(err.to_string()),
+                        Ok(RolloutOutcome::Failed { message, pod, reason }) => StepEnd::failed(format!("{message}{}", super::failing(pod, reason))),
+                        Err(err) => StepEnd::Failed(err.into()),
                     };
                 }
                 Some(p) = rx.recv() => {
@@ -805,9 +874,34 @@ impl<C: Chat> Engine<C> {
                 }
             }
             if tokio::time::Instant::now() + smoke.interval > deadline {
-                return StepEnd::Failed(format!("smoke test failed: {last}"));
+                return StepEnd::Failed(OpError::Smoke(format!("smoke test failed: {last}")));
             }
             tokio::time::sleep(smoke.interval).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_error_keeps_the_nature_of_the_cluster_error_behind_it() {
+        let forbidden = OpError::from(ClusterError::Forbidden {
+            action: "patch deployments".into(),
+            message: "no".into(),
+        });
+        assert_eq!(
+            (forbidden.kind(), forbidden.is_retryable()),
+            ("forbidden", false)
+        );
+        let down = OpError::from(ClusterError::Unavailable {
+            action: "get deployments".into(),
+            message: "connection refused".into(),
+        });
+        assert_eq!((down.kind(), down.is_retryable()), ("unavailable", true));
+        assert!(down.to_string().contains("connection refused"));
+        let said = OpError::from("no revision ran v9".to_string());
+        assert_eq!((said.kind(), said.is_retryable()), ("step", false));
     }
 }

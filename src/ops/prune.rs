@@ -1,6 +1,6 @@
 //! `backup prune ENV`: the retention plan (grandfather-father-son, never the newest verified backup) applied by a prune Job, and the catalog told what went.
 
-use super::engine::{JOB_LIMIT, StepEnd};
+use super::engine::{JOB_LIMIT, OpError, StepEnd};
 use super::operation::{self, Operation, Step};
 use super::templates;
 use crate::chat::Chat;
@@ -19,7 +19,7 @@ impl Operation for Prune {
 
     async fn step<C: Chat>(&self, name: &str, cx: &mut Step<'_, C>) -> StepEnd {
         if name != "prune" {
-            return StepEnd::Failed(format!("step `{name}` is not part of a prune"));
+            return StepEnd::failed(format!("step `{name}` is not part of a prune"));
         }
         self.apply(cx).await
     }
@@ -90,11 +90,11 @@ impl Prune {
                     plan.keep.len()
                 ))
             }
-            Ok((job, r)) => StepEnd::Failed(format!(
+            Ok((job, r)) => StepEnd::Failed(OpError::Job(format!(
                 "prune job {job} failed{}",
                 super::tail(&r.log_tail)
-            )),
-            Err(err) => StepEnd::Failed(err),
+            ))),
+            Err(err) => StepEnd::Failed(err.into()),
         }
     }
 }

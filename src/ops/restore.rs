@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::backup::Taken;
-use super::engine::{Engine, RESTORE_LIMIT, ROLLOUT_LIMIT, StepEnd};
+use super::engine::{Engine, OpError, RESTORE_LIMIT, ROLLOUT_LIMIT, StepEnd};
 use super::operation::{self, Operation, Step, Undo};
 use super::templates;
 use crate::chat::Chat;
@@ -43,13 +43,13 @@ impl Operation for Restore {
             "restore" => self.restore_job(cx).await,
             "scale up" => match engine.scale_back(c, e, cx.rec).await {
                 Ok(detail) => StepEnd::Done(detail),
-                Err(err) => StepEnd::Failed(err),
+                Err(err) => StepEnd::Failed(err.into()),
             },
             "smoke test" => match &e.smoke {
                 Some(smoke) => engine.smoke(smoke, None).await,
                 None => StepEnd::Done("none configured".into()),
             },
-            n => StepEnd::Failed(format!("step `{n}` is not part of a restore")),
+            n => StepEnd::failed(format!("step `{n}` is not part of a restore")),
         }
     }
 
@@ -185,7 +185,7 @@ impl<C: Chat> Engine<C> {
         if rec.facts.replicas.is_none() {
             let d = match c.deployment(&e.deployment).await {
                 Ok(d) => d,
-                Err(err) => return StepEnd::Failed(err.to_string()),
+                Err(err) => return StepEnd::Failed(err.into()),
             };
             let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
             match c.hpa_for(Workload::Deployment, &e.deployment).await {
@@ -194,7 +194,7 @@ impl<C: Chat> Engine<C> {
                     rec.facts.hpa_name = Some(h.metadata.name.clone().unwrap_or_default());
                 }
                 Ok(None) => {}
-                Err(err) => return StepEnd::Failed(err.to_string()),
+                Err(err) => return StepEnd::Failed(err.into()),
             }
             rec.facts.replicas = Some(replicas);
             // Journalled before anything changes, so a failure or a crash can always put it back.
@@ -210,7 +210,7 @@ impl<C: Chat> Engine<C> {
         let mut hpa = String::new();
         if let Some(name) = rec.facts.hpa_name.clone() {
             if let Err(err) = c.delete_hpa(&name).await {
-                return StepEnd::Failed(err.to_string());
+                return StepEnd::Failed(err.into());
             }
             hpa = format!(" and autoscaler {name} (removed)");
         }
@@ -218,10 +218,10 @@ impl<C: Chat> Engine<C> {
             .scale(Workload::Deployment, &e.deployment, 0, HpaPolicy::Respect)
             .await
         {
-            return StepEnd::Failed(err.to_string());
+            return StepEnd::Failed(err.into());
         }
         if let Err(err) = c.wait_pods_gone(&e.deployment, PODS_GONE_LIMIT).await {
-            return StepEnd::Failed(err.to_string());
+            return StepEnd::Failed(err.into());
         }
         StepEnd::Done(format!(
             "recorded {replicas} replicas{hpa}; {} at 0, all pods gone",
@@ -286,7 +286,7 @@ impl Restore {
         let (engine, c, e, rec) = (cx.engine, cx.cluster, cx.e, &*cx.rec);
         let name = self.backup.name.clone();
         if !templates::safe_backup_name(&name) {
-            return StepEnd::Failed(format!(
+            return StepEnd::failed(format!(
                 "the backup name `{name}` cannot be used as a file name"
             ));
         }
@@ -309,15 +309,15 @@ impl Restore {
                     .unwrap_or_default();
                 StepEnd::Done(format!("{name} of {src} restored{took}"))
             }
-            Ok((job, r)) => StepEnd::Failed(format!(
+            Ok((job, r)) => StepEnd::Failed(OpError::Job(format!(
                 "restore job {job} failed ({}){}",
                 match &r.end {
                     JobEnd::Failed { reason, .. } => reason.clone(),
                     JobEnd::Complete => String::new(),
                 },
                 super::tail(&r.log_tail)
-            )),
-            Err(err) => StepEnd::Failed(err),
+            ))),
+            Err(err) => StepEnd::Failed(err.into()),
         }
     }
 }

@@ -166,7 +166,7 @@ impl Operation for Rollback {
                 Some(smoke) => cx.engine.smoke(smoke, None).await,
                 None => StepEnd::Done("none configured".into()),
             },
-            n => StepEnd::Failed(format!("step `{n}` is not part of a rollback")),
+            n => StepEnd::failed(format!("step `{n}` is not part of a rollback")),
         }
     }
 
@@ -211,7 +211,7 @@ impl Rollback {
                 .and_then(|a| a.get(rollout::REVISION))
                 .cloned()
                 .unwrap_or_default(),
-            Err(err) => return StepEnd::Failed(err.to_string()),
+            Err(err) => return StepEnd::Failed(err.into()),
         };
         if let Some(from) = &cx.rec.facts.undo_from
             && *from != current
@@ -227,7 +227,7 @@ impl Rollback {
         }
         let history = match c.history(&e.deployment).await {
             Ok(h) => h,
-            Err(err) => return StepEnd::Failed(err.to_string()),
+            Err(err) => return StepEnd::Failed(err.into()),
         };
         if let Some(now) = history.iter().find(|r| r.number.to_string() == current) {
             cx.rec.facts.undo_from_version = Some(version_of(now));
@@ -248,7 +248,7 @@ impl Rollback {
                 }) {
                     Some(r) => Some(r.number),
                     None => {
-                        return StepEnd::Failed(format!(
+                        return StepEnd::failed(format!(
                             "no revision ran {v}; see `history {}`",
                             cx.rec.env
                         ));
@@ -269,7 +269,7 @@ impl Rollback {
                 // new number after it, so one state never has two numbers.
                 StepEnd::Done(format!("to {version}"))
             }
-            Err(err) => StepEnd::Failed(err.to_string()),
+            Err(err) => StepEnd::Failed(err.into()),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::engine::{JOB_LIMIT, StepEnd};
+use super::engine::{JOB_LIMIT, OpError, StepEnd};
 use super::operation::{Operation, Step};
 use crate::chat::Chat;
 use crate::cluster::jobs::{self, JobEnd};
@@ -16,7 +16,7 @@ impl Operation for Runbook {
 
     async fn step<C: Chat>(&self, name: &str, cx: &mut Step<'_, C>) -> StepEnd {
         if name != "job" {
-            return StepEnd::Failed(format!("step `{name}` is not part of a runbook"));
+            return StepEnd::failed(format!("step `{name}` is not part of a runbook"));
         }
         run(cx, &self.name, &self.job, &self.params).await
     }
@@ -34,7 +34,7 @@ pub(super) async fn run<C: Chat>(
     params: &BTreeMap<String, String>,
 ) -> StepEnd {
     if template.is_empty() {
-        return StepEnd::Failed(format!("runbook `{name}` is not defined in commands/"));
+        return StepEnd::failed(format!("runbook `{name}` is not defined in commands/"));
     }
     let (rec, e) = (&*cx.rec, cx.e);
     let mut values = params.clone();
@@ -44,7 +44,7 @@ pub(super) async fn run<C: Chat>(
     values.insert("op".into(), rec.id.to_string());
     let mut job = match jobs::render_job_template(name, template, &values) {
         Ok(j) => j,
-        Err(err) => return StepEnd::Failed(err.to_string()),
+        Err(err) => return StepEnd::Failed(err.into()),
     };
     let base = job
         .metadata
@@ -64,7 +64,7 @@ pub(super) async fn run<C: Chat>(
         .create_owned_job(&mut job, rec.id, &rec.mark)
         .await
     {
-        return StepEnd::Failed(err.to_string());
+        return StepEnd::Failed(err.into());
     }
     match cx.cluster.wait_job(&job_name, JOB_LIMIT).await {
         Ok(r) => match r.end {
@@ -73,11 +73,11 @@ pub(super) async fn run<C: Chat>(
             } else {
                 format!("job {job_name}: {}", r.message)
             }),
-            JobEnd::Failed { reason, .. } => StepEnd::Failed(format!(
+            JobEnd::Failed { reason, .. } => StepEnd::Failed(OpError::Job(format!(
                 "job {job_name} failed ({reason}){}",
                 super::tail(&r.log_tail)
-            )),
+            ))),
         },
-        Err(err) => StepEnd::Failed(err.to_string()),
+        Err(err) => StepEnd::Failed(err.into()),
     }
 }

@@ -14,7 +14,7 @@ impl Operation for Scale {
 
     async fn step<C: Chat>(&self, name: &str, cx: &mut Step<'_, C>) -> StepEnd {
         if name != "scale" {
-            return StepEnd::Failed(format!("step `{name}` is not part of a scale"));
+            return StepEnd::failed(format!("step `{name}` is not part of a scale"));
         }
         let e = cx.e;
         let (kind, wname) = match self.component.as_deref() {
@@ -41,7 +41,7 @@ impl Operation for Scale {
                     out.from, out.to
                 ))
             }
-            Err(err) => StepEnd::Failed(err.to_string()),
+            Err(err) => StepEnd::Failed(err.into()),
         }
     }
 

@@ -1,6 +1,6 @@
 //! `verify ENV [BACKUP]`: a test-restore of the backup chosen when it started into a throwaway database, checked against the backup's manifest and recorded in the catalog.
 
-use super::engine::{RESTORE_LIMIT, StepEnd};
+use super::engine::{OpError, RESTORE_LIMIT, StepEnd};
 use super::operation::{self, Operation, Step};
 use super::templates;
 use crate::chat::Chat;
@@ -19,7 +19,7 @@ impl Operation for Verify {
 
     async fn step<C: Chat>(&self, name: &str, cx: &mut Step<'_, C>) -> StepEnd {
         if name != "verify" {
-            return StepEnd::Failed(format!("step `{name}` is not part of a verify"));
+            return StepEnd::failed(format!("step `{name}` is not part of a verify"));
         }
         self.test_restore(cx).await
     }
@@ -37,7 +37,7 @@ impl Verify {
         let name = self.backup.name.clone();
         let backup_job = self.backup.job.clone();
         if !templates::safe_backup_name(&name) {
-            return StepEnd::Failed(format!(
+            return StepEnd::failed(format!(
                 "the backup name `{name}` cannot be used as a file name"
             ));
         }
@@ -122,7 +122,7 @@ impl Verify {
         if ok {
             StepEnd::Done(detail)
         } else {
-            StepEnd::Failed(detail)
+            StepEnd::Failed(OpError::Job(detail))
         }
     }
 }
