@@ -647,9 +647,7 @@ impl<C: Chat> Bot<C> {
             }
             Err(e) => {
                 tracing::error!(error = %e, user = username, "cannot look up roles");
-                Err(UserError::Refused(format!(
-                    "I can't check your roles right now ({e}); try again, or ask an admin."
-                )))
+                Err(UserError::RolesUnavailable { why: e.to_string() })
             }
         }
     }
@@ -743,7 +741,10 @@ impl<C: Chat> Bot<C> {
                     };
                 }
                 Err(why) => {
-                    let e = UserError::Refused(format!("I can't roll back {env}: {why}"));
+                    let e = UserError::CannotRollBack {
+                        env: env.clone(),
+                        why: why.to_string(),
+                    };
                     return self.refuse(origin, body, Some(&cmd), e).await;
                 }
             }
@@ -764,8 +765,12 @@ impl<C: Chat> Bot<C> {
                 _ => (crate::cluster::Workload::Deployment, e.deployment.as_str()),
             };
             if let Ok(Some(why)) = c.scale_refusal(kind, name, *replicas as i32).await {
-                let e =
-                    UserError::Refused(format!("I won't scale {env} {name} to {replicas}: {why}."));
+                let e = UserError::WouldBeUndone {
+                    env: env.clone(),
+                    workload: name.to_string(),
+                    replicas: *replicas,
+                    why: why.to_string(),
+                };
                 return self.refuse(origin, body, Some(&cmd), e).await;
             }
         }
@@ -1019,9 +1024,7 @@ impl<C: Chat> Bot<C> {
             .requester(op)
             .and_then(|owner| Some((owner, self.s.store.get_op(op).ok().flatten()?)));
         let Some((owner, rec)) = running else {
-            let e = UserError::Refused(format!(
-                "No operation #{op} is waiting or running; `status` shows what runs."
-            ));
+            let e = UserError::NoSuchOperation { op };
             return self.refuse(origin, body, Some(cmd), e).await;
         };
         if owner != origin.msg.username {
@@ -1042,7 +1045,7 @@ impl<C: Chat> Bot<C> {
             }
         }
         if !self.s.engine.cancel(op, &origin.msg.username) {
-            let e = UserError::Refused(format!("#{op} has just finished; nothing to cancel."));
+            let e = UserError::AlreadyFinished { op };
             return self.refuse(origin, body, Some(cmd), e).await;
         }
         self.reply(
@@ -1078,12 +1081,12 @@ impl<C: Chat> Bot<C> {
                 continue;
             }
             if let Ok(Some(l)) = self.s.store.env_lock(&env) {
-                let reason = l.reason.map(|r| format!(": {r}")).unwrap_or_default();
-                return Some(UserError::Refused(format!(
-                    "{env} is locked by @{} ({}){reason}. `unlock {env}` lifts it.",
-                    l.by,
-                    ago(l.at_ms, self.s.clock.now_ms())
-                )));
+                return Some(UserError::Locked {
+                    env: env.clone(),
+                    by: l.by,
+                    ago: ago(l.at_ms, self.s.clock.now_ms()),
+                    reason: l.reason,
+                });
             }
         }
         None

@@ -29,6 +29,48 @@ pub enum UserError {
     },
     #[error("{env} has no cluster connection configured.")]
     NoCluster { env: String },
+    /// The cluster refused or failed a read-only command's call.
+    #[error("{env}: {message}")]
+    Cluster {
+        env: String,
+        message: String,
+        /// Asking again later may work (the API server was unavailable, a conflict, a timeout).
+        retryable: bool,
+    },
+    #[error("{env} is locked by @{by} ({ago}){}. `unlock {env}` lifts it.", reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
+    Locked {
+        env: String,
+        by: String,
+        ago: String,
+        reason: Option<String>,
+    },
+    #[error("{env} is already locked by @{by}{}.", reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
+    AlreadyLocked {
+        env: String,
+        by: String,
+        reason: Option<String>,
+    },
+    #[error("{env} is not locked.")]
+    NotLocked { env: String },
+    /// Found before asking for confirmation: the rollback has nowhere to go.
+    #[error("I can't roll back {env}: {why}")]
+    CannotRollBack { env: String, why: String },
+    /// Found before asking for confirmation: the autoscaler would undo the scale.
+    #[error("I won't scale {env} {workload} to {replicas}: {why}.")]
+    WouldBeUndone {
+        env: String,
+        workload: String,
+        replicas: u32,
+        why: String,
+    },
+    #[error("No operation #{op} is waiting or running; `status` shows what runs.")]
+    NoSuchOperation { op: u64 },
+    #[error("#{op} has just finished; nothing to cancel.")]
+    AlreadyFinished { op: u64 },
+    #[error("I can't check your roles right now ({why}); try again, or ask an admin.")]
+    RolesUnavailable { why: String },
+    /// An answer (`confirm`, `approve`) that does not apply: the code is wrong or expired, the
+    /// operation is not waiting for this person.
     #[error("{0}")]
     Refused(String),
     #[error(
@@ -86,9 +128,83 @@ impl UserError {
             UserError::AlreadyThere { .. } => "already_there",
             UserError::Busy { .. } => "busy",
             UserError::NoCluster { .. } => "no_cluster",
+            UserError::Cluster { .. } => "cluster",
+            UserError::Locked { .. } => "locked",
+            UserError::AlreadyLocked { .. } => "already_locked",
+            UserError::NotLocked { .. } => "not_locked",
+            UserError::CannotRollBack { .. } => "cannot_roll_back",
+            UserError::WouldBeUndone { .. } => "would_be_undone",
+            UserError::NoSuchOperation { .. } => "no_such_operation",
+            UserError::AlreadyFinished { .. } => "already_finished",
+            UserError::RolesUnavailable { .. } => "roles_unavailable",
             UserError::Refused(_) => "refused",
             UserError::MissedWhileOffline { .. } => "missed_while_offline",
             UserError::Internal => "internal",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_refusal_reads_as_a_sentence_that_names_what_to_do() {
+        let cases = [
+            (
+                UserError::Busy {
+                    env: "prod".into(),
+                    op: 41,
+                    holder: Some(Holder {
+                        command: "deploy".into(),
+                        by: "@alice".into(),
+                        minutes: 2,
+                    }),
+                },
+                "prod is busy with deploy #41 (started by @alice 2 min ago).",
+            ),
+            (
+                UserError::Busy {
+                    env: "prod".into(),
+                    op: 41,
+                    holder: None,
+                },
+                "prod is busy with operation #41.",
+            ),
+            (
+                UserError::Locked {
+                    env: "prod".into(),
+                    by: "bob".into(),
+                    ago: "3m ago".into(),
+                    reason: Some("release freeze".into()),
+                },
+                "prod is locked by @bob (3m ago): release freeze. `unlock prod` lifts it.",
+            ),
+            (
+                UserError::NoSuchBackup {
+                    env: "test".into(),
+                    name: None,
+                },
+                "No backup of test is known; `backup now test` takes one.",
+            ),
+            (
+                UserError::NoSuchBackup {
+                    env: "test".into(),
+                    name: Some("x".into()),
+                },
+                "No backup of test is called `x`; `backup list test` shows them.",
+            ),
+            (
+                UserError::AlreadyThere {
+                    env: "test".into(),
+                    version: "v3.1".into(),
+                },
+                "test is already running v3.1; nothing to do.",
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(e.to_string(), want);
+            assert_ne!(e.label(), "refused", "{e:?} has its own label");
         }
     }
 }

@@ -322,15 +322,19 @@ pub(crate) fn image_for(e: &EnvironmentConfig, version: &str) -> String {
 
 fn cluster_err(env: &str, e: ClusterError) -> UserError {
     tracing::warn!(%env, error = %e, "cluster action failed");
-    UserError::Refused(format!("{env}: {e}"))
+    UserError::Cluster {
+        env: env.to_string(),
+        message: e.to_string(),
+        retryable: e.is_retryable(),
+    }
 }
 
 fn cluster<'a, C: Chat>(
     ctx: &'a Context<'a, C>,
     env: &str,
 ) -> Result<(&'a Cluster, EnvironmentConfig), UserError> {
-    let c = ctx.clusters.get(env).ok_or_else(|| {
-        UserError::Refused(format!("{env} has no cluster connection configured."))
+    let c = ctx.clusters.get(env).ok_or_else(|| UserError::NoCluster {
+        env: env.to_string(),
     })?;
     Ok((
         c,
@@ -378,11 +382,11 @@ pub async fn execute<C: Chat>(
                         .map(|r| format!(": {r}"))
                         .unwrap_or_default()
                 ))),
-                Err(held) => Err(UserError::Refused(format!(
-                    "{env} is already locked by @{}{}.",
-                    held.by,
-                    held.reason.map(|r| format!(": {r}")).unwrap_or_default()
-                ))),
+                Err(held) => Err(UserError::AlreadyLocked {
+                    env: env.clone(),
+                    by: held.by,
+                    reason: held.reason,
+                }),
             }
         }
         Command::Unlock { env } => {
@@ -391,7 +395,7 @@ pub async fn execute<C: Chat>(
                     "🔓 {env} is unlocked (it was locked by @{}).",
                     l.by
                 ))),
-                None => Err(UserError::Refused(format!("{env} is not locked."))),
+                None => Err(UserError::NotLocked { env: env.clone() }),
             }
         }
         Command::Status { env } => Ok(Some(status(ctx, env.as_deref()).await)),
