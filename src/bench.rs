@@ -68,6 +68,11 @@ pub struct BenchReport {
     /// Median deploy through chat, median of the same rollout driven directly, and their difference.
     pub deploy_chat: Duration,
     pub deploy_direct: Duration,
+    /// Ping latency at a quarter of the offered rate while deploys run and edit their progress
+    /// messages: p50, p99 and how many answers.
+    pub deploying_p50: Duration,
+    pub deploying_p99: Duration,
+    pub deploying_answered: usize,
     /// From the simulator marking a Job failed to its alert arriving in #alerts: p50, p99, and how many.
     pub alert_p50: Duration,
     pub alert_p99: Duration,
@@ -105,6 +110,13 @@ impl fmt::Display for BenchReport {
             ms(self.deploy_chat),
             ms(self.deploy_direct),
             ms(self.deploy_chat.saturating_sub(self.deploy_direct))
+        )?;
+        writeln!(
+            f,
+            "  latency while deploys report progress: p50 {:.2} ms   p99 {:.2} ms ({} answers)",
+            ms(self.deploying_p50),
+            ms(self.deploying_p99),
+            self.deploying_answered
         )?;
         writeln!(
             f,
@@ -315,8 +327,18 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
     listener.abort();
 
     // Phase 3: deploys through chat versus the same rollout driven directly through the cluster layer.
-    let (deploy_chat, deploy_direct) =
-        deploy_phase(&sim, &kube, &kubeconfig, args.deploys.max(1)).await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let pinger = tokio::spawn(ping_while(
+        sim.clone(),
+        users.clone(),
+        (args.rate / 4).max(1),
+        stop.clone(),
+    ));
+    let deploys = deploy_phase(&sim, &kube, &kubeconfig, args.deploys.max(1)).await;
+    stop.cancel();
+    let mut during = pinger.await.unwrap_or_default();
+    during.sort();
+    let (deploy_chat, deploy_direct) = deploys?;
     let (alert_lat, alerts_measured) = alert_phase(&sim, &kube, 100).await?;
     kube.stop();
     let _ = child.kill().await;
@@ -335,6 +357,9 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
         peak_rss_kib: rss,
         deploy_chat,
         deploy_direct,
+        deploying_p50: percentile(&during, 0.50),
+        deploying_p99: percentile(&during, 0.99),
+        deploying_answered: during.len(),
         alert_p50: percentile(&alert_lat, 0.50),
         alert_p99: percentile(&alert_lat, 0.99),
         alerts_measured,
@@ -499,6 +524,72 @@ async fn deploy_phase(
         direct.push(started.elapsed());
     }
     Ok((median(chat), median(direct)))
+}
+
+/// Pings from every user at `rate` until `stop`, timing each answer with a listener of its own
+/// (sequence numbers from 10^9, apart from the other phases').
+async fn ping_while(
+    sim: RocketChatSim,
+    users: Vec<String>,
+    rate: u32,
+    stop: tokio_util::sync::CancellationToken,
+) -> Vec<Duration> {
+    let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+    let got: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let mut events = sim.events();
+    let listener = {
+        let (sent, got) = (sent.clone(), got.clone());
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(SimEvent::Message {
+                        message,
+                        edited: false,
+                        ..
+                    }) if message["u"]["username"] == "rocketops" => {
+                        let Some(seq) = message["msg"]
+                            .as_str()
+                            .and_then(|t| t.strip_prefix("pong "))
+                            .and_then(|s| s.parse::<u64>().ok())
+                        else {
+                            continue;
+                        };
+                        let at = sent.lock().unwrap_or_else(|p| p.into_inner()).remove(&seq);
+                        if let Some(at) = at {
+                            got.lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push(at.elapsed());
+                        }
+                    }
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        })
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
+    let mut seq = 1_000_000_000u64;
+    while !stop.is_cancelled() {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => break,
+        }
+        seq += 1;
+        sent.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(seq, Instant::now());
+        let user = &users[(seq as usize) % users.len().max(1)];
+        let _ = sim.post(user, "@rocketops", &format!("ping {seq}"));
+    }
+    // The last answers arrive.
+    let drain = Instant::now();
+    while !sent.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+        && drain.elapsed() < Duration::from_secs(2)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    listener.abort();
+    std::mem::take(&mut *got.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf, BenchError> {

@@ -12,8 +12,89 @@ pub struct IncidentKey {
     pub env: String,
     /// `cronjob/mongodb-backup`, `pod/rocketchat-7d9f-x2x9k`, `deployment/rocketchat`.
     pub object: String,
-    /// `JobFailed`, `CrashLoopBackOff`, `ImagePullBackOff`, `OOMKilled`, `ProgressDeadlineExceeded`, `NotReady`, `BackupsStopped`.
-    pub reason: String,
+    pub reason: Reason,
+}
+
+/// Why an incident fires. Kept in the store as its name, so incidents written before this type
+/// read back the same.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reason {
+    /// A Job (or a CronJob's run) failed.
+    JobFailed,
+    CrashLoopBackOff,
+    ImagePullBackOff,
+    ErrImagePull,
+    OOMKilled,
+    /// A rollout passed its progress deadline.
+    ProgressDeadlineExceeded,
+    /// A StatefulSet has had unready members for longer than its grace.
+    NotReady,
+    /// A backup CronJob has not succeeded for longer than its schedule allows.
+    BackupsStopped,
+    /// A Warning event's or a container's own reason (`FailedMount`, `CreateContainerConfigError`).
+    Other(String),
+}
+
+impl Reason {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Reason::JobFailed => "JobFailed",
+            Reason::CrashLoopBackOff => "CrashLoopBackOff",
+            Reason::ImagePullBackOff => "ImagePullBackOff",
+            Reason::ErrImagePull => "ErrImagePull",
+            Reason::OOMKilled => "OOMKilled",
+            Reason::ProgressDeadlineExceeded => "ProgressDeadlineExceeded",
+            Reason::NotReady => "NotReady",
+            Reason::BackupsStopped => "BackupsStopped",
+            Reason::Other(s) => s,
+        }
+    }
+}
+
+impl From<&str> for Reason {
+    fn from(s: &str) -> Reason {
+        match s {
+            "JobFailed" => Reason::JobFailed,
+            "CrashLoopBackOff" => Reason::CrashLoopBackOff,
+            "ImagePullBackOff" => Reason::ImagePullBackOff,
+            "ErrImagePull" => Reason::ErrImagePull,
+            "OOMKilled" => Reason::OOMKilled,
+            "ProgressDeadlineExceeded" => Reason::ProgressDeadlineExceeded,
+            "NotReady" => Reason::NotReady,
+            "BackupsStopped" => Reason::BackupsStopped,
+            other => Reason::Other(other.to_string()),
+        }
+    }
+}
+
+impl From<String> for Reason {
+    fn from(s: String) -> Reason {
+        Reason::from(s.as_str())
+    }
+}
+
+impl From<Reason> for String {
+    fn from(r: Reason) -> String {
+        r.as_str().to_string()
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Reason {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Reason, D::Error> {
+        Ok(Reason::from(String::deserialize(d)?))
+    }
 }
 
 impl IncidentKey {
@@ -43,7 +124,7 @@ pub enum Signal {
     Clear {
         env: String,
         object: String,
-        reason: Option<String>,
+        reason: Option<Reason>,
     },
 }
 
@@ -82,7 +163,7 @@ pub fn detect(env: &str, kind: WatchedKind, o: &Value) -> Vec<Signal> {
                     key: IncidentKey {
                         env: env.into(),
                         object,
-                        reason: "JobFailed".into(),
+                        reason: Reason::JobFailed,
                     },
                     severity: Severity::Critical,
                     detail: format!("job {} failed ({why})", name(o)),
@@ -92,7 +173,7 @@ pub fn detect(env: &str, kind: WatchedKind, o: &Value) -> Vec<Signal> {
                 vec![Signal::Clear {
                     env: env.into(),
                     object,
-                    reason: Some("JobFailed".into()),
+                    reason: Some(Reason::JobFailed),
                 }]
             } else {
                 Vec::new()
@@ -168,7 +249,7 @@ pub fn detect(env: &str, kind: WatchedKind, o: &Value) -> Vec<Signal> {
                     key: IncidentKey {
                         env: env.into(),
                         object,
-                        reason: "ProgressDeadlineExceeded".into(),
+                        reason: Reason::ProgressDeadlineExceeded,
                     },
                     severity: Severity::Critical,
                     detail: format!("deployment {} passed its progress deadline", name(o)),
@@ -178,7 +259,7 @@ pub fn detect(env: &str, kind: WatchedKind, o: &Value) -> Vec<Signal> {
                 vec![Signal::Clear {
                     env: env.into(),
                     object,
-                    reason: Some("ProgressDeadlineExceeded".into()),
+                    reason: Some(Reason::ProgressDeadlineExceeded),
                 }]
             }
         }
@@ -243,7 +324,7 @@ mod tests {
             vec![Signal::Clear {
                 env: "prod".into(),
                 object: "cronjob/mongodb-backup".into(),
-                reason: Some("JobFailed".into())
+                reason: Some(Reason::JobFailed)
             }]
         );
     }
@@ -275,21 +356,21 @@ mod tests {
                 json!({"waiting": {"reason": "CrashLoopBackOff"}}),
                 json!({})
             )),
-            "CrashLoopBackOff"
+            Reason::CrashLoopBackOff
         );
         assert_eq!(
             reason(&pod(
                 json!({"waiting": {"reason": "ErrImagePull"}}),
                 json!({})
             )),
-            "ImagePullBackOff"
+            Reason::ImagePullBackOff
         );
         assert_eq!(
             reason(&pod(
                 json!({"waiting": {"reason": "CrashLoopBackOff"}}),
                 json!({"terminated": {"reason": "OOMKilled"}})
             )),
-            "OOMKilled"
+            Reason::OOMKilled
         );
         let ready = json!({"metadata": {"name": "rc-1"}, "status": {"conditions": [{"type": "Ready", "status": "True"}], "containerStatuses": [{"name": "rc", "state": {"running": {}}}]}});
         assert_eq!(
@@ -367,6 +448,17 @@ pub use crate::config::parse_quiet_hours;
 mod quiet_tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_incident_key_reads_and_writes_its_reason_by_name_as_stored_before() {
+        let stored = r#"{"env":"prod","object":"cronjob/mongodb-backup","reason":"JobFailed"}"#;
+        let key: IncidentKey = serde_json::from_str(stored).unwrap();
+        assert_eq!(key.reason, Reason::JobFailed);
+        assert_eq!(serde_json::to_string(&key).unwrap(), stored);
+        let event: Reason = serde_json::from_str(r#""FailedMount""#).unwrap();
+        assert_eq!(event, Reason::Other("FailedMount".into()));
+        assert_eq!(event.to_string(), "FailedMount");
+    }
 
     #[test]
     fn quiet_hours_wrap_midnight() {

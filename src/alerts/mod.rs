@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use self::detect::{IncidentKey, Severity, Signal};
+use self::detect::{IncidentKey, Reason, Severity, Signal};
 use crate::chat::{Chat, MessageRef};
 use crate::clock::Clock;
 use crate::cluster::Clusters;
@@ -261,7 +261,7 @@ impl<C: Chat> Alerter<C> {
                                     key: IncidentKey {
                                         env: env.clone(),
                                         object: format!("statefulset/{name}"),
-                                        reason: "NotReady".into(),
+                                        reason: Reason::NotReady,
                                     },
                                     severity: Severity::Critical,
                                     detail: format!("{detail} for {}", age(now - since)),
@@ -274,7 +274,7 @@ impl<C: Chat> Alerter<C> {
                             signals.push(Signal::Clear {
                                 env: env.clone(),
                                 object: format!("statefulset/{name}"),
-                                reason: Some("NotReady".into()),
+                                reason: Some(Reason::NotReady),
                             });
                         }
                     }
@@ -284,7 +284,7 @@ impl<C: Chat> Alerter<C> {
                         key: IncidentKey {
                             env: env.clone(),
                             object: format!("cronjob/{name}"),
-                            reason: "BackupsStopped".into(),
+                            reason: Reason::BackupsStopped,
                         },
                         severity: Severity::Critical,
                         detail,
@@ -293,7 +293,7 @@ impl<C: Chat> Alerter<C> {
                     None => signals.push(Signal::Clear {
                         env: env.clone(),
                         object: format!("cronjob/{name}"),
-                        reason: Some("BackupsStopped".into()),
+                        reason: Some(Reason::BackupsStopped),
                     }),
                 },
                 _ => {}
@@ -572,7 +572,7 @@ impl<C: Chat> Alerter<C> {
 
     async fn post(&mut self, mut inc: Incident) {
         let mut text = self.render(&inc);
-        if inc.key.reason == "JobFailed"
+        if inc.key.reason == Reason::JobFailed
             && let (Some(c), Some(job)) = (self.clusters.get(&inc.key.env), inc.occurrences.last())
             && let Ok(tail) = c.job_log_tail(job, 10).await
             && !tail.is_empty()

@@ -13,6 +13,7 @@ pub mod rollback;
 pub mod runbook;
 pub mod scale;
 pub mod scheduled;
+pub mod steps;
 pub mod templates;
 pub mod verify;
 
