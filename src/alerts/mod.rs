@@ -438,8 +438,8 @@ impl<C: Chat> Alerter<C> {
             .config
             .alerts
             .quiet_hours
-            .as_deref()
-            .and_then(detect::parse_quiet_hours);
+            .as_ref()
+            .and_then(|q| q.window());
         detect::in_quiet_hours(window, now.hour() * 60 + now.minute())
     }
 

@@ -109,7 +109,7 @@ pub struct AlertsConfig {
     #[serde(with = "humantime_serde")]
     pub warning_ttl: Duration,
     /// `22:00-07:00` (UTC): warnings are held and posted as one digest when the window ends.
-    pub quiet_hours: Option<String>,
+    pub quiet_hours: Option<QuietHours>,
 }
 
 impl Default for AlertsConfig {
@@ -275,19 +275,19 @@ pub struct ScheduleConfig {
     #[serde(default)]
     pub timezone: Option<String>,
     #[serde(default)]
-    pub backup: Option<String>,
+    pub backup: Option<CronExpr>,
     #[serde(default)]
-    pub verify: Option<String>,
+    pub verify: Option<CronExpr>,
     #[serde(default)]
-    pub prune: Option<String>,
+    pub prune: Option<CronExpr>,
     #[serde(default)]
-    pub report: Option<String>,
+    pub report: Option<CronExpr>,
     /// The report plus a chart of backup size and duration (e.g. "0 8 * * 1").
     #[serde(default)]
-    pub weekly: Option<String>,
+    pub weekly: Option<CronExpr>,
     /// `restore ENV latest from <refresh_from>`, e.g. test refreshed nightly with prod's data.
     #[serde(default)]
-    pub refresh: Option<String>,
+    pub refresh: Option<CronExpr>,
     /// The environment whose newest backup a scheduled refresh restores.
     #[serde(default)]
     pub refresh_from: Option<String>,
@@ -883,17 +883,17 @@ impl Config {
                 _ => {}
             }
             for (kind, expr) in env.schedule.entries() {
-                if let Err(e) = parse_cron(expr) {
-                    bad(&format!("{key}.schedule.{kind}"), e);
+                if let Err(e) = expr.cron() {
+                    bad(&format!("{key}.schedule.{kind}"), e.to_string());
                 }
             }
         }
         if let Some(q) = &self.alerts.quiet_hours
-            && parse_quiet_hours(q).is_none()
+            && q.window().is_none()
         {
             bad(
                 "alerts.quiet_hours",
-                format!("`{q}` is not a window like \"22:00-07:00\""),
+                format!("`{}` is not a window like \"22:00-07:00\"", q.as_str()),
             );
         }
         if self.bot.prefixes.is_empty() {
@@ -1056,6 +1056,95 @@ pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
     expr.trim()
         .parse::<croner::Cron>()
         .map_err(|e| format!("`{expr}` is not a cron expression like \"0 2 * * *\": {e}"))
+}
+
+/// A cron expression (5 fields, or 6 with seconds first), parsed when the configuration is read.
+/// A bad one is kept with its problem rather than failing the read, so that the validation pass
+/// reports every problem in a file, each with its key and line.
+#[derive(Debug, Clone)]
+pub struct CronExpr {
+    text: String,
+    parsed: Result<croner::Cron, String>,
+}
+
+impl CronExpr {
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The parsed schedule, or what is wrong with the expression.
+    pub fn cron(&self) -> Result<&croner::Cron, &str> {
+        self.parsed.as_ref().map_err(String::as_str)
+    }
+}
+
+impl From<&str> for CronExpr {
+    fn from(s: &str) -> CronExpr {
+        CronExpr {
+            text: s.to_string(),
+            parsed: parse_cron(s),
+        }
+    }
+}
+
+impl From<String> for CronExpr {
+    fn from(s: String) -> CronExpr {
+        CronExpr::from(s.as_str())
+    }
+}
+
+impl PartialEq for CronExpr {
+    fn eq(&self, other: &CronExpr) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for CronExpr {}
+
+impl fmt::Display for CronExpr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for CronExpr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<CronExpr, D::Error> {
+        Ok(CronExpr::from(String::deserialize(d)?.as_str()))
+    }
+}
+
+/// A daily window such as `22:00-07:00` (it may wrap midnight), parsed when the configuration is
+/// read; a bad one is kept with no window and reported by the validation pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuietHours {
+    text: String,
+    window: Option<(u32, u32)>,
+}
+
+impl QuietHours {
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Its start and end in minutes since midnight (`None` when it did not parse).
+    pub fn window(&self) -> Option<(u32, u32)> {
+        self.window
+    }
+}
+
+impl From<&str> for QuietHours {
+    fn from(s: &str) -> QuietHours {
+        QuietHours {
+            text: s.to_string(),
+            window: parse_quiet_hours(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for QuietHours {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<QuietHours, D::Error> {
+        Ok(QuietHours::from(String::deserialize(d)?.as_str()))
+    }
 }
 
 /// Parses `22:00-07:00` into minutes since midnight.

@@ -69,7 +69,7 @@ impl fmt::Display for Kind {
 
 impl ScheduleConfig {
     /// The configured expressions, by kind name.
-    pub fn entries(&self) -> Vec<(&'static str, &String)> {
+    pub fn entries(&self) -> Vec<(&'static str, &crate::config::CronExpr)> {
         Kind::ALL
             .into_iter()
             .filter_map(|k| {
@@ -143,14 +143,14 @@ pub fn entries(config: &Config) -> Vec<Entry> {
                 Kind::Refresh => &e.schedule.refresh,
             };
             if let Some(expr) = expr
-                && let Ok(cron) = parse_cron(expr)
+                && let Ok(cron) = expr.cron()
             {
                 out.push(Entry {
                     env: env.clone(),
                     kind,
-                    expr: expr.clone(),
+                    expr: expr.to_string(),
                     tz,
-                    cron,
+                    cron: cron.clone(),
                 });
             }
         }

@@ -240,3 +240,27 @@ fn a_scheduled_refresh_needs_another_environment_and_never_targets_production() 
         "{e}"
     );
 }
+
+#[test]
+fn crons_and_quiet_hours_are_parsed_when_read_and_every_bad_one_is_reported_in_one_run() {
+    let src = "[rocketchat]\nurl = \"http://127.0.0.1:1\"\ntoken = \"t\"\n[alerts]\nquiet_hours = \"25:00-07:00\"\n[environments.prod.schedule]\nbackup = \"0 2 * * *\"\nverify = \"61 * * * *\"\nreport = \"soon\"\n";
+    let e = Config::from_toml(src, std::path::Path::new("bot.toml"), &|_| None)
+        .unwrap_err()
+        .to_string();
+    for (key, line) in [
+        ("alerts.quiet_hours", "bot.toml:5"),
+        ("environments.prod.schedule.verify", "bot.toml:8"),
+        ("environments.prod.schedule.report", "bot.toml:9"),
+    ] {
+        assert!(e.contains(key) && e.contains(line), "{key} at {line}: {e}");
+    }
+    assert!(!e.contains("schedule.backup"), "{e}");
+    let good = "[rocketchat]\nurl = \"http://127.0.0.1:1\"\ntoken = \"t\"\n[alerts]\nquiet_hours = \"22:00-07:00\"\n[environments.prod.schedule]\nbackup = \"0 2 * * *\"\n";
+    let c = Config::from_toml(good, std::path::Path::new("bot.toml"), &|_| None).unwrap();
+    let backup = c.environments["prod"].schedule.backup.as_ref().unwrap();
+    assert!(backup.cron().is_ok(), "parsed once, when read");
+    assert_eq!(
+        c.alerts.quiet_hours.as_ref().and_then(|q| q.window()),
+        Some((22 * 60, 7 * 60))
+    );
+}

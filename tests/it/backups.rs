@@ -498,9 +498,9 @@ async fn scheduled_backup_verify_and_report_run_as_the_schedule_through_the_same
     let mut w = World::with_cluster().await;
     let mut c = w.config();
     let test = c.environments.get_mut("test").unwrap();
-    test.schedule.backup = Some(cron_in(3));
-    test.schedule.verify = Some(cron_in(5));
-    test.schedule.report = Some(cron_in(7));
+    test.schedule.backup = Some(cron_in(3).into());
+    test.schedule.verify = Some(cron_in(5).into());
+    test.schedule.report = Some(cron_in(7).into());
     test.backup.report_channel = Some("ops".into());
     w.start_bot_with(c).await;
     let backup = w
@@ -581,7 +581,7 @@ async fn the_weekly_report_uploads_a_chart_of_backup_size_and_duration_into_the_
     ]);
     let mut c = w.config();
     let prod = c.environments.get_mut("prod").unwrap();
-    prod.schedule.weekly = Some(cron_in(3));
+    prod.schedule.weekly = Some(cron_in(3).into());
     prod.backup.report_channel = Some("ops".into());
     w.start_bot_with(c).await;
     let msgs = w
@@ -765,7 +765,7 @@ async fn a_scheduled_refresh_restores_prods_newest_backup_into_test_as_the_sched
     w.seed_catalog(&[("prod", "prod-nightly", now - 3_600_000)]);
     let mut c = w.config();
     let test = c.environments.get_mut("test").unwrap();
-    test.schedule.refresh = Some(cron_in(3));
+    test.schedule.refresh = Some(cron_in(3).into());
     test.schedule.refresh_from = Some("prod".into());
     test.backup.report_channel = Some("ops".into());
     w.start_bot_with(c).await;
