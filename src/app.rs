@@ -1322,7 +1322,7 @@ impl<C: Chat> Bot<C> {
     }
 
     async fn refuse(&self, origin: &Origin<'_>, body: &str, cmd: Option<&Command>, e: UserError) {
-        tracing::info!(user = %origin.msg.username, command = %body, reason = e.label(), "refused");
+        tracing::info!(user = %origin.msg.username, command = %crate::telemetry::short(body), reason = e.label(), "refused");
         self.reply(origin.msg, &e.to_string()).await;
         self.audit(
             origin,

@@ -45,6 +45,10 @@ enum Cmd {
         /// Run a scripted conversation instead of the prompt; exit non-zero if an expectation fails.
         #[arg(long, value_name = "FILE")]
         script: Option<PathBuf>,
+        /// Show the bot's and the simulators' logs on standard error (otherwise the prompt keeps
+        /// them in a file, named at start).
+        #[arg(long)]
+        verbose: bool,
     },
     /// Write a commented starter configuration for a real deployment.
     Init {
@@ -116,22 +120,43 @@ async fn dispatch(cli: Cli) -> ExitCode {
             listen,
             no_bot,
             script,
+            verbose,
         } => {
+            use std::io::IsTerminal;
+            let format = cli.log_format.unwrap_or_default();
             if script.is_some() && std::env::var_os("RUST_LOG").is_none() {
                 // Keep a scripted run's output to the conversation.
-                rocketops::telemetry::init_with_filter(cli.log_format.unwrap_or_default(), "warn");
+                rocketops::telemetry::init_with_filter(format, "warn");
+            } else if !verbose && script.is_none() && std::io::stdin().is_terminal() {
+                // The terminal is for the chat; the logs go to a file.
+                let path = std::env::temp_dir()
+                    .join(format!("rocketops-sandbox-{}.log", std::process::id()));
+                match rocketops::telemetry::init_to_file(format, "info", &path) {
+                    Ok(()) => println!("logs: {} (`--verbose` shows them here)", path.display()),
+                    Err(e) => {
+                        rocketops::telemetry::init(format);
+                        tracing::warn!(error = %e, "cannot write the log file; logging here");
+                    }
+                }
             } else {
-                rocketops::telemetry::init(cli.log_format.unwrap_or_default());
+                rocketops::telemetry::init(format);
             }
             let opts = rocketops::sandbox::SandboxOptions {
                 listen,
                 no_bot,
                 script,
             };
-            match rocketops::sandbox::run(opts, shutdown_on_signal()).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(e),
-            }
+            let code = match rocketops::sandbox::run(opts, shutdown_on_signal()).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    fail(e);
+                    1
+                }
+            };
+            // Leave now: a reader of standard input must not hold the exit until Enter is pressed.
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            std::process::exit(code)
         }
         Cmd::CheckConfig => match load() {
             Ok(c) => match rocketops::app::load_runbooks(&c) {

@@ -27,13 +27,53 @@ pub fn init(format: LogFormat) {
 /// As `init`, with `default` as the filter when `RUST_LOG` is unset.
 pub fn init_with_filter(format: LogFormat, default: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(|| RedactingWriter(std::io::stderr()));
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// As `init_with_filter`, writing to the file at `path` (appended, no colours) instead of standard
+/// error: the sandbox keeps its terminal for the chat.
+pub fn init_to_file(
+    format: LogFormat,
+    default: &str,
+    path: &std::path::Path,
+) -> std::io::Result<()> {
+    let file = std::sync::Arc::new(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?,
+    );
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(move || RedactingWriter(file.clone()));
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    Ok(())
+}
+
+/// Text a person typed, shortened for a log field: a log line stays a line.
+pub fn short(text: &str) -> String {
+    const MAX: usize = 200;
+    let flat = text.replace(['\n', '\r'], " ");
+    if flat.chars().count() <= MAX {
+        flat
+    } else {
+        let mut s: String = flat.chars().take(MAX).collect();
+        s.push_str(&format!("… ({} characters)", text.chars().count()));
+        s
+    }
 }
 
 /// Standard error through the redactor: a log line never carries a secret, whichever field it
@@ -277,6 +317,16 @@ async fn readyz(State(ready): State<Arc<Readiness>>) -> impl IntoResponse {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn text_a_person_typed_is_one_short_line_in_the_log() {
+        assert_eq!(short("deploy\ntest"), "deploy test");
+        let long = "x".repeat(6000);
+        let s = short(&long);
+        assert!(s.chars().count() < 240, "{}", s.len());
+        assert!(s.ends_with("… (6000 characters)"));
+    }
+
     use super::*;
     use std::io::Write;
 

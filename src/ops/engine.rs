@@ -328,7 +328,7 @@ impl<C: Chat> Engine<C> {
                 self.finish(&mut rec).await;
                 continue;
             }
-            tracing::info!(op = rec.id, command = %rec.command, "resuming an interrupted operation");
+            tracing::info!(op = rec.id, command = %crate::telemetry::short(&rec.command), "resuming an interrupted operation");
             for k in rec.lock_keys() {
                 if let Err(e) = self.inner.store.acquire_env_op(&k, rec.id) {
                     tracing::error!(error = %e, op = rec.id, lock = %k, "cannot take the lock again");

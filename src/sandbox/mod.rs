@@ -3,18 +3,17 @@
 pub mod kube;
 pub mod rocketchat;
 pub mod script;
+pub mod terminal;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BotConfig, Config, RocketChatConfig, Secret, TelemetryConfig};
 use crate::store::Store;
-use rocketchat::{RocketChatSim, SEED_CHANNELS, SEED_USERS, SimConfig, SimEvent};
+use rocketchat::{RocketChatSim, SEED_CHANNELS, SEED_USERS, SimConfig};
 
 /// What `rocketops sandbox` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -245,7 +244,10 @@ pub async fn run(opts: SandboxOptions, shutdown: CancellationToken) -> Result<()
         }
         shutdown.cancel();
     } else if std::io::stdin().is_terminal() {
-        prompt(&sim, shutdown.clone()).await;
+        let saved = terminal_mode();
+        terminal::run(&sim, shutdown.clone()).await;
+        // The line editor may still be waiting for a key in raw mode: give the terminal back.
+        restore_terminal_mode(saved);
         shutdown.cancel();
     } else {
         println!("No terminal on standard input: running headless until SIGINT or SIGTERM.");
@@ -260,7 +262,32 @@ pub async fn run(opts: SandboxOptions, shutdown: CancellationToken) -> Result<()
     if let Some(dir) = commands_dir {
         let _ = std::fs::remove_dir_all(dir);
     }
+    // The kubeconfig points at a simulator that is gone: remove it, and this run's own folder.
+    let _ = std::fs::remove_file(&kubeconfig);
+    if let Some(dir) = kubeconfig.parent()
+        && dir
+            .to_string_lossy()
+            .ends_with(&format!("-{}", std::process::id()))
+    {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     outcome
+}
+
+/// The terminal's settings (standard input), to put back after the line editor.
+fn terminal_mode() -> Option<libc::termios> {
+    let mut t = std::mem::MaybeUninit::<libc::termios>::uninit();
+    // SAFETY: tcgetattr fills the struct when it returns 0; it is read only then.
+    unsafe { (libc::tcgetattr(0, t.as_mut_ptr()) == 0).then(|| t.assume_init()) }
+}
+
+fn restore_terminal_mode(saved: Option<libc::termios>) {
+    if let Some(t) = saved {
+        // SAFETY: `t` came from tcgetattr on the same descriptor.
+        unsafe {
+            libc::tcsetattr(0, libc::TCSANOW, &t);
+        }
+    }
 }
 
 /// The sandbox's policy: role `ops` (alice) and @admin may change dev and test; prod takes
@@ -354,89 +381,6 @@ fn print_banner(sim: &RocketChatSim, no_bot: bool) {
             "  --no-bot: the simulators run alone; point any Rocket.Chat client at the URL above."
         );
     }
-}
-
-/// The terminal chat: type as a simulated user, see the room live.
-async fn prompt(sim: &RocketChatSim, shutdown: CancellationToken) {
-    println!();
-    println!(
-        "You are alice (role ops) in #ops. Try `/help`, `/status`, `/deploy test 7.0.0`, `/history test`,"
-    );
-    println!(
-        "`/deploy prod v3.1` (confirm, then `:as admin` and `/approve #N`), or a tag that does not exist."
-    );
-    println!("  :as USER    speak as another user (admin, alice, bob)");
-    println!("  :in ROOM    move to #CHANNEL or @USER (a direct message)");
-    println!("  :quit       leave (or Ctrl-D)");
-    let who = Arc::new(Mutex::new(("alice".to_string(), "#ops".to_string())));
-    let mut events = sim.events();
-    let shown = who.clone();
-    let printer = tokio::spawn(async move {
-        loop {
-            match events.recv().await {
-                Ok(SimEvent::Message {
-                    room,
-                    message,
-                    edited,
-                }) => {
-                    let (me, here) = shown.lock().map(|g| g.clone()).unwrap_or_default();
-                    let author = message["u"]["username"].as_str().unwrap_or("?").to_string();
-                    let in_view = room == here
-                        || (here.starts_with('@')
-                            && room.contains(&format!("@{me}"))
-                            && room.contains(&here));
-                    if !in_view || message.get("t").is_some() {
-                        continue;
-                    }
-                    let text = message["msg"].as_str().unwrap_or_default();
-                    let mark = if edited { " (edited)" } else { "" };
-                    let thread = if message.get("tmid").is_some() {
-                        " ↳"
-                    } else {
-                        ""
-                    };
-                    println!("[{room}]{thread} {author}: {text}{mark}");
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(_) => break,
-            }
-        }
-    });
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    loop {
-        let line = tokio::select! {
-            l = lines.next_line() => l,
-            _ = shutdown.cancelled() => break,
-        };
-        let Ok(Some(line)) = line else { break };
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        let (me, here) = who.lock().map(|g| g.clone()).unwrap_or_default();
-        if let Some(user) = line.strip_prefix(":as ") {
-            if let Ok(mut g) = who.lock() {
-                g.0 = user.trim().to_string();
-            }
-            println!("(now speaking as {})", user.trim());
-        } else if let Some(room) = line.strip_prefix(":in ") {
-            let room = room.trim();
-            let room = if room.starts_with('@') || room.starts_with('#') {
-                room.to_string()
-            } else {
-                format!("#{room}")
-            };
-            if let Ok(mut g) = who.lock() {
-                g.1 = room.clone();
-            }
-            println!("(now in {room})");
-        } else if line == ":quit" {
-            break;
-        } else if let Err(e) = sim.post(&me, &here, line) {
-            println!("(not sent: {e})");
-        }
-    }
-    printer.abort();
 }
 
 #[cfg(test)]

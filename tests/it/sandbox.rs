@@ -79,3 +79,127 @@ async fn the_headless_sandbox_answers_ping_in_ops_and_exits_cleanly_on_sigterm()
         .unwrap();
     assert!(status.success(), "clean exit, got {status}");
 }
+
+/// A pseudo-terminal: the sandbox's standard input, output and error, as a person's terminal.
+struct Pty {
+    master: std::fs::File,
+    seen: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Pty {
+    fn spawn(dir: &std::path::Path) -> (Pty, std::process::Child) {
+        use std::os::fd::FromRawFd;
+        let (mut master, mut slave) = (0, 0);
+        // SAFETY: openpty writes two descriptors on success; they are owned from here on.
+        let ok = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(ok, 0, "openpty");
+        // SAFETY: both descriptors were just opened by openpty and are not used elsewhere.
+        let (master, slave) = unsafe {
+            (
+                std::fs::File::from_raw_fd(master),
+                std::fs::File::from_raw_fd(slave),
+            )
+        };
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_rocketops"))
+            .arg("sandbox")
+            .current_dir(dir)
+            .env("TERM", "xterm")
+            .env_remove("RUST_LOG")
+            .stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave)
+            .spawn()
+            .unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (mut reader, out) = (master.try_clone().unwrap(), seen.clone());
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                out.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        (Pty { master, seen }, child)
+    }
+
+    fn type_keys(&mut self, keys: &str) {
+        use std::io::Write;
+        self.master.write_all(keys.as_bytes()).unwrap();
+    }
+
+    /// Waits until the terminal has shown `what`; returns everything shown so far.
+    fn wait_for(&self, what: &str) -> String {
+        let started = std::time::Instant::now();
+        loop {
+            let seen = self.seen.lock().unwrap().clone();
+            if seen.contains(what) {
+                return seen;
+            }
+            assert!(
+                started.elapsed() < PATIENCE,
+                "the terminal never showed {what:?}; it showed:\n{seen}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn at_the_prompt_the_sandbox_names_who_and_where_keeps_logs_off_screen_and_leaves_at_once_on_ctrl_c()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut pty, mut child) = Pty::spawn(dir.path());
+    let banner = pty.wait_for("alice@#ops> ");
+    let kubeconfig = banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("kubeconfig: "))
+        .expect("the kubeconfig's path")
+        .trim()
+        .to_string();
+    assert!(std::path::Path::new(&kubeconfig).exists());
+    assert!(banner.contains("logs: "), "{banner}");
+    assert!(
+        !banner.contains(" INFO "),
+        "no log lines on the chat screen: {banner}"
+    );
+    pty.type_keys("/ping\r");
+    pty.wait_for("rocketops: pong");
+    pty.type_keys(":as mallory\r");
+    pty.wait_for("there is no user mallory");
+    pty.type_keys(":as bob\r");
+    pty.wait_for("bob@#ops> ");
+    // Ctrl-C at the prompt: the sandbox stops at once, without waiting for Enter.
+    pty.type_keys("\u{3}");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            let _ = child.kill();
+            panic!(
+                "still running 15 s after Ctrl-C:\n{}",
+                pty.seen.lock().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    assert!(
+        !std::path::Path::new(&kubeconfig).exists(),
+        "the kubeconfig of a stopped sandbox is removed"
+    );
+}

@@ -151,6 +151,11 @@ impl RocketChatSim {
     }
 
     /// Adds a user (password = username).
+    /// Whether a user of that name exists.
+    pub fn has_user(&self, username: &str) -> bool {
+        self.inner.state().user_by_name(username).is_some()
+    }
+
     /// A room's id by its name (`ops`).
     pub fn room_id(&self, name: &str) -> Option<String> {
         self.inner.state().room_by_name(name).map(|r| r.id.clone())
