@@ -20,6 +20,8 @@ use crate::store::{AuditDecision, AuditEntry, OpRecord, OpState, StepRecord, Ste
 
 pub(super) const ROLLOUT_LIMIT: Duration = Duration::from_secs(30 * 60);
 pub(super) const JOB_LIMIT: Duration = Duration::from_secs(60 * 60);
+/// How often a step that reports nothing has its elapsed time shown.
+const HEARTBEAT: Duration = Duration::from_secs(5);
 /// Restores and test-restores of big databases take long.
 pub(super) const RESTORE_LIMIT: Duration = Duration::from_secs(4 * 60 * 60);
 
@@ -110,6 +112,8 @@ pub(super) struct Inner<C: Chat> {
     cancels: Mutex<HashMap<u64, CancellationToken>>,
     /// Who cancelled a running operation, until it has stopped.
     cancelled_by: Mutex<HashMap<u64, String>>,
+    /// What each running operation's progress message last showed, and when (for the heartbeat).
+    shown: Mutex<HashMap<u64, (OpRecord, tokio::time::Instant)>>,
     tasks: tokio_util::task::TaskTracker,
     pub(super) http: reqwest::Client,
     clock: Clock,
@@ -136,6 +140,7 @@ impl<C: Chat> Engine<C> {
                 shutdown,
                 cancels: Mutex::new(HashMap::new()),
                 cancelled_by: Mutex::new(HashMap::new()),
+                shown: Mutex::new(HashMap::new()),
                 tasks: tokio_util::task::TaskTracker::new(),
                 http: reqwest::Client::builder()
                     .timeout(Duration::from_secs(10))
@@ -452,6 +457,13 @@ impl<C: Chat> Engine<C> {
 
     /// Edits the progress message to show `rec`.
     async fn show(&self, rec: &OpRecord) {
+        if let Ok(mut s) = self.inner.shown.lock() {
+            if rec.state == OpState::Running {
+                s.insert(rec.id, (rec.clone(), tokio::time::Instant::now()));
+            } else {
+                s.remove(&rec.id);
+            }
+        }
         if let Some(id) = &rec.message_id {
             let m = MessageRef {
                 room_id: rec.room_id.clone(),
@@ -464,6 +476,22 @@ impl<C: Chat> Engine<C> {
                 .await
             {
                 tracing::warn!(error = %e, "cannot edit the progress message");
+            }
+        }
+    }
+
+    /// While a step runs without news, shows its elapsed time: every `HEARTBEAT` the progress
+    /// message is drawn again from what it last showed. Never ends; dropped when the step ends.
+    async fn heartbeat(&self, op: u64) {
+        loop {
+            tokio::time::sleep(HEARTBEAT).await;
+            let stale = self.inner.shown.lock().ok().and_then(|s| {
+                s.get(&op)
+                    .filter(|(_, at)| at.elapsed() >= HEARTBEAT)
+                    .map(|(r, _)| r.clone())
+            });
+            if let Some(rec) = stale {
+                self.show(&rec).await;
             }
         }
     }
@@ -615,6 +643,7 @@ impl<C: Chat> Engine<C> {
             }
             // Journal first: a step whose start cannot be written down does not run.
             let journaled = self.save(&rec).await;
+            let rec_id = rec.id;
             let name = rec.steps[i].name.clone();
             let end = tokio::select! {
                 end = async {
@@ -629,6 +658,7 @@ impl<C: Chat> Engine<C> {
                 _ = token.cancelled() => {
                     if self.inner.shutdown.is_cancelled() { StepEnd::Interrupted } else { StepEnd::Cancelled }
                 }
+                _ = self.heartbeat(rec_id) => StepEnd::Interrupted,
             };
             match end {
                 StepEnd::Done(detail) => {

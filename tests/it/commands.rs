@@ -865,3 +865,39 @@ async fn what_can_be_checked_before_confirmation_is_checked_first_and_the_second
     );
     w.stop_bot().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_waits_long_shows_its_elapsed_time_while_it_runs() {
+    let mut w = World::with_cluster().await;
+    w.kube().script_job(
+        "mongodb-backup",
+        rocketops::sandbox::kube::JobScript {
+            runtime: std::time::Duration::from_secs(7),
+            termination_message: r#"{"name":"slow","bytes":1}"#.into(),
+            ..Default::default()
+        },
+    );
+    w.start_bot().await;
+    w.sim.post("alice", "#ops", "/backup now test").unwrap();
+    // Nothing reports during the Job's run, yet the running step's time moves on.
+    let msgs = w
+        .wait_for("#ops", "the elapsed time on the running step", |m| {
+            bot_texts(m).iter().any(|t| {
+                t.starts_with("⏳")
+                    && t.lines()
+                        .any(|l| l.starts_with("… backup (5") || l.starts_with("… backup (6"))
+            })
+        })
+        .await;
+    assert_eq!(
+        bot_texts(&msgs)
+            .iter()
+            .filter(|t| t.contains("#1 backup now test"))
+            .count(),
+        1,
+        "drawn again in place, not posted again"
+    );
+    w.wait_bot_text("#ops", "the backup", |t| t.starts_with("✅"))
+        .await;
+    w.stop_bot().await;
+}
