@@ -774,6 +774,22 @@ impl<C: Chat> Bot<C> {
                 return self.refuse(origin, body, Some(&cmd), e).await;
             }
         }
+        if let Command::Verify { env: None, backup } = &cmd
+            && !self.s.config.environments.keys().any(|e| {
+                crate::catalog::find(
+                    &self.s.store,
+                    e,
+                    backup
+                        .as_ref()
+                        .unwrap_or(&crate::command::BackupRef::Latest),
+                )
+                .is_some()
+            })
+        {
+            // Checked before anyone is asked to confirm: there is nothing to test.
+            let e = UserError::NothingToVerify;
+            return self.refuse(origin, body, Some(&cmd), e).await;
+        }
         if let Command::Restore { env, .. } = &cmd
             && let (Some(c), Some(e)) = (
                 self.s.clusters.get(env),

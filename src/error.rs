@@ -18,6 +18,8 @@ pub enum UserError {
     RateLimited { retry_after_secs: u64 },
     #[error("{}", no_such_backup(env, name.as_deref()))]
     NoSuchBackup { env: String, name: Option<String> },
+    #[error("No environment has a backup to test yet; `backup now` takes one.")]
+    NothingToVerify,
     #[error("{env} is already running {version}; nothing to do.")]
     AlreadyThere { env: String, version: String },
     #[error("{env} is busy with {}.", busy_with(*op, holder.as_ref()))]
@@ -125,6 +127,7 @@ impl UserError {
             UserError::NotAllowed { .. } => "not_allowed",
             UserError::RateLimited { .. } => "rate_limited",
             UserError::NoSuchBackup { .. } => "no_such_backup",
+            UserError::NothingToVerify => "nothing_to_verify",
             UserError::AlreadyThere { .. } => "already_there",
             UserError::Busy { .. } => "busy",
             UserError::NoCluster { .. } => "no_cluster",

@@ -298,6 +298,55 @@ pub fn plan_with(
                 }
             )
         }
+        Command::BackupNow { env } => {
+            let envs: Vec<String> = match env {
+                Some(e) => vec![e.clone()],
+                None => config.environments.keys().cloned().collect(),
+            };
+            let each: Vec<String> = envs
+                .iter()
+                .map(|e| {
+                    let c = env_cfg(e);
+                    format!("{e} (onto {})", c.backup.claim_or(&c))
+                })
+                .collect();
+            format!(
+                "back up {}: one operation each, from its backup CronJob; the app keeps running.",
+                each.join(", ")
+            )
+        }
+        Command::Verify { env, backup } => {
+            let which = backup.clone().unwrap_or(BackupRef::Latest);
+            let envs: Vec<String> = match env {
+                Some(e) => vec![e.clone()],
+                None => config.environments.keys().cloned().collect(),
+            };
+            let each: Vec<String> = envs
+                .iter()
+                .filter_map(|e| {
+                    catalog::find(store, e, &which).map(|b| {
+                        format!(
+                            "{e}'s `{}` ({}, {})",
+                            b.name,
+                            catalog::size(b.bytes),
+                            catalog::ago(b.finished_ms, now_ms)
+                        )
+                    })
+                })
+                .collect();
+            format!(
+                "test-restore {} into a throwaway database each; the live data is not touched.",
+                each.join(", ")
+            )
+        }
+        Command::Lock { env, reason } => format!(
+            "lock {env}{}: changes to it are refused until `unlock {env}`; still allowed: {}, and every read-only command.",
+            reason
+                .as_ref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default(),
+            env_cfg(env).policy.allow_when_locked.join(", ")
+        ),
         other => format!("`{}`.", describe(other)),
     }
 }

@@ -901,3 +901,59 @@ async fn a_step_that_waits_long_shows_its_elapsed_time_while_it_runs() {
         .await;
     w.stop_bot().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_confirmation_names_what_will_happen_and_a_verify_with_nothing_to_test_is_refused_at_once()
+ {
+    let mut w = World::with_cluster().await;
+    let mut config = w.config();
+    let prod = config.environments.get_mut("prod").unwrap();
+    prod.policy.allow[0].commands = vec!["*".into()];
+    w.start_bot_with(config.clone()).await;
+    w.sim.post("alice", "#ops", "/verify").unwrap();
+    let refused = w
+        .wait_bot_text("#ops", "the refusal", |t| t.contains("backup"))
+        .await;
+    assert_eq!(
+        refused,
+        "No environment has a backup to test yet; `backup now` takes one."
+    );
+    w.sim.post("alice", "#ops", "/backup now").unwrap();
+    let question = w
+        .wait_bot_text("#ops", "the backup question", |t| t.contains("back up"))
+        .await;
+    for env in ["prod", "test"] {
+        assert!(question.contains(&format!("{env} (onto ")), "{question}");
+    }
+    assert!(question.contains("the app keeps running"), "{question}");
+    w.sim
+        .post("alice", "#ops", "/lock prod release freeze")
+        .unwrap();
+    let question = w
+        .wait_bot_text("#ops", "the lock question", |t| t.contains("lock prod"))
+        .await;
+    assert!(
+        question.contains("changes to it are refused until `unlock prod`")
+            && question.contains("still allowed: rollback, unlock, backup now, status"),
+        "{question}"
+    );
+    w.stop_bot().await;
+    w.seed_catalog(&[(
+        "prod",
+        "prod-nightly",
+        chrono::Utc::now().timestamp_millis() - 3_600_000,
+    )]);
+    w.start_bot_with(config).await;
+    w.sim.post("alice", "#ops", "/verify").unwrap();
+    let question = w
+        .wait_bot_text("#ops", "the verify question", |t| {
+            t.contains("test-restore")
+        })
+        .await;
+    assert!(
+        question.contains("prod's `prod-nightly` (1.0 MB")
+            && question.contains("the live data is not touched"),
+        "{question}"
+    );
+    w.stop_bot().await;
+}
