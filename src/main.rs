@@ -50,11 +50,8 @@ enum Cmd {
         #[arg(long)]
         verbose: bool,
     },
-    /// Write a commented starter configuration for a real deployment.
+    /// Write a commented starter configuration for a real deployment, to `--config`'s path.
     Init {
-        /// Where to write it.
-        #[arg(long, default_value = "rocketops.toml")]
-        path: PathBuf,
         /// Overwrite an existing file.
         #[arg(long)]
         force: bool,
@@ -97,7 +94,8 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Cmd::Init { path, force } => {
+        Cmd::Init { force } => {
+            let path = cli.config.clone();
             if path.exists() && !force {
                 return fail(format!(
                     "{} exists; use --force to overwrite it",

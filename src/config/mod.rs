@@ -574,6 +574,11 @@ pub struct Problem {
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error(
+        "no configuration file at {}: `rocketops init` writes a commented one there (`--config PATH` or ROCKETOPS_CONFIG picks another; `rocketops sandbox` needs none)",
+        path.display()
+    )]
+    Missing { path: PathBuf },
     #[error("cannot read config file {path}: {source}")]
     ReadFailed {
         path: PathBuf,
@@ -619,9 +624,14 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
 impl Config {
     /// Reads and validates a file, applying the process environment's overrides.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let src = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFailed {
-            path: path.to_path_buf(),
-            source,
+        let src = std::fs::read_to_string(path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => ConfigError::Missing {
+                path: path.to_path_buf(),
+            },
+            _ => ConfigError::ReadFailed {
+                path: path.to_path_buf(),
+                source,
+            },
         })?;
         Config::from_toml(&src, path, &|k| std::env::var(k).ok())
     }

@@ -349,3 +349,46 @@ fn the_example_backup_cronjob_runs_the_same_script_as_the_mongodb_backup_templat
         ["claimName"];
     assert_eq!(claim, e.backup.claim_or(e));
 }
+
+#[test]
+fn without_a_configuration_the_cli_says_how_to_get_one_and_init_writes_it_where_config_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_rocketops");
+    let out = std::process::Command::new(bin)
+        .arg("check-config")
+        .current_dir(dir.path())
+        .env_remove("ROCKETOPS_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no configuration file at rocketops.toml")
+            && err.contains("`rocketops init` writes a commented one"),
+        "{err}"
+    );
+    let out = std::process::Command::new(bin)
+        .args(["init", "--config", "ops/bot.toml"])
+        .current_dir(dir.path())
+        .output();
+    // The folder does not exist: a clear error, not a panic.
+    assert!(!out.unwrap().status.success());
+    std::fs::create_dir(dir.path().join("ops")).unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["init", "--config", "ops/bot.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("ops/bot.toml").exists());
+    let again = std::process::Command::new(bin)
+        .args(["init", "--config", "ops/bot.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!again.status.success(), "never overwritten without --force");
+}
