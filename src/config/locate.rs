@@ -71,3 +71,70 @@ fn find(table: &DeTable<'_>, offset: usize, path: &mut Vec<String>) -> bool {
     }
     false
 }
+
+/// The source with the `key = value` entry whose key starts at `offset` replaced by spaces
+/// (newlines kept, so every other offset still holds); `None` when there is no such entry.
+pub fn blank_entry(src: &str, offset: usize) -> Option<String> {
+    let table = DeTable::parse(src).ok()?;
+    let (start, end) = entry_at(table.get_ref(), offset)?;
+    let mut out = String::with_capacity(src.len());
+    for (i, ch) in src.char_indices() {
+        if i >= start && i < end && ch != '\n' {
+            out.extend(std::iter::repeat_n(' ', ch.len_utf8()));
+        } else {
+            out.push(ch);
+        }
+    }
+    Some(out)
+}
+
+fn entry_at(table: &DeTable<'_>, offset: usize) -> Option<(usize, usize)> {
+    for (k, v) in table.iter() {
+        let ks = k.span();
+        if ks.start == offset {
+            return Some((ks.start, v.span().end.max(ks.end)));
+        }
+        if let DeValue::Table(t) = v.get_ref()
+            && let Some(found) = entry_at(t, offset)
+        {
+            return Some(found);
+        }
+    }
+    None
+}
+
+/// For a syntax error at `offset`: the dotted key written on that line (from the table headers
+/// above it) and what is wrong, in words (`has no value after =`).
+pub fn syntax_problem(src: &str, offset: usize, message: &str) -> (String, String) {
+    let offset = floor_char_boundary(src, offset.min(src.len()));
+    let line_start = src[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = src[offset..].find('\n').map_or(src.len(), |i| offset + i);
+    let line = &src[line_start..line_end];
+    let table = src[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|h| h.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    let Some((name, value)) = line.split_once('=') else {
+        return (String::new(), message.trim().to_string());
+    };
+    let name = name.trim().trim_matches('"');
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return (String::new(), message.trim().to_string());
+    }
+    let key = match table {
+        Some(t) if !t.is_empty() => format!("{t}.{name}"),
+        _ => name.to_string(),
+    };
+    let value = value.split('#').next().unwrap_or_default().trim();
+    let what = if value.is_empty() {
+        "has no value after `=`: write a number, \"a string\", true or false".to_string()
+    } else {
+        format!(
+            "`{value}` is not a TOML value ({}); strings need quotes",
+            message.trim()
+        )
+    };
+    (key, what)
+}

@@ -592,6 +592,31 @@ pub enum ConfigError {
     },
 }
 
+/// serde's "unknown field `x`, expected one of `a`, `b`" as a person would say it: the nearest
+/// known key when one is close, the list otherwise.
+fn unknown_key(message: &str) -> String {
+    let quoted: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
+    let Some((given, known)) = quoted.split_first() else {
+        return message.trim().to_string();
+    };
+    let nearest = known
+        .iter()
+        .map(|k| (strsim::jaro_winkler(given, k), *k))
+        .filter(|(score, _)| *score > 0.85)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match nearest {
+        Some((_, k)) => format!("unknown key `{given}`; did you mean `{k}`?"),
+        None => format!(
+            "unknown key `{given}`; the keys here are {}",
+            known
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 fn render_problems(path: &Path, problems: &[Problem]) -> String {
     problems
         .iter()
@@ -646,25 +671,41 @@ impl Config {
             path: path.to_path_buf(),
             problems,
         };
-        let mut config: Config = match toml::from_str(src) {
-            Ok(c) => c,
-            Err(e) => {
-                let (key, position) = match e.span() {
-                    Some(span) => (
-                        key_at_offset(src, span.start),
-                        Some(line_col(src, span.start)),
-                    ),
-                    None => (String::new(), None),
-                };
-                return Err(invalid(vec![Problem {
-                    key,
-                    position,
-                    message: e.message().trim().to_string(),
-                }]));
+        // An unknown key is blanked out (offsets kept) and the file read again, so that every
+        // unknown key is reported in one run together with every other problem.
+        let mut text = src.to_string();
+        let mut problems = Vec::new();
+        let mut config: Config = loop {
+            match toml::from_str(&text) {
+                Ok(c) => break c,
+                Err(e) => {
+                    let start = e.span().map(|s| s.start);
+                    let key = start.map(|s| key_at_offset(&text, s)).unwrap_or_default();
+                    let unknown = e.message().starts_with("unknown field");
+                    let blanked = match (unknown, start) {
+                        (true, Some(s)) if problems.len() < 100 => locate::blank_entry(&text, s),
+                        _ => None,
+                    };
+                    let (key, message) = match start {
+                        Some(s) if key.is_empty() => locate::syntax_problem(&text, s, e.message()),
+                        _ if unknown => (key, unknown_key(e.message())),
+                        _ => (key, e.message().trim().to_string()),
+                    };
+                    problems.push(Problem {
+                        key,
+                        position: start.map(|s| line_col(src, s)),
+                        message,
+                    });
+                    match blanked {
+                        Some(t) => text = t,
+                        None => return Err(invalid(problems)),
+                    }
+                }
             }
         };
         config.apply_env(env);
-        let problems = config.problems(src);
+        problems.extend(config.problems(src));
+        problems.sort_by_key(|p| p.position);
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -1061,11 +1102,56 @@ impl Default for Retention {
     }
 }
 
-/// Parses a cron expression (5 fields, or 6 with seconds first); the error is for a person.
+/// Parses a cron expression (5 fields, or 6 with seconds first); the error is for a person and
+/// names the field at fault (`hour 25 is out of range 0-23`).
 pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
+    if let Some(why) = cron_field_problem(expr) {
+        return Err(format!("`{expr}`: {why}"));
+    }
     expr.trim()
         .parse::<croner::Cron>()
         .map_err(|e| format!("`{expr}` is not a cron expression like \"0 2 * * *\": {e}"))
+}
+
+/// Pure: what is wrong with a cron expression's shape or numbers, if anything is.
+fn cron_field_problem(expr: &str) -> Option<String> {
+    const FIVE: [(&str, u32, u32); 5] = [
+        ("minute", 0, 59),
+        ("hour", 0, 23),
+        ("day of month", 1, 31),
+        ("month", 1, 12),
+        ("day of week", 0, 7),
+    ];
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    let named: Vec<(&str, u32, u32)> = match fields.len() {
+        5 => FIVE.to_vec(),
+        6 => std::iter::once(("second", 0, 59)).chain(FIVE).collect(),
+        n => {
+            return Some(format!(
+                "has {n} field{}; write 5 (minute hour day-of-month month day-of-week, as \"0 2 * * *\") or 6 (seconds first)",
+                if n == 1 { "" } else { "s" }
+            ));
+        }
+    };
+    for (text, (name, lo, hi)) in fields.iter().zip(named) {
+        for part in text.split(',') {
+            // The step after `/` is a count, not a value of the field.
+            let values = part.split('/').next().unwrap_or_default();
+            for n in values
+                .split(|c: char| !c.is_ascii_digit())
+                .filter(|s| !s.is_empty())
+            {
+                match n.parse::<u32>() {
+                    Ok(v) if v < lo || v > hi => {
+                        return Some(format!("{name} {v} is out of range {lo}-{hi}"));
+                    }
+                    Err(_) => return Some(format!("{name} `{n}` is not a number")),
+                    _ => {}
+                }
+            }
+        }
+    }
+    None
 }
 
 /// A cron expression (5 fields, or 6 with seconds first), parsed when the configuration is read.

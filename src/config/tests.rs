@@ -106,6 +106,14 @@ proptest::proptest! {
     fn no_input_makes_the_loader_panic(s in "\\PC{0,120}") {
         let _ = parse(&s);
     }
+
+    #[test]
+    fn unknown_keys_and_broken_values_in_a_real_file_never_make_the_loader_panic(
+        junk in "([a-zé_]{1,8} = [0-9\"a-zé{}=]{0,5}\n|\\[[a-z.é]{1,12}\\]\n){0,6}"
+    ) {
+        let src = format!("[rocketchat]\nurl = \"http://127.0.0.1:1\"\ntoken = \"t\"\n{junk}");
+        let _ = parse(&src);
+    }
 }
 
 #[test]
@@ -158,4 +166,40 @@ fn a_retention_that_would_not_keep_the_newest_backup_is_refused_with_its_line() 
         "{e}"
     );
     assert!(e.contains("`daily` must be at least 1"), "{e}");
+}
+
+#[test]
+fn a_key_without_a_value_is_named_with_what_to_write() {
+    let src = "[rocketchat]\nurl = \"http://127.0.0.1:1\"\ntoken = \"t\"\n[environments.test]\nmax_replicas = \n";
+    let e = Config::from_toml(src, std::path::Path::new("bot.toml"), &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("bot.toml:5:")
+            && e.contains("key `environments.test.max_replicas`: has no value after `=`"),
+        "{e}"
+    );
+    assert!(!e.contains("string values must be quoted"), "{e}");
+}
+
+#[test]
+fn every_unknown_key_is_reported_in_one_run_with_the_nearest_known_one_and_the_other_problems() {
+    let src = "[rocketchat]\nurl = \"http://127.0.0.1:1\"\ntoken = \"t\"\nbogus = 1\n[environments.test]\nmax_replica = 3\nfoo = { a = 1 }\n[environments.test.schedule]\nbackup = \"0 25 * * *\"\n";
+    let e = Config::from_toml(src, std::path::Path::new("bot.toml"), &|_| None)
+        .unwrap_err()
+        .to_string();
+    let lines: Vec<&str> = e.lines().collect();
+    assert_eq!(lines.len(), 4, "{e}");
+    assert!(
+        lines[0].starts_with(
+            "bot.toml:4:1: key `rocketchat.bogus`: unknown key `bogus`; the keys here are `url`"
+        ),
+        "{e}"
+    );
+    assert!(
+        lines[1].ends_with("unknown key `max_replica`; did you mean `max_replicas`?"),
+        "{e}"
+    );
+    assert!(lines[2].contains("environments.test.foo"), "{e}");
+    assert!(lines[3].ends_with("hour 25 is out of range 0-23"), "{e}");
 }
