@@ -554,10 +554,7 @@ impl<C: Chat> Bot<C> {
         let age = Duration::from_millis((message_clock_ms() - msg.ts_ms).max(0) as u64);
         if msg.caught_up && age > self.s.catch_up_max_age {
             let e = UserError::MissedWhileOffline {
-                age: humantime_serde::re::humantime::format_duration(Duration::from_secs(
-                    age.as_secs(),
-                ))
-                .to_string(),
+                age: crate::clock::human(Duration::from_secs(age.as_secs())),
             };
             return self.refuse(&origin, body, None, e).await;
         }
@@ -855,8 +852,7 @@ impl<C: Chat> Bot<C> {
                     .refuse(origin, body, Some(&held.cmd), UserError::Internal)
                     .await;
             };
-            let ttl =
-                humantime_serde::re::humantime::format_duration(self.s.policy_cfg.confirm_ttl);
+            let ttl = crate::clock::human(self.s.policy_cfg.confirm_ttl);
             // The need for a second person is said now, not only after confirming.
             let second = if held.approvals > 0 {
                 format!(
@@ -1412,11 +1408,7 @@ pub fn describe(cmd: &Command) -> String {
 }
 
 fn ago(at_ms: i64, now_ms: i64) -> String {
-    let secs = ((now_ms - at_ms).max(0) / 1000) as u64;
-    format!(
-        "{} ago",
-        humantime_serde::re::humantime::format_duration(Duration::from_secs(secs))
-    )
+    crate::clock::ago(at_ms, now_ms)
 }
 
 /// The chat server's time, for judging a message's `ts`: its age is measured on the wall clock

@@ -247,12 +247,7 @@ pub fn size(bytes: Option<u64>) -> String {
 }
 
 pub fn ago(ms: i64, now_ms: i64) -> String {
-    let s = ((now_ms - ms).max(0) / 1000) as u64;
-    let rounded = if s >= 3600 { s / 60 * 60 } else { s };
-    format!(
-        "{} ago",
-        humantime_serde::re::humantime::format_duration(std::time::Duration::from_secs(rounded))
-    )
+    crate::clock::ago(ms, now_ms)
 }
 
 /// `backup list` as a chat message.
@@ -329,7 +324,7 @@ mod tests {
         assert_eq!(l[1].by, "@alice (#1)");
         let text = render_list(&l, Some("prod"), 62_000);
         assert!(
-            text.contains("`prod-1` · 1.0 MB · 1m 1s ago · @alice (#1) · verified never"),
+            text.contains("`prod-1` · 1.0 MB · 1 min 1 s ago · @alice (#1) · verified never"),
             "{text}"
         );
         assert!(list(&s, Some("test")).is_empty());

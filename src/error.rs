@@ -90,14 +90,15 @@ pub struct Holder {
     pub command: String,
     /// `@alice`, or `the schedule`.
     pub by: String,
-    pub minutes: i64,
+    /// When it started (`2 min ago`).
+    pub ago: String,
 }
 
 fn busy_with(op: u64, h: Option<&Holder>) -> String {
     match h {
         Some(h) => format!(
-            "{} #{op} (started by {} {} min ago)",
-            h.command, h.by, h.minutes
+            "{} #{op} (started by {} {})",
+            h.command, h.by, h.ago
         ),
         None => format!("operation #{op}"),
     }
@@ -161,7 +162,7 @@ mod tests {
                     holder: Some(Holder {
                         command: "deploy".into(),
                         by: "@alice".into(),
-                        minutes: 2,
+                        ago: "2 min ago".into(),
                     }),
                 },
                 "prod is busy with deploy #41 (started by @alice 2 min ago).",

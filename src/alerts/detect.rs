@@ -296,7 +296,7 @@ pub fn cronjob_stale(o: &Value, now: chrono::DateTime<chrono::Utc>) -> Option<St
         format!(
             "cronjob {} has not succeeded for {} (schedule `{}`): backups stopped",
             name(o),
-            humantime_serde::re::humantime::format_duration(std::time::Duration::from_secs(
+            crate::clock::human(std::time::Duration::from_secs(
                 late.num_seconds().max(0) as u64
             )),
             o["spec"]["schedule"].as_str().unwrap_or_default()
@@ -392,7 +392,7 @@ mod tests {
         assert!(cronjob_stale(&cj("2026-11-22T11:00:00Z"), now).is_none());
         let msg = cronjob_stale(&cj("2026-11-22T08:30:00Z"), now).unwrap();
         assert!(
-            msg.contains("backups stopped") && msg.contains("3h 30m"),
+            msg.contains("backups stopped") && msg.contains("3 h 30 min"),
             "{msg}"
         );
     }

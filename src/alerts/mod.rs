@@ -128,8 +128,7 @@ impl AlertBudget {
 }
 
 fn age(ms: i64) -> String {
-    humantime_serde::re::humantime::format_duration(Duration::from_secs((ms.max(0) / 1000) as u64))
-        .to_string()
+    crate::clock::human(Duration::from_secs((ms.max(0) / 1000) as u64))
 }
 
 /// Turns watch events into alerts until `shutdown`.

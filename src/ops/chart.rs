@@ -115,8 +115,7 @@ pub fn caption(env: &str, points: &[Point]) -> String {
     let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
     let dur = |s: Option<u64>| {
         s.map(|s| {
-            humantime_serde::re::humantime::format_duration(std::time::Duration::from_secs(s))
-                .to_string()
+            crate::clock::human(std::time::Duration::from_secs(s))
         })
         .unwrap_or_else(|| "?".into())
     };
@@ -221,7 +220,7 @@ mod tests {
         ];
         assert_eq!(
             caption("prod", &points),
-            "📈 *prod*: 2 backups from Nov 18 to Nov 24 (oldest left). Blue, top: size, 44.1 MB → 50.0 MB (peak 50.0 MB). Orange, bottom: duration, 2m 40s → 3m 10s."
+            "📈 *prod*: 2 backups from Nov 18 to Nov 24 (oldest left). Blue, top: size, 44.1 MB → 50.0 MB (peak 50.0 MB). Orange, bottom: duration, 2 min 40 s → 3 min 10 s."
         );
         assert_eq!(caption("prod", &[]), "No backups of prod to chart yet.");
         // An empty chart is still a valid image.

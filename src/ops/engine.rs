@@ -230,7 +230,7 @@ impl<C: Chat> Engine<C> {
                         .unwrap_or("an operation")
                         .to_string(),
                     by: super::who(&h.user),
-                    minutes: ((now - h.started_ms) / 60_000).max(0),
+                    ago: crate::clock::ago(h.started_ms, now),
                 }),
             });
         }

@@ -833,12 +833,11 @@ async fn status<C: Chat>(ctx: &Context<'_, C>, env: Option<&str>) -> String {
                 o.command.starts_with("deploy ") && o.state == crate::store::OpState::Succeeded
             });
         if let Some(d) = last {
-            let mins =
-                ((ctx.clock.now_ms() - d.finished_ms.unwrap_or(d.started_ms)) / 60_000).max(0);
             line.push_str(&format!(
-                " · last deploy #{} by {} {mins} min ago",
+                " · last deploy #{} by {} {}",
                 d.id,
-                who(&d.user)
+                who(&d.user),
+                crate::clock::ago(d.finished_ms.unwrap_or(d.started_ms), ctx.clock.now_ms())
             ));
         }
         out.push(line);

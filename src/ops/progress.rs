@@ -4,12 +4,9 @@ use crate::store::{OpRecord, OpState, StepState};
 
 fn secs(from: Option<i64>, to: Option<i64>) -> Option<String> {
     let (a, b) = (from?, to?);
-    let s = ((b - a).max(0) as f64) / 1000.0;
-    Some(if s < 10.0 {
-        format!("{s:.1}s")
-    } else {
-        format!("{}s", s.round() as i64)
-    })
+    Some(crate::clock::human(std::time::Duration::from_millis(
+        (b - a).max(0) as u64,
+    )))
 }
 
 /// The progress message for `op` (Rocket.Chat markdown), as of `now_ms`.

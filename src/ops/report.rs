@@ -53,8 +53,7 @@ pub struct Report {
 }
 
 fn duration(secs: u64) -> String {
-    humantime_serde::re::humantime::format_duration(std::time::Duration::from_secs(secs))
-        .to_string()
+    crate::clock::human(std::time::Duration::from_secs(secs))
 }
 
 /// Pure: the daily report.
