@@ -96,10 +96,7 @@ pub struct Holder {
 
 fn busy_with(op: u64, h: Option<&Holder>) -> String {
     match h {
-        Some(h) => format!(
-            "{} #{op} (started by {} {})",
-            h.command, h.by, h.ago
-        ),
+        Some(h) => format!("{} #{op} (started by {} {})", h.command, h.by, h.ago),
         None => format!("operation #{op}"),
     }
 }

@@ -114,10 +114,8 @@ pub fn caption(env: &str, points: &[Point]) -> String {
     };
     let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
     let dur = |s: Option<u64>| {
-        s.map(|s| {
-            crate::clock::human(std::time::Duration::from_secs(s))
-        })
-        .unwrap_or_else(|| "?".into())
+        s.map(|s| crate::clock::human(std::time::Duration::from_secs(s)))
+            .unwrap_or_else(|| "?".into())
     };
     let day = |ms: i64| {
         chrono::DateTime::from_timestamp_millis(ms)

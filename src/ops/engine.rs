@@ -669,7 +669,7 @@ impl<C: Chat> Engine<C> {
                 }
                 StepEnd::Failed(err) => {
                     let detail = err.to_string();
-                    tracing::warn!(op = rec.id, step = %name, kind = err.kind(), retryable = err.is_retryable(), "step failed");
+                    tracing::info!(op = rec.id, step = %name, kind = err.kind(), retryable = err.is_retryable(), "step failed");
                     crate::telemetry::metrics()
                         .step_failures
                         .get_or_create(&crate::telemetry::labels(&[

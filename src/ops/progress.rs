@@ -91,7 +91,7 @@ mod tests {
 
     #[test]
     fn a_summary_that_repeats_the_only_step_is_said_once() {
-        let said = "backup-1 restored in 41 s into a throwaway database; it was 0s old";
+        let said = "backup-1 restored in 41 s into a throwaway database; it was 4 s old";
         let o = op(
             OpState::Succeeded,
             vec![step("verify", StepState::Done, said, 0, Some(300))],

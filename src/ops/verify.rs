@@ -52,9 +52,10 @@ impl Verify {
             .await;
         let now = engine.now_ms();
         let age_secs = ((now - finished).max(0) / 1000) as u64;
-        let age = crate::catalog::ago(finished, now)
-            .trim_end_matches(" ago")
-            .to_string();
+        let age = match crate::clock::ago(finished, now).strip_suffix(" ago") {
+            Some(a) => format!("it was {a} old"),
+            None => "it was taken just now".to_string(),
+        };
         let (ok, restore_secs, detail) = match result {
             Ok((_, r)) if r.end == JobEnd::Complete => {
                 let v = JobReport::read(&r.message);
@@ -69,7 +70,7 @@ impl Verify {
                         true,
                         secs,
                         format!(
-                            "{name} restored{took} into a throwaway database; {counts} match its manifest; it was {age} old"
+                            "{name} restored{took} into a throwaway database; {counts} match its manifest; {age}"
                         ),
                     )
                 } else {
