@@ -64,6 +64,15 @@ fn find(table: &DeTable<'_>, offset: usize, path: &mut Vec<String>) -> bool {
             DeValue::Table(t) if find(t, offset, path) => {
                 return true;
             }
+            // So do the entries of `[[array]]` tables.
+            DeValue::Array(a)
+                if a.iter().any(|item| match item.get_ref() {
+                    DeValue::Table(t) => find(t, offset, path),
+                    _ => false,
+                }) =>
+            {
+                return true;
+            }
             _ if vs.start <= offset && offset < vs.end => return true,
             _ => {}
         }
@@ -94,10 +103,22 @@ fn entry_at(table: &DeTable<'_>, offset: usize) -> Option<(usize, usize)> {
         if ks.start == offset {
             return Some((ks.start, v.span().end.max(ks.end)));
         }
-        if let DeValue::Table(t) = v.get_ref()
-            && let Some(found) = entry_at(t, offset)
-        {
-            return Some(found);
+        match v.get_ref() {
+            DeValue::Table(t) => {
+                if let Some(found) = entry_at(t, offset) {
+                    return Some(found);
+                }
+            }
+            DeValue::Array(a) => {
+                for item in a.iter() {
+                    if let DeValue::Table(t) = item.get_ref()
+                        && let Some(found) = entry_at(t, offset)
+                    {
+                        return Some(found);
+                    }
+                }
+            }
+            _ => {}
         }
     }
     None

@@ -687,8 +687,8 @@ impl Config {
                         _ => None,
                     };
                     let (key, message) = match start {
-                        Some(s) if key.is_empty() => locate::syntax_problem(&text, s, e.message()),
                         _ if unknown => (key, unknown_key(e.message())),
+                        Some(s) if key.is_empty() => locate::syntax_problem(&text, s, e.message()),
                         _ => (key, e.message().trim().to_string()),
                     };
                     problems.push(Problem {

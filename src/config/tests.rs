@@ -203,3 +203,62 @@ fn every_unknown_key_is_reported_in_one_run_with_the_nearest_known_one_and_the_o
     assert!(lines[2].contains("environments.test.foo"), "{e}");
     assert!(lines[3].ends_with("hour 25 is out of range 0-23"), "{e}");
 }
+
+/// The keys a table accepts, as the loader names them when it meets one it does not know.
+fn known_keys(table: &str) -> Vec<String> {
+    let base = "[rocketchat]\nurl = \"http://127.0.0.1:1\"\ntoken = \"t\"\n";
+    let src = if table == "rocketchat" {
+        format!("{base}zz_not_a_key = 1\n")
+    } else if let Some(array) = table.strip_prefix("[[") {
+        format!("{base}[[{array}\nzz_not_a_key = 1\n")
+    } else {
+        format!("{base}[{table}]\nzz_not_a_key = 1\n")
+    };
+    let e = parse(&src).unwrap_err().to_string();
+    let e = e.lines().next().unwrap_or_default().to_string();
+    e.split("the keys here are ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{table}: {e}"))
+        .split(", ")
+        .map(|k| k.trim().trim_matches('`').to_string())
+        .collect()
+}
+
+#[test]
+fn the_example_configuration_mentions_every_key_the_configuration_accepts() {
+    let example = include_str!("../../rocketops.example.toml");
+    let written = |key: &str| {
+        example.lines().any(|l| {
+            let l = l.trim_start_matches('#').trim_start();
+            l.starts_with(&format!("{key} ="))
+                || l.contains(&format!(" {key} ="))
+                || l.contains(&format!("{{ {key} ="))
+                || l.starts_with(&format!("[{key}]"))
+                || l.contains(&format!(".{key}]"))
+        })
+    };
+    let mut missing = Vec::new();
+    for table in [
+        "bot",
+        "rocketchat",
+        "telemetry",
+        "alerts",
+        "policy",
+        "audit",
+        "environments.x",
+        "environments.x.policy",
+        "[[environments.x.policy.allow]]",
+        "environments.x.backup",
+        "environments.x.schedule",
+    ] {
+        for key in known_keys(table) {
+            if !written(&key) {
+                missing.push(format!("{table}.{key}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "rocketops.example.toml (the configuration reference) does not mention: {missing:?}"
+    );
+}
