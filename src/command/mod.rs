@@ -47,8 +47,26 @@ pub fn addressed_body<'a>(text: &'a str, room: RoomKind, to: &Addressing) -> Opt
         return (!t.is_empty()).then_some(t);
     }
     // The answers the bot asks for by their bare words (`confirm E2TBR7`, `approve #12`,
-    // `cancel #12`) work in any room: nobody says them to anyone else.
-    BARE_ANSWER.is_match(t).then_some(t)
+    // `cancel #12`) work in any room: nobody says them to anyone else. So does the `help` it
+    // points people to, alone or with a command's name (`help deploy`), and nothing looser:
+    // "help me" in a channel is said to people.
+    (BARE_ANSWER.is_match(t) || is_bare_help(t)).then_some(t)
+}
+
+/// `help`, or `help` and a built-in command's name (`help deploy`, `help backup now`), exactly.
+fn is_bare_help(t: &str) -> bool {
+    let mut words = t.split_whitespace();
+    if !words.next().is_some_and(|w| w.eq_ignore_ascii_case("help")) {
+        return false;
+    }
+    let topic = words.map(str::to_lowercase).collect::<Vec<_>>().join(" ");
+    topic.is_empty()
+        || COMMANDS.iter().any(|s| {
+            s.name == topic
+                || (topic.starts_with(&format!("{} ", s.name))
+                    && topic.split(' ').count() == 2
+                    && s.usage.contains(&topic))
+        })
 }
 
 /// `confirm CODE`, `approve #N` and `cancel #N` without a prefix.

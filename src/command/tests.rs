@@ -502,6 +502,10 @@ fn the_answers_the_bot_asks_for_work_bare_in_any_room_and_its_name_alone_asks_fo
         "Confirm E2TBR7",
         "approve #12",
         "cancel #7",
+        "help",
+        "Help deploy",
+        "help backup now",
+        "help backup",
     ] {
         assert_eq!(
             addressed_body(said, RoomKind::Channel, &to),
@@ -514,6 +518,8 @@ fn the_answers_the_bot_asks_for_work_bare_in_any_room_and_its_name_alone_asks_fo
         "cancel the meeting",
         "approve #12 please",
         "confirm",
+        "help me",
+        "help with the deploy please",
     ] {
         assert_eq!(
             addressed_body(chatter, RoomKind::Channel, &to),

@@ -957,3 +957,20 @@ async fn every_confirmation_names_what_will_happen_and_a_verify_with_nothing_to_
     );
     w.stop_bot().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_help_the_bot_points_to_works_bare_in_a_channel() {
+    let mut w = World::with_cluster().await;
+    w.start_bot().await;
+    w.sim.post("alice", "#ops", "help deploy").unwrap();
+    let answer = w
+        .wait_bot_text("#ops", "help for deploy", |t| t.starts_with("*deploy*"))
+        .await;
+    assert!(answer.contains("Usage: `deploy ENV VERSION"), "{answer}");
+    w.sim.post("alice", "#ops", "help").unwrap();
+    w.wait_bot_text("#ops", "the command list", |t| {
+        t.starts_with("*Commands you may run*")
+    })
+    .await;
+    w.stop_bot().await;
+}
