@@ -179,6 +179,7 @@ pub async fn run_with_clock(
         clock,
     );
     bot.s.engine.resume_interrupted().await;
+    bot.tell_unanswered().await;
     let engine = bot.s.engine.clone();
     let schedules = {
         let runner = crate::ops::scheduled::Scheduled {
@@ -406,7 +407,36 @@ struct Origin<'a> {
     room_label: String,
 }
 
+/// The store tree of messages being handled: there from their first delivery until answered.
+const UNANSWERED: &str = "unanswered";
+
+/// A message the bot was handling when it stopped.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Unanswered {
+    id: String,
+    room_id: String,
+    thread: Option<String>,
+    /// Its start, to name it.
+    text: String,
+}
+
 impl<C: Chat> Bot<C> {
+    /// Tells the author of every message the bot was handling when it last stopped that it may
+    /// not have been run (it is not run again), then forgets them.
+    pub async fn tell_unanswered(&self) {
+        let left: Vec<Unanswered> = self.s.store.kv_all(UNANSWERED).unwrap_or_default();
+        for m in left {
+            let text = format!(
+                "I restarted while handling your message (`{}`), so it may not have run. If you got no answer, send it again.",
+                crate::redact::defuse(&m.text).replace('`', "'")
+            );
+            self.reply_to(&m.room_id, m.thread.as_deref(), &text).await;
+            if let Err(e) = self.s.store.kv_remove(UNANSWERED, &m.id) {
+                tracing::warn!(error = %e, id = %m.id, "cannot forget a message told about");
+            }
+        }
+    }
+
     /// The pipeline; operations stop at a safe point when `shutdown` is cancelled.
     pub fn new(
         chat: C,
@@ -527,7 +557,24 @@ impl<C: Chat> Bot<C> {
                 || self.s.store.mark_seen(&msg.id, message_clock_ms()),
                 |_| Ok(false),
             ) {
-                Ok(true) => self.dispatch(&msg, body).await,
+                Ok(true) => {
+                    // Until it is answered, the message is on record as being handled: a bot
+                    // killed in between tells its author after the restart instead of staying
+                    // silent (it never runs it again: at most once).
+                    let handling = Unanswered {
+                        id: msg.id.clone(),
+                        room_id: msg.room_id.clone(),
+                        thread: msg.thread.clone(),
+                        text: msg.text.chars().take(80).collect(),
+                    };
+                    if let Err(e) = self.s.store.kv_put(UNANSWERED, &msg.id, &handling) {
+                        tracing::warn!(error = %e, id = %msg.id, "cannot record the message as being handled");
+                    }
+                    self.dispatch(&msg, body).await;
+                    if let Err(e) = self.s.store.kv_remove(UNANSWERED, &msg.id) {
+                        tracing::warn!(error = %e, id = %msg.id, "cannot record the message as handled");
+                    }
+                }
                 Ok(false) if refused.is_some() => {
                     tracing::info!(id = %msg.id, user = %msg.username, why = refused, "not running a message")
                 }

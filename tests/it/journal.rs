@@ -236,3 +236,42 @@ fn under_kills_dropped_sockets_and_failed_writes_no_operation_is_lost_doubled_or
         "{report}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_bot_was_handling_when_it_died_gets_a_word_after_the_restart_and_is_not_run()
+{
+    let mut w = World::with_cluster().await;
+    {
+        // As a bot killed after recording `/scale test 1` as seen, before answering it, leaves it.
+        let store = Store::open(&w.store_path()).unwrap();
+        store
+            .mark_seen("m-killed", chrono::Utc::now().timestamp_millis())
+            .unwrap();
+        store
+            .kv_put(
+                "unanswered",
+                "m-killed",
+                &serde_json::json!({"id": "m-killed", "room_id": ops_room(&w), "thread": null, "text": "/scale test 1"}),
+            )
+            .unwrap();
+    }
+    w.start_bot().await;
+    let told = w
+        .wait_bot_text("#ops", "the word after the restart", |t| {
+            t.starts_with("I restarted")
+        })
+        .await;
+    assert!(
+        told.contains("(`/scale test 1`)") && told.contains("If you got no answer, send it again."),
+        "{told}"
+    );
+    w.stop_bot().await;
+    assert_eq!(
+        w.kube().get("deployments", "test", "rocketchat").unwrap()["spec"]["replicas"],
+        3,
+        "not run"
+    );
+    let store = Store::open(&w.store_path()).unwrap();
+    let left: Vec<serde_json::Value> = store.kv_all("unanswered").unwrap();
+    assert!(left.is_empty(), "told once: {left:?}");
+}
