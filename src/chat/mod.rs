@@ -88,6 +88,20 @@ pub trait Chat: Clone + Send + Sync + 'static {
         text: &str,
     ) -> impl Future<Output = Result<MessageRef, ChatError>> + Send;
 
+    /// A fresh id for a message not posted yet. The chat server takes client-chosen ids, so the id
+    /// can be written down (journaled) before the post, and the post repeated without a duplicate.
+    fn new_message_id(&self) -> String;
+
+    /// Posts `text` as message `id`; when a message with that id exists already, nothing changes
+    /// and it is returned.
+    fn post_as(
+        &self,
+        room_id: &str,
+        thread: Option<&str>,
+        id: &str,
+        text: &str,
+    ) -> impl Future<Output = Result<MessageRef, ChatError>> + Send;
+
     /// Replaces the text of a message the bot posted.
     fn edit(
         &self,

@@ -234,7 +234,7 @@ impl<C: Chat> Engine<C> {
                 }),
             });
         }
-        let mut rec = OpRecord {
+        let rec = OpRecord {
             id: op,
             env: env.clone(),
             v: JOURNAL_VERSION,
@@ -244,7 +244,7 @@ impl<C: Chat> Engine<C> {
             user: user.to_string(),
             room_id: room_id.to_string(),
             thread: thread.map(str::to_string),
-            message_id: None,
+            message_id: Some(s.chat.new_message_id()),
             state: OpState::Running,
             started_ms: self.now_ms(),
             finished_ms: None,
@@ -266,18 +266,15 @@ impl<C: Chat> Engine<C> {
             tracing::error!(error = %err, "cannot journal the operation");
             return Err(UserError::Internal);
         }
-        match s
-            .chat
-            .post(room_id, thread, &progress::render(&rec, self.now_ms()))
-            .await
+        // The progress message's id was journaled with the operation: a restart between here
+        // and the post posts it under the same id, never a second message.
+        if let Some(id) = &rec.message_id
+            && let Err(err) = s
+                .chat
+                .post_as(room_id, thread, id, &progress::render(&rec, self.now_ms()))
+                .await
         {
-            Ok(m) => {
-                rec.message_id = Some(m.id);
-                if let Err(err) = s.store.put_op(&rec) {
-                    tracing::warn!(error = %err, op, "cannot journal the progress message's id");
-                }
-            }
-            Err(err) => tracing::warn!(error = %err, "cannot post the progress message"),
+            tracing::warn!(error = %err, "cannot post the progress message; the next edit posts it");
         }
         self.spawn(rec);
         Ok(())
@@ -469,13 +466,18 @@ impl<C: Chat> Engine<C> {
                 room_id: rec.room_id.clone(),
                 id: id.clone(),
             };
-            if let Err(e) = self
-                .inner
-                .chat
-                .edit(&m, &progress::render(rec, self.now_ms()))
-                .await
-            {
-                tracing::warn!(error = %e, "cannot edit the progress message");
+            let text = progress::render(rec, self.now_ms());
+            if let Err(e) = self.inner.chat.edit(&m, &text).await {
+                // Perhaps it was never posted (a restart came first): post it under its id,
+                // which cannot make a second one.
+                if let Err(again) = self
+                    .inner
+                    .chat
+                    .post_as(&rec.room_id, rec.thread.as_deref(), id, &text)
+                    .await
+                {
+                    tracing::warn!(error = %e, post = %again, "cannot edit or post the progress message");
+                }
             }
         }
     }

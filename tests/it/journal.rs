@@ -275,3 +275,35 @@ async fn a_message_the_bot_was_handling_when_it_died_gets_a_word_after_the_resta
     let left: Vec<serde_json::Value> = store.kv_all("unanswered").unwrap();
     assert!(left.is_empty(), "told once: {left:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_progress_message_journaled_but_never_posted_is_posted_once_under_its_id_after_a_restart()
+{
+    let mut w = World::with_cluster().await;
+    let mut rec = running(
+        &w,
+        12,
+        "scale test 2",
+        OpSpec::Scale(rocketops::journal::Scale {
+            replicas: 2,
+            component: None,
+        }),
+        &["scale"],
+    );
+    // The bot died after journaling the operation and before posting its progress message.
+    rec.message_id = Some("ProgressOf12xxxxx".into());
+    journal(&w, &rec);
+    w.start_bot().await;
+    w.wait_bot_text("#ops", "the resumed scale", |t| t.starts_with("✅"))
+        .await;
+    w.stop_bot().await;
+    let progress: Vec<serde_json::Value> = w
+        .sim
+        .messages("#ops")
+        .unwrap()
+        .into_iter()
+        .filter(|m| m["msg"].as_str().is_some_and(|t| t.contains("*#12 ")))
+        .collect();
+    assert_eq!(progress.len(), 1, "{progress:?}");
+    assert_eq!(progress[0]["_id"], "ProgressOf12xxxxx");
+}

@@ -336,7 +336,19 @@ impl RocketChat {
         thread: Option<&str>,
         text: &str,
     ) -> Result<Option<MessageRef>, ChatError> {
-        let id = new_message_id();
+        self.send_one_as(room_id, thread, &new_message_id(), text)
+            .await
+    }
+
+    /// Sends one chunk as message `id` (an already-saved one counts as sent).
+    async fn send_one_as(
+        &self,
+        room_id: &str,
+        thread: Option<&str>,
+        id: &str,
+        text: &str,
+    ) -> Result<Option<MessageRef>, ChatError> {
+        let id = id.to_string();
         let mut message =
             json!({"_id": id, "rid": room_id, "msg": text, "bot": {"i": "rocketops"}});
         if let Some(t) = thread {
@@ -424,6 +436,34 @@ impl Chat for RocketChat {
             action: "sending a message".into(),
             reason: "empty message".into(),
         })
+    }
+
+    fn new_message_id(&self) -> String {
+        new_message_id()
+    }
+
+    async fn post_as(
+        &self,
+        room_id: &str,
+        thread: Option<&str>,
+        id: &str,
+        text: &str,
+    ) -> Result<MessageRef, ChatError> {
+        let text = &crate::redact::outgoing(text);
+        let limit = self.inner.max_len.load(Ordering::Relaxed);
+        let mut chunks = split_message(text, limit).into_iter();
+        let head = chunks.next().unwrap_or_default();
+        let posted = self
+            .send_one_as(room_id, thread, id, &head)
+            .await?
+            .ok_or_else(|| ChatError::Rejected {
+                action: "sending a message".into(),
+                reason: "longer than the server allows".into(),
+            })?;
+        for rest in chunks {
+            self.post(room_id, Some(id), &rest).await?;
+        }
+        Ok(posted)
     }
 
     async fn edit(&self, message: &MessageRef, text: &str) -> Result<(), ChatError> {
