@@ -567,11 +567,11 @@ impl<C: Chat> Bot<C> {
                         thread: msg.thread.clone(),
                         text: msg.text.chars().take(80).collect(),
                     };
-                    if let Err(e) = self.s.store.kv_put(UNANSWERED, &msg.id, &handling) {
+                    if let Err(e) = self.s.store.begin_handling(&msg.id, &handling) {
                         tracing::warn!(error = %e, id = %msg.id, "cannot record the message as being handled");
                     }
                     self.dispatch(&msg, body).await;
-                    if let Err(e) = self.s.store.kv_remove(UNANSWERED, &msg.id) {
+                    if let Err(e) = self.s.store.end_handling(&msg.id) {
                         tracing::warn!(error = %e, id = %msg.id, "cannot record the message as handled");
                     }
                 }

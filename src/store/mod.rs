@@ -235,6 +235,8 @@ const GLOBAL_MARK: &str = "*";
 pub struct Store {
     db: sled::Db,
     seen: sled::Tree,
+    /// Messages being handled, until answered (kept open: written twice per command).
+    handling: sled::Tree,
     audit: sled::Tree,
     marks: sled::Tree,
     locks: sled::Tree,
@@ -316,6 +318,7 @@ impl Store {
     fn from_db(db: sled::Db) -> Result<Store, StoreError> {
         Ok(Store {
             seen: db.open_tree("seen").map_err(io("open seen"))?,
+            handling: db.open_tree("unanswered").map_err(io("open unanswered"))?,
             audit: db.open_tree("audit").map_err(io("open audit"))?,
             marks: db.open_tree("marks").map_err(io("open marks"))?,
             locks: db.open_tree("locks").map_err(io("open locks"))?,
@@ -706,6 +709,23 @@ impl Store {
             .get(env.as_bytes())
             .map_err(io("read op lock"))?
             .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
+    }
+
+    /// Records that message `id` is being handled (`what` says where to answer it).
+    pub fn begin_handling<T: Serialize>(&self, id: &str, what: &T) -> Result<(), StoreError> {
+        let v = encode("unanswered", what)?;
+        self.handling
+            .insert(id.as_bytes(), v)
+            .map_err(io("begin handling"))?;
+        Ok(())
+    }
+
+    /// Message `id` has been answered.
+    pub fn end_handling(&self, id: &str) -> Result<(), StoreError> {
+        self.handling
+            .remove(id.as_bytes())
+            .map_err(io("end handling"))?;
+        Ok(())
     }
 
     /// Stores a JSON record under `key` in the named tree (incidents, mutes, ...).

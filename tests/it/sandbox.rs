@@ -80,6 +80,16 @@ async fn the_headless_sandbox_answers_ping_in_ops_and_exits_cleanly_on_sigterm()
     assert!(status.success(), "clean exit, got {status}");
 }
 
+/// A child process killed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A pseudo-terminal: the sandbox's standard input, output and error, as a person's terminal.
 struct Pty {
     master: std::fs::File,
@@ -161,7 +171,9 @@ impl Pty {
 fn at_the_prompt_the_sandbox_names_who_and_where_keeps_logs_off_screen_and_leaves_at_once_on_ctrl_c()
  {
     let dir = tempfile::tempdir().unwrap();
-    let (mut pty, mut child) = Pty::spawn(dir.path());
+    let (mut pty, child) = Pty::spawn(dir.path());
+    // A failing assertion must not leave the sandbox running.
+    let mut child = KillOnDrop(child);
     let banner = pty.wait_for("alice@#ops> ");
     let kubeconfig = banner
         .lines()
@@ -185,11 +197,10 @@ fn at_the_prompt_the_sandbox_names_who_and_where_keeps_logs_off_screen_and_leave
     pty.type_keys("\u{3}");
     let started = std::time::Instant::now();
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
         if started.elapsed() > Duration::from_secs(15) {
-            let _ = child.kill();
             panic!(
                 "still running 15 s after Ctrl-C:\n{}",
                 pty.seen.lock().unwrap()
