@@ -819,16 +819,7 @@ impl<C: Chat> Bot<C> {
             }
         }
         if let Command::Verify { env: None, backup } = &cmd
-            && !self.s.config.environments.keys().any(|e| {
-                crate::catalog::find(
-                    &self.s.store,
-                    e,
-                    backup
-                        .as_ref()
-                        .unwrap_or(&crate::command::BackupRef::Latest),
-                )
-                .is_some()
-            })
+            && self.envs_with_backup(backup.as_ref()).is_empty()
         {
             // Checked before anyone is asked to confirm: there is nothing to test.
             let e = UserError::NothingToVerify;
@@ -1173,23 +1164,7 @@ impl<C: Chat> Bot<C> {
         }
         if let Command::Verify { env: None, backup } = &held.cmd {
             // The newest (or named) backup of each environment that has one, each its own operation.
-            let envs: Vec<String> = self
-                .s
-                .config
-                .environments
-                .keys()
-                .filter(|e| {
-                    crate::catalog::find(
-                        &self.s.store,
-                        e,
-                        backup
-                            .as_ref()
-                            .unwrap_or(&crate::command::BackupRef::Latest),
-                    )
-                    .is_some()
-                })
-                .cloned()
-                .collect();
+            let envs = self.envs_with_backup(backup.as_ref());
             if envs.is_empty() {
                 let _ = self
                     .s
@@ -1392,6 +1367,18 @@ impl<C: Chat> Bot<C> {
             None,
             None,
         );
+    }
+
+    /// The environments whose catalog holds `backup` (their newest when `None`).
+    fn envs_with_backup(&self, backup: Option<&crate::command::BackupRef>) -> Vec<String> {
+        let which = backup.unwrap_or(&crate::command::BackupRef::Latest);
+        self.s
+            .config
+            .environments
+            .keys()
+            .filter(|e| crate::catalog::find(&self.s.store, e, which).is_some())
+            .cloned()
+            .collect()
     }
 
     async fn reply(&self, msg: &Incoming, text: &str) {

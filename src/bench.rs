@@ -242,14 +242,7 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
                     edited: false,
                     ..
                 }) => {
-                    if message["u"]["username"] != "rocketops" {
-                        continue;
-                    }
-                    let Some(seq) = message["msg"]
-                        .as_str()
-                        .and_then(|t| t.strip_prefix("pong "))
-                        .and_then(|s| s.parse::<u64>().ok())
-                    else {
+                    let Some(seq) = pong_of(&message) else {
                         continue;
                     };
                     let now = Instant::now();
@@ -546,12 +539,8 @@ async fn ping_while(
                         message,
                         edited: false,
                         ..
-                    }) if message["u"]["username"] == "rocketops" => {
-                        let Some(seq) = message["msg"]
-                            .as_str()
-                            .and_then(|t| t.strip_prefix("pong "))
-                            .and_then(|s| s.parse::<u64>().ok())
-                        else {
+                    }) => {
+                        let Some(seq) = pong_of(&message) else {
                             continue;
                         };
                         let at = sent.lock().unwrap_or_else(|p| p.into_inner()).remove(&seq);
@@ -590,6 +579,14 @@ async fn ping_while(
     }
     listener.abort();
     std::mem::take(&mut *got.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// The number in the bot's `pong N`, if `message` is one.
+fn pong_of(message: &serde_json::Value) -> Option<u64> {
+    if message["u"]["username"] != "rocketops" {
+        return None;
+    }
+    message["msg"].as_str()?.strip_prefix("pong ")?.parse().ok()
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf, BenchError> {

@@ -72,31 +72,18 @@ pub fn read_line(line: &str) -> Typed {
 pub fn render(prefix: &str, text: &str, before: Option<&[String]>) -> Option<String> {
     let lines: Vec<&str> = text.lines().collect();
     let indent = " ".repeat(prefix.chars().count());
-    let shown: Vec<String> = match before {
-        None => lines
-            .iter()
-            .enumerate()
-            .map(|(i, l)| {
-                if i == 0 {
-                    format!("{prefix}{l}")
-                } else {
-                    format!("{indent}{l}")
-                }
-            })
-            .collect(),
-        Some(old) => lines
-            .iter()
-            .enumerate()
-            .filter(|(i, l)| old.get(*i).map(String::as_str) != Some(**l))
-            .map(|(i, l)| {
-                if i == 0 {
-                    format!("{prefix}{l}")
-                } else {
-                    format!("{indent}{l}")
-                }
-            })
-            .collect(),
-    };
+    let shown: Vec<String> = lines
+        .iter()
+        .enumerate()
+        .filter(|(i, l)| before.is_none_or(|old| old.get(*i).map(String::as_str) != Some(**l)))
+        .map(|(i, l)| {
+            if i == 0 {
+                format!("{prefix}{l}")
+            } else {
+                format!("{indent}{l}")
+            }
+        })
+        .collect();
     (!shown.is_empty()).then(|| shown.join("\n"))
 }
 
