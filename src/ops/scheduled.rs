@@ -85,21 +85,42 @@ impl<C: Chat> Scheduled<C> {
 }
 
 impl<C: Chat> Scheduled<C> {
-    /// Uploads the chart of the last four weeks of `env`'s backups into `room`.
+    /// Uploads the chart of the last four weeks of `env`'s backups into `room`; the caption
+    /// alone when there is nothing to draw or the picture cannot be made.
     pub async fn post_chart(&self, env: &str, room: &str) {
         let now = self.engine.now_ms();
+        let since = now - 28 * DAY_MS;
         let points: Vec<chart::Point> = catalog::list(&self.store, Some(env))
             .into_iter()
-            .filter(|b| b.finished_ms > now - 28 * DAY_MS)
+            .filter(|b| b.finished_ms > since)
             .filter_map(|b| {
                 b.bytes.map(|bytes| chart::Point {
                     at_ms: b.finished_ms,
                     bytes,
                     secs: b.duration_secs,
+                    verified: b.verified,
                 })
             })
             .collect();
-        let caption = chart::caption(env, &points);
+        let failures: Vec<i64> = catalog::failures(&self.store, env, since)
+            .iter()
+            .map(|f| f.at_ms)
+            .collect();
+        let daily = self
+            .config
+            .environments
+            .get(env)
+            .map(|e| e.backup.retention.daily)
+            .unwrap_or_default();
+        let c = chart::Chart {
+            env,
+            now_ms: now,
+            days: 28,
+            points: &points,
+            failures: &failures,
+            daily,
+        };
+        let caption = chart::caption(&c);
         if points.is_empty() {
             let _ = self.chat.post(room, None, &caption).await;
             return;
@@ -107,19 +128,28 @@ impl<C: Chat> Scheduled<C> {
         let day = chrono::DateTime::from_timestamp_millis(now)
             .unwrap_or_default()
             .format("%Y-%m-%d");
-        let file = crate::chat::File {
-            name: format!("{env}-backups-{day}.png"),
-            content_type: "image/png".into(),
-            bytes: chart::render(&points),
+        let uploaded = match chart::render(&c) {
+            Ok(bytes) => {
+                let file = crate::chat::File {
+                    name: format!("{env}-backups-{day}.png"),
+                    content_type: "image/png".into(),
+                    bytes,
+                };
+                self.chat
+                    .upload(room, &file, &caption)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
         };
-        if let Err(e) = self.chat.upload(room, &file, &caption).await {
-            tracing::warn!(error = %e, "cannot upload the weekly chart");
+        if let Err(e) = uploaded {
+            tracing::warn!(error = %e, "cannot post the weekly chart");
             let _ = self
                 .chat
                 .post(
                     room,
                     None,
-                    &format!("{caption}\n(The chart could not be uploaded: {e}.)"),
+                    &format!("{caption}\n(The chart could not be posted: {e}.)"),
                 )
                 .await;
         }
