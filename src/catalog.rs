@@ -241,7 +241,8 @@ pub fn list(store: &Store, env: Option<&str>) -> Vec<BackupRecord> {
 pub fn size(bytes: Option<u64>) -> String {
     match bytes {
         Some(b) if b >= 1_000_000_000 => format!("{:.1} GB", b as f64 / 1e9),
-        Some(b) => format!("{:.1} MB", b as f64 / 1e6),
+        Some(b) if b >= 100_000 => format!("{:.1} MB", b as f64 / 1e6),
+        Some(b) => format!("{:.1} kB", b as f64 / 1e3),
         None => "size unknown".into(),
     }
 }

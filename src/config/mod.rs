@@ -220,6 +220,14 @@ impl DbEngine {
         }
     }
 
+    /// What the engine's data is counted in: (collections, documents) or (tables, rows).
+    pub fn units(self) -> (&'static str, &'static str) {
+        match self {
+            DbEngine::Mongodb => ("collections", "documents"),
+            DbEngine::Postgresql => ("tables", "rows"),
+        }
+    }
+
     fn default_image(self) -> &'static str {
         match self {
             DbEngine::Mongodb => "mongo:7.0",

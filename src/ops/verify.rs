@@ -61,7 +61,10 @@ impl Verify {
                 let v = JobReport::read(&r.message);
                 let secs = v.restore_seconds;
                 let counts = match (v.collections, v.documents) {
-                    (Some(c), Some(d)) => format!("{c} collections, {d} documents"),
+                    (Some(c), Some(d)) => {
+                        let (cs, ds) = e.backup.engine.units();
+                        format!("{c} {cs}, {d} {ds}")
+                    }
                     _ => "the data".into(),
                 };
                 let took = secs.map(|s| format!(" in {s} s")).unwrap_or_default();

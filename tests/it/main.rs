@@ -5,6 +5,7 @@ mod backups;
 mod cluster;
 mod commands;
 mod journal;
+mod realjobs;
 mod rocketchat;
 mod sandbox;
 mod shipping;

@@ -47,17 +47,27 @@ impl World {
     /// in test anyone with role `ops` may run anything; in prod deploys and rollbacks are for role
     /// `ops` and @admin, only from #ops, confirmed, and approved by a second person.
     pub async fn with_cluster() -> World {
+        World::with_cluster_running(None, &["test", "prod"]).await
+    }
+
+    /// As [`World::with_cluster`], seeding `envs`, with Jobs of the images `local` lists run for
+    /// real by the simulator's local Job runtime.
+    pub async fn with_cluster_running(
+        local: Option<rocketops::sandbox::kube::runtime::LocalJobs>,
+        envs: &[&str],
+    ) -> World {
         let mut w = World::new().await;
         let kube =
             rocketops::sandbox::kube::KubeSim::start(rocketops::sandbox::kube::KubeSimConfig {
                 pod_ready_after: Duration::from_millis(40),
                 tick: Duration::from_millis(20),
+                local_jobs: local,
                 ..Default::default()
             })
             .await
             .expect("kube simulator starts");
-        kube.seed_environments(&["test", "prod"]).expect("seed");
-        kube.write_kubeconfig(&w.kubeconfig(), &["test", "prod"])
+        kube.seed_environments(envs).expect("seed");
+        kube.write_kubeconfig(&w.kubeconfig(), envs)
             .expect("kubeconfig");
         w.kube = Some(kube);
         w

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::resources::by_plural;
+use super::runtime::{self, LocalJobs, Runs};
 use super::store::{ObjectStore, WriteMode, now_rfc3339, random_suffix};
 use super::{JobScript, KubeInner};
 
@@ -84,6 +85,7 @@ fn reconcile(sim: &KubeInner, mem: &mut Memory) {
             &registry,
             &scripts,
             &mut new_logs,
+            sim.cfg.local_jobs.as_ref().map(|l| (l, &sim.runs)),
         );
     }
     orphan_sweep(&mut store);
@@ -993,6 +995,7 @@ fn kubelet(
     registry: &super::Registry,
     scripts: &[(String, JobScript)],
     logs: &mut Vec<((String, String), Vec<String>)>,
+    local: Option<(&LocalJobs, &Arc<Runs>)>,
 ) {
     if pod_terminal(p) {
         return;
@@ -1026,6 +1029,10 @@ fn kubelet(
             "name": c["name"], "image": c["image"], "ready": false, "restartCount": 0, "started": false,
             "state": {"waiting": {"reason": reason, "message": format!("Back-off pulling image \"{image}\"")}}
         })).collect::<Vec<_>>());
+    } else if let Some(job) = job_name.as_ref()
+        && let Some((rt, runs)) = local.filter(|(rt, _)| rt.runs_pod(p))
+    {
+        local_job(store, rt, runs, p, job, &mut status, logs);
     } else if let Some(job) = job_name {
         // A Job's script is found by its name, else by the CronJob it came from.
         let owner_cronjob = store.get(by_plural("jobs"), &ns, &job).ok().and_then(|j| {
@@ -1113,6 +1120,94 @@ fn kubelet(
         let mut p = p.clone();
         p["status"] = status;
         write(store, "pods", p);
+    }
+}
+
+/// A Job pod of the local runtime: started on a thread on first sight, its status written from
+/// the real run when it ends.
+fn local_job(
+    store: &ObjectStore,
+    rt: &LocalJobs,
+    runs: &Arc<Runs>,
+    p: &Value,
+    job: &str,
+    status: &mut Value,
+    logs: &mut Vec<((String, String), Vec<String>)>,
+) {
+    let (ns, name) = ns_name(p);
+    let id = uid(p).to_string();
+    let mut by_pod = runs.by_pod.lock().unwrap_or_else(|e| e.into_inner());
+    let started_at = status["startTime"].clone();
+    let statuses = |cs: &[&runtime::Finished]| {
+        json!(cs.iter().map(|c| json!({
+            "name": c.name, "image": c.image, "ready": false, "restartCount": 0, "started": false,
+            "state": {"terminated": {"exitCode": c.exit_code, "reason": c.reason, "message": c.message,
+                                      "startedAt": started_at, "finishedAt": now_rfc3339()}}
+        })).collect::<Vec<_>>())
+    };
+    match by_pod.get(&id) {
+        None => {
+            let lookup =
+                |plural: &str, ns: &str, name: &str| store.get(by_plural(plural), ns, name).ok();
+            let job_obj = store.get(by_plural("jobs"), &ns, job).ok();
+            let host_path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
+            match runtime::plan(p, job_obj.as_ref(), &lookup, rt, &host_path) {
+                Ok(plan) => {
+                    by_pod.insert(id.clone(), None);
+                    let runs = runs.clone();
+                    std::thread::spawn(move || {
+                        let outcome = runtime::execute(&plan);
+                        // As when a pod goes: its own volumes (emptyDir, Secret files) are removed.
+                        let _ = std::fs::remove_dir_all(plan.dir.join("home"));
+                        let _ = std::fs::remove_dir_all(plan.dir.join("volumes"));
+                        runs.by_pod
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(id, Some(outcome));
+                    });
+                    status["phase"] = json!("Running");
+                    status["startTime"] = json!(now_rfc3339());
+                    status["conditions"] = json!([{"type": "Ready", "status": "True"}]);
+                }
+                Err(why) => {
+                    // As the kubelet's CreateContainerConfigError, but final: nothing will fix it.
+                    status["phase"] = json!("Failed");
+                    status["containerStatuses"] = json!(p["spec"]["containers"].as_array().into_iter().flatten().map(|c| json!({
+                        "name": c["name"], "image": c["image"], "ready": false, "restartCount": 0, "started": false,
+                        "state": {"terminated": {"exitCode": 1, "reason": "CreateContainerConfigError", "message": why}}
+                    })).collect::<Vec<_>>());
+                    logs.push(((ns, name), vec![why]));
+                }
+            }
+        }
+        Some(None) => {}
+        Some(Some(outcome)) => {
+            let init: Vec<&runtime::Finished> =
+                outcome.containers.iter().filter(|c| c.init).collect();
+            let main: Vec<&runtime::Finished> =
+                outcome.containers.iter().filter(|c| !c.init).collect();
+            status["phase"] = json!(if outcome.succeeded() {
+                "Succeeded"
+            } else {
+                "Failed"
+            });
+            status["conditions"] =
+                json!([{"type": "Ready", "status": "False", "reason": "PodCompleted"}]);
+            if !init.is_empty() {
+                status["initContainerStatuses"] = statuses(&init);
+            }
+            status["containerStatuses"] = if main.is_empty() {
+                // An init container failed: the containers never started.
+                json!(p["spec"]["containers"].as_array().into_iter().flatten().map(|c| json!({
+                    "name": c["name"], "image": c["image"], "ready": false, "restartCount": 0, "started": false,
+                    "state": {"waiting": {"reason": "PodInitializing"}}
+                })).collect::<Vec<_>>())
+            } else {
+                statuses(&main)
+            };
+            logs.push(((ns, name), outcome.logs.clone()));
+            by_pod.remove(&id);
+        }
     }
 }
 

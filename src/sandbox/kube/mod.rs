@@ -5,6 +5,7 @@ mod controllers;
 pub mod patch;
 pub mod protobuf;
 pub mod resources;
+pub mod runtime;
 pub mod seed;
 pub mod store;
 
@@ -53,6 +54,8 @@ pub struct KubeSimConfig {
     pub tick: Duration,
     /// Watch history kept; older positions get 410 Expired.
     pub history: usize,
+    /// Jobs whose images are listed run for real as local processes; every other Job is scripted.
+    pub local_jobs: Option<runtime::LocalJobs>,
 }
 
 impl Default for KubeSimConfig {
@@ -62,6 +65,7 @@ impl Default for KubeSimConfig {
             pod_ready_after: Duration::from_millis(300),
             tick: Duration::from_millis(100),
             history: 20_000,
+            local_jobs: None,
         }
     }
 }
@@ -103,6 +107,8 @@ pub(crate) struct KubeInner {
     pub addr: SocketAddr,
     pub registry: Mutex<Registry>,
     pub scripts: Mutex<Vec<(String, JobScript)>>,
+    /// Pods the local Job runtime runs or has run.
+    pub runs: Arc<runtime::Runs>,
     pub logs: Mutex<HashMap<(String, String), Vec<String>>>,
     pub kick: Notify,
     pub watch_drop: Mutex<CancellationToken>,
@@ -158,12 +164,19 @@ impl KubeSim {
     pub async fn start(cfg: KubeSimConfig) -> std::io::Result<KubeSim> {
         let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
         let addr = listener.local_addr()?;
+        if let Some(l) = &cfg.local_jobs {
+            std::fs::create_dir_all(&l.root)?;
+            // Containers of a root simulator run as nobody, who must reach the volumes.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&l.root, std::fs::Permissions::from_mode(0o755))?;
+        }
         let inner = Arc::new(KubeInner {
             store: Mutex::new(ObjectStore::new(cfg.history)),
             faults: Mutex::new(KubeFaults::default()),
             addr,
             registry: Mutex::new(Registry::default()),
             scripts: Mutex::new(Vec::new()),
+            runs: Arc::default(),
             logs: Mutex::new(HashMap::new()),
             kick: Notify::new(),
             watch_drop: Mutex::new(CancellationToken::new()),
