@@ -12,7 +12,7 @@ use crate::chat::{Button, Chat, ChatError, Incoming, RoomKind};
 use crate::clock::Clock;
 use crate::cluster::Clusters;
 use crate::command::runbook::{self, RunbookSpec};
-use crate::command::{self, Addressing, Command, Grammar};
+use crate::command::{self, Addressing, BackupRef, Command, Grammar};
 use crate::config::Config;
 use crate::error::UserError;
 use crate::ops;
@@ -818,11 +818,34 @@ impl<C: Chat> Bot<C> {
                 return self.refuse(origin, body, Some(&cmd), e).await;
             }
         }
-        if let Command::Verify { env: None, backup } = &cmd
+        if let Command::Verify {
+            env: None, backup, ..
+        } = &cmd
             && self.envs_with_backup(backup.as_ref()).is_empty()
         {
             // Checked before anyone is asked to confirm: there is nothing to test.
             let e = UserError::NothingToVerify;
+            return self.refuse(origin, body, Some(&cmd), e).await;
+        }
+        let offsite_ask = match &cmd {
+            Command::Restore {
+                env,
+                backup,
+                offsite: true,
+                ..
+            } => Some((env.clone(), backup.clone())),
+            Command::Verify {
+                env: Some(env),
+                backup,
+                offsite: true,
+            } => Some((env.clone(), backup.clone().unwrap_or(BackupRef::Latest))),
+            _ => None,
+        };
+        if let Some((env, which)) = offsite_ask
+            && let Some(e) = self.s.config.environments.get(&env)
+            && let Err(e) = ops::operation::offsite_backup(&self.s.store, e, &env, &which)
+        {
+            // Checked before anyone is asked to confirm: there is no copy to fetch.
             return self.refuse(origin, body, Some(&cmd), e).await;
         }
         if let Command::Restore { env, .. } = &cmd
@@ -1162,7 +1185,12 @@ impl<C: Chat> Bot<C> {
             }
             return;
         }
-        if let Command::Verify { env: None, backup } = &held.cmd {
+        if let Command::Verify {
+            env: None,
+            backup,
+            offsite,
+        } = &held.cmd
+        {
             // The newest (or named) backup of each environment that has one, each its own operation.
             let envs = self.envs_with_backup(backup.as_ref());
             if envs.is_empty() {
@@ -1186,6 +1214,7 @@ impl<C: Chat> Bot<C> {
                 one.cmd = Command::Verify {
                     env: Some(env),
                     backup: backup.clone(),
+                    offsite: *offsite,
                 };
                 one.op = op;
                 Box::pin(self.start_operation(origin, one)).await;

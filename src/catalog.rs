@@ -36,6 +36,24 @@ pub struct BackupRecord {
     /// The last test-restore.
     #[serde(default)]
     pub verify: Option<VerifyRecord>,
+    /// The encrypted copy outside the cluster, made and read back whole.
+    #[serde(default)]
+    pub offsite: Option<OffsiteCopy>,
+    /// Why the last off-site copy failed: the backup is on the cluster only.
+    #[serde(default)]
+    pub offsite_error: Option<String>,
+}
+
+/// A backup's copy in the off-site bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsiteCopy {
+    /// `s3://bucket/prefix/name` (the files are `name.*`, encrypted).
+    pub url: String,
+    /// The archive's checksum as read back through the decryption.
+    pub sha256: Option<String>,
+    /// Bytes stored off-site (encrypted).
+    pub bytes: Option<u64>,
+    pub at_ms: i64,
 }
 
 /// A test-restore's result: the recovery-time and recovery-point figures a team can quote.
@@ -93,6 +111,8 @@ impl BackupRecord {
             collections: r.collections,
             documents: r.documents,
             verify: None,
+            offsite: None,
+            offsite_error: None,
         }
     }
 }
@@ -139,6 +159,37 @@ pub fn set_verify(
     b.verify = Some(v);
     record(store, &b)?;
     Ok(true)
+}
+
+/// Records how a backup's off-site copy went: where it lives, or why there is none.
+pub fn set_offsite(
+    store: &Store,
+    env: &str,
+    job: &str,
+    copy: Result<OffsiteCopy, String>,
+) -> Result<bool, StoreError> {
+    let Some(mut b) = store.kv_get::<BackupRecord>(TREE, &key(env, job))? else {
+        return Ok(false);
+    };
+    match copy {
+        Ok(c) => {
+            b.offsite = Some(c);
+            b.offsite_error = None;
+        }
+        Err(why) => b.offsite_error = Some(why),
+    }
+    record(store, &b)?;
+    Ok(true)
+}
+
+/// Pure: where a backup's copies are, for lists (`on-cluster + off-site`); empty when the
+/// environment copies nothing off-site.
+pub fn places(b: &BackupRecord) -> &'static str {
+    match (&b.offsite, &b.offsite_error) {
+        (Some(_), _) => " · on-cluster + off-site",
+        (None, Some(_)) => " · on-cluster only (off-site copy failed)",
+        (None, None) => "",
+    }
 }
 
 /// Forgets a pruned backup.
@@ -270,12 +321,13 @@ pub fn render_list(records: &[BackupRecord], env: Option<&str>, now_ms: i64) -> 
             None => "verified never",
         };
         out.push_str(&format!(
-            "\n• *{}* `{}` · {} · {} · {} · {verified}",
+            "\n• *{}* `{}` · {} · {} · {} · {verified}{}",
             b.env,
             b.name,
             size(b.bytes),
             ago(b.finished_ms, now_ms),
-            b.by
+            b.by,
+            places(b)
         ));
     }
     if records.len() > 20 {

@@ -20,6 +20,14 @@ pub enum UserError {
     NoSuchBackup { env: String, name: Option<String> },
     #[error("No environment has a backup to test yet; `backup now` takes one.")]
     NothingToVerify,
+    /// `from offsite` where there is no off-site copy to fetch.
+    #[error("{}", no_offsite_copy(env, name.as_deref(), *configured))]
+    NoOffsiteCopy {
+        env: String,
+        name: Option<String>,
+        /// Whether the environment copies its backups off-site at all.
+        configured: bool,
+    },
     #[error("{env} is already running {version}; nothing to do.")]
     AlreadyThere { env: String, version: String },
     #[error("{env} is busy with {}.", busy_with(*op, holder.as_ref()))]
@@ -101,6 +109,20 @@ fn busy_with(op: u64, h: Option<&Holder>) -> String {
     }
 }
 
+fn no_offsite_copy(env: &str, name: Option<&str>, configured: bool) -> String {
+    match (configured, name) {
+        (false, _) => {
+            format!("{env} copies no backups off-site (no `[environments.{env}.backup.offsite]`).")
+        }
+        (true, None) => {
+            format!("No backup of {env} has an off-site copy yet; `backup list {env}` shows them.")
+        }
+        (true, Some(n)) => format!(
+            "Backup `{n}` of {env} has no off-site copy; `backup list {env}` shows which do."
+        ),
+    }
+}
+
 fn no_such_backup(env: &str, name: Option<&str>) -> String {
     match name {
         None => format!("No backup of {env} is known; `backup now {env}` takes one."),
@@ -126,6 +148,7 @@ impl UserError {
             UserError::RateLimited { .. } => "rate_limited",
             UserError::NoSuchBackup { .. } => "no_such_backup",
             UserError::NothingToVerify => "nothing_to_verify",
+            UserError::NoOffsiteCopy { .. } => "no_offsite_copy",
             UserError::AlreadyThere { .. } => "already_there",
             UserError::Busy { .. } => "busy",
             UserError::NoCluster { .. } => "no_cluster",

@@ -69,12 +69,18 @@ pub struct Restore {
     pub backup: ChosenBackup,
     #[serde(default)]
     pub no_safety_backup: bool,
+    /// Fetched from the off-site copy first.
+    #[serde(default)]
+    pub offsite: bool,
 }
 
 /// `verify ENV [BACKUP]`: a test-restore into a throwaway database.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verify {
     pub backup: ChosenBackup,
+    /// Fetched from the off-site copy first, which the verify then proves.
+    #[serde(default)]
+    pub offsite: bool,
 }
 
 /// `backup prune ENV`.

@@ -43,6 +43,12 @@ pub struct JobReport {
     pub used_bytes: Option<u64>,
     #[serde(deserialize_with = "lenient::u64")]
     pub free_bytes: Option<u64>,
+    /// An off-site copy's place (`s3://bucket/prefix/name`).
+    #[serde(deserialize_with = "lenient::string")]
+    pub offsite: Option<String>,
+    /// How many files an off-site copy or fetch moved.
+    #[serde(deserialize_with = "lenient::u64")]
+    pub files: Option<u64>,
 }
 
 impl JobReport {

@@ -151,10 +151,14 @@ pub enum Command {
         backup: BackupRef,
         from: Option<String>,
         no_safety_backup: bool,
+        /// `from offsite`: the archive is fetched from the off-site bucket first.
+        offsite: bool,
     },
     Verify {
         env: Option<String>,
         backup: Option<BackupRef>,
+        /// `from offsite`: the off-site copy is fetched and proven.
+        offsite: bool,
     },
     Status {
         env: Option<String>,
@@ -345,7 +349,7 @@ pub const COMMANDS: &[Spec] = &[
     },
     Spec {
         name: "restore",
-        usage: "restore ENV BACKUP|latest [from ENV] [--no-safety-backup]",
+        usage: "restore ENV BACKUP|latest [from ENV|offsite] [--no-safety-backup]",
         summary: "restores a backup into an environment",
         details: "Always asks for confirmation. Takes a safety backup, scales the app to 0, restores, scales back and smoke-tests.",
         examples: &[
@@ -356,7 +360,7 @@ pub const COMMANDS: &[Spec] = &[
     },
     Spec {
         name: "verify",
-        usage: "verify [ENV] [BACKUP]",
+        usage: "verify [ENV] [BACKUP] [from offsite]",
         summary: "test-restores a backup into a throwaway database",
         details: "Proves a backup can be restored, and records how long it took.",
         examples: &["verify prod", "verify prod latest"],
@@ -687,6 +691,20 @@ fn split_args(
     Ok(Args { words, flags })
 }
 
+/// `--from` read as the word `from`, so `from offsite` and `--from offsite` mean the same.
+fn from_as_word(rest: Vec<Token>) -> Vec<Token> {
+    rest.into_iter()
+        .map(|t| match t {
+            Token::Flag(f) if f == "from" => Token::Word(f),
+            t => t,
+        })
+        .collect()
+}
+
+fn is_offsite(word: &str) -> bool {
+    matches!(word.to_lowercase().as_str(), "offsite" | "off-site")
+}
+
 fn too_many(usage: &str, extra: &str) -> UserError {
     UserError::BadArguments {
         usage: usage.into(),
@@ -839,22 +857,28 @@ fn parse_builtin(s: &Spec, rest: Vec<Token>, g: &Grammar) -> Result<Command, Use
             }
         }
         "restore" => {
-            let a = split_args(rest, usage, "restore", &["no-safety-backup"])?;
+            let a = split_args(from_as_word(rest), usage, "restore", &["no-safety-backup"])?;
             let env = g.env(usage, a.words.first().map(String::as_str), "restore")?;
             let Some(b) = a.words.get(1) else {
                 return Err(bad("`restore` needs a backup name or `latest`.".into()));
             };
             let backup = backup_ref(b, usage)?;
-            let from = match a.words.get(2).map(|w| w.to_lowercase()) {
-                None => None,
-                Some(w) if w == "from" => Some(
-                    g.env(usage, a.words.get(3).map(String::as_str), "restore … from")?
-                        .name
-                        .clone(),
-                ),
+            let (from, offsite) = match a.words.get(2).map(|w| w.to_lowercase()) {
+                None => (None, false),
+                Some(w) if w == "from" => match a.words.get(3) {
+                    Some(o) if is_offsite(o) => (None, true),
+                    other => (
+                        Some(
+                            g.env(usage, other.map(String::as_str), "restore … from")?
+                                .name
+                                .clone(),
+                        ),
+                        false,
+                    ),
+                },
                 Some(_) => return Err(too_many(usage, &a.words[2])),
             };
-            if let Some(extra) = a.words.get(if from.is_some() { 4 } else { 3 }) {
+            if let Some(extra) = a.words.get(if a.words.len() > 2 { 4 } else { 3 }) {
                 return Err(too_many(usage, extra));
             }
             Ok(Command::Restore {
@@ -862,19 +886,43 @@ fn parse_builtin(s: &Spec, rest: Vec<Token>, g: &Grammar) -> Result<Command, Use
                 backup,
                 from,
                 no_safety_backup: a.flags.iter().any(|f| f == "no-safety-backup"),
+                offsite,
             })
         }
         "verify" => {
-            let a = split_args(rest, usage, "verify", &[])?;
-            let env = match a.words.first() {
+            let a = split_args(from_as_word(rest), usage, "verify", &[])?;
+            let mut words = a.words;
+            let mut offsite = false;
+            if let Some(at) = words.iter().position(|w| w.eq_ignore_ascii_case("from")) {
+                match words.get(at + 1) {
+                    Some(o) if is_offsite(o) && at + 2 == words.len() => {
+                        offsite = true;
+                        words.truncate(at);
+                    }
+                    _ => {
+                        return Err(bad(
+                            "`verify … from` takes only `offsite`: `verify prod latest from offsite`."
+                                .into(),
+                        ));
+                    }
+                }
+            }
+            let env = match words.first() {
                 Some(e) => Some(g.env(usage, Some(e), "verify")?.name.clone()),
+                None if offsite => {
+                    return Err(bad("`verify … from offsite` needs an environment.".into()));
+                }
                 None => None,
             };
-            let backup = a.words.get(1).map(|b| backup_ref(b, usage)).transpose()?;
-            if let Some(extra) = a.words.get(2) {
+            let backup = words.get(1).map(|b| backup_ref(b, usage)).transpose()?;
+            if let Some(extra) = words.get(2) {
                 return Err(too_many(usage, extra));
             }
-            Ok(Command::Verify { env, backup })
+            Ok(Command::Verify {
+                env,
+                backup,
+                offsite,
+            })
         }
         "status" => {
             let a = split_args(rest, usage, "status", &[])?;

@@ -117,6 +117,27 @@ fn every_command_parses_in_its_accepted_forms() {
                 backup: BackupRef::Latest,
                 from: Some("prod".into()),
                 no_safety_backup: false,
+                offsite: false,
+            },
+        ),
+        (
+            "restore prod latest from offsite",
+            Command::Restore {
+                env: "prod".into(),
+                backup: BackupRef::Latest,
+                from: None,
+                no_safety_backup: false,
+                offsite: true,
+            },
+        ),
+        (
+            "restore prod prod-20261121T000100Z --from offsite",
+            Command::Restore {
+                env: "prod".into(),
+                backup: BackupRef::Named("prod-20261121T000100Z".into()),
+                from: None,
+                no_safety_backup: false,
+                offsite: true,
             },
         ),
         (
@@ -126,6 +147,7 @@ fn every_command_parses_in_its_accepted_forms() {
                 backup: BackupRef::Named("prod-20261121T000100Z".into()),
                 from: None,
                 no_safety_backup: true,
+                offsite: false,
             },
         ),
         (
@@ -133,6 +155,7 @@ fn every_command_parses_in_its_accepted_forms() {
             Command::Verify {
                 env: None,
                 backup: None,
+                offsite: false,
             },
         ),
         (
@@ -140,6 +163,15 @@ fn every_command_parses_in_its_accepted_forms() {
             Command::Verify {
                 env: Some("prod".into()),
                 backup: Some(BackupRef::Latest),
+                offsite: false,
+            },
+        ),
+        (
+            "verify prod from offsite",
+            Command::Verify {
+                env: Some("prod".into()),
+                backup: None,
+                offsite: true,
             },
         ),
         ("status", Command::Status { env: None }),
@@ -383,19 +415,19 @@ fn malformed_inputs_get_the_exact_answer() {
         ),
         (
             "restore test",
-            "`restore` needs a backup name or `latest`.\nUsage: `restore ENV BACKUP|latest [from ENV] [--no-safety-backup]`",
+            "`restore` needs a backup name or `latest`.\nUsage: `restore ENV BACKUP|latest [from ENV|offsite] [--no-safety-backup]`",
         ),
         (
             "restore test yesterday",
-            "`yesterday` is not a backup name (like `prod-20261122T000100Z`) or `latest`.\nUsage: `restore ENV BACKUP|latest [from ENV] [--no-safety-backup]`",
+            "`yesterday` is not a backup name (like `prod-20261122T000100Z`) or `latest`.\nUsage: `restore ENV BACKUP|latest [from ENV|offsite] [--no-safety-backup]`",
         ),
         (
             "restore test latest from",
-            "`restore … from` needs an environment: dev, test or prod.\nUsage: `restore ENV BACKUP|latest [from ENV] [--no-safety-backup]`",
+            "`restore … from` needs an environment: dev, test or prod.\nUsage: `restore ENV BACKUP|latest [from ENV|offsite] [--no-safety-backup]`",
         ),
         (
             "restore test latest to prod",
-            "I don't know what `to` is here.\nUsage: `restore ENV BACKUP|latest [from ENV] [--no-safety-backup]`",
+            "I don't know what `to` is here.\nUsage: `restore ENV BACKUP|latest [from ENV|offsite] [--no-safety-backup]`",
         ),
         (
             "history",

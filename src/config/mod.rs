@@ -257,6 +257,73 @@ pub struct BackupConfig {
     /// Where reports go (default: the first of `rocketchat.rooms`).
     #[serde(default)]
     pub report_channel: Option<String>,
+    /// Encrypted copies in an S3-compatible object store, outside the cluster.
+    #[serde(default)]
+    pub offsite: Option<OffsiteConfig>,
+}
+
+/// Where an environment's backups are copied off the cluster, and how. The credentials and the
+/// encryption key are read from Secrets by the Jobs; the bot never sees them.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OffsiteConfig {
+    /// The S3-compatible endpoint (`https://s3.eu-central-1.amazonaws.com`, a MinIO URL …).
+    pub endpoint: String,
+    pub bucket: String,
+    /// Key prefix inside the bucket (default: the environment's name and `/`).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// A Secret with keys `access_key_id` and `secret_access_key`.
+    pub secret: String,
+    /// A Secret whose key `key` is the passphrase the copies are encrypted with (rclone crypt).
+    pub encryption_secret: String,
+    /// The uploader's image (default: `rclone/rclone:1.68`).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Which copy the nightly verify proves: `alternate` (on-cluster one night, off-site the next;
+    /// the default), `on-cluster` or `offsite`.
+    #[serde(default)]
+    pub verify: OffsiteVerify,
+}
+
+/// Which copy the nightly verify proves.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OffsiteVerify {
+    #[default]
+    Alternate,
+    OnCluster,
+    Offsite,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+impl OffsiteConfig {
+    pub fn prefix_or(&self, env: &str) -> String {
+        self.prefix.clone().unwrap_or_else(|| format!("{env}/"))
+    }
+
+    pub fn image(&self) -> &str {
+        self.image.as_deref().unwrap_or("rclone/rclone:1.68")
+    }
+
+    /// Whether the nightly verify of day `ordinal` (of the year) proves the off-site copy.
+    pub fn verify_offsite(&self, ordinal: u32) -> bool {
+        match self.verify {
+            OffsiteVerify::Alternate => ordinal % 2 == 1,
+            OffsiteVerify::OnCluster => false,
+            OffsiteVerify::Offsite => true,
+        }
+    }
+
+    /// Where a copy of `file` lives, for people (`s3://bucket/prefix/file`).
+    pub fn url(&self, env: &str, file: &str) -> String {
+        format!("s3://{}/{}{file}", self.bucket, self.prefix_or(env))
+    }
 }
 
 impl BackupConfig {

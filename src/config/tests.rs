@@ -249,6 +249,7 @@ fn the_example_configuration_mentions_every_key_the_configuration_accepts() {
         "environments.x.policy",
         "[[environments.x.policy.allow]]",
         "environments.x.backup",
+        "environments.x.backup.offsite",
         "environments.x.schedule",
     ] {
         for key in known_keys(table) {

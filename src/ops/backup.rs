@@ -22,7 +22,7 @@ pub(crate) enum Taken {
 }
 
 impl Taken {
-    fn of(self, rec: &mut OpRecord) -> &mut Option<TakenBackup> {
+    pub(crate) fn of(self, rec: &mut OpRecord) -> &mut Option<TakenBackup> {
         match self {
             Taken::Backup => &mut rec.facts.backup,
             Taken::Safety => &mut rec.facts.safety,
@@ -31,8 +31,12 @@ impl Taken {
 }
 
 impl Operation for BackupNow {
-    fn steps(&self, _env: &str, _e: &EnvironmentConfig) -> Vec<StepRecord> {
-        vec![StepRecord::pending("backup")]
+    fn steps(&self, _env: &str, e: &EnvironmentConfig) -> Vec<StepRecord> {
+        let mut steps = vec![StepRecord::pending("backup")];
+        if e.backup.offsite.is_some() {
+            steps.push(StepRecord::pending(super::offsite::COPY));
+        }
+        steps
     }
 
     fn locks(&self, env: &str) -> Vec<String> {
@@ -40,12 +44,19 @@ impl Operation for BackupNow {
     }
 
     async fn step<C: Chat>(&self, name: &str, cx: &mut Step<'_, C>) -> StepEnd {
-        if name != "backup" {
-            return StepEnd::failed(format!("step `{name}` is not part of a backup"));
+        match name {
+            "backup" => {
+                cx.engine
+                    .take_backup(cx.cluster, cx.e, cx.rec, Taken::Backup, "manual")
+                    .await
+            }
+            super::offsite::COPY => {
+                cx.engine
+                    .copy_offsite(cx.cluster, cx.e, cx.rec, Taken::Backup)
+                    .await
+            }
+            _ => StepEnd::failed(format!("step `{name}` is not part of a backup")),
         }
-        cx.engine
-            .take_backup(cx.cluster, cx.e, cx.rec, Taken::Backup, "manual")
-            .await
     }
 
     fn summary(&self, rec: &OpRecord) -> String {

@@ -16,6 +16,9 @@ impl Operation for Deploy {
             (true, true) => operation::skipped("backup", "skipped with --no-backup"),
             (false, _) => operation::skipped("backup", "not production"),
         });
+        if wanted && !self.no_backup && e.backup.offsite.is_some() {
+            steps.push(StepRecord::pending(super::offsite::COPY));
+        }
         for r in &self.runbooks {
             steps.push(StepRecord::pending(&format!("runbook {}", r.name)));
         }
@@ -36,6 +39,11 @@ impl Operation for Deploy {
                         super::backup::Taken::Backup,
                         "pre",
                     )
+                    .await
+            }
+            super::offsite::COPY => {
+                cx.engine
+                    .copy_offsite(cx.cluster, cx.e, cx.rec, super::backup::Taken::Backup)
                     .await
             }
             "set image" => self.set_image(cx).await,

@@ -580,39 +580,44 @@ impl<C: Chat> Engine<C> {
             tracing::error!(error = %e, op = rec.id, "cannot write the operation's audit record");
         }
         if matches!(rec.state, OpState::Failed | OpState::RolledBack) {
-            let alerts = self
+            let text = format!(
+                "🚨 #{} {} by {} failed: {}",
+                rec.id,
+                rec.command,
+                super::who(&rec.user),
+                crate::redact::outside(&rec.summary.clone().unwrap_or_default()),
+            );
+            self.alert(&rec.env, &text).await;
+        }
+    }
+
+    /// Posts `text` into `env`'s alerts channel, paging the channel for production.
+    pub(crate) async fn alert(&self, env: &str, text: &str) {
+        let alerts = self
+            .inner
+            .config
+            .environments
+            .get(env)
+            .and_then(|e| e.alerts_channel.clone())
+            .unwrap_or_else(|| self.inner.config.rocketchat.alerts_channel.clone());
+        crate::telemetry::metrics()
+            .alerts
+            .get_or_create(&crate::telemetry::labels(&[
+                ("env", env),
+                ("severity", "critical"),
+            ]))
+            .inc();
+        if let Ok(room) = self.inner.chat.room_id(&alerts).await {
+            let production = self
                 .inner
                 .config
                 .environments
-                .get(&rec.env)
-                .and_then(|e| e.alerts_channel.clone())
-                .unwrap_or_else(|| self.inner.config.rocketchat.alerts_channel.clone());
-            crate::telemetry::metrics()
-                .alerts
-                .get_or_create(&crate::telemetry::labels(&[
-                    ("env", &rec.env),
-                    ("severity", "critical"),
-                ]))
-                .inc();
-            if let Ok(room) = self.inner.chat.room_id(&alerts).await {
-                let production = self
-                    .inner
-                    .config
-                    .environments
-                    .get(&rec.env)
-                    .is_some_and(|e| e.is_production(&rec.env));
-                // Production failures page whoever is in the channel, as the alerter's do; the
-                // page leads the message, the only place the chat boundary leaves one working.
-                let text = format!(
-                    "{}🚨 #{} {} by {} failed: {}",
-                    if production { "@here " } else { "" },
-                    rec.id,
-                    rec.command,
-                    super::who(&rec.user),
-                    crate::redact::outside(&rec.summary.clone().unwrap_or_default()),
-                );
-                let _ = self.inner.chat.post(&room, None, &text).await;
-            }
+                .get(env)
+                .is_some_and(|e| e.is_production(env));
+            // Production failures page whoever is in the channel, as the alerter's do; the
+            // page leads the message, the only place the chat boundary leaves one working.
+            let text = format!("{}{text}", if production { "@here " } else { "" });
+            let _ = self.inner.chat.post(&room, None, &text).await;
         }
     }
 

@@ -4,6 +4,7 @@ pub mod backup;
 pub mod chart;
 pub mod deploy;
 pub mod engine;
+pub mod offsite;
 pub mod operation;
 pub mod progress;
 pub mod prune;
@@ -113,29 +114,37 @@ pub fn describe(cmd: &Command) -> String {
             backup,
             from,
             no_safety_backup,
+            offsite,
         } => format!(
             "restore {env} {}{}{}",
             match backup {
                 BackupRef::Latest => "latest".to_string(),
                 BackupRef::Named(n) => n.clone(),
             },
-            from.as_ref()
-                .map(|f| format!(" from {f}"))
-                .unwrap_or_default(),
+            match (from, offsite) {
+                (_, true) => " from offsite".to_string(),
+                (Some(f), false) => format!(" from {f}"),
+                (None, false) => String::new(),
+            },
             if *no_safety_backup {
                 " --no-safety-backup"
             } else {
                 ""
             }
         ),
-        Command::Verify { env, backup } => format!(
-            "verify{}{}",
+        Command::Verify {
+            env,
+            backup,
+            offsite,
+        } => format!(
+            "verify{}{}{}",
             env.as_ref().map(|e| format!(" {e}")).unwrap_or_default(),
             match backup {
                 Some(BackupRef::Latest) => " latest".to_string(),
                 Some(BackupRef::Named(n)) => format!(" {n}"),
                 None => String::new(),
-            }
+            },
+            if *offsite { " from offsite" } else { "" }
         ),
         Command::Status { env } => format!(
             "status{}",
@@ -247,6 +256,7 @@ pub fn plan_with(
             backup,
             from,
             no_safety_backup,
+            offsite,
         } => {
             let e = env_cfg(env);
             let src = from.as_deref().unwrap_or(env);
@@ -282,8 +292,16 @@ pub fn plan_with(
                     ", restore the autoscaler".to_string(),
                 ),
             };
+            let fetch = match (offsite, &e.backup.offsite) {
+                (true, Some(o)) => format!(
+                    "fetch it from {} onto {}; ",
+                    o.url(src, ""),
+                    e.backup.claim_or(&e)
+                ),
+                _ => String::new(),
+            };
             format!(
-                "restore {which} into {env}, replacing its data: {}scale {}/{} to 0{removed}, run the restore job, scale back{restored}{}.",
+                "restore {which} into {env}, replacing its data: {}{fetch}scale {}/{} to 0{removed}, run the restore job, scale back{restored}{}.",
                 if *no_safety_backup {
                     "no safety backup; "
                 } else {
@@ -315,7 +333,11 @@ pub fn plan_with(
                 each.join(", ")
             )
         }
-        Command::Verify { env, backup } => {
+        Command::Verify {
+            env,
+            backup,
+            offsite,
+        } => {
             let which = backup.clone().unwrap_or(BackupRef::Latest);
             let envs: Vec<String> = match env {
                 Some(e) => vec![e.clone()],
@@ -335,8 +357,13 @@ pub fn plan_with(
                 })
                 .collect();
             format!(
-                "test-restore {} into a throwaway database each; the live data is not touched.",
-                each.join(", ")
+                "test-restore {}{} into a throwaway database each; the live data is not touched.",
+                each.join(", "),
+                if *offsite {
+                    ", fetched from the off-site copy"
+                } else {
+                    ""
+                }
             )
         }
         Command::Lock { env, reason } => format!(
@@ -639,10 +666,12 @@ fn sample_command(name: &str, grammar: &Grammar) -> Command {
             backup: BackupRef::Latest,
             from: None,
             no_safety_backup: false,
+            offsite: false,
         },
         "verify" => Command::Verify {
             env: Some(env),
             backup: None,
+            offsite: false,
         },
         "status" => Command::Status { env: Some(env) },
         "history" => Command::History { env },
@@ -715,10 +744,7 @@ pub(crate) fn backup_summary(message: &str) -> String {
             format!("Result: `{message}`")
         };
     };
-    let mb = r
-        .bytes
-        .map(|b| format!("{:.1} MB", b as f64 / 1_000_000.0))
-        .unwrap_or_else(|| "size unknown".into());
+    let mb = catalog::size(r.bytes);
     let sha = r
         .sha256
         .map(|s| s.chars().take(12).collect::<String>())

@@ -177,6 +177,32 @@ pub(crate) struct Sources<'a> {
 }
 
 /// Resolves a command into what the operation is: the image, the backup, the runbooks' Jobs.
+/// The backup `which` of `env` that has an off-site copy (the newest such for `latest`); checked
+/// before anyone is asked to confirm a restore or verify `from offsite`, and when it starts.
+pub(crate) fn offsite_backup(
+    store: &crate::store::Store,
+    e: &EnvironmentConfig,
+    env: &str,
+    which: &BackupRef,
+) -> Result<crate::catalog::BackupRecord, UserError> {
+    let named = match which {
+        BackupRef::Latest => None,
+        BackupRef::Named(n) => Some(n.clone()),
+    };
+    let copied = crate::catalog::list(store, Some(env))
+        .into_iter()
+        .filter(|b| named.as_ref().is_none_or(|n| b.name == *n || b.job == *n))
+        .find(|b| b.offsite.is_some());
+    match copied {
+        Some(b) if e.backup.offsite.is_some() => Ok(b),
+        _ => Err(UserError::NoOffsiteCopy {
+            env: env.to_string(),
+            name: named,
+            configured: e.backup.offsite.is_some(),
+        }),
+    }
+}
+
 /// Called once, when it starts; the result is journaled and resume reads only that.
 pub(crate) fn resolve(
     cmd: &Command,
@@ -192,26 +218,32 @@ pub(crate) fn resolve(
             .map(|r| r.job.clone())
             .unwrap_or_default()
     };
-    let chosen = |src: String, which: BackupRef| -> Result<ChosenBackup, UserError> {
-        if let Some(c) = from.chosen.clone() {
-            return Ok(c);
-        }
-        match crate::catalog::find(from.store, &src, &which) {
-            Some(b) => Ok(ChosenBackup {
-                name: b.name,
-                job: b.job,
-                env: src,
-                finished_ms: b.finished_ms,
-            }),
-            None => Err(UserError::NoSuchBackup {
-                env: src,
-                name: match which {
-                    BackupRef::Latest => None,
-                    BackupRef::Named(n) => Some(n),
-                },
-            }),
-        }
-    };
+    let chosen =
+        |src: String, which: BackupRef, offsite: bool| -> Result<ChosenBackup, UserError> {
+            if let Some(c) = from.chosen.clone() {
+                return Ok(c);
+            }
+            let found = if offsite {
+                Some(offsite_backup(from.store, e, &src, &which)?)
+            } else {
+                crate::catalog::find(from.store, &src, &which)
+            };
+            match found {
+                Some(b) => Ok(ChosenBackup {
+                    name: b.name,
+                    job: b.job,
+                    env: src,
+                    finished_ms: b.finished_ms,
+                }),
+                None => Err(UserError::NoSuchBackup {
+                    env: src,
+                    name: match which {
+                        BackupRef::Latest => None,
+                        BackupRef::Named(n) => Some(n),
+                    },
+                }),
+            }
+        };
     Ok(match cmd {
         Command::Deploy {
             version, no_backup, ..
@@ -248,16 +280,26 @@ pub(crate) fn resolve(
             backup,
             from: src,
             no_safety_backup,
+            offsite,
             ..
         } => OpSpec::Restore(Restore {
             backup: chosen(
                 src.clone().unwrap_or_else(|| env.to_string()),
                 backup.clone(),
+                *offsite,
             )?,
             no_safety_backup: *no_safety_backup,
+            offsite: *offsite,
         }),
-        Command::Verify { backup, .. } => OpSpec::Verify(Verify {
-            backup: chosen(env.to_string(), backup.clone().unwrap_or(BackupRef::Latest))?,
+        Command::Verify {
+            backup, offsite, ..
+        } => OpSpec::Verify(Verify {
+            backup: chosen(
+                env.to_string(),
+                backup.clone().unwrap_or(BackupRef::Latest),
+                *offsite,
+            )?,
+            offsite: *offsite,
         }),
         Command::Runbook { name, params, .. } => OpSpec::Runbook(Runbook {
             name: name.clone(),
@@ -293,7 +335,10 @@ mod tests {
                 vec!["prod"],
             ),
             (
-                OpSpec::Verify(Verify { backup: chosen() }),
+                OpSpec::Verify(Verify {
+                    backup: chosen(),
+                    offsite: false,
+                }),
                 vec!["prod#backups"],
             ),
             (OpSpec::Backup(BackupNow {}), vec!["prod#backups"]),
@@ -302,6 +347,7 @@ mod tests {
                 OpSpec::Restore(Restore {
                     backup: chosen(),
                     no_safety_backup: false,
+                    offsite: false,
                 }),
                 vec!["prod", "prod#backups"],
             ),

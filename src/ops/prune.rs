@@ -9,8 +9,16 @@ use crate::config::EnvironmentConfig;
 use crate::journal::{OpRecord, Prune, StepRecord};
 
 impl Operation for Prune {
-    fn steps(&self, _env: &str, _e: &EnvironmentConfig) -> Vec<StepRecord> {
-        vec![StepRecord::pending("prune")]
+    fn steps(&self, _env: &str, e: &EnvironmentConfig) -> Vec<StepRecord> {
+        if e.backup.offsite.is_some() {
+            // Off-site first: the catalog still names what the plan drops.
+            vec![
+                StepRecord::pending(super::offsite::PRUNE),
+                StepRecord::pending("prune"),
+            ]
+        } else {
+            vec![StepRecord::pending("prune")]
+        }
     }
 
     fn locks(&self, env: &str) -> Vec<String> {
@@ -18,10 +26,22 @@ impl Operation for Prune {
     }
 
     async fn step<C: Chat>(&self, name: &str, cx: &mut Step<'_, C>) -> StepEnd {
-        if name != "prune" {
-            return StepEnd::failed(format!("step `{name}` is not part of a prune"));
+        match name {
+            "prune" => self.apply(cx).await,
+            super::offsite::PRUNE => {
+                let (engine, e, rec) = (cx.engine, cx.e, &*cx.rec);
+                let records = crate::catalog::list(engine.store(), Some(&rec.env));
+                let plan = crate::catalog::retention_plan(&records, e.backup.retention);
+                let names: Vec<String> = records
+                    .iter()
+                    .filter(|b| plan.drop.contains(&b.job) && b.offsite.is_some())
+                    .filter(|b| templates::safe_backup_name(&b.name))
+                    .map(|b| b.name.clone())
+                    .collect();
+                engine.prune_offsite(cx.cluster, e, rec, &names).await
+            }
+            _ => StepEnd::failed(format!("step `{name}` is not part of a prune")),
         }
-        self.apply(cx).await
     }
 
     fn summary(&self, rec: &OpRecord) -> String {

@@ -103,6 +103,39 @@ pub fn daily(i: &Input) -> Report {
         ),
         _ => {}
     }
+    // Off-site copies, where the environment makes them (a backup says whether it was copied).
+    let copies_offsite = i
+        .backups
+        .iter()
+        .any(|b| b.offsite.is_some() || b.offsite_error.is_some());
+    let offsite = copies_offsite.then(|| {
+        let copied = recent.iter().filter(|b| b.offsite.is_some()).count();
+        if copied < recent.len() {
+            worse(
+                Health::Warning,
+                format!(
+                    "{} backup(s) of the last 24 hours not copied off-site",
+                    recent.len() - copied
+                ),
+            );
+        }
+        let newest = i
+            .backups
+            .iter()
+            .find_map(|b| b.offsite.as_ref().map(|c| (b, c)));
+        format!(
+            "{copied} of {} backup(s) copied{}",
+            recent.len(),
+            newest
+                .map(|(b, c)| format!(
+                    "; newest copy `{}` {}, {}",
+                    b.name,
+                    catalog::ago(c.at_ms, i.now_ms),
+                    catalog::size(c.bytes)
+                ))
+                .unwrap_or_else(|| "; none off-site yet".into())
+        )
+    });
 
     let taken = if recent.is_empty() {
         "none".to_string()
@@ -193,16 +226,20 @@ pub fn daily(i: &Input) -> Report {
         }
     );
     let field = |title: &str, value: String, short: bool| json!({"short": short, "title": title, "value": value});
+    let mut fields = vec![
+        field("Backups taken", taken, false),
+        field("Last test-restore", verify, false),
+        field("Storage", storage, true),
+        field("Failures", failures, true),
+        field("Pruned", pruned, false),
+    ];
+    if let Some(o) = offsite {
+        fields.insert(3, field("Off-site", o, true));
+    }
     let attachment = json!({
         "color": health.colour(),
         "title": format!("{} backups, last 24 hours", i.env),
-        "fields": [
-            field("Backups taken", taken, false),
-            field("Last test-restore", verify, false),
-            field("Storage", storage, true),
-            field("Failures", failures, true),
-            field("Pruned", pruned, false),
-        ],
+        "fields": fields,
     });
     Report {
         health,
@@ -268,6 +305,8 @@ mod tests {
                 detail: String::new(),
                 op: 8,
             }),
+            offsite: None,
+            offsite_error: None,
         }
     }
 
@@ -302,6 +341,51 @@ mod tests {
         });
         assert_eq!(r.health, Health::Good);
         insta::assert_snapshot!("report_healthy", render(&r));
+    }
+
+    #[test]
+    fn a_backup_of_the_day_not_copied_off_site_turns_the_report_yellow_and_is_counted() {
+        let mut copied = backup("prod-20261122T020000Z", 6, 50, Some((true, 1)));
+        copied.offsite = Some(crate::catalog::OffsiteCopy {
+            url: "s3://acme/prod/prod-20261122T020000Z".into(),
+            sha256: Some("ab".into()),
+            bytes: Some(50_100_000),
+            at_ms: NOW - 5 * 3_600_000,
+        });
+        let mut failed = backup("prod-20261122T070000Z", 1, 50, None);
+        failed.offsite_error = Some("job failed".into());
+        let backups = [failed, copied];
+        let r = daily(&Input {
+            env: "prod",
+            now_ms: NOW,
+            backups: &backups,
+            failures: &[],
+            prunes: &[],
+        });
+        assert_eq!(r.health, Health::Warning);
+        assert!(
+            r.text
+                .ends_with(": 1 backup(s) of the last 24 hours not copied off-site"),
+            "{}",
+            r.text
+        );
+        let fields = r.attachments[0]["fields"].as_array().unwrap();
+        let offsite = fields.iter().find(|f| f["title"] == "Off-site").unwrap();
+        assert_eq!(
+            offsite["value"],
+            "1 of 2 backup(s) copied; newest copy `prod-20261122T020000Z` 5 h ago, 50.1 MB"
+        );
+        // An environment that copies nothing off-site has no such field.
+        let plain = [backup("prod-20261122T020000Z", 6, 50, Some((true, 1)))];
+        let r = daily(&Input {
+            env: "prod",
+            now_ms: NOW,
+            backups: &plain,
+            failures: &[],
+            prunes: &[],
+        });
+        let fields = r.attachments[0]["fields"].as_array().unwrap();
+        assert!(fields.iter().all(|f| f["title"] != "Off-site"));
     }
 
     #[test]

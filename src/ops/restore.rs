@@ -14,17 +14,26 @@ use crate::journal::{OpRecord, OpSpec, Restore, StepRecord, StepState};
 
 impl Operation for Restore {
     fn steps(&self, _env: &str, e: &EnvironmentConfig) -> Vec<StepRecord> {
-        vec![
-            if self.no_safety_backup {
-                operation::skipped("safety backup", "skipped with --no-safety-backup")
-            } else {
-                StepRecord::pending("safety backup")
-            },
+        let mut steps = vec![if self.no_safety_backup {
+            operation::skipped("safety backup", "skipped with --no-safety-backup")
+        } else {
+            StepRecord::pending("safety backup")
+        }];
+        if self.offsite {
+            // Fetched while the app still runs: the downtime is the restore alone.
+            steps.push(StepRecord::pending(super::offsite::FETCH));
+        }
+        steps.extend([
             StepRecord::pending("scale down"),
             StepRecord::pending("restore"),
             StepRecord::pending("scale up"),
             operation::smoke_step(e),
-        ]
+        ]);
+        if !self.no_safety_backup && e.backup.offsite.is_some() {
+            // The safety backup goes off-site once the app is back: recovery comes first.
+            steps.push(StepRecord::pending(super::offsite::COPY));
+        }
+        steps
     }
 
     fn locks(&self, env: &str) -> Vec<String> {
@@ -39,6 +48,8 @@ impl Operation for Restore {
                     .take_backup(c, e, cx.rec, Taken::Safety, "safety")
                     .await
             }
+            super::offsite::FETCH => engine.fetch_offsite(c, e, cx.rec, &self.backup.name).await,
+            super::offsite::COPY => engine.copy_offsite(c, e, cx.rec, Taken::Safety).await,
             "scale down" => engine.scale_down(c, e, cx.rec).await,
             "restore" => self.restore_job(cx).await,
             "scale up" => match engine.scale_back(c, e, cx.rec).await {

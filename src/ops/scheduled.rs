@@ -194,6 +194,13 @@ impl<C: Chat> Runner for Scheduled<C> {
             Kind::Verify => Command::Verify {
                 env: Some(env.into()),
                 backup: None,
+                // The nightly verify proves the off-site copy too, on the nights its setting says.
+                offsite: self
+                    .config
+                    .environments
+                    .get(env)
+                    .and_then(|e| e.backup.offsite.as_ref())
+                    .is_some_and(|o| o.verify_offsite(chrono::Datelike::ordinal(&slot))),
             },
             Kind::Prune => Command::BackupPrune { env: env.into() },
             Kind::Refresh => Command::Restore {
@@ -205,6 +212,7 @@ impl<C: Chat> Runner for Scheduled<C> {
                     .get(env)
                     .and_then(|e| e.schedule.refresh_from.clone()),
                 no_safety_backup: false,
+                offsite: false,
             },
         };
         let text = super::describe(&cmd);

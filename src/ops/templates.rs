@@ -16,10 +16,17 @@ pub enum Kind {
     Restore,
     Verify,
     Prune,
+    /// A backup's files, encrypted, into the off-site bucket.
+    OffsiteCopy,
+    /// A backup's files from the off-site bucket onto the volume.
+    OffsiteFetch,
+    /// Off-site copies the retention plan drops.
+    OffsitePrune,
 }
 
 impl Kind {
     pub const ALL: [Kind; 4] = [Kind::Backup, Kind::Restore, Kind::Verify, Kind::Prune];
+    pub const OFFSITE: [Kind; 3] = [Kind::OffsiteCopy, Kind::OffsiteFetch, Kind::OffsitePrune];
 
     /// The file name under `commands/backup/`.
     pub fn file(self, engine: DbEngine) -> String {
@@ -28,7 +35,19 @@ impl Kind {
             Kind::Restore => format!("{}-restore.yaml", engine.name()),
             Kind::Verify => format!("{}-verify.yaml", engine.name()),
             Kind::Prune => "prune.yaml".into(),
+            Kind::OffsiteCopy => "offsite-copy.yaml".into(),
+            Kind::OffsiteFetch => "offsite-fetch.yaml".into(),
+            Kind::OffsitePrune => "offsite-prune.yaml".into(),
         }
+    }
+
+    /// The templates an environment uses: the off-site ones only where it has `offsite`.
+    pub fn used_by(e: &EnvironmentConfig) -> Vec<Kind> {
+        let mut kinds = Kind::ALL.to_vec();
+        if e.backup.offsite.is_some() {
+            kinds.extend(Kind::OFFSITE);
+        }
+        kinds
     }
 }
 
@@ -60,6 +79,18 @@ const BUILT_IN: &[(&str, &str)] = &[
     (
         "prune.yaml",
         include_str!("../../commands/backup/prune.yaml"),
+    ),
+    (
+        "offsite-copy.yaml",
+        include_str!("../../commands/backup/offsite-copy.yaml"),
+    ),
+    (
+        "offsite-fetch.yaml",
+        include_str!("../../commands/backup/offsite-fetch.yaml"),
+    ),
+    (
+        "offsite-prune.yaml",
+        include_str!("../../commands/backup/offsite-prune.yaml"),
     ),
 ];
 
@@ -96,6 +127,15 @@ pub fn params(
     p.insert("claim".into(), e.backup.claim_or(e).to_string());
     p.insert("secret".into(), e.backup.secret_or(e));
     p.insert("tools_image".into(), e.backup.tools_image().to_string());
+    if let Some(o) = &e.backup.offsite {
+        p.insert("offsite_endpoint".into(), o.endpoint.clone());
+        p.insert("offsite_bucket".into(), o.bucket.clone());
+        p.insert("offsite_prefix".into(), o.prefix_or(env));
+        p.insert("offsite_region".into(), o.region.clone());
+        p.insert("offsite_secret".into(), o.secret.clone());
+        p.insert("offsite_key_secret".into(), o.encryption_secret.clone());
+        p.insert("offsite_image".into(), o.image().to_string());
+    }
     for (k, v) in extra {
         p.insert(k.to_string(), v.to_string());
     }
@@ -140,7 +180,7 @@ pub fn render(
 pub fn check_all(config: &Config) -> Vec<String> {
     let mut problems = Vec::new();
     for (env, e) in &config.environments {
-        for kind in Kind::ALL {
+        for kind in Kind::used_by(e) {
             let sample = OpRecord {
                 id: 1,
                 env: env.clone(),
@@ -250,6 +290,46 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_offsite_templates_render_where_offsite_is_configured_with_credentials_only_by_reference()
+    {
+        let src = "[rocketchat]\nurl = \"http://127.0.0.1:1\"\ntoken = \"t\"\n[bot]\ncommands_dir = \"/nonexistent\"\n[environments.prod.backup]\nclaim = \"db-backups\"\n[environments.prod.backup.offsite]\nendpoint = \"https://s3.example.org\"\nbucket = \"acme-backups\"\nsecret = \"s3-creds\"\nencryption_secret = \"s3-key\"\n";
+        let cfg = Config::from_toml(src, Path::new("t.toml"), &|_| None).unwrap();
+        assert_eq!(check_all(&cfg), Vec::<String>::new());
+        let e = &cfg.environments["prod"];
+        assert_eq!(Kind::used_by(e).len(), 7);
+        let rec = OpRecord {
+            id: 7,
+            env: "prod".into(),
+            mark: "k3x9aqqqqqqq".into(),
+            ..OpRecord::default()
+        };
+        let p = params(&rec, e, &[("backup", "prod-1"), ("names", "a:b")]);
+        for kind in Kind::OFFSITE {
+            let job = render(Path::new("/nonexistent"), e, kind, &p).unwrap();
+            let spec = job.spec.unwrap().template.spec.unwrap();
+            let c = &spec.containers[0];
+            assert_eq!(c.image.as_deref(), Some("rclone/rclone:1.68"));
+            let env = c.env.clone().unwrap();
+            let var = |n: &str| env.iter().find(|v| v.name == n).cloned().unwrap();
+            assert_eq!(
+                var("RCLONE_CONFIG_SEALED_REMOTE").value.as_deref(),
+                Some("store:acme-backups/prod/")
+            );
+            let key = var("PASSPHRASE")
+                .value_from
+                .unwrap()
+                .secret_key_ref
+                .unwrap();
+            assert_eq!((key.name.as_str(), key.key.as_str()), ("s3-key", "key"));
+            let id = var("RCLONE_CONFIG_STORE_ACCESS_KEY_ID").value_from.unwrap();
+            assert_eq!(id.secret_key_ref.unwrap().name, "s3-creds");
+        }
+        // Without `offsite`, an environment has no off-site templates to check.
+        let plain = Config::from_toml(&src.replace("[environments.prod.backup.offsite]\nendpoint = \"https://s3.example.org\"\nbucket = \"acme-backups\"\nsecret = \"s3-creds\"\nencryption_secret = \"s3-key\"\n", ""), Path::new("t.toml"), &|_| None).unwrap();
+        assert_eq!(Kind::used_by(&plain.environments["prod"]).len(), 4);
     }
 
     #[test]

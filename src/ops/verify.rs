@@ -10,7 +10,14 @@ use crate::journal::{OpRecord, StepRecord, Verify};
 
 impl Operation for Verify {
     fn steps(&self, _env: &str, _e: &EnvironmentConfig) -> Vec<StepRecord> {
-        vec![StepRecord::pending("verify")]
+        if self.offsite {
+            vec![
+                StepRecord::pending(super::offsite::FETCH),
+                StepRecord::pending("verify"),
+            ]
+        } else {
+            vec![StepRecord::pending("verify")]
+        }
     }
 
     fn locks(&self, env: &str) -> Vec<String> {
@@ -18,10 +25,15 @@ impl Operation for Verify {
     }
 
     async fn step<C: Chat>(&self, name: &str, cx: &mut Step<'_, C>) -> StepEnd {
-        if name != "verify" {
-            return StepEnd::failed(format!("step `{name}` is not part of a verify"));
+        match name {
+            "verify" => self.test_restore(cx).await,
+            super::offsite::FETCH => {
+                cx.engine
+                    .fetch_offsite(cx.cluster, cx.e, cx.rec, &self.backup.name)
+                    .await
+            }
+            _ => StepEnd::failed(format!("step `{name}` is not part of a verify")),
         }
-        self.test_restore(cx).await
     }
 
     fn summary(&self, rec: &OpRecord) -> String {

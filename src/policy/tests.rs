@@ -244,6 +244,7 @@ fn restoring_from_another_environment_needs_access_to_its_backups() {
         backup: crate::command::BackupRef::Latest,
         from: Some("prod".into()),
         no_safety_backup: false,
+        offsite: false,
     };
     // bob may restore in test, but may not read prod's backups.
     let Decision::Deny { reason } = p.authorize(&restore, &who("bob", &[], Some("ops"))) else {

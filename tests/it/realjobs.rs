@@ -215,9 +215,29 @@ pub struct PgWorld {
 
 impl PgWorld {
     pub async fn start(pg: &Postgres, commands_dir: Option<&Path>) -> PgWorld {
+        PgWorld::start_with(pg, commands_dir, None).await
+    }
+
+    /// As [`PgWorld::start`], copying backups to `s3` when given (the uploader runs for real too).
+    pub async fn start_with(
+        pg: &Postgres,
+        commands_dir: Option<&Path>,
+        s3: Option<&S3>,
+    ) -> PgWorld {
+        PgWorld::start_offsite(pg, commands_dir, s3, true, &|_| {}).await
+    }
+
+    /// As [`PgWorld::start_with`]; without `key_secret` the encryption key's Secret is missing.
+    pub async fn start_offsite(
+        pg: &Postgres,
+        commands_dir: Option<&Path>,
+        s3: Option<&S3>,
+        key_secret: bool,
+        tweak: &dyn Fn(&mut rocketops::config::EnvironmentConfig),
+    ) -> PgWorld {
         let jobs = tempfile::tempdir().unwrap();
         let local = LocalJobs {
-            images: vec!["postgres:*".into()],
+            images: vec!["postgres:*".into(), "rclone/rclone:*".into()],
             root: jobs.path().to_path_buf(),
             path: vec![pg.bin.clone()],
         };
@@ -254,6 +274,46 @@ impl PgWorld {
         if let Some(dir) = commands_dir {
             c.bot.commands_dir = dir.to_path_buf();
         }
+        tweak(c.environments.get_mut("pg").unwrap());
+        if let Some(s3) = s3 {
+            let secret = |name: &str, data: serde_json::Value| {
+                let data: serde_json::Map<String, serde_json::Value> = data
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| {
+                        let v =
+                            base64::engine::general_purpose::STANDARD.encode(v.as_str().unwrap());
+                        (k.clone(), json!(v))
+                    })
+                    .collect();
+                w.kube()
+                    .create(
+                        "secrets",
+                        "pg",
+                        json!({"metadata": {"name": name}, "type": "Opaque", "data": data}),
+                    )
+                    .unwrap();
+            };
+            secret(
+                "offsite-s3",
+                json!({"access_key_id": "AKIAOFFSITETEST", "secret_access_key": "offsite-secret-access-key"}),
+            );
+            if key_secret {
+                secret("offsite-key", json!({"key": OFFSITE_PASSPHRASE}));
+            }
+            let e = c.environments.get_mut("pg").unwrap();
+            e.backup.offsite = Some(rocketops::config::OffsiteConfig {
+                endpoint: s3.url(),
+                bucket: BUCKET.into(),
+                prefix: None,
+                region: "us-east-1".into(),
+                secret: "offsite-s3".into(),
+                encryption_secret: "offsite-key".into(),
+                image: Some("rclone/rclone:1.60".into()),
+                verify: Default::default(),
+            });
+        }
         w.start_bot_with(c).await;
         PgWorld {
             w,
@@ -266,18 +326,168 @@ impl PgWorld {
         self.local.claim_dir("pg", "pg-backup")
     }
 
-    /// Sends `text` as alice in #ops and waits for the operation's final answer.
+    /// Sends `text` as alice in #ops and waits for the operation's final answer (a new one: an
+    /// earlier run of the same command does not count).
     pub async fn run(&self, text: &str, confirm: bool) -> String {
+        let echo = text.trim_start_matches('/').to_string();
+        let finished = |t: &str| t.contains(&echo) && (t.starts_with("✅") || t.starts_with("❌"));
+        let before = crate::support::bot_texts(&self.w.sim.messages("#ops").unwrap())
+            .iter()
+            .filter(|t| finished(t))
+            .count();
         self.w.sim.post("alice", "#ops", text).unwrap();
         if confirm {
             self.w.confirm("alice", "#ops").await;
         }
-        let echo = text.trim_start_matches('/').to_string();
-        self.w
-            .wait_bot_text("#ops", text, |t| {
-                t.contains(&echo) && (t.starts_with("✅") || t.starts_with("❌"))
+        let msgs = self
+            .w
+            .wait_for("#ops", text, |m| {
+                crate::support::bot_texts(m)
+                    .iter()
+                    .filter(|t| finished(t))
+                    .count()
+                    > before
             })
+            .await;
+        crate::support::bot_texts(&msgs)
+            .into_iter()
+            .filter(|t| finished(t))
+            .nth(before)
+            .unwrap_or_default()
+    }
+}
+
+/// The bucket the off-site tests copy into, and the passphrase the copies are encrypted with.
+const BUCKET: &str = "rocketops-offsite";
+const OFFSITE_PASSPHRASE: &str = "correct horse battery staple";
+
+/// A local S3-compatible server (moto in server mode) on a free loopback port; stopped when
+/// dropped.
+pub struct S3 {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl S3 {
+    pub fn start() -> Result<S3, String> {
+        rocketops::tls::install_crypto_provider();
+        if which("rclone").is_none() {
+            return Err("rclone is not installed (the uploader the off-site Jobs run)".into());
+        }
+        let port = free_port();
+        let mut cmd = match which("moto_server") {
+            Some(server) => Command::new(server),
+            None => {
+                let python =
+                    which("python3").ok_or("neither moto_server nor python3 is on PATH")?;
+                let found = Command::new(&python)
+                    .args(["-c", "import moto.server"])
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                if !found {
+                    return Err("moto is not installed (pip install 'moto[server]')".into());
+                }
+                let mut c = Command::new(python);
+                c.args(["-m", "moto.server"]);
+                c
+            }
+        };
+        let child = cmd
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("moto_server: {e}"))?;
+        let s3 = S3 { child, port };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if std::time::Instant::now() > deadline {
+                return Err("moto_server did not start listening within 20 s".into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Ok(s3)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn create_bucket(&self, bucket: &str) {
+        let r = reqwest::Client::new()
+            .put(format!("{}/{bucket}", self.url()))
+            .send()
             .await
+            .unwrap();
+        assert!(r.status().is_success(), "create bucket: {}", r.status());
+    }
+
+    /// Every key in `bucket`.
+    pub async fn keys(&self, bucket: &str) -> Vec<String> {
+        let body = reqwest::get(format!("{}/{bucket}?list-type=2", self.url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        body.split("<Key>")
+            .skip(1)
+            .filter_map(|k| k.split("</Key>").next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// An object's stored bytes, read with rclone (objects are private; listing is not).
+    pub fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
+        let out = Command::new("rclone")
+            .args(["cat", &format!("store:{bucket}/{key}")])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RCLONE_CONFIG", "/dev/null")
+            .env("RCLONE_CONFIG_STORE_TYPE", "s3")
+            .env("RCLONE_CONFIG_STORE_PROVIDER", "Other")
+            .env("RCLONE_CONFIG_STORE_ENDPOINT", self.url())
+            .env("RCLONE_CONFIG_STORE_ACCESS_KEY_ID", "test")
+            .env("RCLONE_CONFIG_STORE_SECRET_ACCESS_KEY", "test")
+            .output()
+            .expect("rclone cat");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_string_lossy()
+        .split(':')
+        .map(|d| Path::new(d).join(program))
+        .find(|p| p.is_file())
+}
+
+/// An S3 server, or a loud skip (a failure under `ROCKETOPS_REQUIRE_REAL`).
+pub fn s3_or_skip(test: &str) -> Option<S3> {
+    match S3::start() {
+        Ok(s3) => Some(s3),
+        Err(why) if std::env::var_os("ROCKETOPS_REQUIRE_REAL").is_some() => {
+            panic!("{test} needs a local S3 server and rclone: {why}")
+        }
+        Err(why) => {
+            eprintln!(
+                "\n!!!!! SKIPPED {test}: {why}. `.ci/run` installs rclone (Debian) and moto (pip).\n"
+            );
+            None
+        }
     }
 }
 
@@ -405,5 +615,208 @@ async fn a_template_with_a_broken_flag_fails_its_backup_with_the_tools_own_error
             .to_string_lossy()
             .ends_with(".dump"))
     );
+    p.w.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_backup_volume_gone_postgresql_is_restored_from_the_encrypted_offsite_copy() {
+    let test = "with_the_backup_volume_gone_postgresql_is_restored_from_the_offsite_copy";
+    let Some(pg) = postgres_or_skip(test) else {
+        return;
+    };
+    let Some(s3) = s3_or_skip(test) else {
+        return;
+    };
+    s3.create_bucket(BUCKET).await;
+    seed(&pg);
+    let mut p = PgWorld::start_with(&pg, None, Some(&s3)).await;
+    let done = p.run("/backup now pg", false).await;
+    assert!(done.starts_with("✅"), "{done}");
+    let name = done
+        .split("pg is backed up: `")
+        .nth(1)
+        .and_then(|s| s.split('`').next())
+        .unwrap()
+        .to_string();
+    assert!(
+        done.contains("✓ off-site copy")
+            && done.contains(&format!("`{name}` copied to s3://{BUCKET}/pg/{name}")),
+        "{done}"
+    );
+    // In the bucket: the archive, its checksum and its manifest, encrypted.
+    let mut keys = s3.keys(BUCKET).await;
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            format!("pg/{name}.dump.bin"),
+            format!("pg/{name}.dump.sha256.bin"),
+            format!("pg/{name}.manifest.txt.bin")
+        ]
+    );
+    let stored = s3.get(BUCKET, &format!("pg/{name}.dump.bin"));
+    assert!(stored.starts_with(b"RCLONE\0\0"), "rclone crypt's header");
+    let plain = std::fs::read(p.claim_dir().join(format!("{name}.dump"))).unwrap();
+    assert!(!stored.windows(5).any(|w| w == b"PGDMP") && stored.len() > plain.len());
+    let manifest = s3.get(BUCKET, &format!("pg/{name}.manifest.txt.bin"));
+    assert!(!String::from_utf8_lossy(&manifest).contains("public.items"));
+    p.w.sim.post("alice", "#ops", "/backup list pg").unwrap();
+    let list =
+        p.w.wait_bot_text("#ops", "the list", |t| t.starts_with("*Backups of pg*"))
+            .await;
+    assert!(list.contains("· on-cluster + off-site"), "{list}");
+
+    // Disaster: the data changes and the backup volume is lost.
+    pg.sql("delete from items where id > 10");
+    pg.sql("drop table notes");
+    std::fs::remove_dir_all(p.claim_dir()).unwrap();
+
+    p.w.sim
+        .post("alice", "#ops", "/restore pg latest from offsite")
+        .unwrap();
+    let question = p.w.confirm("alice", "#ops").await;
+    assert!(
+        question.contains(&format!("`{name}`"))
+            && question.contains(&format!("fetch it from s3://{BUCKET}/pg/ onto pg-backup")),
+        "{question}"
+    );
+    let restored =
+        p.w.wait_bot_text("#ops", "the restore", |t| {
+            t.contains("restore pg latest from offsite")
+                && (t.starts_with("✅") || t.starts_with("❌"))
+        })
+        .await;
+    assert!(restored.starts_with("✅"), "{restored}");
+    assert!(
+        restored.contains("✓ fetch off-site") && restored.contains("checksum matches"),
+        "{restored}"
+    );
+    // The data is as it was at backup time: row counts and contents.
+    assert_eq!(pg.sql("select count(*) from items"), "100");
+    assert_eq!(pg.sql("select count(*) from notes"), "7");
+    assert_eq!(pg.sql("select name from items where id = 100"), "item 100");
+    // The safety backup taken before the restore went off-site too, after the app was back.
+    assert!(restored.contains("✓ off-site copy"), "{restored}");
+    assert_eq!(s3.keys(BUCKET).await.len(), 6);
+
+    // The nightly verify can prove the off-site copy itself.
+    let verified = p.run("/verify pg latest from offsite", false).await;
+    assert!(verified.starts_with("✅"), "{verified}");
+    assert!(
+        verified.contains("✓ fetch off-site") && verified.contains("rows match its manifest"),
+        "{verified}"
+    );
+    p.w.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_offsite_copy_alerts_and_leaves_the_backup_on_the_cluster_only() {
+    let test = "a_failed_offsite_copy_alerts_and_leaves_the_backup_on_the_cluster_only";
+    let Some(pg) = postgres_or_skip(test) else {
+        return;
+    };
+    let Some(s3) = s3_or_skip(test) else {
+        return;
+    };
+    // The encryption key's Secret was never created: the uploader cannot start.
+    seed(&pg);
+    let mut p = PgWorld::start_offsite(&pg, None, Some(&s3), false, &|_| {}).await;
+    let done = p.run("/backup now pg", false).await;
+    assert!(done.starts_with("✅"), "the backup itself is fine: {done}");
+    assert!(done.contains("⚠ not copied off-site"), "{done}");
+    let alert =
+        p.w.wait_bot_text("#alerts", "the alert", |t| {
+            t.contains("was not copied off-site")
+        })
+        .await;
+    assert!(alert.contains("It is on the cluster only"), "{alert}");
+    assert!(
+        alert.contains("offsite-key"),
+        "the alert names what is missing: {alert}"
+    );
+    assert!(!alert.contains(OFFSITE_PASSPHRASE) && !done.contains(OFFSITE_PASSPHRASE));
+    p.w.sim.post("alice", "#ops", "/backup list pg").unwrap();
+    let list =
+        p.w.wait_bot_text("#ops", "the list", |t| t.starts_with("*Backups of pg*"))
+            .await;
+    assert!(
+        list.contains("on-cluster only (off-site copy failed)"),
+        "{list}"
+    );
+    // Nothing to fetch: refused before anyone is asked to confirm.
+    p.w.sim
+        .post("alice", "#ops", "/restore pg latest from offsite")
+        .unwrap();
+    let refused =
+        p.w.wait_bot_text("#ops", "the refusal", |t| {
+            t.contains("has an off-site copy")
+        })
+        .await;
+    assert!(
+        refused.contains("No backup of pg has an off-site copy yet"),
+        "{refused}"
+    );
+    p.w.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_removes_dropped_backups_from_the_volume_and_the_bucket_by_the_same_plan() {
+    let test = "prune_removes_dropped_backups_from_the_volume_and_the_bucket";
+    let Some(pg) = postgres_or_skip(test) else {
+        return;
+    };
+    let Some(s3) = s3_or_skip(test) else {
+        return;
+    };
+    s3.create_bucket(BUCKET).await;
+    seed(&pg);
+    // Keep one backup a day: of two taken today, the older is dropped.
+    let mut p = PgWorld::start_offsite(&pg, None, Some(&s3), true, &|e| {
+        e.backup.retention = rocketops::config::Retention {
+            daily: 1,
+            weekly: 0,
+            monthly: 0,
+        };
+    })
+    .await;
+    let mut names = Vec::new();
+    for _ in 0..2 {
+        let done = p.run("/backup now pg", false).await;
+        assert!(
+            done.starts_with("✅") && done.contains("✓ off-site copy"),
+            "{done}"
+        );
+        names.push(
+            done.split("pg is backed up: `")
+                .nth(1)
+                .and_then(|s| s.split('`').next())
+                .unwrap()
+                .to_string(),
+        );
+        // Backup names have one-second resolution.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    }
+    assert_eq!(s3.keys(BUCKET).await.len(), 6);
+    let pruned = p.run("/backup prune pg", false).await;
+    assert!(pruned.starts_with("✅"), "{pruned}");
+    assert!(
+        pruned.contains("✓ prune off-site")
+            && pruned.contains(&format!("removed the off-site copies of `{}`", names[0])),
+        "{pruned}"
+    );
+    let mut keys = s3.keys(BUCKET).await;
+    keys.sort();
+    assert!(
+        keys.iter()
+            .all(|k| k.starts_with(&format!("pg/{}.", names[1]))),
+        "{keys:?} {names:?} {pruned}"
+    );
+    assert_eq!(keys.len(), 3);
+    let left: Vec<String> = std::fs::read_dir(p.claim_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.iter().all(|f| f.starts_with(&names[1])), "{left:?}");
     p.w.stop_bot().await;
 }

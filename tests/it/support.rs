@@ -211,7 +211,17 @@ impl World {
 
     /// Puts backups into the catalog before the bot starts (as if taken earlier).
     pub fn seed_catalog(&self, records: &[(&str, &str, i64)]) {
-        let store = rocketops::store::Store::open(&self.store_path()).unwrap();
+        // A bot just stopped releases its store when its last task drops it: retry briefly.
+        let started = std::time::Instant::now();
+        let store = loop {
+            match rocketops::store::Store::open(&self.store_path()) {
+                Ok(s) => break s,
+                Err(_) if started.elapsed() < PATIENCE => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("store did not open: {e}"),
+            }
+        };
         for (env, name, finished_ms) in records {
             rocketops::catalog::record(
                 &store,
