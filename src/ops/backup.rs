@@ -96,7 +96,13 @@ impl<C: Chat> Engine<C> {
                 {
                     Ok(()) => from_cronjob,
                     Err(ClusterError::NotFound { .. }) => {
-                        let backup = templates::backup_name(&rec.env, self.now_ms());
+                        let mut backup = templates::backup_name(&rec.env, self.now_ms());
+                        // Two backups in one second (a safety backup right after the one it
+                        // protects) must not share a name: the second would overwrite the first.
+                        let taken = crate::catalog::list(self.store(), Some(&rec.env));
+                        if taken.iter().any(|b| b.name == backup) {
+                            backup = format!("{backup}-{op}");
+                        }
                         let p = templates::params(rec, e, &[("backup", &backup)]);
                         let mut job = match templates::render(
                             &self.inner.config.bot.commands_dir,

@@ -793,8 +793,6 @@ async fn prune_removes_dropped_backups_from_the_volume_and_the_bucket_by_the_sam
                 .unwrap()
                 .to_string(),
         );
-        // Backup names have one-second resolution.
-        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     }
     assert_eq!(s3.keys(BUCKET).await.len(), 6);
     let pruned = p.run("/backup prune pg", false).await;
@@ -819,4 +817,255 @@ async fn prune_removes_dropped_backups_from_the_volume_and_the_bucket_by_the_sam
         .collect();
     assert!(left.iter().all(|f| f.starts_with(&names[1])), "{left:?}");
     p.w.stop_bot().await;
+}
+
+/// Recording stand-ins for the MongoDB tools, put first on the local runtime's `PATH`. No real
+/// `mongod` can run here, so these keep a database as a JSON file per server (`<host_port>.json`
+/// under `dir`), check the flags the templates pass, and log every call to `dir/calls.log`.
+/// `mongosh` runs the templates' own `--eval` JavaScript under node, with `db`, `print` and
+/// `require` as mongosh provides them, so the manifest and verify logic is really executed.
+struct MongoStandIns {
+    dir: tempfile::TempDir,
+}
+
+impl MongoStandIns {
+    fn write() -> Result<MongoStandIns, String> {
+        which("node").ok_or(
+            "node is not installed (the mongosh stand-in runs the templates' JavaScript with it)",
+        )?;
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        use std::os::unix::fs::PermissionsExt;
+        // Containers of a root simulator run as nobody, who writes the databases and the log.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .map_err(|e| e.to_string())?;
+        let d = dir.path().display().to_string();
+        let state_name = r#"state_name() { local h=${1#mongodb://}; h=${h#mongodb+srv://}; h=${h#*@}; h=${h%%/*}; h=${h%%\?*}; echo "${h//[^A-Za-z0-9.-]/_}"; }"#;
+        let scripts = [
+            (
+                "mongosh",
+                format!(
+                    r#"#!/usr/bin/env node
+const fs = require("fs");
+const DIR = "{d}";
+const args = process.argv.slice(2);
+fs.appendFileSync(DIR + "/calls.log", "mongosh " + JSON.stringify(args) + "\n");
+const uri = args.find(a => /^mongodb(\+srv)?:\/\//.test(a));
+const at = args.indexOf("--eval");
+if (!uri || at < 0 || !args.includes("--quiet")) {{
+  console.error("stand-in mongosh: unexpected arguments " + JSON.stringify(args));
+  process.exit(2);
+}}
+const host = uri.replace(/^mongodb(\+srv)?:\/\//, "").replace(/^[^@]*@/, "").split(/[/?]/)[0].replace(/[^A-Za-z0-9.-]/g, "_");
+const file = DIR + "/" + host + ".json";
+const state = fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, "utf8")) : {{}};
+const db = {{
+  getMongo: () => ({{ getDBNames: () => Object.keys(state) }}),
+  getSiblingDB: d => ({{
+    getCollectionNames: () => Object.keys(state[d] || {{}}),
+    getCollection: c => ({{ countDocuments: () => (state[d] || {{}})[c] || 0 }}),
+  }}),
+}};
+const print = (...a) => console.log(...a);
+new Function("db", "print", "require", "process", args[at + 1])(db, print, require, process);
+"#
+                ),
+            ),
+            (
+                "mongodump",
+                format!(
+                    r#"#!/bin/bash
+set -euo pipefail
+echo "mongodump $*" >> {d}/calls.log
+{state_name}
+uri=""; archive=""; zipped=0; oplog=0
+for a in "$@"; do
+  case "$a" in
+    --uri=*) uri="${{a#--uri=}}" ;;
+    --archive=*) archive="${{a#--archive=}}" ;;
+    --gzip) zipped=1 ;;
+    --oplog) oplog=1 ;;
+    *) echo "stand-in mongodump: unknown argument $a" >&2; exit 2 ;;
+  esac
+done
+if [ -z "$uri" ] || [ -z "$archive" ] || [ "$zipped" != 1 ] || [ "$oplog" != 1 ]; then
+  echo "stand-in mongodump: needs --uri, --oplog, --gzip and --archive" >&2; exit 2
+fi
+gzip -c "{d}/$(state_name "$uri").json" > "$archive"
+"#
+                ),
+            ),
+            (
+                "mongorestore",
+                format!(
+                    r#"#!/bin/bash
+set -euo pipefail
+echo "mongorestore $*" >> {d}/calls.log
+{state_name}
+uri=""; archive=""; zipped=0
+for a in "$@"; do
+  case "$a" in
+    --uri=*) uri="${{a#--uri=}}" ;;
+    --archive=*) archive="${{a#--archive=}}" ;;
+    --gzip) zipped=1 ;;
+    --drop|--oplogReplay) ;;
+    *) echo "stand-in mongorestore: unknown argument $a" >&2; exit 2 ;;
+  esac
+done
+if [ -z "$uri" ] || [ -z "$archive" ] || [ "$zipped" != 1 ]; then
+  echo "stand-in mongorestore: needs --uri, --gzip and --archive" >&2; exit 2
+fi
+gunzip -c "$archive" > "{d}/$(state_name "$uri").json"
+"#
+                ),
+            ),
+            (
+                "mongod",
+                format!(
+                    r#"#!/bin/bash
+set -euo pipefail
+echo "mongod $*" >> {d}/calls.log
+case " $* " in *" --fork "*) ;; *) echo "stand-in mongod: only --fork is supported" >&2; exit 2 ;; esac
+case " $* " in *" --dbpath "*) ;; *) echo "stand-in mongod: needs --dbpath" >&2; exit 2 ;; esac
+"#
+                ),
+            ),
+        ];
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).map_err(|e| e.to_string())?;
+        for (name, text) in scripts {
+            let p = bin.join(name);
+            std::fs::write(&p, text).map_err(|e| e.to_string())?;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| e.to_string())?;
+        }
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| e.to_string())?;
+        Ok(MongoStandIns { dir })
+    }
+
+    fn bin(&self) -> PathBuf {
+        self.dir.path().join("bin")
+    }
+
+    /// The database the server at `host` (as `host_port`) holds.
+    fn database(&self, host: &str) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.dir.path().join(format!("{host}.json")))
+            .unwrap_or_else(|_| "{}".into());
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn set_database(&self, host: &str, db: serde_json::Value) {
+        let p = self.dir.path().join(format!("{host}.json"));
+        std::fs::write(&p, db.to_string()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+
+    fn calls(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("calls.log")).unwrap_or_default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mongodb_templates_run_against_recording_stand_ins_for_the_mongodb_tools() {
+    let tools = match MongoStandIns::write() {
+        Ok(t) => t,
+        Err(why) if std::env::var_os("ROCKETOPS_REQUIRE_REAL").is_some() => panic!("{why}"),
+        Err(why) => {
+            eprintln!("\n!!!!! SKIPPED the MongoDB template test: {why}\n");
+            return;
+        }
+    };
+    const SOURCE: &str = "mongodb-0.mongodb-headless_27017";
+    tools.set_database(
+        SOURCE,
+        json!({"rocketchat": {"users": 3, "rocketchat_message": 120}, "admin": {"system.users": 1}}),
+    );
+    let jobs = tempfile::tempdir().unwrap();
+    let local = LocalJobs {
+        images: vec!["mongo:*".into()],
+        root: jobs.path().to_path_buf(),
+        path: vec![tools.bin()],
+    };
+    let mut w = World::with_cluster_running(Some(local.clone()), &["test", "prod"]).await;
+    let uri = "mongodb://rocketchat:s3cret@mongodb-0.mongodb-headless:27017/rocketchat?replicaSet=rs0&authSource=admin";
+    w.kube()
+        .create(
+            "secrets",
+            "test",
+            json!({"metadata": {"name": "mongodb"}, "data": {"uri": base64::engine::general_purpose::STANDARD.encode(uri)}}),
+        )
+        .unwrap();
+    w.kube()
+        .create(
+            "persistentvolumeclaims",
+            "test",
+            json!({"metadata": {"name": "mongodb-backup"}, "spec": {"accessModes": ["ReadWriteOnce"]}}),
+        )
+        .unwrap();
+    let mut c = w.config();
+    let e = c.environments.get_mut("test").unwrap();
+    e.backup_cronjob = "mongodb-backup-template".into();
+    e.backup.claim = Some("mongodb-backup".into());
+    w.start_bot_with(c).await;
+    let p = PgWorld {
+        w,
+        _jobs: jobs,
+        local,
+    };
+
+    let done = p.run("/backup now test", false).await;
+    assert!(done.starts_with("✅"), "{done}");
+    let name = done
+        .split("test is backed up: `")
+        .nth(1)
+        .and_then(|s| s.split('`').next())
+        .unwrap()
+        .to_string();
+    let dir = p.local.claim_dir("test", "mongodb-backup");
+    // The manifest is what the template's JavaScript printed, for the user databases only.
+    let manifest = std::fs::read_to_string(dir.join(format!("{name}.manifest.txt"))).unwrap();
+    assert_eq!(
+        manifest,
+        "rocketchat.rocketchat_message 120\nrocketchat.users 3\n"
+    );
+    let sums = std::fs::read_to_string(dir.join(format!("{name}.archive.gz.sha256"))).unwrap();
+    assert!(sums.ends_with(&format!("  {name}.archive.gz\n")), "{sums}");
+    let calls = tools.calls();
+    assert!(
+        calls.contains(&format!("mongodump --uri={uri} --oplog --gzip --archive=")),
+        "the URI reaches mongodump whole, quotes and all: {calls}"
+    );
+
+    let verified = p.run("/verify test", false).await;
+    assert!(
+        verified.starts_with("✅")
+            && verified.contains("2 collections, 123 documents match its manifest"),
+        "{verified}"
+    );
+    assert!(
+        tools.calls().contains("mongod --dbpath"),
+        "{}",
+        tools.calls()
+    );
+
+    // The data changes; the restore puts the backup's back.
+    tools.set_database(SOURCE, json!({"rocketchat": {"users": 1}}));
+    let restored = p.run("/restore test latest", true).await;
+    assert!(restored.starts_with("✅"), "{restored}");
+    assert_eq!(
+        tools.database(SOURCE)["rocketchat"],
+        json!({"users": 3, "rocketchat_message": 120}),
+        "{restored}\n{}",
+        tools.calls()
+    );
+    assert!(
+        tools.calls().contains(&format!(
+            "mongorestore --uri={uri} --drop --oplogReplay --gzip --archive={name}.archive.gz"
+        )),
+        "{}",
+        tools.calls()
+    );
+    let mut w = p.w;
+    w.stop_bot().await;
 }
