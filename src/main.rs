@@ -49,6 +49,10 @@ enum Cmd {
         /// them in a file, named at start).
         #[arg(long)]
         verbose: bool,
+        /// Add a `pg` environment backed by a real local PostgreSQL server (Debian's
+        /// `postgresql`): its backups, verifies and restores run for real.
+        #[arg(long)]
+        real_postgres: bool,
     },
     /// Write a commented starter configuration for a real deployment, to `--config`'s path.
     Init {
@@ -119,6 +123,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
             no_bot,
             script,
             verbose,
+            real_postgres,
         } => {
             use std::io::IsTerminal;
             let format = cli.log_format.unwrap_or_default();
@@ -143,6 +148,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 listen,
                 no_bot,
                 script,
+                real_postgres,
             };
             let code = match rocketops::sandbox::run(opts, shutdown_on_signal()).await {
                 Ok(()) => 0,

@@ -1,6 +1,7 @@
 //! The local stand-ins the bot meets first: simulators over real loopback sockets, and the `sandbox` command that runs the bot against them.
 
 pub mod kube;
+pub mod postgres;
 pub mod rocketchat;
 pub mod script;
 pub mod terminal;
@@ -22,6 +23,9 @@ pub struct SandboxOptions {
     pub no_bot: bool,
     /// Run this conversation instead of the prompt, and fail if an expectation is not met.
     pub script: Option<std::path::PathBuf>,
+    /// Add a `pg` environment backed by a real local PostgreSQL server, whose backup, verify
+    /// and restore Jobs run for real.
+    pub real_postgres: bool,
 }
 
 /// Why the sandbox could not run.
@@ -139,25 +143,49 @@ pub async fn run(opts: SandboxOptions, shutdown: CancellationToken) -> Result<()
         addr: listen.to_string(),
         source,
     })?;
-    let kube = kube::KubeSim::start(kube::KubeSimConfig::default())
-        .await
-        .map_err(|source| SandboxError::SimulatorFailed {
-            addr: "127.0.0.1:0".into(),
-            source,
-        })?;
-    kube.seed_environments(ENVIRONMENTS).map_err(|e| {
+    let pg = if opts.real_postgres {
+        let pg = postgres::Postgres::start()
+            .and_then(|pg| pg.seed_sample().map(|()| pg))
+            .map_err(|e| SandboxError::BotFailed(format!("--real-postgres: {e}")))?;
+        Some(pg)
+    } else {
+        None
+    };
+    let kube = kube::KubeSim::start(kube::KubeSimConfig {
+        local_jobs: pg.as_ref().map(|pg| kube::runtime::LocalJobs {
+            images: vec!["postgres:*".into()],
+            root: pg.dir().join("jobs"),
+            path: vec![pg.bin.clone()],
+        }),
+        ..kube::KubeSimConfig::default()
+    })
+    .await
+    .map_err(|source| SandboxError::SimulatorFailed {
+        addr: "127.0.0.1:0".into(),
+        source,
+    })?;
+    let mut environments: Vec<&str> = ENVIRONMENTS.to_vec();
+    if pg.is_some() {
+        environments.push(PG_ENVIRONMENT);
+    }
+    kube.seed_environments(&environments).map_err(|e| {
         SandboxError::BotFailed(format!("seeding the cluster failed: {}", e.status()))
     })?;
+    if let Some(pg) = &pg {
+        seed_postgres_environment(&kube, pg).map_err(|e| {
+            SandboxError::BotFailed(format!("seeding the pg environment failed: {}", e.status()))
+        })?;
+    }
     // The well-known path while no other sandbox uses it (held by a lock for this run).
     let (kubeconfig, _claim) = claim_kubeconfig_path();
-    kube.write_kubeconfig(&kubeconfig, ENVIRONMENTS)
+    kube.write_kubeconfig(&kubeconfig, &environments)
         .map_err(|source| SandboxError::SimulatorFailed {
             addr: kubeconfig.display().to_string(),
             source,
         })?;
     // Let the seeded environments come up before anyone looks at them.
     for _ in 0..200 {
-        let up = ENVIRONMENTS.iter().all(|e| {
+        let up = environments.iter().all(|e| {
             kube.get("deployments", e, "rocketchat")
                 .is_ok_and(|d| d["status"]["availableReplicas"] == 3)
                 && kube
@@ -173,8 +201,15 @@ pub async fn run(opts: SandboxOptions, shutdown: CancellationToken) -> Result<()
     println!(
         "  Kubernetes simulator: {}  (environments: {})",
         kube.url(),
-        ENVIRONMENTS.join(", ")
+        environments.join(", ")
     );
+    if let Some(pg) = &pg {
+        println!(
+            "  pg: a real PostgreSQL at {} (tables items and notes); its backups, verifies and restores run for real, the archives in {}",
+            pg.uri(),
+            pg.dir().join("jobs/pvc/pg/pg-backup").display()
+        );
+    }
     println!("  kubeconfig: {}", kubeconfig.display());
     println!(
         "    try: kubectl --kubeconfig {} get deploy,sts,cronjob,jobs -A",
@@ -188,6 +223,22 @@ pub async fn run(opts: SandboxOptions, shutdown: CancellationToken) -> Result<()
         let store = Store::temporary().map_err(|e| SandboxError::BotFailed(e.to_string()))?;
         let token = shutdown.child_token();
         let mut config = bot_config(&sim.url(), Some((&kubeconfig, &kube)));
+        if pg.is_some() {
+            let mut e = config.environments["test"].clone();
+            e.namespace = Some(PG_ENVIRONMENT.into());
+            e.context = Some(PG_ENVIRONMENT.into());
+            if let Some(smoke) = e.smoke.as_mut() {
+                smoke.url = kube.app_info_url(PG_ENVIRONMENT, "rocketchat");
+            }
+            e.backup_cronjob = "postgresql-backup".into();
+            e.database = PG_ENVIRONMENT.into();
+            e.backup.engine = crate::config::DbEngine::Postgresql;
+            e.backup.claim = Some("pg-backup".into());
+            e.backup.secret = Some(PG_ENVIRONMENT.into());
+            e.schedule.refresh = None;
+            e.schedule.refresh_from = None;
+            config.environments.insert(PG_ENVIRONMENT.into(), e);
+        }
         if !config.bot.commands_dir.is_dir() {
             // Started away from a checkout: the runbooks the binary ships with.
             let dir = commands_dir.get_or_insert_with(|| {
@@ -320,6 +371,30 @@ pub fn sandbox_policy(env: &str) -> crate::policy::EnvPolicy {
 
 /// The sandbox's environments (one namespace each).
 pub const ENVIRONMENTS: &[&str] = &["dev", "test", "prod"];
+
+/// The environment `--real-postgres` adds.
+pub const PG_ENVIRONMENT: &str = "pg";
+
+/// The `pg` environment's Secret (the server's connection string) and backup volume.
+fn seed_postgres_environment(
+    sim: &kube::KubeSim,
+    pg: &postgres::Postgres,
+) -> Result<(), kube::store::ApiError> {
+    use base64::Engine;
+    let uri = base64::engine::general_purpose::STANDARD.encode(pg.uri());
+    sim.create(
+        "secrets",
+        PG_ENVIRONMENT,
+        serde_json::json!({"metadata": {"name": PG_ENVIRONMENT}, "type": "Opaque", "data": {"uri": uri}}),
+    )?;
+    sim.create(
+        "persistentvolumeclaims",
+        PG_ENVIRONMENT,
+        serde_json::json!({"metadata": {"name": "pg-backup"},
+                           "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}),
+    )?;
+    Ok(())
+}
 
 /// Where the sandbox writes its kubeconfig (overwritten on each start).
 pub fn kubeconfig_path() -> std::path::PathBuf {

@@ -1,59 +1,14 @@
 //! Job templates really run: the PostgreSQL backup, verify and restore templates against a local PostgreSQL server, through the Kubernetes simulator's local Job runtime.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use base64::Engine;
 use rocketops::sandbox::kube::runtime::LocalJobs;
+use rocketops::sandbox::postgres::Postgres;
 use serde_json::json;
 
 use crate::support::World;
-
-/// A PostgreSQL server of the machine's own, started on a free loopback port in a temporary
-/// folder, as an ordinary user; stopped when dropped.
-pub struct Postgres {
-    dir: tempfile::TempDir,
-    pub bin: PathBuf,
-    pub port: u16,
-    /// The user the server runs as when the tests run as root.
-    owner: Option<(u32, u32)>,
-}
-
-/// The newest PostgreSQL server binaries on the machine (Debian keeps them off `PATH`).
-fn server_bin() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("ROCKETOPS_PG_BIN") {
-        return Some(PathBuf::from(p));
-    }
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .flatten()
-        .filter_map(|e| {
-            let v = e.file_name().to_string_lossy().parse().ok()?;
-            let bin = e.path().join("bin");
-            bin.join("initdb").exists().then_some((v, bin))
-        })
-        .collect();
-    found.sort();
-    found.pop().map(|(_, b)| b)
-}
-
-/// The `postgres` user's ids, for a server started by root (PostgreSQL refuses to run as root).
-fn postgres_user() -> Option<(u32, u32)> {
-    // SAFETY: geteuid has no preconditions; getpwnam is given a NUL-terminated name and its
-    // result is read at once, before any other call could reuse its buffer.
-    unsafe {
-        if libc::geteuid() != 0 {
-            return None;
-        }
-        let pw = libc::getpwnam(c"postgres".as_ptr());
-        if pw.is_null() {
-            Some((65_534, 65_534))
-        } else {
-            Some(((*pw).pw_uid, (*pw).pw_gid))
-        }
-    }
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -62,129 +17,9 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-impl Postgres {
-    pub fn start() -> Result<Postgres, String> {
-        let bin = server_bin().ok_or("no PostgreSQL server under /usr/lib/postgresql")?;
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| e.to_string())?;
-        let owner = postgres_user();
-        if let Some((u, g)) = owner {
-            std::os::unix::fs::chown(dir.path(), Some(u), Some(g)).map_err(|e| e.to_string())?;
-        }
-        let pg = Postgres {
-            dir,
-            bin,
-            port: free_port(),
-            owner,
-        };
-        let data = pg.data();
-        let data = data.to_string_lossy();
-        pg.run(
-            "initdb",
-            &[
-                "-D",
-                &data,
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ],
-        )?;
-        let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {data} -c fsync=off",
-            pg.port
-        );
-        let log = pg.dir.path().join("server.log");
-        pg.run(
-            "pg_ctl",
-            &[
-                "-D",
-                &data,
-                "-w",
-                "-l",
-                &log.to_string_lossy(),
-                "-o",
-                &options,
-                "start",
-            ],
-        )?;
-        pg.run(
-            "createdb",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &pg.port.to_string(),
-                "-U",
-                "postgres",
-                "app",
-            ],
-        )?;
-        Ok(pg)
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn run(&self, program: &str, args: &[&str]) -> Result<String, String> {
-        let mut cmd = Command::new(self.bin.join(program));
-        cmd.args(args).current_dir(self.dir.path());
-        if let Some((u, g)) = self.owner {
-            cmd.uid(u).gid(g);
-        }
-        let out = cmd.output().map_err(|e| format!("{program}: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "{program} {args:?}: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    }
-
-    /// The connection string a Job is given.
-    pub fn uri(&self) -> String {
-        format!("postgresql://postgres@127.0.0.1:{}/app", self.port)
-    }
-
-    /// One statement's result, unaligned (`psql -At`).
-    pub fn sql(&self, sql: &str) -> String {
-        self.run(
-            "psql",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "app",
-                "-At",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                sql,
-            ],
-        )
-        .unwrap_or_else(|e| panic!("{e}"))
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let data = self.data();
-        let _ = self.run(
-            "pg_ctl",
-            &["-D", &data.to_string_lossy(), "-m", "immediate", "stop"],
-        );
-    }
+/// One statement's result, unaligned (`psql -At`).
+fn sql(pg: &Postgres, q: &str) -> String {
+    pg.sql(q).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A PostgreSQL server, or a loud skip where none can be had; CI sets `ROCKETOPS_REQUIRE_REAL`
@@ -492,10 +327,7 @@ pub fn s3_or_skip(test: &str) -> Option<S3> {
 }
 
 fn seed(pg: &Postgres) {
-    pg.sql("create table items (id serial primary key, name text not null)");
-    pg.sql("insert into items (name) select 'item ' || g from generate_series(1, 100) g");
-    pg.sql("create table notes (id int primary key, body text)");
-    pg.sql("insert into notes select g, 'note \"' || g || E'\\' with quotes' from generate_series(1, 7) g");
+    pg.seed_sample().unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -536,9 +368,9 @@ async fn a_real_postgresql_backup_is_verified_and_restored_over_data_changed_sin
     );
 
     // The data changes after the backup.
-    pg.sql("delete from items where id > 60");
-    pg.sql("update notes set body = 'changed'");
-    pg.sql("create table later (id int)");
+    sql(&pg, "delete from items where id > 60");
+    sql(&pg, "update notes set body = 'changed'");
+    sql(&pg, "create table later (id int)");
 
     let verified = p.run("/verify pg", false).await;
     assert!(verified.starts_with("✅"), "{verified}");
@@ -553,9 +385,9 @@ async fn a_real_postgresql_backup_is_verified_and_restored_over_data_changed_sin
         restored.contains(&format!("{name} of pg restored")),
         "{restored}"
     );
-    assert_eq!(pg.sql("select count(*) from items"), "100");
+    assert_eq!(sql(&pg, "select count(*) from items"), "100");
     assert_eq!(
-        pg.sql("select body from notes where id = 3"),
+        sql(&pg, "select body from notes where id = 3"),
         "note \"3' with quotes"
     );
     // The safety backup taken first holds the changed data: 60 items.
@@ -667,8 +499,8 @@ async fn with_the_backup_volume_gone_postgresql_is_restored_from_the_encrypted_o
     assert!(list.contains("· on-cluster + off-site"), "{list}");
 
     // Disaster: the data changes and the backup volume is lost.
-    pg.sql("delete from items where id > 10");
-    pg.sql("drop table notes");
+    sql(&pg, "delete from items where id > 10");
+    sql(&pg, "drop table notes");
     std::fs::remove_dir_all(p.claim_dir()).unwrap();
 
     p.w.sim
@@ -692,9 +524,12 @@ async fn with_the_backup_volume_gone_postgresql_is_restored_from_the_encrypted_o
         "{restored}"
     );
     // The data is as it was at backup time: row counts and contents.
-    assert_eq!(pg.sql("select count(*) from items"), "100");
-    assert_eq!(pg.sql("select count(*) from notes"), "7");
-    assert_eq!(pg.sql("select name from items where id = 100"), "item 100");
+    assert_eq!(sql(&pg, "select count(*) from items"), "100");
+    assert_eq!(sql(&pg, "select count(*) from notes"), "7");
+    assert_eq!(
+        sql(&pg, "select name from items where id = 100"),
+        "item 100"
+    );
     // The safety backup taken before the restore went off-site too, after the app was back.
     assert!(restored.contains("✓ off-site copy"), "{restored}");
     assert_eq!(s3.keys(BUCKET).await.len(), 6);
@@ -1068,4 +903,41 @@ async fn the_mongodb_templates_run_against_recording_stand_ins_for_the_mongodb_t
     );
     let mut w = p.w;
     w.stop_bot().await;
+}
+
+#[test]
+fn the_sandbox_with_real_postgres_backs_up_verifies_and_restores_a_real_database() {
+    if rocketops::sandbox::postgres::server_bin().is_none() {
+        if std::env::var_os("ROCKETOPS_REQUIRE_REAL").is_some() {
+            panic!("`rocketops sandbox --real-postgres` needs a PostgreSQL server");
+        }
+        eprintln!(
+            "\n!!!!! SKIPPED the --real-postgres sandbox test: no PostgreSQL server installed\n"
+        );
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/real-postgres.script");
+    let out = Command::new(env!("CARGO_BIN_EXE_rocketops"))
+        .args(["sandbox", "--real-postgres", "--script", script])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("pg: a real PostgreSQL at postgresql://postgres@127.0.0.1:"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("every expectation met"), "{stdout}");
+    // The server and its folder are gone with the sandbox.
+    let folder = stdout
+        .split("the archives in ")
+        .nth(1)
+        .and_then(|s| s.split("/jobs/").next())
+        .unwrap();
+    assert!(!Path::new(folder).exists(), "{folder} is left behind");
 }

@@ -15,7 +15,8 @@ pub struct LocalJobs {
     /// Image patterns: `postgres:*` (any tag of a repository), `rclone/rclone:1.60`, or `*`.
     pub images: Vec<String>,
     /// Volumes live here: a PersistentVolumeClaim at `pvc/<namespace>/<claim>`, a pod's own
-    /// volumes and files under `pods/<uid>`.
+    /// volumes and files under `pods/<the first 12 hex digits of its uid>`. Keep it short: a Unix
+    /// socket in a volume must fit in 107 bytes.
     pub root: PathBuf,
     /// Directories put before the simulator's own `PATH` (for tools not on it, such as
     /// PostgreSQL's server binaries).
@@ -201,7 +202,9 @@ pub fn plan(
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
     let name = pod["metadata"]["name"].as_str().unwrap_or_default();
     let uid = pod["metadata"]["uid"].as_str().unwrap_or(name);
-    let dir = rt.root.join("pods").join(uid);
+    // Paths stay short: a Unix socket in a volume (a throwaway database's) allows 107 bytes.
+    let short: String = uid.chars().filter(|c| *c != '-').take(12).collect();
+    let dir = rt.root.join("pods").join(short);
     let mut dirs = vec![dir.clone(), dir.join("home")];
     let mut files = Vec::new();
     // Volumes as directories.
