@@ -263,3 +263,27 @@ fn the_example_configuration_mentions_every_key_the_configuration_accepts() {
         "rocketops.example.toml (the configuration reference) does not mention: {missing:?}"
     );
 }
+
+#[test]
+fn the_nightly_verify_alternates_between_the_copies_unless_told_otherwise() {
+    let src = "[rocketchat]\nurl = \"http://127.0.0.1:1\"\ntoken = \"t\"\n[environments.prod.backup.offsite]\nendpoint = \"https://s3.example.org\"\nbucket = \"acme\"\nsecret = \"s3\"\nencryption_secret = \"key\"\n";
+    let c = parse(src).unwrap();
+    let o = c.environments["prod"].backup.offsite.clone().unwrap();
+    assert_eq!(o.prefix_or("prod"), "prod/");
+    assert_eq!(o.region, "us-east-1");
+    assert_eq!(o.url("prod", "prod-1"), "s3://acme/prod/prod-1");
+    // Day 1 of the year off-site, day 2 on the cluster, …
+    let days: Vec<bool> = (1..=4).map(|d| o.verify_offsite(d)).collect();
+    assert_eq!(days, [true, false, true, false]);
+    let only = parse(&format!("{src}verify = \"offsite\"\n")).unwrap();
+    let only = only.environments["prod"].backup.offsite.clone().unwrap();
+    assert!((1..=4).all(|d| only.verify_offsite(d)));
+    let never = parse(&format!("{src}verify = \"on-cluster\"\n")).unwrap();
+    let never = never.environments["prod"].backup.offsite.clone().unwrap();
+    assert!((1..=4).all(|d| !never.verify_offsite(d)));
+    // A missing bucket is named with its table.
+    let err = parse(&src.replace("bucket = \"acme\"\n", ""))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bucket"), "{err}");
+}

@@ -388,4 +388,66 @@ mod tests {
             ("backup".to_string(), StepState::Skipped)
         );
     }
+
+    #[test]
+    fn with_offsite_configured_every_backup_an_operation_takes_is_copied_and_prune_covers_the_bucket()
+     {
+        let mut e = EnvironmentConfig::named("prod");
+        e.backup.offsite = Some(crate::config::OffsiteConfig {
+            endpoint: "https://s3.example.org".into(),
+            bucket: "acme".into(),
+            prefix: None,
+            region: "us-east-1".into(),
+            secret: "s3".into(),
+            encryption_secret: "key".into(),
+            image: None,
+            verify: Default::default(),
+        });
+        let names = |spec: OpSpec| -> Vec<String> {
+            steps(&spec, "prod", &e)
+                .into_iter()
+                .map(|s| s.name)
+                .collect()
+        };
+        let deploy = names(OpSpec::Deploy(Deploy {
+            version: "v1".into(),
+            image: "app:v1".into(),
+            no_backup: false,
+            runbooks: vec![],
+        }));
+        assert_eq!(deploy[..2], ["backup", "off-site copy"]);
+        assert_eq!(
+            names(OpSpec::Backup(BackupNow {})),
+            ["backup", "off-site copy"]
+        );
+        let restore = |offsite, no_safety_backup| {
+            names(OpSpec::Restore(Restore {
+                backup: chosen(),
+                no_safety_backup,
+                offsite,
+            }))
+        };
+        // The fetch runs while the app is up; the safety backup is copied once it is back.
+        assert_eq!(
+            restore(true, false),
+            [
+                "safety backup",
+                "fetch off-site",
+                "scale down",
+                "restore",
+                "scale up",
+                "smoke test",
+                "off-site copy"
+            ]
+        );
+        assert!(!restore(false, true).contains(&"off-site copy".to_string()));
+        assert_eq!(
+            names(OpSpec::Verify(Verify {
+                backup: chosen(),
+                offsite: true
+            })),
+            ["fetch off-site", "verify"]
+        );
+        assert_eq!(names(OpSpec::Prune(Prune {})), ["prune off-site", "prune"]);
+    }
 }
