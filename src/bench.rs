@@ -33,6 +33,19 @@ pub struct BenchArgs {
     /// Deploys through chat for the deploy-overhead phase.
     #[arg(long, default_value_t = 10)]
     pub deploys: usize,
+    /// Environments the bot manages, one namespace each, seeded as the sandbox seeds them.
+    #[arg(long, default_value_t = 3)]
+    pub environments: usize,
+    /// Simulated clusters the environments are spread over (one kubeconfig context each).
+    #[arg(long, default_value_t = 1)]
+    pub clusters: usize,
+    /// Soak: answered pings before the last memory reading; growth is measured from message
+    /// 10,000 to this one (0: no soak).
+    #[arg(long, default_value_t = 0)]
+    pub messages: usize,
+    /// Print one JSON object instead of the text report.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub chaos: chaos::ChaosArgs,
 }
@@ -44,7 +57,7 @@ pub enum BenchError {
     Simulator(std::io::Error),
     #[error("cannot start the bot process: {0}")]
     Spawn(std::io::Error),
-    #[error("the bot did not log in within 20 s")]
+    #[error("the bot was not ready (logged in, /readyz 200) within 120 s")]
     BotNotReady,
     #[error("bench setup failed: {0}")]
     Setup(String),
@@ -77,6 +90,50 @@ pub struct BenchReport {
     pub alert_p50: Duration,
     pub alert_p99: Duration,
     pub alerts_measured: usize,
+    pub environments: usize,
+    pub clusters: usize,
+    /// From starting the bot to its `/readyz` answering 200.
+    pub ready: Duration,
+    /// Resident set once ready, before any message.
+    pub idle_rss_kib: Option<u64>,
+    /// Resident set growth from message 10,000 to the last of the soak (`None` without a soak).
+    pub rss_growth_kib: Option<i64>,
+    pub soak_messages: usize,
+    /// Open connections from the bot to each simulated API server, once ready.
+    pub api_connections: Vec<usize>,
+}
+
+impl BenchReport {
+    /// The figures as one JSON object (`--json`).
+    pub fn json(&self) -> serde_json::Value {
+        let ms = |d: Duration| (d.as_secs_f64() * 1000.0 * 100.0).round() / 100.0;
+        let mb = |k: Option<u64>| k.map(|k| (k as f64 / 1024.0 * 10.0).round() / 10.0);
+        serde_json::json!({
+            "p50_ms": ms(self.p50),
+            "p99_ms": ms(self.p99),
+            "max_ms": ms(self.max),
+            "offered_rate": self.offered_rate,
+            "answered": self.answered,
+            "sent": self.sent,
+            "answers_per_s": self.saturated_answers_per_sec.round(),
+            "idle_rss_mb": mb(self.idle_rss_kib),
+            "rate_peak_rss_mb": mb(self.rate_peak_rss_kib),
+            "peak_rss_mb": mb(self.peak_rss_kib),
+            "rss_growth_mb": self.rss_growth_kib.map(|k| (k as f64 / 1024.0 * 10.0).round() / 10.0),
+            "soak_messages": self.soak_messages,
+            "environments": self.environments,
+            "clusters": self.clusters,
+            "ready_ms": ms(self.ready),
+            "alert_p50_ms": ms(self.alert_p50),
+            "alert_p99_ms": ms(self.alert_p99),
+            "alerts_measured": self.alerts_measured,
+            "api_connections": self.api_connections,
+            "deploy_chat_ms": ms(self.deploy_chat),
+            "deploy_direct_ms": ms(self.deploy_direct),
+            "deploying_p50_ms": ms(self.deploying_p50),
+            "deploying_p99_ms": ms(self.deploying_p99),
+        })
+    }
 }
 
 impl fmt::Display for BenchReport {
@@ -130,6 +187,23 @@ impl fmt::Display for BenchReport {
                 format!("{:.1} MB", k as f64 / 1024.0)
             })
         };
+        writeln!(
+            f,
+            "  {} environments on {} cluster(s): ready in {:.0} ms, idle RSS {}, API connections per cluster {:?}",
+            self.environments,
+            self.clusters,
+            ms(self.ready),
+            mb(self.idle_rss_kib),
+            self.api_connections
+        )?;
+        if let Some(g) = self.rss_growth_kib {
+            writeln!(
+                f,
+                "  soak: {} messages, RSS growth from message 10,000 to the last {:+.1} MB",
+                self.soak_messages,
+                g as f64 / 1024.0
+            )?;
+        }
         write!(
             f,
             "  bot peak RSS: {} after the {} msg/s phase, {} after saturation",
@@ -150,14 +224,72 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 /// Peak resident set (VmHWM) of a process, from /proc.
 fn peak_rss_kib(pid: u32) -> Option<u64> {
+    proc_status_kib(pid, "VmHWM:")
+}
+
+/// Resident set now (VmRSS) of a process, from /proc.
+fn rss_kib(pid: u32) -> Option<u64> {
+    proc_status_kib(pid, "VmRSS:")
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
+        .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
         .parse()
         .ok()
+}
+
+/// Established TCP connections whose server end is this machine's `port` (from /proc/net):
+/// what the simulated API server holds open.
+fn established_to(port: u16) -> usize {
+    let hex = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|t| {
+            t.lines()
+                .skip(1)
+                .filter(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    f.len() > 3 && f[1].ends_with(&hex) && f[3] == "01"
+                })
+                .count()
+        })
+        .sum()
+}
+
+/// A kubeconfig with one context per simulated cluster (`cluster-N`), plus `bench` and
+/// `direct` on the first.
+fn kubeconfig_yaml(sims: &[crate::sandbox::kube::KubeSim]) -> String {
+    let mut out = String::from("apiVersion: v1\nkind: Config\nclusters:\n");
+    for (i, s) in sims.iter().enumerate() {
+        out.push_str(&format!(
+            "- name: sim-{i}\n  cluster:\n    server: {}\n",
+            s.url()
+        ));
+    }
+    out.push_str("users:\n- name: bench\n  user:\n    token: bench\ncontexts:\n");
+    let mut context = |name: &str, i: usize, ns: &str| {
+        out.push_str(&format!(
+            "- name: {name}\n  context:\n    cluster: sim-{i}\n    user: bench\n    namespace: {ns}\n"
+        ));
+    };
+    context("bench", 0, "bench");
+    context("direct", 0, "direct");
+    for i in 0..sims.len() {
+        context(&format!("cluster-{i}"), i, "default");
+    }
+    out.push_str("current-context: bench\n");
+    out
+}
+
+/// The extra environments' names: `env-0001` … (`bench` is the first environment).
+fn extra_environments(total: usize) -> Vec<String> {
+    (1..total.max(1)).map(|i| format!("env-{i:04}")).collect()
 }
 
 struct Tracker {
@@ -170,15 +302,32 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
     let sim = RocketChatSim::start(SimConfig::default())
         .await
         .map_err(BenchError::Simulator)?;
-    let kube = crate::sandbox::kube::KubeSim::start(crate::sandbox::kube::KubeSimConfig {
-        pod_ready_after: Duration::from_millis(20),
-        tick: Duration::from_millis(100),
-        ..Default::default()
-    })
-    .await
-    .map_err(BenchError::Simulator)?;
-    kube.seed_environments(&["bench", "direct"])
-        .map_err(|e| BenchError::Setup(e.status().to_string()))?;
+    let clusters = args.clusters.max(1);
+    let mut sims = Vec::new();
+    for i in 0..clusters {
+        sims.push(
+            crate::sandbox::kube::KubeSim::start(crate::sandbox::kube::KubeSimConfig {
+                pod_ready_after: Duration::from_millis(20),
+                // The first cluster runs the deploy and alert phases; the others only hold
+                // environments to be watched.
+                tick: Duration::from_millis(if i == 0 { 100 } else { 1000 }),
+                ..Default::default()
+            })
+            .await
+            .map_err(BenchError::Simulator)?,
+        );
+    }
+    let kube = sims[0].clone();
+    let extras = extra_environments(args.environments);
+    let mut on_cluster: Vec<Vec<&str>> = vec![Vec::new(); clusters];
+    on_cluster[0].extend(["bench", "direct"]);
+    for (i, e) in extras.iter().enumerate() {
+        on_cluster[(i + 1) % clusters].push(e);
+    }
+    for (sim, envs) in sims.iter().zip(&on_cluster) {
+        sim.seed_environments(envs)
+            .map_err(|e| BenchError::Setup(e.status().to_string()))?;
+    }
     let users: Vec<String> = (0..args.users.max(1))
         .map(|i| format!("bench{i}"))
         .collect();
@@ -187,13 +336,25 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
     }
     let dir = tempfile_dir()?;
     let kubeconfig = dir.join("kubeconfig");
-    kube.write_kubeconfig(&kubeconfig, &["bench", "direct"])
+    std::fs::write(&kubeconfig, kubeconfig_yaml(&sims))
         .map_err(|e| BenchError::Setup(e.to_string()))?;
+    let telemetry = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| BenchError::Setup(e.to_string()))?;
+    let mut environments = String::new();
+    for (i, e) in extras.iter().enumerate() {
+        environments.push_str(&format!(
+            "[environments.{e}]\nkubeconfig = \"{}\"\ncontext = \"cluster-{}\"\nimage = \"{}\"\n",
+            kubeconfig.display(),
+            (i + 1) % clusters,
+            crate::sandbox::kube::seed::ROCKETCHAT_REPO,
+        ));
+    }
     let cfg_path = dir.join("rocketops.toml");
     std::fs::write(
         &cfg_path,
         format!(
-            "[bot]\nstore_path = \"{}\"\n[rocketchat]\nurl = \"{}\"\nusername = \"rocketops\"\nrooms = [\"ops\"]\n[telemetry]\nlisten = \"127.0.0.1:0\"\n[alerts]\nper_minute = 100000\nburst = 100000\ncheck_every = \"1s\"\n[policy]\nrate_per_minute = 100000000\nrate_burst = 1000000\n[environments.bench]\nkubeconfig = \"{}\"\ncontext = \"bench\"\nimage = \"{}\"\n[[environments.bench.policy.allow]]\ncommands = [\"*\"]\nroles = [\"ops\"]\n",
+            "[bot]\nstore_path = \"{}\"\n[rocketchat]\nurl = \"{}\"\nusername = \"rocketops\"\nrooms = [\"ops\"]\n[telemetry]\nlisten = \"{telemetry}\"\n[alerts]\nper_minute = 100000\nburst = 100000\ncheck_every = \"1s\"\n[policy]\nrate_per_minute = 100000000\nrate_burst = 1000000\n[environments.bench]\nkubeconfig = \"{}\"\ncontext = \"bench\"\nimage = \"{}\"\n[[environments.bench.policy.allow]]\ncommands = [\"*\"]\nroles = [\"ops\"]\n{environments}",
             dir.join("data").display(),
             sim.url(),
             kubeconfig.display(),
@@ -202,6 +363,7 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
     )
     .map_err(|e| BenchError::Setup(e.to_string()))?;
     let exe = std::env::current_exe().map_err(BenchError::Spawn)?;
+    let started = Instant::now();
     let mut child = tokio::process::Command::new(exe)
         .arg("run")
         .arg("--config")
@@ -213,13 +375,30 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
         .spawn()
         .map_err(BenchError::Spawn)?;
     let pid = child.id().unwrap_or(0);
-    let ready = Instant::now();
-    while sim.sessions_of("rocketops") == 0 {
-        if ready.elapsed() > Duration::from_secs(20) {
+    let probe = reqwest::Client::new();
+    let readyz = format!("http://{telemetry}/readyz");
+    let ready = loop {
+        let up = probe
+            .get(&readyz)
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if up && sim.sessions_of("rocketops") > 0 {
+            break started.elapsed();
+        }
+        if started.elapsed() > Duration::from_secs(120) {
             return Err(BenchError::BotNotReady);
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Let the watches settle before reading memory and connections.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_rss = rss_kib(pid);
+    let api_connections: Vec<usize> = sims
+        .iter()
+        .map(|s| established_to(s.addr().port()))
+        .collect();
     // Open each user's DM and let the bot see one message there first.
     for u in &users {
         sim.post(u, "@rocketops", "hello")
@@ -316,6 +495,26 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
+    // Soak: the same closed loop for `messages` answers; memory read at 10,000 and at the end.
+    let mut rss_growth = None;
+    let mut soaked = 0usize;
+    if args.messages > 0 {
+        let mut at_10k = None;
+        let deadline = Instant::now() + Duration::from_secs(900);
+        while soaked < args.messages && Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_secs(5), done_rx.recv()).await {
+                Ok(Some(u)) => {
+                    soaked += 1;
+                    if soaked == 10_000 {
+                        at_10k = rss_kib(pid);
+                    }
+                    post(u, &sim, &tracker);
+                }
+                _ => break,
+            }
+        }
+        rss_growth = at_10k.zip(rss_kib(pid)).map(|(a, b)| b as i64 - a as i64);
+    }
     let rss = peak_rss_kib(pid);
     listener.abort();
 
@@ -333,7 +532,9 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
     during.sort();
     let (deploy_chat, deploy_direct) = deploys?;
     let (alert_lat, alerts_measured) = alert_phase(&sim, &kube, 100).await?;
-    kube.stop();
+    for s in &sims {
+        s.stop();
+    }
     let _ = child.kill().await;
     sim.stop();
     let _ = std::fs::remove_dir_all(&dir);
@@ -356,6 +557,13 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
         alert_p50: percentile(&alert_lat, 0.50),
         alert_p99: percentile(&alert_lat, 0.99),
         alerts_measured,
+        environments: 1 + extras.len(),
+        clusters,
+        ready,
+        idle_rss_kib: idle_rss,
+        rss_growth_kib: rss_growth,
+        soak_messages: soaked,
+        api_connections,
     })
 }
 

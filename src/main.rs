@@ -218,7 +218,12 @@ async fn dispatch(cli: Cli) -> ExitCode {
         }
         Cmd::Bench(args) => {
             rocketops::telemetry::init(cli.log_format.unwrap_or_default());
+            let json = args.json;
             match rocketops::bench::run(args).await {
+                Ok(report) if json => {
+                    println!("{}", report.json());
+                    ExitCode::SUCCESS
+                }
                 Ok(report) => {
                     println!("{report}");
                     ExitCode::SUCCESS
