@@ -109,6 +109,10 @@ pub async fn run_with_clock(
         ready.clone(),
         shutdown.clone(),
     ));
+    tokio::spawn(crate::memory::trim_periodically(
+        Duration::from_secs(10),
+        shutdown.clone(),
+    ));
     let options = ConnectOptions {
         respond_to_bots: config.bot.respond_to_bots,
         store: Some(store.clone()),
@@ -259,7 +263,12 @@ async fn probe_clusters(
 ) {
     loop {
         let mut all = true;
+        // One probe per API server, however many environments it holds.
+        let mut probed = std::collections::HashSet::new();
         for (env, c) in clusters.iter() {
+            if !probed.insert(c.server().to_string()) {
+                continue;
+            }
             if let Err(e) = c.probe(Duration::from_secs(5)).await {
                 tracing::warn!(%env, error = %e, "cluster unreachable");
                 all = false;

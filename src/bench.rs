@@ -324,10 +324,17 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
     for (i, e) in extras.iter().enumerate() {
         on_cluster[(i + 1) % clusters].push(e);
     }
+    let seeding = Instant::now();
     for (sim, envs) in sims.iter().zip(&on_cluster) {
         sim.seed_environments(envs)
             .map_err(|e| BenchError::Setup(e.status().to_string()))?;
     }
+    tracing::info!(
+        environments = args.environments,
+        clusters,
+        secs = seeding.elapsed().as_secs_f64(),
+        "seeded the simulated clusters"
+    );
     let users: Vec<String> = (0..args.users.max(1))
         .map(|i| format!("bench{i}"))
         .collect();

@@ -26,6 +26,8 @@ pub mod config;
 pub mod error;
 /// The operations journal's record types.
 pub mod journal;
+/// The process's memory footprint.
+pub mod memory;
 /// The operations behind the commands.
 pub mod ops;
 /// Who may run what where.

@@ -72,6 +72,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    rocketops::memory::limit_arenas();
     rocketops::tls::install_crypto_provider();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -278,6 +278,7 @@ impl Clusters {
         let mut by_env = BTreeMap::new();
         for (name, env) in envs {
             let key = (env.kubeconfig.clone(), env.context.clone());
+            let server = format!("{:?}/{:?}", key.0, key.1);
             let client = match clients.get(&key) {
                 Some(c) => c.clone(),
                 None => {
@@ -286,7 +287,9 @@ impl Clusters {
                     c
                 }
             };
-            by_env.insert(name.clone(), Cluster::new(client, env.namespace_or(name)));
+            let mut cluster = Cluster::new(client, env.namespace_or(name));
+            cluster.server = server;
+            by_env.insert(name.clone(), cluster);
         }
         Ok(Clusters { by_env })
     }
@@ -347,6 +350,9 @@ async fn client_for(
 pub struct Cluster {
     client: Client,
     namespace: String,
+    /// Environments whose clusters share this key share one API server and one client: their
+    /// watches are cluster-wide, one per kind.
+    server: String,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -359,10 +365,23 @@ impl std::fmt::Debug for Cluster {
 
 impl Cluster {
     pub fn new(client: Client, namespace: impl Into<String>) -> Cluster {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Cluster {
             client,
             namespace: namespace.into(),
+            server: format!("own-{n}"),
         }
+    }
+
+    /// Which API server (and client) this environment's cluster is, for grouping watches.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The client, shared by every environment on the same API server.
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 
     /// A cluster from a kubeconfig file and context (the context's namespace unless one is given).

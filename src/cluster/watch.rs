@@ -1,4 +1,7 @@
-//! Watches of the managed namespaces, one per resource kind and environment, resumed after a drop and re-listed after 410, feeding alerts and the backup catalog.
+//! Watches of the managed namespaces: one per kind and API server across the cluster (per namespace where RBAC is namespaced), resumed after a drop and re-listed after 410, feeding alerts and the backup catalog.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -43,7 +46,47 @@ pub enum ClusterEvent {
     Relisted { env: String, kind: WatchedKind },
 }
 
-/// Starts one watch per environment and kind; events arrive on the returned channel until `cancel`.
+/// Environments on one API server: its client and which namespace is which environment.
+struct Group {
+    client: kube::Client,
+    envs: Arc<BTreeMap<String, String>>,
+}
+
+/// Groups environments by API server.
+fn groups(clusters: &Clusters) -> Vec<Group> {
+    let mut by_server: BTreeMap<String, (kube::Client, BTreeMap<String, String>)> = BTreeMap::new();
+    for (env, c) in clusters.iter() {
+        by_server
+            .entry(c.server().to_string())
+            .or_insert_with(|| (c.client().clone(), BTreeMap::new()))
+            .1
+            .insert(c.namespace().to_string(), env.to_string());
+    }
+    by_server
+        .into_values()
+        .map(|(client, envs)| Group {
+            client,
+            envs: Arc::new(envs),
+        })
+        .collect()
+}
+
+/// What a watch of one kind needs to know.
+#[derive(Clone)]
+struct Watch {
+    kind: WatchedKind,
+    cfg: watcher::Config,
+    tx: mpsc::Sender<ClusterEvent>,
+    cancel: CancellationToken,
+}
+
+/// Starts the watches; events arrive on the returned channel until `cancel`.
+///
+/// Environments that share an API server share one watch per kind across the cluster
+/// (`/apis/…/jobs` with no namespace), each event mapped to its environment by namespace: the
+/// connections to a server are bounded by the number of kinds, not by environments × kinds. Where
+/// the bot may not list a kind cluster-wide (namespaced RBAC: 403), that kind falls back to one
+/// watch per namespace, and the log says so. Events are watched as `type=Warning` only.
 pub fn watch_environments(
     clusters: &Clusters,
     kinds: &[WatchedKind],
@@ -51,78 +94,81 @@ pub fn watch_environments(
     cancel: CancellationToken,
 ) -> mpsc::Receiver<ClusterEvent> {
     let (tx, rx) = mpsc::channel(1024);
-    for (env, cluster) in clusters.iter() {
+    for group in groups(clusters) {
         for kind in kinds {
-            let client = cluster.client.clone();
-            let ns = cluster.namespace.clone();
-            let (env, kind, tx, cancel) = (env.to_string(), *kind, tx.clone(), cancel.clone());
             let mut cfg = watcher::Config::default();
             if let Some(l) = labels {
                 cfg = cfg.labels(l);
             }
-            match kind {
-                WatchedKind::Jobs => spawn_watch(
-                    Api::<Job>::namespaced(client, &ns),
-                    cfg,
-                    env,
-                    kind,
-                    tx,
-                    cancel,
-                ),
-                WatchedKind::Pods => spawn_watch(
-                    Api::<Pod>::namespaced(client, &ns),
-                    cfg,
-                    env,
-                    kind,
-                    tx,
-                    cancel,
-                ),
-                WatchedKind::Deployments => spawn_watch(
-                    Api::<Deployment>::namespaced(client, &ns),
-                    cfg,
-                    env,
-                    kind,
-                    tx,
-                    cancel,
-                ),
-                WatchedKind::StatefulSets => spawn_watch(
-                    Api::<StatefulSet>::namespaced(client, &ns),
-                    cfg,
-                    env,
-                    kind,
-                    tx,
-                    cancel,
-                ),
-                WatchedKind::CronJobs => spawn_watch(
-                    Api::<CronJob>::namespaced(client, &ns),
-                    cfg,
-                    env,
-                    kind,
-                    tx,
-                    cancel,
-                ),
-                WatchedKind::Events => spawn_watch(
-                    Api::<Event>::namespaced(client, &ns),
-                    cfg,
-                    env,
-                    kind,
-                    tx,
-                    cancel,
-                ),
+            if *kind == WatchedKind::Events {
+                cfg = cfg.fields("type=Warning");
             }
+            let w = Watch {
+                kind: *kind,
+                cfg,
+                tx: tx.clone(),
+                cancel: cancel.clone(),
+            };
+            let scope = if group.envs.len() == 1 {
+                let (ns, env) = group
+                    .envs
+                    .iter()
+                    .next()
+                    .map(|(n, e)| (n.clone(), e.clone()))
+                    .unwrap_or_default();
+                Scope::Namespace { ns, env }
+            } else {
+                Scope::Cluster(group.envs.clone())
+            };
+            start(group.client.clone(), scope, w);
         }
     }
     rx
 }
 
-fn spawn_watch<K>(
-    api: Api<K>,
-    cfg: watcher::Config,
-    env: String,
-    kind: WatchedKind,
-    tx: mpsc::Sender<ClusterEvent>,
-    cancel: CancellationToken,
-) where
+/// Where one watch looks.
+#[derive(Clone)]
+enum Scope {
+    /// One namespace, one environment.
+    Namespace { ns: String, env: String },
+    /// Every namespace; events of the listed ones (namespace → environment) pass.
+    Cluster(Arc<BTreeMap<String, String>>),
+}
+
+fn start(client: kube::Client, scope: Scope, w: Watch) {
+    macro_rules! typed {
+        ($t:ty) => {{
+            let api = match &scope {
+                Scope::Namespace { ns, .. } => Api::<$t>::namespaced(client.clone(), ns),
+                Scope::Cluster(_) => Api::<$t>::all(client.clone()),
+            };
+            spawn_watch(api, client, scope, w)
+        }};
+    }
+    match w.kind {
+        WatchedKind::Jobs => typed!(Job),
+        WatchedKind::Pods => typed!(Pod),
+        WatchedKind::Deployments => typed!(Deployment),
+        WatchedKind::StatefulSets => typed!(StatefulSet),
+        WatchedKind::CronJobs => typed!(CronJob),
+        WatchedKind::Events => typed!(Event),
+    }
+}
+
+/// Whether a watch error is the API server refusing the bot (401/403).
+fn refused(e: &watcher::Error) -> bool {
+    let k = match e {
+        watcher::Error::InitialListFailed(k)
+        | watcher::Error::WatchStartFailed(k)
+        | watcher::Error::WatchFailed(k) => k,
+        watcher::Error::WatchError(s) => return matches!(s.code, 401 | 403),
+        _ => return false,
+    };
+    matches!(k, kube::Error::Api(s) if matches!(s.code, 401 | 403))
+}
+
+fn spawn_watch<K>(api: Api<K>, client: kube::Client, scope: Scope, w: Watch)
+where
     K: Resource
         + Clone
         + DeserializeOwned
@@ -134,39 +180,79 @@ fn spawn_watch<K>(
     K::DynamicType: Default,
 {
     tokio::spawn(async move {
+        let kind = w.kind;
         // The watcher resumes from its last resourceVersion after a drop and re-lists after 410;
         // the backoff keeps a broken API server from being hammered.
-        let mut stream = watcher(api, cfg).default_backoff().boxed();
+        let mut stream = watcher(api, w.cfg.clone()).default_backoff().boxed();
+        let mut listed = false;
         loop {
             let next = tokio::select! {
                 n = stream.next() => n,
-                _ = cancel.cancelled() => return,
+                _ = w.cancel.cancelled() => return,
             };
-            let event = match next {
+            let (object, deleted) = match next {
                 Some(Ok(watcher::Event::Apply(o))) | Some(Ok(watcher::Event::InitApply(o))) => {
-                    ClusterEvent::Applied {
-                        env: env.clone(),
-                        kind,
-                        object: serde_json::to_value(&o).unwrap_or(Value::Null),
-                    }
+                    (o, false)
                 }
-                Some(Ok(watcher::Event::Delete(o))) => ClusterEvent::Deleted {
-                    env: env.clone(),
-                    kind,
-                    object: serde_json::to_value(&o).unwrap_or(Value::Null),
-                },
-                Some(Ok(watcher::Event::Init)) => ClusterEvent::Relisted {
-                    env: env.clone(),
-                    kind,
-                },
-                Some(Ok(watcher::Event::InitDone)) => continue,
+                Some(Ok(watcher::Event::Delete(o))) => (o, true),
+                Some(Ok(watcher::Event::Init)) => {
+                    let envs: Vec<String> = match &scope {
+                        Scope::Namespace { env, .. } => vec![env.clone()],
+                        Scope::Cluster(envs) => envs.values().cloned().collect(),
+                    };
+                    for env in envs {
+                        if w.tx
+                            .send(ClusterEvent::Relisted { env, kind })
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                Some(Ok(watcher::Event::InitDone)) => {
+                    // Listed once: a later refusal is a lost permission, not namespaced RBAC.
+                    listed = true;
+                    continue;
+                }
                 Some(Err(e)) => {
-                    tracing::warn!(%env, ?kind, error = %e, "watch error; the watcher retries");
+                    if let Scope::Cluster(envs) = &scope
+                        && !listed
+                        && refused(&e)
+                    {
+                        tracing::warn!(?kind, namespaces = envs.len(), error = %e,
+                            "no cluster-wide read of this kind; watching each namespace instead");
+                        for (ns, env) in envs.iter() {
+                            let one = Scope::Namespace {
+                                ns: ns.clone(),
+                                env: env.clone(),
+                            };
+                            start(client.clone(), one, w.clone());
+                        }
+                        return;
+                    }
+                    tracing::warn!(?kind, error = %e, "watch error; the watcher retries");
                     continue;
                 }
                 None => return,
             };
-            if tx.send(event).await.is_err() {
+            let ns = object.meta().namespace.as_deref().unwrap_or_default();
+            let env = match &scope {
+                Scope::Namespace { env, .. } => env.clone(),
+                Scope::Cluster(envs) => match envs.get(ns) {
+                    Some(env) => env.clone(),
+                    // A namespace the bot does not manage.
+                    None => continue,
+                },
+            };
+            let object = serde_json::to_value(&object).unwrap_or(Value::Null);
+            let event = if deleted {
+                ClusterEvent::Deleted { env, kind, object }
+            } else {
+                ClusterEvent::Applied { env, kind, object }
+            };
+            if w.tx.send(event).await.is_err() {
                 return;
             }
         }

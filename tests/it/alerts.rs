@@ -354,3 +354,103 @@ async fn a_listed_warning_event_alerts_as_a_warning_and_others_do_not() {
     );
     w.stop_bot().await;
 }
+
+/// A world whose test and prod share one API server and one context: the bot watches them with
+/// one cluster-wide watch per kind; `other` is a namespace it does not manage.
+async fn shared_server_world() -> (World, rocketops::config::Config) {
+    let w = World::with_cluster_running(None, &["test", "prod", "other"]).await;
+    let mut c = alert_config(&w);
+    c.environments.get_mut("prod").unwrap().context = Some("test".into());
+    (w, c)
+}
+
+async fn crash(w: &World, context: &str) {
+    let c = Cluster::from_kubeconfig(&w.kubeconfig(), Some(context), None)
+        .await
+        .unwrap();
+    let repo = rocketops::sandbox::kube::seed::ROCKETCHAT_REPO;
+    c.set_image(
+        "rocketchat",
+        "rocketchat",
+        &format!("{repo}:7.0.0-crash"),
+        "bad build",
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environments_on_one_api_server_share_one_watch_per_kind_and_unmanaged_namespaces_stay_quiet()
+ {
+    let (mut w, c) = shared_server_world().await;
+    w.start_bot_with(c).await;
+    // One watch per kind across the cluster, none per namespace.
+    let open = w
+        .wait_for("#ops", "the watches", |_| {
+            w.kube()
+                .open_watches()
+                .keys()
+                .filter(|(_, ns)| ns.is_none())
+                .count()
+                >= 6
+        })
+        .await;
+    drop(open);
+    let watches = w.kube().open_watches();
+    assert!(
+        watches.keys().all(|(_, ns)| ns.is_none()),
+        "only cluster-wide watches: {watches:?}"
+    );
+    for kind in [
+        "pods",
+        "jobs",
+        "deployments",
+        "statefulsets",
+        "cronjobs",
+        "events",
+    ] {
+        assert_eq!(
+            watches.get(&(kind.to_string(), None)),
+            Some(&1),
+            "{kind}: {watches:?}"
+        );
+    }
+    // A crash in an unmanaged namespace says nothing; one in prod is told, named as prod.
+    crash(&w, "other").await;
+    crash(&w, "prod").await;
+    let alert = w
+        .wait_bot_text("#alerts", "the crash alert", |t| {
+            t.contains("CrashLoopBackOff")
+        })
+        .await;
+    assert!(alert.contains("prod"), "{alert}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let texts = bot_texts(&alert_messages(&w));
+    assert!(texts.iter().all(|t| !t.contains("other")), "{texts:?}");
+    w.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_cluster_wide_read_the_bot_watches_each_namespace_and_still_alerts() {
+    let (mut w, c) = shared_server_world().await;
+    // As a namespaced Role grants: pods only per namespace.
+    w.kube().revoke_cluster_wide("pods");
+    w.start_bot_with(c).await;
+    w.wait_for("#ops", "the per-namespace pod watches", |_| {
+        let open = w.kube().open_watches();
+        open.contains_key(&("pods".to_string(), Some("test".to_string())))
+            && open.contains_key(&("pods".to_string(), Some("prod".to_string())))
+    })
+    .await;
+    let open = w.kube().open_watches();
+    assert!(!open.contains_key(&("pods".to_string(), Some("other".to_string()))));
+    assert_eq!(open.get(&("jobs".to_string(), None)), Some(&1), "{open:?}");
+    crash(&w, "prod").await;
+    let alert = w
+        .wait_bot_text("#alerts", "the crash alert", |t| {
+            t.contains("CrashLoopBackOff")
+        })
+        .await;
+    assert!(alert.contains("prod"), "{alert}");
+    w.stop_bot().await;
+}

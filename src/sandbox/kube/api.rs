@@ -237,10 +237,14 @@ async fn dispatch(
             if let Ok(mut calls) = sim.api_calls.lock() {
                 calls.insert((t.rt.group.to_string(), resource.clone(), verb.to_string()));
             }
-            let revoked = sim
-                .faults()
-                .revoked
-                .contains(&(resource.clone(), verb.to_string()));
+            let revoked = {
+                let f = sim.faults();
+                f.revoked.contains(&(resource.clone(), verb.to_string()))
+                    || (t.namespace.is_none()
+                        && t.rt.namespaced
+                        && f.revoked
+                            .contains(&(resource.clone(), format!("{verb}@cluster"))))
+            };
             if revoked {
                 // As after its Role lost the rule: every such request is refused until restored.
                 return error_response(&ApiError::Forbidden {
@@ -660,12 +664,7 @@ fn watch(
         let current_rv = store.current_rv();
         let (items, _) = store.list(rt, namespace.as_deref(), &sel);
         for i in &items {
-            matching.insert(
-                i["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            );
+            matching.insert(key_of(i));
         }
         let mut expired = false;
         if rv_param.is_empty() || rv_param == "0" {
@@ -692,7 +691,9 @@ fn watch(
         (live, expired, current_rv)
     };
     let drop_token = sim.watch_drop.lock().map(|t| t.clone()).unwrap_or_default();
+    let open = super::OpenWatch::new(&sim, rt.plural, namespace.clone());
     tokio::spawn(async move {
+        let _open = open;
         if expired {
             let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                                 "message": format!("too old resource version: {rv_param} ({current_rv})"), "reason": "Expired", "code": 410});
@@ -720,7 +721,8 @@ fn watch(
                     if c.plural != rt.plural || !ns_ok(&c, &namespace) {
                         continue;
                     }
-                    let name = c.object["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                    // Keyed by namespace and name: a cluster-wide watch sees the same name in many namespaces.
+                    let name = key_of(&c.object);
                     let now_matches = sel.matches(&c.object);
                     let was = matching.contains(&name);
                     let kind = match (c.kind, was, now_matches) {
@@ -754,6 +756,15 @@ fn watch(
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// `namespace/name`: an object's identity within one resource.
+fn key_of(o: &Value) -> String {
+    format!(
+        "{}/{}",
+        o["metadata"]["namespace"].as_str().unwrap_or_default(),
+        o["metadata"]["name"].as_str().unwrap_or_default()
+    )
 }
 
 fn handle_of(sim: &Arc<KubeInner>) -> super::KubeSim {

@@ -44,9 +44,14 @@ pub(crate) async fn run(sim: Arc<KubeInner>) {
             _ = tokio::time::sleep(sim.cfg.tick) => {}
             _ = sim.shutdown.cancelled() => return,
         }
-        // Several passes let a change ripple through (Deployment → ReplicaSet → Pod → status).
+        // Several passes let a change ripple through (Deployment → ReplicaSet → Pod → status);
+        // a pass that changes nothing ends it, so a large idle cluster costs one pass a tick.
         for _ in 0..3 {
+            let before = sim.store().current_rv();
             reconcile(&sim, &mut memory);
+            if sim.store().current_rv() == before {
+                break;
+            }
         }
     }
 }
@@ -130,11 +135,9 @@ fn owned_by(store: &ObjectStore, plural: &'static str, owner: &Value) -> Vec<Val
     let (ns, _) = ns_name(owner);
     let id = uid(owner).to_string();
     store
-        .all(plural)
+        .all_in(plural, &ns)
         .into_iter()
-        .filter(|o| {
-            o["metadata"]["namespace"] == ns.as_str() && controller_uid(o) == Some(id.as_str())
-        })
+        .filter(|o| controller_uid(o) == Some(id.as_str()))
         .collect()
 }
 
@@ -1244,10 +1247,11 @@ pub(crate) fn collect_dependents(store: &mut ObjectStore, deleted: &Value, orpha
 
 /// Background garbage collection: dependents whose controller is gone are deleted.
 fn orphan_sweep(store: &mut ObjectStore) {
+    let uids = store.uids();
     for plural in ["replicasets", "pods", "controllerrevisions"] {
         for o in store.all(plural) {
             if let Some(owner) = controller_uid(&o)
-                && !store.uid_exists(owner)
+                && !uids.contains(owner)
             {
                 let (ns, name) = ns_name(&o);
                 if let Ok(gone) = store.delete(by_plural(plural), &ns, &name) {

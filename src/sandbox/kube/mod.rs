@@ -100,6 +100,41 @@ impl Registry {
 
 pub use crate::cluster::split_image;
 
+/// Watches being served: (resource, namespace or `None` for cluster-wide) → how many.
+pub type WatchCounts = HashMap<(String, Option<String>), usize>;
+
+/// A watch being served, counted while it lasts.
+pub(crate) struct OpenWatch {
+    watches: Arc<Mutex<WatchCounts>>,
+    key: (String, Option<String>),
+}
+
+impl OpenWatch {
+    pub(crate) fn new(sim: &KubeInner, plural: &str, namespace: Option<String>) -> OpenWatch {
+        let key = (plural.to_string(), namespace);
+        if let Ok(mut w) = sim.watches.lock() {
+            *w.entry(key.clone()).or_default() += 1;
+        }
+        OpenWatch {
+            watches: sim.watches.clone(),
+            key,
+        }
+    }
+}
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.watches.lock()
+            && let Some(n) = w.get_mut(&self.key)
+        {
+            *n -= 1;
+            if *n == 0 {
+                w.remove(&self.key);
+            }
+        }
+    }
+}
+
 pub(crate) struct KubeInner {
     pub store: Mutex<ObjectStore>,
     pub faults: Mutex<KubeFaults>,
@@ -109,6 +144,8 @@ pub(crate) struct KubeInner {
     pub scripts: Mutex<Vec<(String, JobScript)>>,
     /// Pods the local Job runtime runs or has run.
     pub runs: Arc<runtime::Runs>,
+    /// Watches being served: (resource, namespace or `None` for cluster-wide) → how many.
+    pub watches: Arc<Mutex<WatchCounts>>,
     pub logs: Mutex<HashMap<(String, String), Vec<String>>>,
     pub kick: Notify,
     pub watch_drop: Mutex<CancellationToken>,
@@ -177,6 +214,7 @@ impl KubeSim {
             registry: Mutex::new(Registry::default()),
             scripts: Mutex::new(Vec::new()),
             runs: Arc::default(),
+            watches: Arc::default(),
             logs: Mutex::new(HashMap::new()),
             kick: Notify::new(),
             watch_drop: Mutex::new(CancellationToken::new()),
@@ -377,6 +415,26 @@ impl KubeSim {
             .faults()
             .revoked
             .insert((resource.to_string(), verb.to_string()));
+        self.drop_watches();
+    }
+
+    /// Watches being served now: (resource, namespace or `None` for cluster-wide) → how many.
+    pub fn open_watches(&self) -> WatchCounts {
+        self.inner
+            .watches
+            .lock()
+            .map(|w| w.clone())
+            .unwrap_or_default()
+    }
+
+    /// As a namespaced Role instead of a ClusterRole: `resource` may still be listed and watched
+    /// in each namespace, but not across the cluster.
+    pub fn revoke_cluster_wide(&self, resource: &str) {
+        let mut f = self.inner.faults();
+        for verb in ["list@cluster", "watch@cluster"] {
+            f.revoked.insert((resource.to_string(), verb.to_string()));
+        }
+        drop(f);
         self.drop_watches();
     }
 

@@ -420,10 +420,12 @@ impl ObjectStore {
         ns: Option<&str>,
         sel: &Selectors,
     ) -> (Vec<Value>, u64) {
+        // Keys sort by resource, then namespace: read only the range asked for.
+        let from = (rt.plural, ns.unwrap_or_default().to_string(), String::new());
         let items = self
             .objects
-            .iter()
-            .filter(|((p, n, _), _)| *p == rt.plural && ns.is_none_or(|ns| ns == n))
+            .range(from..)
+            .take_while(|((p, n, _), _)| *p == rt.plural && ns.is_none_or(|ns| ns == n))
             .map(|(_, v)| v)
             .filter(|v| sel.matches(v))
             .cloned()
@@ -434,9 +436,26 @@ impl ObjectStore {
     /// Every object of a type across namespaces (controllers).
     pub fn all(&self, plural: &'static str) -> Vec<Value> {
         self.objects
-            .iter()
-            .filter(|((p, _, _), _)| *p == plural)
+            .range((plural, String::new(), String::new())..)
+            .take_while(|((p, _, _), _)| *p == plural)
             .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// Every object of a type in one namespace (controllers finding what an owner owns).
+    pub fn all_in(&self, plural: &'static str, ns: &str) -> Vec<Value> {
+        self.objects
+            .range((plural, ns.to_string(), String::new())..)
+            .take_while(|((p, n, _), _)| *p == plural && n == ns)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// The uids of every object (garbage collection finding dependents whose owner is gone).
+    pub fn uids(&self) -> std::collections::HashSet<String> {
+        self.objects
+            .values()
+            .filter_map(|o| o["metadata"]["uid"].as_str().map(str::to_string))
             .collect()
     }
 
