@@ -241,6 +241,48 @@ impl<C: Chat> Alerter<C> {
                 }
             }
             ClusterEvent::Relisted { .. } => {}
+            ClusterEvent::Refused {
+                env,
+                kind,
+                environments,
+                message,
+            } => {
+                let plural = kind.plural();
+                let scope = if environments > 1 {
+                    format!("{environments} environments on this API server")
+                } else {
+                    env.clone()
+                };
+                let detail = format!(
+                    "the bot may no longer list and watch {plural}, so alerts about them are blind for {scope}; give its Role `list` and `watch` on `{plural}` again ({})",
+                    crate::redact::outside(&message.chars().take(300).collect::<String>())
+                );
+                self.apply(
+                    Signal::Firing {
+                        key: IncidentKey {
+                            env,
+                            object: format!("watch/{plural}"),
+                            reason: Reason::Other("Forbidden".into()),
+                        },
+                        severity: Severity::Critical,
+                        detail,
+                        occurrence: String::new(),
+                    },
+                    None,
+                )
+                .await;
+            }
+            ClusterEvent::Restored { env, kind } => {
+                self.apply(
+                    Signal::Clear {
+                        env,
+                        object: format!("watch/{}", kind.plural()),
+                        reason: None,
+                    },
+                    None,
+                )
+                .await;
+            }
         }
     }
 

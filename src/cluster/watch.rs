@@ -44,6 +44,30 @@ pub enum ClusterEvent {
     },
     /// The watch (re)started with a full list: state derived from earlier events should be re-checked.
     Relisted { env: String, kind: WatchedKind },
+    /// The API server refuses the watch (401/403): the bot lost its permission to read `kind`.
+    /// Sent once per refusal; `environments` is how many environments the watch served.
+    Refused {
+        env: String,
+        kind: WatchedKind,
+        environments: usize,
+        message: String,
+    },
+    /// A refused watch works again.
+    Restored { env: String, kind: WatchedKind },
+}
+
+impl WatchedKind {
+    /// The resource's plural, as RBAC rules name it.
+    pub fn plural(self) -> &'static str {
+        match self {
+            WatchedKind::Jobs => "jobs",
+            WatchedKind::Pods => "pods",
+            WatchedKind::Deployments => "deployments",
+            WatchedKind::StatefulSets => "statefulsets",
+            WatchedKind::CronJobs => "cronjobs",
+            WatchedKind::Events => "events",
+        }
+    }
 }
 
 /// Environments on one API server: its client and which namespace is which environment.
@@ -183,11 +207,35 @@ where
         let kind = w.kind;
         // The watcher resumes from its last resourceVersion after a drop and re-lists after 410;
         // the backoff keeps a broken API server from being hammered.
+        let probe = api.clone();
         let mut stream = watcher(api, w.cfg.clone()).default_backoff().boxed();
+        // While refused, a small list now and then tells when the permission is back (a quiet
+        // namespace sends nothing to notice it by).
+        let mut recheck = tokio::time::interval(std::time::Duration::from_secs(5));
         let mut listed = false;
+        let mut refusing = false;
+        let first_env = match &scope {
+            Scope::Namespace { env, .. } => env.clone(),
+            Scope::Cluster(envs) => envs.values().next().cloned().unwrap_or_default(),
+        };
+        let served = match &scope {
+            Scope::Namespace { .. } => 1,
+            Scope::Cluster(envs) => envs.len(),
+        };
         loop {
             let next = tokio::select! {
                 n = stream.next() => n,
+                _ = recheck.tick(), if refusing => {
+                    let lp = kube::api::ListParams::default().limit(1);
+                    if probe.list_metadata(&lp).await.is_ok() {
+                        refusing = false;
+                        let restored = ClusterEvent::Restored { env: first_env.clone(), kind };
+                        if w.tx.send(restored).await.is_err() {
+                            return;
+                        }
+                    }
+                    continue;
+                }
                 _ = w.cancel.cancelled() => return,
             };
             let (object, deleted) = match next {
@@ -214,6 +262,16 @@ where
                 Some(Ok(watcher::Event::InitDone)) => {
                     // Listed once: a later refusal is a lost permission, not namespaced RBAC.
                     listed = true;
+                    if refusing {
+                        refusing = false;
+                        let restored = ClusterEvent::Restored {
+                            env: first_env.clone(),
+                            kind,
+                        };
+                        if w.tx.send(restored).await.is_err() {
+                            return;
+                        }
+                    }
                     continue;
                 }
                 Some(Err(e)) => {
@@ -233,6 +291,25 @@ where
                         return;
                     }
                     tracing::warn!(?kind, error = %e, "watch error; the watcher retries");
+                    if refused(&e) && !refusing {
+                        // Once per streak: the watcher backs off and retries; one incident says why.
+                        refusing = true;
+                        let refused = ClusterEvent::Refused {
+                            env: first_env.clone(),
+                            kind,
+                            environments: served,
+                            // The server's words, without the debug dump of its Status.
+                            message: e
+                                .to_string()
+                                .split(" (Status {")
+                                .next()
+                                .unwrap_or_default()
+                                .to_string(),
+                        };
+                        if w.tx.send(refused).await.is_err() {
+                            return;
+                        }
+                    }
                     continue;
                 }
                 None => return,

@@ -454,3 +454,47 @@ async fn without_cluster_wide_read_the_bot_watches_each_namespace_and_still_aler
     assert!(alert.contains("prod"), "{alert}");
     w.stop_bot().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_refused_after_its_permission_is_removed_raises_one_incident_naming_it_and_resolves()
+ {
+    let mut w = World::with_cluster().await;
+    w.start_bot_with(alert_config(&w)).await;
+    w.wait_for("#ops", "the pod watches", |_| {
+        w.kube()
+            .open_watches()
+            .contains_key(&("pods".to_string(), Some("prod".to_string())))
+    })
+    .await;
+    // The Role loses pods: every re-list is refused with 403 from now on.
+    w.kube().revoke_permission("pods", "list");
+    w.kube().revoke_permission("pods", "watch");
+    let alert = w
+        .wait_bot_text("#alerts", "the refused-watch incident", |t| {
+            t.contains("watch/pods")
+        })
+        .await;
+    assert!(
+        alert.contains("may no longer list and watch pods")
+            && alert.contains("`list` and `watch` on `pods`"),
+        "{alert}"
+    );
+    // The watcher backs off rather than spinning, and says it once per environment.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let said = bot_texts(&alert_messages(&w))
+        .iter()
+        .filter(|t| t.contains("watch/pods"))
+        .count();
+    assert_eq!(said, 2, "one incident each for test and prod");
+    w.kube().restore_permission("pods", "list");
+    w.kube().restore_permission("pods", "watch");
+    w.wait_for("#alerts", "resolved", |m| {
+        bot_texts(m)
+            .iter()
+            .filter(|t| t.starts_with("✅ Resolved after"))
+            .count()
+            >= 2
+    })
+    .await;
+    w.stop_bot().await;
+}

@@ -635,7 +635,9 @@ async fn environments_from_config_watch_their_namespaces_through_drops_and_expir
                     }
                 }
                 ClusterEvent::Relisted { .. } => *relists += 1,
-                ClusterEvent::Deleted { .. } => {}
+                ClusterEvent::Deleted { .. }
+                | ClusterEvent::Refused { .. }
+                | ClusterEvent::Restored { .. } => {}
             }
         }
     };
