@@ -270,6 +270,27 @@ pub fn detect(env: &str, kind: WatchedKind, o: &Value) -> Vec<Signal> {
 }
 
 /// Whether a StatefulSet has fewer ready replicas than desired.
+/// Pure: the few fields of a StatefulSet or CronJob the periodic checks read
+/// ([`statefulset_short`], [`cronjob_stale`]); the alerter keeps these, not whole objects, so
+/// its memory stays small with hundreds of environments.
+pub fn kept_fields(o: &Value) -> Value {
+    serde_json::json!({
+        "metadata": {
+            "name": o["metadata"]["name"],
+            "creationTimestamp": o["metadata"]["creationTimestamp"],
+        },
+        "spec": {
+            "replicas": o["spec"]["replicas"],
+            "suspend": o["spec"]["suspend"],
+            "schedule": o["spec"]["schedule"],
+        },
+        "status": {
+            "readyReplicas": o["status"]["readyReplicas"],
+            "lastSuccessfulTime": o["status"]["lastSuccessfulTime"],
+        },
+    })
+}
+
 pub fn statefulset_short(o: &Value) -> Option<String> {
     let want = o["spec"]["replicas"].as_i64().unwrap_or(1);
     let ready = o["status"]["readyReplicas"].as_i64().unwrap_or(0);
@@ -381,6 +402,22 @@ mod tests {
                 reason: None
             }]
         );
+    }
+
+    #[test]
+    fn the_kept_fields_give_the_periodic_checks_the_same_answers_as_the_whole_object() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-22T12:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let sts = json!({"metadata": {"name": "mongodb", "labels": {"a": "b"}}, "spec": {"replicas": 3, "template": {"spec": {}}},
+                         "status": {"readyReplicas": 2, "replicas": 3}});
+        assert_eq!(statefulset_short(&kept_fields(&sts)), statefulset_short(&sts));
+        assert!(statefulset_short(&kept_fields(&sts)).is_some());
+        let cj = json!({"metadata": {"name": "mongodb-backup", "creationTimestamp": "2026-11-01T00:00:00Z"},
+                        "spec": {"schedule": "1 0 * * *", "jobTemplate": {"spec": {}}},
+                        "status": {"lastSuccessfulTime": "2026-11-19T00:01:00Z"}});
+        assert_eq!(cronjob_stale(&kept_fields(&cj), now), cronjob_stale(&cj, now));
+        assert!(cronjob_stale(&kept_fields(&cj), now).is_some());
     }
 
     #[test]

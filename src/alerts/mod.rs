@@ -213,7 +213,7 @@ impl<C: Chat> Alerter<C> {
                         .unwrap_or_default()
                         .to_string();
                     self.watched
-                        .insert((env.clone(), kind, name), object.clone());
+                        .insert((env.clone(), kind, name), detect::kept_fields(&object));
                 }
                 if kind == WatchedKind::Jobs {
                     self.catalogue(&env, &object).await;
