@@ -101,6 +101,9 @@ pub struct BenchReport {
     pub soak_messages: usize,
     /// Open connections from the bot to each simulated API server, once ready.
     pub api_connections: Vec<usize>,
+    /// One `status` naming no environment: time to the answer, and its first line.
+    pub status: Duration,
+    pub status_head: String,
 }
 
 impl BenchReport {
@@ -128,6 +131,8 @@ impl BenchReport {
             "alert_p99_ms": ms(self.alert_p99),
             "alerts_measured": self.alerts_measured,
             "api_connections": self.api_connections,
+            "status_ms": ms(self.status),
+            "status_head": self.status_head,
             "deploy_chat_ms": ms(self.deploy_chat),
             "deploy_direct_ms": ms(self.deploy_direct),
             "deploying_p50_ms": ms(self.deploying_p50),
@@ -195,6 +200,12 @@ impl fmt::Display for BenchReport {
             ms(self.ready),
             mb(self.idle_rss_kib),
             self.api_connections
+        )?;
+        writeln!(
+            f,
+            "  `status` of every environment answered in {:.0} ms: {}",
+            ms(self.status),
+            self.status_head
         )?;
         if let Some(g) = self.rss_growth_kib {
             writeln!(
@@ -406,6 +417,31 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
         .iter()
         .map(|s| established_to(s.addr().port()))
         .collect();
+    // One `status` for every environment: how long, and its first line.
+    let (status_time, status_head) = {
+        let mut events = sim.events();
+        let asked = Instant::now();
+        sim.post(&users[0], "@rocketops", "status")
+            .map_err(|e| BenchError::Setup(e.to_string()))?;
+        let deadline = asked + Duration::from_secs(30);
+        let mut answer = None;
+        while answer.is_none() {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Ok(SimEvent::Message { message, .. }))
+                    if message["u"]["username"] == "rocketops" =>
+                {
+                    let text = message["msg"].as_str().unwrap_or_default().to_string();
+                    if text.starts_with('*') {
+                        answer = Some((asked.elapsed(), text));
+                    }
+                }
+                Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {}
+                Ok(Err(RecvError::Closed)) | Err(_) => break,
+            }
+        }
+        let (t, text) = answer.unwrap_or_default();
+        (t, text.lines().next().unwrap_or_default().to_string())
+    };
     // Open each user's DM and let the bot see one message there first.
     for u in &users {
         sim.post(u, "@rocketops", "hello")
@@ -571,6 +607,8 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
         rss_growth_kib: rss_growth,
         soak_messages: soaked,
         api_connections,
+        status: status_time,
+        status_head,
     })
 }
 

@@ -411,12 +411,18 @@ mod tests {
             .with_timezone(&chrono::Utc);
         let sts = json!({"metadata": {"name": "mongodb", "labels": {"a": "b"}}, "spec": {"replicas": 3, "template": {"spec": {}}},
                          "status": {"readyReplicas": 2, "replicas": 3}});
-        assert_eq!(statefulset_short(&kept_fields(&sts)), statefulset_short(&sts));
+        assert_eq!(
+            statefulset_short(&kept_fields(&sts)),
+            statefulset_short(&sts)
+        );
         assert!(statefulset_short(&kept_fields(&sts)).is_some());
         let cj = json!({"metadata": {"name": "mongodb-backup", "creationTimestamp": "2026-11-01T00:00:00Z"},
                         "spec": {"schedule": "1 0 * * *", "jobTemplate": {"spec": {}}},
                         "status": {"lastSuccessfulTime": "2026-11-19T00:01:00Z"}});
-        assert_eq!(cronjob_stale(&kept_fields(&cj), now), cronjob_stale(&cj, now));
+        assert_eq!(
+            cronjob_stale(&kept_fields(&cj), now),
+            cronjob_stale(&cj, now)
+        );
         assert!(cronjob_stale(&kept_fields(&cj), now).is_some());
     }
 
