@@ -95,7 +95,7 @@ async fn frames_before_connect_are_refused_and_a_wrong_version_fails() {
     );
     send(
         &mut ws,
-        json!({"msg":"connect","version":"pre1","support":["pre1"]}),
+        json!({"msg":"connect","version":"2","support":["2"]}),
     )
     .await;
     assert_eq!(until(&mut ws, "failed", None).await["version"], "1");
@@ -311,4 +311,36 @@ async fn the_rest_routes_answer_like_the_server() {
         .await
         .unwrap();
     assert_eq!(unauth.status().as_u16(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_client_connects_with_pre1_and_the_standard_publications_are_ready() {
+    let sim = sim_with(Duration::from_secs(30)).await;
+    let mut ws = open(&sim).await;
+    next(&mut ws).await;
+    send(
+        &mut ws,
+        json!({"msg":"connect","version":"pre1","support":["pre1"]}),
+    )
+    .await;
+    assert!(until(&mut ws, "connected", None).await["session"].is_string());
+    let mut ws = connect_and_login(&sim, "alice").await;
+    for (i, name) in [
+        "meteor.loginServiceConfiguration",
+        "meteor_autoupdate_clientVersions",
+        "roles",
+        "activeUsers",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let id = format!("s{i}");
+        send(
+            &mut ws,
+            json!({"msg":"sub","id":id,"name":name,"params":[]}),
+        )
+        .await;
+        let ready = until(&mut ws, "ready", None).await;
+        assert_eq!(ready["subs"], json!([id]), "{name}");
+    }
 }

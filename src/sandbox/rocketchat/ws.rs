@@ -138,9 +138,8 @@ fn handle_frame(
             send(json!({"msg": "error", "reason": "Must connect first", "offendingMessage": v}));
             return true;
         }
-        let version_ok = v.get("version").and_then(Value::as_str) == Some("1");
-        if !version_ok {
-            send(json!({"msg": "failed", "version": "1"}));
+        if let Err(version) = negotiate(&v) {
+            send(json!({"msg": "failed", "version": version}));
             return false;
         }
         *connected = true;
@@ -235,6 +234,12 @@ fn handle_frame(
                     send(json!({"msg": "ready", "subs": [id]}));
                 }
                 "stream-notify-user" => send(nosub(error_value("not-allowed", "Not allowed"))),
+                // The publications every Meteor client subscribes to on start: ready, and (as
+                // far as the simulator goes) empty.
+                "meteor.loginServiceConfiguration"
+                | "meteor_autoupdate_clientVersions"
+                | "roles"
+                | "activeUsers" => send(json!({"msg": "ready", "subs": [id]})),
                 other => send(nosub(error_value(
                     404,
                     &format!("Subscription '{other}' not found"),
@@ -249,4 +254,62 @@ fn handle_frame(
         _ => send(json!({"msg": "error", "reason": "Bad request", "offendingMessage": v})),
     }
     true
+}
+
+/// The DDP versions the server speaks, preferred first, as Meteor's server lists them.
+pub const DDP_VERSIONS: [&str; 3] = ["1", "pre2", "pre1"];
+
+/// Pure: Meteor's version negotiation for a `connect` frame. The server picks the first version
+/// in the client's `support` list that it speaks; the client connects when that is the `version`
+/// it asked for. Otherwise the answer is `failed` with the version to use (the server's first
+/// when the frame names none it speaks, or its `version` is missing from its own `support`).
+pub fn negotiate(connect: &Value) -> Result<(), &'static str> {
+    let version = connect.get("version").and_then(Value::as_str);
+    let support: Option<Vec<&str>> = connect
+        .get("support")
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().map(Value::as_str).collect());
+    let (Some(version), Some(support)) = (version, support) else {
+        return Err(DDP_VERSIONS[0]);
+    };
+    if !support.contains(&version) {
+        return Err(DDP_VERSIONS[0]);
+    }
+    let chosen = support
+        .iter()
+        .find_map(|v| DDP_VERSIONS.iter().find(|s| *s == v))
+        .copied()
+        .unwrap_or(DDP_VERSIONS[0]);
+    if chosen == version {
+        Ok(())
+    } else {
+        Err(chosen)
+    }
+}
+
+#[cfg(test)]
+mod negotiation_tests {
+    use super::*;
+
+    #[test]
+    fn the_version_is_negotiated_as_meteor_does() {
+        let c = |version: &str, support: &[&str]| {
+            negotiate(&json!({"msg": "connect", "version": version, "support": support}))
+        };
+        assert_eq!(c("1", &["1", "pre2", "pre1"]), Ok(()));
+        assert_eq!(c("pre1", &["pre1"]), Ok(()), "older SDKs connect");
+        assert_eq!(c("pre2", &["pre2", "pre1"]), Ok(()));
+        // The client prefers 1 but asked for pre1: use 1.
+        assert_eq!(c("pre1", &["1", "pre1"]), Err("1"));
+        assert_eq!(c("2", &["2"]), Err("1"), "nothing in common");
+        assert_eq!(
+            c("1", &["pre1"]),
+            Err("1"),
+            "its version is not in its own list"
+        );
+        assert_eq!(
+            negotiate(&json!({"msg": "connect", "version": "1"})),
+            Err("1")
+        );
+    }
 }
