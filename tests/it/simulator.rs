@@ -344,3 +344,36 @@ async fn an_older_client_connects_with_pre1_and_the_standard_publications_are_re
         assert_eq!(ready["subs"], json!([id]), "{name}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_subscribed_with_use_collection_is_added_before_it_is_ready_and_others_are_not() {
+    let sim = sim_with(Duration::from_secs(30)).await;
+    let uid = sim.add_user("carol", &["user"]);
+    let mut ws = connect_and_login(&sim, "carol").await;
+    // As a boolean …
+    send(
+        &mut ws,
+        json!({"msg":"sub","id":"a","name":"stream-room-messages","params":["__my_messages__", true]}),
+    )
+    .await;
+    let added = next(&mut ws).await.unwrap();
+    assert_eq!(
+        added,
+        json!({"msg": "added", "collection": "stream-room-messages", "id": "id", "fields": {"eventName": "__my_messages__"}})
+    );
+    assert_eq!(until(&mut ws, "ready", None).await["subs"], json!(["a"]));
+    // … or inside an object; and without it, straight to ready.
+    send(
+        &mut ws,
+        json!({"msg":"sub","id":"b","name":"stream-notify-user","params":[format!("{uid}/message"), {"useCollection": true, "args": []}]}),
+    )
+    .await;
+    assert_eq!(next(&mut ws).await.unwrap()["msg"], "added");
+    assert_eq!(until(&mut ws, "ready", None).await["subs"], json!(["b"]));
+    send(
+        &mut ws,
+        json!({"msg":"sub","id":"c","name":"stream-notify-user","params":[format!("{uid}/rooms-changed"), false]}),
+    )
+    .await;
+    assert_eq!(next(&mut ws).await.unwrap()["msg"], "ready");
+}

@@ -208,6 +208,21 @@ fn handle_frame(
                 .and_then(|p| p.get(0))
                 .and_then(Value::as_str)
                 .unwrap_or_default();
+            // `useCollection` (the second param, a boolean or inside an object): the server first
+            // adds a document for the stream, which such clients need before any `changed`.
+            let second = v.get("params").and_then(|p| p.get(1));
+            let use_collection = second.and_then(Value::as_bool).unwrap_or(false)
+                || second
+                    .and_then(|o| o.get("useCollection"))
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+            let added = |stream: &str| {
+                if use_collection {
+                    send(
+                        json!({"msg": "added", "collection": stream, "id": "id", "fields": {"eventName": first}}),
+                    );
+                }
+            };
             let mut st = sim.state();
             let nosub = |e: Value| json!({"msg": "nosub", "id": id, "error": e});
             let Some(uid) = user_id.clone() else {
@@ -219,6 +234,7 @@ fn handle_frame(
                     if let Some(c) = st.conns.get_mut(&conn_id) {
                         c.my_messages = true;
                     }
+                    added(name);
                     send(json!({"msg": "ready", "subs": [id]}));
                 }
                 "stream-room-messages" => {
@@ -231,6 +247,7 @@ fn handle_frame(
                     if let Some(c) = st.conns.get_mut(&conn_id) {
                         c.notify.insert(first.to_string());
                     }
+                    added(name);
                     send(json!({"msg": "ready", "subs": [id]}));
                 }
                 "stream-notify-user" => send(nosub(error_value("not-allowed", "Not allowed"))),
