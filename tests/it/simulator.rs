@@ -377,3 +377,68 @@ async fn a_stream_subscribed_with_use_collection_is_added_before_it_is_ready_and
     .await;
     assert_eq!(next(&mut ws).await.unwrap()["msg"], "ready");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn methods_are_called_over_rest_as_the_web_client_calls_them() {
+    rocketops::tls::install_crypto_provider();
+    let sim = sim_with(Duration::from_secs(15)).await;
+    let http = reqwest::Client::new();
+    let call = |path: &str, frame: Value, auth: Option<(&str, &str)>| {
+        let mut r = http
+            .post(format!("{}/api/v1/{path}", sim.url()))
+            .json(&json!({"message": frame.to_string()}));
+        if let Some((uid, token)) = auth {
+            r = r.header("X-User-Id", uid).header("X-Auth-Token", token);
+        }
+        async move {
+            let resp = r.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap();
+            let message: Value = serde_json::from_str(body["message"].as_str().unwrap()).unwrap();
+            (status, body["success"].clone(), message)
+        }
+    };
+    // Logging in needs no login: method.callAnon.
+    let (status, ok, login) = call(
+        "method.callAnon/login",
+        json!({"msg":"method","method":"login","id":"7","params":[{"user":{"username":"alice"},"password":{"digest":password_digest("alice"),"algorithm":"sha-256"}}]}),
+        None,
+    )
+    .await;
+    assert_eq!((status, ok.clone()), (200, json!(true)));
+    assert_eq!(login["msg"], "result");
+    assert_eq!(login["id"], "7");
+    let (uid, token) = (
+        login["result"]["id"].as_str().unwrap().to_string(),
+        login["result"]["token"].as_str().unwrap().to_string(),
+    );
+    // Then any method, as that user.
+    let (status, ok, room) = call(
+        "method.call/getRoomIdByNameOrId",
+        json!({"msg":"method","method":"getRoomIdByNameOrId","id":"8","params":["ops"]}),
+        Some((&uid, &token)),
+    )
+    .await;
+    assert_eq!((status, ok), (200, json!(true)));
+    assert_eq!(room["result"], json!(sim.room_id("ops").unwrap()));
+    // Without a login, method.call is refused; a method's own error is a 400 with the DDP error.
+    let resp = http
+        .post(format!(
+            "{}/api/v1/method.call/getRoomIdByNameOrId",
+            sim.url()
+        ))
+        .json(&json!({"message": "{}"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let (status, ok, err) = call(
+        "method.call/noSuchMethod",
+        json!({"msg":"method","method":"noSuchMethod","id":"9","params":[]}),
+        Some((&uid, &token)),
+    )
+    .await;
+    assert_eq!((status, ok), (400, json!(false)));
+    assert_eq!(err["error"]["error"], 404, "{err}");
+    assert_eq!(err["id"], "9");
+}

@@ -24,6 +24,8 @@ pub(crate) fn router(sim: Arc<SimInner>) -> Router {
         .route("/sockjs/websocket", any(websocket))
         .route("/api/info", get(info))
         .route("/api/v1/login", post(login))
+        .route("/api/v1/method.call/{method}", post(method_call))
+        .route("/api/v1/method.callAnon/{method}", post(method_call_anon))
         .route("/api/v1/me", get(me))
         .route("/api/v1/users.info", get(users_info))
         .route("/api/v1/chat.postMessage", post(post_message))
@@ -164,6 +166,76 @@ async fn login(AxState(sim): Sim, Json(body): Json<Value>) -> Response {
 
 fn user_json(u: &User) -> Value {
     json!({"_id": u.id, "username": u.username, "name": u.name, "roles": u.roles, "status": "online", "active": true, "type": if u.is_bot() {"bot"} else {"user"}})
+}
+
+/// `POST /api/v1/method.call/:method`: a DDP method over REST, as today's web client calls them.
+/// The body's `message` is the DDP `method` frame as a string; so is the answer's.
+async fn method_call(
+    AxState(sim): Sim,
+    axum::extract::Path(method): axum::extract::Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    match authed(&sim, &headers, "method.call") {
+        Ok(u) => method_over_rest(&sim, Some(u.id), &method, &body),
+        Err(r) => *r,
+    }
+}
+
+/// `POST /api/v1/method.callAnon/:method`: the same without a login (`login` itself, typically).
+async fn method_call_anon(
+    AxState(sim): Sim,
+    axum::extract::Path(method): axum::extract::Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
+    method_over_rest(&sim, None, &method, &body)
+}
+
+fn method_over_rest(sim: &SimInner, uid: Option<String>, method: &str, body: &Value) -> Response {
+    let Some(call) = body["message"]
+        .as_str()
+        .and_then(|m| serde_json::from_str::<Value>(m).ok())
+    else {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "Match error: the 'message' param must be a DDP method frame as a string",
+            "error-invalid-params",
+        );
+    };
+    let id = call.get("id").cloned().unwrap_or(Value::Null);
+    let params = call.get("params").cloned().unwrap_or_else(|| json!([]));
+    let mut st = sim.state();
+    let reply = if method == "login" {
+        st.login(&params).map(|(uid, token, kind)| {
+            let expires = super::state::now_ms() + 90 * 24 * 3600 * 1000;
+            Some(json!({"id": uid, "token": token, "tokenExpires": {"$date": expires}, "type": kind}))
+        })
+    } else if let Some(uid) = uid.as_deref() {
+        st.call(uid, method, &params)
+    } else {
+        Err(super::state::error_value(
+            "error-invalid-user",
+            "Invalid user",
+        ))
+    };
+    let (status, ok, frame) = match reply {
+        Ok(Some(r)) => (
+            StatusCode::OK,
+            true,
+            json!({"msg": "result", "id": id, "result": r}),
+        ),
+        Ok(None) => (StatusCode::OK, true, json!({"msg": "result", "id": id})),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            false,
+            json!({"msg": "result", "id": id, "error": e}),
+        ),
+    };
+    (
+        status,
+        Json(json!({"message": frame.to_string(), "success": ok})),
+    )
+        .into_response()
 }
 
 async fn me(AxState(sim): Sim, headers: HeaderMap) -> Response {
