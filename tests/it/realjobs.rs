@@ -326,6 +326,23 @@ pub fn s3_or_skip(test: &str) -> Option<S3> {
     }
 }
 
+/// The name of the backup a `backup now ENV` answer reports.
+fn backed_up(done: &str, env: &str) -> String {
+    done.split(&format!("{env} is backed up: `"))
+        .nth(1)
+        .and_then(|s| s.split('`').next())
+        .unwrap_or_else(|| panic!("no backup name in {done}"))
+        .to_string()
+}
+
+/// A PostgreSQL server and an S3 server, or a loud skip (a failure under
+/// `ROCKETOPS_REQUIRE_REAL`).
+fn pg_and_s3_or_skip(test: &str) -> Option<(Postgres, S3)> {
+    let pg = postgres_or_skip(test)?;
+    let s3 = s3_or_skip(test)?;
+    Some((pg, s3))
+}
+
 fn seed(pg: &Postgres) {
     pg.seed_sample().unwrap_or_else(|e| panic!("{e}"));
 }
@@ -339,12 +356,7 @@ async fn a_real_postgresql_backup_is_verified_and_restored_over_data_changed_sin
     let mut p = PgWorld::start(&pg, None).await;
     let done = p.run("/backup now pg", false).await;
     assert!(done.starts_with("✅"), "{done}");
-    let name = done
-        .split("pg is backed up: `")
-        .nth(1)
-        .and_then(|s| s.split('`').next())
-        .unwrap_or_else(|| panic!("no backup name in {done}"))
-        .to_string();
+    let name = backed_up(&done, "pg");
     // The archive, its checksum and its manifest are on the volume, as pg_dump and the script
     // wrote them.
     let dir = p.claim_dir();
@@ -453,10 +465,7 @@ async fn a_template_with_a_broken_flag_fails_its_backup_with_the_tools_own_error
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_backup_volume_gone_postgresql_is_restored_from_the_encrypted_offsite_copy() {
     let test = "with_the_backup_volume_gone_postgresql_is_restored_from_the_offsite_copy";
-    let Some(pg) = postgres_or_skip(test) else {
-        return;
-    };
-    let Some(s3) = s3_or_skip(test) else {
+    let Some((pg, s3)) = pg_and_s3_or_skip(test) else {
         return;
     };
     s3.create_bucket(BUCKET).await;
@@ -464,12 +473,7 @@ async fn with_the_backup_volume_gone_postgresql_is_restored_from_the_encrypted_o
     let mut p = PgWorld::start_with(&pg, None, Some(&s3)).await;
     let done = p.run("/backup now pg", false).await;
     assert!(done.starts_with("✅"), "{done}");
-    let name = done
-        .split("pg is backed up: `")
-        .nth(1)
-        .and_then(|s| s.split('`').next())
-        .unwrap()
-        .to_string();
+    let name = backed_up(&done, "pg");
     assert!(
         done.contains("✓ off-site copy")
             && done.contains(&format!("`{name}` copied to s3://{BUCKET}/pg/{name}")),
@@ -547,10 +551,7 @@ async fn with_the_backup_volume_gone_postgresql_is_restored_from_the_encrypted_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_offsite_copy_alerts_and_leaves_the_backup_on_the_cluster_only() {
     let test = "a_failed_offsite_copy_alerts_and_leaves_the_backup_on_the_cluster_only";
-    let Some(pg) = postgres_or_skip(test) else {
-        return;
-    };
-    let Some(s3) = s3_or_skip(test) else {
+    let Some((pg, s3)) = pg_and_s3_or_skip(test) else {
         return;
     };
     // The encryption key's Secret was never created: the uploader cannot start.
@@ -597,10 +598,7 @@ async fn a_failed_offsite_copy_alerts_and_leaves_the_backup_on_the_cluster_only(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prune_removes_dropped_backups_from_the_volume_and_the_bucket_by_the_same_plan() {
     let test = "prune_removes_dropped_backups_from_the_volume_and_the_bucket";
-    let Some(pg) = postgres_or_skip(test) else {
-        return;
-    };
-    let Some(s3) = s3_or_skip(test) else {
+    let Some((pg, s3)) = pg_and_s3_or_skip(test) else {
         return;
     };
     s3.create_bucket(BUCKET).await;
@@ -621,13 +619,7 @@ async fn prune_removes_dropped_backups_from_the_volume_and_the_bucket_by_the_sam
             done.starts_with("✅") && done.contains("✓ off-site copy"),
             "{done}"
         );
-        names.push(
-            done.split("pg is backed up: `")
-                .nth(1)
-                .and_then(|s| s.split('`').next())
-                .unwrap()
-                .to_string(),
-        );
+        names.push(backed_up(&done, "pg"));
     }
     assert_eq!(s3.keys(BUCKET).await.len(), 6);
     let pruned = p.run("/backup prune pg", false).await;
@@ -851,12 +843,7 @@ async fn the_mongodb_templates_run_against_recording_stand_ins_for_the_mongodb_t
 
     let done = p.run("/backup now test", false).await;
     assert!(done.starts_with("✅"), "{done}");
-    let name = done
-        .split("test is backed up: `")
-        .nth(1)
-        .and_then(|s| s.split('`').next())
-        .unwrap()
-        .to_string();
+    let name = backed_up(&done, "test");
     let dir = p.local.claim_dir("test", "mongodb-backup");
     // The manifest is what the template's JavaScript printed, for the user databases only.
     let manifest = std::fs::read_to_string(dir.join(format!("{name}.manifest.txt"))).unwrap();
