@@ -559,7 +559,7 @@ async fn scheduled_backup_verify_and_report_run_as_the_schedule_through_the_same
     }
     w.stop_bot().await;
     // The audit log names the schedule as the one who asked.
-    let store = rocketops::store::Store::open(&w.store_path()).unwrap();
+    let store = w.open_store();
     let audit = store.all_audit().unwrap();
     assert!(
         audit.iter().any(|e| e.user == "(schedule)"
@@ -663,7 +663,7 @@ async fn an_environment_without_a_backup_cronjob_takes_its_backup_from_the_templ
 
 /// The scheduled runs in the audit log: (command, slot as the schedule's zone names it).
 fn scheduled_runs(w: &World) -> Vec<(String, String)> {
-    let store = rocketops::store::Store::open(&w.store_path()).unwrap();
+    let store = w.open_store();
     store
         .all_audit()
         .unwrap()
@@ -735,7 +735,7 @@ async fn on_the_spring_dst_day_the_schedules_fire_at_the_right_local_times_throu
 async fn a_backup_schedule_missed_for_days_runs_once_when_the_bot_starts() {
     let mut w = World::with_cluster().await;
     {
-        let store = rocketops::store::Store::open(&w.store_path()).unwrap();
+        let store = w.open_store();
         let three_days_ago = chrono::Utc::now().timestamp_millis() - 3 * 86_400_000;
         store
             .kv_put(

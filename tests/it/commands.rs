@@ -109,7 +109,7 @@ async fn an_unauthorized_deploy_is_refused_and_both_commands_are_audited() {
     );
 
     // Someone edits the log on disk: verification fails.
-    let store = rocketops::store::Store::open(&w.store_path()).unwrap();
+    let store = w.open_store();
     store
         .tamper_audit(1, |e| e.decision = rocketops::store::AuditDecision::Allowed)
         .unwrap();

@@ -1,7 +1,6 @@
 //! The journal as the only truth about an operation: a record written by an older version resumes, and resuming never depends on today's grammar, bounds or runbooks.
 
 use rocketops::journal::{Facts, JOURNAL_VERSION, OpRecord, OpSpec, OpState, StepRecord};
-use rocketops::store::Store;
 
 use crate::support::{World, bot_texts};
 
@@ -33,7 +32,7 @@ fn running(w: &World, id: u64, command: &str, spec: OpSpec, steps: &[&str]) -> O
 }
 
 fn journal(w: &World, rec: &OpRecord) {
-    let store = Store::open(&w.store_path()).unwrap();
+    let store = w.open_store();
     store.put_op(rec).unwrap();
     assert_eq!(store.acquire_env_op("test", rec.id).unwrap(), Ok(()));
 }
@@ -56,7 +55,7 @@ async fn a_restore_journaled_by_the_first_format_resumes_after_an_upgrade_with_t
     .unwrap()
     .replace("GENERAL-OPS", &ops_room(&w));
     {
-        let store = Store::open(&w.store_path()).unwrap();
+        let store = w.open_store();
         store.put_op_json(41, golden.as_bytes()).unwrap();
         let read = store.get_op(41).unwrap().unwrap();
         assert_eq!(
@@ -101,7 +100,7 @@ async fn a_restore_journaled_by_the_first_format_resumes_after_an_upgrade_with_t
         3
     );
     w.stop_bot().await;
-    let store = Store::open(&w.store_path()).unwrap();
+    let store = w.open_store();
     let rec = store.get_op(41).unwrap().unwrap();
     assert_eq!(rec.v, JOURNAL_VERSION, "rewritten in this version's format");
     assert!(matches!(rec.spec, Some(OpSpec::Restore(ref r)) if r.backup.name == "test-nightly"));
@@ -243,7 +242,7 @@ async fn a_message_the_bot_was_handling_when_it_died_gets_a_word_after_the_resta
     let mut w = World::with_cluster().await;
     {
         // As a bot killed after recording `/scale test 1` as seen, before answering it, leaves it.
-        let store = Store::open(&w.store_path()).unwrap();
+        let store = w.open_store();
         store
             .mark_seen("m-killed", chrono::Utc::now().timestamp_millis())
             .unwrap();
@@ -271,7 +270,7 @@ async fn a_message_the_bot_was_handling_when_it_died_gets_a_word_after_the_resta
         3,
         "not run"
     );
-    let store = Store::open(&w.store_path()).unwrap();
+    let store = w.open_store();
     let left: Vec<serde_json::Value> = store.kv_all("unanswered").unwrap();
     assert!(left.is_empty(), "told once: {left:?}");
 }

@@ -373,7 +373,7 @@ async fn every_answered_command_is_audited() {
     w.start_bot().await;
     w.ping_ok("audited").await;
     w.stop_bot().await;
-    let store = rocketops::store::Store::open(&w.store_path()).unwrap();
+    let store = w.open_store();
     let entries = store.recent_audit(10).unwrap();
     let e = entries
         .iter()

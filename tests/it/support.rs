@@ -209,19 +209,24 @@ impl World {
         cfg
     }
 
-    /// Puts backups into the catalog before the bot starts (as if taken earlier).
-    pub fn seed_catalog(&self, records: &[(&str, &str, i64)]) {
-        // A bot just stopped releases its store when its last task drops it: retry briefly.
+    /// The bot's store, opened by the test. A bot just stopped releases it when its last task
+    /// drops it: retry briefly.
+    pub fn open_store(&self) -> Store {
         let started = std::time::Instant::now();
-        let store = loop {
-            match rocketops::store::Store::open(&self.store_path()) {
-                Ok(s) => break s,
+        loop {
+            match Store::open(&self.store_path()) {
+                Ok(s) => return s,
                 Err(_) if started.elapsed() < PATIENCE => {
                     std::thread::sleep(Duration::from_millis(20))
                 }
                 Err(e) => panic!("store did not open: {e}"),
             }
-        };
+        }
+    }
+
+    /// Puts backups into the catalog before the bot starts (as if taken earlier).
+    pub fn seed_catalog(&self, records: &[(&str, &str, i64)]) {
+        let store = self.open_store();
         for (env, name, finished_ms) in records {
             rocketops::catalog::record(
                 &store,

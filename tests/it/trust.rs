@@ -18,7 +18,7 @@ fn last_bot_text(msgs: &[Value]) -> String {
 
 /// The store's audit rows as the `rocketops audit --json` export prints them.
 fn audit_rows(w: &World) -> Vec<Value> {
-    let store = rocketops::store::Store::open(&w.store_path()).unwrap();
+    let store = w.open_store();
     store
         .all_audit()
         .unwrap()
@@ -579,7 +579,7 @@ async fn a_truncated_or_rewritten_audit_log_is_detected_by_its_key_and_its_ancho
     );
 
     // Someone with the store file edits a record and recomputes the chain after it.
-    let store = rocketops::store::Store::open(&w.store_path()).unwrap();
+    let store = w.open_store();
     store
         .forge_audit(2, |e| e.user = "mallory".into(), None)
         .unwrap();
@@ -594,7 +594,7 @@ async fn a_truncated_or_rewritten_audit_log_is_detected_by_its_key_and_its_ancho
 
     // ... or only deletes the newest records: what is left is a valid chain, the anchor is gone.
     std::fs::remove_dir_all(w.store_path()).unwrap();
-    let store = rocketops::store::Store::open(&w.store_path()).unwrap();
+    let store = w.open_store();
     store.set_audit_key(Some(AUDIT_KEY.as_bytes()));
     for i in 0..3 {
         store

@@ -82,7 +82,7 @@ async fn a_week_of_schedules_a_two_day_mute_and_the_daily_reports_run_in_seconds
         "posted once when the mute ended"
     );
     w.stop_bot().await;
-    let store = rocketops::store::Store::open(&w.store_path()).unwrap();
+    let store = w.open_store();
     let runs: Vec<(String, String)> = store
         .all_audit()
         .unwrap()
