@@ -1,8 +1,10 @@
-//! The embedded store (sled) behind a small typed API: seen message ids, the audit log and room read marks.
+//! The embedded store (sled, and a file of seen message ids) behind a small typed API: seen ids, the audit log, read marks, operations.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+mod seen;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +28,13 @@ pub enum StoreError {
         op: &'static str,
         #[source]
         source: sled::Error,
+    },
+    #[error("cannot {op} the seen-ids file {path}: {source}")]
+    SeenFile {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error("store record is corrupt in tree {tree}: {detail}")]
     Corrupt { tree: &'static str, detail: String },
@@ -234,7 +243,7 @@ const GLOBAL_MARK: &str = "*";
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
-    seen: sled::Tree,
+    seen: seen::Seen,
     /// Messages being handled, until answered (kept open: written twice per command).
     handling: sled::Tree,
     audit: sled::Tree,
@@ -294,7 +303,7 @@ impl Store {
                     }
                 }
             })?;
-        Store::from_db(db).map_err(|e| match e {
+        Store::from_db(db, Some(path.join(seen::FILE))).map_err(|e| match e {
             StoreError::Io { source, .. } => StoreError::Damaged {
                 path: path.to_path_buf(),
                 detail: source.to_string(),
@@ -312,12 +321,23 @@ impl Store {
                 path: PathBuf::from("(temporary)"),
                 source,
             })?;
-        Store::from_db(db)
+        Store::from_db(db, None)
     }
 
-    fn from_db(db: sled::Db) -> Result<Store, StoreError> {
+    fn from_db(db: sled::Db, seen_file: Option<PathBuf>) -> Result<Store, StoreError> {
+        let seen = match seen_file {
+            Some(path) => seen::Seen::open(&path)?,
+            None => seen::Seen::temporary(),
+        };
+        // Before the seen-ids file, each id was its own key in the tree "seen".
+        if db.tree_names().iter().any(|n| n.as_ref() == b"seen") {
+            let legacy = db.open_tree("seen").map_err(io("open seen"))?;
+            seen.take_over(&legacy)?;
+            drop(legacy);
+            db.drop_tree("seen").map_err(io("drop old seen"))?;
+        }
         Ok(Store {
-            seen: db.open_tree("seen").map_err(io("open seen"))?,
+            seen,
             handling: db.open_tree("unanswered").map_err(io("open unanswered"))?,
             audit: db.open_tree("audit").map_err(io("open audit"))?,
             marks: db.open_tree("marks").map_err(io("open marks"))?,
@@ -333,39 +353,16 @@ impl Store {
 
     /// Records a message id as seen; `true` if it was new (so its command may run), `false` if seen before.
     pub fn mark_seen(&self, message_id: &str, now_ms: i64) -> Result<bool, StoreError> {
-        let swapped = self
-            .seen
-            .compare_and_swap(
-                message_id.as_bytes(),
-                None as Option<&[u8]>,
-                Some(&now_ms.to_be_bytes()[..]),
-            )
-            .map_err(io("mark seen"))?;
-        Ok(swapped.is_ok())
+        self.seen.mark(message_id, now_ms)
     }
 
     pub fn is_seen(&self, message_id: &str) -> Result<bool, StoreError> {
-        self.seen
-            .contains_key(message_id.as_bytes())
-            .map_err(io("read seen"))
+        Ok(self.seen.contains(message_id))
     }
 
-    /// Forgets message ids recorded before `cutoff_ms`; returns how many.
+    /// Forgets message ids recorded before `cutoff_ms` (a minute's bucket at a time); returns how many.
     pub fn prune_seen(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
-        let mut n = 0;
-        for item in self.seen.iter() {
-            let (k, v) = item.map_err(io("scan seen"))?;
-            let at = v
-                .as_ref()
-                .try_into()
-                .map(i64::from_be_bytes)
-                .unwrap_or(i64::MIN);
-            if at < cutoff_ms {
-                self.seen.remove(k).map_err(io("prune seen"))?;
-                n += 1;
-            }
-        }
-        Ok(n)
+        self.seen.prune(cutoff_ms)
     }
 
     /// Keys the audit chain from now on (the key comes from a Secret, never from the store).
@@ -892,10 +889,27 @@ mod tests {
     }
 
     #[test]
+    fn a_store_from_before_the_seen_ids_file_keeps_its_seen_ids_after_the_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let old = s.db.open_tree("seen").unwrap();
+            old.insert("m-old", &5i64.to_be_bytes()).unwrap();
+            s.db.flush().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert!(s.is_seen("m-old").unwrap());
+        assert!(!s.mark_seen("m-old", 6).unwrap());
+        assert!(!s.db.tree_names().iter().any(|n| n.as_ref() == b"seen"));
+        drop(s);
+        assert!(Store::open(dir.path()).unwrap().is_seen("m-old").unwrap());
+    }
+
+    #[test]
     fn pruning_forgets_only_old_ids() {
         let s = Store::temporary().unwrap();
         s.mark_seen("old", 10).unwrap();
-        s.mark_seen("new", 100).unwrap();
+        s.mark_seen("new", 100_000).unwrap();
         assert_eq!(s.prune_seen(50).unwrap(), 1);
         assert!(!s.is_seen("old").unwrap());
         assert!(s.is_seen("new").unwrap());
