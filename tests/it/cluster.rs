@@ -702,3 +702,83 @@ async fn a_job_rendered_from_a_template_with_parameters_runs_to_completion() {
     assert_eq!(result.end, JobEnd::Complete);
     assert_eq!(result.message, r#"{"migrated_to":"7.0.0"}"#);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_get_prints_the_columns_a_real_api_server_sends_for_each_kind() {
+    let e = env().await;
+    for what in ["deploy/rocketchat", "sts/mongodb"] {
+        let (ok, out) = e.kubectl(&["-n", "test", "rollout", "status", what, "--timeout=20s"]);
+        assert!(ok, "{out}");
+    }
+    let header = |out: &str| {
+        out.lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let cases: [(&[&str], &str); 8] = [
+        (&["get", "pods"], "NAME READY STATUS RESTARTS AGE"),
+        (
+            &["get", "pods", "-o", "wide"],
+            "NAME READY STATUS RESTARTS AGE IP NODE NOMINATED NODE READINESS GATES",
+        ),
+        (&["get", "deploy"], "NAME READY UP-TO-DATE AVAILABLE AGE"),
+        (
+            &["get", "deploy", "-o", "wide"],
+            "NAME READY UP-TO-DATE AVAILABLE AGE CONTAINERS IMAGES SELECTOR",
+        ),
+        (&["get", "rs"], "NAME DESIRED CURRENT READY AGE"),
+        (&["get", "sts"], "NAME READY AGE"),
+        (
+            &["get", "cronjobs"],
+            "NAME SCHEDULE TIMEZONE SUSPEND ACTIVE LAST SCHEDULE AGE",
+        ),
+        (&["get", "ns", "test"], "NAME STATUS AGE"),
+    ];
+    for (args, want) in cases {
+        let mut all = vec!["-n", "test"];
+        all.extend_from_slice(args);
+        let (ok, out) = e.kubectl(&all);
+        assert!(ok, "{args:?}: {out}");
+        assert_eq!(header(&out), want, "{args:?}:\n{out}");
+    }
+    let (ok, out) = e.kubectl(&["-n", "test", "get", "deploy", "rocketchat"]);
+    assert!(ok, "{out}");
+    let row: Vec<&str> = out
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(&row[..4], ["rocketchat", "3/3", "3", "3"], "{out}");
+    let (ok, out) = e.kubectl(&["-n", "test", "get", "sts", "mongodb"]);
+    assert!(
+        ok && out
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .starts_with("mongodb   3/3"),
+        "{out}"
+    );
+    // A watch sends Tables too: `get -w` prints rows under the same header until the server ends it.
+    let (ok, out) = e.kubectl(&["-n", "test", "get", "deploy", "-w", "--request-timeout=2s"]);
+    assert!(
+        header(&out) == "NAME READY UP-TO-DATE AVAILABLE AGE" && out.contains("rocketchat"),
+        "{ok} {out}"
+    );
+    let (ok, out) = e.kubectl(&["get", "pods", "-A"]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        header(&out).split(' ').take(3).collect::<Vec<_>>(),
+        ["NAMESPACE", "NAME", "READY"],
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .skip(1)
+            .any(|l| l.starts_with("prod ") && l.contains("Running")),
+        "{out}"
+    );
+}

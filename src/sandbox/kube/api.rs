@@ -17,6 +17,7 @@ use super::KubeInner;
 use super::patch;
 use super::resources::{self, RESOURCES, ResourceType};
 use super::store::{ApiError, Change, Selectors, WriteMode};
+use super::table;
 
 type Sim = State<Arc<KubeInner>>;
 type Params = std::collections::HashMap<String, String>;
@@ -338,13 +339,45 @@ async fn handle(
                 q.get("fieldSelector").map(String::as_str),
             )?;
             if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
-                return Ok(watch(sim.clone(), rt, t.namespace.clone(), sel, q));
+                return Ok(watch(
+                    sim.clone(),
+                    rt,
+                    t.namespace.clone(),
+                    sel,
+                    q,
+                    table::wanted(headers),
+                ));
             }
             let (items, rv) = sim.store().list(rt, t.namespace.as_deref(), &sel);
+            if table::wanted(headers) {
+                let t = table::table(
+                    rt,
+                    &items,
+                    &rv.to_string(),
+                    q.get("includeObject").map(String::as_str),
+                    chrono::Utc::now().timestamp(),
+                );
+                return Ok(json_response(200, &t));
+            }
             Ok(json_response(
                 200,
                 &json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": {"resourceVersion": rv.to_string()}, "items": items}),
             ))
+        }
+        (Method::GET, Some(name), None) if table::wanted(headers) => {
+            let o = sim.store().get(rt, &ns, name)?;
+            let rv = o["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let t = table::table(
+                rt,
+                &[o],
+                &rv,
+                q.get("includeObject").map(String::as_str),
+                chrono::Utc::now().timestamp(),
+            );
+            Ok(json_response(200, &t))
         }
         (Method::GET, Some(name), None) | (Method::GET, Some(name), Some("status")) => {
             Ok(json_response(200, &sim.store().get(rt, &ns, name)?))
@@ -643,7 +676,9 @@ fn watch(
     namespace: Option<String>,
     sel: Selectors,
     q: &Params,
+    as_table: bool,
 ) -> Response {
+    let include = q.get("includeObject").cloned();
     let timeout = q
         .get("timeoutSeconds")
         .and_then(|t| t.parse::<u64>().ok())
@@ -652,7 +687,23 @@ fn watch(
     let bookmarks = q.get("allowWatchBookmarks").is_some_and(|b| b == "true");
     let rv_param = q.get("resourceVersion").cloned().unwrap_or_default();
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(1024);
-    let line = |kind: &str, obj: &Value| {
+    // With `as=Table`, each object goes out as a Table of one row, as the API server sends it.
+    let line = move |kind: &str, obj: &Value| {
+        let obj = match (as_table, kind) {
+            (true, "ADDED" | "MODIFIED" | "DELETED") => {
+                let rv = obj["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or_default();
+                &table::table(
+                    rt,
+                    std::slice::from_ref(obj),
+                    rv,
+                    include.as_deref(),
+                    chrono::Utc::now().timestamp(),
+                )
+            }
+            _ => obj,
+        };
         Bytes::from(format!("{}\n", json!({"type": kind, "object": obj})))
     };
     let mut initial: Vec<Bytes> = Vec::new();

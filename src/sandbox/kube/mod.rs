@@ -8,6 +8,7 @@ pub mod resources;
 pub mod runtime;
 pub mod seed;
 pub mod store;
+mod table;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
