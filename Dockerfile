@@ -7,8 +7,9 @@ COPY src ./src
 COPY tests ./tests
 COPY commands ./commands
 # The dist profile (fat LTO, one codegen unit): a 15 % smaller binary and about 5 MB less resident
-# memory than --release, for a build about four times as long.
-RUN cargo build --locked --profile dist --bin rocketops
+# memory than --release, for a build about four times as long. Without the simulators (the
+# `sandbox` feature, on by default for `cargo run`): 3.6 MB smaller and about 2 MB less resident.
+RUN cargo build --locked --profile dist --no-default-features --bin rocketops
 
 FROM debian:bookworm-slim
 RUN apt-get update \

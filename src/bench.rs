@@ -46,6 +46,10 @@ pub struct BenchArgs {
     /// Print one JSON object instead of the text report.
     #[arg(long)]
     pub json: bool,
+    /// The binary to run as the bot (default: this one), e.g. the image's build, made with
+    /// `--no-default-features` (no simulators).
+    #[arg(long, value_name = "PATH")]
+    pub bot: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub chaos: chaos::ChaosArgs,
 }
@@ -380,7 +384,10 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
         ),
     )
     .map_err(|e| BenchError::Setup(e.to_string()))?;
-    let exe = std::env::current_exe().map_err(BenchError::Spawn)?;
+    let exe = match &args.bot {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().map_err(BenchError::Spawn)?,
+    };
     let started = Instant::now();
     let mut child = tokio::process::Command::new(exe)
         .arg("run")

@@ -9,6 +9,7 @@ pub mod audit;
 /// The backup catalog command (list, retention dry run, report).
 pub mod backups;
 /// Message-to-answer benchmark against the simulator.
+#[cfg(feature = "sandbox")]
 pub mod bench;
 /// The backup catalog: what was backed up, verified and pruned.
 pub mod catalog;
@@ -35,6 +36,7 @@ pub mod policy;
 /// The one redaction pass for outside text.
 pub mod redact;
 /// The local simulators.
+#[cfg(feature = "sandbox")]
 pub mod sandbox;
 /// Schedules and retention planning.
 pub mod schedule;

@@ -1,6 +1,5 @@
 //! The `rocketops` command line: parses arguments and hands each subcommand to the library.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -35,10 +34,11 @@ enum Cmd {
     /// Run the bot against the configured Rocket.Chat server.
     Run,
     /// Run the bot against the built-in simulators, with a chat prompt.
+    #[cfg(feature = "sandbox")]
     Sandbox {
         /// Address for the Rocket.Chat simulator (default: a free loopback port).
         #[arg(long)]
-        listen: Option<SocketAddr>,
+        listen: Option<std::net::SocketAddr>,
         /// Serve the simulators only, without the bot.
         #[arg(long)]
         no_bot: bool,
@@ -68,6 +68,7 @@ enum Cmd {
     /// delete), `backups report`.
     Backups(rocketops::backups::BackupsArgs),
     /// Measure message-to-answer latency and throughput against the simulator.
+    #[cfg(feature = "sandbox")]
     Bench(rocketops::bench::BenchArgs),
 }
 
@@ -119,6 +120,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 Err(e) => fail(format!("cannot write {}: {e}", path.display())),
             }
         }
+        #[cfg(feature = "sandbox")]
         Cmd::Sandbox {
             listen,
             no_bot,
@@ -203,6 +205,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 Err(e) => fail(e),
             }
         }
+        #[cfg(feature = "sandbox")]
         Cmd::Bench(args) if args.chaos.chaos => {
             rocketops::telemetry::init(cli.log_format.unwrap_or_default());
             match rocketops::bench::chaos::run(&args.chaos).await {
@@ -217,6 +220,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 Err(e) => fail(e),
             }
         }
+        #[cfg(feature = "sandbox")]
         Cmd::Bench(args) => {
             rocketops::telemetry::init(cli.log_format.unwrap_or_default());
             let json = args.json;

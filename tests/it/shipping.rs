@@ -243,7 +243,9 @@ async fn everything_the_cluster_layer_does_stays_within_its_declared_calls_and_u
 #[test]
 fn the_dockerfile_builds_locked_runs_non_root_and_matches_the_manifests_paths() {
     let d = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
-    assert!(d.contains("cargo build --locked --profile dist --bin rocketops"));
+    assert!(
+        d.contains("cargo build --locked --profile dist --no-default-features --bin rocketops")
+    );
     assert!(d.contains("COPY --from=build /src/target/dist/rocketops /usr/local/bin/rocketops"));
     assert!(d.contains("USER 65532:65532"));
     assert!(d.contains("ENTRYPOINT [\"/usr/local/bin/rocketops\"]"));
