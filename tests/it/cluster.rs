@@ -782,3 +782,53 @@ async fn kubectl_get_prints_the_columns_a_real_api_server_sends_for_each_kind() 
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_pods_carry_the_status_fields_a_kubelet_sets_and_version_answers_with_a_slash() {
+    let e = env().await;
+    let (ok, out) = e.kubectl(&[
+        "-n",
+        "test",
+        "rollout",
+        "status",
+        "deploy/rocketchat",
+        "--timeout=20s",
+    ]);
+    assert!(ok, "{out}");
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(e.client().await, "test");
+    let list = pods.list(&Default::default()).await.unwrap();
+    let running: Vec<_> = list
+        .items
+        .iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .collect();
+    assert!(running.len() >= 3, "{}", running.len());
+    for p in running {
+        let s = p.status.as_ref().unwrap();
+        assert!(
+            s.host_ip.is_some() && s.host_ips.is_some() && s.qos_class.is_some(),
+            "{s:?}"
+        );
+        assert_eq!(s.pod_ips.as_ref().unwrap()[0].ip, s.pod_ip.clone().unwrap());
+        assert!(p.spec.as_ref().unwrap().node_name.is_some());
+        for c in s.container_statuses.as_ref().unwrap() {
+            assert!(
+                c.image_id.contains("@sha256:")
+                    && c.container_id
+                        .as_deref()
+                        .is_some_and(|id| id.starts_with("containerd://")),
+                "{c:?}"
+            );
+            assert_eq!(c.started, Some(true));
+        }
+    }
+    for path in ["/version", "/version/"] {
+        let v: Value = reqwest::get(format!("{}{path}", e.sim.url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["major"], "1", "{path}");
+    }
+}

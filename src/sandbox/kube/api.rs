@@ -25,6 +25,7 @@ type Params = std::collections::HashMap<String, String>;
 pub(crate) fn router(sim: Arc<KubeInner>) -> Router {
     Router::new()
         .route("/version", get(version))
+        .route("/version/", get(version))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
         .route("/livez", get(|| async { "ok" }))

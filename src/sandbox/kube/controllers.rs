@@ -151,12 +151,94 @@ fn owner_ref(owner: &Value) -> Value {
 fn write(store: &mut ObjectStore, plural: &'static str, obj: Value) -> Option<Value> {
     let (ns, name) = ns_name(&obj);
     let mut obj = obj;
+    if plural == "pods" {
+        complete_pod(&mut obj);
+    }
     if let Some(m) = obj["metadata"].as_object_mut() {
         m.remove("resourceVersion");
     }
     store
         .update(by_plural(plural), &ns, &name, obj, WriteMode::Controller)
         .ok()
+}
+
+/// Fills the status fields a real kubelet sets and strictly typed clients expect: the node and
+/// host addresses, `podIPs`, `qosClass`, and per container `imageID`, `containerID`, `started`.
+fn complete_pod(p: &mut Value) {
+    let uid = p["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if p["spec"]["nodeName"].is_null() && !p["status"]["phase"].is_null() {
+        p["spec"]["nodeName"] = json!("sim-node-1");
+    }
+    let requests_limits = |c: &Value| {
+        let r = &c["resources"];
+        (
+            r["requests"].as_object().is_some_and(|m| !m.is_empty()),
+            r["limits"].clone(),
+        )
+    };
+    let containers = p["spec"]["containers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let qos = if containers
+        .iter()
+        .all(|c| requests_limits(c) == (false, Value::Null))
+    {
+        "BestEffort"
+    } else if containers.iter().all(|c| {
+        let l = &c["resources"]["limits"];
+        !l["cpu"].is_null()
+            && !l["memory"].is_null()
+            && (c["resources"]["requests"].is_null() || c["resources"]["requests"] == *l)
+    }) {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    };
+    let Some(status) = p["status"].as_object_mut() else {
+        return;
+    };
+    status.entry("qosClass").or_insert(json!(qos));
+    if status.get("phase").is_some() {
+        status.entry("hostIP").or_insert(json!("10.1.0.1"));
+        status
+            .entry("hostIPs")
+            .or_insert(json!([{"ip": "10.1.0.1"}]));
+    }
+    if let Some(ip) = status
+        .get("podIP")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    {
+        status.insert("podIPs".into(), json!([{"ip": ip}]));
+    }
+    for key in ["initContainerStatuses", "containerStatuses"] {
+        let Some(list) = status.get_mut(key).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for c in list {
+            let image = c["image"].as_str().unwrap_or_default().to_string();
+            let name = c["name"].as_str().unwrap_or_default().to_string();
+            let Some(m) = c.as_object_mut() else { continue };
+            m.entry("restartCount").or_insert(json!(0));
+            m.entry("ready").or_insert(json!(false));
+            m.entry("imageID")
+                .or_insert(json!(format!("{image}@sha256:{:064x}", fnv(&image))));
+            let ran = m.get("state").is_some_and(|s| s.get("waiting").is_none());
+            let running = m.get("state").is_some_and(|s| s.get("running").is_some());
+            m.entry("started").or_insert(json!(ran && running));
+            if ran {
+                m.entry("containerID").or_insert(json!(format!(
+                    "containerd://{:016x}{:016x}",
+                    fnv(&uid),
+                    fnv(&name)
+                )));
+            }
+        }
+    }
 }
 
 /// FNV-1a, stable across runs (unlike the std hasher).
