@@ -394,3 +394,122 @@ fn without_a_configuration_the_cli_says_how_to_get_one_and_init_writes_it_where_
         .unwrap();
     assert!(!again.status.success(), "never overwritten without --force");
 }
+
+/// kubectl against the world's Kubernetes simulator, as a user types it (no extra flags).
+fn kubectl_in(w: &crate::support::World, args: &[&str]) -> String {
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(w.kubeconfig())
+        .args(["--context", "test"])
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("kubectl runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "kubectl {args:?}: {text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_environment_applied_with_kubectl_as_it_stands_runs_and_the_bot_manages_it() {
+    use crate::support::{World, bot_texts};
+    let mut w = World::with_cluster().await;
+    // kubectl's default validation downloads the OpenAPI documents first; no --validate=false.
+    let out = kubectl_in(&w, &["apply", "-k", "manifests/example-environment"]);
+    for made in [
+        "namespace/rocketchat-test created",
+        "secret/mongodb created",
+        "deployment.apps/rocketchat created",
+        "statefulset.apps/mongodb created",
+        "cronjob.batch/mongodb-backup created",
+        "horizontalpodautoscaler.autoscaling/rocketchat created",
+    ] {
+        assert!(out.contains(made), "{made}: {out}");
+    }
+    let again = kubectl_in(&w, &["apply", "-k", "manifests/example-environment"]);
+    assert!(
+        again.contains("deployment.apps/rocketchat unchanged"),
+        "{again}"
+    );
+    for what in ["deploy/rocketchat", "sts/mongodb"] {
+        kubectl_in(
+            &w,
+            &[
+                "-n",
+                "rocketchat-test",
+                "rollout",
+                "status",
+                what,
+                "--timeout=30s",
+            ],
+        );
+    }
+    let claims = kubectl_in(
+        &w,
+        &["-n", "rocketchat-test", "get", "pvc", "mongodb-backup"],
+    );
+    assert!(claims.contains("Bound"), "{claims}");
+    kubectl_in(
+        &w,
+        &[
+            "-n",
+            "rocketchat-test",
+            "create",
+            "job",
+            "backup-by-hand",
+            "--from=cronjob/mongodb-backup",
+        ],
+    );
+    let waited = kubectl_in(
+        &w,
+        &[
+            "-n",
+            "rocketchat-test",
+            "wait",
+            "--for=condition=complete",
+            "job/backup-by-hand",
+            "--timeout=30s",
+        ],
+    );
+    assert!(waited.contains("condition met"), "{waited}");
+
+    // Once in the configuration, the bot manages it.
+    let mut config = w.config();
+    let mut env = config.environments["test"].clone();
+    env.namespace = Some("rocketchat-test".into());
+    env.smoke = None;
+    config.environments.insert("example".into(), env);
+    w.start_bot_with(config).await;
+    w.sim.post("alice", "#ops", "/status example").unwrap();
+    let msgs = w
+        .wait_for("#ops", "the status", |m| !bot_texts(m).is_empty())
+        .await;
+    let status = bot_texts(&msgs).join("\n");
+    assert!(status.contains("3/3 ready"), "{status}");
+    w.sim
+        .post("alice", "#ops", "/deploy example 7.0.0")
+        .unwrap();
+    w.wait_for("#ops", "the deploy's end", |m| {
+        bot_texts(m)
+            .iter()
+            .any(|t| t.starts_with("✅") && t.contains("example runs 7.0.0"))
+    })
+    .await;
+    let image = kubectl_in(
+        &w,
+        &[
+            "-n",
+            "rocketchat-test",
+            "get",
+            "deploy",
+            "rocketchat",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ],
+    );
+    assert_eq!(image.trim(), "rocketchat/rocket.chat:7.0.0");
+}

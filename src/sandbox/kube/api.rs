@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
 use super::KubeInner;
+use super::openapi;
 use super::patch;
 use super::resources::{self, RESOURCES, ResourceType};
 use super::store::{ApiError, Change, Selectors, WriteMode};
@@ -26,6 +27,11 @@ pub(crate) fn router(sim: Arc<KubeInner>) -> Router {
     Router::new()
         .route("/version", get(version))
         .route("/version/", get(version))
+        .route(
+            "/openapi/v3",
+            get(|| async { json_response(200, &openapi::index()) }),
+        )
+        .route("/openapi/v3/{*gv}", get(openapi_document))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
         .route("/livez", get(|| async { "ok" }))
@@ -54,6 +60,18 @@ fn json_response(code: u16, v: &Value) -> Response {
 
 fn error_response(e: &ApiError) -> Response {
     json_response(e.code(), &e.status())
+}
+
+async fn openapi_document(axum::extract::Path(gv): axum::extract::Path<String>) -> Response {
+    match openapi::document(&gv) {
+        Some(doc) => json_response(200, &doc),
+        None => error_response(&ApiError::NotFound {
+            what: "the server could not find the requested resource".into(),
+            name: format!("/openapi/v3/{gv}"),
+            kind: String::new(),
+            group: String::new(),
+        }),
+    }
 }
 
 async fn version() -> Response {

@@ -2,6 +2,7 @@
 
 mod api;
 mod controllers;
+mod openapi;
 pub mod patch;
 pub mod protobuf;
 pub mod resources;

@@ -103,10 +103,7 @@ pub const RESOURCES: &[ResourceType] = &[
         &["cm"],
         &[],
     ),
-    ResourceType {
-        read_only: true,
-        ..rt("", "v1", "secrets", "secret", "Secret", true, &[], &[])
-    },
+    rt("", "v1", "secrets", "secret", "Secret", true, &[], &[]),
     rt(
         "",
         "v1",
