@@ -832,3 +832,94 @@ async fn running_pods_carry_the_status_fields_a_kubelet_sets_and_version_answers
         assert_eq!(v["major"], "1", "{path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectls_typed_create_commands_send_protobuf_and_the_objects_come_out_whole() {
+    let e = env().await;
+    let run = |args: &[&str]| {
+        let (ok, out) = e.kubectl(args);
+        assert!(ok, "{args:?}: {out}");
+        out
+    };
+    run(&["create", "namespace", "demo"]);
+    run(&[
+        "-n",
+        "demo",
+        "create",
+        "configmap",
+        "cfg",
+        "--from-literal=a=1",
+        "--from-literal=b=two",
+    ]);
+    run(&[
+        "-n",
+        "demo",
+        "create",
+        "secret",
+        "generic",
+        "s1",
+        "--from-literal=password=hunter2",
+    ]);
+    run(&[
+        "-n",
+        "demo",
+        "create",
+        "deployment",
+        "web",
+        "--image=rocketchat/rocket.chat:6.5.0",
+        "--replicas=2",
+        "--port=3000",
+    ]);
+    run(&[
+        "-n",
+        "demo",
+        "rollout",
+        "status",
+        "deploy/web",
+        "--timeout=20s",
+    ]);
+    let cm = run(&[
+        "-n",
+        "demo",
+        "get",
+        "cm",
+        "cfg",
+        "-o",
+        "jsonpath={.data.a} {.data.b}",
+    ]);
+    assert_eq!(cm, "1 two");
+    let secret = run(&[
+        "-n",
+        "demo",
+        "get",
+        "secret",
+        "s1",
+        "-o",
+        "jsonpath={.type} {.data.password}",
+    ]);
+    assert_eq!(secret, "Opaque aHVudGVyMg==");
+    let spec: Value = serde_json::from_str(&run(&[
+        "-n",
+        "demo",
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.spec}",
+    ]))
+    .unwrap();
+    assert_eq!(spec["replicas"], 2);
+    assert_eq!(spec["selector"]["matchLabels"]["app"], "web");
+    let c = &spec["template"]["spec"]["containers"][0];
+    assert_eq!(
+        (c["image"].as_str(), &c["ports"][0]["containerPort"]),
+        (Some("rocketchat/rocket.chat:6.5.0"), &json!(3000))
+    );
+    let all = run(&["-n", "demo", "get", "all"]);
+    assert!(
+        all.contains("deployment.apps/web")
+            && all.contains("2/2")
+            && all.contains("replicaset.apps/web-"),
+        "{all}"
+    );
+}

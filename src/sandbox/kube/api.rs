@@ -119,8 +119,24 @@ fn resource_list(group: &str, version: &str) -> Value {
                 "create", "delete", "get", "list", "patch", "update", "watch",
             ]
         };
-        out.push(json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
-                        "verbs": verbs, "shortNames": r.short_names}));
+        let mut entry = json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
+                        "verbs": verbs, "shortNames": r.short_names});
+        // `kubectl get all` is the category these kinds belong to on a real server.
+        if [
+            "pods",
+            "services",
+            "deployments",
+            "replicasets",
+            "statefulsets",
+            "jobs",
+            "cronjobs",
+            "horizontalpodautoscalers",
+        ]
+        .contains(&r.plural)
+        {
+            entry["categories"] = json!(["all"]);
+        }
+        out.push(entry);
         for sub in r.subresources {
             let (kind, verbs, g, v): (&str, Vec<&str>, &str, &str) = match *sub {
                 "scale" => ("Scale", vec!["get", "patch", "update"], "autoscaling", "v1"),
@@ -587,9 +603,19 @@ fn protobuf_job(
 ) -> Result<Value, ApiError> {
     let unsupported = || {
         ApiError::UnsupportedMediaType {
-        message: "the simulator accepts protobuf only for Jobs created from a CronJob; send application/json".into(),
+        message: "the simulator reads protobuf bodies of Namespaces, ConfigMaps, Secrets, Deployments and Jobs created from a CronJob; send application/json".into(),
     }
     };
+    if let Some(obj) = super::protobuf::decode_object(body) {
+        if obj["kind"] != rt.kind {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({}) does not match the expected kind ({})",
+                obj["kind"].as_str().unwrap_or_default(),
+                rt.kind
+            )));
+        }
+        return Ok(obj);
+    }
     let (api_version, kind, meta) =
         super::protobuf::decode_envelope(body).ok_or_else(unsupported)?;
     if rt.plural != "jobs" || kind != "Job" {

@@ -1,8 +1,10 @@
-//! Just enough of Kubernetes' protobuf encoding to accept the Job that `kubectl create job --from=cronjob/…` sends.
+//! Kubernetes' protobuf bodies as typed kubectl commands send them, decoded to the simulator's JSON.
 //!
-//! Typed kubectl commands send built-in objects as protobuf and do not fall back to JSON. The
-//! simulator speaks JSON; for a protobuf Job it reads the envelope and the object's metadata
-//! (name, labels, annotations, owner references) and takes the spec from the owning CronJob's
+//! Typed kubectl commands send built-in objects as protobuf and do not fall back to JSON:
+//! `create namespace`, `create configmap`, `create secret`, `create deployment` and `create job
+//! --from=cronjob/…`. The envelope and metadata are read for every kind; the bodies of
+//! Namespaces, ConfigMaps, Secrets and Deployments by the field tables below (field numbers as in
+//! the API's `generated.proto`). For a Job the spec comes from the owning CronJob's
 //! `jobTemplate`, which is exactly what kubectl copied into it.
 
 use serde_json::{Map, Value, json};
@@ -119,6 +121,9 @@ fn object_meta(buf: &[u8]) -> Option<Value> {
     let mut owners = Vec::new();
     for (n, f) in fields(buf)? {
         let Field::Bytes(b) = f else { continue };
+        if b.is_empty() {
+            continue;
+        }
         match n {
             1 => {
                 meta.insert("name".into(), json!(text(b)?));
@@ -145,6 +150,254 @@ fn object_meta(buf: &[u8]) -> Option<Value> {
         meta.insert("ownerReferences".into(), Value::Array(owners));
     }
     Some(Value::Object(meta))
+}
+
+/// How one field reads: its JSON name and shape.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// Strings, numbers and booleans read as Go's JSON writes them: empty, 0 and false are left
+    /// out (`omitempty`). `Opt*` fields are pointers in Go, so a 0 or false that was sent is kept.
+    Str,
+    Int,
+    OptInt,
+    Bool,
+    OptBool,
+    RepStr,
+    MapStr,
+    MapBytes,
+    /// `map<string, Quantity>`.
+    MapQuantity,
+    IntOrString,
+    Meta,
+    Msg(&'static [(u64, &'static str, Shape)]),
+    RepMsg(&'static [(u64, &'static str, Shape)]),
+}
+
+type Table = &'static [(u64, &'static str, Shape)];
+
+const LABEL_SELECTOR: Table = &[
+    (1, "matchLabels", Shape::MapStr),
+    (
+        2,
+        "matchExpressions",
+        Shape::RepMsg(&[
+            (1, "key", Shape::Str),
+            (2, "operator", Shape::Str),
+            (3, "values", Shape::RepStr),
+        ]),
+    ),
+];
+const CONTAINER: Table = &[
+    (1, "name", Shape::Str),
+    (2, "image", Shape::Str),
+    (3, "command", Shape::RepStr),
+    (4, "args", Shape::RepStr),
+    (5, "workingDir", Shape::Str),
+    (
+        6,
+        "ports",
+        Shape::RepMsg(&[
+            (1, "name", Shape::Str),
+            (2, "hostPort", Shape::Int),
+            (3, "containerPort", Shape::Int),
+            (4, "protocol", Shape::Str),
+        ]),
+    ),
+    (
+        7,
+        "env",
+        Shape::RepMsg(&[(1, "name", Shape::Str), (2, "value", Shape::Str)]),
+    ),
+    (
+        8,
+        "resources",
+        Shape::Msg(&[
+            (1, "limits", Shape::MapQuantity),
+            (2, "requests", Shape::MapQuantity),
+        ]),
+    ),
+    (
+        9,
+        "volumeMounts",
+        Shape::RepMsg(&[
+            (1, "name", Shape::Str),
+            (2, "readOnly", Shape::Bool),
+            (3, "mountPath", Shape::Str),
+        ]),
+    ),
+    (13, "terminationMessagePath", Shape::Str),
+    (14, "imagePullPolicy", Shape::Str),
+    (20, "terminationMessagePolicy", Shape::Str),
+];
+const POD_SPEC: Table = &[
+    (2, "containers", Shape::RepMsg(CONTAINER)),
+    (3, "restartPolicy", Shape::Str),
+    (4, "terminationGracePeriodSeconds", Shape::OptInt),
+    (5, "activeDeadlineSeconds", Shape::OptInt),
+    (6, "dnsPolicy", Shape::Str),
+    (7, "nodeSelector", Shape::MapStr),
+    (8, "serviceAccountName", Shape::Str),
+    (20, "initContainers", Shape::RepMsg(CONTAINER)),
+];
+const DEPLOYMENT_SPEC: Table = &[
+    (1, "replicas", Shape::OptInt),
+    (2, "selector", Shape::Msg(LABEL_SELECTOR)),
+    (
+        3,
+        "template",
+        Shape::Msg(&[
+            (1, "metadata", Shape::Meta),
+            (2, "spec", Shape::Msg(POD_SPEC)),
+        ]),
+    ),
+    (
+        4,
+        "strategy",
+        Shape::Msg(&[
+            (1, "type", Shape::Str),
+            (
+                2,
+                "rollingUpdate",
+                Shape::Msg(&[
+                    (1, "maxUnavailable", Shape::IntOrString),
+                    (2, "maxSurge", Shape::IntOrString),
+                ]),
+            ),
+        ]),
+    ),
+    (5, "minReadySeconds", Shape::Int),
+    (6, "revisionHistoryLimit", Shape::OptInt),
+    (7, "paused", Shape::Bool),
+    (9, "progressDeadlineSeconds", Shape::OptInt),
+];
+
+/// The body fields of the kinds decoded whole (`metadata`, field 1, is read for every kind).
+fn body_table(kind: &str) -> Option<Table> {
+    Some(match kind {
+        "Namespace" => &[(2, "spec", Shape::Msg(&[(1, "finalizers", Shape::RepStr)]))],
+        "ConfigMap" => &[
+            (2, "data", Shape::MapStr),
+            (3, "binaryData", Shape::MapBytes),
+            (4, "immutable", Shape::OptBool),
+        ],
+        "Secret" => &[
+            (2, "data", Shape::MapBytes),
+            (3, "type", Shape::Str),
+            (4, "stringData", Shape::MapStr),
+            (5, "immutable", Shape::OptBool),
+        ],
+        "Deployment" => &[(2, "spec", Shape::Msg(DEPLOYMENT_SPEC))],
+        _ => return None,
+    })
+}
+
+fn map_entry(b: &[u8]) -> Option<(String, Option<&[u8]>)> {
+    let mut key = String::new();
+    let mut value = None;
+    for (n, f) in fields(b)? {
+        match (n, f) {
+            (1, Field::Bytes(k)) => key = text(k)?,
+            (2, Field::Bytes(v)) => value = Some(v),
+            _ => {}
+        }
+    }
+    Some((key, value))
+}
+
+fn decode_message(buf: &[u8], table: Table) -> Option<Value> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut out = Map::new();
+    for (n, f) in fields(buf)? {
+        let Some((_, name, shape)) = table.iter().find(|(num, _, _)| *num == n) else {
+            continue;
+        };
+        let name = (*name).to_string();
+        match (*shape, f) {
+            (Shape::Str, Field::Bytes(b)) => {
+                if !b.is_empty() {
+                    out.insert(name, json!(text(b)?));
+                }
+            }
+            (Shape::Int | Shape::OptInt, Field::Varint(v)) => {
+                // int32 and int64 alike: a negative number is sent as its 64-bit two's complement.
+                if v != 0 || matches!(shape, Shape::OptInt) {
+                    out.insert(name, json!(v as i64));
+                }
+            }
+            (Shape::Bool | Shape::OptBool, Field::Varint(v)) => {
+                if v != 0 || matches!(shape, Shape::OptBool) {
+                    out.insert(name, json!(v != 0));
+                }
+            }
+            (Shape::RepStr, Field::Bytes(b)) => {
+                let list = out.entry(name).or_insert_with(|| json!([]));
+                list.as_array_mut()?.push(json!(text(b)?));
+            }
+            (Shape::MapStr | Shape::MapBytes | Shape::MapQuantity, Field::Bytes(b)) => {
+                let (k, v) = map_entry(b)?;
+                let v = v.unwrap_or_default();
+                let value = match *shape {
+                    Shape::MapStr => json!(text(v)?),
+                    Shape::MapBytes => json!(b64.encode(v)),
+                    _ => decode_message(v, &[(1, "string", Shape::Str)])?["string"].clone(),
+                };
+                let map = out.entry(name).or_insert_with(|| json!({}));
+                map.as_object_mut()?.insert(k, value);
+            }
+            (Shape::IntOrString, Field::Bytes(b)) => {
+                let v = decode_message(
+                    b,
+                    &[
+                        (1, "type", Shape::Int),
+                        (2, "intVal", Shape::Int),
+                        (3, "strVal", Shape::Str),
+                    ],
+                )?;
+                let value = if v["type"] == 1 {
+                    v["strVal"].clone()
+                } else {
+                    json!(v["intVal"].as_i64().unwrap_or(0))
+                };
+                out.insert(name, value);
+            }
+            (Shape::Meta, Field::Bytes(b)) => {
+                out.insert(name, object_meta(b)?);
+            }
+            (Shape::Msg(t), Field::Bytes(b)) => {
+                out.insert(name, decode_message(b, t)?);
+            }
+            (Shape::RepMsg(t), Field::Bytes(b)) => {
+                let item = decode_message(b, t)?;
+                let list = out.entry(name).or_insert_with(|| json!([]));
+                list.as_array_mut()?.push(item);
+            }
+            _ => return None,
+        }
+    }
+    Some(Value::Object(out))
+}
+
+/// A protobuf body decoded whole, for the kinds [`body_table`] knows: `None` for any other kind
+/// or for malformed input.
+pub fn decode_object(body: &[u8]) -> Option<Value> {
+    let (api_version, kind, meta) = decode_envelope(body)?;
+    let table = body_table(&kind)?;
+    let raw = raw_object(body)?;
+    let mut obj = decode_message(raw, table)?;
+    obj["apiVersion"] = json!(api_version);
+    obj["kind"] = json!(kind);
+    obj["metadata"] = meta;
+    Some(obj)
+}
+
+/// The encoded object inside the envelope.
+fn raw_object(body: &[u8]) -> Option<&[u8]> {
+    let rest = body.strip_prefix(MAGIC)?;
+    fields(rest)?.into_iter().find_map(|(n, f)| match (n, f) {
+        (2, Field::Bytes(b)) => Some(b),
+        _ => None,
+    })
 }
 
 /// A protobuf-encoded object's kind and metadata: `(apiVersion, kind, metadata)`.
@@ -213,12 +466,100 @@ mod tests {
         assert_eq!(meta["ownerReferences"][0]["controller"], true);
     }
 
+    fn varint_field(num: u64, v: u64) -> Vec<u8> {
+        let mut out = vec![(num << 3) as u8];
+        let mut v = v;
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(b);
+                return out;
+            }
+            out.push(b | 0x80);
+        }
+    }
+
+    #[test]
+    fn a_deployment_reads_whole_with_go_json_omissions_and_pointer_zeros_kept() {
+        let type_meta = [ld(1, b"apps/v1"), ld(2, b"Deployment")].concat();
+        let labels = ld(1, &[ld(1, b"app"), ld(2, b"web")].concat());
+        let port = [
+            ld(1, b""),
+            varint_field(2, 0),
+            varint_field(3, 3000),
+            ld(4, b"TCP"),
+        ]
+        .concat();
+        let limits = ld(1, &[ld(1, b"cpu"), ld(2, &ld(1, b"500m"))].concat());
+        let container = [ld(1, b"web"), ld(2, b"img:1"), ld(6, &port), ld(8, &limits)].concat();
+        let pod_spec = [ld(2, &container), ld(3, b"")].concat();
+        let template = [
+            ld(
+                1,
+                &[ld(1, b""), ld(11, &[ld(1, b"app"), ld(2, b"web")].concat())].concat(),
+            ),
+            ld(2, &pod_spec),
+        ]
+        .concat();
+        let spec = [
+            varint_field(1, 0),
+            ld(2, &labels),
+            ld(3, &template),
+            varint_field(7, 0),
+        ]
+        .concat();
+        let object = [ld(1, &ld(1, b"web")), ld(2, &spec)].concat();
+        let body = [MAGIC.to_vec(), ld(1, &type_meta), ld(2, &object)].concat();
+        let d = decode_object(&body).unwrap();
+        assert_eq!(d["kind"], "Deployment");
+        assert_eq!(d["metadata"]["name"], "web");
+        assert_eq!(d["spec"]["replicas"], 0, "a pointer's 0 is kept");
+        assert!(
+            d["spec"].get("paused").is_none(),
+            "a plain false is left out"
+        );
+        assert_eq!(d["spec"]["selector"]["matchLabels"]["app"], "web");
+        let c = &d["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(
+            c["ports"][0],
+            json!({"containerPort": 3000, "protocol": "TCP"})
+        );
+        assert_eq!(c["resources"]["limits"]["cpu"], "500m");
+        assert_eq!(
+            d["spec"]["template"]["metadata"],
+            json!({"labels": {"app": "web"}})
+        );
+        assert!(d["spec"]["template"]["spec"].get("restartPolicy").is_none());
+    }
+
+    #[test]
+    fn a_kind_without_a_field_table_is_not_decoded_whole() {
+        let type_meta = [ld(1, b"v1"), ld(2, b"Pod")].concat();
+        let body = [
+            MAGIC.to_vec(),
+            ld(1, &type_meta),
+            ld(2, &ld(1, &ld(1, b"p"))),
+        ]
+        .concat();
+        assert!(decode_object(&body).is_none());
+        assert!(decode_envelope(&body).is_some());
+    }
+
     #[test]
     fn garbage_is_rejected_without_panicking() {
         assert!(decode_envelope(b"not protobuf").is_none());
         assert!(decode_envelope(&[b'k', b'8', b's', 0, 0x0a, 0xff]).is_none());
         for n in 0..=255u8 {
             let _ = decode_envelope(&[b'k', b'8', b's', 0, n, n, n]);
+            let _ = decode_object(&[b'k', b'8', b's', 0, 0x12, 3, n, n, n]);
+        }
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..5000 {
+            let len = rng.usize(0..64);
+            let mut b = MAGIC.to_vec();
+            b.extend((0..len).map(|_| rng.u8(..)));
+            let _ = decode_object(&b);
         }
     }
 }
