@@ -442,3 +442,313 @@ async fn methods_are_called_over_rest_as_the_web_client_calls_them() {
     assert_eq!(err["error"]["error"], 404, "{err}");
     assert_eq!(err["id"], "9");
 }
+
+/// Calls a DDP method and returns its `result` frame.
+async fn call(ws: &mut Ws, id: &str, method: &str, params: Value) -> Value {
+    send(
+        ws,
+        json!({"msg": "method", "method": method, "id": id, "params": params}),
+    )
+    .await;
+    until(ws, "result", Some(id)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_stream_and_its_delete_events_reach_members_and_the_sdk_methods_answer() {
+    let sim = sim_with(Duration::from_secs(15)).await;
+    let mut ws = connect_and_login(&sim, "alice").await;
+    let rid = call(&mut ws, "r", "getRoomIdByNameOrId", json!(["ops"])).await["result"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    send(
+        &mut ws,
+        json!({"msg": "sub", "id": "s1", "name": "stream-room-messages", "params": [rid, false]}),
+    )
+    .await;
+    until(&mut ws, "ready", None).await;
+    send(&mut ws, json!({"msg": "sub", "id": "s2", "name": "stream-notify-room", "params": [format!("{rid}/deleteMessage"), false]})).await;
+    until(&mut ws, "ready", None).await;
+    // A direct message between two others is not alice's to follow.
+    let mut bob = connect_and_login(&sim, "bob").await;
+    let dm =
+        call(&mut bob, "d", "createDirectMessage", json!(["rocketops"])).await["result"]["rid"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    send(
+        &mut ws,
+        json!({"msg": "sub", "id": "s3", "name": "stream-room-messages", "params": [dm, false]}),
+    )
+    .await;
+    let refused = until(&mut ws, "nosub", Some("s3")).await;
+    assert_eq!(refused["error"]["error"], "error-not-allowed");
+
+    let posted = sim.post("bob", "#ops", "hello @alice").unwrap();
+    let id = posted["_id"].as_str().unwrap().to_string();
+    let frame = loop {
+        let f = until(&mut ws, "changed", None).await;
+        if f["collection"] == "stream-room-messages" && f["fields"]["eventName"] == rid.as_str() {
+            break f;
+        }
+    };
+    assert_eq!(frame["fields"]["args"][0]["msg"], "hello @alice");
+    assert_eq!(
+        frame["fields"]["args"][0]["mentions"][0]["username"],
+        "alice"
+    );
+
+    assert_eq!(
+        call(&mut ws, "n", "getRoomNameById", json!([rid])).await["result"],
+        "ops"
+    );
+    let rooms = call(&mut ws, "g", "rooms/get", json!([])).await;
+    assert!(
+        rooms["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "ops" && r["t"] == "c")
+    );
+    let users = call(&mut ws, "u", "getUsersOfRoom", json!([rid, true])).await;
+    assert!(
+        users["result"]["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["username"] == "alice")
+    );
+    let single = call(&mut ws, "m", "getSingleMessage", json!([id])).await;
+    assert_eq!(single["result"]["_id"], id.as_str());
+    let next_msgs = call(
+        &mut ws,
+        "x",
+        "loadNextMessages",
+        json!([rid, {"$date": 0}, 50]),
+    )
+    .await;
+    assert!(
+        next_msgs["result"]["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["_id"] == id.as_str())
+    );
+    assert!(
+        call(&mut ws, "rm", "readMessages", json!([rid]))
+            .await
+            .get("error")
+            .is_none()
+    );
+    // Only its author (or a user allowed to force it) deletes a message.
+    let denied = call(&mut ws, "del", "deleteMessage", json!([{"_id": id}])).await;
+    assert_eq!(denied["error"]["error"], "error-action-not-allowed");
+    let gone = call(&mut bob, "del2", "deleteMessage", json!([{"_id": id}])).await;
+    assert!(gone.get("error").is_none(), "{gone}");
+    let told = loop {
+        let f = until(&mut ws, "changed", None).await;
+        if f["collection"] == "stream-notify-room" {
+            break f;
+        }
+    };
+    assert_eq!(told["fields"]["eventName"], format!("{rid}/deleteMessage"));
+    assert_eq!(told["fields"]["args"][0]["_id"], id.as_str());
+    let after = call(&mut ws, "m2", "getSingleMessage", json!([id])).await;
+    assert!(after["error"].is_object());
+
+    assert!(
+        call(&mut ws, "st", "setUserStatus", json!(["away", "lunch"]))
+            .await
+            .get("error")
+            .is_none()
+    );
+    assert_eq!(
+        call(&mut ws, "st2", "setUserStatus", json!(["sleepy"])).await["error"]["error"],
+        "error-invalid-status"
+    );
+    assert_eq!(
+        call(
+            &mut ws,
+            "p",
+            "UserPresence:setDefaultStatus",
+            json!(["busy"])
+        )
+        .await["result"],
+        true
+    );
+    assert_eq!(
+        call(&mut ws, "p2", "UserPresence:online", json!([])).await["result"],
+        true
+    );
+    assert!(
+        call(&mut ws, "lo", "logout", json!([]))
+            .await
+            .get("error")
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_routes_bots_use_for_rooms_history_messages_and_users_answer_like_the_server() {
+    rocketops::tls::install_crypto_provider();
+    let sim = sim_with(Duration::from_secs(15)).await;
+    let http = reqwest::Client::new();
+    let login: Value = http
+        .post(format!("{}/api/v1/login", sim.url()))
+        .json(&json!({"user": "bob", "password": "bob"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (uid, token) = (
+        login["data"]["userId"].as_str().unwrap().to_string(),
+        login["data"]["authToken"].as_str().unwrap().to_string(),
+    );
+    let req = |m: reqwest::Method, route: &str| {
+        http.request(m, format!("{}/api/v1/{route}", sim.url()))
+            .header("X-User-Id", &uid)
+            .header("X-Auth-Token", &token)
+    };
+    let get = |route: &str| req(reqwest::Method::GET, route);
+    let post = |route: &str| req(reqwest::Method::POST, route);
+    let mine = sim
+        .post("bob", "#ops", "see https://example.invalid/x in #alerts")
+        .unwrap();
+    let theirs = sim.post("alice", "#ops", "mine").unwrap();
+
+    let r: Value = get("channels.info?roomName=ops")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            r["success"].clone(),
+            r["channel"]["name"].clone(),
+            r["channel"]["t"].clone()
+        ),
+        (json!(true), json!("ops"), json!("c"))
+    );
+    let rid = r["channel"]["_id"].as_str().unwrap().to_string();
+    let r: Value = get(&format!("rooms.info?roomId={rid}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["room"]["_id"], rid.as_str());
+    let r = get("groups.info?roomName=ops").send().await.unwrap();
+    assert_eq!(r.status(), 400, "ops is a channel, not a group");
+    let r: Value = get("channels.history?roomName=ops&count=2")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let msgs = r["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 2);
+    assert_eq!(msgs[0]["_id"], theirs["_id"], "newest first");
+    assert!(
+        msgs[0]["ts"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "REST dates are ISO strings: {}",
+        msgs[0]["ts"]
+    );
+    let r: Value = get(&format!(
+        "chat.getMessage?msgId={}",
+        mine["_id"].as_str().unwrap()
+    ))
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(r["message"]["msg"], mine["msg"]);
+    let r: Value = post("im.create")
+        .json(&json!({"username": "alice"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let dm = r["room"]["rid"].as_str().unwrap().to_string();
+    sim.post("alice", "@bob", "psst").unwrap();
+    let r: Value = get(&format!("im.history?roomId={dm}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["messages"][0]["msg"], "psst");
+    let r: Value = post("channels.join")
+        .json(&json!({"roomName": "alerts"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["channel"]["name"], "alerts");
+    let r: Value = get("subscriptions.get")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        r["update"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "alerts")
+    );
+    let r: Value = get("users.list")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        r["total"].as_u64().unwrap() >= 3
+            && r["users"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|u| u["username"] == "rocketops")
+    );
+    let r = post("chat.delete")
+        .json(&json!({"roomId": rid, "msgId": theirs["_id"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "not bob's message");
+    let r: Value = post("chat.delete")
+        .json(&json!({"roomId": rid, "msgId": mine["_id"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r["success"].clone(), r["_id"].clone()),
+        (json!(true), mine["_id"].clone())
+    );
+    assert_eq!(get("no.such.route").send().await.unwrap().status(), 404);
+    let r = http
+        .get(format!("{}/api/v1/channels.info?roomName=ops", sim.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}

@@ -39,6 +39,7 @@ pub(crate) fn router(sim: Arc<SimInner>) -> Router {
         )
         .route("/file-upload/{id}/{name}", get(file_upload))
         .route("/hooks/{id}/{token}", post(incoming_webhook))
+        .route("/api/v1/{route}", any(rest_v1))
         .route("/_sim/post", post(ctl_post))
         .route("/_sim/edit", post(ctl_edit))
         .route("/_sim/messages", get(ctl_messages))
@@ -166,6 +167,219 @@ async fn login(AxState(sim): Sim, Json(body): Json<Value>) -> Response {
 
 fn user_json(u: &User) -> Value {
     json!({"_id": u.id, "username": u.username, "name": u.name, "roles": u.roles, "status": "online", "active": true, "type": if u.is_bot() {"bot"} else {"user"}})
+}
+
+/// A method's error as a REST answer: 400 with the error's reason and type.
+fn method_failure(e: &Value) -> Response {
+    fail(
+        StatusCode::BAD_REQUEST,
+        e["reason"].as_str().unwrap_or("error"),
+        &match &e["error"] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        },
+    )
+}
+
+fn ok(mut v: Value) -> Response {
+    v["success"] = json!(true);
+    Json(v).into_response()
+}
+
+/// The REST routes bots and integrations use beyond the core ones: room and message lookups,
+/// history, joining, direct messages, deletion, users and subscriptions. Unknown routes get 404
+/// as on a real server.
+async fn rest_v1(
+    AxState(sim): Sim,
+    axum::extract::Path(route): axum::extract::Path<String>,
+    method: axum::http::Method,
+    headers: HeaderMap,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let known = [
+        "channels.info",
+        "channels.history",
+        "channels.join",
+        "groups.info",
+        "groups.history",
+        "rooms.info",
+        "im.create",
+        "im.history",
+        "chat.getMessage",
+        "chat.delete",
+        "users.list",
+        "subscriptions.get",
+    ];
+    if !known.contains(&route.as_str()) {
+        return fail(StatusCode::NOT_FOUND, "Not found", "not-found");
+    }
+    let writes = ["channels.join", "im.create", "chat.delete"].contains(&route.as_str());
+    let expected = if writes {
+        axum::http::Method::POST
+    } else {
+        axum::http::Method::GET
+    };
+    if method != expected {
+        return fail(StatusCode::NOT_FOUND, "Not found", "not-found");
+    }
+    let caller = match authed(&sim, &headers, &route) {
+        Ok(u) => u,
+        Err(r) => return *r,
+    };
+    let body: Value = if writes {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(_) => {
+                return fail(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid JSON body",
+                    "error-invalid-body",
+                );
+            }
+        }
+    } else {
+        Value::Null
+    };
+    let mut st = sim.state();
+    let param = |k: &str| {
+        q.get(k)
+            .cloned()
+            .or_else(|| body.get(k).and_then(Value::as_str).map(str::to_string))
+    };
+    // A room named by `roomId` or `roomName`, that the caller may read.
+    let room = |st: &super::state::State| {
+        let found = match (param("roomId"), param("roomName")) {
+            (Some(id), _) => st.rooms.get(&id),
+            (None, Some(n)) => st.room_by_name(n.trim_start_matches('#')),
+            _ => None,
+        };
+        found
+            .filter(|r| r.kind == 'c' || r.members.contains(&caller.id))
+            .cloned()
+    };
+    let no_room = || {
+        fail(
+            StatusCode::BAD_REQUEST,
+            "The required \"roomId\" or \"roomName\" param provided does not match any channel [error-room-not-found]",
+            "error-room-not-found",
+        )
+    };
+    match route.as_str() {
+        "channels.info" | "groups.info" | "rooms.info" => {
+            let Some(r) = room(&st) else {
+                return no_room();
+            };
+            let kind_ok = match route.as_str() {
+                "channels.info" => r.kind == 'c',
+                "groups.info" => r.kind == 'p',
+                _ => true,
+            };
+            if !kind_ok {
+                return fail(
+                    StatusCode::BAD_REQUEST,
+                    "The required \"roomId\" or \"roomName\" param provided does not match any channel [error-room-not-found]",
+                    "error-room-not-found",
+                );
+            }
+            let key = match route.as_str() {
+                "channels.info" => "channel",
+                "groups.info" => "group",
+                _ => "room",
+            };
+            ok(json!({ key: st.room_json(&r) }))
+        }
+        "channels.history" | "groups.history" | "im.history" => {
+            let Some(r) = room(&st) else {
+                return no_room();
+            };
+            let count = param("count")
+                .and_then(|c| c.parse::<usize>().ok())
+                .unwrap_or(20)
+                .min(1000);
+            let date = |k: &str| {
+                param(k)
+                    .and_then(|d| chrono::DateTime::parse_from_rfc3339(&d).ok())
+                    .map(|d| d.timestamp_millis())
+            };
+            let (latest, oldest) = (date("latest"), date("oldest"));
+            let msgs: Vec<Value> = st
+                .messages
+                .iter()
+                .rev()
+                .filter(|m| {
+                    m.rid == r.id
+                        && latest.is_none_or(|l| m.ts < l)
+                        && oldest.is_none_or(|o| m.ts > o)
+                })
+                .take(count)
+                .map(|m| st.message_json(m))
+                .map(|mut m| {
+                    super::state::rest_dates(&mut m);
+                    m
+                })
+                .collect();
+            ok(json!({ "messages": msgs }))
+        }
+        "channels.join" => {
+            let Some(r) = room(&st) else {
+                return no_room();
+            };
+            let rid = r.id;
+            match st.call(&caller.id, "joinRoom", &json!([rid])) {
+                Ok(_) => {
+                    let r = st.rooms[&rid].clone();
+                    ok(json!({ "channel": st.room_json(&r) }))
+                }
+                Err(e) => method_failure(&e),
+            }
+        }
+        "im.create" => {
+            let Some(name) = param("username") else {
+                return fail(
+                    StatusCode::BAD_REQUEST,
+                    "Body param \"username\" or \"usernames\" is required",
+                    "error-invalid-params",
+                );
+            };
+            match st.call(&caller.id, "createDirectMessage", &json!([name])) {
+                Ok(Some(r)) => ok(json!({ "room": r })),
+                Ok(None) => ok(json!({})),
+                Err(e) => method_failure(&e),
+            }
+        }
+        "chat.getMessage" => {
+            let id = param("msgId").unwrap_or_default();
+            match st.call(&caller.id, "getSingleMessage", &json!([id])) {
+                Ok(Some(mut m)) => {
+                    super::state::rest_dates(&mut m);
+                    ok(json!({ "message": m }))
+                }
+                _ => fail(
+                    StatusCode::BAD_REQUEST,
+                    "Not allowed [error-not-allowed]",
+                    "error-not-allowed",
+                ),
+            }
+        }
+        "chat.delete" => {
+            let id = param("msgId").unwrap_or_default();
+            match st.delete_message(&caller.id, &id) {
+                Ok(m) => ok(json!({ "_id": m["_id"], "ts": super::state::now_ms(), "message": m })),
+                Err(e) => method_failure(&e),
+            }
+        }
+        "users.list" => {
+            let users: Vec<Value> = st.users.iter().map(user_json).collect();
+            let n = users.len();
+            ok(json!({ "users": users, "count": n, "offset": 0, "total": n }))
+        }
+        _ => match st.call(&caller.id, "subscriptions/get", &json!([])) {
+            Ok(Some(subs)) => ok(json!({ "update": subs, "remove": [] })),
+            Ok(None) => ok(json!({ "update": [], "remove": [] })),
+            Err(e) => method_failure(&e),
+        },
+    }
 }
 
 /// `POST /api/v1/method.call/:method`: a DDP method over REST, as today's web client calls them.

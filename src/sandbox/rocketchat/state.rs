@@ -112,6 +112,10 @@ pub(crate) struct Conn {
     pub tx: mpsc::UnboundedSender<Out>,
     pub my_messages: bool,
     pub notify: BTreeSet<String>,
+    /// Rooms subscribed to one by one (`stream-room-messages` with a room id).
+    pub rooms: BTreeSet<String>,
+    /// `stream-notify-room` events subscribed to (`<rid>/deleteMessage`, `<rid>/typing`).
+    pub room_events: BTreeSet<String>,
 }
 
 /// Replies to a DDP method: `Ok(None)` is a result frame without `result`.
@@ -137,8 +141,29 @@ pub struct State {
     pub webhook_failures: u32,
     /// Files uploaded with `rooms.media`, by id.
     pub uploads: HashMap<String, Upload>,
+    /// Statuses set with `setUserStatus` and `UserPresence:*`; online when unset.
+    pub presence: HashMap<String, String>,
     last_ts: i64,
     pub events: broadcast::Sender<SimEvent>,
+}
+
+/// REST answers carry dates as ISO strings where DDP carries `{"$date": ms}`.
+pub fn rest_dates(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if let Some(ms) = m.get("$date").and_then(Value::as_i64) {
+                *v = json!(
+                    chrono::DateTime::from_timestamp_millis(ms)
+                        .unwrap_or_default()
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                );
+                return;
+            }
+            m.values_mut().for_each(rest_dates);
+        }
+        Value::Array(a) => a.iter_mut().for_each(rest_dates),
+        _ => {}
+    }
 }
 
 pub fn now_ms() -> i64 {
@@ -201,6 +226,7 @@ impl State {
             webhooks: HashMap::new(),
             webhook_failures: 0,
             uploads: HashMap::new(),
+            presence: HashMap::new(),
             last_ts: 0,
             events: broadcast::channel(4096).0,
         }
@@ -294,8 +320,9 @@ impl State {
             },
             "_updatedAt": {"$date": m.updated_at},
             "mentions": mentions(&m.msg, &self.users),
-            "channels": [],
-            "urls": [],
+            "channels": channel_mentions(&m.msg, &self.rooms),
+            "urls": urls(&m.msg),
+            "md": markdown(&m.msg),
         });
         if let Some(t) = &m.t {
             v["t"] = json!(t);
@@ -401,6 +428,19 @@ impl State {
                 "fields": {"eventName": "__my_messages__", "args": [doc, meta]}
             });
             let _ = conn.tx.send(Out::Frame(frame.to_string()));
+        }
+        // Subscribers of the room's own stream get the message under the room id.
+        let per_room = json!({
+            "msg": "changed",
+            "collection": "stream-room-messages",
+            "id": "id",
+            "fields": {"eventName": room.id, "args": [doc]}
+        })
+        .to_string();
+        for conn in self.conns.values() {
+            if conn.rooms.contains(&room.id) {
+                let _ = conn.tx.send(Out::Frame(per_room.clone()));
+            }
         }
         let _ = self.events.send(SimEvent::Message {
             room: room_label(room, &self.users),
@@ -686,8 +726,173 @@ impl State {
                     .collect();
                 Ok(Some(Value::Array(subs)))
             }
+            "getRoomNameById" => {
+                let rid = arg(0).as_str().unwrap_or_default().to_string();
+                let room = self
+                    .rooms
+                    .get(&rid)
+                    .ok_or_else(|| error_value("error-not-allowed", "Not allowed"))?;
+                if room.kind != 'c' && !room.members.contains(user_id) {
+                    return Err(error_value("error-not-allowed", "Not allowed"));
+                }
+                Ok(Some(json!(room.name)))
+            }
+            "rooms/get" => {
+                let rooms: Vec<Value> = self
+                    .rooms
+                    .values()
+                    .filter(|r| r.members.contains(user_id))
+                    .map(|r| self.room_json(r))
+                    .collect();
+                Ok(Some(Value::Array(rooms)))
+            }
+            "getUsersOfRoom" => {
+                let rid = arg(0).as_str().unwrap_or_default().to_string();
+                self.readable(user_id, &rid)
+                    .map_err(|_| error_value("error-not-allowed", "Not allowed"))?;
+                let records: Vec<Value> = self.rooms[&rid]
+                    .members
+                    .iter()
+                    .filter_map(|m| self.user(m))
+                    .map(|u| json!({"_id": u.id, "username": u.username, "name": u.name, "status": "online"}))
+                    .collect();
+                Ok(Some(json!({"total": records.len(), "records": records})))
+            }
+            "getRoomRoles" => {
+                let rid = arg(0).as_str().unwrap_or_default().to_string();
+                self.readable(user_id, &rid)?;
+                // Room roles (owner, moderator) are not simulated: the admins are the owners.
+                let owners: Vec<Value> = self.rooms[&rid]
+                    .members
+                    .iter()
+                    .filter_map(|m| self.user(m))
+                    .filter(|u| u.roles.iter().any(|r| r == "admin"))
+                    .map(|u| json!({"rid": rid, "u": {"_id": u.id, "username": u.username}, "roles": ["owner"]}))
+                    .collect();
+                Ok(Some(Value::Array(owners)))
+            }
+            "readMessages" => {
+                let rid = arg(0).as_str().unwrap_or_default().to_string();
+                self.readable(user_id, &rid)?;
+                Ok(None)
+            }
+            "getSingleMessage" => {
+                let id = arg(0).as_str().unwrap_or_default().to_string();
+                let m = self
+                    .message_index(&id)
+                    .map(|i| self.messages[i].clone())
+                    .ok_or_else(|| error_value("error-not-allowed", "Not allowed"))?;
+                self.readable(user_id, &m.rid)
+                    .map_err(|_| error_value("error-not-allowed", "Not allowed"))?;
+                Ok(Some(self.message_json(&m)))
+            }
+            "deleteMessage" => {
+                let id = arg(0)["_id"].as_str().unwrap_or_default().to_string();
+                self.delete_message(user_id, &id).map(|_| None)
+            }
+            "loadNextMessages" => {
+                let rid = arg(0).as_str().unwrap_or_default().to_string();
+                self.readable(user_id, &rid)?;
+                let after = crate::chat::rocketchat::ddp::read_ejson_date(&arg(1));
+                let limit = arg(2).as_u64().unwrap_or(20).min(1000) as usize;
+                let msgs: Vec<Value> = self
+                    .messages
+                    .iter()
+                    .filter(|m| m.rid == rid && after.is_none_or(|a| m.ts > a))
+                    .take(limit)
+                    .map(|m| self.message_json(m))
+                    .collect();
+                Ok(Some(json!({"messages": msgs})))
+            }
+            "logout" => {
+                self.tokens.retain(|_, uid| uid != user_id);
+                Ok(None)
+            }
+            "UserPresence:setDefaultStatus" => {
+                let status = arg(0).as_str().unwrap_or_default().to_string();
+                if !["online", "away", "busy", "offline"].contains(&status.as_str()) {
+                    return Err(error_value(400, "Match failed"));
+                }
+                self.presence.insert(user_id.to_string(), status);
+                Ok(Some(json!(true)))
+            }
+            "UserPresence:online" | "UserPresence:away" => {
+                let status = method.trim_start_matches("UserPresence:").to_string();
+                self.presence.insert(user_id.to_string(), status);
+                Ok(Some(json!(true)))
+            }
+            "setUserStatus" => {
+                let status = arg(0).as_str().unwrap_or_default().to_string();
+                if !["online", "away", "busy", "offline"].contains(&status.as_str()) {
+                    return Err(error_value("error-invalid-status", "Invalid status"));
+                }
+                self.presence.insert(user_id.to_string(), status);
+                Ok(None)
+            }
             _ => Err(error_value(404, &format!("Method '{method}' not found"))),
         }
+    }
+
+    /// A room as `rooms/get` and the `*.info` routes return it.
+    pub fn room_json(&self, room: &Room) -> Value {
+        let last = self.messages.iter().rev().find(|m| m.rid == room.id);
+        let mut v = json!({
+            "_id": room.id,
+            "t": room.kind.to_string(),
+            "msgs": self.messages.iter().filter(|m| m.rid == room.id).count(),
+            "usersCount": room.members.len(),
+            "ts": {"$date": 0},
+            "_updatedAt": {"$date": last.map_or(0, |m| m.updated_at)},
+            "ro": false,
+            "default": room.name == "ops",
+        });
+        if room.kind == 'd' {
+            let names: Vec<String> = room
+                .members
+                .iter()
+                .filter_map(|m| self.user(m).map(|u| u.username.clone()))
+                .collect();
+            v["usernames"] = json!(names);
+        } else {
+            v["name"] = json!(room.name);
+            v["fname"] = json!(room.name);
+        }
+        if let Some(m) = last {
+            v["lastMessage"] = self.message_json(m);
+        }
+        v
+    }
+
+    /// `deleteMessage`: by its author or a user with `force-delete-message`; tells the room.
+    pub fn delete_message(&mut self, user_id: &str, id: &str) -> Result<Value, Value> {
+        let idx = self
+            .message_index(id)
+            .ok_or_else(|| error_value("error-action-not-allowed", "Not allowed"))?;
+        let m = self.messages[idx].clone();
+        let allowed = m.user_id == user_id
+            || self
+                .user(user_id)
+                .is_some_and(|u| self.has_permission(u, "force-delete-message"));
+        if !allowed {
+            return Err(error_value("error-action-not-allowed", "Not allowed"));
+        }
+        self.messages.remove(idx);
+        self.index = self
+            .messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.id.clone(), i))
+            .collect();
+        let event = format!("{}/deleteMessage", m.rid);
+        let frame = json!({"msg": "changed", "collection": "stream-notify-room", "id": "id",
+                           "fields": {"eventName": event, "args": [{"_id": m.id}]}})
+        .to_string();
+        for conn in self.conns.values() {
+            if conn.room_events.contains(&event) {
+                let _ = conn.tx.send(Out::Frame(frame.clone()));
+            }
+        }
+        Ok(json!({"_id": m.id, "rid": m.rid, "u": {"_id": m.user_id}}))
     }
 
     fn readable(&self, user_id: &str, rid: &str) -> Result<(), Value> {
@@ -871,6 +1076,92 @@ pub fn room_label(room: &Room, users: &[User]) -> String {
     }
 }
 
+/// A word without the punctuation a sentence puts after it.
+fn bare(w: &str) -> &str {
+    w.trim_end_matches([':', ',', '.', '!', '?', ';', ')'])
+}
+
+/// `#name` words naming a channel, as the server resolves them.
+fn channel_mentions(text: &str, rooms: &BTreeMap<String, Room>) -> Value {
+    let list: Vec<Value> = text
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix('#'))
+        .map(bare)
+        .filter_map(|name| rooms.values().find(|r| r.kind != 'd' && r.name == name))
+        .map(|r| json!({"_id": r.id, "name": r.name}))
+        .collect();
+    Value::Array(list)
+}
+
+/// Links in the text, as the server lists them (without fetched previews).
+fn urls(text: &str) -> Value {
+    let list: Vec<Value> = text
+        .split_whitespace()
+        .map(bare)
+        .filter(|w| w.starts_with("http://") || w.starts_with("https://"))
+        .map(|u| json!({"url": u}))
+        .collect();
+    Value::Array(list)
+}
+
+/// The message parsed as the server's `md` field: a paragraph per line, with plain text, user and
+/// channel mentions, links, and `*bold*`, `_italic_` and `` `code` `` spans (nesting is not parsed).
+fn markdown(text: &str) -> Value {
+    fn plain(v: &str) -> Value {
+        json!({"type": "PLAIN_TEXT", "value": v})
+    }
+    fn word(w: &str) -> Option<Value> {
+        let b = bare(w);
+        let token = if let Some(u) = b.strip_prefix('@').filter(|u| !u.is_empty()) {
+            json!({"type": "MENTION_USER", "value": plain(u)})
+        } else if let Some(c) = b.strip_prefix('#').filter(|c| !c.is_empty()) {
+            json!({"type": "MENTION_CHANNEL", "value": plain(c)})
+        } else if b.starts_with("http://") || b.starts_with("https://") {
+            json!({"type": "LINK", "value": {"src": plain(b), "label": [plain(b)]}})
+        } else {
+            let span = |mark: char, kind: &str| {
+                b.strip_prefix(mark)
+                    .and_then(|x| x.strip_suffix(mark))
+                    .filter(|x| !x.is_empty())
+                    .map(|x| match kind {
+                        "INLINE_CODE" => json!({"type": kind, "value": plain(x)}),
+                        _ => json!({"type": kind, "value": [plain(x)]}),
+                    })
+            };
+            span('*', "BOLD")
+                .or_else(|| span('_', "ITALIC"))
+                .or_else(|| span('`', "INLINE_CODE"))?
+        };
+        Some(token)
+    }
+    let mut blocks = Vec::new();
+    for line in text.lines() {
+        let mut parts: Vec<Value> = Vec::new();
+        let mut run = String::new();
+        for (i, w) in line.split(' ').enumerate() {
+            if i > 0 {
+                run.push(' ');
+            }
+            match word(w) {
+                Some(t) => {
+                    if !run.is_empty() {
+                        parts.push(plain(&run));
+                        run.clear();
+                    }
+                    parts.push(t);
+                    run.push_str(&w[bare(w).len()..]);
+                }
+                None => run.push_str(w),
+            }
+        }
+        if !run.is_empty() {
+            parts.push(plain(&run));
+        }
+        blocks.push(json!({"type": "PARAGRAPH", "value": parts}));
+    }
+    Value::Array(blocks)
+}
+
 fn mentions(text: &str, users: &[User]) -> Value {
     let list: Vec<Value> = text
         .split_whitespace()
@@ -880,4 +1171,34 @@ fn mentions(text: &str, users: &[User]) -> Value {
         .map(|u| json!({"_id": u.id, "username": u.username}))
         .collect();
     Value::Array(list)
+}
+
+#[cfg(test)]
+mod md_tests {
+    use super::*;
+
+    #[test]
+    fn a_message_parses_into_paragraphs_of_text_mentions_links_and_spans() {
+        let md = markdown("hi @alice, see https://x.invalid/a.\n*bold* and `code`");
+        assert_eq!(
+            md,
+            json!([
+                {"type": "PARAGRAPH", "value": [
+                    {"type": "PLAIN_TEXT", "value": "hi "},
+                    {"type": "MENTION_USER", "value": {"type": "PLAIN_TEXT", "value": "alice"}},
+                    {"type": "PLAIN_TEXT", "value": ", see "},
+                    {"type": "LINK", "value": {"src": {"type": "PLAIN_TEXT", "value": "https://x.invalid/a"}, "label": [{"type": "PLAIN_TEXT", "value": "https://x.invalid/a"}]}},
+                    {"type": "PLAIN_TEXT", "value": "."}]},
+                {"type": "PARAGRAPH", "value": [
+                    {"type": "BOLD", "value": [{"type": "PLAIN_TEXT", "value": "bold"}]},
+                    {"type": "PLAIN_TEXT", "value": " and "},
+                    {"type": "INLINE_CODE", "value": {"type": "PLAIN_TEXT", "value": "code"}}]}
+            ])
+        );
+        assert_eq!(markdown(""), json!([]));
+        assert_eq!(
+            markdown("  @ # "),
+            json!([{"type": "PARAGRAPH", "value": [{"type": "PLAIN_TEXT", "value": "  @ # "}]}])
+        );
+    }
 }

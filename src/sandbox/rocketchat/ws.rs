@@ -24,6 +24,8 @@ pub(crate) async fn serve_socket(sim: Arc<SimInner>, socket: WebSocket) {
             tx: tx.clone(),
             my_messages: false,
             notify: Default::default(),
+            rooms: Default::default(),
+            room_events: Default::default(),
         },
     );
     let writer_sim = sim.clone();
@@ -237,11 +239,32 @@ fn handle_frame(
                     added(name);
                     send(json!({"msg": "ready", "subs": [id]}));
                 }
-                "stream-room-messages" => {
-                    send(nosub(error_value(
-                        "invalid-event-name",
-                        "Per-room streams are not simulated; use __my_messages__",
-                    )));
+                // One room's messages, for its members (or anyone, for a public channel).
+                "stream-room-messages" => match st.rooms.get(first) {
+                    Some(r) if r.kind == 'c' || r.members.contains(&uid) => {
+                        if let Some(c) = st.conns.get_mut(&conn_id) {
+                            c.rooms.insert(first.to_string());
+                        }
+                        added(name);
+                        send(json!({"msg": "ready", "subs": [id]}));
+                    }
+                    _ => send(nosub(error_value("error-not-allowed", "Not allowed"))),
+                },
+                "stream-notify-room" => {
+                    let (rid, event) = first.split_once('/').unwrap_or((first, ""));
+                    let readable = st
+                        .rooms
+                        .get(rid)
+                        .is_some_and(|r| r.kind == 'c' || r.members.contains(&uid));
+                    if readable && ["deleteMessage", "typing", "user-activity"].contains(&event) {
+                        if let Some(c) = st.conns.get_mut(&conn_id) {
+                            c.room_events.insert(first.to_string());
+                        }
+                        added(name);
+                        send(json!({"msg": "ready", "subs": [id]}));
+                    } else {
+                        send(nosub(error_value("error-not-allowed", "Not allowed")));
+                    }
                 }
                 "stream-notify-user" if first.starts_with(&format!("{uid}/")) => {
                     if let Some(c) = st.conns.get_mut(&conn_id) {
