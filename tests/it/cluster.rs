@@ -74,6 +74,12 @@ impl Env {
         );
         (out.status.success(), text)
     }
+    /// kubectl's output, failing the test when kubectl fails.
+    fn kubectl_ok(&self, args: &[&str]) -> String {
+        let (ok, out) = self.kubectl(args);
+        assert!(ok, "{args:?}: {out}");
+        out
+    }
 }
 
 fn semantic(mut v: Value) -> Value {
@@ -836,11 +842,7 @@ async fn running_pods_carry_the_status_fields_a_kubelet_sets_and_version_answers
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectls_typed_create_commands_send_protobuf_and_the_objects_come_out_whole() {
     let e = env().await;
-    let run = |args: &[&str]| {
-        let (ok, out) = e.kubectl(args);
-        assert!(ok, "{args:?}: {out}");
-        out
-    };
+    let run = |args: &[&str]| e.kubectl_ok(args);
     run(&["create", "namespace", "demo"]);
     run(&[
         "-n",
@@ -922,4 +924,79 @@ async fn kubectls_typed_create_commands_send_protobuf_and_the_objects_come_out_w
             && all.contains("replicaset.apps/web-"),
         "{all}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_logs_describe_wait_cascade_and_namespace_deletion_work_as_on_a_cluster() {
+    let e = env().await;
+    let run = |args: &[&str]| e.kubectl_ok(args);
+    run(&[
+        "-n",
+        "test",
+        "wait",
+        "--for=condition=available",
+        "deploy/rocketchat",
+        "--timeout=20s",
+    ]);
+    let pods = run(&["-n", "test", "get", "pods", "-o", "name"]);
+    let pod = pods
+        .lines()
+        .find(|p| p.starts_with("pod/rocketchat-"))
+        .expect("a Rocket.Chat pod")
+        .to_string();
+    let logs = run(&["-n", "test", "logs", &pod]);
+    assert!(
+        logs.contains("SERVER RUNNING") && logs.contains("Rocket.Chat Version: 6.5.0"),
+        "{logs}"
+    );
+    let described = run(&["-n", "test", "describe", "deploy", "rocketchat"]);
+    assert!(
+        described.contains("NewReplicaSet:") && described.contains("MinimumReplicasAvailable"),
+        "{described}"
+    );
+    // Orphaning keeps the pods when their ReplicaSet goes; a plain delete takes them along.
+    run(&["create", "namespace", "scratch"]);
+    run(&[
+        "-n",
+        "scratch",
+        "create",
+        "deployment",
+        "web",
+        "--image=rocketchat/rocket.chat:6.5.0",
+        "--replicas=2",
+    ]);
+    run(&[
+        "-n",
+        "scratch",
+        "rollout",
+        "status",
+        "deploy/web",
+        "--timeout=20s",
+    ]);
+    run(&[
+        "-n",
+        "scratch",
+        "delete",
+        "deploy",
+        "web",
+        "--cascade=orphan",
+    ]);
+    let rs = run(&["-n", "scratch", "get", "rs", "-o", "name"]);
+    assert!(rs.contains("replicaset.apps/web-"), "orphaned: {rs}");
+    run(&[
+        "-n",
+        "scratch",
+        "create",
+        "configmap",
+        "c",
+        "--from-literal=a=b",
+    ]);
+    run(&["delete", "namespace", "scratch"]);
+    for kind in ["rs", "pods", "cm"] {
+        let left = run(&["-n", "scratch", "get", kind, "-o", "name"]);
+        assert!(
+            left.trim().is_empty(),
+            "{kind} left in a deleted namespace: {left}"
+        );
+    }
 }

@@ -560,6 +560,9 @@ async fn handle(
                 None => default_orphan,
             };
             sim.collect_garbage(&deleted, orphan);
+            if rt.plural == "namespaces" {
+                sim.empty_namespace(name);
+            }
             sim.kick();
             Ok(json_response(
                 200,

@@ -241,6 +241,34 @@ fn complete_pod(p: &mut Value) {
     }
 }
 
+/// What an app's containers write on start, for `kubectl logs` of a pod that is not a Job's.
+fn app_log(containers: &[Value]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for c in containers {
+        let image = c["image"].as_str().unwrap_or_default();
+        let (repo, tag) = super::split_image(image);
+        let at = now_rfc3339();
+        if repo.ends_with("rocket.chat") {
+            lines.push(format!("{{\"level\":30,\"time\":\"{at}\",\"msg\":\"Starting Rocket.Chat\",\"version\":\"{tag}\"}}"));
+            lines.push("+------------------------------------------+".into());
+            lines.push("|              SERVER RUNNING              |".into());
+            lines.push(format!("|  Rocket.Chat Version: {tag:<19}|"));
+            lines.push("|         Process Port: 3000               |".into());
+            lines.push("|     ReplicaSet OpLog: Enabled            |".into());
+            lines.push("+------------------------------------------+".into());
+        } else if repo.ends_with("mongo") {
+            lines.push(format!("{{\"t\":{{\"$date\":\"{at}\"}},\"s\":\"I\",\"c\":\"CONTROL\",\"msg\":\"MongoDB starting\",\"attr\":{{\"version\":\"{tag}\"}}}}"));
+            lines.push(format!("{{\"t\":{{\"$date\":\"{at}\"}},\"s\":\"I\",\"c\":\"NETWORK\",\"msg\":\"Waiting for connections\",\"attr\":{{\"port\":27017}}}}"));
+        } else {
+            lines.push(format!(
+                "{at} {} started ({image})",
+                c["name"].as_str().unwrap_or("app")
+            ));
+        }
+    }
+    lines
+}
+
 /// FNV-1a, stable across runs (unlike the std hasher).
 fn fnv(s: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -1198,6 +1226,7 @@ fn kubelet(
                 "state": {"running": {"startedAt": now_rfc3339()}}
             })).collect::<Vec<_>>());
             status["podIP"] = json!(format!("10.0.{}.{}", fastrand::u8(..), fastrand::u8(1..)));
+            logs.push((ns_name(p), app_log(&containers)));
         }
     }
     let _ = phase_before;

@@ -185,6 +185,24 @@ impl KubeInner {
             })
             .unwrap_or_default()
     }
+    /// Deletes every object in namespace `ns`, as the namespace controller does once a namespace
+    /// is deleted, and forgets its pods' logs.
+    pub fn empty_namespace(&self, ns: &str) {
+        let mut store = self.store();
+        for rt in resources::RESOURCES.iter().filter(|r| r.namespaced) {
+            for obj in store.all_in(rt.plural, ns) {
+                let name = obj["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let _ = store.delete(rt, ns, &name);
+            }
+        }
+        drop(store);
+        if let Ok(mut logs) = self.logs.lock() {
+            logs.retain(|(n, _), _| n != ns);
+        }
+    }
     /// Deletes (or orphans) everything `deleted` owned, transitively.
     pub fn collect_garbage(&self, deleted: &Value, orphan: bool) {
         let mut store = self.store();

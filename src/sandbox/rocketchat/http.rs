@@ -166,7 +166,8 @@ async fn login(AxState(sim): Sim, Json(body): Json<Value>) -> Response {
 }
 
 fn user_json(u: &User) -> Value {
-    json!({"_id": u.id, "username": u.username, "name": u.name, "roles": u.roles, "status": "online", "active": true, "type": if u.is_bot() {"bot"} else {"user"}})
+    json!({"_id": u.id, "username": u.username, "name": u.name, "roles": u.roles, "status": "online", "active": true, "type": if u.is_bot() {"bot"} else {"user"},
+           "emails": [{"address": u.email(), "verified": true}]})
 }
 
 /// A method's error as a REST answer: 400 with the error's reason and type.

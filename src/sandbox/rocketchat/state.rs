@@ -25,6 +25,10 @@ pub struct User {
 }
 
 impl User {
+    /// Every simulated user's address: `<username>@sandbox.invalid`.
+    pub fn email(&self) -> String {
+        format!("{}@sandbox.invalid", self.username)
+    }
     pub fn is_bot(&self) -> bool {
         self.roles.iter().any(|r| r == "bot")
     }
@@ -564,15 +568,20 @@ impl State {
             })?;
             return Ok((uid, resume.to_string(), "resume"));
         }
-        let username = p
-            .get("user")
-            .and_then(|u| u.get("username").or_else(|| u.get("email")))
-            .and_then(Value::as_str)
-            .ok_or_else(|| error_value(400, "Match failed"))?;
-        let user = self
-            .user_by_name(username)
-            .cloned()
-            .ok_or_else(|| error_value(403, "User not found"))?;
+        let who = p.get("user");
+        let user = match (
+            who.and_then(|u| u.get("username")).and_then(Value::as_str),
+            who.and_then(|u| u.get("email")).and_then(Value::as_str),
+        ) {
+            (Some(name), _) => self.user_by_name(name),
+            (None, Some(email)) => self
+                .users
+                .iter()
+                .find(|u| u.email().eq_ignore_ascii_case(email)),
+            _ => return Err(error_value(400, "Match failed")),
+        }
+        .cloned()
+        .ok_or_else(|| error_value(403, "User not found"))?;
         let digest = match p.get("password") {
             Some(Value::String(plain)) => password_digest(plain),
             Some(obj) => obj
