@@ -484,15 +484,40 @@ async fn a_room_stream_and_its_delete_events_reach_members_and_the_sdk_methods_a
     let refused = until(&mut ws, "nosub", Some("s3")).await;
     assert_eq!(refused["error"]["error"], "error-not-allowed");
 
+    let alice_id =
+        call(&mut ws, "me", "getUsersOfRoom", json!([rid, true])).await["result"]["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["username"] == "alice")
+            .unwrap()["_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    send(&mut ws, json!({"msg": "sub", "id": "s4", "name": "stream-notify-user", "params": [format!("{alice_id}/rooms-changed"), false]})).await;
+    until(&mut ws, "ready", None).await;
     let posted = sim.post("bob", "#ops", "hello @alice").unwrap();
     let id = posted["_id"].as_str().unwrap().to_string();
-    let frame = loop {
+    // The room's own stream and the member's rooms-changed, in either order.
+    let (mut frame, mut changed) = (Value::Null, Value::Null);
+    while frame.is_null() || changed.is_null() {
         let f = until(&mut ws, "changed", None).await;
         if f["collection"] == "stream-room-messages" && f["fields"]["eventName"] == rid.as_str() {
-            break f;
+            frame = f;
+        } else if f["collection"] == "stream-notify-user" {
+            changed = f;
         }
-    };
+    }
     assert_eq!(frame["fields"]["args"][0]["msg"], "hello @alice");
+    assert_eq!(
+        changed["fields"]["eventName"],
+        format!("{alice_id}/rooms-changed")
+    );
+    assert_eq!(changed["fields"]["args"][0], "updated");
+    assert_eq!(
+        changed["fields"]["args"][1]["lastMessage"]["_id"],
+        id.as_str()
+    );
     assert_eq!(
         frame["fields"]["args"][0]["mentions"][0]["username"],
         "alice"

@@ -433,6 +433,25 @@ impl State {
             });
             let _ = conn.tx.send(Out::Frame(frame.to_string()));
         }
+        // Members following their rooms hear that this one changed (its last message).
+        for conn in self.conns.values() {
+            let Some(uid) = conn.user_id.as_deref() else {
+                continue;
+            };
+            let event = format!("{uid}/rooms-changed");
+            if !room.members.contains(uid) || !conn.notify.contains(&event) {
+                continue;
+            }
+            let mut r = json!({"_id": room.id, "t": room.kind.to_string(), "usersCount": room.members.len(),
+                               "lastMessage": doc, "_updatedAt": doc["_updatedAt"]});
+            if room.kind != 'd' {
+                r["name"] = json!(room.name);
+                r["fname"] = json!(room.name);
+            }
+            let frame = json!({"msg": "changed", "collection": "stream-notify-user", "id": "id",
+                               "fields": {"eventName": event, "args": ["updated", r]}});
+            let _ = conn.tx.send(Out::Frame(frame.to_string()));
+        }
         // Subscribers of the room's own stream get the message under the room id.
         let per_room = json!({
             "msg": "changed",
