@@ -917,6 +917,97 @@ async fn kubectls_typed_create_commands_send_protobuf_and_the_objects_come_out_w
         (c["image"].as_str(), &c["ports"][0]["containerPort"]),
         (Some("rocketchat/rocket.chat:6.5.0"), &json!(3000))
     );
+    run(&[
+        "-n",
+        "demo",
+        "create",
+        "job",
+        "hello",
+        "--image=busybox",
+        "--",
+        "echo",
+        "hi",
+    ]);
+    run(&[
+        "-n",
+        "demo",
+        "create",
+        "cronjob",
+        "nightly",
+        "--image=busybox",
+        "--schedule=0 1 * * *",
+        "--",
+        "echo",
+        "night",
+    ]);
+    run(&[
+        "-n",
+        "demo",
+        "create",
+        "service",
+        "clusterip",
+        "web",
+        "--tcp=80:3000",
+    ]);
+    run(&[
+        "-n",
+        "demo",
+        "run",
+        "one-off",
+        "--image=busybox",
+        "--restart=Never",
+        "--",
+        "sleep",
+        "1",
+    ]);
+    run(&[
+        "-n",
+        "demo",
+        "wait",
+        "--for=condition=complete",
+        "job/hello",
+        "--timeout=20s",
+    ]);
+    let job = run(&[
+        "-n",
+        "demo",
+        "get",
+        "job",
+        "hello",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].command} {.spec.template.spec.restartPolicy}",
+    ]);
+    assert_eq!(job, r#"["echo","hi"] Never"#);
+    let cron = run(&[
+        "-n",
+        "demo",
+        "get",
+        "cronjob",
+        "nightly",
+        "-o",
+        "jsonpath={.spec.schedule} {.spec.jobTemplate.spec.template.spec.containers[0].image}",
+    ]);
+    assert_eq!(cron, "0 1 * * * busybox");
+    let svc = run(&[
+        "-n",
+        "demo",
+        "get",
+        "svc",
+        "web",
+        "-o",
+        "jsonpath={.spec.ports[0].port} {.spec.ports[0].targetPort} {.spec.clusterIP}",
+    ]);
+    assert!(svc.starts_with("80 3000 10.96."), "{svc}");
+    let pod = run(&[
+        "-n",
+        "demo",
+        "get",
+        "pod",
+        "one-off",
+        "-o",
+        "jsonpath={.spec.containers[0].args}",
+    ]);
+    assert_eq!(pod, r#"["sleep","1"]"#);
     let all = run(&["-n", "demo", "get", "all"]);
     assert!(
         all.contains("deployment.apps/web")

@@ -606,10 +606,16 @@ fn protobuf_job(
 ) -> Result<Value, ApiError> {
     let unsupported = || {
         ApiError::UnsupportedMediaType {
-        message: "the simulator reads protobuf bodies of Namespaces, ConfigMaps, Secrets, Deployments and Jobs created from a CronJob; send application/json".into(),
+        message: "the simulator reads protobuf bodies of Namespaces, ConfigMaps, Secrets, Services, Pods, Deployments, Jobs and CronJobs; send application/json".into(),
     }
     };
-    if let Some(obj) = super::protobuf::decode_object(body) {
+    let from_cronjob = super::protobuf::decode_envelope(body).is_some_and(|(_, kind, meta)| {
+        kind == "Job"
+            && meta["ownerReferences"]
+                .as_array()
+                .is_some_and(|o| o.iter().any(|r| r["kind"] == "CronJob"))
+    });
+    if !from_cronjob && let Some(obj) = super::protobuf::decode_object(body) {
         if obj["kind"] != rt.kind {
             return Err(ApiError::bad_request(format!(
                 "the kind in the data ({}) does not match the expected kind ({})",

@@ -271,6 +271,22 @@ const DEPLOYMENT_SPEC: Table = &[
     (9, "progressDeadlineSeconds", Shape::OptInt),
 ];
 
+const POD_TEMPLATE: Table = &[
+    (1, "metadata", Shape::Meta),
+    (2, "spec", Shape::Msg(POD_SPEC)),
+];
+const JOB_SPEC: Table = &[
+    (1, "parallelism", Shape::OptInt),
+    (2, "completions", Shape::OptInt),
+    (3, "activeDeadlineSeconds", Shape::OptInt),
+    (4, "selector", Shape::Msg(LABEL_SELECTOR)),
+    (5, "manualSelector", Shape::OptBool),
+    (6, "template", Shape::Msg(POD_TEMPLATE)),
+    (7, "backoffLimit", Shape::OptInt),
+    (8, "ttlSecondsAfterFinished", Shape::OptInt),
+    (10, "suspend", Shape::OptBool),
+];
+
 /// The body fields of the kinds decoded whole (`metadata`, field 1, is read for every kind).
 fn body_table(kind: &str) -> Option<Table> {
     Some(match kind {
@@ -287,6 +303,49 @@ fn body_table(kind: &str) -> Option<Table> {
             (5, "immutable", Shape::OptBool),
         ],
         "Deployment" => &[(2, "spec", Shape::Msg(DEPLOYMENT_SPEC))],
+        "Pod" => &[(2, "spec", Shape::Msg(POD_SPEC))],
+        "Job" => &[(2, "spec", Shape::Msg(JOB_SPEC))],
+        "CronJob" => &[(
+            2,
+            "spec",
+            Shape::Msg(&[
+                (1, "schedule", Shape::Str),
+                (2, "startingDeadlineSeconds", Shape::OptInt),
+                (3, "concurrencyPolicy", Shape::Str),
+                (4, "suspend", Shape::OptBool),
+                (
+                    5,
+                    "jobTemplate",
+                    Shape::Msg(&[
+                        (1, "metadata", Shape::Meta),
+                        (2, "spec", Shape::Msg(JOB_SPEC)),
+                    ]),
+                ),
+                (6, "successfulJobsHistoryLimit", Shape::OptInt),
+                (7, "failedJobsHistoryLimit", Shape::OptInt),
+                (8, "timeZone", Shape::Str),
+            ]),
+        )],
+        "Service" => &[(
+            2,
+            "spec",
+            Shape::Msg(&[
+                (
+                    1,
+                    "ports",
+                    Shape::RepMsg(&[
+                        (1, "name", Shape::Str),
+                        (2, "protocol", Shape::Str),
+                        (3, "port", Shape::Int),
+                        (4, "targetPort", Shape::IntOrString),
+                        (5, "nodePort", Shape::Int),
+                    ]),
+                ),
+                (2, "selector", Shape::MapStr),
+                (3, "clusterIP", Shape::Str),
+                (4, "type", Shape::Str),
+            ]),
+        )],
         _ => return None,
     })
 }
@@ -535,7 +594,7 @@ mod tests {
 
     #[test]
     fn a_kind_without_a_field_table_is_not_decoded_whole() {
-        let type_meta = [ld(1, b"v1"), ld(2, b"Pod")].concat();
+        let type_meta = [ld(1, b"v1"), ld(2, b"Event")].concat();
         let body = [
             MAGIC.to_vec(),
             ld(1, &type_meta),

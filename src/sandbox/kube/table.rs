@@ -249,10 +249,7 @@ fn pod_status(o: &Value) -> String {
         if let Some(r) = state["waiting"]["reason"].as_str() {
             return r.to_string();
         }
-        if let Some(r) = state["terminated"]["reason"].as_str()
-            && o["status"]["phase"] != "Succeeded"
-            && o["status"]["phase"] != "Failed"
-        {
+        if let Some(r) = state["terminated"]["reason"].as_str() {
             return r.to_string();
         }
     }
