@@ -277,7 +277,17 @@ async fn a_mute_holds_alerts_back_until_it_ends_and_alerts_list_shows_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_also_reach_the_incoming_webhook_once_despite_a_failed_attempt() {
     let mut w = World::with_cluster().await;
-    let hook = w.sim.create_webhook("#alerts", "admin").unwrap();
+    // The integration is made as an administrator would, through the simulator's control API.
+    let made: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/_sim/webhook", w.sim.url()))
+        .json(&serde_json::json!({"room": "#alerts", "user": "admin"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hook = made["url"].as_str().unwrap().to_string();
     w.sim.fail_webhooks(1);
     let mut config = alert_config(&w);
     config.alerts.webhook_url = Some(rocketops::config::Secret::new(hook));

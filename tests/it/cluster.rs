@@ -1045,6 +1045,29 @@ async fn kubectl_logs_describe_wait_cascade_and_namespace_deletion_work_as_on_a_
         described.contains("NewReplicaSet:") && described.contains("MinimumReplicasAvailable"),
         "{described}"
     );
+    // `kubectl edit` with an editor that changes the replica count.
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&e.kubeconfig)
+        .args(["-n", "test", "edit", "deploy/rocketchat"])
+        .env("KUBE_EDITOR", "sed -i 's/replicas: 3/replicas: 2/'")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replicas = run(&[
+        "-n",
+        "test",
+        "get",
+        "deploy",
+        "rocketchat",
+        "-o",
+        "jsonpath={.spec.replicas}",
+    ]);
+    assert_eq!(replicas, "2");
     // Orphaning keeps the pods when their ReplicaSet goes; a plain delete takes them along.
     run(&["create", "namespace", "scratch"]);
     run(&[

@@ -128,8 +128,87 @@ pub(crate) fn document(path: &str) -> Option<Value> {
     }))
 }
 
+/// `GET /openapi/v2`: the same operations and kinds as one Swagger 2.0 document, for clients that
+/// still read it.
+pub(crate) fn v2() -> Value {
+    let mut paths = Map::new();
+    let mut definitions = Map::new();
+    for (g, v) in group_versions() {
+        let Some(doc) = document(&gv_path(g, v)) else {
+            continue;
+        };
+        let text = doc
+            .to_string()
+            .replace("#/components/schemas/", "#/definitions/");
+        let Ok(doc) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        for (path, item) in doc["paths"].as_object().cloned().unwrap_or_default() {
+            let mut item = item;
+            for op in item
+                .as_object_mut()
+                .into_iter()
+                .flat_map(|m| m.values_mut())
+            {
+                let mut params = Vec::new();
+                for p in op["parameters"].as_array().cloned().unwrap_or_default() {
+                    params.push(json!({"name": p["name"], "in": p["in"], "type": p["schema"]["type"], "uniqueItems": true}));
+                }
+                if let Some(body) = op.as_object_mut().and_then(|o| o.remove("requestBody")) {
+                    params.push(json!({"name": "body", "in": "body", "required": true,
+                                       "schema": body["content"]["application/json"]["schema"]}));
+                }
+                op["parameters"] = Value::Array(params);
+                let schema =
+                    op["responses"]["200"]["content"]["application/json"]["schema"].clone();
+                op["responses"] = json!({"200": {"description": "OK", "schema": schema}});
+                op["consumes"] = json!([
+                    "application/json",
+                    "application/merge-patch+json",
+                    "application/strategic-merge-patch+json",
+                    "application/apply-patch+yaml"
+                ]);
+                op["produces"] = json!(["application/json"]);
+            }
+            paths.insert(path, item);
+        }
+        for (name, schema) in doc["components"]["schemas"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+        {
+            definitions.insert(name, schema);
+        }
+    }
+    json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.33.0"}, "paths": paths, "definitions": definitions})
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_swagger_document_has_every_kind_with_field_validation_on_patch() {
+        let doc = v2();
+        assert_eq!(doc["swagger"], "2.0");
+        let patch = &doc["paths"]["/apis/batch/v1/namespaces/{namespace}/cronjobs/{name}"]["patch"];
+        assert!(
+            patch["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "fieldValidation" && p["type"] == "string")
+        );
+        let post = &doc["paths"]["/api/v1/namespaces/{namespace}/secrets"]["post"];
+        assert_eq!(
+            post["parameters"].as_array().unwrap().last().unwrap()["schema"]["$ref"],
+            "#/definitions/io.k8s.api.core.v1.Secret"
+        );
+        assert_eq!(
+            doc["definitions"]["io.k8s.api.apps.v1.Deployment"]["x-kubernetes-group-version-kind"]
+                [0]["kind"],
+            "Deployment"
+        );
+    }
+
     use super::*;
 
     #[test]

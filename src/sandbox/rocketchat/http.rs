@@ -50,6 +50,7 @@ pub(crate) fn router(sim: Arc<SimInner>) -> Router {
         .route("/_sim/inject", post(ctl_inject))
         .route("/_sim/rate-limit", post(ctl_rate_limit))
         .route("/_sim/token", post(ctl_token))
+        .route("/_sim/webhook", post(ctl_webhook))
         .with_state(sim)
 }
 
@@ -955,6 +956,26 @@ async fn ctl_rate_limit(AxState(sim): Sim, Json(b): Json<CtlRate>) -> StatusCode
 #[derive(Deserialize)]
 struct CtlToken {
     user: String,
+}
+
+#[derive(Deserialize)]
+struct CtlWebhook {
+    room: String,
+    user: String,
+}
+
+/// `POST /_sim/webhook {"room","user"}`: an incoming integration posting as `user` in `room`;
+/// answers with its URL, as the administration page shows it.
+async fn ctl_webhook(AxState(sim): Sim, headers: HeaderMap, Json(b): Json<CtlWebhook>) -> Response {
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_string();
+    match handle(&sim).create_webhook_path(&b.room, &b.user) {
+        Ok(path) => Json(json!({"url": format!("http://{host}{path}")})).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
 }
 
 async fn ctl_token(AxState(sim): Sim, Json(b): Json<CtlToken>) -> Response {

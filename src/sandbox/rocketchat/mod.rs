@@ -350,6 +350,12 @@ impl RocketChatSim {
 
     /// Creates an incoming webhook that posts into `room` as `username`; returns its URL.
     pub fn create_webhook(&self, room: &str, username: &str) -> Result<String, SimError> {
+        let path = self.create_webhook_path(room, username)?;
+        Ok(format!("{}{path}", self.url()))
+    }
+
+    /// As [`RocketChatSim::create_webhook`], answering with the URL's path (`/hooks/ID/TOKEN`).
+    pub fn create_webhook_path(&self, room: &str, username: &str) -> Result<String, SimError> {
         let mut st = self.inner.state();
         let uid = st
             .user_by_name(username)
@@ -360,7 +366,7 @@ impl RocketChatSim {
         let token =
             crate::chat::rocketchat::new_message_id() + &crate::chat::rocketchat::new_message_id();
         st.webhooks.insert(id.clone(), (token.clone(), rid, uid));
-        Ok(format!("{}/hooks/{id}/{token}", self.url()))
+        Ok(format!("/hooks/{id}/{token}"))
     }
 
     /// A file uploaded with `rooms.media`: (name, content type, bytes), once confirmed.
