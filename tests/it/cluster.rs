@@ -828,6 +828,17 @@ async fn running_pods_carry_the_status_fields_a_kubelet_sets_and_version_answers
             assert_eq!(c.started, Some(true));
         }
     }
+    let swagger: Value = reqwest::get(format!("{}/openapi/v2", e.sim.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(swagger["swagger"], "2.0");
+    assert!(
+        swagger["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"]
+            .is_object()
+    );
     for path in ["/version", "/version/"] {
         let v: Value = reqwest::get(format!("{}{path}", e.sim.url()))
             .await

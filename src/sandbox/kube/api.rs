@@ -32,6 +32,10 @@ pub(crate) fn router(sim: Arc<KubeInner>) -> Router {
             get(|| async { json_response(200, &openapi::index()) }),
         )
         .route("/openapi/v3/{*gv}", get(openapi_document))
+        .route(
+            "/openapi/v2",
+            get(|| async { json_response(200, &openapi::v2()) }),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
         .route("/livez", get(|| async { "ok" }))
