@@ -1,9 +1,10 @@
-//! The embedded store (sled, and a file of seen message ids) behind a small typed API: seen ids, the audit log, read marks, operations.
+//! The embedded store (sled, plus append-only files for seen message ids and the audit log) behind a small typed API.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod audit_log;
 mod seen;
 
 /// Why the store failed.
@@ -29,8 +30,8 @@ pub enum StoreError {
         #[source]
         source: sled::Error,
     },
-    #[error("cannot {op} the seen-ids file {path}: {source}")]
-    SeenFile {
+    #[error("cannot {op} {path}: {source}")]
+    File {
         op: &'static str,
         path: PathBuf,
         #[source]
@@ -246,13 +247,12 @@ pub struct Store {
     seen: seen::Seen,
     /// Messages being handled, until answered (kept open: written twice per command).
     handling: sled::Tree,
-    audit: sled::Tree,
+    audit: audit_log::AuditLog,
     marks: sled::Tree,
     locks: sled::Tree,
     meta: sled::Tree,
     ops: sled::Tree,
     op_locks: sled::Tree,
-    audit_append: std::sync::Arc<std::sync::Mutex<()>>,
     /// The audit key (HMAC), once set: new records are keyed with it.
     audit_key: std::sync::Arc<std::sync::RwLock<Option<Vec<u8>>>>,
 }
@@ -303,7 +303,7 @@ impl Store {
                     }
                 }
             })?;
-        Store::from_db(db, Some(path.join(seen::FILE))).map_err(|e| match e {
+        Store::from_db(db, Some(path)).map_err(|e| match e {
             StoreError::Io { source, .. } => StoreError::Damaged {
                 path: path.to_path_buf(),
                 detail: source.to_string(),
@@ -324,11 +324,27 @@ impl Store {
         Store::from_db(db, None)
     }
 
-    fn from_db(db: sled::Db, seen_file: Option<PathBuf>) -> Result<Store, StoreError> {
-        let seen = match seen_file {
-            Some(path) => seen::Seen::open(&path)?,
+    fn from_db(db: sled::Db, dir: Option<&Path>) -> Result<Store, StoreError> {
+        let seen = match dir {
+            Some(dir) => seen::Seen::open(&dir.join(seen::FILE))?,
             None => seen::Seen::temporary(),
         };
+        let audit = match dir {
+            Some(dir) => audit_log::AuditLog::open(&dir.join(audit_log::FILE))?,
+            None => audit_log::AuditLog::temporary(),
+        };
+        // Before the audit file, the records were the tree "audit", keyed by sequence number.
+        if db.tree_names().iter().any(|n| n.as_ref() == b"audit") {
+            let tree = db.open_tree("audit").map_err(io("open audit"))?;
+            let mut lines = audit.lines()?;
+            for item in tree.iter() {
+                let (_, v) = item.map_err(io("migrate audit"))?;
+                lines.push(v.to_vec());
+            }
+            audit.rewrite(&lines)?;
+            drop(tree);
+            db.drop_tree("audit").map_err(io("drop old audit"))?;
+        }
         // Before the seen-ids file, each id was its own key in the tree "seen".
         if db.tree_names().iter().any(|n| n.as_ref() == b"seen") {
             let legacy = db.open_tree("seen").map_err(io("open seen"))?;
@@ -339,13 +355,12 @@ impl Store {
         Ok(Store {
             seen,
             handling: db.open_tree("unanswered").map_err(io("open unanswered"))?,
-            audit: db.open_tree("audit").map_err(io("open audit"))?,
+            audit,
             marks: db.open_tree("marks").map_err(io("open marks"))?,
             locks: db.open_tree("locks").map_err(io("open locks"))?,
             meta: db.open_tree("meta").map_err(io("open meta"))?,
             ops: db.open_tree("ops").map_err(io("open ops"))?,
             op_locks: db.open_tree("op_locks").map_err(io("open op locks"))?,
-            audit_append: Default::default(),
             audit_key: Default::default(),
             db,
         })
@@ -378,49 +393,39 @@ impl Store {
 
     /// Appends an audit record, chaining it to the previous one; returns its sequence number.
     pub fn audit(&self, entry: &AuditEntry) -> Result<u64, StoreError> {
-        let _guard = self.audit_append.lock().unwrap_or_else(|p| p.into_inner());
-        let last = self.audit.last().map_err(io("read audit"))?;
-        let (seq, prev_hash) = match last {
-            Some((k, v)) => {
-                let prev: AuditEntry = decode("audit", &v)?;
-                (
-                    u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])) + 1,
-                    prev.hash,
-                )
-            }
-            None => (1, String::new()),
-        };
         let key = self.audit_key();
-        let mut e = entry.clone();
-        e.seq = seq;
-        e.prev_hash = prev_hash;
-        e.keyed = key.is_some();
-        e.hash = e.compute_hash(key.as_deref()).unwrap_or_default();
-        let value = encode("audit", &e)?;
-        self.audit
-            .insert(seq.to_be_bytes(), value)
-            .map_err(io("audit"))?;
-        Ok(seq)
+        self.audit.append(|head| {
+            let (seq, prev_hash) = match head {
+                Some((seq, hash)) => (seq + 1, hash.clone()),
+                None => (1, String::new()),
+            };
+            let mut e = entry.clone();
+            e.seq = seq;
+            e.prev_hash = prev_hash;
+            e.keyed = key.is_some();
+            e.hash = e.compute_hash(key.as_deref()).unwrap_or_default();
+            Ok((seq, e.hash.clone(), encode("audit", &e)?))
+        })
     }
 
     /// The newest `limit` audit records, newest first.
     pub fn recent_audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.audit.iter().rev().take(limit) {
-            let (_, v) = item.map_err(io("read audit"))?;
-            out.push(decode("audit", &v)?);
-        }
-        Ok(out)
+        let lines = self.audit.lines()?;
+        lines
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|l| decode("audit", l))
+            .collect()
     }
 
     /// Every audit record, oldest first.
     pub fn all_audit(&self) -> Result<Vec<AuditEntry>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.audit.iter() {
-            let (_, v) = item.map_err(io("read audit"))?;
-            out.push(decode("audit", &v)?);
-        }
-        Ok(out)
+        self.audit
+            .lines()?
+            .iter()
+            .map(|l| decode("audit", l))
+            .collect()
     }
 
     /// Checks the audit hash chain with `key` (needed for keyed records); with `anchor`, also that
@@ -434,14 +439,12 @@ impl Store {
         let mut n = 0;
         let mut keyed_from: Option<u64> = None;
         let mut anchored = anchor.is_none();
-        for item in self.audit.iter() {
-            let (raw_key, v) = item.map_err(io("read audit"))?;
-            let k = u64::from_be_bytes(raw_key.as_ref().try_into().unwrap_or([0; 8]));
-            let e: AuditEntry = match serde_json::from_slice(&v) {
+        for line in self.audit.lines()? {
+            let e: AuditEntry = match serde_json::from_slice(&line) {
                 Ok(e) => e,
                 Err(err) => {
                     return Ok(Err(AuditBreak::Unreadable {
-                        key: k,
+                        key: prev.as_ref().map_or(1, |p| p.seq + 1),
                         detail: err.to_string(),
                     }));
                 }
@@ -457,8 +460,8 @@ impl Store {
                     first_keyed,
                 }));
             }
-            if e.seq != k || Some(&e.hash) != e.compute_hash(key).as_ref() {
-                return Ok(Err(AuditBreak::Altered { seq: k }));
+            if Some(&e.hash) != e.compute_hash(key).as_ref() {
+                return Ok(Err(AuditBreak::Altered { seq: e.seq }));
             }
             if anchor.is_some_and(|a| a.eq_ignore_ascii_case(&e.hash)) {
                 anchored = true;
@@ -488,13 +491,16 @@ impl Store {
 
     /// The newest record's sequence number and hash (the anchor to keep outside the store).
     pub fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
-        match self.audit.last().map_err(io("read audit"))? {
-            Some((_, v)) => {
-                let e: AuditEntry = decode("audit", &v)?;
-                Ok(Some((e.seq, e.hash)))
-            }
-            None => Ok(None),
-        }
+        Ok(self.audit.head())
+    }
+
+    /// Replaces the whole log (the tamper helpers below).
+    fn write_audit_records(&self, records: &[AuditEntry]) -> Result<(), StoreError> {
+        let lines = records
+            .iter()
+            .map(|e| encode("audit", e))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.audit.rewrite(&lines)
     }
 
     /// Edits record `seq` and recomputes the chain from there with `key` (keyed when given):
@@ -507,28 +513,22 @@ impl Store {
         key: Option<&[u8]>,
     ) -> Result<(), StoreError> {
         let mut f = Some(f);
-        let mut prev_hash = match seq.checked_sub(1).filter(|s| *s > 0) {
-            Some(p) => match self.audit.get(p.to_be_bytes()).map_err(io("read audit"))? {
-                Some(v) => decode::<AuditEntry>("audit", &v)?.hash,
-                None => String::new(),
-            },
-            None => String::new(),
-        };
-        for item in self.audit.range(seq.to_be_bytes()..) {
-            let (k, v) = item.map_err(io("read audit"))?;
-            let mut e: AuditEntry = decode("audit", &v)?;
+        let mut records = self.all_audit()?;
+        let mut prev_hash = records
+            .iter()
+            .find(|e| e.seq + 1 == seq)
+            .map(|e| e.hash.clone())
+            .unwrap_or_default();
+        for e in records.iter_mut().filter(|e| e.seq >= seq) {
             if let Some(f) = f.take() {
-                f(&mut e);
+                f(e);
             }
             e.prev_hash = prev_hash;
             e.keyed = key.is_some();
             e.hash = e.compute_hash(key).unwrap_or_default();
             prev_hash = e.hash.clone();
-            self.audit
-                .insert(k, encode("audit", &e)?)
-                .map_err(io("audit"))?;
         }
-        Ok(())
+        self.write_audit_records(&records)
     }
 
     /// Overwrites a stored audit record as-is (for tests of tamper detection only).
@@ -538,27 +538,19 @@ impl Store {
         seq: u64,
         f: impl FnOnce(&mut AuditEntry),
     ) -> Result<(), StoreError> {
-        let Some(v) = self
-            .audit
-            .get(seq.to_be_bytes())
-            .map_err(io("read audit"))?
-        else {
-            return Ok(());
-        };
-        let mut e: AuditEntry = decode("audit", &v)?;
-        f(&mut e);
-        let value = encode("audit", &e)?;
-        self.audit
-            .insert(seq.to_be_bytes(), value)
-            .map_err(io("audit"))?;
-        Ok(())
+        let mut records = self.all_audit()?;
+        if let Some(e) = records.iter_mut().find(|e| e.seq == seq) {
+            f(e);
+        }
+        self.write_audit_records(&records)
     }
 
     /// Removes a stored audit record (for tests of tamper detection only).
     #[doc(hidden)]
     pub fn delete_audit(&self, seq: u64) -> Result<(), StoreError> {
-        self.audit.remove(seq.to_be_bytes()).map_err(io("audit"))?;
-        Ok(())
+        let mut records = self.all_audit()?;
+        records.retain(|e| e.seq != seq);
+        self.write_audit_records(&records)
     }
 
     /// A new operation number (1, 2, 3, ...).
@@ -872,6 +864,7 @@ impl Store {
     /// Flushes to disk.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await.map_err(io("flush"))?;
+        self.audit.sync()?;
         Ok(())
     }
 }
@@ -903,6 +896,51 @@ mod tests {
         assert!(!s.db.tree_names().iter().any(|n| n.as_ref() == b"seen"));
         drop(s);
         assert!(Store::open(dir.path()).unwrap().is_seen("m-old").unwrap());
+    }
+
+    #[test]
+    fn the_audit_log_survives_a_reopen_drops_a_torn_last_line_and_takes_over_the_old_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            // As a store from before the audit file left its records: a tree keyed by sequence.
+            let old = s.db.open_tree("audit").unwrap();
+            let first = AuditEntry {
+                seq: 1,
+                user: "alice".into(),
+                ..AuditEntry::default()
+            };
+            let mut first = first;
+            first.hash = first.compute_hash(None).unwrap();
+            old.insert(1u64.to_be_bytes(), serde_json::to_vec(&first).unwrap())
+                .unwrap();
+            s.db.flush().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.all_audit().unwrap()[0].user, "alice");
+        assert!(!s.db.tree_names().iter().any(|n| n.as_ref() == b"audit"));
+        assert_eq!(
+            s.audit(&AuditEntry {
+                user: "bob".into(),
+                ..AuditEntry::default()
+            })
+            .unwrap(),
+            2
+        );
+        assert_eq!(s.verify_audit(None, None).unwrap().unwrap().records, 2);
+        drop(s);
+        // A crash in the middle of a write leaves half a line.
+        let path = dir.path().join(audit_log::FILE);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"{\"seq\":3,\"us").unwrap();
+        drop(f);
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.audit_head().unwrap().unwrap().0, 2);
+        assert_eq!(s.verify_audit(None, None).unwrap().unwrap().records, 2);
+        assert_eq!(s.recent_audit(1).unwrap()[0].user, "bob");
     }
 
     #[test]

@@ -61,7 +61,7 @@ fn parse(r: &[u8]) -> (u64, i64) {
 }
 
 fn fail<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
-    move |e| StoreError::SeenFile {
+    move |e| StoreError::File {
         op,
         path: path.to_path_buf(),
         source: e,
