@@ -7,15 +7,14 @@
 //! so a killed process never loses it. Pruning rewrites the file without the old records.
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
 use super::StoreError;
+use super::append::Sink;
 
 /// The file, inside the store's folder.
 pub(super) const FILE: &str = "seen-ids";
@@ -60,70 +59,35 @@ fn parse(r: &[u8]) -> (u64, i64) {
     (h, at)
 }
 
-fn fail<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
-    move |e| StoreError::File {
-        op,
-        path: path.to_path_buf(),
-        source: e,
-    }
-}
-
 struct Inner {
     set: IdSet,
-    log: Log,
-}
-
-/// Where the records go: the file, or memory for a temporary store.
-enum Log {
-    File(File),
-    Memory(Vec<u8>),
+    sink: Sink,
 }
 
 /// Seen message ids. Cloning shares the same set and file.
 #[derive(Clone)]
 pub(super) struct Seen {
-    path: Option<PathBuf>,
     inner: Arc<Mutex<Inner>>,
 }
 
 impl Seen {
+    fn new(set: IdSet, sink: Sink) -> Seen {
+        Seen {
+            inner: Arc::new(Mutex::new(Inner { set, sink })),
+        }
+    }
+
     /// A set that lives in memory only.
     pub(super) fn temporary() -> Seen {
-        Seen {
-            path: None,
-            inner: Arc::new(Mutex::new(Inner {
-                set: IdSet::default(),
-                log: Log::Memory(Vec::new()),
-            })),
-        }
+        Seen::new(IdSet::default(), Sink::memory())
     }
 
     /// Opens (or creates) the file at `path` and loads its ids. A record cut short by a crash
     /// at the end of the file is dropped (its command had not been taken).
     pub(super) fn open(path: &Path) -> Result<Seen, StoreError> {
-        let mut file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(path)
-            .map_err(fail("open", path))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(fail("read", path))?;
-        let whole = bytes.len() - bytes.len() % RECORD;
-        if whole != bytes.len() {
-            file.set_len(whole as u64).map_err(fail("repair", path))?;
-        }
-        let set: IdSet = bytes[..whole]
-            .chunks_exact(RECORD)
-            .map(|r| parse(r).0)
-            .collect();
-        Ok(Seen {
-            path: Some(path.to_path_buf()),
-            inner: Arc::new(Mutex::new(Inner {
-                set,
-                log: Log::File(file),
-            })),
-        })
+        let (sink, bytes) = Sink::open(path, |b| b.len() - b.len() % RECORD)?;
+        let set: IdSet = bytes.chunks_exact(RECORD).map(|r| parse(r).0).collect();
+        Ok(Seen::new(set, sink))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -137,14 +101,8 @@ impl Seen {
         if g.set.contains(&h) {
             return Ok(false);
         }
-        match (&mut g.log, self.path.as_deref()) {
-            // Not durable, so not taken: the message is not run.
-            (Log::File(f), Some(path)) => f
-                .write_all(&record(h, now_ms))
-                .map_err(fail("append to", path))?,
-            (Log::File(_), None) => {}
-            (Log::Memory(m), _) => m.extend_from_slice(&record(h, now_ms)),
-        }
+        // Not durable, so not taken: the message is not run.
+        g.sink.append(&record(h, now_ms))?;
         g.set.insert(h);
         Ok(true)
     }
@@ -158,11 +116,7 @@ impl Seen {
     /// the old one and renamed over it, so a crash in between leaves one whole file.
     pub(super) fn prune(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
         let mut g = self.lock();
-        let bytes = match (&g.log, self.path.as_deref()) {
-            (Log::Memory(m), _) => m.clone(),
-            (Log::File(_), Some(path)) => std::fs::read(path).map_err(fail("read", path))?,
-            (Log::File(_), None) => return Ok(0),
-        };
+        let bytes = g.sink.read()?;
         let mut kept = Vec::with_capacity(bytes.len());
         let mut dropped = 0;
         for r in bytes.chunks_exact(RECORD) {
@@ -174,23 +128,7 @@ impl Seen {
                 kept.extend_from_slice(r);
             }
         }
-        g.log = match self.path.as_deref() {
-            None => Log::Memory(kept),
-            Some(path) => {
-                let tmp = path.with_extension("rewrite");
-                let mut out = File::create(&tmp).map_err(fail("rewrite", path))?;
-                out.write_all(&kept).map_err(fail("rewrite", path))?;
-                out.sync_all().map_err(fail("rewrite", path))?;
-                drop(out);
-                std::fs::rename(&tmp, path).map_err(fail("replace", path))?;
-                Log::File(
-                    OpenOptions::new()
-                        .append(true)
-                        .open(path)
-                        .map_err(fail("open", path))?,
-                )
-            }
-        };
+        g.sink.replace(kept)?;
         if g.set.capacity() > 4 * g.set.len().max(1024) {
             g.set.shrink_to_fit();
         }
@@ -212,6 +150,8 @@ impl Seen {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
+    use std::io::Write;
 
     #[test]
     fn an_id_is_new_once_and_still_known_after_a_reopen() {

@@ -1,0 +1,102 @@
+//! An append-only file (or memory, for a temporary store): open with a torn tail cut, append, read, replace whole.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::StoreError;
+
+fn fail<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |e| StoreError::File {
+        op,
+        path: path.to_path_buf(),
+        source: e,
+    }
+}
+
+/// Where appended records go.
+pub(super) enum Sink {
+    File { file: File, path: PathBuf },
+    Memory(Vec<u8>),
+}
+
+impl Sink {
+    pub(super) fn memory() -> Sink {
+        Sink::Memory(Vec::new())
+    }
+
+    /// Opens (or creates) `path` and returns it with its contents. `whole` says how many leading
+    /// bytes are whole records; anything after them was cut short by a crash and is removed.
+    pub(super) fn open(
+        path: &Path,
+        whole: impl FnOnce(&[u8]) -> usize,
+    ) -> Result<(Sink, Vec<u8>), StoreError> {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)
+            .map_err(fail("open", path))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(fail("read", path))?;
+        let keep = whole(&bytes).min(bytes.len());
+        if keep != bytes.len() {
+            tracing::warn!(path = %path.display(), bytes = bytes.len() - keep, "dropping a record cut short at the end of the file");
+            file.set_len(keep as u64).map_err(fail("repair", path))?;
+            bytes.truncate(keep);
+        }
+        let sink = Sink::File {
+            file,
+            path: path.to_path_buf(),
+        };
+        Ok((sink, bytes))
+    }
+
+    /// Appends `bytes` in one write; on the disk (the page cache) when this returns.
+    pub(super) fn append(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        match self {
+            Sink::File { file, path } => file.write_all(bytes).map_err(fail("append to", path)),
+            Sink::Memory(m) => {
+                m.extend_from_slice(bytes);
+                Ok(())
+            }
+        }
+    }
+
+    /// Everything written so far.
+    pub(super) fn read(&self) -> Result<Vec<u8>, StoreError> {
+        match self {
+            Sink::File { path, .. } => std::fs::read(path).map_err(fail("read", path)),
+            Sink::Memory(m) => Ok(m.clone()),
+        }
+    }
+
+    /// Replaces the contents: written beside the file and renamed over it, so a crash in
+    /// between leaves one whole file.
+    pub(super) fn replace(&mut self, bytes: Vec<u8>) -> Result<(), StoreError> {
+        match self {
+            Sink::Memory(m) => *m = bytes,
+            Sink::File { file, path } => {
+                let tmp = path.with_extension("rewrite");
+                let mut out = File::create(&tmp).map_err(fail("rewrite", path))?;
+                out.write_all(&bytes).map_err(fail("rewrite", path))?;
+                out.sync_all().map_err(fail("rewrite", path))?;
+                drop(out);
+                std::fs::rename(&tmp, &*path).map_err(fail("replace", path))?;
+                *file = OpenOptions::new()
+                    .append(true)
+                    .open(&*path)
+                    .map_err(fail("open", path))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the file's data to the disk itself.
+    pub(super) fn sync(&self) -> Result<(), StoreError> {
+        match self {
+            Sink::File { file, path } => file.sync_data().map_err(fail("sync", path)),
+            Sink::Memory(_) => Ok(()),
+        }
+    }
+}
