@@ -1,7 +1,7 @@
 //! An append-only file (or memory, for a temporary store): open with a torn tail cut, append, read, replace whole.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::StoreError;
@@ -31,18 +31,38 @@ impl Sink {
         path: &Path,
         whole: impl FnOnce(&[u8]) -> usize,
     ) -> Result<(Sink, Vec<u8>), StoreError> {
+        Sink::open_tail(path, u64::MAX, whole)
+    }
+
+    /// As [`Sink::open`], reading only the last `max` bytes (all of them when the file is
+    /// shorter): for a log whose start is not needed to go on appending. `whole` is applied to
+    /// what was read.
+    pub(super) fn open_tail(
+        path: &Path,
+        max: u64,
+        whole: impl FnOnce(&[u8]) -> usize,
+    ) -> Result<(Sink, Vec<u8>), StoreError> {
         let mut file = OpenOptions::new()
             .create(true)
             .read(true)
             .append(true)
             .open(path)
             .map_err(fail("open", path))?;
+        let len = file.metadata().map_err(fail("read", path))?.len();
+        let start = len.saturating_sub(max);
+        file.seek(SeekFrom::Start(start))
+            .map_err(fail("read", path))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(fail("read", path))?;
-        let keep = whole(&bytes).min(bytes.len());
+        let keep = match whole(&bytes).min(bytes.len()) {
+            // Not one record boundary in a tail of a longer file: nothing to judge it by.
+            0 if start > 0 => bytes.len(),
+            keep => keep,
+        };
         if keep != bytes.len() {
             tracing::warn!(path = %path.display(), bytes = bytes.len() - keep, "dropping a record cut short at the end of the file");
-            file.set_len(keep as u64).map_err(fail("repair", path))?;
+            file.set_len(start + keep as u64)
+                .map_err(fail("repair", path))?;
             bytes.truncate(keep);
         }
         let sink = Sink::File {

@@ -14,6 +14,9 @@ use super::append::Sink;
 /// The file, inside the store's folder.
 pub(super) const FILE: &str = "audit.jsonl";
 
+/// How much of the end of the file is read at start to find the head.
+const TAIL: u64 = 64 * 1024;
+
 struct Inner {
     sink: Sink,
     /// The newest record's sequence number and hash.
@@ -50,11 +53,17 @@ impl AuditLog {
 
     /// Opens (or creates) the file at `path`. A line cut short by a crash at the end of the file
     /// is dropped: it was never a whole record.
+    /// Only the end of the file is read at start (a record is at most a few kilobytes).
     pub(super) fn open(path: &Path) -> Result<AuditLog, StoreError> {
-        let (sink, bytes) = Sink::open(path, |b| {
-            b.iter().rposition(|c| *c == b'\n').map_or(0, |i| i + 1)
-        })?;
-        Ok(AuditLog::new(sink, head_of(&bytes)))
+        let whole = |b: &[u8]| b.iter().rposition(|c| *c == b'\n').map_or(0, |i| i + 1);
+        let (sink, tail) = Sink::open_tail(path, TAIL, whole)?;
+        let head = match head_of(&tail) {
+            Some(h) => Some(h),
+            // No whole record in the tail: an empty log, or a longer one to read whole.
+            None if !tail.is_empty() => head_of(&sink.read()?),
+            None => None,
+        };
+        Ok(AuditLog::new(sink, head))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

@@ -945,6 +945,33 @@ mod tests {
     }
 
     #[test]
+    fn a_long_audit_log_reopens_from_its_tail_with_the_chain_going_on() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            for i in 0..400 {
+                s.audit(&AuditEntry {
+                    user: format!("user-{i}"),
+                    text: "x".repeat(400),
+                    ..AuditEntry::default()
+                })
+                .unwrap();
+            }
+        }
+        let len = std::fs::metadata(dir.path().join(audit_log::FILE))
+            .unwrap()
+            .len();
+        assert!(
+            len > 2 * 64 * 1024,
+            "longer than the tail read at start: {len}"
+        );
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.audit_head().unwrap().unwrap().0, 400);
+        s.audit(&AuditEntry::default()).unwrap();
+        assert_eq!(s.verify_audit(None, None).unwrap().unwrap().records, 401);
+    }
+
+    #[test]
     fn pruning_forgets_only_old_ids() {
         let s = Store::temporary().unwrap();
         s.mark_seen("old", 10).unwrap();

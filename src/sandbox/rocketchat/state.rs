@@ -435,7 +435,7 @@ impl State {
         }
         // Members following their rooms hear that this one changed (its last message).
         for conn in self.conns.values() {
-            let Some(uid) = conn.user_id.as_deref() else {
+            let Some(uid) = conn.user_id.as_deref().filter(|_| !conn.notify.is_empty()) else {
                 continue;
             };
             let event = format!("{uid}/rooms-changed");
