@@ -88,6 +88,8 @@ pub async fn run_with_clock(
     }
     store.set_audit_key(config.audit.key.as_ref().map(|k| k.expose().as_bytes()));
     let runbooks = load_runbooks(&config)?;
+    // One copy, shared: with hundreds of environments each copy costs megabytes.
+    let config = Arc::new(config);
     let clusters = Clusters::connect(&config.environments).await?;
     let ready = Arc::new(crate::telemetry::Readiness::default());
     ready
@@ -109,8 +111,10 @@ pub async fn run_with_clock(
         ready.clone(),
         shutdown.clone(),
     ));
+    let is_ready = ready.clone();
     tokio::spawn(crate::memory::trim_periodically(
         Duration::from_secs(10),
+        move || is_ready.problems().is_empty(),
         shutdown.clone(),
     ));
     let options = ConnectOptions {
@@ -323,7 +327,7 @@ struct Shared<C: Chat> {
     pending: Mutex<Pending<Held>>,
     roles: Mutex<RoleCache>,
     clusters: Clusters,
-    config: Config,
+    config: Arc<Config>,
     engine: ops::engine::Engine<C>,
     clock: Clock,
 }
@@ -450,7 +454,7 @@ impl<C: Chat> Bot<C> {
     pub fn new(
         chat: C,
         store: Store,
-        config: &Config,
+        config: &Arc<Config>,
         runbooks: Vec<RunbookSpec>,
         clusters: Clusters,
         shutdown: CancellationToken,

@@ -78,9 +78,9 @@ pub struct BenchReport {
     pub p99: Duration,
     pub max: Duration,
     pub saturated_answers_per_sec: f64,
-    /// The bot's peak RSS after the fixed-rate phase.
+    /// The most RSS seen (sampled every 50 ms) during the fixed-rate phase.
     pub rate_peak_rss_kib: Option<u64>,
-    /// The bot's peak RSS after saturation.
+    /// The bot's lifetime peak RSS (VmHWM: start-up included) after saturation.
     pub peak_rss_kib: Option<u64>,
     /// Median deploy through chat, median of the same rollout driven directly, and their difference.
     pub deploy_chat: Duration,
@@ -100,6 +100,13 @@ pub struct BenchReport {
     pub ready: Duration,
     /// Resident set once ready, before any message.
     pub idle_rss_kib: Option<u64>,
+    /// Of that, anonymous memory (heap, stacks, relocated tables); the rest is mapped from files,
+    /// mostly the program's own code, which the kernel can drop and read back at any time.
+    pub idle_anon_kib: Option<u64>,
+    /// The most anonymous memory seen during the fixed-rate phase.
+    pub rate_peak_anon_kib: Option<u64>,
+    /// Anonymous memory growth over the same stretch as `rss_growth_kib`.
+    pub anon_growth_kib: Option<i64>,
     /// Resident set growth from message 10,000 to the last of the soak (`None` without a soak).
     pub rss_growth_kib: Option<i64>,
     pub soak_messages: usize,
@@ -124,6 +131,9 @@ impl BenchReport {
             "sent": self.sent,
             "answers_per_s": self.saturated_answers_per_sec.round(),
             "idle_rss_mb": mb(self.idle_rss_kib),
+            "idle_anon_mb": mb(self.idle_anon_kib),
+            "rate_peak_anon_mb": mb(self.rate_peak_anon_kib),
+            "anon_growth_mb": self.anon_growth_kib.map(|k| (k as f64 / 1024.0 * 10.0).round() / 10.0),
             "rate_peak_rss_mb": mb(self.rate_peak_rss_kib),
             "peak_rss_mb": mb(self.peak_rss_kib),
             "rss_growth_mb": self.rss_growth_kib.map(|k| (k as f64 / 1024.0 * 10.0).round() / 10.0),
@@ -198,11 +208,12 @@ impl fmt::Display for BenchReport {
         };
         writeln!(
             f,
-            "  {} environments on {} cluster(s): ready in {:.0} ms, idle RSS {}, API connections per cluster {:?}",
+            "  {} environments on {} cluster(s): ready in {:.0} ms, idle RSS {} ({} anonymous), API connections per cluster {:?}",
             self.environments,
             self.clusters,
             ms(self.ready),
             mb(self.idle_rss_kib),
+            mb(self.idle_anon_kib),
             self.api_connections
         )?;
         writeln!(
@@ -214,16 +225,18 @@ impl fmt::Display for BenchReport {
         if let Some(g) = self.rss_growth_kib {
             writeln!(
                 f,
-                "  soak: {} messages, RSS growth from message 10,000 to the last {:+.1} MB",
+                "  soak: {} messages, RSS growth from message 10,000 to the last {:+.1} MB ({:+.1} MB anonymous)",
                 self.soak_messages,
-                g as f64 / 1024.0
+                g as f64 / 1024.0,
+                self.anon_growth_kib.unwrap_or_default() as f64 / 1024.0
             )?;
         }
         write!(
             f,
-            "  bot peak RSS: {} after the {} msg/s phase, {} after saturation",
+            "  bot RSS: at most {} during the {} msg/s phase ({} anonymous), lifetime peak {} after saturation",
             mb(self.rate_peak_rss_kib),
             self.offered_rate,
+            mb(self.rate_peak_anon_kib),
             mb(self.peak_rss_kib)
         )
     }
@@ -245,6 +258,54 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 /// Resident set now (VmRSS) of a process, from /proc.
 fn rss_kib(pid: u32) -> Option<u64> {
     proc_status_kib(pid, "VmRSS:")
+}
+
+/// Anonymous resident memory now (RssAnon) of a process, from /proc.
+fn anon_kib(pid: u32) -> Option<u64> {
+    proc_status_kib(pid, "RssAnon:")
+}
+
+/// Samples a process's resident set and its anonymous part every 50 ms and keeps the most of each
+/// seen during a phase (the kernel's own high-water mark, VmHWM, also counts start-up).
+struct PhasePeak {
+    rss: Arc<std::sync::atomic::AtomicU64>,
+    anon: Arc<std::sync::atomic::AtomicU64>,
+    sampler: tokio::task::JoinHandle<()>,
+}
+
+impl PhasePeak {
+    fn start(pid: u32) -> Self {
+        let rss = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let anon = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (r, a) = (rss.clone(), anon.clone());
+        let sampler = tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(50));
+            loop {
+                every.tick().await;
+                if let Some(k) = rss_kib(pid) {
+                    r.fetch_max(k, std::sync::atomic::Ordering::Relaxed);
+                }
+                if let Some(k) = anon_kib(pid) {
+                    a.fetch_max(k, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+        Self { rss, anon, sampler }
+    }
+
+    /// The most resident and the most anonymous memory seen (`None` when never read).
+    fn most(&self) -> (Option<u64>, Option<u64>) {
+        let read = |a: &std::sync::atomic::AtomicU64| {
+            Some(a.load(std::sync::atomic::Ordering::Relaxed)).filter(|k| *k > 0)
+        };
+        (read(&self.rss), read(&self.anon))
+    }
+}
+
+impl Drop for PhasePeak {
+    fn drop(&mut self) {
+        self.sampler.abort();
+    }
 }
 
 fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
@@ -420,6 +481,7 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
     // Let the watches settle before reading memory and connections.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_rss = rss_kib(pid);
+    let idle_anon = anon_kib(pid);
     let api_connections: Vec<usize> = sims
         .iter()
         .map(|s| established_to(s.addr().port()))
@@ -500,6 +562,7 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
     };
 
     // Phase 1: open loop at the offered rate.
+    let phase_peak = PhasePeak::start(pid);
     let total = (args.rate as u64 * args.seconds) as usize;
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate.max(1) as f64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -524,7 +587,8 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
         (t.latencies.len(), std::mem::take(&mut t.latencies))
     };
     lat.sort();
-    let rate_rss = peak_rss_kib(pid);
+    let (rate_rss, rate_anon) = phase_peak.most();
+    drop(phase_peak);
 
     // Phase 2: closed loop, `window` pings in flight per user.
     for u in 0..users.len() {
@@ -547,9 +611,11 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
     let elapsed = start.elapsed().as_secs_f64();
     // Soak: the same closed loop for `messages` answers; memory read at 10,000 and at the end.
     let mut rss_growth = None;
+    let mut anon_growth = None;
     let mut soaked = 0usize;
     if args.messages > 0 {
         let mut at_10k = None;
+        let mut anon_at_10k = None;
         let deadline = Instant::now() + Duration::from_secs(900);
         while soaked < args.messages && Instant::now() < deadline {
             match tokio::time::timeout(Duration::from_secs(5), done_rx.recv()).await {
@@ -557,6 +623,7 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
                     soaked += 1;
                     if soaked == 10_000 {
                         at_10k = rss_kib(pid);
+                        anon_at_10k = anon_kib(pid);
                     }
                     post(u, &sim, &tracker);
                 }
@@ -564,6 +631,9 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
             }
         }
         rss_growth = at_10k.zip(rss_kib(pid)).map(|(a, b)| b as i64 - a as i64);
+        anon_growth = anon_at_10k
+            .zip(anon_kib(pid))
+            .map(|(a, b)| b as i64 - a as i64);
     }
     let rss = peak_rss_kib(pid);
     listener.abort();
@@ -611,6 +681,9 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
         clusters,
         ready,
         idle_rss_kib: idle_rss,
+        idle_anon_kib: idle_anon,
+        rate_peak_anon_kib: rate_anon,
+        anon_growth_kib: anon_growth,
         rss_growth_kib: rss_growth,
         soak_messages: soaked,
         api_connections,

@@ -135,7 +135,7 @@ fn age(ms: i64) -> String {
 pub struct Alerter<C: Chat> {
     chat: C,
     store: Store,
-    config: Config,
+    config: std::sync::Arc<Config>,
     clusters: Clusters,
     budget: AlertBudget,
     suppressed: u32,
@@ -150,7 +150,7 @@ impl<C: Chat> Alerter<C> {
     pub fn new(
         chat: C,
         store: Store,
-        config: Config,
+        config: std::sync::Arc<Config>,
         clusters: Clusters,
         clock: Clock,
     ) -> Alerter<C> {

@@ -1235,7 +1235,8 @@ fn cron_field_problem(expr: &str) -> Option<String> {
 #[derive(Debug, Clone)]
 pub struct CronExpr {
     text: String,
-    parsed: Result<croner::Cron, String>,
+    /// Boxed: a parsed schedule is a few hundred bytes, and six per environment are kept.
+    parsed: Result<Box<croner::Cron>, String>,
 }
 
 impl CronExpr {
@@ -1245,7 +1246,7 @@ impl CronExpr {
 
     /// The parsed schedule, or what is wrong with the expression.
     pub fn cron(&self) -> Result<&croner::Cron, &str> {
-        self.parsed.as_ref().map_err(String::as_str)
+        self.parsed.as_deref().map_err(String::as_str)
     }
 }
 
@@ -1253,7 +1254,7 @@ impl From<&str> for CronExpr {
     fn from(s: &str) -> CronExpr {
         CronExpr {
             text: s.to_string(),
-            parsed: parse_cron(s),
+            parsed: parse_cron(s).map(Box::new),
         }
     }
 }

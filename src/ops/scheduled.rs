@@ -18,7 +18,7 @@ pub struct Scheduled<C: Chat> {
     pub engine: Engine<C>,
     pub chat: C,
     pub store: Store,
-    pub config: Config,
+    pub config: std::sync::Arc<Config>,
 }
 
 fn count(env: &str, kind: Kind, outcome: &str) {

@@ -14,8 +14,10 @@ use tokio_util::sync::CancellationToken;
 /// The audit key of the tests' bots.
 pub const AUDIT_KEY: &str = "test-audit-key-0123456789abcdef";
 
-/// How long a test waits for something the bot should do in well under a second.
-pub const PATIENCE: Duration = Duration::from_secs(15);
+/// How long a test waits for something the bot should do in well under a second, or a few seconds
+/// where a smoke test must time out first. Generous: the whole suite shares two cores, and a wait
+/// ends as soon as its condition holds.
+pub const PATIENCE: Duration = Duration::from_secs(30);
 
 pub struct World {
     pub sim: RocketChatSim,
