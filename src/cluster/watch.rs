@@ -7,9 +7,9 @@ use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource};
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -70,6 +70,50 @@ impl WatchedKind {
     }
 }
 
+/// An untyped object as the JSON the API server sent: its fields, `metadata`, `apiVersion`, `kind`.
+fn into_value(o: DynamicObject) -> Value {
+    let mut v = match o.data {
+        Value::Object(m) => Value::Object(m),
+        _ => Value::Object(Default::default()),
+    };
+    v["metadata"] = serde_json::to_value(&o.metadata).unwrap_or(Value::Null);
+    if let Some(t) = o.types {
+        v["apiVersion"] = Value::String(t.api_version);
+        v["kind"] = Value::String(t.kind);
+    }
+    v
+}
+
+/// Objects per page of a watch's list: a bound on what one list holds in memory at once.
+const LIST_PAGE: u32 = 100;
+
+/// Drops what no reader of the events uses and what makes objects big: managed fields, the
+/// last-applied copy of the object, pod templates, and a pod's spec. Alerts and the backup
+/// catalog read names, labels, owners, `spec` counts and schedules, and `status`.
+pub fn slim(kind: WatchedKind, object: &mut Value) {
+    let Some(o) = object.as_object_mut() else {
+        return;
+    };
+    if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("managedFields");
+        if let Some(notes) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
+            notes.remove("kubectl.kubernetes.io/last-applied-configuration");
+        }
+    }
+    match kind {
+        WatchedKind::Pods => {
+            o.remove("spec");
+        }
+        WatchedKind::Events => {}
+        _ => {
+            if let Some(spec) = o.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.remove("template");
+                spec.remove("jobTemplate");
+            }
+        }
+    }
+}
+
 /// Environments on one API server: its client and which namespace is which environment.
 struct Group {
     client: kube::Client,
@@ -117,10 +161,12 @@ pub fn watch_environments(
     labels: Option<&str>,
     cancel: CancellationToken,
 ) -> mpsc::Receiver<ClusterEvent> {
-    let (tx, rx) = mpsc::channel(1024);
+    // Small: a watch waits for the alerter rather than queueing a whole first list of objects.
+    let (tx, rx) = mpsc::channel(64);
     for group in groups(clusters) {
         for kind in kinds {
-            let mut cfg = watcher::Config::default();
+            // The first list comes in pages, so only one page of typed objects is held at a time.
+            let mut cfg = watcher::Config::default().page_size(LIST_PAGE);
             if let Some(l) = labels {
                 cfg = cfg.labels(l);
             }
@@ -160,23 +206,23 @@ enum Scope {
 }
 
 fn start(client: kube::Client, scope: Scope, w: Watch) {
-    macro_rules! typed {
-        ($t:ty) => {{
-            let api = match &scope {
-                Scope::Namespace { ns, .. } => Api::<$t>::namespaced(client.clone(), ns),
-                Scope::Cluster(_) => Api::<$t>::all(client.clone()),
-            };
-            spawn_watch(api, client, scope, w)
-        }};
-    }
-    match w.kind {
-        WatchedKind::Jobs => typed!(Job),
-        WatchedKind::Pods => typed!(Pod),
-        WatchedKind::Deployments => typed!(Deployment),
-        WatchedKind::StatefulSets => typed!(StatefulSet),
-        WatchedKind::CronJobs => typed!(CronJob),
-        WatchedKind::Events => typed!(Event),
-    }
+    let resource = match w.kind {
+        WatchedKind::Jobs => ApiResource::erase::<Job>(&()),
+        WatchedKind::Pods => ApiResource::erase::<Pod>(&()),
+        WatchedKind::Deployments => ApiResource::erase::<Deployment>(&()),
+        WatchedKind::StatefulSets => ApiResource::erase::<StatefulSet>(&()),
+        WatchedKind::CronJobs => ApiResource::erase::<CronJob>(&()),
+        WatchedKind::Events => ApiResource::erase::<Event>(&()),
+    };
+    // Untyped: each object is read once into JSON and slimmed, not decoded into a typed struct
+    // and encoded again; and one watch loop serves every kind.
+    let api = match &scope {
+        Scope::Namespace { ns, .. } => {
+            Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource)
+        }
+        Scope::Cluster(_) => Api::<DynamicObject>::all_with(client.clone(), &resource),
+    };
+    spawn_watch(api, client, scope, w)
 }
 
 /// Whether a watch error is the API server refusing the bot (401/403).
@@ -191,18 +237,7 @@ fn refused(e: &watcher::Error) -> bool {
     matches!(k, kube::Error::Api(s) if matches!(s.code, 401 | 403))
 }
 
-fn spawn_watch<K>(api: Api<K>, client: kube::Client, scope: Scope, w: Watch)
-where
-    K: Resource
-        + Clone
-        + DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default,
-{
+fn spawn_watch(api: Api<DynamicObject>, client: kube::Client, scope: Scope, w: Watch) {
     tokio::spawn(async move {
         let kind = w.kind;
         // The watcher resumes from its last resourceVersion after a drop and re-lists after 410;
@@ -323,7 +358,8 @@ where
                     None => continue,
                 },
             };
-            let object = serde_json::to_value(&object).unwrap_or(Value::Null);
+            let mut object = into_value(object);
+            slim(kind, &mut object);
             let event = if deleted {
                 ClusterEvent::Deleted { env, kind, object }
             } else {
@@ -334,4 +370,57 @@ where
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_watched_object_keeps_what_alerts_read_and_loses_its_templates_and_managed_fields() {
+        let mut sts = json!({
+            "metadata": {"name": "mongodb", "labels": {"app": "db"}, "ownerReferences": [],
+                "managedFields": [{"manager": "kubectl"}],
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{…}", "note": "kept"}},
+            "spec": {"replicas": 3, "template": {"spec": {"containers": []}}},
+            "status": {"readyReplicas": 2}
+        });
+        slim(WatchedKind::StatefulSets, &mut sts);
+        assert_eq!(
+            sts,
+            json!({
+                "metadata": {"name": "mongodb", "labels": {"app": "db"}, "ownerReferences": [],
+                    "annotations": {"note": "kept"}},
+                "spec": {"replicas": 3},
+                "status": {"readyReplicas": 2}
+            })
+        );
+        let mut cron =
+            json!({"spec": {"schedule": "0 * * * *", "suspend": false, "jobTemplate": {}}});
+        slim(WatchedKind::CronJobs, &mut cron);
+        assert_eq!(
+            cron,
+            json!({"spec": {"schedule": "0 * * * *", "suspend": false}})
+        );
+    }
+
+    #[test]
+    fn a_pod_keeps_its_status_not_its_spec_and_an_event_is_left_whole() {
+        let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": []},
+            "status": {"containerStatuses": [{"restartCount": 4}]}});
+        slim(WatchedKind::Pods, &mut pod);
+        assert_eq!(
+            pod,
+            json!({"metadata": {"name": "p"}, "status": {"containerStatuses": [{"restartCount": 4}]}})
+        );
+        let event =
+            json!({"type": "Warning", "reason": "BackOff", "involvedObject": {"kind": "Pod"}});
+        let mut same = event.clone();
+        slim(WatchedKind::Events, &mut same);
+        assert_eq!(same, event);
+        let mut odd = json!("not an object");
+        slim(WatchedKind::Jobs, &mut odd);
+        assert_eq!(odd, json!("not an object"));
+    }
 }

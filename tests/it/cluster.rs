@@ -1125,3 +1125,62 @@ async fn kubectl_logs_describe_wait_cascade_and_namespace_deletion_work_as_on_a_
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_come_in_pages_that_kubectl_and_the_kube_client_follow_to_the_end() {
+    let e = env().await;
+    let (ok, out) = e.kubectl(&[
+        "rollout",
+        "status",
+        "-n",
+        "prod",
+        "sts/mongodb",
+        "--timeout=20s",
+    ]);
+    assert!(ok, "{out}");
+    // kubectl asks for `limit` pages and follows `continue`; one object a page still lists all.
+    let whole = e.kubectl_ok(&["get", "pods", "-A", "-o", "name"]);
+    let paged = e.kubectl_ok(&["get", "pods", "-A", "-o", "name", "--chunk-size=1"]);
+    assert!(whole.lines().count() >= 6, "{whole}");
+    assert_eq!(paged, whole);
+    let table = e.kubectl_ok(&["get", "pods", "-A", "--chunk-size=2", "--no-headers"]);
+    assert_eq!(table.lines().count(), whole.lines().count(), "{table}");
+    // The list's metadata says how to go on and how many are left, as the API server's does.
+    let client = e.client().await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::all(client);
+    let first = pods
+        .list(&kube::api::ListParams::default().limit(2))
+        .await
+        .unwrap();
+    assert_eq!(first.items.len(), 2);
+    let token = first.metadata.continue_.clone().expect("a continue token");
+    assert_eq!(
+        first.metadata.remaining_item_count,
+        Some(whole.lines().count() as i64 - 2)
+    );
+    let next = pods
+        .list(
+            &kube::api::ListParams::default()
+                .limit(2)
+                .continue_token(&token),
+        )
+        .await
+        .unwrap();
+    assert_ne!(next.items[0].metadata.name, first.items[0].metadata.name);
+    assert_eq!(
+        next.metadata.resource_version,
+        first.metadata.resource_version
+    );
+    // A token that is not one is refused, not taken for the start.
+    let bad = pods
+        .list(
+            &kube::api::ListParams::default()
+                .limit(2)
+                .continue_token("nonsense"),
+        )
+        .await;
+    assert!(
+        matches!(&bad, Err(kube::Error::Api(s)) if s.code == 400),
+        "{bad:?}"
+    );
+}

@@ -388,19 +388,26 @@ async fn handle(
                 ));
             }
             let (items, rv) = sim.store().list(rt, t.namespace.as_deref(), &sel);
+            let page = super::paging::page(
+                items,
+                rv,
+                q.get("limit").map(String::as_str),
+                q.get("continue").map(String::as_str),
+            )?;
             if table::wanted(headers) {
-                let t = table::table(
+                let mut t = table::table(
                     rt,
-                    &items,
-                    &rv.to_string(),
+                    &page.items,
+                    &page.rv.to_string(),
                     q.get("includeObject").map(String::as_str),
                     chrono::Utc::now().timestamp(),
                 );
+                t["metadata"] = page.metadata();
                 return Ok(json_response(200, &t));
             }
             Ok(json_response(
                 200,
-                &json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": {"resourceVersion": rv.to_string()}, "items": items}),
+                &json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": page.metadata(), "items": page.items}),
             ))
         }
         (Method::GET, Some(name), None) if table::wanted(headers) => {

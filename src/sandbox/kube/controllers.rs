@@ -134,11 +134,7 @@ fn controller_uid(o: &Value) -> Option<&str> {
 fn owned_by(store: &ObjectStore, plural: &'static str, owner: &Value) -> Vec<Value> {
     let (ns, _) = ns_name(owner);
     let id = uid(owner).to_string();
-    store
-        .all_in(plural, &ns)
-        .into_iter()
-        .filter(|o| controller_uid(o) == Some(id.as_str()))
-        .collect()
+    store.all_in_where(plural, &ns, |o| controller_uid(o) == Some(id.as_str()))
 }
 
 fn owner_ref(owner: &Value) -> Value {
@@ -1360,14 +1356,13 @@ pub(crate) fn collect_dependents(store: &mut ObjectStore, deleted: &Value, orpha
 fn orphan_sweep(store: &mut ObjectStore) {
     let uids = store.uids();
     for plural in ["replicasets", "pods", "controllerrevisions"] {
-        for o in store.all(plural) {
-            if let Some(owner) = controller_uid(&o)
-                && !uids.contains(owner)
-            {
-                let (ns, name) = ns_name(&o);
-                if let Ok(gone) = store.delete(by_plural(plural), &ns, &name) {
-                    collect_dependents(store, &gone, false);
-                }
+        let orphans = store.all_where(plural, |o| {
+            controller_uid(o).is_some_and(|owner| !uids.contains(owner))
+        });
+        for o in orphans {
+            let (ns, name) = ns_name(&o);
+            if let Ok(gone) = store.delete(by_plural(plural), &ns, &name) {
+                collect_dependents(store, &gone, false);
             }
         }
     }

@@ -3,6 +3,7 @@
 mod api;
 mod controllers;
 mod openapi;
+mod paging;
 pub mod patch;
 pub mod protobuf;
 pub mod resources;

@@ -451,6 +451,34 @@ impl ObjectStore {
             .collect()
     }
 
+    /// The objects of a type in one namespace that `keep` accepts, cloning only those (the
+    /// controllers look for what one owner owns many times a second).
+    pub fn all_in_where(
+        &self,
+        plural: &'static str,
+        ns: &str,
+        keep: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
+        self.objects
+            .range((plural, ns.to_string(), String::new())..)
+            .take_while(|((p, n, _), _)| *p == plural && n == ns)
+            .map(|(_, v)| v)
+            .filter(|v| keep(v))
+            .cloned()
+            .collect()
+    }
+
+    /// Objects of a type across namespaces that `keep` accepts, cloning only those.
+    pub fn all_where(&self, plural: &'static str, keep: impl Fn(&Value) -> bool) -> Vec<Value> {
+        self.objects
+            .range((plural, String::new(), String::new())..)
+            .take_while(|((p, _, _), _)| *p == plural)
+            .map(|(_, v)| v)
+            .filter(|v| keep(v))
+            .cloned()
+            .collect()
+    }
+
     /// The uids of every object (garbage collection finding dependents whose owner is gone).
     pub fn uids(&self) -> std::collections::HashSet<String> {
         self.objects
