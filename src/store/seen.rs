@@ -2,7 +2,7 @@
 //!
 //! One sled key per id cost about 140 bytes of sled's memory each (14 MB per 100,000 commands,
 //! measured by `rocketops bench --messages 100000`), and sled keeps a share of any tree this busy
-//! in memory. Here an id is kept as 8 bytes of its SHA-256 in a hash set, and appended to the
+//! in memory. Here an id is kept as 8 bytes of its SHA-256 in a sorted vector, and appended to the
 //! store's `seen-ids` file as one 16-byte record (digest, time) written before the command runs,
 //! so a killed process never loses it. Pruning rewrites the file without the old records.
 
@@ -38,7 +38,61 @@ impl Hasher for Passthrough {
     }
 }
 
-type IdSet = HashSet<u64, BuildHasherDefault<Passthrough>>;
+/// Ids newer than the last merge; at most [`MERGE_AT`] of them.
+type Recent = HashSet<u64, BuildHasherDefault<Passthrough>>;
+
+/// How many new ids wait in the hash set before they are merged into the sorted vector.
+const MERGE_AT: usize = 4096;
+
+/// The digests: most in a sorted vector of exactly their size (8 bytes each, searched by halves),
+/// the newest in a small hash set merged into it in batches. A hash set of them all would cost
+/// 9 to 18 bytes each and double its table at once as it grows.
+#[derive(Default)]
+struct IdSet {
+    sorted: Vec<u64>,
+    recent: Recent,
+}
+
+impl IdSet {
+    fn contains(&self, h: u64) -> bool {
+        self.recent.contains(&h) || self.sorted.binary_search(&h).is_ok()
+    }
+
+    fn insert(&mut self, h: u64) {
+        if self.contains(h) {
+            return;
+        }
+        self.recent.insert(h);
+        if self.recent.len() >= MERGE_AT {
+            self.merge();
+        }
+    }
+
+    fn merge(&mut self) {
+        // Grown to the exact size (a large block is remapped in place, not copied and left behind).
+        self.sorted.reserve_exact(self.recent.len());
+        self.sorted.extend(self.recent.drain());
+        self.sorted.sort_unstable();
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.sorted.len() + self.recent.len()
+    }
+}
+
+impl FromIterator<u64> for IdSet {
+    fn from_iter<I: IntoIterator<Item = u64>>(ids: I) -> IdSet {
+        let mut sorted: Vec<u64> = ids.into_iter().collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        sorted.shrink_to_fit();
+        IdSet {
+            sorted,
+            recent: Recent::default(),
+        }
+    }
+}
 
 /// The 8-byte digest an id is kept as (stable across versions and restarts).
 fn digest(message_id: &str) -> u64 {
@@ -98,7 +152,7 @@ impl Seen {
     pub(super) fn mark(&self, message_id: &str, now_ms: i64) -> Result<bool, StoreError> {
         let h = digest(message_id);
         let mut g = self.lock();
-        if g.set.contains(&h) {
+        if g.set.contains(h) {
             return Ok(false);
         }
         // Not durable, so not taken: the message is not run.
@@ -109,7 +163,7 @@ impl Seen {
 
     /// Whether `message_id` was recorded.
     pub(super) fn contains(&self, message_id: &str) -> bool {
-        self.lock().set.contains(&digest(message_id))
+        self.lock().set.contains(digest(message_id))
     }
 
     /// Forgets ids recorded before `cutoff_ms`; returns how many. The file is rewritten beside
@@ -120,18 +174,19 @@ impl Seen {
         let mut kept = Vec::with_capacity(bytes.len());
         let mut dropped = 0;
         for r in bytes.chunks_exact(RECORD) {
-            let (h, at) = parse(r);
-            if at < cutoff_ms {
-                g.set.remove(&h);
+            if parse(r).1 < cutoff_ms {
                 dropped += 1;
             } else {
                 kept.extend_from_slice(r);
             }
         }
-        g.sink.replace(kept)?;
-        if g.set.capacity() > 4 * g.set.len().max(1024) {
-            g.set.shrink_to_fit();
+        if dropped == 0 {
+            return Ok(0);
         }
+        // The set is built again from what the file keeps: the file is the authority.
+        let set: IdSet = kept.chunks_exact(RECORD).map(|r| parse(r).0).collect();
+        g.sink.replace(kept)?;
+        g.set = set;
         Ok(dropped)
     }
 
@@ -152,6 +207,26 @@ mod tests {
     use super::*;
     use std::fs::OpenOptions;
     use std::io::Write;
+
+    #[test]
+    fn ids_stay_known_across_merges_into_the_sorted_part_and_are_counted_once() {
+        let mut set = IdSet::default();
+        let n = 3 * MERGE_AT as u64 + 17;
+        for i in 0..n {
+            set.insert(i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            set.insert(i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        }
+        assert_eq!(set.len(), n as usize);
+        assert!(set.recent.len() < MERGE_AT);
+        assert!(set.sorted.windows(2).all(|w| w[0] < w[1]));
+        assert!((0..n).all(|i| set.contains(i.wrapping_mul(0x9E37_79B9_7F4A_7C15))));
+        assert!(!(n..n + 1000).any(|i| set.contains(i.wrapping_mul(0x9E37_79B9_7F4A_7C15))));
+        let again: IdSet = [5, 3, 5, 1].into_iter().collect();
+        assert_eq!(
+            (again.sorted.as_slice(), again.len()),
+            ([1, 3, 5].as_slice(), 3)
+        );
+    }
 
     #[test]
     fn an_id_is_new_once_and_still_known_after_a_reopen() {
