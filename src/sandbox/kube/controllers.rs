@@ -33,6 +33,34 @@ struct Memory {
     pod_born: HashMap<String, Instant>,
     /// Per Deployment uid: the last progress snapshot and when it changed.
     progress: HashMap<String, (Value, Instant)>,
+    /// Per ReplicaSet or StatefulSet uid: its namespace's version when a pass over it changed
+    /// nothing. Their work depends only on objects in their namespace, not on time, so until the
+    /// namespace changes again the next pass would change nothing either and is skipped.
+    settled: HashMap<String, u64>,
+}
+
+/// Runs `controller` over the objects of `plural` that are not settled, and records which are.
+fn unless_settled(
+    store: &mut ObjectStore,
+    mem: &mut Memory,
+    plural: &'static str,
+    controller: fn(&mut ObjectStore, &Value),
+) {
+    let due = store.all_where(plural, |o| {
+        let ns = o["metadata"]["namespace"].as_str().unwrap_or_default();
+        mem.settled.get(uid(o)) != Some(&store.namespace_rv(ns))
+    });
+    for o in due {
+        let before = store.current_rv();
+        controller(store, &o);
+        let (ns, _) = ns_name(&o);
+        if store.current_rv() == before {
+            mem.settled
+                .insert(uid(&o).to_string(), store.namespace_rv(&ns));
+        } else {
+            mem.settled.remove(uid(&o));
+        }
+    }
 }
 
 /// Runs the controllers until shutdown: on every tick and whenever a write kicks them.
@@ -64,12 +92,8 @@ fn reconcile(sim: &KubeInner, mem: &mut Memory) {
     for d in store.all("deployments") {
         deployment(&mut store, mem, &d, now);
     }
-    for rs in store.all("replicasets") {
-        replicaset(&mut store, &rs);
-    }
-    for s in store.all("statefulsets") {
-        statefulset(&mut store, &s);
-    }
+    unless_settled(&mut store, mem, "replicasets", replicaset);
+    unless_settled(&mut store, mem, "statefulsets", statefulset);
     for cj in store.all("cronjobs") {
         cronjob(&mut store, &cj);
     }
@@ -104,6 +128,10 @@ fn reconcile(sim: &KubeInner, mem: &mut Memory) {
     }
     mem.pod_born
         .retain(|_, t| now.duration_since(*t).as_secs() < 24 * 3600);
+    if mem.settled.len() > 4 * 1024 {
+        // Entries of deleted objects: start over (everything is looked at once more).
+        mem.settled.clear();
+    }
 }
 
 fn ns_name(o: &Value) -> (String, String) {

@@ -1,6 +1,6 @@
 //! The Kubernetes simulator's object store: resourceVersions, generations, optimistic concurrency, selectors and the watch history.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
@@ -321,6 +321,8 @@ pub struct ObjectStore {
     history_cap: usize,
     /// Changes with rv <= this are no longer in the history.
     compacted: u64,
+    /// The version of each namespace's last change (controllers skip what has settled).
+    namespace_rv: HashMap<String, u64>,
     pub changes: broadcast::Sender<Change>,
 }
 
@@ -359,6 +361,7 @@ impl ObjectStore {
             history: VecDeque::new(),
             history_cap,
             compacted: 0,
+            namespace_rv: HashMap::new(),
             changes: broadcast::channel(16_384).0,
         }
     }
@@ -375,7 +378,18 @@ impl ObjectStore {
         self.compacted = self.rv;
     }
 
+    /// The version of the last change in namespace `ns` (0: none since start).
+    pub fn namespace_rv(&self, ns: &str) -> u64 {
+        self.namespace_rv.get(ns).copied().unwrap_or(0)
+    }
+
     fn record(&mut self, plural: &'static str, namespace: &str, kind: &'static str, object: Value) {
+        match self.namespace_rv.get_mut(namespace) {
+            Some(rv) => *rv = self.rv,
+            None => {
+                self.namespace_rv.insert(namespace.to_string(), self.rv);
+            }
+        }
         let change = Change {
             rv: self.rv,
             plural,
