@@ -1184,3 +1184,81 @@ async fn lists_come_in_pages_that_kubectl_and_the_kube_client_follow_to_the_end(
         "{bad:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_pages_through_a_long_first_list_and_passes_on_slim_objects() {
+    use k8s_openapi::api::core::v1::Event;
+    use rocketops::cluster::Clusters;
+    use rocketops::cluster::watch::{ClusterEvent, WatchedKind, watch_environments};
+    let e = env().await;
+    // More Warning events than one page of the watch's first list holds.
+    let events: Api<Event> = Api::namespaced(e.client().await, "test");
+    for i in 0..250 {
+        let ev: Event = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("warning-{i:03}"), "namespace": "test"},
+            "type": "Warning", "reason": "BackOff", "message": "Back-off restarting failed container",
+            "involvedObject": {"kind": "Pod", "name": "rocketchat-x", "namespace": "test"}
+        }))
+        .unwrap();
+        events.create(&PostParams::default(), &ev).await.unwrap();
+    }
+    let mut envs = std::collections::BTreeMap::new();
+    let mut c = rocketops::config::EnvironmentConfig::named("test");
+    c.kubeconfig = Some(e.kubeconfig.clone());
+    c.context = Some("test".to_string());
+    envs.insert("test".to_string(), c);
+    let clusters = Clusters::connect(&envs).await.unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let mut rx = watch_environments(
+        &clusters,
+        &[WatchedKind::Events, WatchedKind::Pods],
+        None,
+        cancel.clone(),
+    );
+    let mut warnings = std::collections::BTreeSet::new();
+    let mut pods = Vec::new();
+    let started = tokio::time::Instant::now();
+    while warnings.len() < 250 || pods.is_empty() {
+        assert!(
+            started.elapsed() < LIMIT,
+            "saw {} of 250 warnings and {} pods",
+            warnings.len(),
+            pods.len()
+        );
+        match tokio::time::timeout(LIMIT, rx.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            ClusterEvent::Applied {
+                kind: WatchedKind::Events,
+                object,
+                ..
+            } => {
+                let name = object["metadata"]["name"].as_str().unwrap_or_default();
+                if name.starts_with("warning-") {
+                    warnings.insert(name.to_string());
+                }
+            }
+            ClusterEvent::Applied {
+                kind: WatchedKind::Pods,
+                object,
+                ..
+            } => pods.push(object),
+            _ => {}
+        }
+    }
+    cancel.cancel();
+    // Alerts read a pod's status and labels; its spec and managed fields are not kept.
+    for p in &pods {
+        assert!(
+            p["status"].is_object() && p["metadata"]["name"].is_string(),
+            "{p}"
+        );
+        assert!(
+            p.get("spec").is_none() && p["metadata"].get("managedFields").is_none(),
+            "{p}"
+        );
+        assert_eq!(p["kind"], "Pod");
+    }
+}
