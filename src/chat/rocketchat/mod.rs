@@ -105,22 +105,25 @@ pub fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
 }
 
 /// Ids already passed on in this process, so re-deliveries (reactions, thread counters) are dropped.
+/// Kept as 8 bytes of each id's SHA-256, not as two copies of the id: the newest few thousand.
 struct RecentIds {
-    set: HashSet<String>,
-    order: VecDeque<String>,
+    set: HashSet<u64>,
+    order: VecDeque<u64>,
     cap: usize,
 }
 
 impl RecentIds {
     fn new(cap: usize) -> Self {
         RecentIds {
-            set: HashSet::new(),
-            order: VecDeque::new(),
+            set: HashSet::with_capacity(cap),
+            order: VecDeque::with_capacity(cap),
             cap,
         }
     }
     fn insert(&mut self, id: &str) -> bool {
-        if self.set.contains(id) {
+        let d = Sha256::digest(id.as_bytes());
+        let h = u64::from_le_bytes(d[..8].try_into().unwrap_or([0; 8]));
+        if self.set.contains(&h) {
             return false;
         }
         if self.order.len() == self.cap
@@ -128,8 +131,8 @@ impl RecentIds {
         {
             self.set.remove(&old);
         }
-        self.set.insert(id.to_string());
-        self.order.push_back(id.to_string());
+        self.set.insert(h);
+        self.order.push_back(h);
         true
     }
 }
