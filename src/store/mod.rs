@@ -226,6 +226,7 @@ pub struct EnvLock {
     pub at_ms: i64,
 }
 
+pub use self::seen::digest as message_digest;
 pub use crate::journal::{OpRecord, OpState, StepRecord, StepState};
 
 /// An operation's record in this version's form, whatever format it was written in.

@@ -95,7 +95,7 @@ impl FromIterator<u64> for IdSet {
 }
 
 /// The 8-byte digest an id is kept as (stable across versions and restarts).
-fn digest(message_id: &str) -> u64 {
+pub fn digest(message_id: &str) -> u64 {
     let d = Sha256::digest(message_id.as_bytes());
     u64::from_le_bytes(d[..8].try_into().unwrap_or([0; 8]))
 }

@@ -121,8 +121,7 @@ impl RecentIds {
         }
     }
     fn insert(&mut self, id: &str) -> bool {
-        let d = Sha256::digest(id.as_bytes());
-        let h = u64::from_le_bytes(d[..8].try_into().unwrap_or([0; 8]));
+        let h = crate::store::message_digest(id);
         if self.set.contains(&h) {
             return false;
         }

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::resources::by_plural;
 use super::runtime::{self, LocalJobs, Runs};
-use super::store::{ObjectStore, WriteMode, now_rfc3339, random_suffix};
+use super::store::{ObjectStore, WriteMode, now_rfc3339, ns_name, random_suffix};
 use super::{JobScript, KubeInner};
 
 const REVISION: &str = "deployment.kubernetes.io/revision";
@@ -132,19 +132,6 @@ fn reconcile(sim: &KubeInner, mem: &mut Memory) {
         // Entries of deleted objects: start over (everything is looked at once more).
         mem.settled.clear();
     }
-}
-
-fn ns_name(o: &Value) -> (String, String) {
-    (
-        o["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-        o["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-    )
 }
 
 fn uid(o: &Value) -> &str {

@@ -3,7 +3,7 @@
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use super::store::ApiError;
+use super::store::{ApiError, ns_name as key};
 
 /// One page of a list and how to ask for the next.
 #[derive(Debug, PartialEq)]
@@ -43,18 +43,6 @@ pub fn page(
             };
             (rv, Some((ns.to_string(), name.to_string())))
         }
-    };
-    let key = |o: &Value| {
-        (
-            o["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-            o["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-        )
     };
     let mut items: Vec<Value> = match &after {
         None => items,

@@ -304,6 +304,12 @@ fn set_values(s: &str) -> Result<Vec<String>, ApiError> {
 type Key = (&'static str, String, String);
 
 /// Where an object is kept: cluster-scoped objects have no namespace, whatever the request said.
+/// An object's namespace and name (empty when absent), as the store orders objects.
+pub fn ns_name(o: &Value) -> (String, String) {
+    let field = |f: &str| o["metadata"][f].as_str().unwrap_or_default().to_string();
+    (field("namespace"), field("name"))
+}
+
 fn key(rt: &'static ResourceType, ns: &str, name: &str) -> Key {
     let ns = if rt.namespaced {
         ns.to_string()
