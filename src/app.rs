@@ -131,7 +131,16 @@ pub async fn run_with_clock(
             return Ok(());
         }
     };
-    tracing::info!(user = %chat.bot_username(), environments = ?clusters.names(), runbooks = runbooks.len(), "rocketops is listening");
+    let unreached: Vec<String> = chat
+        .missing_rooms()
+        .iter()
+        .map(|m| format!("#{}", m.name))
+        .collect();
+    if unreached.is_empty() {
+        tracing::info!(user = %chat.bot_username(), environments = ?clusters.names(), runbooks = runbooks.len(), "rocketops is listening");
+    } else {
+        tracing::error!(user = %chat.bot_username(), ?unreached, "rocketops is listening, but not in every configured room: not ready until it is");
+    }
     {
         let (chat, ready, stop) = (chat.clone(), ready.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -139,6 +148,9 @@ pub async fn run_with_clock(
                 ready
                     .chat_connected
                     .store(chat.is_connected(), std::sync::atomic::Ordering::Relaxed);
+                if let Ok(mut r) = ready.rooms_missing.lock() {
+                    *r = chat.missing_rooms().into_iter().map(|m| m.name).collect();
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                     _ = stop.cancelled() => {}

@@ -61,7 +61,13 @@ enum Cmd {
         force: bool,
     },
     /// Validate the configuration file and print a summary.
-    CheckConfig,
+    CheckConfig {
+        /// Also log in to Rocket.Chat as the bot and check what a deployment needs there: the
+        /// server's version, the rooms, the bot's roles, its rate-limit exemption and the
+        /// slash-command setting.
+        #[arg(long)]
+        online: bool,
+    },
     /// Show the audit log (newest last), or check its hash chain with `audit verify`.
     Audit(rocketops::audit::AuditArgs),
     /// The backup catalog without chat: `backups` (list), `backups plan` (what a prune would
@@ -165,7 +171,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
             let _ = std::io::stdout().flush();
             std::process::exit(code)
         }
-        Cmd::CheckConfig => match load() {
+        Cmd::CheckConfig { online } => match load() {
             Ok(c) => match rocketops::app::load_runbooks(&c) {
                 Ok(runbooks) => {
                     println!("{}: OK\n{}", cli.config.display(), c.summary());
@@ -178,7 +184,23 @@ async fn dispatch(cli: Cli) -> ExitCode {
                             names.join(", ")
                         }
                     );
-                    ExitCode::SUCCESS
+                    if !online {
+                        return ExitCode::SUCCESS;
+                    }
+                    if std::env::var_os("RUST_LOG").is_none() {
+                        rocketops::telemetry::init_with_filter(
+                            cli.log_format.unwrap_or_default(),
+                            "error",
+                        );
+                    }
+                    println!("rocketchat (online):");
+                    let report = rocketops::chat::rocketchat::preflight::check(&c.rocketchat).await;
+                    print!("{report}");
+                    if report.failed() {
+                        fail("the Rocket.Chat side is not ready for `rocketops run` (FAIL above)")
+                    } else {
+                        ExitCode::SUCCESS
+                    }
                 }
                 Err(e) => fail(e),
             },

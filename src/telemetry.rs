@@ -123,8 +123,10 @@ pub struct Metrics {
     pub alerts: Family<Labels, Counter>,
     /// Reconnections to Rocket.Chat.
     pub reconnects: Counter,
-    /// DDP method round-trip time.
-    pub ddp_rtt_seconds: Histogram,
+    /// Rocket.Chat REST request round-trip time (every post, edit and lookup).
+    pub chat_request_seconds: Histogram,
+    /// REST answers 429 (rate limited) from Rocket.Chat.
+    pub chat_rate_limited: Counter,
     /// Records in the audit log (a drop means truncation).
     pub audit_records: Gauge,
     /// The audit anchor: one series, labelled with the head hash and its record number.
@@ -146,7 +148,8 @@ impl Metrics {
             restore_seconds: Family::default(),
             alerts: Family::default(),
             reconnects: Counter::default(),
-            ddp_rtt_seconds: seconds_buckets(),
+            chat_request_seconds: seconds_buckets(),
+            chat_rate_limited: Counter::default(),
             audit_records: Gauge::default(),
             audit_anchor: Family::default(),
             registry: Registry::default(),
@@ -207,9 +210,14 @@ impl Metrics {
             m.reconnects.clone(),
         );
         registry.register(
-            "ddp_round_trip_seconds",
-            "DDP method round-trip time",
-            m.ddp_rtt_seconds.clone(),
+            "chat_request_seconds",
+            "Rocket.Chat REST request round-trip time",
+            m.chat_request_seconds.clone(),
+        );
+        registry.register(
+            "chat_rate_limited",
+            "Rocket.Chat REST answers 429 too-many-requests",
+            m.chat_rate_limited.clone(),
         );
         registry.register(
             "audit_records",
@@ -252,20 +260,34 @@ pub struct Readiness {
     pub chat_connected: AtomicBool,
     pub store_open: AtomicBool,
     pub clusters_reachable: AtomicBool,
+    /// Configured rooms the bot could not reach (names, without `#`).
+    pub rooms_missing: std::sync::Mutex<Vec<String>>,
 }
 
 impl Readiness {
     /// Why not ready (empty when ready).
-    pub fn problems(&self) -> Vec<&'static str> {
+    pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
         if !self.chat_connected.load(Ordering::Relaxed) {
-            out.push("not connected to Rocket.Chat");
+            out.push("not connected to Rocket.Chat".to_string());
         }
         if !self.store_open.load(Ordering::Relaxed) {
-            out.push("store not open");
+            out.push("store not open".to_string());
         }
         if !self.clusters_reachable.load(Ordering::Relaxed) {
-            out.push("a cluster is unreachable");
+            out.push("a cluster is unreachable".to_string());
+        }
+        let rooms = self
+            .rooms_missing
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default();
+        if !rooms.is_empty() {
+            let names: Vec<String> = rooms.iter().map(|r| format!("#{r}")).collect();
+            out.push(format!(
+                "cannot reach configured rooms {} (see the log for the fix)",
+                names.join(", ")
+            ));
         }
         out
     }

@@ -63,6 +63,8 @@ pub enum ChatError {
     GaveUp { action: String, waited_secs: u64 },
     #[error("unknown room `{0}`")]
     UnknownRoom(String),
+    #[error("{0}")]
+    UnsupportedServer(String),
     #[error("the chat connection is shut down")]
     Closed,
 }

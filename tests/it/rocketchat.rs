@@ -58,7 +58,7 @@ async fn a_wrong_password_exits_non_zero_naming_the_user_and_the_server() {
     assert!(!out.status.success());
     assert!(stderr.contains("login as rocketops"), "{stderr}");
     assert!(stderr.contains(&w.sim.url()), "{stderr}");
-    assert!(stderr.contains("Incorrect password"), "{stderr}");
+    assert!(stderr.contains("wrong username or password"), "{stderr}");
     assert!(
         !stderr.contains("not-the-password"),
         "the password leaked: {stderr}"

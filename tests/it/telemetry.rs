@@ -76,7 +76,7 @@ async fn metrics_expose_commands_operations_rollouts_and_the_connection() {
         "rocketops_operation_duration_seconds_count{command=\"deploy\",state=\"succeeded\"}",
         "rocketops_rollouts_total{env=\"test\",outcome=\"complete\"}",
         "rocketops_chat_reconnects_total",
-        "rocketops_ddp_round_trip_seconds_count",
+        "rocketops_chat_request_seconds_count",
         "rocketops_backup_size_bytes{env=\"test\"} 48213377",
         "rocketops_backup_timestamp_seconds{env=\"test\"}",
         "rocketops_alerts_total{env=\"test\",severity=\"critical\"}",

@@ -232,13 +232,24 @@ pub fn ejson_date(ms: i64) -> Value {
     json!({ "$date": ms })
 }
 
-/// Reads an EJSON date (or a bare number of milliseconds).
+/// Reads a date as the server writes it: EJSON `{"$date": ms}` over the socket, an ISO 8601
+/// string over REST, or a bare number of milliseconds.
 pub fn read_ejson_date(v: &Value) -> Option<i64> {
     match v {
         Value::Object(o) => o.get("$date").and_then(Value::as_i64),
         Value::Number(n) => n.as_i64(),
+        Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|d| d.timestamp_millis()),
         _ => None,
     }
+}
+
+/// A date as REST query parameters take it: ISO 8601 with milliseconds, in UTC.
+pub fn iso_date(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]

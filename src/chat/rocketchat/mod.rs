@@ -1,11 +1,16 @@
-//! The Rocket.Chat adapter: a reconnecting DDP client that logs in, subscribes, catches up on missed messages and implements `Chat`.
+//! The Rocket.Chat adapter: the socket only resumes the login and listens to the message streams; every action goes over REST, by the routes the server's version has. Implements `Chat`.
 
+pub mod catchup;
 pub mod classify;
 pub mod conn;
 pub mod ddp;
+pub mod preflight;
 pub mod rest;
+pub mod rooms;
+pub mod server;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -13,13 +18,14 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tokio::time::{sleep, timeout};
 use tokio_util::sync::CancellationToken;
 
 use self::classify::{Listener, classify};
 use self::conn::{CallError, Event, Session, Timing};
-use self::ddp::DdpError;
-use self::rest::{Rest, RestAuth, RestError};
+use self::rest::{LoggedIn, Rest, RestAuth, RestError};
+use self::rooms::{MissingRoom, RoomProblem};
+use self::server::{Endpoints, ServerVersion};
 use crate::chat::split::split_message;
 use crate::chat::{Button, Chat, ChatError, Incoming, MessageRef};
 use crate::config::RocketChatConfig;
@@ -46,8 +52,14 @@ struct Inner {
     rest: Rest,
     session: watch::Receiver<Option<Arc<Session>>>,
     identity: RwLock<Option<Identity>>,
+    server: RwLock<Option<Server>>,
     max_len: AtomicUsize,
+    /// Rooms found by name: name → id.
     rooms: Mutex<HashMap<String, String>>,
+    /// Needed rooms not reached yet, and why.
+    missing: Mutex<Vec<MissingRoom>>,
+    /// One password login at a time when a token stops working.
+    relogin: tokio::sync::Mutex<()>,
     cancel: CancellationToken,
     /// The connection's supervising task (it holds the store for read marks).
     supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -57,7 +69,16 @@ struct Inner {
 struct Identity {
     user_id: String,
     username: String,
+    roles: Vec<String>,
     auth: RestAuth,
+}
+
+/// The server the bot talks to.
+#[derive(Debug, Clone, Copy)]
+struct Server {
+    /// `None` when `/api/info` gave no readable version.
+    version: Option<ServerVersion>,
+    endpoints: Endpoints,
 }
 
 /// Why establishing a session failed.
@@ -66,6 +87,8 @@ enum EstablishError {
     Transient(String),
     /// The server said no to our credentials.
     LoginRejected(String),
+    /// The server is older than the oldest supported version.
+    Unsupported(String),
 }
 
 /// `ws(s)://host/path/websocket` for an `http(s)://host/path` base URL.
@@ -136,14 +159,35 @@ impl RecentIds {
     }
 }
 
-enum Failure {
-    Server(DdpError),
-    Chat(ChatError),
+/// What to do about a bot user the server rate-limits.
+pub const RATE_LIMIT_ADVICE: &str = "the bot user lacks the `api-bypass-rate-limit` permission: Rocket.Chat allows it about 10 calls a minute per REST route, so under load its answers wait for the limit to reset; give it the `bot` role, or grant the permission to one of its roles (Administration > Permissions)";
+
+/// A REST failure as the chat layer reports it.
+fn rejected(action: &str, e: RestError) -> ChatError {
+    ChatError::Rejected {
+        action: action.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// Pure: what to tell the operator when a password login is refused.
+fn login_refusal(error: &str) -> String {
+    if error.contains("totp") || error.contains("2fa") {
+        format!(
+            "{error}: the account asks for a second factor, which a bot cannot give; use a personal access token created with \"Ignore Two Factor Authentication\" (ROCKETOPS_RC_TOKEN)"
+        )
+    } else if error.eq_ignore_ascii_case("unauthorized") {
+        format!("{error}: wrong username or password")
+    } else {
+        error.to_string()
+    }
 }
 
 impl RocketChat {
-    /// Connects and logs in. Returns once logged in; a rejected login is an error, not a retry loop.
-    /// After that the connection is kept up (reconnect, re-login, re-subscribe, catch up) until `cancel`.
+    /// Connects and logs in. Returns once logged in and the needed rooms were looked for; a
+    /// rejected login or an unsupported server is an error, not a retry loop. After that the
+    /// connection is kept up (reconnect, resume, re-subscribe, catch up) until `cancel`, and rooms
+    /// not reached are retried.
     pub async fn connect(
         cfg: RocketChatConfig,
         options: ConnectOptions,
@@ -156,7 +200,10 @@ impl RocketChat {
             max_len: AtomicUsize::new(cfg.max_message_len),
             session: session_rx,
             identity: RwLock::new(None),
+            server: RwLock::new(None),
             rooms: Mutex::new(HashMap::new()),
+            missing: Mutex::new(Vec::new()),
+            relogin: tokio::sync::Mutex::new(()),
             cancel,
             supervisor: Mutex::new(None),
             cfg,
@@ -174,7 +221,12 @@ impl RocketChat {
             *s = Some(task);
         }
         match first_rx.await {
-            Ok(Ok(())) => Ok((RocketChat { inner }, incoming_rx)),
+            Ok(Ok(())) => {
+                let chat = RocketChat { inner };
+                chat.warn_if_rate_limited().await;
+                tokio::spawn(keep_rooms(chat.clone()));
+                Ok((chat, incoming_rx))
+            }
             Ok(Err(e)) => Err(e),
             Err(_) => Err(ChatError::Closed),
         }
@@ -188,7 +240,7 @@ impl RocketChat {
         }
     }
 
-    /// Whether a session is up right now.
+    /// Whether the socket is up right now (REST actions work without it).
     pub fn is_connected(&self) -> bool {
         self.inner
             .session
@@ -202,191 +254,291 @@ impl RocketChat {
         self.identity().map(|i| i.user_id).unwrap_or_default()
     }
 
+    /// The bot user's roles on the server, as of the last login.
+    pub fn roles(&self) -> Vec<String> {
+        self.identity().map(|i| i.roles).unwrap_or_default()
+    }
+
+    /// The server's version, when `/api/info` gave a readable one.
+    pub fn server_version(&self) -> Option<ServerVersion> {
+        self.server().and_then(|s| s.version)
+    }
+
+    /// The needed rooms (configured rooms and the alerts channel) not reached yet, and why.
+    pub fn missing_rooms(&self) -> Vec<MissingRoom> {
+        self.inner
+            .missing
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
+
     fn identity(&self) -> Option<Identity> {
         self.inner.identity.read().ok().and_then(|g| g.clone())
     }
 
+    fn server(&self) -> Option<Server> {
+        self.inner.server.read().ok().and_then(|g| *g)
+    }
+
+    fn endpoints(&self) -> Endpoints {
+        self.server()
+            .map(|s| s.endpoints)
+            .unwrap_or_else(|| server::routes(server::NEWEST_KNOWN))
+    }
+
+    /// Runs a REST call with the bot's credentials; when the server no longer accepts them
+    /// (a password login's token expired or was revoked), logs in again once and repeats it.
+    async fn authed<T, F, Fut>(&self, call: F) -> Result<T, RestError>
+    where
+        F: Fn(RestAuth) -> Fut,
+        Fut: Future<Output = Result<T, RestError>>,
+    {
+        let Some(me) = self.identity() else {
+            return Err(RestError::Unauthorized {
+                route: "(not logged in yet)".into(),
+            });
+        };
+        match call(me.auth.clone()).await {
+            Err(RestError::Unauthorized { route }) => match self.login_again(&me.auth).await {
+                Some(fresh) => call(fresh).await,
+                None => Err(RestError::Unauthorized { route }),
+            },
+            other => other,
+        }
+    }
+
+    /// A new password login after `stale` was refused; `None` with a personal access token
+    /// (which only an administrator can renew) or when the login fails.
+    async fn login_again(&self, stale: &RestAuth) -> Option<RestAuth> {
+        let cfg = &self.inner.cfg;
+        let (None, Some(user), Some(pw)) = (&cfg.token, &cfg.username, &cfg.password) else {
+            tracing::error!(
+                "Rocket.Chat no longer accepts the bot's personal access token: create a new one"
+            );
+            return None;
+        };
+        let _one = self.inner.relogin.lock().await;
+        if let Some(me) = self.identity()
+            && me.auth != *stale
+        {
+            return Some(me.auth);
+        }
+        match self
+            .inner
+            .rest
+            .login(user, pw.expose(), cfg.call_timeout)
+            .await
+        {
+            Ok(LoggedIn { auth, .. }) => {
+                tracing::info!("logged in to Rocket.Chat again: the earlier token stopped working");
+                if let Ok(mut id) = self.inner.identity.write()
+                    && let Some(id) = id.as_mut()
+                {
+                    id.auth = auth.clone();
+                }
+                Some(auth)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "logging in to Rocket.Chat again failed");
+                None
+            }
+        }
+    }
+
+    /// Whether the bot user holds `api-bypass-rate-limit` (through one of its roles).
+    pub async fn rate_limit_exempt(&self) -> Result<bool, ChatError> {
+        let action = "reading permissions";
+        let (rest, ep) = (&self.inner.rest, self.endpoints());
+        let patience = self.inner.cfg.call_timeout;
+        let v = self
+            .authed(|a| async move { rest.get(&a, ep.permissions, &[], patience).await })
+            .await
+            .map_err(|e| rejected(action, e))?;
+        let holders: Vec<String> = v
+            .get("update")
+            .and_then(Value::as_array)
+            .and_then(|a| {
+                a.iter()
+                    .find(|p| p.get("_id").and_then(Value::as_str) == Some("api-bypass-rate-limit"))
+            })
+            .and_then(|p| p.get("roles"))
+            .and_then(Value::as_array)
+            .map(|r| {
+                r.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(self.roles().iter().any(|r| holders.contains(r)))
+    }
+
+    /// Says at start when the server will rate-limit the bot's REST calls.
+    async fn warn_if_rate_limited(&self) {
+        let exempt = match self.rate_limit_exempt().await {
+            Ok(e) => e,
+            // Without the permission list, judge by the roles that hold it by default.
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the server's permissions");
+                self.roles().iter().any(|r| r == "bot" || r == "admin")
+            }
+        };
+        if !exempt {
+            tracing::warn!(
+                user = %self.bot_username(),
+                "{}",
+                RATE_LIMIT_ADVICE
+            );
+        }
+    }
+
+    /// A public setting's value (`Message_AllowUnrecognizedSlashCommand`), `None` when unset.
+    pub async fn public_setting(&self, id: &str) -> Result<Option<Value>, ChatError> {
+        let v = self
+            .inner
+            .rest
+            .get_public(
+                self.endpoints().public_settings,
+                &[("_id", id)],
+                self.inner.cfg.call_timeout,
+            )
+            .await
+            .map_err(|e| rejected("reading public settings", e))?;
+        Ok(v.get("settings")
+            .and_then(Value::as_array)
+            .and_then(|a| {
+                a.iter()
+                    .find(|s| s.get("_id").and_then(Value::as_str) == Some(id))
+            })
+            .and_then(|s| s.get("value").cloned()))
+    }
+
     /// Opens (or finds) the direct-message room with `username`.
     pub async fn direct_room(&self, username: &str) -> Result<String, ChatError> {
+        let action = "opening a direct message";
+        let (rest, ep) = (&self.inner.rest, self.endpoints());
+        let patience = self.inner.cfg.send_deadline;
+        let body = json!({ "username": username });
+        let body = &body;
         let v = self
-            .call(
-                "opening a direct message",
-                "createDirectMessage",
-                json!([username]),
-            )
-            .await?;
-        v.as_ref()
-            .and_then(|v| v.get("rid"))
+            .authed(|a| async move { rest.post(&a, ep.direct, body, patience).await })
+            .await
+            .map_err(|e| rejected(action, e))?;
+        v.pointer("/room/rid")
+            .or_else(|| v.pointer("/room/_id"))
             .and_then(Value::as_str)
             .map(str::to_string)
             .ok_or_else(|| ChatError::Rejected {
-                action: "opening a direct message".into(),
+                action: action.into(),
                 reason: "no room id in the answer".into(),
             })
     }
 
-    async fn call(
-        &self,
-        action: &str,
-        method: &str,
-        params: Value,
-    ) -> Result<Option<Value>, ChatError> {
-        self.call_raw(action, method, params)
-            .await
-            .map_err(|f| match f {
-                Failure::Server(e) => ChatError::Rejected {
-                    action: action.to_string(),
-                    reason: e.to_string(),
-                },
-                Failure::Chat(c) => c,
-            })
+    /// Whether message `id` exists on the server (a post whose answer was lost may have landed).
+    async fn message_exists(&self, id: &str) -> bool {
+        let (rest, ep) = (&self.inner.rest, self.endpoints());
+        let patience = self.inner.cfg.call_timeout;
+        self.authed(|a| async move {
+            rest.get(&a, ep.get_message, &[("msgId", id)], patience)
+                .await
+        })
+        .await
+        .is_ok_and(|v| v.pointer("/message/_id").and_then(Value::as_str) == Some(id))
     }
 
-    /// Calls a method on the current session, waiting through reconnects and rate limits until the send deadline.
-    async fn call_raw(
-        &self,
-        action: &str,
-        method: &str,
-        params: Value,
-    ) -> Result<Option<Value>, Failure> {
-        let cfg = &self.inner.cfg;
-        let started = Instant::now();
-        let deadline = started + cfg.send_deadline;
-        let gave_up = || {
-            Failure::Chat(ChatError::GaveUp {
-                action: action.to_string(),
-                waited_secs: started.elapsed().as_secs(),
-            })
-        };
-        let mut avoid: Option<Arc<Session>> = None;
-        loop {
-            let session =
-                self.next_session(avoid.as_ref(), deadline)
-                    .await
-                    .map_err(|e| match e {
-                        ChatError::GaveUp { .. } => gave_up(),
-                        other => Failure::Chat(other),
-                    })?;
-            let sent = Instant::now();
-            match timeout(cfg.call_timeout, session.call(method, params.clone())).await {
-                Ok(Ok(v)) => {
-                    crate::telemetry::metrics()
-                        .ddp_rtt_seconds
-                        .observe(sent.elapsed().as_secs_f64());
-                    return Ok(v);
-                }
-                Ok(Err(CallError::Server(e))) => match e.rate_limit_wait_ms() {
-                    Some(ms) => {
-                        tracing::warn!(method, wait_ms = ms, "rate limited by the server; waiting");
-                        if Instant::now() + Duration::from_millis(ms) > deadline {
-                            return Err(gave_up());
-                        }
-                        sleep(Duration::from_millis(ms.clamp(10, 60_000))).await;
-                        avoid = None;
-                    }
-                    None => return Err(Failure::Server(e)),
-                },
-                Ok(Err(CallError::Disconnected)) => {
-                    tracing::debug!(
-                        method,
-                        "connection lost during call; retrying after reconnect"
-                    );
-                    avoid = Some(session);
-                }
-                Err(_) => {
-                    tracing::warn!(method, "no answer within the call timeout; retrying");
-                    avoid = None;
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(gave_up());
-            }
-        }
-    }
-
-    /// The current session, waiting for one (other than `avoid`) up to `deadline`.
-    async fn next_session(
-        &self,
-        avoid: Option<&Arc<Session>>,
-        deadline: Instant,
-    ) -> Result<Arc<Session>, ChatError> {
-        let mut rx = self.inner.session.clone();
-        loop {
-            if self.inner.cancel.is_cancelled() {
-                return Err(ChatError::Closed);
-            }
-            let current = rx.borrow_and_update().clone();
-            if let Some(s) = current {
-                let stale = avoid.is_some_and(|a| Arc::ptr_eq(a, &s));
-                if !stale && s.is_open() {
-                    return Ok(s);
-                }
-            }
-            tokio::select! {
-                changed = rx.changed() => if changed.is_err() { return Err(ChatError::Closed) },
-                _ = sleep_until(deadline) => return Err(ChatError::GaveUp { action: String::new(), waited_secs: 0 }),
-                _ = sleep(Duration::from_millis(200)) => {}
-                _ = self.inner.cancel.cancelled() => return Err(ChatError::Closed),
-            }
-        }
-    }
-
-    /// Sends one chunk; `Ok(None)` means the server says it is too long.
-    async fn send_one(
-        &self,
-        room_id: &str,
-        thread: Option<&str>,
-        text: &str,
-    ) -> Result<Option<MessageRef>, ChatError> {
-        self.send_one_as(room_id, thread, &new_message_id(), text)
-            .await
-    }
-
-    /// Sends one chunk as message `id` (an already-saved one counts as sent).
+    /// Sends one chunk as message `id` with the bot's own id, so that repeating it never posts
+    /// twice; `Ok(None)` means the server says it is too long.
     async fn send_one_as(
         &self,
         room_id: &str,
         thread: Option<&str>,
         id: &str,
         text: &str,
+        attachments: Option<Value>,
     ) -> Result<Option<MessageRef>, ChatError> {
-        let id = id.to_string();
         let mut message =
             json!({"_id": id, "rid": room_id, "msg": text, "bot": {"i": "rocketops"}});
         if let Some(t) = thread {
             message["tmid"] = json!(t);
         }
+        if let Some(a) = attachments {
+            message["attachments"] = a;
+        }
         let done = MessageRef {
             room_id: room_id.to_string(),
-            id: id.clone(),
+            id: id.to_string(),
         };
-        // A result frame without `result` is a swallowed failure or an already-saved duplicate:
-        // one retry with the same id, then REST, which reports what went wrong.
-        for _ in 0..2 {
-            if self
-                .call("sending a message", "sendMessage", json!([message]))
-                .await?
-                .is_some()
-            {
-                return Ok(Some(done));
-            }
-        }
-        let Some(me) = self.identity() else {
-            return Err(ChatError::Closed);
-        };
-        match self.inner.rest.send_message(&me.auth, message).await {
+        let body = json!({ "message": message });
+        let (rest, ep, body) = (&self.inner.rest, self.endpoints(), &body);
+        let patience = self.inner.cfg.send_deadline;
+        match self
+            .authed(|a| async move { rest.post(&a, ep.send, body, patience).await })
+            .await
+        {
             Ok(_) => Ok(Some(done)),
-            Err(RestError::Refused { error, .. }) if error.contains("size-exceeded") => Ok(None),
-            Err(RestError::Refused { error, .. })
-                if error.contains("already-exists") || error.contains("duplicate") =>
-            {
-                Ok(Some(done))
+            Err(e) if e.code().is_some_and(|c| c.contains("size-exceeded")) => Ok(None),
+            // A repeated post (its first answer was lost, or an operation resumed after a crash)
+            // is refused as a duplicate id: it is sent if the server has it.
+            Err(e) => {
+                if self.message_exists(id).await {
+                    Ok(Some(done))
+                } else {
+                    Err(rejected("sending a message", e))
+                }
             }
-            Err(e) => Err(ChatError::Rejected {
-                action: "sending a message".into(),
-                reason: e.to_string(),
-            }),
         }
+    }
+
+    /// Posts `text` in chunks the server accepts, as fresh messages; returns the first.
+    async fn post_chunks(
+        &self,
+        room_id: &str,
+        thread: Option<&str>,
+        text: &str,
+    ) -> Result<MessageRef, ChatError> {
+        let limit = self.inner.max_len.load(Ordering::Relaxed);
+        let mut first: Option<MessageRef> = None;
+        for chunk in split_message(text, limit) {
+            match self
+                .send_one_as(room_id, thread, &new_message_id(), &chunk, None)
+                .await?
+            {
+                Some(r) => {
+                    first.get_or_insert(r);
+                }
+                None => {
+                    // The server's limit is lower than configured: learn it and split finer.
+                    let smaller = (chunk.chars().count() * 2 / 3).max(100);
+                    self.inner.max_len.store(smaller, Ordering::Relaxed);
+                    tracing::warn!(
+                        limit = smaller,
+                        "server rejected a message as too long; splitting finer"
+                    );
+                    for piece in split_message(&chunk, smaller) {
+                        match self
+                            .send_one_as(room_id, thread, &new_message_id(), &piece, None)
+                            .await?
+                        {
+                            Some(r) => {
+                                first.get_or_insert(r);
+                            }
+                            None => {
+                                return Err(ChatError::Rejected {
+                                    action: "sending a message".into(),
+                                    reason: "the server rejects even short messages as too long"
+                                        .into(),
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        first.ok_or_else(|| ChatError::Rejected {
+            action: "sending a message".into(),
+            reason: "empty message".into(),
+        })
     }
 }
 
@@ -401,43 +553,8 @@ impl Chat for RocketChat {
         thread: Option<&str>,
         text: &str,
     ) -> Result<MessageRef, ChatError> {
-        let text = &crate::redact::outgoing(text);
-        let limit = self.inner.max_len.load(Ordering::Relaxed);
-        let mut first: Option<MessageRef> = None;
-        for chunk in split_message(text, limit) {
-            let thread = thread.or(None);
-            match self.send_one(room_id, thread, &chunk).await? {
-                Some(r) => {
-                    first.get_or_insert(r);
-                }
-                None => {
-                    // The server's limit is lower than configured: learn it and split finer.
-                    let smaller = (chunk.chars().count() * 2 / 3).max(100);
-                    self.inner.max_len.store(smaller, Ordering::Relaxed);
-                    tracing::warn!(
-                        limit = smaller,
-                        "server rejected a message as too long; splitting finer"
-                    );
-                    for piece in split_message(&chunk, smaller) {
-                        match self.send_one(room_id, thread, &piece).await? {
-                            Some(r) => {
-                                first.get_or_insert(r);
-                            }
-                            None => {
-                                return Err(ChatError::Rejected {
-                                    action: "sending a message".into(),
-                                    reason: "message too long even after splitting".into(),
-                                });
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        first.ok_or_else(|| ChatError::Rejected {
-            action: "sending a message".into(),
-            reason: "empty message".into(),
-        })
+        let text = crate::redact::outgoing(text);
+        self.post_chunks(room_id, thread, &text).await
     }
 
     fn new_message_id(&self) -> String {
@@ -456,14 +573,14 @@ impl Chat for RocketChat {
         let mut chunks = split_message(text, limit).into_iter();
         let head = chunks.next().unwrap_or_default();
         let posted = self
-            .send_one_as(room_id, thread, id, &head)
+            .send_one_as(room_id, thread, id, &head, None)
             .await?
             .ok_or_else(|| ChatError::Rejected {
                 action: "sending a message".into(),
                 reason: "longer than the server allows".into(),
             })?;
         for rest in chunks {
-            self.post(room_id, Some(id), &rest).await?;
+            self.post_chunks(room_id, Some(id), &rest).await?;
         }
         Ok(posted)
     }
@@ -473,14 +590,14 @@ impl Chat for RocketChat {
         let limit = self.inner.max_len.load(Ordering::Relaxed);
         let mut chunks = split_message(text, limit).into_iter();
         let head = chunks.next().unwrap_or_default();
-        self.call(
-            "editing a message",
-            "updateMessage",
-            json!([{"_id": message.id, "rid": message.room_id, "msg": head}]),
-        )
-        .await?;
+        let body = json!({"roomId": message.room_id, "msgId": message.id, "text": head});
+        let (rest, ep, body) = (&self.inner.rest, self.endpoints(), &body);
+        let patience = self.inner.cfg.send_deadline;
+        self.authed(|a| async move { rest.post(&a, ep.edit, body, patience).await })
+            .await
+            .map_err(|e| rejected("editing a message", e))?;
         for rest in chunks {
-            self.post(&message.room_id, Some(&message.id), &rest)
+            self.post_chunks(&message.room_id, Some(&message.id), &rest)
                 .await?;
         }
         Ok(())
@@ -488,33 +605,13 @@ impl Chat for RocketChat {
 
     async fn react(&self, message: &MessageRef, emoji: &str) -> Result<(), ChatError> {
         let name = emoji.trim_matches(':');
-        match self
-            .call_raw(
-                "reacting",
-                "setReaction",
-                json!([format!(":{name}:"), message.id, true]),
-            )
+        let body = json!({"messageId": message.id, "emoji": name, "shouldReact": true});
+        let (rest, ep, body) = (&self.inner.rest, self.endpoints(), &body);
+        let patience = self.inner.cfg.send_deadline;
+        self.authed(|a| async move { rest.post(&a, ep.react, body, patience).await })
             .await
-        {
-            Ok(_) => Ok(()),
-            // `setReaction` is on its way out (8.x): fall back to REST.
-            Err(Failure::Server(e)) if e.code == "404" => {
-                let me = self.identity().ok_or(ChatError::Closed)?;
-                self.inner
-                    .rest
-                    .react(&me.auth, &message.id, name)
-                    .await
-                    .map_err(|e| ChatError::Rejected {
-                        action: "reacting".into(),
-                        reason: e.to_string(),
-                    })
-            }
-            Err(Failure::Server(e)) => Err(ChatError::Rejected {
-                action: "reacting".into(),
-                reason: e.to_string(),
-            }),
-            Err(Failure::Chat(c)) => Err(c),
-        }
+            .map(|_| ())
+            .map_err(|e| rejected("reacting", e))
     }
 
     async fn post_with_buttons(
@@ -525,24 +622,21 @@ impl Chat for RocketChat {
         buttons: &[Button],
     ) -> Result<MessageRef, ChatError> {
         let text = &crate::redact::outgoing(text);
-        let me = self.identity().ok_or(ChatError::Closed)?;
         let actions: Vec<Value> = buttons
             .iter()
             .map(|b| json!({"type": "button", "text": b.label, "msg": b.message, "msg_in_chat_window": true, "msg_processing_type": "sendMessage"}))
             .collect();
-        let mut body = json!({"roomId": room_id, "text": text, "attachments": [{"button_alignment": "horizontal", "actions": actions}]});
-        if let Some(t) = thread {
-            body["tmid"] = json!(t);
-        }
-        match self.inner.rest.post_message(&me.auth, body).await {
-            Ok(id) => Ok(MessageRef {
-                room_id: room_id.to_string(),
-                id,
-            }),
+        let attachments = json!([{"button_alignment": "horizontal", "actions": actions}]);
+        match self
+            .send_one_as(room_id, thread, &new_message_id(), text, Some(attachments))
+            .await
+        {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => self.post_chunks(room_id, thread, text).await,
             Err(e) => {
                 // Buttons are a convenience: without them the typed reply still works.
                 tracing::warn!(error = %e, "posting buttons failed; posting plain text");
-                self.post(room_id, thread, text).await
+                self.post_chunks(room_id, thread, text).await
             }
         }
     }
@@ -553,20 +647,20 @@ impl Chat for RocketChat {
         text: &str,
         attachments: &[Value],
     ) -> Result<MessageRef, ChatError> {
-        let me = self.identity().ok_or(ChatError::Closed)?;
         let text = crate::redact::outgoing(text);
         let attachments: Vec<Value> = attachments.iter().map(outgoing_json).collect();
-        let body = json!({"roomId": room_id, "text": text, "attachments": attachments});
-        match self.inner.rest.post_message(&me.auth, body).await {
-            Ok(id) => Ok(MessageRef {
-                room_id: room_id.to_string(),
-                id,
-            }),
-            Err(e) => Err(ChatError::Rejected {
-                action: "posting a message with attachments".into(),
-                reason: e.to_string(),
-            }),
-        }
+        self.send_one_as(
+            room_id,
+            None,
+            &new_message_id(),
+            &text,
+            Some(json!(attachments)),
+        )
+        .await?
+        .ok_or_else(|| ChatError::Rejected {
+            action: "posting a message with attachments".into(),
+            reason: "longer than the server allows".into(),
+        })
     }
 
     async fn upload(
@@ -575,31 +669,43 @@ impl Chat for RocketChat {
         file: &rest::File,
         text: &str,
     ) -> Result<MessageRef, ChatError> {
-        let me = self.identity().ok_or(ChatError::Closed)?;
-        let text = crate::redact::outgoing(text);
-        match self.inner.rest.upload(&me.auth, room_id, file, &text).await {
+        let text = &crate::redact::outgoing(text);
+        let (rest, ep) = (&self.inner.rest, self.endpoints());
+        let patience = self.inner.cfg.send_deadline;
+        match self
+            .authed(|a| async move {
+                rest.upload(&a, ep.upload, room_id, file, text, patience)
+                    .await
+            })
+            .await
+        {
             Ok(id) => Ok(MessageRef {
                 room_id: room_id.to_string(),
                 id,
             }),
-            Err(e) => Err(ChatError::Rejected {
-                action: format!("uploading {}", file.name),
-                reason: e.to_string(),
-            }),
+            Err(e) => Err(rejected(&format!("uploading {}", file.name), e)),
         }
     }
 
     async fn user_roles(&self, username: &str) -> Result<Vec<String>, ChatError> {
-        let me = self.identity().ok_or(ChatError::Closed)?;
-        match self.inner.rest.user_roles(&me.auth, username).await {
-            Ok(Some(roles)) => Ok(roles),
-            Ok(None) => Err(ChatError::Rejected {
-                action: format!("reading the roles of {username}"),
+        let action = format!("reading the roles of {username}");
+        let (rest, ep) = (&self.inner.rest, self.endpoints());
+        let patience = self.inner.cfg.call_timeout;
+        let v = self
+            .authed(|a| async move {
+                rest.get(&a, ep.user_info, &[("username", username)], patience)
+                    .await
+            })
+            .await
+            .map_err(|e| rejected(&action, e))?;
+        match v.pointer("/user/roles").and_then(Value::as_array) {
+            Some(a) => Ok(a
+                .iter()
+                .filter_map(|r| r.as_str().map(str::to_string))
+                .collect()),
+            None => Err(ChatError::Rejected {
+                action,
                 reason: "the bot's account needs the `view-full-other-user-info` permission".into(),
-            }),
-            Err(e) => Err(ChatError::Rejected {
-                action: format!("reading the roles of {username}"),
-                reason: e.to_string(),
             }),
         }
     }
@@ -615,12 +721,17 @@ impl Chat for RocketChat {
         {
             return Ok(rid);
         }
+        let (rest, ep) = (&self.inner.rest, self.endpoints());
+        let patience = self.inner.cfg.call_timeout;
         let v = self
-            .call("finding a room", "getRoomIdByNameOrId", json!([name]))
+            .authed(|a| async move {
+                rest.get(&a, ep.room_info, &[("roomName", name)], patience)
+                    .await
+            })
             .await
             .map_err(|_| ChatError::UnknownRoom(name.to_string()))?;
         let rid = v
-            .as_ref()
+            .pointer("/room/_id")
             .and_then(Value::as_str)
             .map(str::to_string)
             .ok_or_else(|| ChatError::UnknownRoom(name.to_string()))?;
@@ -628,6 +739,117 @@ impl Chat for RocketChat {
             r.insert(name.to_string(), rid.clone());
         }
         Ok(rid)
+    }
+}
+
+/// Keeps looking for the needed rooms not reached yet, and tells the rooms it did reach which
+/// ones it could not (once per change, not on every retry).
+async fn keep_rooms(chat: RocketChat) {
+    let inner = chat.inner.clone();
+    let retry = inner.cfg.reconnect_max.max(Duration::from_millis(100));
+    let mut announced: Vec<String> = Vec::new();
+    loop {
+        let missing = chat.missing_rooms();
+        // A room that only failed to answer is retried quietly; the others need a person.
+        let lasting: Vec<MissingRoom> = missing
+            .iter()
+            .filter(|m| !matches!(m.problem, RoomProblem::Unreachable(_)))
+            .cloned()
+            .collect();
+        let names: Vec<String> = lasting.iter().map(|m| m.name.clone()).collect();
+        if names != announced {
+            let text = if lasting.is_empty() {
+                format!(
+                    "✅ I can reach every room I am configured for now: {}.",
+                    rooms::needed_rooms(&inner.cfg)
+                        .iter()
+                        .map(|r| format!("#{r}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            } else {
+                rooms::announcement(&lasting, &chat.bot_username())
+            };
+            let reached: Vec<String> = inner
+                .rooms
+                .lock()
+                .map(|r| {
+                    rooms::needed_rooms(&inner.cfg)
+                        .iter()
+                        .filter_map(|n| r.get(n).cloned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut posted = HashSet::new();
+            for rid in reached {
+                if posted.insert(rid.clone())
+                    && let Err(e) = chat.post(&rid, None, &text).await
+                {
+                    tracing::warn!(error = %e, "cannot say which rooms are unreachable");
+                }
+            }
+            announced = names;
+        }
+        if missing.is_empty() {
+            return;
+        }
+        tokio::select! {
+            _ = sleep(retry) => {}
+            _ = inner.cancel.cancelled() => return,
+        }
+        reach_rooms(&inner).await;
+    }
+}
+
+/// Looks for every needed room not found yet, joining public ones, and records what is missing.
+async fn reach_rooms(inner: &Inner) {
+    let Some(me) = inner.identity.read().ok().and_then(|g| g.clone()) else {
+        return;
+    };
+    let ep = inner
+        .server
+        .read()
+        .ok()
+        .and_then(|g| *g)
+        .map(|s| s.endpoints)
+        .unwrap_or_else(|| server::routes(server::NEWEST_KNOWN));
+    let patience = inner.cfg.call_timeout;
+    let member_of: BTreeSet<String> =
+        match rooms::memberships(&inner.rest, &me.auth, &ep, patience).await {
+            Ok(subs) => subs
+                .iter()
+                .filter_map(|s| s.get("rid").and_then(Value::as_str).map(str::to_string))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the bot's rooms");
+                BTreeSet::new()
+            }
+        };
+    let mut missing = Vec::new();
+    for name in rooms::needed_rooms(&inner.cfg) {
+        let known = inner
+            .rooms
+            .lock()
+            .ok()
+            .is_some_and(|r| r.get(&name).is_some_and(|rid| member_of.contains(rid)));
+        if known {
+            continue;
+        }
+        match rooms::reach(&inner.rest, &me.auth, &ep, &name, &member_of, patience).await {
+            Ok(rid) => {
+                if let Ok(mut r) = inner.rooms.lock() {
+                    r.insert(name, rid);
+                }
+            }
+            Err(problem) => {
+                let m = MissingRoom { name, problem };
+                tracing::error!(room = %m.name, problem = %m.explain(&me.username), "cannot use a configured room");
+                missing.push(m);
+            }
+        }
+    }
+    if let Ok(mut m) = inner.missing.lock() {
+        *m = missing;
     }
 }
 
@@ -669,20 +891,33 @@ async fn supervise(
                     {
                         tracing::error!(error = %e, "cannot initialise read marks");
                     }
+                    reach_rooms(&inner).await;
                     let _ = f.send(Ok(()));
                 }
-                let me = inner
-                    .identity
-                    .read()
-                    .ok()
-                    .and_then(|i| i.as_ref().map(|i| i.user_id.clone()))
-                    .unwrap_or_default();
+                let me = inner.identity.read().ok().and_then(|i| i.clone());
+                let my_id = me.as_ref().map(|m| m.user_id.clone()).unwrap_or_default();
                 let listener = Listener {
-                    my_user_id: &me,
+                    my_user_id: &my_id,
                     respond_to_bots: options.respond_to_bots,
                 };
-                if let Some(store) = &options.store {
-                    match catch_up(&session, store, &listener).await {
+                if let (Some(store), Some(me)) = (&options.store, &me) {
+                    let ep = inner
+                        .server
+                        .read()
+                        .ok()
+                        .and_then(|g| *g)
+                        .map(|s| s.endpoints)
+                        .unwrap_or_else(|| server::routes(server::NEWEST_KNOWN));
+                    match catchup::catch_up(
+                        &inner.rest,
+                        &me.auth,
+                        &ep,
+                        store,
+                        &listener,
+                        inner.cfg.call_timeout,
+                    )
+                    .await
+                    {
                         Ok(missed) => {
                             if !missed.is_empty() {
                                 tracing::info!(
@@ -735,6 +970,14 @@ async fn supervise(
                 let why = pump.await;
                 tracing::warn!(?why, "connection to Rocket.Chat lost; reconnecting");
             }
+            Err(EstablishError::Unsupported(why)) => {
+                if let Some(f) = first.take() {
+                    let _ = f.send(Err(ChatError::UnsupportedServer(why)));
+                    return;
+                }
+                tracing::error!(%why, "the server is no longer a supported version; will keep trying");
+                failures = failures.saturating_add(4);
+            }
             Err(EstablishError::LoginRejected(reason)) => {
                 let user = inner
                     .cfg
@@ -776,54 +1019,114 @@ type Established = (
     tokio::task::JoinHandle<conn::SessionEnd>,
 );
 
-/// Opens a socket, logs in, subscribes and joins the configured rooms.
+/// Reads `/api/info`: the server's version and the routes it has, or why it is refused.
+async fn learn_server(inner: &Inner) -> Result<Server, EstablishError> {
+    let raw = inner
+        .rest
+        .server_version(inner.cfg.connect_timeout)
+        .await
+        .map_err(|e| EstablishError::Transient(format!("GET /api/info: {e}")))?;
+    let server = match raw.parse::<ServerVersion>() {
+        Ok(v) => Server {
+            version: Some(v),
+            endpoints: server::endpoints(v)
+                .map_err(|u| EstablishError::Unsupported(u.to_string()))?,
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "the server's version is unreadable; taking it for a current release");
+            Server {
+                version: None,
+                endpoints: server::routes(server::NEWEST_KNOWN),
+            }
+        }
+    };
+    if let Ok(mut s) = inner.server.write() {
+        *s = Some(server);
+    }
+    Ok(server)
+}
+
+/// The token to resume on the socket: the personal access token, the token of the last password
+/// login (so reconnecting mints no new token), or, with `fresh` or none yet, a new password login.
+async fn resume_token(
+    inner: &Inner,
+    fresh: bool,
+) -> Result<(String, Option<LoggedIn>), EstablishError> {
+    let cfg = &inner.cfg;
+    if let Some(pat) = &cfg.token {
+        return Ok((pat.expose().to_string(), None));
+    }
+    let (Some(user), Some(pw)) = (&cfg.username, &cfg.password) else {
+        return Err(EstablishError::LoginRejected(
+            "no credentials configured".into(),
+        ));
+    };
+    if !fresh && let Some(me) = inner.identity.read().ok().and_then(|g| g.clone()) {
+        return Ok((me.auth.token, None));
+    }
+    match inner.rest.login(user, pw.expose(), cfg.call_timeout).await {
+        Ok(l) => Ok((l.auth.token.clone(), Some(l))),
+        Err(RestError::Refused { status, error, .. }) if status < 500 => {
+            Err(EstablishError::LoginRejected(login_refusal(&error)))
+        }
+        Err(e) => Err(EstablishError::Transient(format!(
+            "POST /api/v1/login: {e}"
+        ))),
+    }
+}
+
+/// Opens a socket, resumes the login on it and subscribes to the message streams.
 async fn establish(inner: &Inner, first: bool) -> Result<Established, EstablishError> {
     let cfg = &inner.cfg;
+    let known_server = inner.server.read().ok().and_then(|g| *g);
+    let server = match known_server {
+        Some(s) if !first => s,
+        _ => learn_server(inner).await?,
+    };
     let timing = Timing {
         ping_interval: cfg.ping_interval,
         ping_timeout: cfg.ping_timeout,
         connect_timeout: cfg.connect_timeout,
     };
+    let (mut token, mut fresh) = resume_token(inner, false).await?;
     let (session, events, pump) = Session::open(&inner.ws_url, timing)
         .await
         .map_err(|e| EstablishError::Transient(e.to_string()))?;
     let transient = |e: CallError| EstablishError::Transient(e.to_string());
-
-    let params = match (&cfg.token, &cfg.username, &cfg.password) {
-        (Some(token), _, _) => json!([{ "resume": token.expose() }]),
-        (None, Some(user), Some(pw)) => json!([{
-            "user": { "username": user },
-            "password": { "digest": password_digest(pw.expose()), "algorithm": "sha-256" }
-        }]),
-        _ => {
-            return Err(EstablishError::LoginRejected(
-                "no credentials configured".into(),
-            ));
+    let login = loop {
+        match timeout(
+            cfg.call_timeout,
+            session.call("login", json!([{ "resume": token }])),
+        )
+        .await
+        {
+            Err(_) => return Err(EstablishError::Transient("login timed out".into())),
+            Ok(Err(CallError::Server(e))) if e.rate_limit_wait_ms().is_some() => {
+                return Err(EstablishError::Transient(e.to_string()));
+            }
+            // The last password login's token expired or was revoked: log in once more.
+            Ok(Err(CallError::Server(e))) if fresh.is_none() && cfg.token.is_none() => {
+                tracing::info!(reason = %e, "the saved login token was refused; logging in again");
+                (token, fresh) = resume_token(inner, true).await?;
+            }
+            Ok(Err(CallError::Server(e))) => {
+                return Err(EstablishError::LoginRejected(e.to_string()));
+            }
+            Ok(Err(e)) => return Err(transient(e)),
+            Ok(Ok(None)) => {
+                return Err(EstablishError::Transient("login answered nothing".into()));
+            }
+            Ok(Ok(Some(v))) => break v,
         }
-    };
-    let login = match timeout(cfg.call_timeout, session.call("login", params)).await {
-        Err(_) => return Err(EstablishError::Transient("login timed out".into())),
-        Ok(Err(CallError::Server(e))) if e.rate_limit_wait_ms().is_some() => {
-            return Err(EstablishError::Transient(e.to_string()));
-        }
-        Ok(Err(CallError::Server(e))) => return Err(EstablishError::LoginRejected(e.to_string())),
-        Ok(Err(e)) => return Err(transient(e)),
-        Ok(Ok(None)) => return Err(EstablishError::Transient("login answered nothing".into())),
-        Ok(Ok(Some(v))) => v,
     };
     let user_id = login
         .get("id")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let token = login
-        .get("token")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    if user_id.is_empty() || token.is_empty() {
+    if user_id.is_empty() {
         return Err(EstablishError::Transient(
-            "login result lacks id or token".into(),
+            "login result lacks the user id".into(),
         ));
     }
     let auth = RestAuth {
@@ -831,47 +1134,56 @@ async fn establish(inner: &Inner, first: bool) -> Result<Established, EstablishE
         token,
     };
     let known = inner.identity.read().ok().and_then(|i| i.clone());
-    let username = match (&known, &cfg.username) {
-        (Some(k), _) if k.user_id == user_id => k.username.clone(),
-        (_, Some(u)) if cfg.token.is_none() => u.clone(),
-        _ => match inner.rest.me(&auth).await {
-            Ok(me) => {
-                let roles: Vec<&str> = me
-                    .get("roles")
-                    .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_str).collect())
-                    .unwrap_or_default();
-                if !roles.contains(&"bot") {
-                    tracing::warn!(
-                        ?roles,
-                        "the bot account lacks the `bot` role: the server will rate-limit its messages"
-                    );
-                }
-                me.get("username")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string()
+    let user_doc = match (fresh.map(|f| f.me), &known) {
+        (Some(me), _) if !me.is_null() => Some(me),
+        (_, Some(k)) if k.user_id == user_id => None,
+        _ => match inner.rest.me(&auth, cfg.call_timeout).await {
+            Ok(me) => Some(me),
+            Err(e) => {
+                return Err(EstablishError::Transient(format!(
+                    "cannot learn the bot's username: {e}"
+                )));
             }
-            Err(e) => cfg.username.clone().ok_or_else(|| {
-                EstablishError::Transient(format!("cannot learn the bot's username: {e}"))
-            })?,
         },
+    };
+    let (username, roles) = match (user_doc, &known) {
+        (Some(me), _) => (
+            me.get("username")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .or_else(|| cfg.username.clone())
+                .unwrap_or_default(),
+            me.get("roles")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ),
+        (None, Some(k)) => (k.username.clone(), k.roles.clone()),
+        (None, None) => (cfg.username.clone().unwrap_or_default(), Vec::new()),
     };
     if let Ok(mut id) = inner.identity.write() {
         *id = Some(Identity {
             user_id: user_id.clone(),
             username: username.clone(),
+            roles: roles.clone(),
             auth,
         });
     }
     if first {
-        match inner.rest.server_version().await {
-            Ok(v) => {
-                tracing::info!(server = %cfg.url, version = %v, user = %username, "logged in to Rocket.Chat")
-            }
-            Err(e) => {
-                tracing::warn!(server = %cfg.url, error = %e, "logged in, but /api/info did not answer")
-            }
+        let version = server
+            .version
+            .map_or_else(|| "unknown".to_string(), |v| v.to_string());
+        tracing::info!(server = %cfg.url, %version, user = %username, ?roles, "logged in to Rocket.Chat");
+        if !roles.iter().any(|r| r == "bot") {
+            tracing::warn!(
+                ?roles,
+                "the bot account lacks the `bot` role: the server will rate-limit its messages"
+            );
         }
     }
 
@@ -891,98 +1203,7 @@ async fn establish(inner: &Inner, first: bool) -> Result<Established, EstablishE
     {
         tracing::warn!(error = %e, "no room notifications; new rooms still arrive with their messages");
     }
-    for room in &cfg.rooms {
-        let name = room.trim_start_matches('#');
-        let rid = match session.call("getRoomIdByNameOrId", json!([name])).await {
-            Ok(Some(Value::String(rid))) => rid,
-            Ok(other) => {
-                tracing::warn!(room = name, answer = ?other, "cannot find configured room");
-                continue;
-            }
-            Err(CallError::Disconnected) => return Err(transient(CallError::Disconnected)),
-            Err(e) => {
-                tracing::warn!(room = name, error = %e, "cannot find configured room");
-                continue;
-            }
-        };
-        if let Err(e) = session.call("joinRoom", json!([rid])).await {
-            tracing::warn!(room = name, error = %e, "cannot join configured room");
-        }
-        if let Ok(mut r) = inner.rooms.lock() {
-            r.insert(name.to_string(), rid);
-        }
-    }
     Ok((session, events, pump))
-}
-
-const HISTORY_PAGE: usize = 50;
-const HISTORY_MAX_PAGES: usize = 20;
-
-/// Fetches, for every room the bot is in, the messages newer than its read mark, oldest first.
-async fn catch_up(
-    session: &Session,
-    store: &Store,
-    who: &Listener<'_>,
-) -> Result<Vec<Incoming>, String> {
-    let subs = session
-        .call("subscriptions/get", json!([]))
-        .await
-        .map_err(|e| e.to_string())?
-        .unwrap_or(Value::Null);
-    let subs = subs
-        .as_array()
-        .or_else(|| subs.get("update").and_then(Value::as_array))
-        .cloned()
-        .unwrap_or_default();
-    let mut out = Vec::new();
-    for sub in subs {
-        let Some(rid) = sub.get("rid").and_then(Value::as_str) else {
-            continue;
-        };
-        let Some(mark) = store.read_mark(rid).map_err(|e| e.to_string())? else {
-            continue;
-        };
-        let meta = json!({
-            "roomParticipant": true,
-            "roomType": sub.get("t").cloned().unwrap_or(Value::Null),
-            "roomName": sub.get("name").cloned().unwrap_or(Value::Null),
-        });
-        let mut end = Value::Null;
-        for _ in 0..HISTORY_MAX_PAGES {
-            let page = session
-                .call("loadHistory", json!([rid, end, HISTORY_PAGE, Value::Null]))
-                .await
-                .map_err(|e| e.to_string())?
-                .unwrap_or(Value::Null);
-            let messages = page
-                .get("messages")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            let mut reached = false;
-            let mut oldest = None;
-            for m in &messages {
-                let Some(ts) = m.get("ts").and_then(ddp::read_ejson_date) else {
-                    continue;
-                };
-                oldest = Some(ts);
-                if ts <= mark {
-                    reached = true;
-                    break;
-                }
-                if let Ok(mut inc) = classify(m, Some(&meta), who) {
-                    inc.caught_up = true;
-                    out.push(inc);
-                }
-            }
-            match oldest {
-                Some(ts) if !reached && messages.len() == HISTORY_PAGE => end = ddp::ejson_date(ts),
-                _ => break,
-            }
-        }
-    }
-    out.sort_by_key(|m| m.ts_ms);
-    Ok(out)
 }
 
 /// Every string in a JSON value (message attachments) passed through the last redaction pass.
