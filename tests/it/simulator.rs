@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use rocketops::chat::rocketchat::password_digest;
-use rocketops::sandbox::rocketchat::{RocketChatSim, SimConfig};
+use rocketops::sandbox::rocketchat::{Release, RocketChatSim, SimConfig};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -15,6 +15,16 @@ async fn sim_with(ping: Duration) -> RocketChatSim {
     RocketChatSim::start(SimConfig {
         ping_interval: ping,
         ping_timeout: ping,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// A simulator playing `release`.
+async fn sim_of(release: Release) -> RocketChatSim {
+    RocketChatSim::start(SimConfig {
+        release,
         ..SimConfig::default()
     })
     .await
@@ -171,7 +181,7 @@ async fn a_message_reaches_subscribers_as_a_changed_frame_with_meta() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_message_dedupes_by_id_and_swallows_an_oversized_message() {
-    let sim = sim_with(Duration::from_secs(15)).await;
+    let sim = sim_of(Release::V8_9).await;
     sim.set_max_message_len(10);
     let mut ws = connect_and_login(&sim, "alice").await;
     send(
@@ -219,7 +229,7 @@ async fn send_message_dedupes_by_id_and_swallows_an_oversized_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_message_is_rate_limited_per_user_with_time_to_reset() {
-    let sim = sim_with(Duration::from_secs(15)).await;
+    let sim = sim_of(Release::V8_9).await;
     let mut ws = connect_and_login(&sim, "bob").await;
     send(
         &mut ws,
@@ -381,7 +391,7 @@ async fn a_stream_subscribed_with_use_collection_is_added_before_it_is_ready_and
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn methods_are_called_over_rest_as_the_web_client_calls_them() {
     rocketops::tls::install_crypto_provider();
-    let sim = sim_with(Duration::from_secs(15)).await;
+    let sim = sim_of(Release::V8_9).await;
     let http = reqwest::Client::new();
     let call = |path: &str, frame: Value, auth: Option<(&str, &str)>| {
         let mut r = http
@@ -455,7 +465,7 @@ async fn call(ws: &mut Ws, id: &str, method: &str, params: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_stream_and_its_delete_events_reach_members_and_the_sdk_methods_answer() {
-    let sim = sim_with(Duration::from_secs(15)).await;
+    let sim = sim_of(Release::V8_9).await;
     let mut ws = connect_and_login(&sim, "alice").await;
     let rid = call(&mut ws, "r", "getRoomIdByNameOrId", json!(["ops"])).await["result"]
         .as_str()
