@@ -457,7 +457,7 @@ fn print_banner(sim: &RocketChatSim, no_bot: bool) {
             .join(", ")
     );
     println!(
-        "  control API: POST {}/_sim/post {{\"user\",\"room\",\"text\"}}, /_sim/drop, /_sim/refuse, /_sim/delay, /_sim/silence, /_sim/inject",
+        "  control API: POST {}/_sim/post {{\"user\",\"room\",\"text\"}}, /_sim/drop, /_sim/refuse, /_sim/delay, /_sim/silence, /_sim/inject, /_sim/rest-rate-limit, /_sim/permission",
         sim.url()
     );
     if no_bot {

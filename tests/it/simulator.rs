@@ -984,6 +984,20 @@ async fn api_info_reports_each_releases_version_without_its_patch() {
         assert_eq!(info["success"], true);
         assert!(info["minimumClientVersions"].is_object());
         assert!(info.get("info").is_none());
+        // A caller allowed to view statistics (the admin) gets the full version.
+        let admin = rest_login(&http, &sim, "admin").await;
+        let full: Value = http
+            .get(format!("{}/api/info", sim.url()))
+            .header("X-User-Id", &admin.0)
+            .header("X-Auth-Token", &admin.1)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(full["version"], release.version());
+        assert_eq!(full["info"]["version"], release.version());
     }
 }
 
