@@ -53,6 +53,9 @@ enum Cmd {
         /// `postgresql`): its backups, verifies and restores run for real.
         #[arg(long)]
         real_postgres: bool,
+        /// The Rocket.Chat release the simulator plays: 7.10, 8.5, 8.9 or 9.0 (the newest).
+        #[arg(long, value_name = "VERSION", default_value_t = rocketops::sandbox::rocketchat::Release::NEWEST)]
+        rocketchat_version: rocketops::sandbox::rocketchat::Release,
     },
     /// Write a commented starter configuration for a real deployment, to `--config`'s path.
     Init {
@@ -133,6 +136,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
             script,
             verbose,
             real_postgres,
+            rocketchat_version,
         } => {
             use std::io::IsTerminal;
             let format = cli.log_format.unwrap_or_default();
@@ -158,6 +162,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 no_bot,
                 script,
                 real_postgres,
+                release: rocketchat_version,
             };
             let code = match rocketops::sandbox::run(opts, shutdown_on_signal()).await {
                 Ok(()) => 0,

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{BotConfig, Config, RocketChatConfig, Secret, TelemetryConfig};
 use crate::store::Store;
-use rocketchat::{RocketChatSim, SEED_CHANNELS, SEED_USERS, SimConfig};
+use rocketchat::{Release, RocketChatSim, SEED_CHANNELS, SEED_USERS, SimConfig};
 
 /// What `rocketops sandbox` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -26,6 +26,8 @@ pub struct SandboxOptions {
     /// Add a `pg` environment backed by a real local PostgreSQL server, whose backup, verify
     /// and restore Jobs run for real.
     pub real_postgres: bool,
+    /// The Rocket.Chat release the simulator plays (default: the newest).
+    pub release: Release,
 }
 
 /// Why the sandbox could not run.
@@ -136,6 +138,7 @@ pub async fn run(opts: SandboxOptions, shutdown: CancellationToken) -> Result<()
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
     let sim = RocketChatSim::start(SimConfig {
         listen,
+        release: opts.release,
         ..SimConfig::default()
     })
     .await
@@ -143,6 +146,11 @@ pub async fn run(opts: SandboxOptions, shutdown: CancellationToken) -> Result<()
         addr: listen.to_string(),
         source,
     })?;
+    tracing::info!(
+        url = %sim.url(),
+        release = sim.release().version(),
+        "the Rocket.Chat simulator is serving"
+    );
     let pg = if opts.real_postgres {
         let pg = postgres::Postgres::start()
             .and_then(|pg| pg.seed_sample().map(|()| pg))
@@ -431,7 +439,8 @@ pub fn claim_kubeconfig_path() -> (std::path::PathBuf, Option<std::fs::File>) {
 fn print_banner(sim: &RocketChatSim, no_bot: bool) {
     println!("rocketops sandbox");
     println!(
-        "  Rocket.Chat simulator: {}  (DDP: ws://{}/websocket)",
+        "  Rocket.Chat simulator, release {}: {}  (DDP: ws://{}/websocket)",
+        sim.release().version(),
         sim.url(),
         sim.addr()
     );
@@ -448,7 +457,7 @@ fn print_banner(sim: &RocketChatSim, no_bot: bool) {
             .join(", ")
     );
     println!(
-        "  control API: POST {}/_sim/post {{\"user\",\"room\",\"text\"}}, /_sim/drop, /_sim/refuse, /_sim/delay, /_sim/silence, /_sim/inject",
+        "  control API: POST {}/_sim/post {{\"user\",\"room\",\"text\"}}, /_sim/drop, /_sim/refuse, /_sim/delay, /_sim/silence, /_sim/inject, /_sim/rest-rate-limit, /_sim/permission",
         sim.url()
     );
     if no_bot {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use rocketops::chat::rocketchat::password_digest;
-use rocketops::sandbox::rocketchat::{RocketChatSim, SimConfig};
+use rocketops::sandbox::rocketchat::{Release, RocketChatSim, SimConfig};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -15,6 +15,16 @@ async fn sim_with(ping: Duration) -> RocketChatSim {
     RocketChatSim::start(SimConfig {
         ping_interval: ping,
         ping_timeout: ping,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// A simulator playing `release`.
+async fn sim_of(release: Release) -> RocketChatSim {
+    RocketChatSim::start(SimConfig {
+        release,
         ..SimConfig::default()
     })
     .await
@@ -171,7 +181,7 @@ async fn a_message_reaches_subscribers_as_a_changed_frame_with_meta() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_message_dedupes_by_id_and_swallows_an_oversized_message() {
-    let sim = sim_with(Duration::from_secs(15)).await;
+    let sim = sim_of(Release::V8_9).await;
     sim.set_max_message_len(10);
     let mut ws = connect_and_login(&sim, "alice").await;
     send(
@@ -219,7 +229,7 @@ async fn send_message_dedupes_by_id_and_swallows_an_oversized_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_message_is_rate_limited_per_user_with_time_to_reset() {
-    let sim = sim_with(Duration::from_secs(15)).await;
+    let sim = sim_of(Release::V8_9).await;
     let mut ws = connect_and_login(&sim, "bob").await;
     send(
         &mut ws,
@@ -381,7 +391,7 @@ async fn a_stream_subscribed_with_use_collection_is_added_before_it_is_ready_and
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn methods_are_called_over_rest_as_the_web_client_calls_them() {
     rocketops::tls::install_crypto_provider();
-    let sim = sim_with(Duration::from_secs(15)).await;
+    let sim = sim_of(Release::V8_9).await;
     let http = reqwest::Client::new();
     let call = |path: &str, frame: Value, auth: Option<(&str, &str)>| {
         let mut r = http
@@ -455,7 +465,7 @@ async fn call(ws: &mut Ws, id: &str, method: &str, params: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_stream_and_its_delete_events_reach_members_and_the_sdk_methods_answer() {
-    let sim = sim_with(Duration::from_secs(15)).await;
+    let sim = sim_of(Release::V8_9).await;
     let mut ws = connect_and_login(&sim, "alice").await;
     let rid = call(&mut ws, "r", "getRoomIdByNameOrId", json!(["ops"])).await["result"]
         .as_str()
@@ -776,4 +786,617 @@ async fn the_rest_routes_bots_use_for_rooms_history_messages_and_users_answer_li
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+}
+
+/// Logs in over REST; answers (user id, token).
+async fn rest_login(http: &reqwest::Client, sim: &RocketChatSim, user: &str) -> (String, String) {
+    let login: Value = http
+        .post(format!("{}/api/v1/login", sim.url()))
+        .json(&json!({"user": user, "password": user}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        login["data"]["userId"].as_str().unwrap().to_string(),
+        login["data"]["authToken"].as_str().unwrap().to_string(),
+    )
+}
+
+/// A REST call as (user id, token): status, headers and JSON body.
+async fn rest(
+    http: &reqwest::Client,
+    sim: &RocketChatSim,
+    method: reqwest::Method,
+    route: &str,
+    auth: &(String, String),
+    body: Option<Value>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut r = http
+        .request(method, format!("{}/api/v1/{route}", sim.url()))
+        .header("X-User-Id", &auth.0)
+        .header("X-Auth-Token", &auth.1);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.json().await.unwrap_or(Value::Null);
+    (status, headers, body)
+}
+
+fn missing_method(name: &str) -> Value {
+    json!({"isClientSafe": true, "error": 404, "reason": format!("Method '{name}' not found"),
+           "message": format!("Method '{name}' not found [404]"), "errorType": "Meteor.Error"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_9_0_server_answers_send_message_as_a_missing_method_while_8_9_serves_it() {
+    rocketops::tls::install_crypto_provider();
+    let http = reqwest::Client::new();
+    for release in [Release::V9_0, Release::V8_9] {
+        let sim = sim_of(release).await;
+        let rid = sim.room_id("ops").unwrap();
+        let mut ws = connect_and_login(&sim, "alice").await;
+        let m = json!([{"rid": rid, "msg": "over the socket"}]);
+        let r = call(&mut ws, "s", "sendMessage", m).await;
+        let updated = until(&mut ws, "updated", None).await;
+        assert_eq!(updated["methods"], json!(["s"]));
+        // The same through method.call, as the web client would.
+        let auth = rest_login(&http, &sim, "alice").await;
+        let frame = json!({"msg": "method", "method": "sendMessage", "id": "9",
+                           "params": [{"rid": rid, "msg": "over method.call"}]});
+        let (status, _, body) = rest(
+            &http,
+            &sim,
+            reqwest::Method::POST,
+            "method.call/sendMessage",
+            &auth,
+            Some(json!({"message": frame.to_string()})),
+        )
+        .await;
+        let reply: Value = serde_json::from_str(body["message"].as_str().unwrap()).unwrap();
+        if release == Release::V9_0 {
+            assert_eq!(
+                r,
+                json!({"msg": "result", "id": "s", "error": missing_method("sendMessage")})
+            );
+            assert_eq!((status, body["success"].clone()), (400, json!(false)));
+            assert_eq!(reply["error"], missing_method("sendMessage"));
+            assert!(sim.messages("ops").unwrap().is_empty());
+        } else {
+            assert_eq!(r["result"]["msg"], "over the socket", "{r}");
+            assert_eq!((status, body["success"].clone()), (200, json!(true)));
+            assert_eq!(reply["result"]["msg"], "over method.call");
+            assert_eq!(sim.messages("ops").unwrap().len(), 2);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_join_is_missing_on_8_5_and_on_8_9_joins_a_public_channel_but_not_a_private_group() {
+    rocketops::tls::install_crypto_provider();
+    let http = reqwest::Client::new();
+    for release in [Release::V8_5, Release::V8_9] {
+        let sim = sim_of(release).await;
+        let lounge = sim.add_channel("lounge", false, &["alice"]);
+        let secret = sim.add_channel("secret", true, &["alice"]);
+        let bob = rest_login(&http, &sim, "bob").await;
+        let post = reqwest::Method::POST;
+        let (status, _, body) = rest(
+            &http,
+            &sim,
+            post.clone(),
+            "rooms.join",
+            &bob,
+            Some(json!({"roomId": lounge})),
+        )
+        .await;
+        if release == Release::V8_5 {
+            assert_eq!(status, 404, "{body}");
+            // Before 8.6 a bot joins with channels.join, public channels only.
+            let (status, _, body) = rest(
+                &http,
+                &sim,
+                post.clone(),
+                "channels.join",
+                &bob,
+                Some(json!({"roomId": lounge})),
+            )
+            .await;
+            assert_eq!(
+                (status, body["channel"]["name"].clone()),
+                (200, json!("lounge"))
+            );
+            let (status, _, body) = rest(
+                &http,
+                &sim,
+                post.clone(),
+                "channels.join",
+                &bob,
+                Some(json!({"roomName": "secret"})),
+            )
+            .await;
+            assert_eq!(
+                (status, body["errorType"].clone()),
+                (400, json!("error-room-not-found"))
+            );
+            continue;
+        }
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["success"], true);
+        assert_eq!(body["room"]["_id"], lounge.as_str());
+        assert_eq!(body["room"]["usersCount"], 2);
+        let (status, _, body) = rest(
+            &http,
+            &sim,
+            post.clone(),
+            "rooms.join",
+            &bob,
+            Some(json!({"roomId": secret})),
+        )
+        .await;
+        assert_eq!(
+            (status, body["errorType"].clone(), body["error"].clone()),
+            (400, json!("error-not-allowed"), json!("Not allowed"))
+        );
+        // A private group bob is not in is not found, as a missing room is.
+        let get = reqwest::Method::GET;
+        let (status, _, hidden) = rest(
+            &http,
+            &sim,
+            get.clone(),
+            &format!("rooms.info?roomId={secret}"),
+            &bob,
+            None,
+        )
+        .await;
+        let (_, _, missing) =
+            rest(&http, &sim, get, "rooms.info?roomId=nosuchroom", &bob, None).await;
+        assert_eq!(status, 400);
+        assert_eq!(hidden, missing);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_info_reports_each_releases_version_without_its_patch() {
+    rocketops::tls::install_crypto_provider();
+    let http = reqwest::Client::new();
+    for (release, version) in [
+        (Release::V7_10, "7.10"),
+        (Release::V8_5, "8.5"),
+        (Release::V8_9, "8.9"),
+        (Release::V9_0, "9.0"),
+    ] {
+        let sim = sim_of(release).await;
+        let info: Value = http
+            .get(format!("{}/api/info", sim.url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(info["version"], version);
+        assert_eq!(info["success"], true);
+        assert!(info["minimumClientVersions"].is_object());
+        assert!(info.get("info").is_none());
+        // A caller allowed to view statistics (the admin) gets the full version.
+        let admin = rest_login(&http, &sim, "admin").await;
+        let full: Value = http
+            .get(format!("{}/api/info", sim.url()))
+            .header("X-User-Id", &admin.0)
+            .header("X-Auth-Token", &admin.1)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(full["version"], release.version());
+        assert_eq!(full["info"]["version"], release.version());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_limiter_counts_per_route_and_address_and_spares_a_user_allowed_to_bypass_it() {
+    rocketops::tls::install_crypto_provider();
+    let sim = sim_of(Release::NEWEST).await;
+    let http = reqwest::Client::new();
+    let get = reqwest::Method::GET;
+    let bob = rest_login(&http, &sim, "bob").await;
+    let header = |h: &reqwest::header::HeaderMap, k: &str| -> i64 {
+        h.get(k)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {k} in {h:?}"))
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    for i in 0..10 {
+        let (status, h, _) = rest(&http, &sim, get.clone(), "me", &bob, None).await;
+        assert_eq!(status, 200);
+        assert_eq!(header(&h, "X-RateLimit-Limit"), 10);
+        assert_eq!(header(&h, "X-RateLimit-Remaining"), 9 - i);
+        let reset = header(&h, "X-RateLimit-Reset");
+        assert!(reset > now && reset <= now + 61_000, "epoch ms: {reset}");
+    }
+    let (status, h, body) = rest(&http, &sim, get.clone(), "me", &bob, None).await;
+    assert_eq!(status, 429);
+    assert_eq!(header(&h, "X-RateLimit-Remaining"), 0);
+    let wait = body["error"].as_str().unwrap().to_string();
+    assert!(
+        wait.starts_with("Error, too many requests. Please slow down. You must wait ")
+            && wait.ends_with(" seconds before trying this endpoint again."),
+        "{wait}"
+    );
+    assert_eq!(
+        body,
+        json!({"success": false, "error": wait, "errorType": "error-too-many-requests"})
+    );
+    // Another route from the same address, and the same route from another address, are fresh.
+    let (status, h, _) = rest(
+        &http,
+        &sim,
+        get.clone(),
+        "users.info?username=bob",
+        &bob,
+        None,
+    )
+    .await;
+    assert_eq!((status, header(&h, "X-RateLimit-Remaining")), (200, 9));
+    let elsewhere = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let (status, h, _) = rest(&elsewhere, &sim, get.clone(), "me", &bob, None).await;
+    assert_eq!((status, header(&h, "X-RateLimit-Remaining")), (200, 9));
+    // The admin holds api-bypass-rate-limit: not counted, so no limiter headers.
+    let admin = rest_login(&http, &sim, "admin").await;
+    for _ in 0..12 {
+        let (status, h, _) = rest(&http, &sim, get.clone(), "me", &admin, None).await;
+        assert_eq!(status, 200);
+        assert!(!h.contains_key("X-RateLimit-Remaining"));
+    }
+    // Without it, the admin shares this address's spent count.
+    sim.revoke_permission("admin", "api-bypass-rate-limit");
+    let (status, _, _) = rest(&http, &sim, get.clone(), "me", &admin, None).await;
+    assert_eq!(status, 429);
+    // The control API lifts the limit.
+    let r = http
+        .post(format!("{}/_sim/rest-rate-limit", sim.url()))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let (status, h, _) = rest(&http, &sim, get, "me", &bob, None).await;
+    assert_eq!(status, 200);
+    assert!(!h.contains_key("X-RateLimit-Limit"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn methods_called_records_socket_and_method_call_calls_and_not_the_simulators_own() {
+    rocketops::tls::install_crypto_provider();
+    let sim = sim_of(Release::V8_9).await;
+    let http = reqwest::Client::new();
+    let mut ws = connect_and_login(&sim, "alice").await;
+    call(&mut ws, "r", "getRoomIdByNameOrId", json!(["ops"])).await;
+    let auth = rest_login(&http, &sim, "bob").await;
+    let frame = json!({"msg": "method", "method": "subscriptions/get", "id": "1", "params": []});
+    rest(
+        &http,
+        &sim,
+        reqwest::Method::POST,
+        "method.call/subscriptions%2Fget",
+        &auth,
+        Some(json!({"message": frame.to_string()})),
+    )
+    .await;
+    let anon = json!({"msg": "method", "method": "noSuchMethod", "id": "2", "params": []});
+    http.post(format!("{}/api/v1/method.callAnon/noSuchMethod", sim.url()))
+        .json(&json!({"message": anon.to_string()}))
+        .send()
+        .await
+        .unwrap();
+    // The simulator's own uses of method code: a DM opened by a post, and REST routes.
+    sim.post("alice", "@bob", "psst").unwrap();
+    let post = reqwest::Method::POST;
+    let get = reqwest::Method::GET;
+    rest(
+        &http,
+        &sim,
+        post.clone(),
+        "im.create",
+        &auth,
+        Some(json!({"username": "rocketops"})),
+    )
+    .await;
+    rest(
+        &http,
+        &sim,
+        post,
+        "channels.join",
+        &auth,
+        Some(json!({"roomName": "alerts"})),
+    )
+    .await;
+    rest(&http, &sim, get.clone(), "subscriptions.get", &auth, None).await;
+    rest(&http, &sim, get, "chat.getMessage?msgId=x", &auth, None).await;
+    let s = |u: &str, m: &str| (u.to_string(), m.to_string());
+    assert_eq!(
+        sim.methods_called(),
+        vec![
+            s("", "login"),
+            s("alice", "getRoomIdByNameOrId"),
+            s("bob", "subscriptions/get"),
+            s("", "noSuchMethod"),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_public_and_permissions_list_all_answer_from_the_servers_state() {
+    rocketops::tls::install_crypto_provider();
+    let sim = sim_of(Release::NEWEST).await;
+    let http = reqwest::Client::new();
+    let settings = || async {
+        http.get(format!(
+            "{}/api/v1/settings.public?_id=Message_AllowUnrecognizedSlashCommand,Message_MaxAllowedSize",
+            sim.url()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        settings().await,
+        json!({"settings": [{"_id": "Message_AllowUnrecognizedSlashCommand", "value": true},
+                            {"_id": "Message_MaxAllowedSize", "value": 5000}],
+               "count": 2, "offset": 0, "total": 2, "success": true})
+    );
+    sim.set_setting("Message_AllowUnrecognizedSlashCommand", json!(false));
+    sim.set_max_message_len(100);
+    let s = settings().await;
+    assert_eq!(s["settings"][0]["value"], false);
+    assert_eq!(s["settings"][1]["value"], 100);
+
+    let bob = rest_login(&http, &sim, "bob").await;
+    let list = || async {
+        let (status, _, body) = rest(
+            &http,
+            &sim,
+            reqwest::Method::GET,
+            "permissions.listAll",
+            &bob,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            (body["remove"].clone(), body["success"].clone()),
+            (json!([]), json!(true))
+        );
+        body["update"].as_array().unwrap().clone()
+    };
+    let entry = |all: &[Value], id: &str| all.iter().find(|p| p["_id"] == id).cloned();
+    let all = list().await;
+    assert_eq!(
+        entry(&all, "api-bypass-rate-limit"),
+        Some(json!({"_id": "api-bypass-rate-limit", "roles": ["admin", "bot"]}))
+    );
+    assert_eq!(
+        entry(&all, "view-full-other-user-info"),
+        Some(json!({"_id": "view-full-other-user-info", "roles": ["admin", "bot"]}))
+    );
+    sim.revoke_permission("admin", "api-bypass-rate-limit");
+    sim.grant_permission("ops", "view-full-other-user-info");
+    let all = list().await;
+    assert_eq!(
+        entry(&all, "api-bypass-rate-limit").unwrap()["roles"],
+        json!(["bot"])
+    );
+    assert_eq!(
+        entry(&all, "view-full-other-user-info").unwrap()["roles"],
+        json!(["admin", "bot", "ops"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_of_today_sends_edits_reads_and_opens_rooms_over_rest() {
+    rocketops::tls::install_crypto_provider();
+    let sim = sim_of(Release::NEWEST).await;
+    let http = reqwest::Client::new();
+    let (get, post) = (reqwest::Method::GET, reqwest::Method::POST);
+    // Every password login mints a token; a resume does not.
+    let bot = rest_login(&http, &sim, "rocketops").await;
+    rest_login(&http, &sim, "rocketops").await;
+    let resumed: Value = http
+        .post(format!("{}/api/v1/login", sim.url()))
+        .json(&json!({"resume": bot.1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(resumed["data"]["userId"], bot.0.as_str());
+    assert_eq!(sim.tokens_of("rocketops"), 2);
+    let wrong = http
+        .post(format!("{}/api/v1/login", sim.url()))
+        .json(&json!({"user": "rocketops", "password": "nope"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(
+        wrong.json::<Value>().await.unwrap(),
+        json!({"status": "error", "error": "Unauthorized", "message": "Unauthorized"})
+    );
+
+    let rid = sim.room_id("ops").unwrap();
+    let buttons = json!([{"text": "pick", "actions": [{"type": "button", "text": "Yes"}]}]);
+    let message = json!({"message": {"_id": "clientchosenid0001", "rid": rid, "msg": "deploy?",
+                                     "attachments": buttons, "alias": "Deployer"}});
+    let (status, _, sent) = rest(
+        &http,
+        &sim,
+        post.clone(),
+        "chat.sendMessage",
+        &bot,
+        Some(message.clone()),
+    )
+    .await;
+    assert_eq!(status, 200, "{sent}");
+    assert_eq!(sent["message"]["_id"], "clientchosenid0001");
+    assert_eq!(sent["message"]["attachments"], buttons);
+    assert_eq!(sent["message"]["alias"], "Deployer");
+    assert!(
+        sent["message"]["bot"].is_object(),
+        "a bot's message is marked"
+    );
+    assert!(
+        sent["message"]["ts"].is_string(),
+        "REST dates are ISO strings"
+    );
+    let (status, _, dup) = rest(
+        &http,
+        &sim,
+        post.clone(),
+        "chat.sendMessage",
+        &bot,
+        Some(message),
+    )
+    .await;
+    assert_eq!((status, dup["success"].clone()), (400, json!(false)));
+    assert!(
+        dup["error"].as_str().unwrap().contains("already exists"),
+        "{dup}"
+    );
+    assert_eq!(sim.messages("ops").unwrap().len(), 1);
+    sim.set_max_message_len(10);
+    let (status, _, big) = rest(
+        &http,
+        &sim,
+        post.clone(),
+        "chat.sendMessage",
+        &bot,
+        Some(json!({"message": {"rid": rid, "msg": "far too long for the limit"}})),
+    )
+    .await;
+    assert_eq!(
+        (status, big["errorType"].clone()),
+        (400, json!("error-message-size-exceeded"))
+    );
+    sim.set_max_message_len(5000);
+
+    let (status, _, edited) = rest(
+        &http,
+        &sim,
+        post.clone(),
+        "chat.update",
+        &bot,
+        Some(json!({"roomId": rid, "msgId": "clientchosenid0001", "text": "deploy now?"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{edited}");
+    assert_eq!(edited["message"]["msg"], "deploy now?");
+    assert_eq!(
+        edited["message"]["attachments"], buttons,
+        "an edit keeps the rest"
+    );
+    let (status, _, _) = rest(
+        &http,
+        &sim,
+        post.clone(),
+        "chat.update",
+        &bot,
+        Some(json!({"roomId": "elsewhere", "msgId": "clientchosenid0001", "text": "x"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _, _) = rest(
+        &http,
+        &sim,
+        post.clone(),
+        "chat.react",
+        &bot,
+        Some(json!({"messageId": "clientchosenid0001", "emoji": "rocket", "shouldReact": true})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        sim.messages("ops").unwrap()[0]["reactions"][":rocket:"]["usernames"],
+        json!(["rocketops"])
+    );
+
+    // History bounds are exclusive unless `inclusive=true`.
+    let ts = edited["message"]["ts"]
+        .as_str()
+        .unwrap()
+        .replace('+', "%2B");
+    let (_, _, without) = rest(
+        &http,
+        &sim,
+        get.clone(),
+        &format!("channels.history?roomId={rid}&latest={ts}"),
+        &bot,
+        None,
+    )
+    .await;
+    let (_, _, with) = rest(
+        &http,
+        &sim,
+        get.clone(),
+        &format!("channels.history?roomId={rid}&latest={ts}&oldest={ts}&inclusive=true"),
+        &bot,
+        None,
+    )
+    .await;
+    assert_eq!(without["messages"], json!([]));
+    assert_eq!(with["messages"][0]["_id"], "clientchosenid0001");
+
+    let (_, _, roles) = rest(
+        &http,
+        &sim,
+        get.clone(),
+        &format!("rooms.roles?rid={rid}"),
+        &bot,
+        None,
+    )
+    .await;
+    assert_eq!(roles["success"], true);
+    assert_eq!(roles["roles"][0]["u"]["username"], "admin");
+    assert_eq!(roles["roles"][0]["roles"], json!(["owner"]));
+    assert_eq!(roles["roles"][0]["rid"], rid.as_str());
+
+    let (status, _, dm) = rest(
+        &http,
+        &sim,
+        post,
+        "im.create",
+        &bot,
+        Some(json!({"username": "alice"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let room = &dm["room"];
+    assert_eq!(
+        (room["t"].clone(), room["_id"].clone()),
+        (json!("d"), room["rid"].clone())
+    );
+    assert_eq!(room["usernames"].as_array().unwrap().len(), 2);
+    let (_, _, subs) = rest(&http, &sim, get, "subscriptions.get", &bot, None).await;
+    assert!(
+        subs["update"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["rid"] == room["rid"])
+    );
 }

@@ -1,27 +1,73 @@
 //! The simulator's HTTP side: the WebSocket upgrade, the REST routes bots use, and the `/_sim` control API.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Query, State as AxState, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Query, Request, State as AxState, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::state::{RateRule, User};
+use super::state::{BYPASS_RATE_LIMIT, RateRule, RestQuota, User};
 use super::{RocketChatSim, SimInner};
 
 type Sim = AxState<Arc<SimInner>>;
 
+/// The REST routes served by `/api/v1/{route}` (one handler for them all), with their HTTP method.
+const CATCH_ALL_ROUTES: &[(&str, &str)] = &[
+    ("channels.info", "GET"),
+    ("channels.history", "GET"),
+    ("channels.join", "POST"),
+    ("groups.info", "GET"),
+    ("groups.history", "GET"),
+    ("rooms.info", "GET"),
+    ("rooms.join", "POST"),
+    ("rooms.roles", "GET"),
+    ("im.create", "POST"),
+    ("im.history", "GET"),
+    ("chat.getMessage", "GET"),
+    ("chat.delete", "POST"),
+    ("users.list", "GET"),
+    ("subscriptions.get", "GET"),
+    ("permissions.listAll", "GET"),
+    ("settings.public", "GET"),
+];
+
+/// The REST routes with handlers of their own (the first path segment after `/api/v1/`).
+const OWN_ROUTES: &[&str] = &[
+    "login",
+    "method.call",
+    "method.callAnon",
+    "me",
+    "users.info",
+    "chat.postMessage",
+    "chat.sendMessage",
+    "chat.update",
+    "chat.react",
+    "rooms.media",
+    "rooms.mediaConfirm",
+];
+
+/// The route a REST path names when the simulator serves it: `chat.postMessage` for
+/// `/api/v1/chat.postMessage`, `method.call` for `/api/v1/method.call/x`, `info` for `/api/info`.
+fn served_route(path: &str) -> Option<&str> {
+    if path == "/api/info" {
+        return Some("info");
+    }
+    let route = path.strip_prefix("/api/v1/")?.split('/').next()?;
+    (OWN_ROUTES.contains(&route) || CATCH_ALL_ROUTES.iter().any(|(r, _)| *r == route))
+        .then_some(route)
+}
+
 pub(crate) fn router(sim: Arc<SimInner>) -> Router {
-    Router::new()
-        .route("/websocket", any(websocket))
-        .route("/sockjs/websocket", any(websocket))
+    let api = Router::new()
         .route("/api/info", get(info))
         .route("/api/v1/login", post(login))
         .route("/api/v1/method.call/{method}", post(method_call))
@@ -37,9 +83,17 @@ pub(crate) fn router(sim: Arc<SimInner>) -> Router {
             "/api/v1/rooms.mediaConfirm/{rid}/{file_id}",
             post(rooms_media_confirm),
         )
+        .route("/api/v1/{route}", any(rest_v1))
+        .route_layer(axum::middleware::from_fn_with_state(
+            sim.clone(),
+            rest_limiter,
+        ));
+    Router::new()
+        .route("/websocket", any(websocket))
+        .route("/sockjs/websocket", any(websocket))
+        .merge(api)
         .route("/file-upload/{id}/{name}", get(file_upload))
         .route("/hooks/{id}/{token}", post(incoming_webhook))
-        .route("/api/v1/{route}", any(rest_v1))
         .route("/_sim/post", post(ctl_post))
         .route("/_sim/edit", post(ctl_edit))
         .route("/_sim/messages", get(ctl_messages))
@@ -51,6 +105,8 @@ pub(crate) fn router(sim: Arc<SimInner>) -> Router {
         .route("/_sim/rate-limit", post(ctl_rate_limit))
         .route("/_sim/token", post(ctl_token))
         .route("/_sim/webhook", post(ctl_webhook))
+        .route("/_sim/rest-rate-limit", post(ctl_rest_rate_limit))
+        .route("/_sim/permission", post(ctl_permission))
         .with_state(sim)
 }
 
@@ -87,8 +143,8 @@ fn unauthorized() -> Response {
         .into_response()
 }
 
-/// The authenticated user, after the REST rate limiter.
-fn authed(sim: &SimInner, headers: &HeaderMap, route: &str) -> Result<User, Box<Response>> {
+/// The user named by the `X-User-Id` and `X-Auth-Token` headers, if they match.
+fn header_user(st: &super::state::State, headers: &HeaderMap) -> Option<User> {
     let h = |k: &str| {
         headers
             .get(k)
@@ -96,46 +152,85 @@ fn authed(sim: &SimInner, headers: &HeaderMap, route: &str) -> Result<User, Box<
             .unwrap_or_default()
             .to_string()
     };
-    let mut st = sim.state();
-    let user = st
-        .user_for_token(&h("X-User-Id"), &h("X-Auth-Token"))
+    st.user_for_token(&h("X-User-Id"), &h("X-Auth-Token"))
         .cloned()
-        .ok_or_else(|| Box::new(unauthorized()))?;
-    limited(&mut st, Some(&user.id), route)?;
-    Ok(user)
 }
 
-fn limited(
-    st: &mut super::state::State,
-    uid: Option<&str>,
-    route: &str,
-) -> Result<(), Box<Response>> {
-    match st.rest_rate_check(uid, route) {
-        Ok(()) => Ok(()),
-        Err(reset) => {
-            let wait = ((reset - super::state::now_ms()).max(0) / 1000) + 1;
-            let mut r = fail(
-                StatusCode::TOO_MANY_REQUESTS,
-                &format!(
-                    "Error, too many requests. Please slow down. You must wait {wait} seconds before trying this endpoint again."
-                ),
-                "error-too-many-requests",
-            );
-            let hs = r.headers_mut();
-            if let Some((limit, _)) = st.rest_limit {
-                hs.insert("X-RateLimit-Limit", HeaderValue::from(limit));
-            }
-            hs.insert("X-RateLimit-Remaining", HeaderValue::from(0));
-            hs.insert("X-RateLimit-Reset", HeaderValue::from(reset));
-            Err(Box::new(r))
+/// The authenticated user (the REST limiter has already counted the call).
+fn authed(sim: &SimInner, headers: &HeaderMap) -> Result<User, Box<Response>> {
+    header_user(&sim.state(), headers).ok_or_else(|| Box::new(unauthorized()))
+}
+
+fn not_found() -> Response {
+    fail(StatusCode::NOT_FOUND, "Not found", "not-found")
+}
+
+/// The REST limiter, as the real server's: each served route is counted per client address
+/// (default 10 calls per 60 s), unless the caller's user holds `api-bypass-rate-limit`. Every
+/// counted answer carries `X-RateLimit-Limit`, `-Remaining` and `-Reset` (epoch ms); over the
+/// limit the answer is 429. A route the release does not have is a 404, as an unknown one is.
+async fn rest_limiter(AxState(sim): Sim, req: Request, next: Next) -> Response {
+    let Some(route) = served_route(req.uri().path()).map(str::to_string) else {
+        return next.run(req).await;
+    };
+    let addr = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    let quota = {
+        let mut st = sim.state();
+        if !st.release.has_route(&route) {
+            return not_found();
         }
-    }
+        let exempt = header_user(&st, req.headers())
+            .is_some_and(|u| st.has_permission(&u, BYPASS_RATE_LIMIT));
+        if exempt {
+            None
+        } else {
+            let key = format!("{route} {}", req.method());
+            st.rest_rate_check(&key, addr)
+        }
+    };
+    let Some(q) = quota else {
+        return next.run(req).await;
+    };
+    let mut resp = if q.allowed {
+        next.run(req).await
+    } else {
+        let wait = u64::try_from(q.reset_ms - super::state::now_ms())
+            .unwrap_or(0)
+            .div_ceil(1000)
+            .max(1);
+        fail(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "Error, too many requests. Please slow down. You must wait {wait} seconds before trying this endpoint again."
+            ),
+            "error-too-many-requests",
+        )
+    };
+    rate_headers(resp.headers_mut(), &q);
+    resp
 }
 
-async fn info() -> Json<Value> {
-    Json(
-        json!({"version": "8.0", "minimumClientVersions": {"desktop": "4.0.0", "mobile": "4.0.0"}, "success": true}),
-    )
+fn rate_headers(hs: &mut HeaderMap, q: &RestQuota) {
+    hs.insert("X-RateLimit-Limit", HeaderValue::from(q.limit));
+    hs.insert("X-RateLimit-Remaining", HeaderValue::from(q.remaining));
+    hs.insert("X-RateLimit-Reset", HeaderValue::from(q.reset_ms));
+}
+
+/// `GET /api/info`: the version without its patch number, unless the caller may view
+/// statistics, who gets the full version and `info` too.
+async fn info(AxState(sim): Sim, headers: HeaderMap) -> Json<Value> {
+    let st = sim.state();
+    let release = st.release;
+    let full = header_user(&st, &headers).is_some_and(|u| st.has_permission(&u, "view-statistics"));
+    let mut v = json!({"version": release.short_version(), "minimumClientVersions": {"desktop": "4.0.0", "mobile": "4.0.0"}, "success": true});
+    if full {
+        v["version"] = json!(release.version());
+        v["info"] = json!({"version": release.version()});
+    }
+    Json(v)
 }
 
 async fn login(AxState(sim): Sim, Json(body): Json<Value>) -> Response {
@@ -199,33 +294,17 @@ async fn rest_v1(
     Query(q): Query<std::collections::HashMap<String, String>>,
     body: axum::body::Bytes,
 ) -> Response {
-    let known = [
-        "channels.info",
-        "channels.history",
-        "channels.join",
-        "groups.info",
-        "groups.history",
-        "rooms.info",
-        "im.create",
-        "im.history",
-        "chat.getMessage",
-        "chat.delete",
-        "users.list",
-        "subscriptions.get",
-    ];
-    if !known.contains(&route.as_str()) {
-        return fail(StatusCode::NOT_FOUND, "Not found", "not-found");
-    }
-    let writes = ["channels.join", "im.create", "chat.delete"].contains(&route.as_str());
-    let expected = if writes {
-        axum::http::Method::POST
-    } else {
-        axum::http::Method::GET
+    let Some((_, expected)) = CATCH_ALL_ROUTES
+        .iter()
+        .find(|(r, m)| *r == route && *m == method.as_str())
+    else {
+        return not_found();
     };
-    if method != expected {
-        return fail(StatusCode::NOT_FOUND, "Not found", "not-found");
+    let writes = *expected == "POST";
+    if route == "settings.public" {
+        return settings_public(&sim, q.get("_id").map(String::as_str));
     }
-    let caller = match authed(&sim, &headers, &route) {
+    let caller = match authed(&sim, &headers) {
         Ok(u) => u,
         Err(r) => return *r,
     };
@@ -305,14 +384,16 @@ async fn rest_v1(
                     .map(|d| d.timestamp_millis())
             };
             let (latest, oldest) = (date("latest"), date("oldest"));
+            // With `inclusive=true`, messages at exactly `latest` or `oldest` count too.
+            let inclusive = param("inclusive").is_some_and(|v| v == "true");
             let msgs: Vec<Value> = st
                 .messages
                 .iter()
                 .rev()
                 .filter(|m| {
                     m.rid == r.id
-                        && latest.is_none_or(|l| m.ts < l)
-                        && oldest.is_none_or(|o| m.ts > o)
+                        && latest.is_none_or(|l| m.ts < l || (inclusive && m.ts == l))
+                        && oldest.is_none_or(|o| m.ts > o || (inclusive && m.ts == o))
                 })
                 .take(count)
                 .map(|m| st.message_json(m))
@@ -324,7 +405,8 @@ async fn rest_v1(
             ok(json!({ "messages": msgs }))
         }
         "channels.join" => {
-            let Some(r) = room(&st) else {
+            // Public channels only: a private group is not found, member or not.
+            let Some(r) = room(&st).filter(|r| r.kind == 'c') else {
                 return no_room();
             };
             let rid = r.id;
@@ -336,6 +418,24 @@ async fn rest_v1(
                 Err(e) => method_failure(&e),
             }
         }
+        "rooms.join" => {
+            let rid = param("roomId").unwrap_or_default();
+            match st.call(&caller.id, "joinRoom", &json!([rid])) {
+                Ok(_) => {
+                    let r = st.rooms[&rid].clone();
+                    ok(json!({ "room": st.room_json(&r) }))
+                }
+                Err(e) => method_failure(&e),
+            }
+        }
+        "rooms.roles" => {
+            let rid = param("rid").unwrap_or_default();
+            match st.room_roles(&caller.id, &rid) {
+                Ok(roles) => ok(json!({ "roles": roles })),
+                Err(e) => method_failure(&e),
+            }
+        }
+        "permissions.listAll" => ok(json!({ "update": st.permissions_list(), "remove": [] })),
         "im.create" => {
             let Some(name) = param("username") else {
                 return fail(
@@ -376,12 +476,36 @@ async fn rest_v1(
             let n = users.len();
             ok(json!({ "users": users, "count": n, "offset": 0, "total": n }))
         }
-        _ => match st.call(&caller.id, "subscriptions/get", &json!([])) {
-            Ok(Some(subs)) => ok(json!({ "update": subs, "remove": [] })),
+        "subscriptions.get" => match st.call(&caller.id, "subscriptions/get", &json!([])) {
+            Ok(Some(mut subs)) => {
+                super::state::rest_dates(&mut subs);
+                ok(json!({ "update": subs, "remove": [] }))
+            }
             Ok(None) => ok(json!({ "update": [], "remove": [] })),
             Err(e) => method_failure(&e),
         },
+        _ => not_found(),
     }
+}
+
+/// `GET /api/v1/settings.public?_id=A,B` (no login needed): the named public settings, or all.
+fn settings_public(sim: &SimInner, ids: Option<&str>) -> Response {
+    let st = sim.state();
+    let ids: Vec<String> = match ids {
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        None => st.setting_ids(),
+    };
+    let settings: Vec<Value> = ids
+        .iter()
+        .filter_map(|id| st.setting(id).map(|v| json!({"_id": id, "value": v})))
+        .collect();
+    let n = settings.len();
+    ok(json!({ "settings": settings, "count": n, "offset": 0, "total": n }))
 }
 
 /// `POST /api/v1/method.call/:method`: a DDP method over REST, as today's web client calls them.
@@ -392,7 +516,7 @@ async fn method_call(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    match authed(&sim, &headers, "method.call") {
+    match authed(&sim, &headers) {
         Ok(u) => method_over_rest(&sim, Some(u.id), &method, &body),
         Err(r) => *r,
     }
@@ -420,20 +544,7 @@ fn method_over_rest(sim: &SimInner, uid: Option<String>, method: &str, body: &Va
     };
     let id = call.get("id").cloned().unwrap_or(Value::Null);
     let params = call.get("params").cloned().unwrap_or_else(|| json!([]));
-    let mut st = sim.state();
-    let reply = if method == "login" {
-        st.login(&params).map(|(uid, token, kind)| {
-            let expires = super::state::now_ms() + 90 * 24 * 3600 * 1000;
-            Some(json!({"id": uid, "token": token, "tokenExpires": {"$date": expires}, "type": kind}))
-        })
-    } else if let Some(uid) = uid.as_deref() {
-        st.call(uid, method, &params)
-    } else {
-        Err(super::state::error_value(
-            "error-invalid-user",
-            "Invalid user",
-        ))
-    };
+    let (reply, _) = sim.state().client_call(uid.as_deref(), method, &params);
     let (status, ok, frame) = match reply {
         Ok(Some(r)) => (
             StatusCode::OK,
@@ -455,7 +566,7 @@ fn method_over_rest(sim: &SimInner, uid: Option<String>, method: &str, body: &Va
 }
 
 async fn me(AxState(sim): Sim, headers: HeaderMap) -> Response {
-    match authed(&sim, &headers, "me") {
+    match authed(&sim, &headers) {
         Ok(u) => {
             let mut v = user_json(&u);
             v["success"] = json!(true);
@@ -477,7 +588,7 @@ async fn users_info(
     headers: HeaderMap,
     Query(q): Query<UsersInfoQuery>,
 ) -> Response {
-    let caller = match authed(&sim, &headers, "users.info") {
+    let caller = match authed(&sim, &headers) {
         Ok(u) => u,
         Err(r) => return *r,
     };
@@ -503,7 +614,7 @@ async fn users_info(
 }
 
 async fn post_message(AxState(sim): Sim, headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    let user = match authed(&sim, &headers, "chat.postMessage") {
+    let user = match authed(&sim, &headers) {
         Ok(u) => u,
         Err(r) => return *r,
     };
@@ -543,10 +654,18 @@ async fn post_message(AxState(sim): Sim, headers: HeaderMap, Json(body): Json<Va
         tmid: body.get("tmid").and_then(Value::as_str).map(str::to_string),
         attachments: body.get("attachments").cloned(),
         bot: user.is_bot().then(|| json!({"i": "rest"})),
+        alias: body
+            .get("alias")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        emoji: body
+            .get("emoji")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         ..Default::default()
     };
-    let doc = st.insert_message(&user.id, &rid, text, extra);
-    Json(json!({"ts": doc["ts"]["$date"], "channel": target, "message": doc, "success": true}))
+    let doc = rest_doc(st.insert_message(&user.id, &rid, text, extra));
+    Json(json!({"ts": doc["ts"], "channel": target, "message": doc, "success": true}))
         .into_response()
 }
 
@@ -560,7 +679,7 @@ async fn rooms_media(
     headers: HeaderMap,
     mut form: axum::extract::Multipart,
 ) -> Response {
-    let user = match authed(&sim, &headers, "rooms.media") {
+    let user = match authed(&sim, &headers) {
         Ok(u) => u,
         Err(r) => return *r,
     };
@@ -633,7 +752,7 @@ async fn rooms_media_confirm(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    let user = match authed(&sim, &headers, "rooms.mediaConfirm") {
+    let user = match authed(&sim, &headers) {
         Ok(u) => u,
         Err(r) => return *r,
     };
@@ -686,7 +805,7 @@ async fn file_upload(
     axum::extract::Path((id, _name)): axum::extract::Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authed(&sim, &headers, "file-upload") {
+    if let Err(r) = authed(&sim, &headers) {
         return *r;
     }
     let st = sim.state();
@@ -700,61 +819,111 @@ async fn file_upload(
     }
 }
 
+/// A message document as REST answers carry it: dates as ISO strings.
+fn rest_doc(mut doc: Value) -> Value {
+    super::state::rest_dates(&mut doc);
+    doc
+}
+
+/// `POST /api/v1/chat.sendMessage {"message": {_id?, rid, msg, tmid?, attachments?, alias?, emoji?}}`.
+/// Unlike the DDP method it takes attachments, alias and emoji, and reports every failure.
 async fn send_message(AxState(sim): Sim, headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    let user = match authed(&sim, &headers, "chat.sendMessage") {
+    let user = match authed(&sim, &headers) {
         Ok(u) => u,
         Err(r) => return *r,
     };
     let mut st = sim.state();
-    let m = body.get("message").cloned().unwrap_or(Value::Null);
-    if let Some(existing) = m
-        .get("_id")
-        .and_then(Value::as_str)
-        .and_then(|id| st.message_index(id))
+    let Some(m) = body.get("message").and_then(Value::as_object) else {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "The \"message\" parameter must be provided.",
+            "error-invalid-params",
+        );
+    };
+    let text_of = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_string);
+    let rid = text_of("rid").unwrap_or_default();
+    let text = text_of("msg").unwrap_or_default();
+    if !st
+        .rooms
+        .get(&rid)
+        .is_some_and(|r| r.members.contains(&user.id))
     {
-        let doc = st.message_json(&st.messages[existing]);
-        return Json(json!({"message": doc, "success": true})).into_response();
+        return fail(StatusCode::BAD_REQUEST, "Not allowed", "error-not-allowed");
     }
-    let text_len = m
-        .get("msg")
-        .and_then(Value::as_str)
-        .map_or(0, |t| t.chars().count());
-    if text_len > st.max_message_len {
+    let id = text_of("_id");
+    if id
+        .as_deref()
+        .is_some_and(|id| st.message_index(id).is_some())
+    {
+        // Nothing is inserted. The real server's answer to a reused `_id` is unconfirmed: a
+        // client should look the message up with chat.getMessage before taking it as sent.
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "A message with this _id already exists",
+            "error-message-already-exists",
+        );
+    }
+    if text.chars().count() > st.max_message_len {
         return fail(
             StatusCode::BAD_REQUEST,
             "Message size exceeds the allowed limit",
             "error-message-size-exceeded",
         );
     }
-    match st.send_message(&user.id, &m) {
-        Ok(Some(doc)) => Json(json!({"message": doc, "success": true})).into_response(),
-        Ok(None) => fail(
+    let attachments = m.get("attachments").cloned();
+    if attachments.as_ref().is_some_and(|a| !a.is_array()) {
+        return fail(
             StatusCode::BAD_REQUEST,
-            "Message could not be sent",
-            "error-message-not-sent",
-        ),
-        Err(e) => fail(
-            StatusCode::BAD_REQUEST,
-            e["reason"].as_str().unwrap_or("error"),
-            e["error"].as_str().unwrap_or("error"),
-        ),
+            "Match failed",
+            "error-invalid-params",
+        );
     }
+    let extra = super::state::NewMessage {
+        id,
+        tmid: text_of("tmid"),
+        bot: m
+            .get("bot")
+            .cloned()
+            .or_else(|| user.is_bot().then(|| json!({"i": "rest"}))),
+        attachments,
+        alias: text_of("alias"),
+        emoji: text_of("emoji"),
+        ..Default::default()
+    };
+    let doc = st.insert_message(&user.id, &rid, &text, extra);
+    ok(json!({ "message": rest_doc(doc) }))
 }
 
 async fn chat_update(AxState(sim): Sim, headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    let user = match authed(&sim, &headers, "chat.update") {
+    let user = match authed(&sim, &headers) {
         Ok(u) => u,
         Err(r) => return *r,
     };
     let mut st = sim.state();
     let id = body.get("msgId").cloned().unwrap_or(Value::Null);
+    // Only the text changes: the message keeps its attachments, alias and the rest.
+    let room_id = body
+        .get("roomId")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let in_room = id
+        .as_str()
+        .and_then(|i| st.message_index(i))
+        .is_some_and(|i| st.messages[i].rid == room_id);
+    if !in_room {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "The room id provided does not match where the message is from.",
+            "error-invalid-params",
+        );
+    }
     let m = json!({"_id": id, "msg": body.get("text").cloned().unwrap_or(Value::Null)});
     match st.update_message(&user.id, &m) {
         Ok(()) => {
             let doc = id
                 .as_str()
                 .and_then(|i| st.message_index(i))
-                .map(|i| st.message_json(&st.messages[i]));
+                .map(|i| rest_doc(st.message_json(&st.messages[i])));
             Json(json!({"message": doc, "success": true})).into_response()
         }
         Err(e) => fail(
@@ -766,7 +935,7 @@ async fn chat_update(AxState(sim): Sim, headers: HeaderMap, Json(body): Json<Val
 }
 
 async fn chat_react(AxState(sim): Sim, headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    let user = match authed(&sim, &headers, "chat.react") {
+    let user = match authed(&sim, &headers) {
         Ok(u) => u,
         Err(r) => return *r,
     };
@@ -826,12 +995,17 @@ async fn incoming_webhook(
     let extra = super::state::NewMessage {
         bot: Some(json!({"i": id})),
         attachments: body.get("attachments").cloned(),
+        alias: body
+            .get("alias")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        emoji: body
+            .get("emoji")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         ..Default::default()
     };
-    let mut doc = st.insert_message(&uid, &rid, &text, extra);
-    if let Some(alias) = body.get("alias") {
-        doc["alias"] = alias.clone();
-    }
+    st.insert_message(&uid, &rid, &text, extra);
     Json(json!({"success": true})).into_response()
 }
 
@@ -982,5 +1156,73 @@ async fn ctl_token(AxState(sim): Sim, Json(b): Json<CtlToken>) -> Response {
     match handle(&sim).create_token(&b.user) {
         Ok((token, id)) => Json(json!({"token": token, "userId": id})).into_response(),
         Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct CtlRestRate {
+    /// Omit to lift the limit.
+    limit: Option<u32>,
+    #[serde(default = "one_minute")]
+    window_ms: u64,
+}
+
+fn one_minute() -> u64 {
+    60_000
+}
+
+/// `POST /_sim/rest-rate-limit {"limit"?, "window_ms"?}`: the REST limit per route and address.
+async fn ctl_rest_rate_limit(AxState(sim): Sim, Json(b): Json<CtlRestRate>) -> StatusCode {
+    let limit = b.limit.map(|n| (n, Duration::from_millis(b.window_ms)));
+    handle(&sim).set_rest_rate_limit(limit);
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct CtlPermission {
+    role: String,
+    permission: String,
+    /// `false` revokes.
+    #[serde(default = "yes")]
+    grant: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST /_sim/permission {"role","permission","grant"?}`: grants (or with `"grant": false`
+/// revokes) a role's permission.
+async fn ctl_permission(AxState(sim): Sim, Json(b): Json<CtlPermission>) -> StatusCode {
+    let sim = handle(&sim);
+    if b.grant {
+        sim.grant_permission(&b.role, &b.permission);
+    } else {
+        sim.revoke_permission(&b.role, &b.permission);
+    }
+    StatusCode::NO_CONTENT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rest_path_names_its_route_when_served_and_nothing_otherwise() {
+        let table = [
+            ("/api/info", Some("info")),
+            ("/api/v1/chat.postMessage", Some("chat.postMessage")),
+            ("/api/v1/method.call/sendMessage", Some("method.call")),
+            ("/api/v1/rooms.mediaConfirm/R/F", Some("rooms.mediaConfirm")),
+            ("/api/v1/rooms.join", Some("rooms.join")),
+            ("/api/v1/settings.public", Some("settings.public")),
+            ("/api/v1/no.such.route", None),
+            ("/api/v1/", None),
+            ("/hooks/a/b", None),
+            ("/websocket", None),
+        ];
+        for (path, want) in table {
+            assert_eq!(served_route(path), want, "{path}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The Rocket.Chat simulator: DDP over WebSocket at `/websocket`, the REST routes bots use, and a control API with fault injection.
 
 mod http;
+pub mod release;
 pub mod state;
 mod ws;
 
@@ -14,6 +15,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+pub use release::{Release, UnknownRelease};
 use state::{NewMessage, Out, State};
 pub use state::{RateRule, SimEvent};
 
@@ -27,6 +29,8 @@ pub struct SimConfig {
     pub ping_timeout: Duration,
     /// Create the sandbox's users and channels.
     pub seed: bool,
+    /// The Rocket.Chat release served: its methods, routes and reported version.
+    pub release: Release,
 }
 
 impl Default for SimConfig {
@@ -36,6 +40,7 @@ impl Default for SimConfig {
             ping_interval: Duration::from_secs(15),
             ping_timeout: Duration::from_secs(15),
             seed: true,
+            release: Release::NEWEST,
         }
     }
 }
@@ -99,6 +104,7 @@ impl RocketChatSim {
     /// Binds and starts serving.
     pub async fn start(cfg: SimConfig) -> std::io::Result<RocketChatSim> {
         let mut state = State::new();
+        state.release = cfg.release;
         if cfg.seed {
             for (name, roles) in SEED_USERS {
                 state.add_user(name, roles);
@@ -107,10 +113,10 @@ impl RocketChatSim {
             for ch in SEED_CHANNELS {
                 state.add_channel(ch, false, &names);
             }
-            // As the README asks admins to do: the bot may read other users' roles.
-            state
-                .role_permissions
-                .insert("bot".into(), vec!["view-full-other-user-info".into()]);
+            // As the README asks admins to do: the bot may read other users' roles, and unknown
+            // slash commands reach the bot as messages.
+            state.grant_permission("bot", "view-full-other-user-info");
+            state.set_setting("Message_AllowUnrecognizedSlashCommand", Value::Bool(true));
         }
         let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
         let addr = listener.local_addr()?;
@@ -128,6 +134,7 @@ impl RocketChatSim {
             let _ = tcp.set_nodelay(true);
         });
         tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await;
@@ -386,12 +393,42 @@ impl RocketChatSim {
 
     /// Grants a permission (`view-full-other-user-info`, ...) to a role.
     pub fn grant_permission(&self, role: &str, permission: &str) {
-        self.inner
-            .state()
-            .role_permissions
-            .entry(role.to_string())
-            .or_default()
-            .push(permission.to_string());
+        self.inner.state().grant_permission(role, permission);
+    }
+
+    /// Takes a permission (`api-bypass-rate-limit`, ...) from a role, the admin role included.
+    pub fn revoke_permission(&self, role: &str, permission: &str) {
+        self.inner.state().revoke_permission(role, permission);
+    }
+
+    /// Sets the REST limit (calls per window, per route and client address; `None`: unlimited)
+    /// and starts every count afresh. The real default: 10 per 60 s.
+    pub fn set_rest_rate_limit(&self, limit: Option<(u32, Duration)>) {
+        let mut st = self.inner.state();
+        st.rest_limit = limit;
+        st.reset_rest_counts();
+    }
+
+    /// Sets a public setting (`Message_AllowUnrecognizedSlashCommand`, `Message_MaxAllowedSize`, ...).
+    pub fn set_setting(&self, id: &str, value: Value) {
+        self.inner.state().set_setting(id, value);
+    }
+
+    /// The release this simulator plays.
+    pub fn release(&self) -> Release {
+        self.inner.state().release
+    }
+
+    /// Every DDP method clients called, over the socket or `method.call`/`method.callAnon`, in
+    /// order: (username, or "" before login; method). The simulator's own uses are not included.
+    pub fn methods_called(&self) -> Vec<(String, String)> {
+        self.inner.state().methods_called.clone()
+    }
+
+    /// How many login tokens `username` holds: each password login mints one (personal access
+    /// tokens are not counted; `logout` drops them all).
+    pub fn tokens_of(&self, username: &str) -> usize {
+        self.inner.state().tokens_of(username)
     }
 
     /// Sets the server's `Message_MaxAllowedSize`.

@@ -1,12 +1,17 @@
 //! The simulated Rocket.Chat's data and method semantics: users, tokens, rooms, messages, rate limits and fan-out.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
+use super::release::Release;
 use crate::chat::rocketchat::{new_message_id, password_digest};
+
+/// The permission that exempts a user from the REST rate limiter.
+pub const BYPASS_RATE_LIMIT: &str = "api-bypass-rate-limit";
 
 /// A frame queued for one client connection.
 #[derive(Debug, Clone)]
@@ -31,9 +36,6 @@ impl User {
     }
     pub fn is_bot(&self) -> bool {
         self.roles.iter().any(|r| r == "bot")
-    }
-    fn bypasses_rest_limit(&self) -> bool {
-        self.roles.iter().any(|r| r == "bot" || r == "admin")
     }
 }
 
@@ -64,6 +66,9 @@ pub struct Message {
     pub reactions: BTreeMap<String, Vec<String>>,
     pub bot: Option<Value>,
     pub attachments: Option<Value>,
+    /// REST `alias` and `emoji`: how the message is shown, kept as given.
+    pub alias: Option<String>,
+    pub emoji: Option<String>,
 }
 
 /// A file uploaded to a room (`rooms.media`), attached to a message once confirmed.
@@ -90,6 +95,26 @@ pub struct NewMessage {
     pub bot: Option<Value>,
     /// REST `chat.postMessage` attachments (buttons).
     pub attachments: Option<Value>,
+    pub alias: Option<String>,
+    pub emoji: Option<String>,
+}
+
+/// One REST limiter window: counted per route and client address.
+#[derive(Debug, Clone, Copy)]
+struct RestWindow {
+    start: Instant,
+    count: u32,
+}
+
+/// The REST limiter's answer for a counted call, as its `X-RateLimit-*` headers show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestQuota {
+    pub limit: u32,
+    pub remaining: u32,
+    /// When the window ends, in epoch milliseconds.
+    pub reset_ms: i64,
+    /// Whether this call is within the limit.
+    pub allowed: bool,
 }
 
 /// A rate-limit rule for one DDP method, counted per user.
@@ -122,6 +147,25 @@ pub(crate) struct Conn {
     pub room_events: BTreeSet<String>,
 }
 
+/// The error of a method the server does not have.
+pub fn method_not_found(method: &str) -> Value {
+    error_value(404, &format!("Method '{method}' not found"))
+}
+
+/// The DDP limiter's refusal, `ms` before its window resets.
+fn too_many_requests(ms: u64) -> Value {
+    json!({
+        "isClientSafe": true,
+        "error": "too-many-requests",
+        "reason": format!("Error, too many requests. Please slow down. You must wait {} seconds before trying again.", ms.div_ceil(1000)),
+        "details": {"timeToReset": ms},
+        "errorType": "Meteor.Error"
+    })
+}
+
+/// How the simulator's personal access tokens begin, telling them from login tokens.
+const PAT_PREFIX: &str = "pat-";
+
 /// Replies to a DDP method: `Ok(None)` is a result frame without `result`.
 pub type MethodReply = Result<Option<Value>, Value>;
 
@@ -134,11 +178,21 @@ pub struct State {
     pub(crate) conns: HashMap<u64, Conn>,
     pub rate_rules: HashMap<String, RateRule>,
     rate_log: HashMap<(String, String), VecDeque<Instant>>,
-    rest_log: HashMap<(String, String), VecDeque<Instant>>,
+    rest_log: HashMap<(String, IpAddr), RestWindow>,
+    /// The REST limit per route and client address: calls per window (`None`: unlimited).
     pub rest_limit: Option<(u32, Duration)>,
     pub max_message_len: usize,
-    /// Permissions granted to roles beyond the admin's (which has all).
+    /// Permissions granted to roles. The admin role also holds every permission not revoked
+    /// from it in `admin_revoked`.
     pub role_permissions: HashMap<String, Vec<String>>,
+    /// Permissions taken from the admin role.
+    pub admin_revoked: BTreeSet<String>,
+    /// The release this server plays: which methods and routes it serves.
+    pub release: Release,
+    /// Every DDP method clients called (over the socket or `method.call*`): (username or "", method).
+    pub methods_called: Vec<(String, String)>,
+    /// Public settings by id (`Message_MaxAllowedSize` is `max_message_len`, not kept here).
+    pub settings: BTreeMap<String, Value>,
     /// Incoming webhooks: id → (token, room id, posting user id).
     pub webhooks: HashMap<String, (String, String, String)>,
     /// Fail the next N webhook calls with HTTP 500.
@@ -226,7 +280,24 @@ impl State {
             rest_log: HashMap::new(),
             rest_limit: Some((10, Duration::from_secs(60))),
             max_message_len: 5000,
-            role_permissions: HashMap::new(),
+            // The real defaults: admins and bots skip the REST limiter; bots send many messages.
+            role_permissions: HashMap::from([
+                ("admin".to_string(), vec![BYPASS_RATE_LIMIT.to_string()]),
+                (
+                    "bot".to_string(),
+                    vec![
+                        BYPASS_RATE_LIMIT.to_string(),
+                        "send-many-messages".to_string(),
+                    ],
+                ),
+            ]),
+            admin_revoked: BTreeSet::new(),
+            release: Release::NEWEST,
+            methods_called: Vec::new(),
+            settings: BTreeMap::from([(
+                "Message_AllowUnrecognizedSlashCommand".to_string(),
+                Value::Bool(false),
+            )]),
             webhooks: HashMap::new(),
             webhook_failures: 0,
             uploads: HashMap::new(),
@@ -273,13 +344,104 @@ impl State {
 
     /// Whether `user` holds `permission` through one of its roles.
     pub fn has_permission(&self, user: &User, permission: &str) -> bool {
-        user.roles.iter().any(|r| {
-            r == "admin"
-                || self
-                    .role_permissions
-                    .get(r)
-                    .is_some_and(|p| p.iter().any(|x| x == permission))
-        })
+        user.roles.iter().any(|r| self.role_has(r, permission))
+    }
+
+    /// Whether the role `role` holds `permission`.
+    pub fn role_has(&self, role: &str, permission: &str) -> bool {
+        (role == "admin" && !self.admin_revoked.contains(permission))
+            || self
+                .role_permissions
+                .get(role)
+                .is_some_and(|p| p.iter().any(|x| x == permission))
+    }
+
+    /// Grants `permission` to `role` (once).
+    pub fn grant_permission(&mut self, role: &str, permission: &str) {
+        if role == "admin" {
+            self.admin_revoked.remove(permission);
+        }
+        let held = self.role_permissions.entry(role.to_string()).or_default();
+        if !held.iter().any(|p| p == permission) {
+            held.push(permission.to_string());
+        }
+    }
+
+    /// Takes `permission` from `role`.
+    pub fn revoke_permission(&mut self, role: &str, permission: &str) {
+        if role == "admin" {
+            self.admin_revoked.insert(permission.to_string());
+        }
+        if let Some(held) = self.role_permissions.get_mut(role) {
+            held.retain(|p| p != permission);
+        }
+    }
+
+    /// Every permission named anywhere with the roles holding it, as `permissions.listAll` lists
+    /// them (the admin role in each entry it has not lost).
+    pub fn permissions_list(&self) -> Vec<Value> {
+        let mut names: BTreeSet<&str> = self
+            .role_permissions
+            .values()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        names.extend(self.admin_revoked.iter().map(String::as_str));
+        let mut roles: Vec<&str> = self.role_permissions.keys().map(String::as_str).collect();
+        if !roles.contains(&"admin") {
+            roles.push("admin");
+        }
+        roles.sort_unstable();
+        names
+            .into_iter()
+            .map(|p| {
+                let holders: Vec<&str> = roles
+                    .iter()
+                    .copied()
+                    .filter(|r| self.role_has(r, p))
+                    .collect();
+                json!({"_id": p, "roles": holders})
+            })
+            .collect()
+    }
+
+    /// A public setting's value (`Message_MaxAllowedSize` follows `max_message_len`).
+    pub fn setting(&self, id: &str) -> Option<Value> {
+        match id {
+            "Message_MaxAllowedSize" => Some(json!(self.max_message_len)),
+            _ => self.settings.get(id).cloned(),
+        }
+    }
+
+    /// Sets a public setting (`Message_MaxAllowedSize` sets `max_message_len`).
+    pub fn set_setting(&mut self, id: &str, value: Value) {
+        if id == "Message_MaxAllowedSize" {
+            if let Some(n) = value.as_u64() {
+                self.max_message_len = usize::try_from(n).unwrap_or(usize::MAX);
+            }
+            return;
+        }
+        self.settings.insert(id.to_string(), value);
+    }
+
+    /// Every public setting's id, sorted.
+    pub fn setting_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.settings.keys().cloned().collect();
+        ids.push("Message_MaxAllowedSize".to_string());
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// How many login tokens (not personal access tokens) `username` holds.
+    pub fn tokens_of(&self, username: &str) -> usize {
+        let Some(uid) = self.user_by_name(username).map(|u| u.id.as_str()) else {
+            return 0;
+        };
+        self.tokens
+            .iter()
+            .filter(|(t, u)| u.as_str() == uid && !t.starts_with(PAT_PREFIX))
+            .count()
     }
 
     pub fn user_by_name(&self, username: &str) -> Option<&User> {
@@ -298,7 +460,7 @@ impl State {
     /// A new personal access token for `username`.
     pub fn create_token(&mut self, username: &str) -> Option<String> {
         let uid = self.user_by_name(username)?.id.clone();
-        let token = format!("pat-{}{}", new_message_id(), new_message_id());
+        let token = format!("{PAT_PREFIX}{}{}", new_message_id(), new_message_id());
         self.tokens.insert(token.clone(), uid);
         Some(token)
     }
@@ -360,6 +522,12 @@ impl State {
         if let Some(a) = &m.attachments {
             v["attachments"] = a.clone();
         }
+        if let Some(a) = &m.alias {
+            v["alias"] = json!(a);
+        }
+        if let Some(e) = &m.emoji {
+            v["emoji"] = json!(e);
+        }
         v
     }
 
@@ -377,6 +545,8 @@ impl State {
             t,
             bot,
             attachments,
+            alias,
+            emoji,
         } = extra;
         let ts = self.next_ts();
         let m = Message {
@@ -394,6 +564,8 @@ impl State {
             reactions: BTreeMap::new(),
             bot,
             attachments,
+            alias,
+            emoji,
         };
         self.index.insert(m.id.clone(), self.messages.len());
         self.messages.push(m);
@@ -542,35 +714,37 @@ impl State {
         Ok(())
     }
 
-    /// REST limiter: `Err(reset_epoch_ms)` when over the limit.
-    pub fn rest_rate_check(&mut self, user_id: Option<&str>, route: &str) -> Result<(), i64> {
-        let Some((limit, window)) = self.rest_limit else {
-            return Ok(());
-        };
-        if user_id
-            .and_then(|id| self.user(id))
-            .is_some_and(User::bypasses_rest_limit)
-        {
-            return Ok(());
-        }
+    /// Counts a REST call to `route` from `addr`; `None` when REST is not limited. As the real
+    /// limiter does, a refused call counts too, and the window is fixed from its first call.
+    pub fn rest_rate_check(&mut self, route: &str, addr: IpAddr) -> Option<RestQuota> {
+        let (limit, window) = self.rest_limit?;
         let now = Instant::now();
-        let log = self
+        let w = self
             .rest_log
-            .entry((user_id.unwrap_or("").to_string(), route.to_string()))
-            .or_default();
-        while log
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= window)
-        {
-            log.pop_front();
+            .entry((route.to_string(), addr))
+            .or_insert(RestWindow {
+                start: now,
+                count: 0,
+            });
+        if now.duration_since(w.start) >= window {
+            *w = RestWindow {
+                start: now,
+                count: 0,
+            };
         }
-        if log.len() as u32 >= limit {
-            let oldest = log.front().copied().unwrap_or(now);
-            let reset = window.saturating_sub(now.duration_since(oldest));
-            return Err(now_ms() + reset.as_millis() as i64);
-        }
-        log.push_back(now);
-        Ok(())
+        w.count = w.count.saturating_add(1);
+        let left = window.saturating_sub(now.duration_since(w.start));
+        Some(RestQuota {
+            limit,
+            remaining: limit.saturating_sub(w.count),
+            reset_ms: now_ms().saturating_add(i64::try_from(left.as_millis()).unwrap_or(i64::MAX)),
+            allowed: w.count <= limit,
+        })
+    }
+
+    /// Forgets every REST count (when the limit changes).
+    pub fn reset_rest_counts(&mut self) {
+        self.rest_log.clear();
     }
 
     /// Password or resume login; on success returns `(user id, token, type)`.
@@ -618,17 +792,46 @@ impl State {
         Ok((user.id, token, "password"))
     }
 
-    /// Dispatches one DDP method for a logged-in user.
-    pub fn call(&mut self, user_id: &str, method: &str, params: &Value) -> MethodReply {
-        if let Err(ms) = self.rate_check(user_id, method) {
-            return Err(json!({
-                "isClientSafe": true,
-                "error": "too-many-requests",
-                "reason": format!("Error, too many requests. Please slow down. You must wait {} seconds before trying again.", ms.div_ceil(1000)),
-                "details": {"timeToReset": ms},
-                "errorType": "Meteor.Error"
-            }));
+    /// A method a client called over the socket or `method.call`/`method.callAnon`, as `caller`
+    /// (a user id; `None` before login). Recorded, refused as missing when this release no longer
+    /// has it, rate-limited, then run. A successful `login` also answers with the user's id.
+    pub fn client_call(
+        &mut self,
+        caller: Option<&str>,
+        method: &str,
+        params: &Value,
+    ) -> (MethodReply, Option<String>) {
+        let username = caller
+            .and_then(|id| self.user(id))
+            .map(|u| u.username.clone())
+            .unwrap_or_default();
+        self.methods_called.push((username, method.to_string()));
+        if !self.release.has_method(method) {
+            return (Err(method_not_found(method)), None);
         }
+        if method == "login" {
+            return match self.login(params) {
+                Ok((uid, token, kind)) => {
+                    let expires = now_ms() + 90 * 24 * 3600 * 1000;
+                    let result = json!({"id": uid, "token": token, "tokenExpires": {"$date": expires}, "type": kind});
+                    (Ok(Some(result)), Some(uid))
+                }
+                Err(e) => (Err(e), None),
+            };
+        }
+        let Some(uid) = caller else {
+            return (Err(error_value("error-invalid-user", "Invalid user")), None);
+        };
+        if let Err(ms) = self.rate_check(uid, method) {
+            return (Err(too_many_requests(ms)), None);
+        }
+        (self.call(uid, method, params), None)
+    }
+
+    /// Runs one DDP method for a logged-in user: the implementation behind the client-facing
+    /// [`State::client_call`] and the REST routes that reuse it. Not recorded, not rate-limited,
+    /// and served whatever the release (a 9.x server keeps the feature behind REST).
+    pub fn call(&mut self, user_id: &str, method: &str, params: &Value) -> MethodReply {
         let arg = |i: usize| params.get(i).cloned().unwrap_or(Value::Null);
         match method {
             "sendMessage" => self.send_message(user_id, &arg(0)),
@@ -788,16 +991,7 @@ impl State {
             }
             "getRoomRoles" => {
                 let rid = arg(0).as_str().unwrap_or_default().to_string();
-                self.readable(user_id, &rid)?;
-                // Room roles (owner, moderator) are not simulated: the admins are the owners.
-                let owners: Vec<Value> = self.rooms[&rid]
-                    .members
-                    .iter()
-                    .filter_map(|m| self.user(m))
-                    .filter(|u| u.roles.iter().any(|r| r == "admin"))
-                    .map(|u| json!({"rid": rid, "u": {"_id": u.id, "username": u.username}, "roles": ["owner"]}))
-                    .collect();
-                Ok(Some(Value::Array(owners)))
+                self.room_roles(user_id, &rid).map(Some)
             }
             "readMessages" => {
                 let rid = arg(0).as_str().unwrap_or_default().to_string();
@@ -857,8 +1051,35 @@ impl State {
                 self.presence.insert(user_id.to_string(), status);
                 Ok(None)
             }
-            _ => Err(error_value(404, &format!("Method '{method}' not found"))),
+            "getUserRoles" => {
+                // Users holding a role beyond the default `user`.
+                let list: Vec<Value> = self
+                    .users
+                    .iter()
+                    .filter_map(|u| {
+                        let roles: Vec<&String> = u.roles.iter().filter(|r| *r != "user").collect();
+                        (!roles.is_empty())
+                            .then(|| json!({"_id": u.id, "username": u.username, "roles": roles}))
+                    })
+                    .collect();
+                Ok(Some(Value::Array(list)))
+            }
+            _ => Err(method_not_found(method)),
         }
+    }
+
+    /// A room's holders of room roles, as `getRoomRoles` and `rooms.roles` list them. Room roles
+    /// (owner, moderator) are not simulated: the admins among the members are its owners.
+    pub fn room_roles(&self, user_id: &str, rid: &str) -> Result<Value, Value> {
+        self.readable(user_id, rid)?;
+        let owners: Vec<Value> = self.rooms[rid]
+            .members
+            .iter()
+            .filter_map(|m| self.user(m))
+            .filter(|u| u.roles.iter().any(|r| r == "admin"))
+            .map(|u| json!({"rid": rid, "u": {"_id": u.id, "username": u.username}, "roles": ["owner"]}))
+            .collect();
+        Ok(Value::Array(owners))
     }
 
     /// A room as `rooms/get` and the `*.info` routes return it.
@@ -981,9 +1202,8 @@ impl State {
         let extra = NewMessage {
             id,
             tmid,
-            t: None,
             bot,
-            attachments: None,
+            ..NewMessage::default()
         };
         Ok(Some(self.insert_message(user_id, &rid, &text, extra)))
     }

@@ -168,25 +168,16 @@ fn handle_frame(
                 return true;
             };
             let params = v.get("params").cloned().unwrap_or_else(|| json!([]));
-            let reply = if method == "login" {
+            let reply = {
                 let mut st = sim.state();
-                match st.login(&params) {
-                    Ok((uid, token, kind)) => {
-                        if let Some(c) = st.conns.get_mut(&conn_id) {
-                            c.user_id = Some(uid.clone());
-                        }
-                        *user_id = Some(uid.clone());
-                        let expires = super::state::now_ms() + 90 * 24 * 3600 * 1000;
-                        Ok(Some(
-                            json!({"id": uid, "token": token, "tokenExpires": {"$date": expires}, "type": kind}),
-                        ))
+                let (reply, logged_in) = st.client_call(user_id.as_deref(), method, &params);
+                if let Some(uid) = logged_in {
+                    if let Some(c) = st.conns.get_mut(&conn_id) {
+                        c.user_id = Some(uid.clone());
                     }
-                    Err(e) => Err(e),
+                    *user_id = Some(uid);
                 }
-            } else if let Some(uid) = user_id.as_deref() {
-                sim.state().call(uid, method, &params)
-            } else {
-                Err(error_value("error-invalid-user", "Invalid user"))
+                reply
             };
             match reply {
                 Ok(Some(r)) => send(json!({"msg": "result", "id": id, "result": r})),
