@@ -621,27 +621,25 @@ impl<C: Chat> Alerter<C> {
             text.push_str(&format!("\n```\n{}\n```", tail.join("\n")));
         }
         let channel = self.channel(&inc.key.env);
+        let critical = inc.severity == Severity::Critical;
         match self.chat.room_id(&channel).await {
-            Ok(room) => match self.chat.post(&room, None, &text).await {
-                Ok(m) => {
-                    inc.message = Some((m.room_id, m.id));
-                    crate::telemetry::metrics()
-                        .alerts
-                        .get_or_create(&crate::telemetry::labels(&[
-                            ("env", &inc.key.env),
-                            (
-                                "severity",
-                                if inc.severity == Severity::Critical {
-                                    "critical"
-                                } else {
-                                    "warning"
-                                },
-                            ),
-                        ]))
-                        .inc();
+            Ok(room) => {
+                match crate::chat::post_alert(&self.chat, &room, &text, &inc.key.env, critical)
+                    .await
+                {
+                    Ok(m) => {
+                        inc.message = Some((m.room_id, m.id));
+                        crate::telemetry::metrics()
+                            .alerts
+                            .get_or_create(&crate::telemetry::labels(&[
+                                ("env", &inc.key.env),
+                                ("severity", if critical { "critical" } else { "warning" }),
+                            ]))
+                            .inc();
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot post an alert"),
                 }
-                Err(e) => tracing::error!(error = %e, "cannot post an alert"),
-            },
+            }
             Err(e) => tracing::error!(error = %e, channel, "no alerts channel"),
         }
         self.webhook(&mut inc, "fired", &text).await;

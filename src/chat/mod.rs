@@ -159,3 +159,32 @@ pub struct Button {
     pub label: String,
     pub message: String,
 }
+
+/// Posts an alert: its text, with a coloured block naming the environment and the severity (the
+/// text alone still says everything; a server that refuses the block gets the plain text).
+pub async fn post_alert<C: Chat>(
+    chat: &C,
+    room_id: &str,
+    text: &str,
+    env: &str,
+    critical: bool,
+) -> Result<MessageRef, ChatError> {
+    let severity = if critical { "critical" } else { "warning" };
+    let block = serde_json::json!({
+        "color": if critical { "#d0021b" } else { "#f5a623" },
+        "fields": [
+            {"short": true, "title": "Environment", "value": env},
+            {"short": true, "title": "Severity", "value": severity},
+        ],
+    });
+    match chat
+        .post_attachments(room_id, text, std::slice::from_ref(&block))
+        .await
+    {
+        Ok(m) => Ok(m),
+        Err(e) => {
+            tracing::debug!(error = %e, "alert with its block refused; posting plain text");
+            chat.post(room_id, None, text).await
+        }
+    }
+}

@@ -504,7 +504,8 @@ pub struct RocketChatConfig {
     /// Password, for a password login. Also `ROCKETOPS_RC_PASSWORD`.
     #[serde(default)]
     pub password: Option<Secret>,
-    /// Channels to join at start.
+    /// Channels to join at start (public ones are joined; a private group needs an invitation).
+    /// With the alerts channel, the rooms `/readyz` waits for.
     #[serde(default = "default_rooms")]
     pub rooms: Vec<String>,
     /// Channel for failure alerts.
@@ -516,10 +517,11 @@ pub struct RocketChatConfig {
     pub ping_timeout: Duration,
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
-    /// How long a single method call may wait for its answer.
+    /// How long one request (a REST call, or the socket's login) may wait for its answer.
     #[serde(default = "default_call_timeout", with = "humantime_serde")]
     pub call_timeout: Duration,
-    /// How long a post, edit or reaction keeps retrying through reconnects before it is given up.
+    /// How long a post, edit or reaction keeps retrying through outages and rate limits before it
+    /// is given up.
     #[serde(default = "default_send_deadline", with = "humantime_serde")]
     pub send_deadline: Duration,
     #[serde(default = "default_reconnect_min", with = "humantime_serde")]

@@ -617,7 +617,7 @@ impl<C: Chat> Engine<C> {
             // Production failures page whoever is in the channel, as the alerter's do; the
             // page leads the message, the only place the chat boundary leaves one working.
             let text = format!("{}{text}", if production { "@here " } else { "" });
-            let _ = self.inner.chat.post(&room, None, &text).await;
+            let _ = crate::chat::post_alert(&self.inner.chat, &room, &text, env, true).await;
         }
     }
 

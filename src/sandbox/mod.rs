@@ -439,9 +439,9 @@ pub fn claim_kubeconfig_path() -> (std::path::PathBuf, Option<std::fs::File>) {
 fn print_banner(sim: &RocketChatSim, no_bot: bool) {
     println!("rocketops sandbox");
     println!(
-        "  Rocket.Chat simulator, release {}: {}  (DDP: ws://{}/websocket)",
-        sim.release().version(),
+        "  Rocket.Chat simulator: {}  (Rocket.Chat {}; DDP: ws://{}/websocket)",
         sim.url(),
+        sim.release().version(),
         sim.addr()
     );
     println!("  users (password = username):");

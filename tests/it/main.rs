@@ -6,6 +6,7 @@ mod cluster;
 mod commands;
 mod journal;
 mod realjobs;
+mod releases;
 mod rocketchat;
 mod sandbox;
 mod shipping;

@@ -4,7 +4,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::support::{PATIENCE, World, bot_texts, count, texts};
-use rocketops::sandbox::rocketchat::RateRule;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bot_logs_in_with_a_password_and_answers_ping() {
@@ -284,17 +283,14 @@ async fn malformed_and_unknown_frames_are_skipped_and_the_connection_survives() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_of_twenty_answers_all_arrive_despite_the_servers_rate_limit() {
+async fn without_the_rate_limit_exemption_a_burst_of_twenty_answers_waits_for_the_limit_and_loses_none()
+ {
     let mut w = World::new().await;
+    // As on a server where the bot user lacks `api-bypass-rate-limit`: the REST limiter applies.
+    w.sim.revoke_permission("bot", "api-bypass-rate-limit");
+    w.sim
+        .set_rest_rate_limit(Some((5, Duration::from_millis(500))));
     w.start_bot().await;
-    w.sim.set_rate_limit(
-        "sendMessage",
-        Some(RateRule {
-            limit: 5,
-            window: Duration::from_millis(500),
-            exempt_bots: false,
-        }),
-    );
     for i in 0..20 {
         w.sim
             .post("alice", "#ops", &format!("/ping burst{i}"))
@@ -423,4 +419,235 @@ async fn the_chat_handle_posts_edits_in_place_reacts_and_opens_direct_messages()
     );
     assert!(chat.room_id("#no-such-room").await.is_err());
     cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_login_is_resumed_on_every_reconnect_not_repeated() {
+    let mut w = World::new().await;
+    w.start_bot().await;
+    w.ping_ok("first").await;
+    assert_eq!(w.sim.tokens_of("rocketops"), 1, "one login at start");
+    for i in 0..3 {
+        let accepted = w.sim.connections_accepted();
+        w.sim.drop_connections();
+        let started = tokio::time::Instant::now();
+        while w.sim.connections_accepted() == accepted || w.sim.sessions_of("rocketops") == 0 {
+            assert!(started.elapsed() < PATIENCE, "no reconnect");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        w.ping_ok(&format!("after drop {i}")).await;
+    }
+    assert_eq!(
+        w.sim.tokens_of("rocketops"),
+        1,
+        "reconnects resume the first login's token instead of minting new ones"
+    );
+    w.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_room_the_bot_cannot_reach_keeps_it_unready_and_is_named_where_it_listens() {
+    let mut w = World::new().await;
+    w.sim.add_channel("secret-ops", true, &["alice"]);
+    let mut config = w.config();
+    config.rocketchat.rooms = vec!["ops".into(), "secret-ops".into()];
+    w.start_bot_with(config).await;
+    let addr = w.telemetry.expect("telemetry");
+    let warning = w
+        .wait_bot_text("#ops", "the unreachable room named", |t| {
+            t.starts_with("⚠️ I cannot reach")
+        })
+        .await;
+    assert!(warning.contains("#secret-ops was not found"), "{warning}");
+    assert!(warning.contains("`/invite @rocketops`"), "{warning}");
+    let (code, body) = readyz(addr).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("#secret-ops"), "{body}");
+    // Commands still work where it listens.
+    w.ping_ok("meanwhile").await;
+    // Invited, the bot finds the room on its next try and is ready.
+    w.sim.join("rocketops", "secret-ops").unwrap();
+    let started = tokio::time::Instant::now();
+    loop {
+        let (code, body) = readyz(addr).await;
+        if code == 200 {
+            break;
+        }
+        assert!(started.elapsed() < PATIENCE, "still unready: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    w.wait_bot_text("#ops", "the all-clear", |t| {
+        t.starts_with("✅ I can reach every room")
+    })
+    .await;
+    w.sim
+        .post("alice", "#secret-ops", "!ping in the group")
+        .unwrap();
+    w.wait_for("#secret-ops", "the answer in the group", |m| {
+        count(m, "pong in the group") == 1
+    })
+    .await;
+    w.stop_bot().await;
+}
+
+async fn readyz(addr: std::net::SocketAddr) -> (u16, String) {
+    let r = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_older_than_the_oldest_supported_is_refused_at_start_naming_both_versions() {
+    use axum::routing::get;
+    rocketops::tls::install_crypto_provider();
+    let old = axum::Router::new().route(
+        "/api/info",
+        get(|| async { axum::Json(serde_json::json!({"version": "6.13", "success": true})) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, old).await });
+    let mut cfg = rocketops::config::RocketChatConfig::new(format!("http://{addr}"));
+    cfg.token = Some(rocketops::config::Secret::new("a-token"));
+    cfg.connect_timeout = Duration::from_secs(2);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let result = tokio::time::timeout(
+        PATIENCE,
+        rocketops::chat::rocketchat::RocketChat::connect(cfg, Default::default(), cancel.clone()),
+    )
+    .await
+    .expect("refused at once, not retried");
+    let Err(e) = result else {
+        panic!("a 6.13 server was accepted");
+    };
+    let text = e.to_string();
+    assert!(
+        text.contains(
+            "Rocket.Chat 6.13.0 is older than the oldest version rocketops supports (7.0.0)"
+        ),
+        "{text}"
+    );
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_online_checks_the_server_rooms_roles_exemption_and_slash_setting() {
+    let w = World::new().await;
+    w.sim.revoke_permission("bot", "api-bypass-rate-limit");
+    w.sim.set_setting(
+        "Message_AllowUnrecognizedSlashCommand",
+        serde_json::json!(false),
+    );
+    let cfg = w.dir.path().join("rocketops.toml");
+    let write = |rooms: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[bot]\nstore_path = \"{}\"\n[rocketchat]\nurl = \"{}\"\nusername = \"rocketops\"\nrooms = [{rooms}]\n",
+                w.store_path().display(),
+                w.sim.url()
+            ),
+        )
+        .unwrap();
+    };
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rocketops"))
+            .args(["check-config", "--online", "--config"])
+            .arg(&cfg)
+            .env("ROCKETOPS_RC_PASSWORD", "rocketops")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    write("\"ops\", \"nowhere\"");
+    let out = run();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "a missing room fails the check: {stdout}"
+    );
+    assert!(
+        stdout.contains("ok   server         Rocket.Chat 9.0"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ok   login          as @rocketops"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ok   room           #ops"), "{stdout}");
+    assert!(
+        stdout.contains("FAIL room           #nowhere was not found"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("WARN rate limit"), "{stdout}");
+    assert!(stdout.contains("api-bypass-rate-limit"), "{stdout}");
+    assert!(
+        stdout.contains("WARN slash commands Message_AllowUnrecognizedSlashCommand is off"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("`!deploy …`"), "{stdout}");
+    // Fixed on the server, the same check passes.
+    w.sim.grant_permission("bot", "api-bypass-rate-limit");
+    w.sim.set_setting(
+        "Message_AllowUnrecognizedSlashCommand",
+        serde_json::json!(true),
+    );
+    write("\"ops\"");
+    let out = run();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        !stdout.contains("WARN") && !stdout.contains("FAIL"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_without_the_rate_limit_exemption_says_so_at_start() {
+    let w = World::new().await;
+    w.sim.revoke_permission("bot", "api-bypass-rate-limit");
+    let cfg = w.dir.path().join("rocketops.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[bot]\nstore_path = \"{}\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n[rocketchat]\nurl = \"{}\"\nusername = \"rocketops\"\n",
+            w.store_path().display(),
+            w.sim.url()
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rocketops"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("ROCKETOPS_RC_PASSWORD", "rocketops")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut err = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let line = tokio::select! {
+                l = out.next_line() => l,
+                l = err.next_line() => l,
+            };
+            match line {
+                Ok(Some(l)) => {
+                    let hit = l.contains("lacks the `api-bypass-rate-limit` permission");
+                    seen.push(l);
+                    if hit {
+                        return true;
+                    }
+                }
+                _ => return false,
+            }
+        }
+    })
+    .await;
+    let _ = child.kill().await;
+    assert_eq!(found, Ok(true), "{seen:#?}");
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rocketops::app::AppError;
 use rocketops::config::Config;
-use rocketops::sandbox::rocketchat::{RocketChatSim, SimConfig};
+use rocketops::sandbox::rocketchat::{Release, RocketChatSim, SimConfig};
 use rocketops::store::Store;
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -30,12 +30,21 @@ pub struct World {
 }
 
 impl World {
+    /// A world whose Rocket.Chat is the newest release the simulator serves.
     pub async fn new() -> World {
+        World::new_on(Release::NEWEST).await
+    }
+
+    /// A world whose Rocket.Chat serves what `release` serves.
+    pub async fn new_on(release: Release) -> World {
         rocketops::tls::install_crypto_provider();
         let _ = tracing_subscriber_init();
-        let sim = RocketChatSim::start(SimConfig::default())
-            .await
-            .expect("simulator starts");
+        let sim = RocketChatSim::start(SimConfig {
+            release,
+            ..SimConfig::default()
+        })
+        .await
+        .expect("simulator starts");
         World {
             sim,
             dir: tempfile::tempdir().expect("temp dir"),
@@ -58,7 +67,16 @@ impl World {
         local: Option<rocketops::sandbox::kube::runtime::LocalJobs>,
         envs: &[&str],
     ) -> World {
-        let mut w = World::new().await;
+        World::with_cluster_on(Release::NEWEST, local, envs).await
+    }
+
+    /// As [`World::with_cluster_running`], with Rocket.Chat serving what `release` serves.
+    pub async fn with_cluster_on(
+        release: Release,
+        local: Option<rocketops::sandbox::kube::runtime::LocalJobs>,
+        envs: &[&str],
+    ) -> World {
+        let mut w = World::new_on(release).await;
         let kube =
             rocketops::sandbox::kube::KubeSim::start(rocketops::sandbox::kube::KubeSimConfig {
                 pod_ready_after: Duration::from_millis(40),
@@ -285,7 +303,9 @@ impl World {
         self.bot = Some((task, token));
     }
 
-    /// Stops the bot cleanly and waits for it to release the store.
+    /// Stops the bot cleanly and waits for it to release the store. Every test that stops its
+    /// bot so also checks that the bot used the socket for nothing but `login`: Rocket.Chat 9
+    /// serves no other method there.
     pub async fn stop_bot(&mut self) {
         if let Some((task, token)) = self.bot.take() {
             token.cancel();
@@ -293,6 +313,21 @@ impl World {
                 .await
                 .expect("bot stops");
         }
+        let other = self.bot_methods_other_than_login();
+        assert!(
+            other.is_empty(),
+            "the bot called realtime methods besides `login`: {other:?}"
+        );
+    }
+
+    /// The DDP methods the bot called, over the socket or `method.call`, other than `login`.
+    pub fn bot_methods_other_than_login(&self) -> Vec<String> {
+        self.sim
+            .methods_called()
+            .into_iter()
+            .filter(|(user, method)| user == "rocketops" && method != "login")
+            .map(|(_, method)| method)
+            .collect()
     }
 
     /// Waits until `room`'s messages satisfy `done`; returns them.
