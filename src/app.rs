@@ -415,6 +415,17 @@ pub fn never_a_new_command(msg: &Incoming, now_ms: i64, max_age: Duration) -> Op
     None
 }
 
+/// How far ahead of this machine's clock a message's timestamp may be and still move a read mark
+/// (clocks drift; a year-2100 stamp is a forgery or a broken server).
+pub const MARK_FUTURE_SKEW: Duration = Duration::from_secs(120);
+
+/// Pure: the read mark a message may set, or `None` when its timestamp lies further in the future
+/// than clocks drift. A mark in the future would hide every command sent before that time from
+/// the next catch-up.
+pub fn mark_to_record(ts_ms: i64, now_ms: i64) -> Option<i64> {
+    (ts_ms <= now_ms.saturating_add(MARK_FUTURE_SKEW.as_millis() as i64)).then_some(ts_ms)
+}
+
 /// The command pipeline, generic over the chat platform. Cheap to clone.
 pub struct Bot<C: Chat> {
     s: Arc<Shared<C>>,
@@ -609,8 +620,17 @@ impl<C: Chat> Bot<C> {
                 }
             }
         }
-        if let Err(e) = self.s.store.advance_mark(&msg.room_id, msg.ts_ms) {
-            tracing::warn!(error = %e, "cannot move the read mark");
+        match mark_to_record(msg.ts_ms, message_clock_ms()) {
+            Some(ts) => {
+                if let Err(e) = self.s.store.advance_mark(&msg.room_id, ts) {
+                    tracing::warn!(error = %e, "cannot move the read mark");
+                }
+            }
+            None => tracing::warn!(
+                id = %msg.id,
+                ts_ms = msg.ts_ms,
+                "a message stamped in the future; the read mark stays where it is"
+            ),
         }
     }
 
@@ -1508,6 +1528,24 @@ fn message_clock_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timestamp_beyond_the_clock_skew_never_moves_a_read_mark() {
+        let now = 1_800_000_000_000;
+        assert_eq!(mark_to_record(now, now), Some(now));
+        assert_eq!(mark_to_record(now - 5_000, now), Some(now - 5_000));
+        assert_eq!(
+            mark_to_record(now + 60_000, now),
+            Some(now + 60_000),
+            "drift"
+        );
+        assert_eq!(
+            mark_to_record(4_102_444_800_000, now),
+            None,
+            "the year 2100"
+        );
+        assert_eq!(mark_to_record(i64::MAX, i64::MAX), Some(i64::MAX));
+    }
 
     fn live(ts_ms: i64) -> Incoming {
         Incoming {

@@ -293,10 +293,7 @@ pub struct OpRecord {
 impl OpRecord {
     /// A fresh random mark: lowercase letters and digits, fit for names and label values.
     pub fn new_mark() -> String {
-        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-        (0..12)
-            .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
-            .collect()
+        crate::random::token(b"abcdefghijklmnopqrstuvwxyz0123456789", 12)
     }
 
     /// The suffix of the Jobs this operation creates: `<op>-<first five characters of the mark>`.

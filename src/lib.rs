@@ -33,6 +33,8 @@ pub mod memory;
 pub mod ops;
 /// Who may run what where.
 pub mod policy;
+/// Unguessable codes, marks and ids from the operating system's generator.
+pub mod random;
 /// The one redaction pass for outside text.
 pub mod redact;
 /// The local simulators.

@@ -382,9 +382,7 @@ impl<T: Clone> Pending<T> {
     pub fn ask_confirm(&mut self, user: &str, payload: T, ttl: Duration) -> String {
         self.sweep();
         let code: String = loop {
-            let c: String = (0..6)
-                .map(|_| CODE_ALPHABET[fastrand::usize(..CODE_ALPHABET.len())] as char)
-                .collect();
+            let c = crate::random::token(CODE_ALPHABET, 6);
             if !self.confirms.contains_key(&c) {
                 break c;
             }

@@ -651,3 +651,33 @@ async fn a_bot_without_the_rate_limit_exemption_says_so_at_start() {
     let _ = child.kill().await;
     assert_eq!(found, Ok(true), "{seen:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_stamped_in_the_year_2100_does_not_hide_commands_sent_while_the_bot_was_down() {
+    let mut w = World::new().await;
+    w.start_bot().await;
+    w.ping_ok("before").await;
+    let rid = w.sim.room_id("ops").unwrap();
+    let year_2100 = 4_102_444_800_000i64;
+    let forged = serde_json::json!({"msg": "changed", "collection": "stream-room-messages", "id": "id",
+        "fields": {"eventName": "__my_messages__", "args": [
+            {"_id": "forged-2100", "rid": rid, "msg": "/ping from the future",
+             "ts": {"$date": year_2100}, "_updatedAt": {"$date": year_2100},
+             "u": {"_id": "someone", "username": "mallory"}},
+            {"roomParticipant": true, "roomType": "c", "roomName": "ops"}]}});
+    w.sim.inject_frame(&forged.to_string());
+    w.wait_for("#ops", "the forged message handled", |m| {
+        count(m, "pong from the future") == 1
+    })
+    .await;
+    w.stop_bot().await;
+    let mark = w.open_store().read_mark(&rid).unwrap().unwrap();
+    assert!(mark < year_2100, "the read mark moved to {mark}");
+    w.sim.post("alice", "#ops", "/ping while down").unwrap();
+    w.start_bot().await;
+    w.wait_for("#ops", "the caught-up answer", |m| {
+        count(m, "pong while down") == 1
+    })
+    .await;
+    w.stop_bot().await;
+}

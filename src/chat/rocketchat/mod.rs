@@ -112,11 +112,10 @@ pub fn password_digest(password: &str) -> String {
 
 const ID_ALPHABET: &[u8] = b"23456789ABCDEFGHJKLMNPQRSTWXYZabcdefghijkmnopqrstuvwxyz";
 
-/// A Meteor-style 17-character random id, used as a client-chosen message `_id`.
+/// A Meteor-style 17-character random id, used as a client-chosen message `_id` (from the
+/// operating system's generator: an id that could be guessed could be posted first by someone else).
 pub fn new_message_id() -> String {
-    (0..17)
-        .map(|_| ID_ALPHABET[fastrand::usize(..ID_ALPHABET.len())] as char)
-        .collect()
+    crate::random::token(ID_ALPHABET, 17)
 }
 
 /// Capped exponential backoff with jitter: attempt 0 waits about `min`.
