@@ -424,6 +424,8 @@ async fn the_chat_handle_posts_edits_in_place_reacts_and_opens_direct_messages()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_login_is_resumed_on_every_reconnect_not_repeated() {
     let mut w = World::new().await;
+    // The socket refused at first: the retries resume the one login too.
+    w.sim.refuse_connections_for(Duration::from_millis(800));
     w.start_bot().await;
     w.ping_ok("first").await;
     assert_eq!(w.sim.tokens_of("rocketops"), 1, "one login at start");

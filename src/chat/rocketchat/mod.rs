@@ -60,6 +60,9 @@ struct Inner {
     missing: Mutex<Vec<MissingRoom>>,
     /// One password login at a time when a token stops working.
     relogin: tokio::sync::Mutex<()>,
+    /// The last password login: its token is resumed on every new socket (and its user document
+    /// read), so that reconnects, even failed ones, mint no new tokens.
+    password_login: Mutex<Option<LoggedIn>>,
     cancel: CancellationToken,
     /// The connection's supervising task (it holds the store for read marks).
     supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -203,6 +206,7 @@ impl RocketChat {
             rooms: Mutex::new(HashMap::new()),
             missing: Mutex::new(Vec::new()),
             relogin: tokio::sync::Mutex::new(()),
+            password_login: Mutex::new(None),
             cancel,
             supervisor: Mutex::new(None),
             cfg,
@@ -329,7 +333,11 @@ impl RocketChat {
             .login(user, pw.expose(), cfg.call_timeout)
             .await
         {
-            Ok(LoggedIn { auth, .. }) => {
+            Ok(login) => {
+                let auth = login.auth.clone();
+                if let Ok(mut cached) = self.inner.password_login.lock() {
+                    *cached = Some(login);
+                }
                 tracing::info!("logged in to Rocket.Chat again: the earlier token stopped working");
                 if let Ok(mut id) = self.inner.identity.write()
                     && let Some(id) = id.as_mut()
@@ -1045,12 +1053,13 @@ async fn learn_server(inner: &Inner) -> Result<Server, EstablishError> {
     Ok(server)
 }
 
-/// The token to resume on the socket: the personal access token, the token of the last password
-/// login (so reconnecting mints no new token), or, with `fresh` or none yet, a new password login.
+/// The token to resume on the socket, and the user document a password login returned: the
+/// personal access token, the token of the last password login (so reconnecting, even failing
+/// to, mints no new token), or, with `fresh` or none yet, a new password login.
 async fn resume_token(
     inner: &Inner,
     fresh: bool,
-) -> Result<(String, Option<LoggedIn>), EstablishError> {
+) -> Result<(String, Option<Value>), EstablishError> {
     let cfg = &inner.cfg;
     if let Some(pat) = &cfg.token {
         return Ok((pat.expose().to_string(), None));
@@ -1060,11 +1069,17 @@ async fn resume_token(
             "no credentials configured".into(),
         ));
     };
-    if !fresh && let Some(me) = inner.identity.read().ok().and_then(|g| g.clone()) {
-        return Ok((me.auth.token, None));
+    if !fresh && let Some(l) = inner.password_login.lock().ok().and_then(|g| g.clone()) {
+        return Ok((l.auth.token, Some(l.me)));
     }
     match inner.rest.login(user, pw.expose(), cfg.call_timeout).await {
-        Ok(l) => Ok((l.auth.token.clone(), Some(l))),
+        Ok(l) => {
+            let answer = (l.auth.token.clone(), Some(l.me.clone()));
+            if let Ok(mut cached) = inner.password_login.lock() {
+                *cached = Some(l);
+            }
+            Ok(answer)
+        }
         Err(RestError::Refused { status, error, .. }) if status < 500 => {
             Err(EstablishError::LoginRejected(login_refusal(&error)))
         }
@@ -1087,7 +1102,8 @@ async fn establish(inner: &Inner, first: bool) -> Result<Established, EstablishE
         ping_timeout: cfg.ping_timeout,
         connect_timeout: cfg.connect_timeout,
     };
-    let (mut token, mut fresh) = resume_token(inner, false).await?;
+    let (mut token, mut user_doc) = resume_token(inner, false).await?;
+    let mut renewed = false;
     let (session, events, pump) = Session::open(&inner.ws_url, timing)
         .await
         .map_err(|e| EstablishError::Transient(e.to_string()))?;
@@ -1104,9 +1120,10 @@ async fn establish(inner: &Inner, first: bool) -> Result<Established, EstablishE
                 return Err(EstablishError::Transient(e.to_string()));
             }
             // The last password login's token expired or was revoked: log in once more.
-            Ok(Err(CallError::Server(e))) if fresh.is_none() && cfg.token.is_none() => {
+            Ok(Err(CallError::Server(e))) if !renewed && cfg.token.is_none() => {
                 tracing::info!(reason = %e, "the saved login token was refused; logging in again");
-                (token, fresh) = resume_token(inner, true).await?;
+                (token, user_doc) = resume_token(inner, true).await?;
+                renewed = true;
             }
             Ok(Err(CallError::Server(e))) => {
                 return Err(EstablishError::LoginRejected(e.to_string()));
@@ -1133,7 +1150,7 @@ async fn establish(inner: &Inner, first: bool) -> Result<Established, EstablishE
         token,
     };
     let known = inner.identity.read().ok().and_then(|i| i.clone());
-    let user_doc = match (fresh.map(|f| f.me), &known) {
+    let user_doc = match (user_doc, &known) {
         (Some(me), _) if !me.is_null() => Some(me),
         (_, Some(k)) if k.user_id == user_id => None,
         _ => match inner.rest.me(&auth, cfg.call_timeout).await {
