@@ -1072,9 +1072,32 @@ async fn the_rest_limiter_counts_per_route_and_address_and_spares_a_user_allowed
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    let (status, h, _) = rest(&http, &sim, get, "me", &bob, None).await;
+    let (status, h, _) = rest(&http, &sim, get.clone(), "me", &bob, None).await;
     assert_eq!(status, 200);
     assert!(!h.contains_key("X-RateLimit-Limit"));
+    // The control API grants and revokes permissions: with the limit back, a granted bypass
+    // drops the headers, and a revoked one brings them back.
+    let limit = |n: u32| json!({"limit": n, "window_ms": 60_000});
+    let r = http
+        .post(format!("{}/_sim/rest-rate-limit", sim.url()))
+        .json(&limit(10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let permission = |grant: bool| json!({"role": "user", "permission": "api-bypass-rate-limit", "grant": grant});
+    for (grant, limited) in [(true, false), (false, true)] {
+        let r = http
+            .post(format!("{}/_sim/permission", sim.url()))
+            .json(&permission(grant))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "grant {grant}");
+        let (status, h, _) = rest(&http, &sim, get.clone(), "me", &bob, None).await;
+        assert_eq!(status, 200);
+        assert_eq!(h.contains_key("X-RateLimit-Limit"), limited, "grant {grant}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
