@@ -87,15 +87,41 @@ pub fn render(prefix: &str, text: &str, before: Option<&[String]>) -> Option<Str
     (!shown.is_empty()).then(|| shown.join("\n"))
 }
 
+/// Pure: a message in a room other than the one in view, as one line (its first, shortened).
+pub fn glimpse(room: &str, author: &str, text: &str) -> String {
+    let first = text.lines().next().unwrap_or_default();
+    let mut line: String = first.chars().take(100).collect();
+    if first.chars().count() > 100 || text.lines().nth(1).is_some() {
+        line.push_str(" …");
+    }
+    format!("[{room}] {author}: {line}")
+}
+
+/// Pure: whether a message in `room` (as the simulator labels it: `#ops`, or `@a,@b` for a
+/// direct message) is in the view of `seat`, or at least concerns its user.
+fn placement(room: &str, seat: &Seat) -> (bool, bool) {
+    let in_view = room == seat.room
+        || (seat.room.starts_with('@')
+            && room.contains(&format!("@{}", seat.user))
+            && room.contains(&seat.room));
+    let concerns = room.starts_with('#') || room.split(',').any(|m| m == format!("@{}", seat.user));
+    (in_view, concerns)
+}
+
+/// How many earlier messages `:in` shows of the room it moves to.
+const HISTORY_ON_MOVE: usize = 5;
+
 /// Runs the terminal chat until `:quit`, Ctrl-C, Ctrl-D or `shutdown`.
 pub async fn run(sim: &RocketChatSim, shutdown: CancellationToken) {
     println!();
     println!(
-        "You are alice (role ops) in #ops. Try `help`, `status`, `deploy test 7.0.0`, `history test`,"
+        "You are alice (role ops) in #ops. Try `/help`, `/status`, `/deploy test 7.0.0`, `/history test`,"
     );
     println!(
-        "`deploy prod v3.1` (confirm, then `:as admin` and `approve #N`), or a tag that does not exist."
+        "`/deploy prod v3.1` (confirm, then `:as admin` and `/approve #N`), or a tag that does not exist."
     );
+    println!("In a direct message with the bot (`:in @rocketops`) the same commands work without `/`.");
+    println!("Messages in other rooms show as one line each (`[#alerts] ...`); `:in ROOM` shows its latest.");
     println!("  :as USER    speak as another user (admin, alice, bob)");
     println!("  :in ROOM    move to #CHANNEL or @USER (a direct message)");
     println!("  :quit       leave (or Ctrl-C, Ctrl-D)");
@@ -112,7 +138,13 @@ pub async fn run(sim: &RocketChatSim, shutdown: CancellationToken) {
     };
     let printer: Arc<Mutex<Printer>> =
         Arc::new(Mutex::new(match editor.create_external_printer() {
-            Ok(mut p) => Box::new(move |s: String| {
+            // Every line ends in a newline: outside the editor's raw mode (while a typed line is
+            // being handled) the printer writes the text as it is, and a line without its newline
+            // was wiped by the next prompt.
+            Ok(mut p) => Box::new(move |mut s: String| {
+                if !s.ends_with('\n') {
+                    s.push('\n');
+                }
                 let _ = p.print(s);
             }),
             Err(_) => Box::new(|s: String| println!("{s}")),
@@ -152,19 +184,34 @@ pub async fn run(sim: &RocketChatSim, shutdown: CancellationToken) {
         let mut seen: HashMap<String, Vec<String>> = HashMap::new();
         loop {
             match events.recv().await {
-                Ok(SimEvent::Message { room, message, .. }) => {
+                Ok(SimEvent::Message {
+                    room,
+                    message,
+                    edited,
+                }) => {
                     let here = shown_seat.lock().map(|s| s.clone()).ok();
                     let Some(here) = here else { continue };
-                    let in_view = room == here.room
-                        || (here.room.starts_with('@')
-                            && room.contains(&format!("@{}", here.user))
-                            && room.contains(&here.room));
-                    if !in_view || message.get("t").is_some() {
+                    if message.get("t").is_some() {
                         continue;
                     }
                     let id = message["_id"].as_str().unwrap_or_default().to_string();
                     let author = message["u"]["username"].as_str().unwrap_or("?");
                     let text = message["msg"].as_str().unwrap_or_default();
+                    let (in_view, concerns) = placement(&room, &here);
+                    if !in_view {
+                        // Elsewhere: a new message as one line (an alert in #alerts, a DM), not
+                        // every edit of it.
+                        let first_time = !seen.contains_key(&id);
+                        seen.insert(id, text.lines().map(str::to_string).collect());
+                        if concerns
+                            && first_time
+                            && !edited
+                            && let Ok(mut p) = out.lock()
+                        {
+                            p(glimpse(&room, author, text));
+                        }
+                        continue;
+                    }
                     let thread = if message.get("tmid").is_some() {
                         " ↳"
                     } else {
@@ -223,6 +270,25 @@ pub async fn run(sim: &RocketChatSim, shutdown: CancellationToken) {
                     s.room = room.clone();
                 }
                 say(format!("(now in {room})"));
+                let stored = match room.strip_prefix('@') {
+                    Some(other) => sim.direct_room(&here.user, other),
+                    None => Some(room.clone()),
+                };
+                let history = stored.and_then(|r| sim.messages(&r).ok()).unwrap_or_default();
+                let recent: Vec<_> = history
+                    .iter()
+                    .filter(|m| m.get("t").is_none())
+                    .rev()
+                    .take(HISTORY_ON_MOVE)
+                    .collect();
+                for m in recent.into_iter().rev() {
+                    let author = m["u"]["username"].as_str().unwrap_or("?");
+                    let prefix = format!("[{room}] {author}: ");
+                    if let Some(text) = render(&prefix, m["msg"].as_str().unwrap_or_default(), None)
+                    {
+                        say(text);
+                    }
+                }
             }
             Typed::Quit => break,
             Typed::Say(text) => {
@@ -238,6 +304,36 @@ pub async fn run(sim: &RocketChatSim, shutdown: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_elsewhere_is_one_shortened_line() {
+        assert_eq!(
+            glimpse("#alerts", "rocketops", "🚨 test failed\nmore"),
+            "[#alerts] rocketops: 🚨 test failed …"
+        );
+        let long = "x".repeat(150);
+        assert_eq!(
+            glimpse("#ops", "bob", &long).chars().count(),
+            "[#ops] bob: ".chars().count() + 100 + 2
+        );
+    }
+
+    #[test]
+    fn other_channels_and_the_users_own_direct_messages_concern_it_and_others_dms_do_not() {
+        let seat = Seat {
+            user: "alice".into(),
+            room: "#ops".into(),
+        };
+        assert_eq!(placement("#ops", &seat), (true, true));
+        assert_eq!(placement("#alerts", &seat), (false, true));
+        assert_eq!(placement("@alice,@rocketops", &seat), (false, true));
+        assert_eq!(placement("@bob,@rocketops", &seat), (false, false));
+        let dm = Seat {
+            user: "alice".into(),
+            room: "@rocketops".into(),
+        };
+        assert_eq!(placement("@alice,@rocketops", &dm), (true, true));
+    }
 
     #[test]
     fn the_prompt_names_the_user_and_the_room() {

@@ -214,3 +214,87 @@ fn at_the_prompt_the_sandbox_names_who_and_where_keeps_logs_off_screen_and_leave
         "the kubeconfig of a stopped sandbox is removed"
     );
 }
+
+#[test]
+fn fifty_lines_typed_quickly_at_the_prompt_show_every_echo_and_answer_once_and_other_rooms_as_one_line()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut pty, child) = Pty::spawn(dir.path());
+    let _child = KillOnDrop(child);
+    let banner = pty.wait_for("alice@#ops> ");
+    let url = banner
+        .lines()
+        .find_map(|l| l.split("Rocket.Chat simulator: ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .expect("the simulator's address")
+        .to_string();
+    for i in 0..50 {
+        pty.type_keys(&format!("/ping n{i:02}\r"));
+    }
+    let tags: Vec<String> = (0..50).map(|i| format!("n{i:02}")).collect();
+    let started = std::time::Instant::now();
+    while !tags
+        .iter()
+        .all(|t| seen_once(&pty, &format!("[#ops] rocketops: pong {t}")))
+        && started.elapsed() < PATIENCE
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let shown = pty.seen.lock().unwrap().clone();
+    for t in &tags {
+        assert_eq!(
+            shown.matches(&format!("[#ops] alice: /ping {t}")).count(),
+            1,
+            "the echo of /ping {t}:\n{shown}"
+        );
+        assert_eq!(
+            shown.matches(&format!("[#ops] rocketops: pong {t}")).count(),
+            1,
+            "the answer to /ping {t}:\n{shown}"
+        );
+    }
+    // What the prompt itself says appears too.
+    pty.type_keys(":as admin\r");
+    pty.wait_for("(now speaking as admin)");
+    pty.type_keys(":as alice\r");
+    pty.wait_for("(now speaking as alice)");
+    // A new message in another room shows as one line.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = runtime.block_on(async {
+        rocketops::tls::install_crypto_provider();
+        reqwest::Client::new()
+            .post(format!("{url}/_sim/post"))
+            .json(&json!({"user": "admin", "room": "#alerts", "text": "drill: the pager works\nsecond line"}))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    assert_eq!(status.ok(), Some(200));
+    pty.wait_for("[#alerts] admin: drill: the pager works …");
+    // Moving to a room shows its latest messages.
+    pty.type_keys(":in #alerts\r");
+    let moved = pty.wait_for("(now in #alerts)");
+    let after = moved.rfind("(now in #alerts)").unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let shown = pty.seen.lock().unwrap().clone();
+        if shown[after..].contains("[#alerts] admin: drill: the pager works") {
+            break;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "no history on moving to #alerts:\n{}",
+            &shown[after..]
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pty.type_keys(":quit\r");
+}
+
+/// Whether the terminal has shown `what`.
+fn seen_once(pty: &Pty, what: &str) -> bool {
+    pty.seen.lock().unwrap().contains(what)
+}
