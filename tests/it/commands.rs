@@ -1181,3 +1181,39 @@ async fn with_two_approvals_one_is_not_enough_and_a_second_different_person_runs
     assert!(image_of(&w, "prod").ends_with(":7.0.0"));
     w.stop_bot().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_approved_after_prods_image_changed_by_hand_is_refused_naming_the_change() {
+    let mut w = World::with_cluster().await;
+    w.start_bot().await;
+    w.sim.post("alice", "#ops", "/deploy prod 7.0.0").unwrap();
+    w.confirm("alice", "#ops").await;
+    let op = approval_op(&w, "deploy prod 7.0.0 needs a second person").await;
+    // Someone changes prod by hand while the deploy waits: its plan was made against 6.5.0.
+    let repo = rocketops::sandbox::kube::seed::ROCKETCHAT_REPO;
+    rocketops::cluster::Cluster::from_kubeconfig(&w.kubeconfig(), Some("prod"), None)
+        .await
+        .unwrap()
+        .set_image(
+            "rocketchat",
+            "rocketchat",
+            &format!("{repo}:6.6.0"),
+            "kubectl set image",
+        )
+        .await
+        .unwrap();
+    w.sim
+        .post("admin", "#ops", &format!("/approve #{op}"))
+        .unwrap();
+    let refused = w
+        .wait_bot_text("#ops", "the refusal", |t| t.contains("changed from"))
+        .await;
+    assert_eq!(
+        refused,
+        format!(
+            "prod changed from `{repo}:6.5.0` to `{repo}:6.6.0` after @alice asked for #{op}: not deploying. Send the command again if it is still wanted."
+        )
+    );
+    assert!(image_of(&w, "prod").ends_with(":6.6.0"), "not deployed");
+    w.stop_bot().await;
+}
