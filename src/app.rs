@@ -15,8 +15,11 @@ use crate::command::runbook::{self, RunbookSpec};
 use crate::command::{self, Addressing, BackupRef, Command, Grammar};
 use crate::config::Config;
 use crate::error::UserError;
+use crate::journal::ChosenBackup;
 use crate::ops;
-use crate::policy::{Decision, Pending, Policy, PolicyConfig, RateLimiter, Requester, RoleCache};
+use crate::policy::{
+    Approval, Decision, Pending, Policy, PolicyConfig, RateLimiter, Requester, RoleCache, lock,
+};
 use crate::store::{AuditDecision, AuditEntry, Store, StoreError};
 
 /// Why the bot stopped.
@@ -148,9 +151,8 @@ pub async fn run_with_clock(
                 ready
                     .chat_connected
                     .store(chat.is_connected(), std::sync::atomic::Ordering::Relaxed);
-                if let Ok(mut r) = ready.rooms_missing.lock() {
-                    *r = chat.missing_rooms().into_iter().map(|m| m.name).collect();
-                }
+                *lock(&ready.rooms_missing, "rooms missing") =
+                    chat.missing_rooms().into_iter().map(|m| m.name).collect();
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                     _ = stop.cancelled() => {}
@@ -310,10 +312,16 @@ struct Held {
     room_label: String,
     thread: Option<String>,
     requester: String,
-    /// Approvals still needed after confirmation.
+    /// The channel it was asked in (`None` in a direct message), as the policy knows rooms.
+    room: Option<String>,
+    /// Approvals, each by a different person, needed after confirmation.
     approvals: u32,
     /// The plan as decided before confirmation, when it needed the cluster to decide.
     plan: Option<String>,
+    /// The backup the plan named (restore, verify): what runs, whatever is newer by then.
+    backup: Option<ChosenBackup>,
+    /// The app's image when it was asked (deploy, rollback): the plan was made against it.
+    image_then: Option<String>,
     /// For a read-only command naming no environment: the ones the asker may see.
     visible: Option<Vec<String>>,
 }
@@ -650,23 +658,15 @@ impl<C: Chat> Bot<C> {
             };
             return self.refuse(&origin, body, None, e).await;
         }
-        let limited = self
-            .s
-            .limiter
-            .lock()
-            .map(|mut l| l.check(&msg.username))
-            .unwrap_or(Ok(()));
-        let limited: Result<(), u64> = limited;
+        // Poisoned locks are taken back, never read as "no limit" (see `policy::poison`).
+        let limited: Result<(), u64> = lock(&self.s.limiter, "rate limiter").check(&msg.username);
         let now = self.s.clock.now_ms();
-        let told = self.s.flood.lock().map(|mut f| {
-            flood_step(
-                &mut f,
-                (&msg.username, &origin.room_label, body),
-                now,
-                limited.err(),
-            )
-        });
-        let (answer, ended) = told.unwrap_or((false, None));
+        let (answer, ended) = flood_step(
+            &mut lock(&self.s.flood, "flood windows"),
+            (&msg.username, &origin.room_label, body),
+            now,
+            limited.err(),
+        );
         if let Some(ended) = ended {
             self.audit_flood(&msg.username, &ended);
         }
@@ -687,14 +687,12 @@ impl<C: Chat> Bot<C> {
         };
         match &cmd {
             Command::Confirm { code } => {
-                let taken = self
-                    .s
-                    .pending
-                    .lock()
-                    .map(|mut p| p.confirm(code, &msg.username))
-                    .map_err(|_| ());
+                let taken = lock(&self.s.pending, "pending").confirm(code, &msg.username);
                 match taken {
-                    Ok(Ok(held)) => {
+                    Ok(held) => {
+                        if let Some(e) = self.changed_since_asked(&held).await {
+                            return self.refuse(&origin, body, Some(&held.cmd), e).await;
+                        }
                         self.audit(
                             &origin,
                             body,
@@ -706,12 +704,8 @@ impl<C: Chat> Bot<C> {
                         );
                         self.after_confirmation(&origin, held).await;
                     }
-                    Ok(Err(e)) => {
+                    Err(e) => {
                         self.refuse(&origin, body, Some(&cmd), UserError::Refused(e.to_string()))
-                            .await
-                    }
-                    Err(_) => {
-                        self.refuse(&origin, body, Some(&cmd), UserError::Internal)
                             .await
                     }
                 }
@@ -724,14 +718,12 @@ impl<C: Chat> Bot<C> {
 
     async fn requester_roles(&self, username: &str) -> Result<Vec<String>, UserError> {
         let ttl = self.s.policy_cfg.role_cache_ttl;
-        if let Some(r) = self.s.roles.lock().ok().and_then(|c| c.get(username, ttl)) {
+        if let Some(r) = lock(&self.s.roles, "role cache").get(username, ttl) {
             return Ok(r);
         }
         match self.s.chat.user_roles(username).await {
             Ok(roles) => {
-                if let Ok(mut c) = self.s.roles.lock() {
-                    c.put(username, roles.clone());
-                }
+                lock(&self.s.roles, "role cache").put(username, roles.clone());
                 Ok(roles)
             }
             Err(e) => {
@@ -893,6 +885,14 @@ impl<C: Chat> Bot<C> {
             // Checked before anyone is asked to confirm: there is no copy to fetch.
             return self.refuse(origin, body, Some(&cmd), e).await;
         }
+        // The backup a restore or verify runs is decided now, named in the plan, and carried
+        // through confirmation and approval: a newer one appearing meanwhile changes nothing.
+        let backup = match self.choose_backup(&cmd) {
+            Ok(b) => b,
+            // Refused before anyone is asked to confirm: there is nothing to restore.
+            Err(e) => return self.refuse(origin, body, Some(&cmd), e).await,
+        };
+        let plan_cmd = planned(&cmd, backup.as_ref());
         if let Command::Restore { env, .. } = &cmd
             && let (Some(c), Some(e)) = (
                 self.s.clusters.get(env),
@@ -906,7 +906,7 @@ impl<C: Chat> Bot<C> {
             {
                 let name = hpa.map(|h| h.metadata.name.unwrap_or_default());
                 plan = Some(ops::plan_with(
-                    &cmd,
+                    &plan_cmd,
                     &self.s.config,
                     &self.s.store,
                     self.s.clock.now_ms(),
@@ -914,6 +914,20 @@ impl<C: Chat> Bot<C> {
                 ));
             }
         }
+        if plan.is_none() && backup.is_some() {
+            plan = Some(ops::plan_summary(
+                &plan_cmd,
+                &self.s.config,
+                &self.s.store,
+                self.s.clock.now_ms(),
+            ));
+        }
+        let image_then = match &cmd {
+            Command::Deploy { env, .. } | Command::Rollback { env, .. } => {
+                self.current_image(env).await
+            }
+            _ => None,
+        };
         let op = if cmd.is_mutating() {
             match self.s.store.next_op_id() {
                 Ok(op) => op,
@@ -936,37 +950,34 @@ impl<C: Chat> Bot<C> {
             room_label: origin.room_label.clone(),
             thread: origin.msg.thread.clone(),
             requester: origin.msg.username.clone(),
+            room: match origin.msg.room_kind {
+                RoomKind::Direct => None,
+                _ => origin.msg.room_name.clone(),
+            },
             approvals,
             plan,
+            backup,
+            image_then,
             visible,
         };
         if confirm {
-            let code = self
-                .s
-                .pending
-                .lock()
-                .map(|mut p| {
-                    p.ask_confirm(
-                        &origin.msg.username,
-                        held.clone(),
-                        self.s.policy_cfg.confirm_ttl,
-                    )
-                })
-                .map_err(|_| ());
-            let Ok(code) = code else {
-                return self
-                    .refuse(origin, body, Some(&held.cmd), UserError::Internal)
-                    .await;
-            };
+            let code = lock(&self.s.pending, "pending").ask_confirm(
+                &origin.msg.username,
+                held.clone(),
+                self.s.policy_cfg.confirm_ttl,
+            );
             let ttl = crate::clock::human(self.s.policy_cfg.confirm_ttl);
-            // The need for a second person is said now, not only after confirming.
-            let second = if held.approvals > 0 {
-                format!(
+            // The need for other people is said now, not only after confirming.
+            let second = match held.approvals {
+                0 => String::new(),
+                1 => format!(
                     "\nIt then needs a second person: another user who may run it types `approve #{}`.",
                     held.op
-                )
-            } else {
-                String::new()
+                ),
+                n => format!(
+                    "\nIt then needs {n} more people: {n} different users who may run it each type `approve #{}`.",
+                    held.op
+                ),
             };
             let text = format!(
                 "#{op} {plan}\n@{user}, type `confirm {code}` within {ttl} to go ahead, or `cancel #{op}`.{second}",
@@ -1016,22 +1027,159 @@ impl<C: Chat> Bot<C> {
         self.after_confirmation(origin, held).await;
     }
 
+    /// The backup a restore or verify of one environment will run, decided when it is asked.
+    fn choose_backup(&self, cmd: &Command) -> Result<Option<ChosenBackup>, UserError> {
+        let (env, src, which, offsite) = match cmd {
+            Command::Restore {
+                env,
+                backup,
+                from,
+                offsite,
+                ..
+            } => (env, from.as_ref().unwrap_or(env), backup.clone(), *offsite),
+            Command::Verify {
+                env: Some(env),
+                backup,
+                offsite,
+            } => (
+                env,
+                env,
+                backup.clone().unwrap_or(BackupRef::Latest),
+                *offsite,
+            ),
+            _ => return Ok(None),
+        };
+        let e = self
+            .s
+            .config
+            .environments
+            .get(env)
+            .cloned()
+            .unwrap_or_else(|| crate::config::EnvironmentConfig::named(env));
+        ops::operation::choose_backup(&self.s.store, &e, src, &which, offsite).map(Some)
+    }
+
+    /// The image `env`'s app runs now, when the cluster says.
+    async fn current_image(&self, env: &str) -> Option<String> {
+        let (c, e) = (
+            self.s.clusters.get(env)?,
+            self.s.config.environments.get(env)?,
+        );
+        let d = c.deployment(&e.deployment).await.ok()?;
+        crate::cluster::rollout::current_image(&d, Some(e.container()))
+    }
+
+    /// What changed since `held` was asked for that its decision rested on, if anything: the
+    /// environment's lock, the requester's right to run it (today's policy and roles), and the
+    /// state its plan read (the app's image, the backup it names). Checked at every step from
+    /// the question to the start: at `confirm` and at each `approve`.
+    async fn changed_since_asked(&self, held: &Held) -> Option<UserError> {
+        let cmd = &held.cmd;
+        let changed = |what: String| UserError::ChangedSinceAsked {
+            op: held.op,
+            what,
+            requester: held.requester.clone(),
+            action: doing(cmd),
+        };
+        if cmd.is_mutating() && !matches!(cmd, Command::Lock { .. } | Command::Unlock { .. }) {
+            let envs: Vec<String> = match cmd.env() {
+                Some(e) => vec![e.to_string()],
+                None => self.s.config.environments.keys().cloned().collect(),
+            };
+            for env in envs {
+                if self.s.policy.allowed_when_locked(&env, cmd.policy_name()) {
+                    continue;
+                }
+                match self.s.store.env_lock(&env) {
+                    Ok(Some(l)) => {
+                        return Some(changed(format!(
+                            "{env} was locked by @{} at {}{}",
+                            l.by,
+                            clock_time(l.at_ms),
+                            l.reason.map(|r| format!(" ({r})")).unwrap_or_default()
+                        )));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        // Unknown is not unlocked: the step fails rather than run into a freeze.
+                        tracing::error!(error = %e, %env, "cannot read the environment's lock");
+                        return Some(UserError::Internal);
+                    }
+                }
+            }
+        }
+        let roles = if self.s.policy.needs_roles(cmd) {
+            match self.requester_roles(&held.requester).await {
+                Ok(r) => r,
+                Err(e) => return Some(e),
+            }
+        } else {
+            Vec::new()
+        };
+        let now = self.s.policy.authorize(
+            cmd,
+            &Requester {
+                username: &held.requester,
+                roles: &roles,
+                room: held.room.as_deref(),
+            },
+        );
+        match now {
+            Decision::Deny { reason } => {
+                return Some(changed(format!(
+                    "@{} may no longer run it ({})",
+                    held.requester,
+                    reason.trim_end_matches('.')
+                )));
+            }
+            Decision::Allow { approvals, .. } if approvals > held.approvals => {
+                return Some(changed(format!(
+                    "the policy now asks for {}",
+                    crate::policy::approvals(approvals)
+                )));
+            }
+            Decision::Allow { .. } => {}
+        }
+        if let Some(b) = &held.backup
+            && !crate::catalog::list(&self.s.store, Some(&b.env))
+                .iter()
+                .any(|r| r.job == b.job)
+        {
+            return Some(changed(format!(
+                "{}'s backup `{}` left the catalog",
+                b.env, b.name
+            )));
+        }
+        if let (Some(then), Some(env)) = (&held.image_then, cmd.env())
+            && let Some(now) = self.current_image(env).await
+            && now != *then
+        {
+            return Some(changed(format!("{env} changed from `{then}` to `{now}`")));
+        }
+        None
+    }
+
     /// A confirmed (or unconfirmed but allowed) command: ask for approval if needed, else run it.
     async fn after_confirmation(&self, origin: &Origin<'_>, held: Held) {
         if held.approvals > 0 {
             let op = held.op;
             let summary = describe(&held.cmd);
-            if let Ok(mut p) = self.s.pending.lock() {
-                p.ask_approval(
-                    op,
-                    &held.requester,
-                    held.clone(),
-                    self.s.policy_cfg.approval_ttl,
-                );
-            }
-            let text = format!(
-                "#{op} {summary} needs a second person: another user who may run it types `approve #{op}`."
+            // Registered whatever a panic elsewhere left behind: the chat is told it waits.
+            lock(&self.s.pending, "pending").ask_approval(
+                op,
+                &held.requester,
+                held.clone(),
+                held.approvals,
+                self.s.policy_cfg.approval_ttl,
             );
+            let text = match held.approvals {
+                1 => format!(
+                    "#{op} {summary} needs a second person: another user who may run it types `approve #{op}`."
+                ),
+                n => format!(
+                    "#{op} {summary} needs {n} more people: {n} different users who may run it each type `approve #{op}`."
+                ),
+            };
             self.reply(origin.msg, &text).await;
             self.audit(
                 origin,
@@ -1048,12 +1196,9 @@ impl<C: Chat> Bot<C> {
     }
 
     async fn approve(&self, origin: &Origin<'_>, body: &str, cmd: &Command, op: u64) {
-        let held = self
-            .s
-            .pending
-            .lock()
-            .ok()
-            .and_then(|p| p.peek_approval(op).map(|h| h.payload.clone()));
+        let held = lock(&self.s.pending, "pending")
+            .peek_approval(op)
+            .map(|h| h.payload.clone());
         let Some(held) = held else {
             let e = UserError::Refused(crate::policy::PendingError::UnknownOp(op).to_string());
             return self.refuse(origin, body, Some(cmd), e).await;
@@ -1070,41 +1215,79 @@ impl<C: Chat> Bot<C> {
             }
             Err(e) => return self.refuse(origin, body, Some(cmd), e).await,
         }
-        let taken = self
-            .s
-            .pending
-            .lock()
-            .map(|mut p| p.approve(op, &origin.msg.username))
-            .map_err(|_| ());
+        if let Some(e) = self.changed_since_asked(&held).await {
+            // What was asked for no longer holds: the request ends here, whoever approves next.
+            lock(&self.s.pending, "pending").drop_approval(op);
+            return self.refuse(origin, body, Some(&held.cmd), e).await;
+        }
+        let taken = lock(&self.s.pending, "pending").approve(op, &origin.msg.username);
+        let summary = describe(&held.cmd);
         match taken {
-            Ok(Ok((requester, held))) => {
+            Ok(Approval::Counted {
+                requester,
+                approvers,
+                missing,
+            }) => {
+                let needed = held.approvals;
+                self.reply(
+                    origin.msg,
+                    &format!(
+                        "#{op} {summary}: approved by {} ({} of {needed}). It still needs {}: another user who may run it types `approve #{op}`.",
+                        mentions(&approvers),
+                        approvers.len(),
+                        crate::policy::approvals(missing),
+                    ),
+                )
+                .await;
                 self.audit(
                     origin,
                     body,
                     Some(&held.cmd),
                     AuditDecision::Approved,
+                    Some(format!(
+                        "requested by {requester}; {} of {needed} approvals",
+                        approvers.len()
+                    )),
+                    Some(op),
+                    Some(format!("waiting for {}", crate::policy::approvals(missing))),
+                );
+            }
+            Ok(Approval::Complete {
+                requester,
+                approvers,
+                payload,
+            }) => {
+                if approvers.len() > 1 {
+                    self.reply(
+                        origin.msg,
+                        &format!(
+                            "#{op} {summary}: approved by {} ({n} of {n}); starting.",
+                            mentions(&approvers),
+                            n = approvers.len()
+                        ),
+                    )
+                    .await;
+                }
+                self.audit(
+                    origin,
+                    body,
+                    Some(&payload.cmd),
+                    AuditDecision::Approved,
                     Some(format!("requested by {requester}")),
                     Some(op),
                     None,
                 );
-                self.run(origin, held).await;
+                self.run(origin, payload).await;
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 self.refuse(origin, body, Some(cmd), UserError::Refused(e.to_string()))
-                    .await
-            }
-            Err(_) => {
-                self.refuse(origin, body, Some(cmd), UserError::Internal)
                     .await
             }
         }
     }
 
     async fn cancel(&self, origin: &Origin<'_>, body: &str, cmd: &Command, op: u64) {
-        let mut found = None;
-        if let Ok(mut p) = self.s.pending.lock() {
-            found = p.withdraw_op(op, &origin.msg.username);
-        }
+        let found = lock(&self.s.pending, "pending").withdraw_op(op, &origin.msg.username);
         match found {
             Some(Ok(held)) => {
                 self.reply(
@@ -1282,12 +1465,8 @@ impl<C: Chat> Bot<C> {
                 clock: self.s.clock,
                 visible: held.visible.as_deref(),
                 help_for: &|name, sample| {
-                    let roles = self
-                        .s
-                        .roles
-                        .lock()
-                        .ok()
-                        .and_then(|c| c.get(&origin.msg.username, Duration::MAX))
+                    let roles = lock(&self.s.roles, "role cache")
+                        .get(&origin.msg.username, Duration::MAX)
                         .unwrap_or_default();
                     let room = match origin.msg.room_kind {
                         RoomKind::Direct => None,
@@ -1343,8 +1522,9 @@ impl<C: Chat> Bot<C> {
         match self
             .s
             .engine
-            .start(
+            .start_planned(
                 &held.cmd,
+                held.backup.clone(),
                 held.op,
                 &held.requester,
                 (&held.room_id, &held.room_label),
@@ -1409,21 +1589,17 @@ impl<C: Chat> Bot<C> {
     /// Writes the audit records of flood windows that have ended (all of them with `all`).
     fn flush_floods(&self, all: bool) {
         let now = self.s.clock.now_ms();
-        let ended: Vec<(String, Flood)> = self
-            .s
-            .flood
-            .lock()
-            .map(|mut f| {
-                let done: Vec<String> = f
-                    .iter()
-                    .filter(|(_, v)| all || v.until_ms <= now)
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                done.into_iter()
-                    .filter_map(|k| f.remove(&k).map(|v| (k, v)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let ended: Vec<(String, Flood)> = {
+            let mut f = lock(&self.s.flood, "flood windows");
+            let done: Vec<String> = f
+                .iter()
+                .filter(|(_, v)| all || v.until_ms <= now)
+                .map(|(k, _)| k.clone())
+                .collect();
+            done.into_iter()
+                .filter_map(|k| f.remove(&k).map(|v| (k, v)))
+                .collect()
+        };
         for (user, f) in ended {
             self.audit_flood(&user, &f);
         }
@@ -1517,6 +1693,54 @@ pub fn describe(cmd: &Command) -> String {
 
 fn ago(at_ms: i64, now_ms: i64) -> String {
     crate::clock::ago(at_ms, now_ms)
+}
+
+/// `10:31 UTC`: when something happened today, as a refusal names it.
+fn clock_time(at_ms: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(at_ms)
+        .map(|t| t.format("%H:%M UTC").to_string())
+        .unwrap_or_else(|| "an unknown time".into())
+}
+
+/// `@bob`, `@bob and @carol`, `@bob, @carol and @dave`.
+fn mentions(users: &[String]) -> String {
+    let at: Vec<String> = users.iter().map(|u| format!("@{u}")).collect();
+    match at.split_last() {
+        None => String::new(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+/// What not starting `cmd` means, as a refusal says it (`not deploying`).
+fn doing(cmd: &Command) -> String {
+    match cmd {
+        Command::Deploy { .. } => "deploying".into(),
+        Command::Rollback { .. } => "rolling back".into(),
+        Command::Scale { .. } => "scaling".into(),
+        Command::BackupNow { .. } => "backing up".into(),
+        Command::BackupPrune { .. } => "pruning".into(),
+        Command::Restore { .. } => "restoring".into(),
+        Command::Verify { .. } => "verifying".into(),
+        Command::Lock { .. } => "locking".into(),
+        Command::Unlock { .. } => "unlocking".into(),
+        Command::Runbook { name, .. } => format!("running {name}"),
+        other => format!("running `{}`", describe(other)),
+    }
+}
+
+/// `cmd` as its plan names it: a restore or verify of the backup chosen when it was asked.
+fn planned(cmd: &Command, chosen: Option<&ChosenBackup>) -> Command {
+    let Some(b) = chosen else {
+        return cmd.clone();
+    };
+    let mut cmd = cmd.clone();
+    match &mut cmd {
+        Command::Restore { backup, .. } => *backup = BackupRef::Named(b.job.clone()),
+        Command::Verify { backup, .. } => *backup = Some(BackupRef::Named(b.job.clone())),
+        _ => {}
+    }
+    cmd
 }
 
 /// The chat server's time, for judging a message's `ts`: its age is measured on the wall clock

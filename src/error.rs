@@ -87,6 +87,18 @@ pub enum UserError {
         "I was offline when you sent this ({age}), so I did not run it: send it again if it is still wanted."
     )]
     MissedWhileOffline { age: String },
+    /// Found at `confirm` or `approve`: something the request's decision rested on changed
+    /// after it was asked (a lock, the policy, the state its plan read).
+    #[error(
+        "{what} after @{requester} asked for #{op}: not {action}. Send the command again if it is still wanted."
+    )]
+    ChangedSinceAsked {
+        op: u64,
+        what: String,
+        requester: String,
+        /// `deploying`, `restoring`.
+        action: String,
+    },
     #[error("Something went wrong on my side; the details are in my log.")]
     Internal,
 }
@@ -163,6 +175,7 @@ impl UserError {
             UserError::RolesUnavailable { .. } => "roles_unavailable",
             UserError::Refused(_) => "refused",
             UserError::MissedWhileOffline { .. } => "missed_while_offline",
+            UserError::ChangedSinceAsked { .. } => "changed_since_asked",
             UserError::Internal => "internal",
         }
     }
@@ -224,6 +237,15 @@ mod tests {
                     version: "v3.1".into(),
                 },
                 "test is already running v3.1; nothing to do.",
+            ),
+            (
+                UserError::ChangedSinceAsked {
+                    op: 12,
+                    what: "prod was locked by @bob at 10:31 UTC (release freeze)".into(),
+                    requester: "alice".into(),
+                    action: "deploying".into(),
+                },
+                "prod was locked by @bob at 10:31 UTC (release freeze) after @alice asked for #12: not deploying. Send the command again if it is still wanted.",
             ),
         ];
         for (e, want) in cases {

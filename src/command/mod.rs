@@ -410,7 +410,7 @@ pub const COMMANDS: &[Spec] = &[
         name: "approve",
         usage: "approve OP",
         summary: "approves someone else's operation (two-person rule)",
-        details: "Only another user who may run the command there can approve it.",
+        details: "Only another user who may run the command there can approve it. Where the environment asks for more than one approval, each must come from a different person; the bot says who approved so far and how many more it needs.",
         examples: &["approve #42"],
         mutating: false,
     },

@@ -953,6 +953,16 @@ impl Config {
                     ),
                 );
             }
+            if env.policy.approvals > policy::MAX_APPROVALS {
+                bad(
+                    &format!("{key}.policy.approvals"),
+                    format!(
+                        "{} is not a number of approvers anyone can gather (at most {})",
+                        env.policy.approvals,
+                        policy::MAX_APPROVALS
+                    ),
+                );
+            }
             if let Some(p) = &env.kubeconfig
                 && p.as_os_str().is_empty()
             {
@@ -1104,6 +1114,29 @@ impl Config {
                     .join("; ")
             },
         ) + &self.backup_summary()
+            + &self.policy_summary()
+    }
+
+    /// Per environment: what a change needs before it runs (confirmation, approvers).
+    fn policy_summary(&self) -> String {
+        let mut out = String::new();
+        for (n, e) in &self.environments {
+            let confirm = e.policy.confirm.unwrap_or_else(|| e.is_production(n));
+            let approvals = match e.policy.approvals {
+                0 => "no approval".to_string(),
+                1 => "approved by 1 other person".to_string(),
+                a => format!("approved by {a} different people, none of them the requester"),
+            };
+            out.push_str(&format!(
+                "\npolicy {n}:    changes {}, {approvals}",
+                if confirm {
+                    "confirmed by the requester"
+                } else {
+                    "unconfirmed"
+                }
+            ));
+        }
+        out
     }
 
     /// Per environment: the backup engine and volume, retention, and schedules.

@@ -72,6 +72,9 @@ impl AllowRule {
     }
 }
 
+/// The most approvals an environment may ask for: more is a typo, not a rule anyone can follow.
+pub const MAX_APPROVALS: u32 = 10;
+
 /// One environment's policy (`[environments.NAME.policy]`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -82,7 +85,8 @@ pub struct EnvPolicy {
     /// Changing commands need `confirm CODE` (default: for production environments).
     #[serde(default)]
     pub confirm: Option<bool>,
-    /// How many other authorized users must `approve` a changing command (two-person rule: 1).
+    /// How many other authorized users must `approve` a changing command, each a different
+    /// person (two-person rule: 1). At most [`MAX_APPROVALS`].
     #[serde(default)]
     pub approvals: u32,
     /// Who may run which changing commands. None: no one (default deny).

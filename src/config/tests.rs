@@ -287,3 +287,43 @@ fn the_nightly_verify_alternates_between_the_copies_unless_told_otherwise() {
         .to_string();
     assert!(err.contains("bucket"), "{err}");
 }
+
+#[test]
+fn an_absurd_or_negative_number_of_approvals_is_refused_with_its_key_and_line() {
+    let head =
+        "[rocketchat]\nurl = \"http://127.0.0.1:1\"\ntoken = \"t\"\n[environments.prod.policy]\n";
+    let e = Config::from_toml(
+        &format!("{head}approvals = 500\n"),
+        Path::new("bot.toml"),
+        &|_| None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("bot.toml:5:1: key `environments.prod.policy.approvals`")
+            && e.contains("500 is not a number of approvers anyone can gather (at most 10)"),
+        "{e}"
+    );
+    let e = Config::from_toml(
+        &format!("{head}approvals = -1\n"),
+        Path::new("bot.toml"),
+        &|_| None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("bot.toml:5:") && e.contains("approvals"), "{e}");
+}
+
+#[test]
+fn check_config_says_how_many_people_approve_a_change() {
+    let src = "[rocketchat]\nurl = \"http://x\"\ntoken = \"t\"\n[environments.prod.policy]\napprovals = 2\n[environments.test]\n";
+    let s = parse(src).unwrap().summary();
+    assert!(
+        s.contains("policy prod:    changes confirmed by the requester, approved by 2 different people, none of them the requester"),
+        "{s}"
+    );
+    assert!(
+        s.contains("policy test:    changes unconfirmed, no approval"),
+        "{s}"
+    );
+}

@@ -15,7 +15,7 @@ use crate::cluster::{Cluster, ClusterError, Clusters, RolloutOutcome};
 use crate::command::{self, Command, Grammar};
 use crate::config::{Config, EnvironmentConfig};
 use crate::error::{Holder, UserError};
-use crate::journal::{Facts, JOURNAL_VERSION, OpSpec};
+use crate::journal::{ChosenBackup, Facts, JOURNAL_VERSION, OpSpec};
 use crate::store::{AuditDecision, AuditEntry, OpRecord, OpState, StepRecord, StepState, Store};
 
 pub(super) const ROLLOUT_LIMIT: Duration = Duration::from_secs(30 * 60);
@@ -168,6 +168,20 @@ impl<C: Chat> Engine<C> {
         cmd: &Command,
         op: u64,
         user: &str,
+        room: (&str, &str),
+        thread: Option<&str>,
+    ) -> Result<(), UserError> {
+        self.start_planned(cmd, None, op, user, room, thread).await
+    }
+
+    /// As [`Engine::start`], running the backup `planned` names when the question named one
+    /// (a restore or verify of `latest` runs what its plan said, not a newer backup).
+    pub async fn start_planned(
+        &self,
+        cmd: &Command,
+        planned: Option<ChosenBackup>,
+        op: u64,
+        user: &str,
         (room_id, room): (&str, &str),
         thread: Option<&str>,
     ) -> Result<(), UserError> {
@@ -196,7 +210,7 @@ impl<C: Chat> Engine<C> {
             Sources {
                 store: &s.store,
                 grammar: &s.grammar,
-                chosen: None,
+                chosen: planned,
             },
         )?;
         let keys = operation::locks(&spec, &env);

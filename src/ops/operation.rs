@@ -168,12 +168,44 @@ pub fn is_operation(cmd: &Command) -> bool {
 }
 
 /// Where the typed spec's parts come from: today's configuration and catalog when an operation
-/// starts; for an operation journaled before specs existed, the backup it had already chosen.
+/// starts; the backup already chosen when its plan named one, or, for an operation journaled
+/// before specs existed, the one it had chosen.
 pub(crate) struct Sources<'a> {
     pub store: &'a Store,
     pub grammar: &'a Grammar,
-    /// A first-format record's chosen backup (resume only).
+    /// The backup the plan named (or a first-format record's, on resume).
     pub chosen: Option<ChosenBackup>,
+}
+
+/// The backup `which` of `src` a restore or verify would use now (with `offsite`, the newest
+/// with an off-site copy): decided when the question is asked, and carried to the start.
+pub fn choose_backup(
+    store: &Store,
+    e: &EnvironmentConfig,
+    src: &str,
+    which: &BackupRef,
+    offsite: bool,
+) -> Result<ChosenBackup, UserError> {
+    let found = if offsite {
+        Some(offsite_backup(store, e, src, which)?)
+    } else {
+        crate::catalog::find(store, src, which)
+    };
+    match found {
+        Some(b) => Ok(ChosenBackup {
+            name: b.name,
+            job: b.job,
+            env: src.to_string(),
+            finished_ms: b.finished_ms,
+        }),
+        None => Err(UserError::NoSuchBackup {
+            env: src.to_string(),
+            name: match which {
+                BackupRef::Latest => None,
+                BackupRef::Named(n) => Some(n.clone()),
+            },
+        }),
+    }
 }
 
 /// Resolves a command into what the operation is: the image, the backup, the runbooks' Jobs.
@@ -220,28 +252,9 @@ pub(crate) fn resolve(
     };
     let chosen =
         |src: String, which: BackupRef, offsite: bool| -> Result<ChosenBackup, UserError> {
-            if let Some(c) = from.chosen.clone() {
-                return Ok(c);
-            }
-            let found = if offsite {
-                Some(offsite_backup(from.store, e, &src, &which)?)
-            } else {
-                crate::catalog::find(from.store, &src, &which)
-            };
-            match found {
-                Some(b) => Ok(ChosenBackup {
-                    name: b.name,
-                    job: b.job,
-                    env: src,
-                    finished_ms: b.finished_ms,
-                }),
-                None => Err(UserError::NoSuchBackup {
-                    env: src,
-                    name: match which {
-                        BackupRef::Latest => None,
-                        BackupRef::Named(n) => Some(n),
-                    },
-                }),
+            match from.chosen.clone() {
+                Some(c) => Ok(c),
+                None => choose_backup(from.store, e, &src, &which, offsite),
             }
         };
     Ok(match cmd {

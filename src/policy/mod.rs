@@ -8,7 +8,10 @@ use tokio::time::Instant;
 use crate::command::Command;
 use crate::command::runbook::RunbookSpec;
 use crate::config::EnvironmentConfig;
-pub use crate::config::policy::{AllowRule, EnvPolicy, PolicyConfig, Who};
+pub use crate::config::policy::{AllowRule, EnvPolicy, MAX_APPROVALS, PolicyConfig, Who};
+pub use poison::lock;
+
+pub mod poison;
 
 /// Who is asking, from where.
 #[derive(Debug, Clone)]
@@ -26,7 +29,7 @@ pub enum Decision {
     Allow {
         /// Ask `confirm CODE` first.
         confirm: bool,
-        /// Other users who must approve.
+        /// How many other users must approve, each a different one.
         approvals: u32,
     },
     Deny {
@@ -238,7 +241,7 @@ impl Policy {
             p.confirm.unwrap_or_else(|| e.is_production(env)) || runbook.is_some_and(|r| r.confirm);
         Decision::Allow {
             confirm,
-            approvals: p.approvals.min(1),
+            approvals: p.approvals,
         }
     }
 
@@ -339,6 +342,36 @@ pub struct PendingConfirm<T> {
     pub expires: Instant,
 }
 
+/// A command waiting for `needed` approvals, each from a different user other than its requester.
+#[derive(Debug, Clone)]
+pub struct PendingApproval<T> {
+    /// Its requester.
+    pub user: String,
+    pub payload: T,
+    pub expires: Instant,
+    /// How many distinct approvers it needs.
+    pub needed: u32,
+    /// Who approved so far, in order.
+    pub approvers: Vec<String>,
+}
+
+/// What an approval did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Approval<T> {
+    /// Counted; `missing` more distinct approvers are needed. The command still waits.
+    Counted {
+        requester: String,
+        approvers: Vec<String>,
+        missing: u32,
+    },
+    /// The last approval needed: the command is handed over to run.
+    Complete {
+        requester: String,
+        approvers: Vec<String>,
+        payload: T,
+    },
+}
+
 /// Why a confirmation or approval did not go through.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PendingError {
@@ -352,6 +385,16 @@ pub enum PendingError {
     UnknownOp(u64),
     #[error("You can't approve your own request; another authorized user must.")]
     SelfApproval,
+    #[error(
+        "You already approved #{op}; it still needs {} from someone else.",
+        approvals(*missing)
+    )]
+    AlreadyApproved { op: u64, missing: u32 },
+}
+
+/// `1 approval`, `2 approvals`.
+pub fn approvals(n: u32) -> String {
+    format!("{n} approval{}", if n == 1 { "" } else { "s" })
 }
 
 /// Something filed under an operation number.
@@ -365,7 +408,7 @@ const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
 #[derive(Debug)]
 pub struct Pending<T> {
     confirms: HashMap<String, PendingConfirm<T>>,
-    approvals: BTreeMap<u64, PendingConfirm<T>>,
+    approvals: BTreeMap<u64, PendingApproval<T>>,
 }
 
 impl<T: Clone> Default for Pending<T> {
@@ -418,37 +461,68 @@ impl<T: Clone> Pending<T> {
             .ok_or(PendingError::UnknownCode(code))
     }
 
-    /// Files an operation for approval by someone else.
-    pub fn ask_approval(&mut self, op: u64, user: &str, payload: T, ttl: Duration) {
+    /// Files an operation for approval by `needed` (at least one) users other than `user`.
+    pub fn ask_approval(&mut self, op: u64, user: &str, payload: T, needed: u32, ttl: Duration) {
         self.sweep();
         self.approvals.insert(
             op,
-            PendingConfirm {
+            PendingApproval {
                 user: user.to_string(),
                 payload,
                 expires: Instant::now() + ttl,
+                needed: needed.max(1),
+                approvers: Vec::new(),
             },
         );
     }
 
     /// Looks at a pending approval without taking it (to check the approver's rights).
-    pub fn peek_approval(&self, op: u64) -> Option<&PendingConfirm<T>> {
+    pub fn peek_approval(&self, op: u64) -> Option<&PendingApproval<T>> {
         self.approvals
             .get(&op)
             .filter(|p| Instant::now() < p.expires)
     }
 
-    /// Takes the operation `op` for `approver`, who must not be its requester.
-    pub fn approve(&mut self, op: u64, approver: &str) -> Result<(String, T), PendingError> {
+    /// Counts `approver`'s approval of `op`: not its requester, and once per person. Hands the
+    /// command over when it is the last one needed.
+    pub fn approve(&mut self, op: u64, approver: &str) -> Result<Approval<T>, PendingError> {
         let p = self.peek_approval(op).ok_or(PendingError::UnknownOp(op))?;
         if p.user.eq_ignore_ascii_case(approver) {
             return Err(PendingError::SelfApproval);
+        }
+        if p.approvers.iter().any(|a| a.eq_ignore_ascii_case(approver)) {
+            return Err(PendingError::AlreadyApproved {
+                op,
+                missing: p.needed.saturating_sub(p.approvers.len() as u32),
+            });
+        }
+        let p = self
+            .approvals
+            .get_mut(&op)
+            .ok_or(PendingError::UnknownOp(op))?;
+        p.approvers.push(approver.to_string());
+        let missing = p.needed.saturating_sub(p.approvers.len() as u32);
+        if missing > 0 {
+            return Ok(Approval::Counted {
+                requester: p.user.clone(),
+                approvers: p.approvers.clone(),
+                missing,
+            });
         }
         let p = self
             .approvals
             .remove(&op)
             .ok_or(PendingError::UnknownOp(op))?;
-        Ok((p.user, p.payload))
+        Ok(Approval::Complete {
+            requester: p.user,
+            approvers: p.approvers,
+            payload: p.payload,
+        })
+    }
+
+    /// Drops the approval request `op` (what it asked for no longer holds); returns it.
+    pub fn drop_approval(&mut self, op: u64) -> Option<T> {
+        self.approvals.remove(&op).map(|p| p.payload)
     }
 
     /// Withdraws whatever waits under operation `op` (confirmation or approval) for `user`, its

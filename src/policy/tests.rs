@@ -204,7 +204,7 @@ async fn a_confirmation_code_works_once_for_its_user_before_it_expires() {
 #[tokio::test(start_paused = true)]
 async fn an_approval_needs_a_second_person() {
     let mut pending: Pending<&str> = Pending::default();
-    pending.ask_approval(42, "alice", "deploy prod v1", Duration::from_secs(600));
+    pending.ask_approval(42, "alice", "deploy prod v1", 1, Duration::from_secs(600));
     assert_eq!(
         pending.approve(42, "alice"),
         Err(PendingError::SelfApproval)
@@ -212,12 +212,89 @@ async fn an_approval_needs_a_second_person() {
     assert_eq!(pending.approve(41, "bob"), Err(PendingError::UnknownOp(41)));
     assert_eq!(
         pending.approve(42, "bob"),
-        Ok(("alice".to_string(), "deploy prod v1"))
+        Ok(Approval::Complete {
+            requester: "alice".into(),
+            approvers: vec!["bob".into()],
+            payload: "deploy prod v1"
+        })
     );
     assert_eq!(
         pending.approve(42, "carol"),
         Err(PendingError::UnknownOp(42))
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_approvals_need_two_different_people_neither_of_them_the_requester() {
+    let mut pending: Pending<&str> = Pending::default();
+    pending.ask_approval(7, "alice", "deploy prod v1", 2, Duration::from_secs(600));
+    assert_eq!(pending.approve(7, "ALICE"), Err(PendingError::SelfApproval));
+    assert_eq!(
+        pending.approve(7, "bob"),
+        Ok(Approval::Counted {
+            requester: "alice".into(),
+            approvers: vec!["bob".into()],
+            missing: 1
+        })
+    );
+    // The same person again counts once, in any spelling.
+    assert_eq!(
+        pending.approve(7, "Bob"),
+        Err(PendingError::AlreadyApproved { op: 7, missing: 1 })
+    );
+    assert_eq!(
+        PendingError::AlreadyApproved { op: 7, missing: 1 }.to_string(),
+        "You already approved #7; it still needs 1 approval from someone else."
+    );
+    assert!(pending.peek_approval(7).is_some(), "still waiting");
+    assert_eq!(
+        pending.approve(7, "carol"),
+        Ok(Approval::Complete {
+            requester: "alice".into(),
+            approvers: vec!["bob".into(), "carol".into()],
+            payload: "deploy prod v1"
+        })
+    );
+    assert!(pending.peek_approval(7).is_none(), "handed over once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn approvals_collected_so_far_expire_with_the_request() {
+    let mut pending: Pending<&str> = Pending::default();
+    pending.ask_approval(8, "alice", "deploy prod v1", 3, Duration::from_secs(600));
+    assert!(matches!(
+        pending.approve(8, "bob"),
+        Ok(Approval::Counted { missing: 2, .. })
+    ));
+    tokio::time::advance(Duration::from_secs(601)).await;
+    assert_eq!(pending.approve(8, "carol"), Err(PendingError::UnknownOp(8)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_for_zero_approvals_still_waits_for_one() {
+    let mut pending: Pending<&str> = Pending::default();
+    pending.ask_approval(9, "alice", "x", 0, Duration::from_secs(600));
+    assert!(matches!(
+        pending.approve(9, "bob"),
+        Ok(Approval::Complete { .. })
+    ));
+}
+
+#[test]
+fn an_environment_asking_for_three_approvals_gets_three() {
+    let mut e = envs();
+    e.get_mut("prod").unwrap().policy.approvals = 3;
+    let p = Policy::new(e, vec![]);
+    let deploy = Command::Deploy {
+        env: "prod".into(),
+        version: "v1".into(),
+        no_backup: false,
+    };
+    let ops = vec!["ops".to_string()];
+    assert!(matches!(
+        p.authorize(&deploy, &who("alice", &ops, Some("ops"))),
+        Decision::Allow { approvals: 3, .. }
+    ));
 }
 
 #[tokio::test(start_paused = true)]

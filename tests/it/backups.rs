@@ -922,3 +922,135 @@ async fn a_restore_plan_mentions_an_autoscaler_only_where_the_app_has_one() {
     );
     w.stop_bot().await;
 }
+
+/// The op number in the bot's answer that contains `what` and asks for `approve #N`.
+async fn approval_op(w: &World, what: &str) -> String {
+    let ask = w
+        .wait_bot_text("#ops", what, |t| {
+            t.contains(what) && t.contains("`approve #")
+        })
+        .await;
+    ask.split("`approve #")
+        .nth(1)
+        .and_then(|s| s.split('`').next())
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmed_restore_of_latest_runs_the_backup_its_question_named_not_a_newer_one() {
+    let mut w = World::with_cluster().await;
+    w.seed_catalog(&[(
+        "test",
+        "test-nightly",
+        chrono::Utc::now().timestamp_millis() - 3_600_000,
+    )]);
+    w.start_bot().await;
+    w.sim.post("alice", "#ops", "/restore test latest").unwrap();
+    let (question, code) = w.confirmation("#ops").await;
+    assert!(
+        question.contains("restore test's backup `test-nightly`"),
+        "{question}"
+    );
+    // A newer backup of test arrives before the confirmation.
+    w.sim.post("alice", "#ops", "/backup now test").unwrap();
+    w.wait_bot_text("#ops", "the newer backup", |t| {
+        t.starts_with("✅") && t.contains("backup now test")
+    })
+    .await;
+    let newer = made(&w, "test", "mongodb-backup-manual-");
+    w.sim
+        .post("alice", "#ops", &format!("/confirm {code}"))
+        .unwrap();
+    let done = w
+        .wait_bot_text("#ops", "the restore", |t| {
+            t.contains("restore test latest") && (t.starts_with("✅") || t.starts_with("❌"))
+        })
+        .await;
+    assert!(
+        done.starts_with("✅")
+            && done.contains("test-nightly of test restored")
+            && !done.contains(&newer),
+        "{done}"
+    );
+    let restore = job_named(&w, "test", "mongodb-restore-");
+    assert_eq!(job_env(&restore, "NAME"), "test-nightly");
+    w.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_restore_of_latest_runs_the_backup_its_question_named_not_a_newer_one() {
+    let mut w = World::with_cluster().await;
+    w.sim.add_user("carol", &["user", "ops"]);
+    w.sim.join("carol", "#ops").unwrap();
+    w.seed_catalog(&[(
+        "test",
+        "test-nightly",
+        chrono::Utc::now().timestamp_millis() - 3_600_000,
+    )]);
+    let mut config = w.config();
+    config
+        .environments
+        .get_mut("test")
+        .unwrap()
+        .policy
+        .approvals = 1;
+    w.start_bot_with(config).await;
+    w.sim.post("alice", "#ops", "/restore test latest").unwrap();
+    let question = w.confirm("alice", "#ops").await;
+    assert!(
+        question.contains("restore test's backup `test-nightly`"),
+        "{question}"
+    );
+    let restore_op = approval_op(&w, "restore test latest needs a second person").await;
+    // While it waits for approval, a newer backup of test is taken (approved too).
+    w.sim.post("alice", "#ops", "/backup now test").unwrap();
+    let backup_op = approval_op(&w, "backup now test needs a second person").await;
+    w.sim
+        .post("carol", "#ops", &format!("/approve #{backup_op}"))
+        .unwrap();
+    w.wait_bot_text("#ops", "the newer backup", |t| {
+        t.starts_with("✅") && t.contains("backup now test")
+    })
+    .await;
+    let newer = made(&w, "test", "mongodb-backup-manual-");
+    w.sim
+        .post("carol", "#ops", &format!("/approve #{restore_op}"))
+        .unwrap();
+    let done = w
+        .wait_bot_text("#ops", "the restore", |t| {
+            t.contains("restore test latest") && (t.starts_with("✅") || t.starts_with("❌"))
+        })
+        .await;
+    assert!(
+        done.starts_with("✅")
+            && done.contains("test-nightly of test restored")
+            && !done.contains(&newer),
+        "{done}"
+    );
+    let restore = job_named(&w, "test", "mongodb-restore-");
+    assert_eq!(job_env(&restore, "NAME"), "test-nightly");
+    w.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_of_latest_with_no_backup_known_is_refused_before_asking_to_confirm() {
+    let mut w = World::with_cluster().await;
+    w.start_bot().await;
+    w.sim.post("alice", "#ops", "/restore test latest").unwrap();
+    let answer = w
+        .wait_bot_text("#ops", "the answer", |t| !t.is_empty())
+        .await;
+    assert_eq!(
+        answer,
+        "No backup of test is known; `backup now test` takes one."
+    );
+    w.ping_ok("after").await;
+    let msgs = w.sim.messages("#ops").unwrap();
+    assert!(
+        !bot_texts(&msgs).iter().any(|t| t.contains("`confirm ")),
+        "nothing to confirm: {:?}",
+        bot_texts(&msgs)
+    );
+    w.stop_bot().await;
+}

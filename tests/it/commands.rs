@@ -974,3 +974,246 @@ async fn the_help_the_bot_points_to_works_bare_in_a_channel() {
     .await;
     w.stop_bot().await;
 }
+
+/// The op number in the bot's answer that contains `what` and asks for `approve #N`.
+async fn approval_op(w: &World, what: &str) -> String {
+    let ask = w
+        .wait_bot_text("#ops", what, |t| {
+            t.contains(what) && t.contains("`approve #")
+        })
+        .await;
+    ask.split("`approve #")
+        .nth(1)
+        .and_then(|s| s.split('`').next())
+        .unwrap()
+        .to_string()
+}
+
+/// The refusals in the bot's audit log (read once the bot has stopped).
+fn refusals_audited(w: &World) -> Vec<String> {
+    w.open_store()
+        .all_audit()
+        .unwrap()
+        .into_iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .filter(|e| e["decision"] == "refused")
+        .map(|e| e["reason"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_approved_after_prod_was_locked_is_refused_naming_the_lock() {
+    let mut w = World::with_cluster().await;
+    let mut config = w.config();
+    config
+        .environments
+        .get_mut("prod")
+        .unwrap()
+        .policy
+        .allow
+        .push(rocketops::policy::AllowRule {
+            commands: vec!["lock".into(), "unlock".into()],
+            users: vec!["bob".into(), "admin".into()],
+            roles: vec![],
+        });
+    w.start_bot_with(config).await;
+    w.sim.post("alice", "#ops", "/deploy prod 7.0.0").unwrap();
+    w.confirm("alice", "#ops").await;
+    let deploy = approval_op(&w, "deploy prod 7.0.0 needs a second person").await;
+    // A release freeze starts while the deploy waits for its approval.
+    w.sim
+        .post("bob", "#ops", "/lock prod release freeze")
+        .unwrap();
+    let question = w
+        .wait_bot_text("#ops", "the lock question", |t| {
+            t.contains("lock prod") && t.contains("`confirm ")
+        })
+        .await;
+    let code = question
+        .split("`confirm ")
+        .nth(1)
+        .and_then(|s| s.split('`').next())
+        .unwrap();
+    w.sim
+        .post("bob", "#ops", &format!("/confirm {code}"))
+        .unwrap();
+    let lock = approval_op(&w, "lock prod release freeze needs a second person").await;
+    w.sim
+        .post("admin", "#ops", &format!("/approve #{lock}"))
+        .unwrap();
+    w.wait_bot_text("#ops", "the lock", |t| t.contains("prod is locked"))
+        .await;
+    w.sim
+        .post("admin", "#ops", &format!("/approve #{deploy}"))
+        .unwrap();
+    let refused = w
+        .wait_bot_text("#ops", "the refusal", |t| t.contains("was locked by"))
+        .await;
+    assert!(
+        refused.starts_with("prod was locked by @bob at ")
+            && refused.contains("(release freeze) after @alice asked for #")
+            && refused.contains(": not deploying."),
+        "{refused}"
+    );
+    // The request is over: a second approval finds nothing waiting, and nothing was deployed.
+    w.sim
+        .post("admin", "#ops", &format!("/approve #{deploy}"))
+        .unwrap();
+    w.wait_bot_text("#ops", "nothing waits", |t| {
+        t == format!("No operation #{deploy} is waiting for approval.")
+    })
+    .await;
+    assert!(image_of(&w, "prod").ends_with(":6.5.0"), "nothing deployed");
+    w.stop_bot().await;
+    assert!(
+        refusals_audited(&w)
+            .iter()
+            .any(|r| r.starts_with("prod was locked by @bob") && r.contains("not deploying")),
+        "{:?}",
+        refusals_audited(&w)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_confirmed_after_test_was_locked_is_refused_naming_the_lock() {
+    let mut w = World::with_cluster().await;
+    w.seed_catalog(&[(
+        "test",
+        "test-nightly",
+        chrono::Utc::now().timestamp_millis() - 3_600_000,
+    )]);
+    w.start_bot().await;
+    w.sim.post("alice", "#ops", "/restore test latest").unwrap();
+    let (_, code) = w.confirmation("#ops").await;
+    w.sim
+        .post("alice", "#ops", "/lock test maintenance")
+        .unwrap();
+    w.wait_bot_text("#ops", "the lock", |t| t.contains("test is locked"))
+        .await;
+    w.sim
+        .post("alice", "#ops", &format!("/confirm {code}"))
+        .unwrap();
+    let refused = w
+        .wait_bot_text("#ops", "the refusal", |t| t.contains("was locked by"))
+        .await;
+    assert!(
+        refused.starts_with("test was locked by @alice at ")
+            && refused.contains("(maintenance) after @alice asked for #")
+            && refused.contains(": not restoring."),
+        "{refused}"
+    );
+    assert!(
+        w.kube()
+            .list("jobs", Some("test"))
+            .iter()
+            .all(|j| !j["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("mongodb-restore-")),
+        "nothing restored"
+    );
+    w.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_approvals_one_is_not_enough_and_a_second_different_person_runs_it() {
+    let mut w = World::with_cluster().await;
+    w.sim.add_user("carol", &["user", "ops"]);
+    w.sim.join("carol", "#ops").unwrap();
+    let mut config = w.config();
+    config
+        .environments
+        .get_mut("prod")
+        .unwrap()
+        .policy
+        .approvals = 2;
+    w.start_bot_with(config).await;
+    w.sim.post("alice", "#ops", "/deploy prod 7.0.0").unwrap();
+    let question = w.confirm("alice", "#ops").await;
+    assert!(
+        question.contains(
+            "It then needs 2 more people: 2 different users who may run it each type `approve #"
+        ),
+        "{question}"
+    );
+    let op = approval_op(&w, "deploy prod 7.0.0 needs 2 more people").await;
+    w.sim
+        .post("admin", "#ops", &format!("/approve #{op}"))
+        .unwrap();
+    w.wait_bot_text("#ops", "the first approval", |t| {
+        t == format!(
+            "#{op} deploy prod 7.0.0: approved by @admin (1 of 2). It still needs 1 approval: another user who may run it types `approve #{op}`."
+        )
+    })
+    .await;
+    // The same approver again counts once; the requester never counts.
+    w.sim
+        .post("admin", "#ops", &format!("/approve #{op}"))
+        .unwrap();
+    w.wait_bot_text("#ops", "the repeated approval", |t| {
+        t == format!("You already approved #{op}; it still needs 1 approval from someone else.")
+    })
+    .await;
+    w.sim
+        .post("alice", "#ops", &format!("/approve #{op}"))
+        .unwrap();
+    w.wait_bot_text("#ops", "the self-approval", |t| {
+        t == "You can't approve your own request; another authorized user must."
+    })
+    .await;
+    assert!(
+        image_of(&w, "prod").ends_with(":6.5.0"),
+        "one is not enough"
+    );
+    w.sim
+        .post("carol", "#ops", &format!("/approve #{op}"))
+        .unwrap();
+    w.wait_bot_text("#ops", "the second approval", |t| {
+        t == format!("#{op} deploy prod 7.0.0: approved by @admin and @carol (2 of 2); starting.")
+    })
+    .await;
+    let done = w
+        .wait_bot_text("#ops", "the deploy", |t| {
+            t.starts_with("✅") || t.starts_with("❌")
+        })
+        .await;
+    assert!(done.starts_with("✅"), "{done}");
+    assert!(image_of(&w, "prod").ends_with(":7.0.0"));
+    w.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_approved_after_prods_image_changed_by_hand_is_refused_naming_the_change() {
+    let mut w = World::with_cluster().await;
+    w.start_bot().await;
+    w.sim.post("alice", "#ops", "/deploy prod 7.0.0").unwrap();
+    w.confirm("alice", "#ops").await;
+    let op = approval_op(&w, "deploy prod 7.0.0 needs a second person").await;
+    // Someone changes prod by hand while the deploy waits: its plan was made against 6.5.0.
+    let repo = rocketops::sandbox::kube::seed::ROCKETCHAT_REPO;
+    rocketops::cluster::Cluster::from_kubeconfig(&w.kubeconfig(), Some("prod"), None)
+        .await
+        .unwrap()
+        .set_image(
+            "rocketchat",
+            "rocketchat",
+            &format!("{repo}:6.6.0"),
+            "kubectl set image",
+        )
+        .await
+        .unwrap();
+    w.sim
+        .post("admin", "#ops", &format!("/approve #{op}"))
+        .unwrap();
+    let refused = w
+        .wait_bot_text("#ops", "the refusal", |t| t.contains("changed from"))
+        .await;
+    assert_eq!(
+        refused,
+        format!(
+            "prod changed from `{repo}:6.5.0` to `{repo}:6.6.0` after @alice asked for #{op}: not deploying. Send the command again if it is still wanted."
+        )
+    );
+    assert!(image_of(&w, "prod").ends_with(":6.6.0"), "not deployed");
+    w.stop_bot().await;
+}
