@@ -36,6 +36,19 @@ pub struct BackupRecord {
     /// The last test-restore.
     #[serde(default)]
     pub verify: Option<VerifyRecord>,
+    /// Who created the backup's Job, as its `managedFields` name the manager
+    /// (`kube-controller-manager` for the CronJob's schedule, `kubectl-create` for a manual run);
+    /// `None` for the bot's own backups.
+    #[serde(default)]
+    pub created_by: Option<String>,
+    /// Taken outside the bot and outside the CronJob's schedule: until a verify proves it, it
+    /// decides neither `latest` nor what retention keeps.
+    #[serde(default)]
+    pub outside: bool,
+    /// When a prune started removing its archive: from then on nothing picks it (the archive may
+    /// be gone), and the next prune forgets it if this one could not.
+    #[serde(default)]
+    pub removing_ms: Option<i64>,
     /// The encrypted copy outside the cluster, made and read back whole.
     #[serde(default)]
     pub offsite: Option<OffsiteCopy>,
@@ -111,24 +124,64 @@ impl BackupRecord {
             collections: r.collections,
             documents: r.documents,
             verify: None,
+            created_by: None,
+            outside: false,
+            removing_ms: None,
             offsite: None,
             offsite_error: None,
         }
     }
-}
 
-/// The backup `which` names in `env`: the newest, or the one with that name (or Job name).
-pub fn find(store: &Store, env: &str, which: &crate::command::BackupRef) -> Option<BackupRecord> {
-    let all = list(store, Some(env));
-    match which {
-        crate::command::BackupRef::Latest => all.into_iter().next(),
-        crate::command::BackupRef::Named(n) => {
-            all.into_iter().find(|b| b.name == *n || b.job == *n)
-        }
+    /// Whether it may decide `latest` and the newest-verified rule of retention: the bot took
+    /// it, the CronJob's schedule did, or a verify proved it.
+    pub fn trusted(&self) -> bool {
+        !self.outside || self.verified == Some(true)
+    }
+
+    /// Whether its archive is still there to restore (no prune has started removing it).
+    pub fn available(&self) -> bool {
+        self.removing_ms.is_none()
     }
 }
 
-/// Pure: the retention plan over catalog records (keyed by Job name, which is unique).
+/// Why the catalog could not be changed.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("cannot mark backup {job} of {env} as being removed: {source}")]
+    MarkRemovingFailed {
+        env: String,
+        job: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("cannot forget the removed backup {job} of {env}: {source}")]
+    ForgetFailed {
+        env: String,
+        job: String,
+        #[source]
+        source: StoreError,
+    },
+}
+
+/// The backup `which` names in `env`: the newest trusted one, or the one with that name (or Job
+/// name). A backup a prune is removing is never found.
+pub fn find(store: &Store, env: &str, which: &crate::command::BackupRef) -> Option<BackupRecord> {
+    pick(list(store, Some(env)), which)
+}
+
+/// Pure: the backup `which` names among `records` (newest first), as [`find`].
+pub fn pick(records: Vec<BackupRecord>, which: &crate::command::BackupRef) -> Option<BackupRecord> {
+    let mut available = records.into_iter().filter(BackupRecord::available);
+    match which {
+        crate::command::BackupRef::Latest => available.find(BackupRecord::trusted),
+        crate::command::BackupRef::Named(n) => available.find(|b| b.name == *n || b.job == *n),
+    }
+}
+
+/// Pure: the retention plan over catalog records (keyed by Job name, which is unique). Backups
+/// from outside a schedule that no verify proved take no part: they are neither kept (so they
+/// cannot push out a genuine one) nor dropped (the bot deletes nothing it cannot vouch for).
+/// Backups a prune already started removing are dropped again.
 pub fn retention_plan(
     records: &[BackupRecord],
     r: crate::schedule::retention::Retention,
@@ -136,13 +189,21 @@ pub fn retention_plan(
     use crate::schedule::retention::{Candidate, plan};
     let candidates: Vec<Candidate> = records
         .iter()
+        .filter(|b| b.trusted() && b.available())
         .map(|b| Candidate {
             name: b.job.clone(),
             at: chrono::DateTime::from_timestamp_millis(b.finished_ms).unwrap_or_default(),
             verified: b.verified == Some(true),
         })
         .collect();
-    plan(&candidates, r)
+    let mut p = plan(&candidates, r);
+    p.drop.extend(
+        records
+            .iter()
+            .filter(|b| !b.available())
+            .map(|b| b.job.clone()),
+    );
+    p
 }
 
 /// Records a test-restore's result on its backup.
@@ -192,9 +253,47 @@ pub fn places(b: &BackupRecord) -> &'static str {
     }
 }
 
+/// Marks a backup as being removed by a prune, before its archive is deleted: from then on
+/// neither `latest` nor its name picks it, whatever happens to the prune.
+pub fn mark_removing(store: &Store, env: &str, job: &str, now_ms: i64) -> Result<(), CatalogError> {
+    let failed = |source| CatalogError::MarkRemovingFailed {
+        env: env.into(),
+        job: job.into(),
+        source,
+    };
+    let Some(mut b) = store
+        .kv_get::<BackupRecord>(TREE, &key(env, job))
+        .map_err(failed)?
+    else {
+        return Ok(());
+    };
+    if b.removing_ms.is_none() {
+        b.removing_ms = Some(now_ms);
+        record(store, &b).map_err(failed)?;
+    }
+    Ok(())
+}
+
 /// Forgets a pruned backup.
-pub fn remove(store: &Store, env: &str, job: &str) -> Result<(), StoreError> {
-    store.kv_remove(TREE, &key(env, job))
+pub fn remove(store: &Store, env: &str, job: &str) -> Result<(), CatalogError> {
+    store
+        .kv_remove(TREE, &key(env, job))
+        .map_err(|source| CatalogError::ForgetFailed {
+            env: env.into(),
+            job: job.into(),
+            source,
+        })
+}
+
+/// Pure: what a list says about a backup nothing may pick yet (or any more).
+pub fn caveat(b: &BackupRecord) -> &'static str {
+    if !b.available() {
+        " · being removed by a prune"
+    } else if !b.trusted() {
+        " · taken outside the schedule: not used for `latest` or retention until verified"
+    } else {
+        ""
+    }
 }
 
 /// Remembers a failed backup (for reports).
@@ -260,6 +359,11 @@ fn key(env: &str, job: &str) -> String {
     format!("{env}/{job}")
 }
 
+/// What the catalog knows about the backup of Job `job` in `env`.
+pub fn get(store: &Store, env: &str, job: &str) -> Result<Option<BackupRecord>, StoreError> {
+    store.kv_get(TREE, &key(env, job))
+}
+
 /// Records a backup (replacing what was known about the same Job).
 pub fn record(store: &Store, b: &BackupRecord) -> Result<(), StoreError> {
     store.kv_put(TREE, &key(&b.env, &b.job), b)
@@ -321,13 +425,14 @@ pub fn render_list(records: &[BackupRecord], env: Option<&str>, now_ms: i64) -> 
             None => "verified never",
         };
         out.push_str(&format!(
-            "\n• *{}* `{}` · {} · {} · {} · {verified}{}",
+            "\n• *{}* `{}` · {} · {} · {} · {verified}{}{}",
             b.env,
             b.name,
             size(b.bytes),
             ago(b.finished_ms, now_ms),
             b.by,
-            places(b)
+            places(b),
+            caveat(b)
         ));
     }
     if records.len() > 20 {
@@ -380,6 +485,108 @@ mod tests {
             text.contains("`prod-1` · 1.0 MB · 1 min 1 s ago · @alice (#1) · verified never"),
             "{text}"
         );
+        assert!(list(&s, Some("test")).is_empty());
+    }
+
+    fn backup(job: &str, finished_ms: i64) -> BackupRecord {
+        BackupRecord::from_result(
+            "test",
+            job,
+            "",
+            "schedule (cronjob mongodb-backup)",
+            finished_ms,
+        )
+    }
+
+    #[test]
+    fn latest_skips_an_unverified_backup_from_outside_the_schedule_until_a_verify_proves_it() {
+        use crate::command::BackupRef;
+        let genuine = backup("genuine", 1_000);
+        let mut outside = BackupRecord {
+            outside: true,
+            created_by: Some("kubectl-create".into()),
+            ..backup("manual", 2_000)
+        };
+        let picked = |records: Vec<BackupRecord>| pick(records, &BackupRef::Latest).map(|b| b.job);
+        assert_eq!(
+            picked(vec![outside.clone(), genuine.clone()]).as_deref(),
+            Some("genuine")
+        );
+        assert_eq!(
+            pick(vec![outside.clone()], &BackupRef::Named("manual".into())).map(|b| b.job),
+            Some("manual".into()),
+            "named, it can still be verified"
+        );
+        outside.verified = Some(true);
+        assert_eq!(
+            picked(vec![outside.clone(), genuine.clone()]).as_deref(),
+            Some("manual")
+        );
+    }
+
+    #[test]
+    fn a_backup_being_removed_is_never_picked_and_the_next_plan_drops_it_again() {
+        use crate::command::BackupRef;
+        let newest = BackupRecord {
+            removing_ms: Some(5_000),
+            ..backup("newest", 3_000)
+        };
+        let older = backup("older", 1_000);
+        let records = vec![newest.clone(), older.clone()];
+        assert_eq!(
+            pick(records.clone(), &BackupRef::Latest).map(|b| b.job),
+            Some("older".into())
+        );
+        assert_eq!(
+            pick(records.clone(), &BackupRef::Named("newest".into())),
+            None
+        );
+        let keep_all = crate::schedule::retention::Retention {
+            daily: 7,
+            weekly: 0,
+            monthly: 0,
+        };
+        let plan = retention_plan(&records, keep_all);
+        assert!(
+            plan.drop.contains("newest") && plan.keep.contains("older"),
+            "{plan:?}"
+        );
+        assert!(render_list(&records, Some("test"), 6_000).contains("being removed by a prune"));
+    }
+
+    #[test]
+    fn retention_neither_keeps_nor_drops_an_unproven_backup_from_outside_the_schedule() {
+        let day = 86_400_000;
+        let genuine = backup("genuine", 10 * day);
+        let older = backup("older", 8 * day);
+        let outside = BackupRecord {
+            outside: true,
+            ..backup("outside", 10 * day + 1_000)
+        };
+        let one = crate::schedule::retention::Retention {
+            daily: 1,
+            weekly: 0,
+            monthly: 0,
+        };
+        let plan = retention_plan(&[outside.clone(), genuine, older], one);
+        assert_eq!(plan.keep.iter().collect::<Vec<_>>(), vec!["genuine"]);
+        assert_eq!(plan.drop.iter().collect::<Vec<_>>(), vec!["older"]);
+        let text = render_list(&[outside], Some("test"), 10 * day + 2_000);
+        assert!(
+            text.contains("not used for `latest` or retention until verified"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn marking_a_backup_as_being_removed_keeps_its_first_time_and_ignores_an_unknown_one() {
+        let s = Store::temporary().unwrap();
+        record(&s, &backup("a", 1_000)).unwrap();
+        mark_removing(&s, "test", "a", 7).unwrap();
+        mark_removing(&s, "test", "a", 9).unwrap();
+        mark_removing(&s, "test", "unknown", 9).unwrap();
+        assert_eq!(list(&s, Some("test"))[0].removing_ms, Some(7));
+        remove(&s, "test", "a").unwrap();
         assert!(list(&s, Some("test")).is_empty());
     }
 

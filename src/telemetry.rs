@@ -131,6 +131,8 @@ pub struct Metrics {
     pub audit_records: Gauge,
     /// The audit anchor: one series, labelled with the head hash and its record number.
     pub audit_anchor: Family<Labels, Gauge>,
+    /// Store writes that failed where nothing could be failed instead (each is logged too), by tree.
+    pub store_write_failures: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -152,6 +154,7 @@ impl Metrics {
             chat_rate_limited: Counter::default(),
             audit_records: Gauge::default(),
             audit_anchor: Family::default(),
+            store_write_failures: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -228,6 +231,11 @@ impl Metrics {
             "audit_anchor",
             "The audit log's head hash and record number at the last anchor (value: Unix time)",
             m.audit_anchor.clone(),
+        );
+        registry.register(
+            "store_write_failures",
+            "Store writes that failed where nothing could be failed instead (each is logged), by tree",
+            m.store_write_failures.clone(),
         );
         Metrics { registry, ..m }
     }

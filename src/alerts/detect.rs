@@ -277,6 +277,7 @@ pub fn kept_fields(o: &Value) -> Value {
     serde_json::json!({
         "metadata": {
             "name": o["metadata"]["name"],
+            "uid": o["metadata"]["uid"],
             "creationTimestamp": o["metadata"]["creationTimestamp"],
         },
         "spec": {

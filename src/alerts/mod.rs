@@ -94,6 +94,38 @@ pub fn open_incidents(store: &Store) -> Vec<Incident> {
     v
 }
 
+/// Writes a record of the alert store. The alert loop has no caller to hand a failure to, and a
+/// lost write repeats an alert or loses what is known about an incident: the failure is logged
+/// and counted, never dropped. `false` when it failed.
+fn put_logged<T: Serialize>(store: &Store, tree: &'static str, key: &str, value: &T) -> bool {
+    match store.kv_put(tree, key, value) {
+        Ok(()) => true,
+        Err(e) => {
+            write_failed(tree, key, &e);
+            false
+        }
+    }
+}
+
+/// Removes a record of the alert store; as [`put_logged`].
+fn remove_logged(store: &Store, tree: &'static str, key: &str) -> bool {
+    match store.kv_remove(tree, key) {
+        Ok(()) => true,
+        Err(e) => {
+            write_failed(tree, key, &e);
+            false
+        }
+    }
+}
+
+fn write_failed(tree: &'static str, key: &str, e: &crate::store::StoreError) {
+    tracing::error!(error = %e, tree, key, "cannot write the alert store; an alert may repeat or an incident's state be lost");
+    crate::telemetry::metrics()
+        .store_write_failures
+        .get_or_create(&crate::telemetry::labels(&[("tree", tree)]))
+        .inc();
+}
+
 /// A token bucket over all alerts, so a failing cluster cannot flood the channel.
 #[derive(Debug)]
 pub struct AlertBudget {
@@ -385,38 +417,79 @@ impl<C: Chat> Alerter<C> {
         }
     }
 
-    /// Backups the cluster's own CronJob took (and manual runs from it) go into the catalog too.
+    /// Backups the cluster's own CronJob took (and other runs of it) go into the catalog too.
+    /// A Job is a run of the backup CronJob only when its controller reference carries the
+    /// CronJob's uid (a name anyone can write); a run the CronJob's schedule did not create is
+    /// recorded with its creator and decides nothing until a verify proves it.
     async fn catalogue(&self, env: &str, job: &Value) {
+        use crate::cluster::jobs;
         let cronjob = self
             .config
             .environments
             .get(env)
             .map(|e| e.backup_cronjob.clone())
             .unwrap_or_else(|| "mongodb-backup".into());
-        let owned = job["metadata"]["ownerReferences"]
-            .as_array()
-            .is_some_and(|r| {
-                r.iter()
-                    .any(|r| r["kind"] == "CronJob" && r["name"] == cronjob.as_str())
-            });
-        if job["metadata"]["labels"][crate::cluster::jobs::OPERATION_LABEL].is_string() {
+        if job["metadata"]["labels"][jobs::OPERATION_LABEL].is_string() {
             // An operation of the bot ran it and records the result itself.
             return;
         }
+        let refs = &job["metadata"]["ownerReferences"];
+        let names_it = refs.as_array().is_some_and(|r| {
+            r.iter()
+                .any(|r| r["kind"] == "CronJob" && r["name"] == cronjob.as_str())
+        });
         let condition = |kind: &str| {
             job["status"]["conditions"]
                 .as_array()
                 .is_some_and(|c| c.iter().any(|c| c["type"] == kind && c["status"] == "True"))
         };
-        let complete = condition("Complete");
-        if owned && condition("Failed") {
+        let (complete, failed) = (condition("Complete"), condition("Failed"));
+        if !names_it || !(complete || failed) {
+            return;
+        }
+        let name = job["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        match crate::catalog::get(&self.store, env, &name) {
+            Ok(Some(_)) => return,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, env, job = name, "cannot read the backup catalog");
+                return;
+            }
+        }
+        let Some(c) = self.clusters.get(env) else {
+            return;
+        };
+        let uid = match self
+            .watched
+            .get(&(env.to_string(), WatchedKind::CronJobs, cronjob.clone()))
+            .and_then(|cj| cj["metadata"]["uid"].as_str())
+        {
+            Some(uid) => Some(uid.to_string()),
+            None => match c.cronjob_uid(&cronjob).await {
+                Ok(uid) => uid,
+                Err(e) => {
+                    tracing::warn!(error = %e, env, job = name, "cannot read the backup CronJob to check a Job's owner; not catalogued now");
+                    return;
+                }
+            },
+        };
+        if !uid.is_some_and(|uid| jobs::controlled_by(refs, "CronJob", &uid)) {
+            tracing::warn!(
+                env,
+                job = name,
+                cronjob,
+                "a Job names the backup CronJob as its owner without its uid; it is not a run of the CronJob and stays out of the catalog"
+            );
+            return;
+        }
+        if failed {
             // Kept for the daily report (the alert itself is raised elsewhere); once per Job.
             let f = crate::catalog::Failure {
                 env: env.to_string(),
-                job: job["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
+                job: name,
                 at_ms: self.clock.now_ms(),
                 reason: job["status"]["conditions"]
                     .as_array()
@@ -425,25 +498,31 @@ impl<C: Chat> Alerter<C> {
                     .unwrap_or("Failed")
                     .to_string(),
             };
-            let _ = crate::catalog::record_failure_if_new(&self.store, &f);
-        }
-        if !owned || !complete {
+            if let Err(e) = crate::catalog::record_failure_if_new(&self.store, &f) {
+                tracing::error!(error = %e, env, job = f.job, "cannot record a failed backup for the report");
+            }
             return;
         }
-        let name = job["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let Some(c) = self.clusters.get(env) else {
-            return;
+        let job_uid = job["metadata"]["uid"].as_str().unwrap_or_default();
+        let message = match c.job_message(&name, job_uid).await {
+            Ok(m) => m,
+            Err(e) => {
+                // Not recorded without its figures: the next event or relist tries again.
+                tracing::warn!(error = %e, env, job = name, "cannot read a backup Job's result; not catalogued now");
+                return;
+            }
         };
-        let message = c.job_message(&name).await.unwrap_or_default();
+        let creator = jobs::creator(&job["metadata"]["managedFields"]);
+        let scheduled = creator.as_deref() == Some(jobs::CONTROLLER_MANAGER);
         let manual =
             job["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"] == "manual";
-        let by = if manual {
-            format!("manual run of cronjob {cronjob}")
-        } else {
+        let made_by = creator.as_deref().unwrap_or("an unknown manager");
+        let by = if scheduled {
             format!("schedule (cronjob {cronjob})")
+        } else if manual {
+            format!("manual run of cronjob {cronjob} by {made_by}")
+        } else {
+            format!("run of cronjob {cronjob} created by {made_by}")
         };
         // When the Job finished, not when the bot saw it (a restarted bot lists old runs too).
         let finished_ms = job["status"]["completionTime"]
@@ -451,10 +530,15 @@ impl<C: Chat> Alerter<C> {
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.timestamp_millis())
             .unwrap_or_else(|| self.clock.now_ms());
-        let b = crate::catalog::BackupRecord::from_result(env, &name, &message, &by, finished_ms);
-        let newest = crate::catalog::list(&self.store, Some(env))
-            .first()
-            .is_none_or(|n| n.finished_ms <= b.finished_ms);
+        let mut b =
+            crate::catalog::BackupRecord::from_result(env, &name, &message, &by, finished_ms);
+        b.created_by = creator;
+        b.outside = !scheduled;
+        let newest = b.trusted()
+            && crate::catalog::list(&self.store, Some(env))
+                .iter()
+                .find(|n| n.trusted())
+                .is_none_or(|n| n.finished_ms <= b.finished_ms);
         match crate::catalog::record_if_new(&self.store, &b) {
             Ok(true) if newest => {
                 // The newest backup's figures, whoever took it (the age alert a team sets on them).
@@ -468,7 +552,7 @@ impl<C: Chat> Alerter<C> {
                     .set(b.finished_ms / 1000);
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot catalogue a backup"),
+            Err(e) => tracing::error!(error = %e, env, job = name, "cannot catalogue a backup"),
         }
     }
 
@@ -518,7 +602,7 @@ impl<C: Chat> Alerter<C> {
             for mut i in held {
                 i.message = Some((m.room_id.clone(), m.id.clone()));
                 i.digest = true;
-                let _ = self.store.kv_put(INCIDENTS, &i.key.id(), &i);
+                put_logged(&self.store, INCIDENTS, &i.key.id(), &i);
             }
         }
     }
@@ -643,7 +727,7 @@ impl<C: Chat> Alerter<C> {
             Err(e) => tracing::error!(error = %e, channel, "no alerts channel"),
         }
         self.webhook(&mut inc, "fired", &text).await;
-        let _ = self.store.kv_put(INCIDENTS, &inc.key.id(), &inc);
+        put_logged(&self.store, INCIDENTS, &inc.key.id(), &inc);
     }
 
     async fn apply(&mut self, s: Signal, _object: Option<&Value>) {
@@ -683,7 +767,7 @@ impl<C: Chat> Alerter<C> {
                                 let _ = self.chat.edit(&m, &self.render(&inc)).await;
                             }
                         }
-                        let _ = self.store.kv_put(INCIDENTS, &key.id(), &inc);
+                        put_logged(&self.store, INCIDENTS, &key.id(), &inc);
                     }
                     None => {
                         let inc = Incident {
@@ -703,7 +787,7 @@ impl<C: Chat> Alerter<C> {
                             webhook: Vec::new(),
                             digest: false,
                         };
-                        let _ = self.store.kv_put(INCIDENTS, &key.id(), &inc);
+                        put_logged(&self.store, INCIDENTS, &key.id(), &inc);
                         if self.muted(&key.env) {
                             tracing::info!(incident = %key.id(), "alert held back by a mute");
                         } else if severity == Severity::Warning && self.quiet() {
@@ -754,17 +838,26 @@ impl<C: Chat> Alerter<C> {
                         self.webhook(&mut inc, "resolved", &text).await;
                     }
                     // Resolved incidents move out of the open set, which every tick scans.
-                    let _ = self
-                        .store
-                        .kv_put(RESOLVED, &format!("{}/{now}", inc.key.id()), &inc);
-                    let _ = self.store.kv_remove(INCIDENTS, &inc.key.id());
+                    // Kept in the open set (marked resolved, so no tick reopens it) when it
+                    // cannot be moved out.
+                    if !put_logged(
+                        &self.store,
+                        RESOLVED,
+                        &format!("{}/{now}", inc.key.id()),
+                        &inc,
+                    ) || !remove_logged(&self.store, INCIDENTS, &inc.key.id())
+                    {
+                        put_logged(&self.store, INCIDENTS, &inc.key.id(), &inc);
+                    }
                     // Kept 90 days for the record; the key ends with the time it was resolved.
-                    let _ = self.store.kv_retain(RESOLVED, |k, _: &serde_json::Value| {
+                    if let Err(e) = self.store.kv_retain(RESOLVED, |k, _: &serde_json::Value| {
                         k.rsplit('/')
                             .next()
                             .and_then(|t| t.parse::<i64>().ok())
                             .is_none_or(|t| t >= now - 90 * 86_400_000)
-                    });
+                    }) {
+                        write_failed(RESOLVED, "(older than 90 days)", &e);
+                    }
                 }
             }
         }

@@ -161,6 +161,62 @@ pub fn job_name(prefix: &str, suffix: &str) -> String {
     format!("{}-{suffix}", p.trim_end_matches('-'))
 }
 
+/// The field manager of the CronJob controller (and every other controller of
+/// kube-controller-manager): the one that creates a CronJob's scheduled Jobs.
+pub const CONTROLLER_MANAGER: &str = "kube-controller-manager";
+
+/// Whether `owner_references` (an object's `metadata.ownerReferences`, as JSON) name `uid` as
+/// the object's controller. Names count for nothing: anyone may write any name into a
+/// reference, while a uid is the API server's and belongs to one object only.
+pub fn controlled_by(owner_references: &serde_json::Value, kind: &str, uid: &str) -> bool {
+    !uid.is_empty()
+        && owner_references.as_array().is_some_and(|refs| {
+            refs.iter()
+                .any(|r| r["kind"] == kind && r["uid"] == uid && r["controller"] == true)
+        })
+}
+
+/// Whether a pod belongs to the Job with `uid`: its controller reference is that Job's uid
+/// (a pod that only carries the Job's name label is someone else's).
+pub fn pod_of_job(pod: &Pod, uid: &str) -> bool {
+    !uid.is_empty()
+        && pod.metadata.owner_references.as_ref().is_some_and(|refs| {
+            refs.iter()
+                .any(|r| r.kind == "Job" && r.uid == uid && r.controller == Some(true))
+        })
+}
+
+/// Who created an object, from its `metadata.managedFields` (as JSON): the manager of an entry
+/// on the object itself (not a subresource such as `status`) that owns `spec`, which a Job's
+/// creator alone sets; when several own it (a server-side apply can share fields), one that is
+/// not the controller manager is named, so a shared claim never passes for the controller's.
+/// `None` when the entries say nothing.
+pub fn creator(managed_fields: &serde_json::Value) -> Option<String> {
+    let entries = managed_fields.as_array()?;
+    let main = |e: &&serde_json::Value| {
+        e["subresource"].as_str().is_none_or(str::is_empty) && e["manager"].is_string()
+    };
+    let owners: Vec<&str> = entries
+        .iter()
+        .filter(main)
+        .filter(|e| e["fieldsV1"].get("f:spec").is_some())
+        .filter_map(|e| e["manager"].as_str())
+        .collect();
+    let chosen = owners
+        .iter()
+        .find(|m| **m != CONTROLLER_MANAGER)
+        .or(owners.first())
+        .copied()
+        // Without field details, the first entry on the object is its creation.
+        .or_else(|| {
+            entries
+                .iter()
+                .find(main)
+                .and_then(|e| e["manager"].as_str())
+        })?;
+    Some(chosen.chars().take(128).collect())
+}
+
 /// The termination message and exit code of a Job pod's first terminated container.
 pub fn termination(pod: &Pod) -> Option<(i32, String, String)> {
     let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
@@ -240,6 +296,66 @@ mod tests {
         )
         .unwrap();
         assert_eq!(job_end(&done), Some(JobEnd::Complete));
+    }
+
+    #[test]
+    fn only_a_controller_reference_with_the_owners_uid_makes_an_owner() {
+        let refs = json!([{"kind": "CronJob", "name": "mongodb-backup", "uid": "cj-1", "controller": true}]);
+        assert!(controlled_by(&refs, "CronJob", "cj-1"));
+        assert!(
+            !controlled_by(&refs, "CronJob", "cj-2"),
+            "same name, other uid"
+        );
+        assert!(!controlled_by(&refs, "Job", "cj-1"));
+        assert!(!controlled_by(&refs, "CronJob", ""));
+        let not_controller = json!([{"kind": "CronJob", "name": "mongodb-backup", "uid": "cj-1"}]);
+        assert!(!controlled_by(&not_controller, "CronJob", "cj-1"));
+        assert!(!controlled_by(&json!("junk"), "CronJob", "cj-1"));
+        assert!(!controlled_by(&serde_json::Value::Null, "CronJob", "cj-1"));
+    }
+
+    #[test]
+    fn a_pod_belongs_to_a_job_by_its_controller_uid_not_by_its_name_label() {
+        let pod = |v: serde_json::Value| -> Pod { serde_json::from_value(v).unwrap() };
+        let owned = pod(json!({"metadata": {"name": "v-abcde",
+            "labels": {"batch.kubernetes.io/job-name": "v"},
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "v", "uid": "job-1", "controller": true}]}}));
+        let labelled = pod(json!({"metadata": {"name": "evil",
+            "labels": {"batch.kubernetes.io/job-name": "v", "job-name": "v"}}}));
+        assert!(pod_of_job(&owned, "job-1"));
+        assert!(!pod_of_job(&owned, "job-2"));
+        assert!(!pod_of_job(&owned, ""));
+        assert!(!pod_of_job(&labelled, "job-1"));
+    }
+
+    #[test]
+    fn the_creator_is_the_manager_that_owns_the_spec_and_a_shared_claim_names_the_other() {
+        let cron = json!([
+            {"manager": "kube-controller-manager", "operation": "Update", "fieldsV1": {"f:metadata": {}, "f:spec": {}}},
+            {"manager": "kube-controller-manager", "operation": "Update", "subresource": "status", "fieldsV1": {"f:status": {}}}
+        ]);
+        assert_eq!(creator(&cron).as_deref(), Some("kube-controller-manager"));
+        let manual = json!([
+            {"manager": "kubectl-create", "operation": "Update", "fieldsV1": {"f:spec": {}}},
+            {"manager": "kube-controller-manager", "operation": "Update", "subresource": "status", "fieldsV1": {"f:status": {}}}
+        ]);
+        assert_eq!(creator(&manual).as_deref(), Some("kubectl-create"));
+        let shared = json!([
+            {"manager": "kube-controller-manager", "operation": "Update", "fieldsV1": {"f:spec": {}}},
+            {"manager": "tenant", "operation": "Apply", "fieldsV1": {"f:spec": {}}}
+        ]);
+        assert_eq!(creator(&shared).as_deref(), Some("tenant"));
+        let labels_only = json!([{"manager": "kubectl-label", "operation": "Update", "fieldsV1": {"f:metadata": {}}},
+            {"manager": "kube-controller-manager", "operation": "Update", "fieldsV1": {"f:spec": {}}}]);
+        assert_eq!(
+            creator(&labels_only).as_deref(),
+            Some("kube-controller-manager")
+        );
+        let bare = json!([{"manager": "helm", "operation": "Update"}]);
+        assert_eq!(creator(&bare).as_deref(), Some("helm"));
+        assert_eq!(creator(&json!([])), None);
+        assert_eq!(creator(&json!({"manager": "x"})), None);
+        assert_eq!(creator(&json!([{"manager": 7}])), None);
     }
 
     #[test]

@@ -910,7 +910,8 @@ impl Cluster {
         let mut stream = watcher(api, cfg).default_backoff().boxed();
         let mut refused = 0;
         let deadline = tokio::time::Instant::now() + limit;
-        let end = loop {
+        // With the uid of the Job that ended: only pods it controls carry its result.
+        let (end, uid) = loop {
             let event = tokio::select! {
                 e = stream.next() => e,
                 _ = tokio::time::sleep_until(deadline) => return Err(ClusterError::TimedOut { what: format!("job {name}"), secs: limit.as_secs() }),
@@ -918,7 +919,7 @@ impl Cluster {
             match event {
                 Some(Ok(watcher::Event::Apply(j))) | Some(Ok(watcher::Event::InitApply(j))) => {
                     if let Some(end) = jobs::job_end(&j) {
-                        break end;
+                        break (end, j.metadata.uid.clone().unwrap_or_default());
                     }
                 }
                 Some(Ok(watcher::Event::Delete(_))) => {
@@ -943,7 +944,7 @@ impl Cluster {
                 }
             }
         };
-        let last = self.newest_job_pod(name).await?;
+        let last = self.newest_job_pod(name, &uid).await?;
         let (exit_code, message) = last
             .as_ref()
             .and_then(jobs::termination)
@@ -963,17 +964,49 @@ impl Cluster {
         })
     }
 
-    /// The newest pod of a Job (the one whose result counts).
-    async fn newest_job_pod(&self, job: &str) -> Result<Option<Pod>, ClusterError> {
+    /// The newest pod of a Job (the one whose result counts): found by the Job's name label,
+    /// kept only when the Job with `uid` controls it. Anyone who may create pods can put a
+    /// Job's name label on one; only the Job controller makes pods whose owner is the Job's uid.
+    async fn newest_job_pod(&self, job: &str, uid: &str) -> Result<Option<Pod>, ClusterError> {
         let pods = self
             .api::<Pod>()
             .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
             .await
             .map_err(self.err("list pods"))?;
-        Ok(pods
+        let (owned, strangers): (Vec<Pod>, Vec<Pod>) = pods
             .items
             .into_iter()
+            .partition(|p| jobs::pod_of_job(p, uid));
+        if !strangers.is_empty() {
+            tracing::warn!(
+                job,
+                pods = ?strangers.iter().filter_map(|p| p.metadata.name.as_deref()).collect::<Vec<_>>(),
+                "pods carry this Job's name label but the Job does not own them; their results are ignored"
+            );
+        }
+        Ok(owned
+            .into_iter()
             .max_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0)))
+    }
+
+    /// The uid of the Job `name` (listed by name: the bot's Role has no `get` on Jobs);
+    /// `None` when there is no such Job.
+    async fn job_uid(&self, name: &str) -> Result<Option<String>, ClusterError> {
+        let found = self
+            .api::<Job>()
+            .list(&ListParams::default().fields(&format!("metadata.name={name}")))
+            .await
+            .map_err(self.err("list jobs"))?;
+        Ok(found.items.into_iter().find_map(|j| j.metadata.uid))
+    }
+
+    /// The uid of the CronJob `name`; `None` when there is none.
+    pub async fn cronjob_uid(&self, name: &str) -> Result<Option<String>, ClusterError> {
+        match self.api::<CronJob>().get(name).await {
+            Ok(cj) => Ok(cj.metadata.uid),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+            Err(e) => Err(self.err(&format!("get cronjob {name}"))(e)),
+        }
     }
 
     /// The last `lines` of a pod's log, redacted.
@@ -993,10 +1026,11 @@ impl Cluster {
             .collect())
     }
 
-    /// The termination message of a Job's newest pod (its result), redacted.
-    pub async fn job_message(&self, job: &str) -> Result<String, ClusterError> {
+    /// The termination message of the newest pod of the Job `job` with `uid` (its result),
+    /// redacted.
+    pub async fn job_message(&self, job: &str, uid: &str) -> Result<String, ClusterError> {
         Ok(self
-            .newest_job_pod(job)
+            .newest_job_pod(job, uid)
             .await?
             .as_ref()
             .and_then(jobs::termination)
@@ -1006,8 +1040,11 @@ impl Cluster {
 
     /// The last log lines of a Job's newest pod, redacted.
     pub async fn job_log_tail(&self, job: &str, lines: i64) -> Result<Vec<String>, ClusterError> {
+        let Some(uid) = self.job_uid(job).await? else {
+            return Ok(Vec::new());
+        };
         match self
-            .newest_job_pod(job)
+            .newest_job_pod(job, &uid)
             .await?
             .and_then(|p| p.metadata.name)
         {

@@ -87,7 +87,8 @@ fn into_value(o: DynamicObject) -> Value {
 /// Objects per page of a watch's list: a bound on what one list holds in memory at once.
 const LIST_PAGE: u32 = 100;
 
-/// Drops what no reader of the events uses and what makes objects big: managed fields, the
+/// Drops what no reader of the events uses and what makes objects big: managed fields (a Job
+/// keeps who manages which top-level field: the catalog records who created it), the
 /// last-applied copy of the object, pod templates, and a pod's spec. Alerts and the backup
 /// catalog read names, labels, owners, `spec` counts and schedules, and `status`.
 pub fn slim(kind: WatchedKind, object: &mut Value) {
@@ -95,7 +96,13 @@ pub fn slim(kind: WatchedKind, object: &mut Value) {
         return;
     };
     if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("managedFields");
+        let managed = meta.remove("managedFields");
+        if kind == WatchedKind::Jobs
+            && let Some(Value::Array(entries)) = managed
+        {
+            let kept: Vec<Value> = entries.iter().map(managers_only).collect();
+            meta.insert("managedFields".into(), Value::Array(kept));
+        }
         if let Some(notes) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
             notes.remove("kubectl.kubernetes.io/last-applied-configuration");
         }
@@ -112,6 +119,25 @@ pub fn slim(kind: WatchedKind, object: &mut Value) {
             }
         }
     }
+}
+
+/// A managed-fields entry cut to its manager, operation, subresource and the top-level fields
+/// it owns.
+fn managers_only(entry: &Value) -> Value {
+    let mut kept = serde_json::Map::new();
+    for k in ["manager", "operation", "subresource", "time"] {
+        if let Some(v) = entry.get(k) {
+            kept.insert(k.into(), v.clone());
+        }
+    }
+    if let Some(fields) = entry.get("fieldsV1").and_then(Value::as_object) {
+        let top = fields
+            .keys()
+            .map(|k| (k.clone(), Value::Object(Default::default())))
+            .collect();
+        kept.insert("fieldsV1".into(), Value::Object(top));
+    }
+    Value::Object(kept)
 }
 
 /// Environments on one API server: its client and which namespace is which environment.
@@ -402,6 +428,31 @@ mod tests {
         assert_eq!(
             cron,
             json!({"spec": {"schedule": "0 * * * *", "suspend": false}})
+        );
+    }
+
+    #[test]
+    fn a_watched_job_keeps_who_manages_its_top_level_fields() {
+        let mut job = json!({
+            "metadata": {"name": "b", "managedFields": [
+                {"manager": "kubectl-create", "operation": "Update", "apiVersion": "batch/v1",
+                 "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:template": {"f:spec": {}}}}},
+                {"manager": "kube-controller-manager", "operation": "Update", "subresource": "status",
+                 "fieldsV1": {"f:status": {"f:active": {}}}}]},
+            "spec": {"template": {}}
+        });
+        slim(WatchedKind::Jobs, &mut job);
+        assert_eq!(
+            job["metadata"]["managedFields"],
+            json!([
+                {"manager": "kubectl-create", "operation": "Update", "fieldsV1": {"f:spec": {}}},
+                {"manager": "kube-controller-manager", "operation": "Update", "subresource": "status",
+                 "fieldsV1": {"f:status": {}}}
+            ])
+        );
+        assert_eq!(
+            crate::cluster::jobs::creator(&job["metadata"]["managedFields"]).as_deref(),
+            Some("kubectl-create")
         );
     }
 

@@ -180,7 +180,10 @@ impl<C: Chat> Engine<C> {
                         at_ms: self.now_ms(),
                         reason: reason.clone(),
                     };
-                    let _ = crate::catalog::record_failure(&self.inner.store, &f);
+                    if let Err(e) = crate::catalog::record_failure(&self.inner.store, &f) {
+                        // The step fails anyway; only the daily report misses the failure.
+                        tracing::error!(error = %e, job, "cannot record the failed backup for the report");
+                    }
                     StepEnd::Failed(OpError::Job(format!(
                         "backup job {job} failed ({reason}){}",
                         super::tail(&r.log_tail)

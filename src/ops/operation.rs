@@ -223,7 +223,11 @@ pub(crate) fn offsite_backup(
     };
     let copied = crate::catalog::list(store, Some(env))
         .into_iter()
-        .filter(|b| named.as_ref().is_none_or(|n| b.name == *n || b.job == *n))
+        .filter(crate::catalog::BackupRecord::available)
+        .filter(|b| match &named {
+            Some(n) => b.name == *n || b.job == *n,
+            None => b.trusted(),
+        })
         .find(|b| b.offsite.is_some());
     match copied {
         Some(b) if e.backup.offsite.is_some() => Ok(b),

@@ -305,6 +305,9 @@ mod tests {
                 detail: String::new(),
                 op: 8,
             }),
+            created_by: None,
+            outside: false,
+            removing_ms: None,
             offsite: None,
             offsite_error: None,
         }

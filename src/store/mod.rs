@@ -257,6 +257,23 @@ pub struct Store {
     op_locks: sled::Tree,
     /// The audit key (HMAC), once set: new records are keyed with it.
     audit_key: std::sync::Arc<std::sync::RwLock<Option<Vec<u8>>>>,
+    /// Writes to fail on purpose (tests of what a failed write leaves behind).
+    faults: std::sync::Arc<std::sync::Mutex<Vec<WriteFault>>>,
+}
+
+/// A kind of record write that [`Store::fail_next_writes`] can fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOp {
+    Put,
+    Remove,
+}
+
+/// Writes of one kind to one tree still to be failed.
+#[derive(Debug)]
+struct WriteFault {
+    tree: &'static str,
+    op: WriteOp,
+    left: u32,
 }
 
 impl std::fmt::Debug for Store {
@@ -364,8 +381,38 @@ impl Store {
             ops: db.open_tree("ops").map_err(io("open ops"))?,
             op_locks: db.open_tree("op_locks").map_err(io("open op locks"))?,
             audit_key: Default::default(),
+            faults: Default::default(),
             db,
         })
+    }
+
+    /// Fails the next `n` record writes of kind `op` to `tree` as a broken disk would, for tests
+    /// of what a failed write leaves behind.
+    pub fn fail_next_writes(&self, tree: &'static str, op: WriteOp, n: u32) {
+        let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        faults.retain(|f| !(f.tree == tree && f.op == op));
+        faults.push(WriteFault { tree, op, left: n });
+    }
+
+    /// An injected failure of this write, if one is due.
+    fn injected(&self, tree: &str, op: WriteOp) -> Result<(), StoreError> {
+        let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        match faults
+            .iter_mut()
+            .find(|f| f.tree == tree && f.op == op && f.left > 0)
+        {
+            Some(f) => {
+                f.left -= 1;
+                Err(StoreError::Io {
+                    op: match op {
+                        WriteOp::Put => "kv put",
+                        WriteOp::Remove => "kv remove",
+                    },
+                    source: sled::Error::Io(std::io::Error::other("injected write failure")),
+                })
+            }
+            None => Ok(()),
+        }
     }
 
     /// Records a message id as seen; `true` if it was new (so its command may run), `false` if seen before.
@@ -726,6 +773,7 @@ impl Store {
         key: &str,
         value: &T,
     ) -> Result<(), StoreError> {
+        self.injected(tree, WriteOp::Put)?;
         let t = self.db.open_tree(tree).map_err(io("open tree"))?;
         let v = encode(tree, value)?;
         t.insert(key.as_bytes(), v).map_err(io("kv put"))?;
@@ -745,6 +793,7 @@ impl Store {
     }
 
     pub fn kv_remove(&self, tree: &'static str, key: &str) -> Result<(), StoreError> {
+        self.injected(tree, WriteOp::Remove)?;
         let t = self.db.open_tree(tree).map_err(io("open tree"))?;
         t.remove(key.as_bytes()).map_err(io("kv remove"))?;
         Ok(())

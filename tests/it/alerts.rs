@@ -508,3 +508,53 @@ async fn a_watch_refused_after_its_permission_is_removed_raises_one_incident_nam
     .await;
     w.stop_bot().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_the_store_cannot_write_is_logged_and_counted_not_dropped_silently() {
+    let mut w = World::with_cluster().await;
+    let store = w.start_bot_sharing_store(alert_config(&w)).await;
+    store.fail_next_writes("incidents", rocketops::store::WriteOp::Put, 1_000);
+    w.kube().script_job(
+        "nightly-export",
+        JobScript {
+            exit_code: 1,
+            ..JobScript::default()
+        },
+    );
+    w.kube()
+        .create(
+            "jobs",
+            "test",
+            json!({"metadata": {"name": "nightly-export"},
+                   "spec": {"template": {"spec": {"restartPolicy": "Never",
+                            "containers": [{"name": "export", "image": "busybox"}]}}}}),
+        )
+        .unwrap();
+    w.wait_bot_text("#alerts", "the alert", |t| t.contains("nightly-export"))
+        .await;
+    let addr = w.telemetry.unwrap();
+    let started = tokio::time::Instant::now();
+    loop {
+        rocketops::tls::install_crypto_provider();
+        let metrics = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let failures = metrics
+            .lines()
+            .find(|l| l.starts_with("rocketops_store_write_failures_total{tree=\"incidents\"}"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse::<f64>().ok());
+        if failures.is_some_and(|n| n >= 1.0) {
+            break;
+        }
+        assert!(
+            started.elapsed() < crate::support::PATIENCE,
+            "no failed incident write was counted: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    w.stop_bot().await;
+}

@@ -60,14 +60,25 @@ async fn a_backup_the_clusters_cronjob_takes_is_catalogued_as_scheduled() {
     let mut w = World::with_cluster().await;
     w.start_bot().await;
     let cj = w.kube().get("cronjobs", "test", "mongodb-backup").unwrap();
+    // As the CronJob controller creates a scheduled run.
     w.kube()
-        .create(
+        .create_as(
             "jobs",
             "test",
             json!({"metadata": {"name": "mongodb-backup-29000000", "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "mongodb-backup", "uid": cj["metadata"]["uid"], "controller": true}]},
                    "spec": cj["spec"]["jobTemplate"]["spec"]}),
+            "kube-controller-manager",
         )
         .unwrap();
+    list_until(&w, "the scheduled backup", |t| {
+        t.contains("schedule (cronjob mongodb-backup)")
+    })
+    .await;
+    w.stop_bot().await;
+}
+
+/// Asks for `backup list test` until the answer satisfies `done`; returns it.
+async fn list_until(w: &World, what: &str, done: impl Fn(&str) -> bool) -> String {
     let started = tokio::time::Instant::now();
     loop {
         let before = bot_texts(&w.sim.messages("#ops").unwrap()).len();
@@ -75,18 +86,271 @@ async fn a_backup_the_clusters_cronjob_takes_is_catalogued_as_scheduled() {
         let msgs = w
             .wait_for("#ops", "the list", |m| bot_texts(m).len() > before)
             .await;
-        if bot_texts(&msgs)
-            .last()
-            .is_some_and(|t| t.contains("schedule (cronjob mongodb-backup)"))
-        {
-            break;
+        if let Some(t) = bot_texts(&msgs).last().filter(|t| done(t)) {
+            return t.clone();
         }
         assert!(
             started.elapsed() < crate::support::PATIENCE,
-            "the scheduled backup never appeared"
+            "{what} never appeared in the list"
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+/// Waits until the Job `name` in test has a `Complete` condition.
+async fn until_complete(w: &World, name: &str) {
+    let started = tokio::time::Instant::now();
+    loop {
+        let done = w.kube().get("jobs", "test", name).is_ok_and(|j| {
+            j["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Complete" && c["status"] == "True")
+            })
+        });
+        if done {
+            return;
+        }
+        assert!(
+            started.elapsed() < crate::support::PATIENCE,
+            "job {name} never completed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_job_naming_the_backup_cronjob_without_its_uid_is_no_backup_and_decides_nothing()
+{
+    let mut w = World::with_cluster().await;
+    let now = chrono::Utc::now().timestamp_millis();
+    w.seed_catalog(&[
+        ("test", "test-genuine", now - 3_600_000),
+        ("test", "test-older", now - 2 * 86_400_000),
+    ]);
+    let mut c = w.config();
+    c.environments.get_mut("test").unwrap().backup.retention =
+        rocketops::schedule::retention::Retention {
+            daily: 1,
+            weekly: 0,
+            monthly: 0,
+        };
+    w.start_bot_with(c).await;
+    let cj = w.kube().get("cronjobs", "test", "mongodb-backup").unwrap();
+    let template = cj["spec"]["jobTemplate"]["spec"].clone();
+    // A tenant's Job, named like a scheduled run, whose owner reference names the CronJob but
+    // not its uid, and whose container writes a result of its choosing.
+    w.kube().script_job(
+        "mongodb-backup-2999",
+        JobScript {
+            termination_message: r#"{"name":"test-forged","bytes":48200000,"sha256":"ab"}"#.into(),
+            ..JobScript::default()
+        },
+    );
+    w.kube()
+        .create(
+            "jobs",
+            "test",
+            json!({"metadata": {"name": "mongodb-backup-29999999", "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob",
+                   "name": "mongodb-backup", "uid": "0b7e1f6a-2c3d-4e5f-8a9b-7e4a4e7e4a4e", "controller": true}]},
+                   "spec": template}),
+        )
+        .unwrap();
+    until_complete(&w, "mongodb-backup-29999999").await;
+    // Then a run of the real CronJob (its uid) that someone made by hand with kubectl: it is
+    // listed with who made it, but decides nothing until a verify proves it.
+    w.kube().script_job(
+        "mongodb-backup-by-hand",
+        JobScript {
+            termination_message: r#"{"name":"test-by-hand","bytes":1000,"sha256":"cd"}"#.into(),
+            ..JobScript::default()
+        },
+    );
+    w.kube()
+        .create(
+            "jobs",
+            "test",
+            json!({"metadata": {"name": "mongodb-backup-by-hand",
+                   "annotations": {"cronjob.kubernetes.io/instantiate": "manual"},
+                   "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "mongodb-backup",
+                                        "uid": cj["metadata"]["uid"], "controller": true}]},
+                   "spec": cj["spec"]["jobTemplate"]["spec"]}),
+        )
+        .unwrap();
+    // Watch events come in order: once the later Job is listed, the forged one was seen.
+    let list = list_until(&w, "the run made by hand", |t| t.contains("test-by-hand")).await;
+    assert!(
+        !list.contains("test-forged") && !list.contains("mongodb-backup-29999999"),
+        "{list}"
+    );
+    assert!(
+        list.contains("manual run of cronjob mongodb-backup by kubectl-create")
+            && list.contains("not used for `latest` or retention until verified"),
+        "{list}"
+    );
+    w.sim.post("alice", "#ops", "/backup prune test").unwrap();
+    let pruned = w
+        .wait_bot_text("#ops", "the prune", |t| {
+            t.contains("backup prune test") && (t.starts_with("✅") || t.starts_with("❌"))
+        })
+        .await;
+    assert!(
+        pruned.starts_with("✅") && pruned.contains("removed 1: test-older; kept 1"),
+        "{pruned}"
+    );
+    let list = list_until(&w, "the list after the prune", |t| {
+        !t.contains("test-older")
+    })
+    .await;
+    assert!(
+        list.contains("test-genuine") && list.contains("test-by-hand"),
+        "{list}"
+    );
+    w.sim.post("alice", "#ops", "/restore test latest").unwrap();
+    let (question, _) = w.confirmation("#ops").await;
+    assert!(
+        question.contains("test's backup `test-genuine`"),
+        "{question}"
+    );
+    w.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_that_only_carries_the_verify_jobs_name_label_does_not_turn_a_failed_verify_into_a_success()
+ {
+    let mut w = World::with_cluster().await;
+    w.start_bot().await;
+    w.sim.post("alice", "#ops", "/backup now test").unwrap();
+    w.wait_bot_text("#ops", "the backup", |t| t.starts_with("✅"))
+        .await;
+    // The verify finds a mismatch, and takes a few seconds to say so.
+    w.kube().script_job(
+        "mongodb-verify",
+        JobScript {
+            runtime: std::time::Duration::from_secs(3),
+            termination_message: r#"{"ok":false,"restore_seconds":40,"collections":57,"documents":9,"mismatches":["rocketchat.rocketchat_message 9/120431"]}"#.into(),
+            ..JobScript::default()
+        },
+    );
+    // A tenant's own pod says everything matched.
+    w.kube().script_job(
+        "lookalike",
+        JobScript {
+            termination_message:
+                r#"{"ok":true,"restore_seconds":41,"collections":57,"documents":120743}"#.into(),
+            ..JobScript::default()
+        },
+    );
+    w.sim.post("alice", "#ops", "/verify test").unwrap();
+    let started = tokio::time::Instant::now();
+    let job = loop {
+        let pod = w.kube().list("pods", Some("test")).into_iter().find(|p| {
+            p["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("mongodb-verify-"))
+        });
+        if let Some(p) = pod {
+            break p["metadata"]["labels"]["batch.kubernetes.io/job-name"]
+                .as_str()
+                .unwrap()
+                .to_string();
+        }
+        assert!(
+            started.elapsed() < crate::support::PATIENCE,
+            "no verify pod"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    // Creation times have whole seconds: the tenant's pod is the newest with the label.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    w.kube()
+        .create(
+            "pods",
+            "test",
+            json!({"metadata": {"name": "lookalike", "labels": {"batch.kubernetes.io/job-name": job, "job-name": job}},
+                   "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}),
+        )
+        .unwrap();
+    let done = w
+        .wait_bot_text("#ops", "the verify", |t| {
+            t.contains("#2 verify test") && (t.starts_with("✅") || t.starts_with("❌"))
+        })
+        .await;
+    assert!(
+        done.starts_with("❌")
+            && done.contains("does not match its manifest: rocketchat.rocketchat_message 9/120431")
+            && !done.contains("120743 documents match"),
+        "{done}"
+    );
+    w.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prune_whose_catalog_cannot_forget_the_deleted_backups_fails_and_nothing_restores_them() {
+    let mut w = World::with_cluster().await;
+    let day = 86_400_000;
+    let now = chrono::Utc::now().timestamp_millis();
+    let at = |d: i64| now - d * day - 1000;
+    let name = |d: i64| {
+        let t = chrono::DateTime::from_timestamp_millis(at(d)).unwrap();
+        format!("test-{}", t.format("%Y%m%dT%H%M%SZ"))
+    };
+    let (d0, d1, d2) = (name(0), name(1), name(2));
+    w.seed_catalog(&[
+        ("test", &d0, at(0)),
+        ("test", &d1, at(1)),
+        ("test", &d2, at(2)),
+    ]);
+    let mut c = w.config();
+    c.environments.get_mut("test").unwrap().backup.retention =
+        rocketops::schedule::retention::Retention {
+            daily: 1,
+            weekly: 0,
+            monthly: 0,
+        };
+    let store = w.start_bot_sharing_store(c).await;
+    // The disk under the catalog fails just as the prune Job has deleted the archives.
+    store.fail_next_writes("backups", rocketops::store::WriteOp::Remove, 2);
+    w.sim.post("alice", "#ops", "/backup prune test").unwrap();
+    let done = w
+        .wait_bot_text("#ops", "the prune", |t| {
+            t.contains("backup prune test") && (t.starts_with("✅") || t.starts_with("❌"))
+        })
+        .await;
+    assert!(
+        done.starts_with("❌")
+            && done.contains(&format!(
+                "the prune job deleted 2 ({d1}, {d2}), but the catalog could not forget {d1}, {d2}"
+            )),
+        "{done}"
+    );
+    let list = list_until(&w, "the marks", |t| t.contains("being removed by a prune")).await;
+    assert!(
+        list.contains(&format!("`{d1}` · 1.0 MB · 1 d ago · schedule (cronjob mongodb-backup) · verified never · being removed by a prune")),
+        "{list}"
+    );
+    // Nothing restores a backup whose archive is gone.
+    w.sim
+        .post("alice", "#ops", &format!("/restore test {d1}"))
+        .unwrap();
+    let answer = w
+        .wait_bot_text("#ops", "the answer", |t| {
+            t.contains(&format!("test's backup `{d1}`")) || t.contains(&format!("is called `{d1}`"))
+        })
+        .await;
+    assert!(
+        answer.contains(&format!("`{d1}` (not in the catalog)")) || answer.contains("is called"),
+        "{answer}"
+    );
+    // Once the catalog can write again, the next prune forgets them.
+    w.sim.post("alice", "#ops", "/backup prune test").unwrap();
+    let again = w
+        .wait_bot_text("#ops", "the second prune", |t| {
+            t.contains("#3 backup prune test") && (t.starts_with("✅") || t.starts_with("❌"))
+        })
+        .await;
+    assert!(again.starts_with("✅"), "{again}");
+    let list = list_until(&w, "the list", |t| !t.contains(&d1)).await;
+    assert!(list.contains(&d0) && !list.contains(&d2), "{list}");
     w.stop_bot().await;
 }
 

@@ -284,6 +284,25 @@ impl World {
     /// As `start_bot_with`, with the schedules following `clock`.
     pub async fn start_bot_at(&mut self, config: Config, clock: rocketops::schedule::Clock) {
         let store = open_store(&config.bot.store_path).await;
+        self.start_bot_on(config, clock, store).await;
+    }
+
+    /// As `start_bot_with`; returns the store the bot runs on (the same database), so that a
+    /// test can fail its writes.
+    pub async fn start_bot_sharing_store(&mut self, config: Config) -> Store {
+        let store = open_store(&config.bot.store_path).await;
+        let shared = store.clone();
+        self.start_bot_on(config, rocketops::schedule::Clock::System, store)
+            .await;
+        shared
+    }
+
+    async fn start_bot_on(
+        &mut self,
+        config: Config,
+        clock: rocketops::schedule::Clock,
+        store: Store,
+    ) {
         let token = CancellationToken::new();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(rocketops::app::run_with_clock(

@@ -335,6 +335,23 @@ async fn dispatch(
     }
 }
 
+/// Who is writing, as the API server names a field manager: the `fieldManager` parameter, else
+/// the client's user agent up to its first `/` (`kubectl/v1.31.0 …` is `kubectl`).
+fn field_manager(q: &Params, headers: &HeaderMap) -> String {
+    if let Some(m) = q.get("fieldManager").filter(|m| !m.is_empty()) {
+        return m.chars().take(128).collect();
+    }
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split('/').next())
+        .filter(|m| !m.is_empty())
+        .unwrap_or("unknown")
+        .chars()
+        .take(128)
+        .collect()
+}
+
 async fn handle(
     sim: &Arc<KubeInner>,
     method: &Method,
@@ -470,7 +487,8 @@ async fn handle(
                 let created = probe.create(rt, &ns, obj)?;
                 return Ok(json_response(201, &created));
             }
-            let created = sim.store().create(rt, &ns, obj)?;
+            let manager = field_manager(q, headers);
+            let created = sim.store().create_by(rt, &ns, obj, &manager)?;
             sim.kick();
             Ok(json_response(201, &created))
         }

@@ -1165,7 +1165,17 @@ fn kubelet(
                 .and_then(|o| o.iter().find(|r| r["kind"] == "CronJob"))
                 .and_then(|r| r["name"].as_str().map(str::to_string))
         });
-        let script = script_for(scripts, &job)
+        // A pod no Job controls (one that only carries a Job's name label) runs a program of
+        // its own: the script for its own name, when there is one.
+        let a_jobs_pod = p["metadata"]["ownerReferences"]
+            .as_array()
+            .is_some_and(|o| {
+                o.iter()
+                    .any(|r| r["kind"] == "Job" && r["controller"] == true)
+            });
+        let own = (!a_jobs_pod).then(|| script_for(scripts, &name)).flatten();
+        let script = own
+            .or_else(|| script_for(scripts, &job))
             .or_else(|| {
                 owner_cronjob
                     .as_deref()

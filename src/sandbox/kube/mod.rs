@@ -291,15 +291,28 @@ impl KubeSim {
         std::fs::write(path, self.kubeconfig_yaml(contexts))
     }
 
-    /// Creates an object as a client would (server-set fields filled in).
+    /// Creates an object as `kubectl create` would (server-set fields filled in; field manager
+    /// `kubectl-create`).
     pub fn create(
         &self,
         plural: &str,
         namespace: &str,
         obj: Value,
     ) -> Result<Value, store::ApiError> {
+        self.create_as(plural, namespace, obj, "kubectl-create")
+    }
+
+    /// Creates an object for the field manager `manager` (`kube-controller-manager` to stand in
+    /// for a controller of the cluster).
+    pub fn create_as(
+        &self,
+        plural: &str,
+        namespace: &str,
+        obj: Value,
+        manager: &str,
+    ) -> Result<Value, store::ApiError> {
         let rt = resources::by_plural(plural);
-        let r = self.inner.store().create(rt, namespace, obj);
+        let r = self.inner.store().create_by(rt, namespace, obj, manager);
         self.inner.kick();
         r
     }

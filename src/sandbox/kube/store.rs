@@ -332,6 +332,34 @@ pub struct ObjectStore {
     pub changes: broadcast::Sender<Change>,
 }
 
+/// The field manager of the cluster's controllers (the Job, CronJob, Deployment, ReplicaSet
+/// controllers), as the API server records it from their user agent.
+pub const CONTROLLER_MANAGER: &str = "kube-controller-manager";
+
+/// The fields a created object sets, as a managed-fields entry lists them (`f:spec`, and under
+/// `f:metadata` its labels, annotations and owners), down to the first level.
+fn fields_set(obj: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    let Some(o) = obj.as_object() else {
+        return Value::Object(out);
+    };
+    let mut meta = serde_json::Map::new();
+    for k in ["labels", "annotations", "ownerReferences", "finalizers"] {
+        if o.get("metadata").and_then(|m| m.get(k)).is_some() {
+            meta.insert(format!("f:{k}"), json!({}));
+        }
+    }
+    if !meta.is_empty() {
+        out.insert("f:metadata".into(), Value::Object(meta));
+    }
+    for k in o.keys() {
+        if !matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status") {
+            out.insert(format!("f:{k}"), json!({}));
+        }
+    }
+    Value::Object(out)
+}
+
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
@@ -507,12 +535,25 @@ impl ObjectStore {
             .collect()
     }
 
-    /// Creates an object, filling in server-set metadata.
+    /// Creates an object as the cluster's controllers do (field manager
+    /// `kube-controller-manager`), filling in server-set metadata.
     pub fn create(
         &mut self,
         rt: &'static ResourceType,
         ns: &str,
+        obj: Value,
+    ) -> Result<Value, ApiError> {
+        self.create_by(rt, ns, obj, CONTROLLER_MANAGER)
+    }
+
+    /// Creates an object for the field manager `manager`, filling in server-set metadata: the
+    /// `managedFields` entry of its creation names the manager and the fields it set.
+    pub fn create_by(
+        &mut self,
+        rt: &'static ResourceType,
+        ns: &str,
         mut obj: Value,
+        manager: &str,
     ) -> Result<Value, ApiError> {
         if !obj.is_object() {
             return Err(ApiError::bad_request("the body is not a JSON object"));
@@ -577,6 +618,15 @@ impl ObjectStore {
         meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
         meta.remove("deletionTimestamp");
         meta.remove("managedFields");
+        let managed = json!([{
+            "manager": manager,
+            "operation": "Update",
+            "apiVersion": rt.api_version(),
+            "time": now_rfc3339(),
+            "fieldsType": "FieldsV1",
+            "fieldsV1": fields_set(&obj),
+        }]);
+        obj["metadata"]["managedFields"] = managed;
         allocate(rt, &mut obj);
         self.objects.insert(key.clone(), obj.clone());
         self.record(rt.plural, &key.1, "ADDED", obj.clone());
@@ -614,7 +664,8 @@ impl ObjectStore {
                 "the name of the object does not match the name on the URL",
             ));
         }
-        // Server-owned metadata always comes from the stored object.
+        // Server-owned metadata always comes from the stored object (the simulator keeps the
+        // creation's managed-fields entry as it was).
         for k in [
             "name",
             "namespace",
@@ -622,6 +673,7 @@ impl ObjectStore {
             "creationTimestamp",
             "generation",
             "resourceVersion",
+            "managedFields",
         ] {
             match old["metadata"].get(k) {
                 Some(v) => new["metadata"][k] = v.clone(),
