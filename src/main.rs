@@ -70,6 +70,10 @@ enum Cmd {
         /// slash-command setting.
         #[arg(long)]
         online: bool,
+        /// Check a file where the secrets (ROCKETOPS_RC_TOKEN, ROCKETOPS_AUDIT_KEY, ...) are not
+        /// present: their absence is reported, not failed on.
+        #[arg(long, conflicts_with = "online")]
+        offline_secrets: bool,
     },
     /// Show the audit log (newest last), or check its hash chain with `audit verify`.
     Audit(rocketops::audit::AuditArgs),
@@ -176,10 +180,29 @@ async fn dispatch(cli: Cli) -> ExitCode {
             let _ = std::io::stdout().flush();
             std::process::exit(code)
         }
-        Cmd::CheckConfig { online } => match load() {
+        Cmd::CheckConfig {
+            online,
+            offline_secrets,
+        } => match if offline_secrets {
+            Config::load_without_secrets(&cli.config)
+        } else {
+            load()
+        } {
             Ok(c) => match rocketops::app::load_runbooks(&c) {
                 Ok(runbooks) => {
+                    let (refusals, notes) = c.run_refusals(offline_secrets);
+                    if !refusals.is_empty() {
+                        println!("{}", c.summary());
+                        return fail(format!(
+                            "{}: `rocketops run` would refuse to start:\n  {}",
+                            cli.config.display(),
+                            refusals.join("\n  ")
+                        ));
+                    }
                     println!("{}: OK\n{}", cli.config.display(), c.summary());
+                    for n in &notes {
+                        println!("secrets:      {n}");
+                    }
                     let names: Vec<&str> = runbooks.iter().map(|r| r.name.as_str()).collect();
                     println!(
                         "runbooks:     {}",

@@ -738,11 +738,36 @@ impl Config {
         Config::from_toml(&src, path, &|k| std::env::var(k).ok())
     }
 
+    /// As [`Config::load`], for a file checked where the secrets are not present: a missing
+    /// Rocket.Chat credential is left to [`Config::run_refusals`] to report instead of failing
+    /// the read.
+    pub fn load_without_secrets(path: &Path) -> Result<Config, ConfigError> {
+        let src = std::fs::read_to_string(path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => ConfigError::Missing {
+                path: path.to_path_buf(),
+            },
+            _ => ConfigError::ReadFailed {
+                path: path.to_path_buf(),
+                source,
+            },
+        })?;
+        Config::parse(&src, path, &|k| std::env::var(k).ok(), false)
+    }
+
     /// Parses and validates `src` (named `path` in errors), with `env` supplying overrides.
     pub fn from_toml(
         src: &str,
         path: &Path,
         env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        Config::parse(src, path, env, true)
+    }
+
+    fn parse(
+        src: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+        secrets_present: bool,
     ) -> Result<Config, ConfigError> {
         let invalid = |problems| ConfigError::Invalid {
             path: path.to_path_buf(),
@@ -781,7 +806,7 @@ impl Config {
             }
         };
         config.apply_env(env);
-        problems.extend(config.problems(src));
+        problems.extend(config.problems(src, secrets_present));
         problems.sort_by_key(|p| p.position);
         if problems.is_empty() {
             Ok(config)
@@ -841,8 +866,38 @@ impl Config {
         }
     }
 
+    /// Why `run` would refuse to start with this configuration as the environment completes it
+    /// (secrets included), and which of those reasons are only secrets that are absent here. With
+    /// `offline_secrets`, absent secrets are reported as notes (the file is checked where the
+    /// secrets are not present), and only what is wrong whatever the secrets are refuses.
+    pub fn run_refusals(&self, offline_secrets: bool) -> (Vec<String>, Vec<String>) {
+        let (mut refusals, mut notes) = (Vec::new(), Vec::new());
+        let mut absent = |why: String| {
+            if offline_secrets {
+                notes.push(format!("not checked (--offline-secrets): {why}"));
+            } else {
+                refusals.push(why);
+            }
+        };
+        let rc = &self.rocketchat;
+        if rc.token.is_none() && rc.password.is_none() {
+            absent(
+                "no Rocket.Chat credentials: set ROCKETOPS_RC_TOKEN (or ROCKETOPS_RC_PASSWORD with rocketchat.username)"
+                    .into(),
+            );
+        }
+        if let Some(why) = self.audit_refusal() {
+            if self.audit.key.is_none() {
+                absent(why);
+            } else {
+                refusals.push(why);
+            }
+        }
+        (refusals, notes)
+    }
+
     /// Semantic checks, each naming its key and, where the key is in the file, its line.
-    fn problems(&self, src: &str) -> Vec<Problem> {
+    fn problems(&self, src: &str, secrets_present: bool) -> Vec<Problem> {
         let mut out = Vec::new();
         let mut bad = |key: &str, message: String| {
             let position = span_of_key(src, key).map(|s| line_col(src, s));
@@ -865,7 +920,7 @@ impl Config {
             ),
             Err(e) => bad("rocketchat.url", format!("`{}` is not a URL: {e}", rc.url)),
         }
-        if rc.token.is_none() && rc.password.is_none() {
+        if secrets_present && rc.token.is_none() && rc.password.is_none() {
             bad(
                 "rocketchat",
                 "no credentials: set `token` (or ROCKETOPS_RC_TOKEN), or `username` with `password` (or ROCKETOPS_RC_PASSWORD)".into(),
@@ -1170,6 +1225,25 @@ impl Config {
                     .map(|t| format!(" ({t})"))
                     .unwrap_or_default()
             ));
+            out.push_str(&format!(
+                "\noff-site {n}:  {}",
+                match &b.offsite {
+                    Some(o) => format!(
+                        "ON: every backup copied, encrypted, to bucket `{}` at {}",
+                        o.bucket, o.endpoint
+                    ),
+                    None => "off".into(),
+                }
+            ));
+            if let Some(when) = &e.schedule.refresh {
+                out.push_str(&format!(
+                    "\nrefresh {n}:   ON: {n}'s data is REPLACED by {}'s newest backup at `{when}`",
+                    e.schedule
+                        .refresh_from
+                        .as_deref()
+                        .unwrap_or("(no refresh_from)")
+                ));
+            }
         }
         out
     }

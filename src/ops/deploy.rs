@@ -128,11 +128,27 @@ impl Deploy {
             "deploy {} by {} (#{})",
             self.version, cx.rec.user, cx.rec.id
         );
+        // Without a configured repository, only the tag changes: the repository is the one the
+        // Deployment ran before this deploy (journaled above, so a resumed step picks the same).
+        let image = if super::keeps_repository(e, &self.version) {
+            let before = cx.rec.facts.previous_image.clone().unwrap_or_default();
+            match super::with_tag(&before, &self.version) {
+                Some(i) => i,
+                None => {
+                    return StepEnd::Failed(super::engine::OpError::Step(format!(
+                        "deployment {} runs no image to take the repository from; set `image` in [environments.{}]",
+                        e.deployment, cx.rec.env
+                    )));
+                }
+            }
+        } else {
+            self.image.clone()
+        };
         match c
-            .set_image(&e.deployment, e.container(), &self.image, &cause)
+            .set_image(&e.deployment, e.container(), &image, &cause)
             .await
         {
-            Ok(_) => StepEnd::Done(self.image.clone()),
+            Ok(_) => StepEnd::Done(image),
             Err(err) => StepEnd::Failed(err.into()),
         }
     }

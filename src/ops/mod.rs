@@ -217,13 +217,31 @@ pub fn plan_with(
             .unwrap_or_else(|| EnvironmentConfig::named(e))
     };
     match cmd {
-        Command::Deploy { env, version, .. } => {
+        Command::Deploy {
+            env,
+            version,
+            no_backup,
+            ..
+        } => {
             let e = env_cfg(env);
+            let backup = e.pre_deploy_backup.unwrap_or_else(|| e.is_production(env)) && !no_backup;
+            let image = if keeps_repository(&e, version) {
+                format!(
+                    "the tag `{version}` on the repository deployment {}/{} runs now (no `image` is configured for {env})",
+                    e.namespace_or(env),
+                    e.deployment
+                )
+            } else {
+                format!(
+                    "`{}` in deployment {}/{}",
+                    image_for(&e, version),
+                    e.namespace_or(env),
+                    e.deployment
+                )
+            };
             format!(
-                "deploy {version} to {env}: set `{}` in deployment {}/{} and follow the rollout; roll back if it fails.",
-                image_for(&e, version),
-                e.namespace_or(env),
-                e.deployment
+                "deploy {version} to {env}: {}set {image} and follow the rollout; roll back if it fails.",
+                if backup { "back up first, then " } else { "" },
             )
         }
         Command::Rollback { env, to } => {
@@ -387,6 +405,10 @@ pub fn who(user: &str) -> String {
     }
 }
 
+/// The image a deploy of `version` sets: `version` itself when it names a repository, else the
+/// configured repository with `version` as its tag. Without a configured repository it is the
+/// bare tag, which the deploy puts on the repository the Deployment runs now ([`with_tag`]):
+/// a version is never an image by itself.
 pub(crate) fn image_for(e: &EnvironmentConfig, version: &str) -> String {
     if version.contains('/') {
         return version.to_string();
@@ -395,6 +417,23 @@ pub(crate) fn image_for(e: &EnvironmentConfig, version: &str) -> String {
         Some(repo) => format!("{repo}:{version}"),
         None => version.to_string(),
     }
+}
+
+/// Whether a deploy of `version` keeps the Deployment's repository and changes only the tag.
+pub(crate) fn keeps_repository(e: &EnvironmentConfig, version: &str) -> bool {
+    e.image.is_none() && !version.contains('/')
+}
+
+/// Pure: `image` (`registry:5000/team/app:1.2@sha256:…`) with its tag and digest replaced by
+/// `tag`; `None` when there is no repository in it.
+pub fn with_tag(image: &str, tag: &str) -> Option<String> {
+    let no_digest = image.split('@').next().unwrap_or_default();
+    let last_slash = no_digest.rfind('/').map_or(0, |i| i + 1);
+    let repo = match no_digest[last_slash..].rfind(':') {
+        Some(colon) => &no_digest[..last_slash + colon],
+        None => no_digest,
+    };
+    (!repo.trim().is_empty()).then(|| format!("{repo}:{tag}"))
 }
 
 fn cluster_err(env: &str, e: ClusterError) -> UserError {
@@ -978,5 +1017,34 @@ mod tests {
         let s = summary(&bad);
         assert_eq!(s.lines().count(), 1 + STATUS_SUMMARY_OVER + 2, "{s}");
         assert!(s.contains("… and 10 more"), "{s}");
+    }
+}
+
+#[cfg(test)]
+mod image_tests {
+    use super::with_tag;
+
+    #[test]
+    fn a_new_tag_keeps_the_repository_and_drops_the_old_tag_and_digest() {
+        let t = |i: &str| with_tag(i, "7.1.0");
+        assert_eq!(
+            t("rocketchat/rocket.chat:6.5.0").unwrap(),
+            "rocketchat/rocket.chat:7.1.0"
+        );
+        assert_eq!(
+            t("registry:5000/team/app:1.2").unwrap(),
+            "registry:5000/team/app:7.1.0"
+        );
+        assert_eq!(
+            t("registry:5000/team/app").unwrap(),
+            "registry:5000/team/app:7.1.0"
+        );
+        assert_eq!(t("app@sha256:abcd").unwrap(), "app:7.1.0");
+        assert_eq!(
+            t("quay.io/org/app:2.0@sha256:ff").unwrap(),
+            "quay.io/org/app:7.1.0"
+        );
+        assert_eq!(t(""), None);
+        assert_eq!(t(":1.0"), None);
     }
 }

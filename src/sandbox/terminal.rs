@@ -120,8 +120,12 @@ pub async fn run(sim: &RocketChatSim, shutdown: CancellationToken) {
     println!(
         "`/deploy prod v3.1` (confirm, then `:as admin` and `/approve #N`), or a tag that does not exist."
     );
-    println!("In a direct message with the bot (`:in @rocketops`) the same commands work without `/`.");
-    println!("Messages in other rooms show as one line each (`[#alerts] ...`); `:in ROOM` shows its latest.");
+    println!(
+        "In a direct message with the bot (`:in @rocketops`) the same commands work without `/`."
+    );
+    println!(
+        "Messages in other rooms show as one line each (`[#alerts] ...`); `:in ROOM` shows its latest."
+    );
     println!("  :as USER    speak as another user (admin, alice, bob)");
     println!("  :in ROOM    move to #CHANNEL or @USER (a direct message)");
     println!("  :quit       leave (or Ctrl-C, Ctrl-D)");
@@ -136,19 +140,38 @@ pub async fn run(sim: &RocketChatSim, shutdown: CancellationToken) {
             return;
         }
     };
-    let printer: Arc<Mutex<Printer>> =
-        Arc::new(Mutex::new(match editor.create_external_printer() {
-            // Every line ends in a newline: outside the editor's raw mode (while a typed line is
-            // being handled) the printer writes the text as it is, and a line without its newline
-            // was wiped by the next prompt.
-            Ok(mut p) => Box::new(move |mut s: String| {
-                if !s.ends_with('\n') {
-                    s.push('\n');
+    // Printing never blocks the chat: lines go to a thread of their own that hands them to the
+    // line editor. The editor takes them while it waits for keys, so while typed-ahead lines are
+    // still being read it may hold them back for a moment; a chat loop waiting on it meanwhile
+    // would stop the very line handling the editor waits for.
+    let (print_tx, print_rx) = std::sync::mpsc::channel::<String>();
+    match editor.create_external_printer() {
+        Ok(mut p) => {
+            std::thread::spawn(move || {
+                while let Ok(mut s) = print_rx.recv() {
+                    // Outside the editor's raw mode (while a typed line is being handled) the
+                    // printer writes the text as it is: without its newline, the next prompt
+                    // would wipe it.
+                    if !s.ends_with('\n') {
+                        s.push('\n');
+                    }
+                    if p.print(s).is_err() {
+                        return;
+                    }
                 }
-                let _ = p.print(s);
-            }),
-            Err(_) => Box::new(|s: String| println!("{s}")),
-        }));
+            });
+        }
+        Err(_) => {
+            std::thread::spawn(move || {
+                while let Ok(s) = print_rx.recv() {
+                    println!("{s}");
+                }
+            });
+        }
+    }
+    let printer: Arc<Mutex<Printer>> = Arc::new(Mutex::new(Box::new(move |s: String| {
+        let _ = print_tx.send(s);
+    })));
     // Each line goes with an answer channel: the next prompt waits until the line was handled,
     // so that it shows the seat `:as` or `:in` just chose.
     type Handled = tokio::sync::oneshot::Sender<()>;
@@ -274,7 +297,9 @@ pub async fn run(sim: &RocketChatSim, shutdown: CancellationToken) {
                     Some(other) => sim.direct_room(&here.user, other),
                     None => Some(room.clone()),
                 };
-                let history = stored.and_then(|r| sim.messages(&r).ok()).unwrap_or_default();
+                let history = stored
+                    .and_then(|r| sim.messages(&r).ok())
+                    .unwrap_or_default();
                 let recent: Vec<_> = history
                     .iter()
                     .filter(|m| m.get("t").is_none())

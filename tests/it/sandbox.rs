@@ -228,36 +228,58 @@ fn fifty_lines_typed_quickly_at_the_prompt_show_every_echo_and_answer_once_and_o
         .and_then(|r| r.split_whitespace().next())
         .expect("the simulator's address")
         .to_string();
-    for i in 0..50 {
-        pty.type_keys(&format!("/ping n{i:02}\r"));
+    // Fifty lines typed at once, as fast as a paste: ten commands from each of the three users
+    // (each within the bot's per-user burst), the switches between them, and lines the prompt
+    // answers itself. Every line must show its echo or its answer exactly once.
+    let mut typed = String::new();
+    let mut echoes = Vec::new();
+    let mut shown_by_prompt = Vec::new();
+    for (user, tag) in [("alice", "a"), ("bob", "b"), ("admin", "c")] {
+        typed.push_str(&format!(":as {user}\r"));
+        shown_by_prompt.push(format!("(now speaking as {user})"));
+        for i in 0..10 {
+            typed.push_str(&format!("/ping {tag}{i:02}\r"));
+            echoes.push((user, format!("{tag}{i:02}")));
+        }
     }
-    let tags: Vec<String> = (0..50).map(|i| format!("n{i:02}")).collect();
+    for i in 0..17 {
+        typed.push_str(&format!(":as ghost{i:02}\r"));
+        shown_by_prompt.push(format!("(there is no user ghost{i:02};"));
+    }
+    assert_eq!(typed.matches('\r').count(), 50);
+    pty.type_keys(&typed);
     let started = std::time::Instant::now();
-    while !tags
+    while !(echoes
         .iter()
-        .all(|t| seen_once(&pty, &format!("[#ops] rocketops: pong {t}")))
+        .all(|(_, t)| seen_once(&pty, &format!("[#ops] rocketops: pong {t}")))
+        && shown_by_prompt.iter().all(|l| seen_once(&pty, l)))
         && started.elapsed() < PATIENCE
     {
         std::thread::sleep(Duration::from_millis(50));
     }
     let shown = pty.seen.lock().unwrap().clone();
-    for t in &tags {
+    for (user, t) in &echoes {
         assert_eq!(
-            shown.matches(&format!("[#ops] alice: /ping {t}")).count(),
+            shown.matches(&format!("[#ops] {user}: /ping {t}")).count(),
             1,
             "the echo of /ping {t}:\n{shown}"
         );
         assert_eq!(
-            shown.matches(&format!("[#ops] rocketops: pong {t}")).count(),
+            shown
+                .matches(&format!("[#ops] rocketops: pong {t}"))
+                .count(),
             1,
             "the answer to /ping {t}:\n{shown}"
         );
     }
-    // What the prompt itself says appears too.
-    pty.type_keys(":as admin\r");
-    pty.wait_for("(now speaking as admin)");
+    for line in &shown_by_prompt {
+        assert!(
+            shown.contains(line.as_str()),
+            "{line} never shown:\n{shown}"
+        );
+    }
     pty.type_keys(":as alice\r");
-    pty.wait_for("(now speaking as alice)");
+    pty.wait_for("(now speaking as alice)\r\n");
     // A new message in another room shows as one line.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -513,3 +513,87 @@ async fn the_example_environment_applied_with_kubectl_as_it_stands_runs_and_the_
     );
     assert_eq!(image.trim(), "rocketchat/rocket.chat:7.0.0");
 }
+
+#[test]
+fn the_starter_configuration_is_checked_as_run_would_start_it_secrets_included() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_rocketops");
+    let run = |args: &[&str], secrets: &[&str]| {
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(args)
+            .current_dir(dir.path())
+            .env_remove("ROCKETOPS_CONFIG")
+            .env_remove("ROCKETOPS_RC_TOKEN")
+            .env_remove("ROCKETOPS_RC_PASSWORD")
+            .env_remove("ROCKETOPS_AUDIT_KEY");
+        if secrets.contains(&"token") {
+            cmd.env("ROCKETOPS_RC_TOKEN", "a-token");
+        }
+        if secrets.contains(&"audit") {
+            cmd.env("ROCKETOPS_AUDIT_KEY", "0123456789abcdef0123456789abcdef");
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, _, err) = run(&["init"], &[]);
+    assert!(ok, "{err}");
+    let starter = std::fs::read_to_string(dir.path().join("rocketops.toml")).unwrap();
+    assert!(
+        starter.contains("ROCKETOPS_AUDIT_KEY"),
+        "the header names every secret"
+    );
+    // Without the secrets, check-config fails as run would, naming them.
+    let (ok, _, err) = run(&["check-config"], &[]);
+    assert!(
+        !ok,
+        "check-config passed a configuration without credentials"
+    );
+    assert!(err.contains("ROCKETOPS_RC_TOKEN"), "{err}");
+    let (ok, _, err) = run(&["check-config"], &["token"]);
+    assert!(!ok, "check-config passed a configuration run refuses");
+    assert!(err.contains("would refuse to start"), "{err}");
+    assert!(err.contains("ROCKETOPS_AUDIT_KEY"), "{err}");
+    // Checked where the secrets are not present, it says so and passes.
+    let (ok, out, err) = run(&["check-config", "--offline-secrets"], &[]);
+    assert!(ok, "{err}");
+    assert!(out.contains("not checked (--offline-secrets)"), "{out}");
+    assert!(out.contains("ROCKETOPS_AUDIT_KEY"), "{out}");
+    // With them, it passes; the risky blocks are off and the summary says so.
+    let (ok, out, err) = run(&["check-config"], &["token", "audit"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("off-site prod:  off"), "{out}");
+    assert!(
+        !out.contains("refresh test"),
+        "no refresh of test from prod: {out}"
+    );
+    assert!(!out.contains("acme"), "no example bucket: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_configured_image_a_deploy_changes_only_the_tag_of_the_running_repository() {
+    use crate::support::{World, bot_texts};
+    let mut w = World::with_cluster().await;
+    let mut config = w.config();
+    config.environments.get_mut("test").unwrap().image = None;
+    w.start_bot_with(config).await;
+    w.sim.post("alice", "#ops", "/deploy test 7.0.0").unwrap();
+    w.wait_for("#ops", "the deploy's end", |m| {
+        bot_texts(m).iter().any(|t| t.starts_with("✅"))
+    })
+    .await;
+    let image = w.kube().get("deployments", "test", "rocketchat").unwrap()["spec"]["template"]
+        ["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        image,
+        format!("{}:7.0.0", rocketops::sandbox::kube::seed::ROCKETCHAT_REPO),
+        "a version is never an image by itself"
+    );
+    w.stop_bot().await;
+}

@@ -1096,7 +1096,11 @@ async fn the_rest_limiter_counts_per_route_and_address_and_spares_a_user_allowed
         assert_eq!(r.status(), 204, "grant {grant}");
         let (status, h, _) = rest(&http, &sim, get.clone(), "me", &bob, None).await;
         assert_eq!(status, 200);
-        assert_eq!(h.contains_key("X-RateLimit-Limit"), limited, "grant {grant}");
+        assert_eq!(
+            h.contains_key("X-RateLimit-Limit"),
+            limited,
+            "grant {grant}"
+        );
     }
 }
 
