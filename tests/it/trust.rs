@@ -819,12 +819,12 @@ async fn passwords_of_command_line_clients_in_a_failed_backup_log_reach_neither_
         rocketops::sandbox::kube::JobScript {
             exit_code: 1,
             log: [
-                "+ redis-cli -h redis -a RedisPw4Zq ping",
-                "+ rclone copy /backup sealed: --crypt-password CryptPw5Zq",
-                "+ curl -fsS -u backup:CurlPw6Zq https://store.example/upload",
                 "CREATE USER backup WITH PASSWORD 'SqlPw7Zq';",
                 "requirepass RequirePw8Zq",
                 "posting to https://chat.example.org/hooks/6f1e2d3c4b5a6978/HookTok9ZqAbCdEf",
+                "+ redis-cli -h redis -a RedisPw4Zq ping",
+                "+ rclone copy /backup sealed: --crypt-password CryptPw5Zq",
+                "+ curl -fsS -u backup:CurlPw6Zq https://store.example/upload",
                 "error: upload failed",
             ]
             .iter()
@@ -908,7 +908,7 @@ async fn a_command_with_a_password_is_redacted_in_the_audit_file_and_a_forged_li
         .collect();
     assert_eq!(forged_lines.len(), 1, "{printed}");
     assert!(
-        forged_lines[0].contains("/ping ok\\n2026-12-04T10:31Z alice")
+        forged_lines[0].contains("ping ok\\n2026-12-04T10:31Z alice")
             && forged_lines[0].contains("\\x1b[1A\\x1b[2K"),
         "{printed}"
     );
