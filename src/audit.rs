@@ -82,6 +82,26 @@ struct Line<'a> {
     entry: &'a AuditEntry,
 }
 
+/// One record as `rocketops audit` prints it: what came from chat (user, room, text, reason,
+/// outcome) with its control characters escaped, so a record is one line and cannot move the
+/// terminal's cursor.
+pub fn text_line(time: &str, e: &AuditEntry) -> String {
+    use crate::redact::escape_controls as esc;
+    let op = e.op.map(|o| format!("#{o} ")).unwrap_or_default();
+    let extra = match (&e.reason, &e.outcome) {
+        (Some(r), _) => format!(" — {}", esc(r)),
+        (None, Some(o)) => format!(" → {}", esc(o)),
+        _ => String::new(),
+    };
+    format!(
+        "{time}  {:<10} {:<10} {op}{:<28} {}{extra}",
+        esc(&e.user),
+        esc(&e.room),
+        esc(&e.text),
+        e.decision
+    )
+}
+
 /// Prints or verifies; `Ok(false)` when verification found a break.
 pub fn run(config: &Config, args: &AuditArgs) -> Result<bool, AuditError> {
     let store = Store::open(&config.bot.store_path)?;
@@ -140,17 +160,32 @@ pub fn run(config: &Config, args: &AuditArgs) -> Result<bool, AuditError> {
                 serde_json::to_string(&Line { time, entry: &e }).unwrap_or_default()
             );
         } else {
-            let op = e.op.map(|o| format!("#{o} ")).unwrap_or_default();
-            let extra = match (&e.reason, &e.outcome) {
-                (Some(r), _) => format!(" — {r}"),
-                (None, Some(o)) => format!(" → {o}"),
-                _ => String::new(),
-            };
-            println!(
-                "{time}  {:<10} {:<10} {op}{:<28} {}{extra}",
-                e.user, e.room, e.text, e.decision
-            );
+            println!("{}", text_line(&time, &e));
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_with_a_newline_and_a_cursor_movement_prints_as_one_visible_line() {
+        let e = AuditEntry {
+            user: "mallory".into(),
+            room: "ops".into(),
+            text: "/ping ok\n2026-12-04T10:31Z alice ops #7 deploy prod v9.9 allowed → started\x1b[1A\x1b[2K".into(),
+            reason: Some("line\rover".into()),
+            ..AuditEntry::default()
+        };
+        let line = text_line("2026-12-04T10:30:00Z", &e);
+        assert!(!line.contains(['\n', '\r', '\x1b']), "{line}");
+        assert!(
+            line.contains("/ping ok\\n2026-12-04T10:31Z alice"),
+            "{line}"
+        );
+        assert!(line.contains("\\x1b[1A\\x1b[2K"), "{line}");
+        assert!(line.contains("line\\rover"), "{line}");
+    }
 }

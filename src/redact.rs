@@ -1,87 +1,36 @@
 //! The one redaction pass for outside text (logs, events, API errors, termination messages, smoke-test bodies): secrets out, mass mentions and code-fence breakouts defused.
+//!
+//! Three layers, cheapest first: exact values of the Secrets the bot's Jobs read ([`values`],
+//! when `redact_secret_values` is on), the rule table ([`rules`]: the vendor-token rules of the
+//! `nosecrets-rules` crate and our own for command-line options, URLs, key/value pairs and SQL,
+//! each woken by its keywords), and base64 runs that decode to something a rule would catch.
+
+mod cli;
+pub mod control;
+mod rules;
+pub mod values;
 
 use std::sync::LazyLock;
 
 use base64::Engine as _;
 use regex::{Captures, Regex};
 
+pub use control::{escape_controls, escape_log_record};
+
+/// Why a redaction rule or the exact values could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RedactError {
+    #[error("redaction rule {id} does not build: {reason}")]
+    RuleInvalid { id: String, reason: String },
+    #[error("the vendor rule list cannot be read: {reason}")]
+    RulesUnreadable { reason: String },
+}
+
 /// What a secret is replaced with.
 pub const MASK: &str = "***";
 
 /// A zero-width space: breaks a mention or a code fence without changing what a reader sees.
 const ZWSP: char = '\u{200B}';
-
-struct Rule {
-    re: Regex,
-    rep: &'static str,
-}
-
-fn rule(re: &str, rep: &'static str) -> Rule {
-    Rule {
-        re: Regex::new(re).unwrap_or_else(|e| panic!("redaction rule {re}: {e}")),
-        rep,
-    }
-}
-
-/// Key names whose values are secrets (as `KEY=value`, `key: value`, `"key": "value"`).
-const SECRET_KEY: &str = r"[A-Za-z0-9_.-]*(?:password|passwd|passphrase|pwd|pass|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|credentials?|session[_-]?id|cookie|signature|sig)";
-
-static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
-    let key = format!(r#"(?i)(\b{SECRET_KEY}\b\]?(?:\\?["'])?\s*[:=]\s*(?:\\?["'])?)"#);
-    vec![
-        // PEM private keys, also when the tail of a log cut off their end.
-        rule(
-            r"(?s)(-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----).*?(?:-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\z)",
-            "$1 *** -----END PRIVATE KEY-----",
-        ),
-        // ... or their beginning.
-        rule(
-            r"(?s)\A(?:[^-]|-[^-]|--[^-]|---[^-]|----[^-])*?-----END ([A-Z0-9 ]*)PRIVATE KEY(?: BLOCK)?-----",
-            "*** -----END ${1}PRIVATE KEY-----",
-        ),
-        // Authorization headers: everything after the header name, whatever the scheme.
-        rule(
-            r#"(?i)\b((?:proxy-)?authorization["']?\s*[:=]\s*)[^\r\n"']+"#,
-            "$1***",
-        ),
-        rule(r"(?i)\b(bearer)\s+[^\s,;]+", "$1 ***"),
-        rule(r"(?i)\b(basic)\s+[A-Za-z0-9+/=]{6,}", "$1 ***"),
-        // scheme://user:password@host (empty user, `@` inside the password), scheme://token@host
-        rule(
-            r"(?i)\b([a-z][a-z0-9+.-]*://)([^\s:/@]*):[^\s/?#]*@",
-            "$1$2:***@",
-        ),
-        rule(r"(?i)\b([a-z][a-z0-9+.-]*://)[A-Za-z0-9_-]{20,}@", "$1***@"),
-        // The API server quoting a rejected secret field: `data[password]: Invalid value: "..."`.
-        rule(
-            &format!(r#"(?i)(\b{SECRET_KEY}\b\]?:\s*Invalid value:\s*)"[^"]*""#),
-            "$1\"***\"",
-        ),
-        // Secret-looking keys with quoted values (kept quoted), then bare values.
-        rule(&format!(r#"{key}"[^"\r\n]*""#), "$1\"***\""),
-        rule(&format!(r"{key}'[^'\r\n]*'"), "$1'***'"),
-        rule(
-            &format!(r#"{key}\\"(?:[^"\\]|\\[^"])*\\""#),
-            "$1\\\"***\\\"",
-        ),
-        rule(&format!(r#"{key}[^\s"',;&\\]+"#), "$1***"),
-        // Command-line flags: --password x, --password=x, -p x, -px
-        rule(
-            r#"(?i)((?:^|\s)--?(?:password|passwd|pass|token|secret|api-key|apikey|access-key|secret-key|auth-token)(?:=|\s+))(?:'[^']*'|"[^"]*"|\S+)"#,
-            "$1***",
-        ),
-        rule(r#"((?:^|\s)-p\s*)(?:'[^']*'|"[^"]*"|[^\s-]\S*)"#, "$1***"),
-        // Well-known token formats.
-        rule(
-            r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_-]{20,}|xox[abposr]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}|sk_live_[A-Za-z0-9]{16,})\b",
-            "***",
-        ),
-        rule(
-            r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",
-            "***",
-        ),
-    ]
-});
 
 static BASE64ISH: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"[A-Za-z0-9+/_-]{16,}={0,2}").expect("base64 pattern"));
@@ -92,12 +41,8 @@ static MASS_MENTION: LazyLock<Regex> =
 /// `text` with every credential it contains replaced by `***`. Works on whole texts: a secret
 /// split over lines (a PEM block, a JSON value on the next line) is found too.
 pub fn redact(text: &str) -> String {
-    let mut out = text.to_string();
-    for r in RULES.iter() {
-        if r.re.is_match(&out) {
-            out = r.re.replace_all(&out, r.rep).into_owned();
-        }
-    }
+    let exact = values::apply(text);
+    let out = rules::RULES.apply(&exact);
     redact_encoded(&out)
 }
 
@@ -126,9 +71,7 @@ fn hides_secret(token: &str) -> bool {
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
             .is_some_and(|s| {
-                s.contains("://")
-                    || s.contains("PRIVATE KEY")
-                    || RULES.iter().any(|r| r.re.is_match(&s))
+                s.contains("://") || s.contains("PRIVATE KEY") || rules::RULES.finds(&s)
             })
     })
 }

@@ -28,10 +28,11 @@ pub fn init(format: LogFormat) {
 pub fn init_with_filter(format: LogFormat, default: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     use std::io::IsTerminal;
+    let colours = std::io::stderr().is_terminal() && format == LogFormat::Text;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(|| RedactingWriter(std::io::stderr()));
+        .with_writer(move || RedactingWriter(std::io::stderr(), colours));
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -55,7 +56,7 @@ pub fn init_to_file(
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)
-        .with_writer(move || RedactingWriter(file.clone()));
+        .with_writer(move || RedactingWriter(file.clone(), false));
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -63,27 +64,32 @@ pub fn init_to_file(
     Ok(())
 }
 
-/// Text a person typed, shortened for a log field: a log line stays a line.
+/// Text a person typed, shortened for a log field: a log line stays a line, and control
+/// characters show as escapes (`\n`, `\x1b`) instead of acting on the terminal.
 pub fn short(text: &str) -> String {
     const MAX: usize = 200;
-    let flat = text.replace(['\n', '\r'], " ");
-    if flat.chars().count() <= MAX {
-        flat
-    } else {
-        let mut s: String = flat.chars().take(MAX).collect();
+    let cut = match text.char_indices().nth(MAX) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    };
+    let mut s = crate::redact::escape_controls(cut).into_owned();
+    if cut.len() < text.len() {
         s.push_str(&format!("… ({} characters)", text.chars().count()));
-        s
     }
+    s
 }
 
 /// Standard error through the redactor: a log line never carries a secret, whichever field it
-/// came in (the formatter writes each event in one call).
-struct RedactingWriter<W: std::io::Write>(W);
+/// came in (the formatter writes each event in one call), and stays one line: a newline or an
+/// escape sequence inside a field is written as a visible escape (colours are kept when on).
+struct RedactingWriter<W: std::io::Write>(W, bool);
 
 impl<W: std::io::Write> std::io::Write for RedactingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let text = String::from_utf8_lossy(buf);
-        self.0.write_all(crate::redact::redact(&text).as_bytes())?;
+        let redacted = crate::redact::redact(&text);
+        let safe = crate::redact::escape_log_record(&redacted, self.1);
+        self.0.write_all(safe.as_bytes())?;
         Ok(buf.len())
     }
 
@@ -350,7 +356,7 @@ mod tests {
 
     #[test]
     fn text_a_person_typed_is_one_short_line_in_the_log() {
-        assert_eq!(short("deploy\ntest"), "deploy test");
+        assert_eq!(short("deploy\ntest\x1b[2K"), "deploy\\ntest\\x1b[2K");
         let long = "x".repeat(6000);
         let s = short(&long);
         assert!(s.chars().count() < 240, "{}", s.len());
@@ -362,7 +368,7 @@ mod tests {
 
     #[test]
     fn a_log_line_is_redacted_before_it_is_written() {
-        let mut w = RedactingWriter(Vec::new());
+        let mut w = RedactingWriter(Vec::new(), false);
         w.write_all(b"INFO connecting uri=mongodb://admin:hunter2@db:27017 token=abc123\n")
             .unwrap();
         let out = String::from_utf8(w.0).unwrap();

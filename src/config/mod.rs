@@ -474,6 +474,10 @@ pub struct BotConfig {
     pub seen_retention: Duration,
     /// Directory of runbook command files (`*.toml`).
     pub commands_dir: PathBuf,
+    /// Remove the exact values (and their base64) of the Secrets the Job templates reference
+    /// from everything the bot posts. Needs `get` on those Secrets (see the README, "Secrets in
+    /// chat and logs"); the values go into `redact::values`.
+    pub redact_secret_values: bool,
 }
 
 impl Default for BotConfig {
@@ -485,6 +489,7 @@ impl Default for BotConfig {
             catch_up_max_age: Duration::from_secs(600),
             seen_retention: Duration::from_secs(7 * 24 * 3600),
             commands_dir: PathBuf::from("commands"),
+            redact_secret_values: false,
         }
     }
 }

@@ -2,6 +2,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+#[cfg(unix)]
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::StoreError;
@@ -12,6 +14,58 @@ fn fail<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
         path: path.to_path_buf(),
         source: e,
     }
+}
+
+/// Store files are the bot's alone: read and written by its user only.
+pub(super) const FILE_MODE: u32 = 0o600;
+/// And so are the store's folders.
+pub(super) const DIR_MODE: u32 = 0o700;
+
+/// `opts` creating files with [`FILE_MODE`].
+fn private(opts: &mut OpenOptions) -> &mut OpenOptions {
+    #[cfg(unix)]
+    opts.mode(FILE_MODE);
+    opts
+}
+
+/// Sets `path`'s mode to `mode` unless it already has no more than that.
+#[cfg_attr(not(unix), allow(unused_variables))]
+fn tighten(path: &Path, mode: u32) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        let meta = std::fs::metadata(path).map_err(fail("read", path))?;
+        if meta.permissions().mode() & 0o777 & !mode != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .map_err(fail("restrict", path))?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the store's folder with [`DIR_MODE`] (and its missing parents), or tightens it.
+pub(super) fn private_dir(path: &Path) -> Result<(), StoreError> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    b.mode(DIR_MODE);
+    b.create(path).map_err(fail("create", path))?;
+    tighten(path, DIR_MODE)
+}
+
+/// Tightens every file and folder under the store's folder: what the database wrote with the
+/// default mode, and a store made before files were private.
+pub(super) fn tighten_tree(dir: &Path) -> Result<(), StoreError> {
+    tighten(dir, DIR_MODE)?;
+    let entries = std::fs::read_dir(dir).map_err(fail("read", dir))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => tighten_tree(&path)?,
+            Ok(t) if t.is_file() => tighten(&path, FILE_MODE)?,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Where appended records go.
@@ -42,12 +96,10 @@ impl Sink {
         max: u64,
         whole: impl FnOnce(&[u8]) -> usize,
     ) -> Result<(Sink, Vec<u8>), StoreError> {
-        let mut file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
+        let mut file = private(OpenOptions::new().create(true).read(true).append(true))
             .open(path)
             .map_err(fail("open", path))?;
+        tighten(path, FILE_MODE)?;
         let len = file.metadata().map_err(fail("read", path))?.len();
         let start = len.saturating_sub(max);
         file.seek(SeekFrom::Start(start))
@@ -98,7 +150,9 @@ impl Sink {
             Sink::Memory(m) => *m = bytes,
             Sink::File { file, path } => {
                 let tmp = path.with_extension("rewrite");
-                let mut out = File::create(&tmp).map_err(fail("rewrite", path))?;
+                let mut out = private(OpenOptions::new().create(true).write(true).truncate(true))
+                    .open(&tmp)
+                    .map_err(fail("rewrite", path))?;
                 out.write_all(&bytes).map_err(fail("rewrite", path))?;
                 out.sync_all().map_err(fail("rewrite", path))?;
                 drop(out);

@@ -285,6 +285,7 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (or creates) the store in `path`; a store held by another process is a clear error.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        append::private_dir(path)?;
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(CACHE_BYTES)
@@ -322,13 +323,15 @@ impl Store {
                     }
                 }
             })?;
-        Store::from_db(db, Some(path)).map_err(|e| match e {
+        let store = Store::from_db(db, Some(path)).map_err(|e| match e {
             StoreError::Io { source, .. } => StoreError::Damaged {
                 path: path.to_path_buf(),
                 detail: source.to_string(),
             },
             other => other,
-        })
+        })?;
+        append::tighten_tree(path)?;
+        Ok(store)
     }
 
     /// A store that lives in memory and vanishes on drop (tests, benchmarks).
@@ -449,6 +452,11 @@ impl Store {
                 None => (1, String::new()),
             };
             let mut e = entry.clone();
+            // What chat shows redacted is stored redacted: the chain covers the redacted text.
+            e.text = crate::redact::redact(&e.text);
+            e.command = crate::redact::redact(&e.command);
+            e.reason = e.reason.as_deref().map(crate::redact::redact);
+            e.outcome = e.outcome.as_deref().map(crate::redact::redact);
             e.seq = seq;
             e.prev_hash = prev_hash;
             e.keyed = key.is_some();
@@ -947,6 +955,60 @@ mod tests {
         assert!(!s.db.tree_names().iter().any(|n| n.as_ref() == b"seen"));
         drop(s);
         assert!(Store::open(dir.path()).unwrap().is_seen("m-old").unwrap());
+    }
+
+    #[test]
+    fn a_secret_in_a_command_is_stored_redacted_and_the_chain_covers_the_redacted_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.audit(&AuditEntry {
+            user: "alice".into(),
+            text: "/ping password=Hunter9Zq".into(),
+            reason: Some("job log: redis-cli -a Hunter9Zq ping".into()),
+            ..AuditEntry::default()
+        })
+        .unwrap();
+        let file = std::fs::read_to_string(dir.path().join(audit_log::FILE)).unwrap();
+        assert!(!file.contains("Hunter9Zq"), "{file}");
+        assert!(file.contains("password=***"), "{file}");
+        assert!(s.verify_audit(None, None).unwrap().is_ok());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn store_files_are_private_to_the_bot_and_an_older_store_is_tightened_on_open() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let parent = tempfile::tempdir().unwrap();
+        let fresh = parent.path().join("fresh");
+        Store::open(&fresh)
+            .unwrap()
+            .audit(&AuditEntry::default())
+            .unwrap();
+        assert_eq!(mode(&fresh), 0o700);
+        for f in [audit_log::FILE, seen::FILE] {
+            assert_eq!(mode(&fresh.join(f)), 0o600, "{f}");
+        }
+        // A store made before: world-readable folder and files.
+        let old = parent.path().join("old");
+        std::fs::create_dir(&old).unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(old.join(audit_log::FILE), "").unwrap();
+        std::fs::set_permissions(
+            old.join(audit_log::FILE),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        drop(Store::open(&old).unwrap());
+        assert_eq!(mode(&old), 0o700);
+        for entry in std::fs::read_dir(&old).unwrap().flatten() {
+            let want = if entry.file_type().unwrap().is_dir() {
+                0o700
+            } else {
+                0o600
+            };
+            assert_eq!(mode(&entry.path()), want, "{}", entry.path().display());
+        }
     }
 
     #[test]

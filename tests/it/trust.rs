@@ -808,3 +808,112 @@ async fn a_watch_the_bot_is_no_longer_allowed_fails_the_wait_with_the_missing_pe
     // its rollout deadline.
     w.stop_bot().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_of_command_line_clients_in_a_failed_backup_log_reach_neither_progress_nor_alert()
+{
+    let mut w = World::with_cluster().await;
+    w.start_bot().await;
+    w.kube().script_job(
+        "mongodb-backup",
+        rocketops::sandbox::kube::JobScript {
+            exit_code: 1,
+            log: [
+                "CREATE USER backup WITH PASSWORD 'SqlPw7Zq';",
+                "requirepass RequirePw8Zq",
+                "posting to https://chat.example.org/hooks/6f1e2d3c4b5a6978/HookTok9ZqAbCdEf",
+                "+ redis-cli -h redis -a RedisPw4Zq ping",
+                "+ rclone copy /backup sealed: --crypt-password CryptPw5Zq",
+                "+ curl -fsS -u backup:CurlPw6Zq https://store.example/upload",
+                "error: upload failed",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            ..Default::default()
+        },
+    );
+    w.sim.post("alice", "#ops", "/backup now test").unwrap();
+    let failed = w
+        .wait_bot_text("#ops", "the failed backup", |t| t.starts_with("❌"))
+        .await;
+    let alert = w
+        .wait_bot_text("#alerts", "the backup's alert", |t| t.contains("🚨"))
+        .await;
+    let leaked = [
+        "RedisPw4Zq",
+        "CryptPw5Zq",
+        "CurlPw6Zq",
+        "SqlPw7Zq",
+        "RequirePw8Zq",
+        "HookTok9ZqAbCdEf",
+    ];
+    for text in [&failed, &alert] {
+        for s in leaked {
+            assert!(!text.contains(s), "{s} in: {text}");
+        }
+    }
+    assert!(
+        failed.contains("redis-cli -h redis -a ***") && failed.contains("--crypt-password ***"),
+        "{failed}"
+    );
+    w.stop_bot().await;
+    for row in audit_rows(&w) {
+        let row = row.to_string();
+        for s in leaked {
+            assert!(!row.contains(s), "{s} in the audit: {row}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_with_a_password_is_redacted_in_the_audit_file_and_a_forged_line_prints_escaped()
+{
+    let mut w = World::with_cluster().await;
+    w.start_bot().await;
+    w.sim
+        .post("alice", "#ops", "/ping password=AuditPw3Zq")
+        .unwrap();
+    let pong = w
+        .wait_bot_text("#ops", "the pong", |t| t.starts_with("pong"))
+        .await;
+    assert!(!pong.contains("AuditPw3Zq"), "{pong}");
+    let forged =
+        "/ping ok\n2026-12-04T10:31Z alice ops #7 deploy prod v9.9 allowed → started\x1b[1A\x1b[2K";
+    w.sim.post("alice", "#ops", forged).unwrap();
+    w.ping_ok("after-forgery").await;
+    w.stop_bot().await;
+
+    let file = std::fs::read_to_string(w.store_path().join("audit.jsonl")).unwrap();
+    assert!(!file.contains("AuditPw3Zq"), "{file}");
+    assert!(file.contains("password=***"), "{file}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(w.store_path().join("audit.jsonl"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    let cfg = w.cli_config("");
+    let out = rocketops(&cfg, &["audit"], None);
+    assert!(out.status.success(), "{}", text(&out));
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!printed.contains('\x1b'), "{printed}");
+    let forged_lines: Vec<&str> = printed
+        .lines()
+        .filter(|l| l.contains("deploy prod v9.9"))
+        .collect();
+    assert_eq!(forged_lines.len(), 1, "{printed}");
+    assert!(
+        forged_lines[0].contains("ping ok\\n2026-12-04T10:31Z alice")
+            && forged_lines[0].contains("\\x1b[1A\\x1b[2K"),
+        "{printed}"
+    );
+    assert!(
+        !printed.lines().any(|l| l.starts_with("2026-12-04T10:31Z")),
+        "{printed}"
+    );
+}
