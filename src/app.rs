@@ -114,6 +114,13 @@ pub async fn run_with_clock(
         ready.clone(),
         shutdown.clone(),
     ));
+    if config.bot.redact_secret_values {
+        tokio::spawn(learn_secret_values(
+            config.clone(),
+            clusters.clone(),
+            shutdown.clone(),
+        ));
+    }
     let is_ready = ready.clone();
     tokio::spawn(crate::memory::trim_periodically(
         Duration::from_secs(10),
@@ -269,6 +276,44 @@ async fn anchor_audit<C: Chat>(
                 }
             }
             Err(e) => tracing::warn!(error = %e, room, "cannot find the audit room"),
+        }
+    }
+}
+
+/// How often the Secrets behind `redact_secret_values` are read again (a rotated value is then
+/// removed from chat too; the old one stays removed).
+const SECRET_VALUES_EVERY: Duration = Duration::from_secs(15 * 60);
+
+/// With `redact_secret_values`: reads the Secrets each environment's Jobs use and registers their
+/// values with the redactor, at start and every [`SECRET_VALUES_EVERY`].
+async fn learn_secret_values(config: Arc<Config>, clusters: Clusters, stop: CancellationToken) {
+    loop {
+        let mut values = Vec::new();
+        for (env, e) in &config.environments {
+            let Some(c) = clusters.get(env) else { continue };
+            for (name, keys) in crate::ops::templates::referenced_secrets(&config, env, e) {
+                match c.secret(&name).await {
+                    Ok(secret) => {
+                        values.extend(crate::redact::values::secret_values(&secret, keys.as_ref()))
+                    }
+                    Err(err) => tracing::warn!(
+                        %env,
+                        secret = %name,
+                        error = %err,
+                        "cannot read a Secret whose values are to be kept out of chat (the Role in manifests/rbac-secret-values grants it)"
+                    ),
+                }
+            }
+        }
+        let known = crate::redact::values::register(&values);
+        tracing::info!(
+            secrets_values = values.len(),
+            forms = known,
+            "exact values of the Jobs' Secrets are kept out of chat"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(SECRET_VALUES_EVERY) => {}
+            _ = stop.cancelled() => return,
         }
     }
 }

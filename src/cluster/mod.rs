@@ -46,6 +46,11 @@ pub const API_CALLS: &[(&str, &str, &[&str])] = &[
     ),
 ];
 
+/// The calls made only with `redact_secret_values = true`: reading the Secrets the Job templates
+/// use, so their values can be removed from chat. Granted by a Role of their own
+/// (`manifests/rbac-secret-values`), limited to those Secrets' names.
+pub const SECRET_VALUE_CALLS: &[(&str, &str, &[&str])] = &[("", "secrets", &["get"])];
+
 /// Why a cluster action failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -457,6 +462,21 @@ impl Cluster {
                 .map_err(self.err(&format!("get statefulset {name}")))
         })
         .await
+    }
+
+    /// A Secret as JSON (`data` in base64), to learn the values that must never reach chat.
+    pub async fn secret(&self, name: &str) -> Result<serde_json::Value, ClusterError> {
+        let secret = retrying(|| async {
+            self.api::<k8s_openapi::api::core::v1::Secret>()
+                .get(name)
+                .await
+                .map_err(self.err(&format!("get secret {name}")))
+        })
+        .await?;
+        serde_json::to_value(&secret).map_err(|e| ClusterError::Invalid {
+            action: format!("read secret {name}"),
+            message: e.to_string(),
+        })
     }
 
     /// Sets `container`'s image and records the change cause (one strategic merge patch).

@@ -176,6 +176,60 @@ pub fn render(
     Ok(job)
 }
 
+/// The Secrets (and their keys; `None`: every key) that `env`'s Jobs read: those its rendered
+/// templates reference, and its off-site store's credentials and encryption key.
+pub fn referenced_secrets(
+    config: &Config,
+    env: &str,
+    e: &EnvironmentConfig,
+) -> std::collections::BTreeMap<String, Option<std::collections::BTreeSet<String>>> {
+    let mut out = std::collections::BTreeMap::new();
+    let sample = OpRecord {
+        id: 1,
+        env: env.to_string(),
+        mark: "sample00mark".into(),
+        ..OpRecord::default()
+    };
+    let p = params(
+        &sample,
+        e,
+        &[
+            ("backup", &format!("{env}-20260101T020000Z")),
+            ("names", &format!("{env}-20250101T020000Z")),
+        ],
+    );
+    for kind in Kind::used_by(e) {
+        if let Ok(job) = render(&config.bot.commands_dir, e, kind, &p)
+            && let Ok(v) = serde_json::to_value(&job)
+        {
+            for (name, keys) in crate::redact::values::referenced_secrets(&v) {
+                merge_keys(&mut out, name, keys);
+            }
+        }
+    }
+    if let Some(o) = &e.backup.offsite {
+        for name in [&o.secret, &o.encryption_secret] {
+            merge_keys(&mut out, name.clone(), None);
+        }
+    }
+    out
+}
+
+fn merge_keys(
+    out: &mut std::collections::BTreeMap<String, Option<std::collections::BTreeSet<String>>>,
+    name: String,
+    keys: Option<std::collections::BTreeSet<String>>,
+) {
+    match (out.get_mut(&name), keys) {
+        (None, keys) => {
+            out.insert(name, keys);
+        }
+        (Some(Some(have)), Some(more)) => have.extend(more),
+        (Some(entry), None) => *entry = None,
+        (Some(None), Some(_)) => {}
+    }
+}
+
 /// Renders every template each environment uses with sample values (for `check-config` and start-up).
 pub fn check_all(config: &Config) -> Vec<String> {
     let mut problems = Vec::new();

@@ -123,7 +123,7 @@ fn declared() -> BTreeSet<(String, String, String)> {
 fn the_role_grants_exactly_the_calls_the_cluster_layer_declares_and_nothing_wider() {
     let role: Role = documents()
         .into_iter()
-        .find(|(_, v)| v["kind"] == "Role")
+        .find(|(_, v)| v["kind"] == "Role" && v["metadata"]["name"] == "rocketops")
         .map(|(f, v)| typed(&f, &v))
         .unwrap();
     let mut granted = BTreeSet::new();
@@ -225,9 +225,26 @@ async fn everything_the_cluster_layer_does_stays_within_its_declared_calls_and_u
         .unwrap();
     c.wait_pods_gone("rocketchat", limit).await.unwrap();
     c.restore_hpa(&saved).await.unwrap();
+    // With `redact_secret_values`: the Secrets the Jobs read.
+    sim.create(
+        "secrets",
+        "prod",
+        serde_json::json!({"metadata": {"name": "mongodb"}, "stringData": {"uri": "mongodb://x"}}),
+    )
+    .unwrap();
+    c.secret("mongodb").await.unwrap();
     cancel.cancel();
     let observed = sim.api_calls();
-    let declared = declared();
+    let mut declared = declared();
+    declared.extend(
+        rocketops::cluster::SECRET_VALUE_CALLS
+            .iter()
+            .flat_map(|(g, r, verbs)| {
+                verbs
+                    .iter()
+                    .map(move |v| (g.to_string(), r.to_string(), v.to_string()))
+            }),
+    );
     let undeclared: Vec<_> = observed.difference(&declared).collect();
     assert!(
         undeclared.is_empty(),
@@ -238,6 +255,37 @@ async fn everything_the_cluster_layer_does_stays_within_its_declared_calls_and_u
         unused.is_empty(),
         "declared (and granted) but never made: {unused:?}"
     );
+}
+
+#[test]
+fn the_secret_values_role_grants_only_get_on_named_secrets() {
+    let (f, v) = documents()
+        .into_iter()
+        .find(|(_, v)| v["kind"] == "Role" && v["metadata"]["name"] == "rocketops-secret-values")
+        .expect("manifests/rbac-secret-values/role.yaml");
+    let role: Role = typed(&f, &v);
+    let mut granted = BTreeSet::new();
+    for rule in role.rules.unwrap() {
+        let names = rule.resource_names.clone().unwrap_or_default();
+        assert!(!names.is_empty(), "every rule names its Secrets");
+        assert!(names.contains(&"mongodb".to_string()), "{names:?}");
+        for g in rule.api_groups.unwrap_or_default() {
+            for r in rule.resources.clone().unwrap_or_default() {
+                for verb in &rule.verbs {
+                    granted.insert((g.clone(), r.clone(), verb.clone()));
+                }
+            }
+        }
+    }
+    let wanted: BTreeSet<(String, String, String)> = rocketops::cluster::SECRET_VALUE_CALLS
+        .iter()
+        .flat_map(|(g, r, verbs)| {
+            verbs
+                .iter()
+                .map(move |v| (g.to_string(), r.to_string(), v.to_string()))
+        })
+        .collect();
+    assert_eq!(granted, wanted);
 }
 
 #[test]

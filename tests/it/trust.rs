@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{World, bot_texts};
+use crate::support::{PATIENCE, World, bot_texts};
 
 fn replicas(w: &World, env: &str) -> i64 {
     w.kube().get("deployments", env, "rocketchat").unwrap()["spec"]["replicas"]
@@ -916,4 +916,52 @@ async fn a_command_with_a_password_is_redacted_in_the_audit_file_and_a_forged_li
         !printed.lines().any(|l| l.starts_with("2026-12-04T10:31Z")),
         "{printed}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redact_secret_values_the_exact_value_of_a_jobs_secret_never_reaches_chat() {
+    let mut w = World::with_cluster().await;
+    // A value no rule would recognise: only knowing it finds it.
+    let value = "Qz7plainExactWord42";
+    w.kube()
+        .create(
+            "secrets",
+            "test",
+            serde_json::json!({"metadata": {"name": "mongodb"}, "stringData": {"uri": value}}),
+        )
+        .unwrap();
+    let mut config = w.config();
+    config.bot.redact_secret_values = true;
+    w.start_bot_with(config).await;
+    let started = tokio::time::Instant::now();
+    while rocketops::redact::outgoing(value).contains(value) {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the Secret's value was never learnt"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    w.kube().script_job(
+        "mongodb-backup",
+        rocketops::sandbox::kube::JobScript {
+            exit_code: 1,
+            log: vec![
+                format!("connecting as {value} failed"),
+                "error: no dump".into(),
+            ],
+            ..Default::default()
+        },
+    );
+    w.sim.post("alice", "#ops", "/backup now test").unwrap();
+    let failed = w
+        .wait_bot_text("#ops", "the failed backup", |t| t.starts_with("❌"))
+        .await;
+    let alert = w
+        .wait_bot_text("#alerts", "the backup's alert", |t| t.contains("🚨"))
+        .await;
+    for text in [&failed, &alert] {
+        assert!(!text.contains(value), "{text}");
+    }
+    assert!(failed.contains("connecting as *** failed"), "{failed}");
+    w.stop_bot().await;
 }
