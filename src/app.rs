@@ -47,6 +47,13 @@ pub fn load_runbooks(config: &Config) -> Result<Vec<RunbookSpec>, AppError> {
         Err(errs) => errs.iter().map(ToString::to_string).collect(),
     };
     problems.extend(templates);
+    if let Ok(r) = &runbooks {
+        let names: Vec<String> = r.iter().map(|r| r.name.clone()).collect();
+        problems.extend(crate::policy::unknown_command_names(
+            &config.environments,
+            &names,
+        ));
+    }
     match runbooks {
         Ok(r) if problems.is_empty() => Ok(r),
         _ => Err(AppError::RunbooksInvalid(problems.join("\n"))),
@@ -1536,8 +1543,7 @@ impl<C: Chat> Bot<C> {
             Err(e) => (format!("failed: {}", e.label()), Some(e.to_string())),
         };
         if let Some(t) = text {
-            self.reply_to(&held.room_id, held.thread.as_deref(), &t)
-                .await;
+            self.reply_held(&held, &t).await;
         }
         let origin_label = Origin {
             msg: origin.msg,
@@ -1587,8 +1593,7 @@ impl<C: Chat> Bot<C> {
                 Some("started".into()),
             ),
             Err(e) => {
-                self.reply_to(&held.room_id, held.thread.as_deref(), &e.to_string())
-                    .await;
+                self.reply_held(&held, &e.to_string()).await;
                 self.audit(
                     &label,
                     &held.text,
@@ -1676,8 +1681,29 @@ impl<C: Chat> Bot<C> {
             .collect()
     }
 
+    /// Answers a message where it was said, with every suggested command in a form that works there.
     async fn reply(&self, msg: &Incoming, text: &str) {
-        self.reply_to(&msg.room_id, msg.thread.as_deref(), text)
+        let text = self.typable(text, msg.room_kind);
+        self.reply_to(&msg.room_id, msg.thread.as_deref(), &text)
+            .await;
+    }
+
+    /// `text` with the commands it suggests written as they work in a room of `kind`.
+    fn typable(&self, text: &str, kind: RoomKind) -> String {
+        let prefix = self.s.prefixes.first().map(String::as_str).unwrap_or("");
+        crate::command::typable_hints(text, prefix, kind)
+    }
+
+    /// Answers a held command in the room it was asked in (a direct message when its label is a
+    /// user's), with its suggestions written as they work there.
+    async fn reply_held(&self, held: &Held, text: &str) {
+        let kind = if held.room_label.starts_with('@') {
+            RoomKind::Direct
+        } else {
+            RoomKind::Channel
+        };
+        let text = self.typable(text, kind);
+        self.reply_to(&held.room_id, held.thread.as_deref(), &text)
             .await;
     }
 

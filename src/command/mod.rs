@@ -53,6 +53,62 @@ pub fn addressed_body<'a>(text: &'a str, room: RoomKind, to: &Addressing) -> Opt
     (BARE_ANSWER.is_match(t) || is_bare_help(t)).then_some(t)
 }
 
+/// Pure: `text` with every command it suggests in backticks (`` `unlock test` ``) written so that
+/// it works where it is read: with `prefix` in a channel, where bare words reach no bot; as it is
+/// in a direct message. The answers taken bare everywhere (`confirm`, `approve`, `cancel`, `help`)
+/// and code blocks are left alone.
+pub fn typable_hints(text: &str, prefix: &str, room: RoomKind) -> String {
+    if room == RoomKind::Direct || prefix.is_empty() || !text.contains('`') {
+        return text.to_string();
+    }
+    let suggested = |span: &str| {
+        let first = span.split_whitespace().next().unwrap_or_default();
+        COMMANDS.iter().any(|s| s.name == first)
+            && !["confirm", "approve", "cancel", "help"].contains(&first)
+    };
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut rest = text;
+    while let Some(tick) = rest.find('`') {
+        out.push_str(&rest[..tick]);
+        let after = &rest[tick..];
+        if let Some(block) = after.strip_prefix("```") {
+            // A code block: copied as it is, up to and with its closing fence.
+            let end = block.find("```").map_or(block.len(), |e| e + 3);
+            out.push_str("```");
+            out.push_str(&block[..end]);
+            rest = &block[end..];
+            continue;
+        }
+        let inner = &after[1..];
+        match inner.find(['`', '\n']) {
+            Some(close) if inner.as_bytes()[close] == b'`' => {
+                let span = &inner[..close];
+                out.push('`');
+                // A usage with alternatives (`backup now [ENV] | backup list [ENV]`): each one.
+                let parts: Vec<String> = span
+                    .split(" | ")
+                    .map(|part| {
+                        if suggested(part) {
+                            format!("{prefix}{part}")
+                        } else {
+                            part.to_string()
+                        }
+                    })
+                    .collect();
+                out.push_str(&parts.join(" | "));
+                out.push('`');
+                rest = &inner[close + 1..];
+            }
+            _ => {
+                out.push('`');
+                rest = inner;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// `help`, or `help` and a built-in command's name (`help deploy`, `help backup now`), exactly.
 fn is_bare_help(t: &str) -> bool {
     let mut words = t.split_whitespace();

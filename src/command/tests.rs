@@ -615,3 +615,30 @@ proptest! {
         prop_assert!(parse(&s, &grammar()).is_err());
     }
 }
+
+#[test]
+fn a_suggested_command_carries_the_prefix_in_a_channel_and_stays_bare_in_a_direct_message() {
+    let text = "test is locked. `unlock test` lifts it; `confirm AB12CD` and `help deploy` work bare.\nUsage: `scale ENV REPLICAS`\n```\nstatus ok\n```\n`v3.1` is a tag";
+    assert_eq!(
+        typable_hints(text, "/", RoomKind::Channel),
+        "test is locked. `/unlock test` lifts it; `confirm AB12CD` and `help deploy` work bare.\nUsage: `/scale ENV REPLICAS`\n```\nstatus ok\n```\n`v3.1` is a tag"
+    );
+    assert_eq!(typable_hints(text, "/", RoomKind::Direct), text);
+    assert_eq!(
+        typable_hints("`/unlock x`", "/", RoomKind::Channel),
+        "`/unlock x`"
+    );
+    assert_eq!(typable_hints("a ` b", "!", RoomKind::Channel), "a ` b");
+    assert_eq!(
+        typable_hints("`backup now test`", "!", RoomKind::Private),
+        "`!backup now test`"
+    );
+    assert_eq!(
+        typable_hints(
+            "`backup now [ENV] | backup list [ENV]`",
+            "/",
+            RoomKind::Channel
+        ),
+        "`/backup now [ENV] | /backup list [ENV]`"
+    );
+}

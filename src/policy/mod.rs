@@ -576,5 +576,90 @@ impl RoleCache {
     }
 }
 
+/// The names a policy rule may give besides runbooks: every built-in command, the forms the
+/// policy tells apart (`backup now` changes, `backup list` reads), and `*`.
+pub fn built_in_policy_names() -> Vec<String> {
+    let mut names: Vec<String> = crate::command::COMMANDS
+        .iter()
+        .map(|s| s.name.to_string())
+        .collect();
+    names.extend(
+        [
+            "backup now",
+            "backup list",
+            "backup prune",
+            "backup report",
+            "schedule list",
+            "schedule pause",
+            "schedule resume",
+            "alerts list",
+            "alerts mute",
+            "*",
+        ]
+        .map(String::from),
+    );
+    names
+}
+
+/// Pure: every command name in the environments' policies (allow rules and `allow_when_locked`)
+/// that is neither a built-in command nor one of `runbooks`, with the key it is under and the
+/// nearest known name. A typo there would quietly allow or forbid nothing.
+pub fn unknown_command_names(
+    environments: &BTreeMap<String, EnvironmentConfig>,
+    runbooks: &[String],
+) -> Vec<String> {
+    let mut known = built_in_policy_names();
+    known.extend(runbooks.iter().cloned());
+    let nearest = |given: &str| {
+        known
+            .iter()
+            .filter(|k| k.as_str() != "*")
+            .map(|k| (strsim::levenshtein(&given.replace(['-', '_'], " "), k), k))
+            .filter(|(d, _)| *d <= 3)
+            .min()
+            .map(|(_, k)| format!("; did you mean `{k}`?"))
+            .unwrap_or_else(|| {
+                format!(
+                    "; known: {}",
+                    known
+                        .iter()
+                        .filter(|k| !k.contains(' '))
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
+    };
+    let mut out = Vec::new();
+    for (env, e) in environments {
+        let lists = e
+            .policy
+            .allow
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                (
+                    format!("environments.{env}.policy.allow[{i}].commands"),
+                    &r.commands,
+                )
+            })
+            .chain(std::iter::once((
+                format!("environments.{env}.policy.allow_when_locked"),
+                &e.policy.allow_when_locked,
+            )));
+        for (key, names) in lists {
+            for name in names {
+                if !known.contains(name) {
+                    out.push(format!(
+                        "key `{key}`: unknown command `{name}`{}",
+                        nearest(name)
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests;

@@ -397,3 +397,43 @@ fn a_runbooks_roles_users_and_environments_narrow_what_the_environment_allows() 
         "{d:?}"
     );
 }
+
+#[test]
+fn a_misspelt_command_in_a_policy_rule_is_named_with_its_key_and_the_nearest_command() {
+    let mut e = crate::config::EnvironmentConfig::named("prod");
+    e.policy.allow = vec![AllowRule {
+        commands: vec![
+            "deploy".into(),
+            "rolback".into(),
+            "backup-now".into(),
+            "migrate".into(),
+        ],
+        users: vec![],
+        roles: vec!["ops".into()],
+    }];
+    e.policy.allow_when_locked = vec!["status".into(), "unlcok".into()];
+    let envs = std::collections::BTreeMap::from([("prod".to_string(), e)]);
+    let problems = unknown_command_names(&envs, &["migrate".to_string()]);
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert_eq!(
+        problems[0],
+        "key `environments.prod.policy.allow[0].commands`: unknown command `rolback`; did you mean `rollback`?"
+    );
+    assert!(
+        problems[1].ends_with("did you mean `backup now`?"),
+        "{}",
+        problems[1]
+    );
+    assert!(
+        problems[2].starts_with(
+            "key `environments.prod.policy.allow_when_locked`: unknown command `unlcok`"
+        ),
+        "{}",
+        problems[2]
+    );
+    assert!(
+        unknown_command_names(&envs, &[])
+            .iter()
+            .any(|p| p.contains("`migrate`"))
+    );
+}

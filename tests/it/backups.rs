@@ -1308,7 +1308,7 @@ async fn restore_of_latest_with_no_backup_known_is_refused_before_asking_to_conf
         .await;
     assert_eq!(
         answer,
-        "No backup of test is known; `backup now test` takes one."
+        "No backup of test is known; `/backup now test` takes one."
     );
     w.ping_ok("after").await;
     let msgs = w.sim.messages("#ops").unwrap();

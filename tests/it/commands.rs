@@ -24,7 +24,7 @@ async fn help_shows_only_what_the_asker_may_run() {
         .await;
     let alice = last_bot_text(&msgs);
     assert!(
-        alice.contains("`deploy ENV VERSION [--no-backup]`") && alice.contains("_(prod, test)_"),
+        alice.contains("`/deploy ENV VERSION [--no-backup]`") && alice.contains("_(prod, test)_"),
         "{alice}"
     );
     w.sim.post("bob", "#ops", "/help").unwrap();
@@ -33,11 +33,11 @@ async fn help_shows_only_what_the_asker_may_run() {
         .await;
     let bob = last_bot_text(&msgs);
     assert!(
-        !bob.contains("`deploy"),
+        !bob.contains("`/deploy"),
         "bob (no ops role) is not offered deploy: {bob}"
     );
     assert!(
-        bob.contains("`status [ENV]`") && bob.contains("need permissions you don't have"),
+        bob.contains("`/status [ENV]`") && bob.contains("need permissions you don't have"),
         "{bob}"
     );
     w.stop_bot().await;
@@ -53,7 +53,7 @@ async fn an_unauthorized_deploy_is_refused_and_both_commands_are_audited() {
         .await;
     assert_eq!(
         last_bot_text(&msgs),
-        "You may not deploy prod v3.1: in prod, `deploy` is for @admin or role ops."
+        "You may not deploy prod v3.1: in prod, `/deploy` is for @admin or role ops."
     );
     w.sim.post("bob", "#ops", "/status prod").unwrap();
     w.wait_for("#ops", "the status", |m| bot_texts(m).len() == 2)
@@ -211,7 +211,7 @@ async fn a_deploy_to_test_rolls_out_smoke_tests_and_edits_one_progress_message()
         .await;
     assert_eq!(
         last_bot_text(&msgs),
-        "test allows 1 to 10 replicas, not 50.\nUsage: `scale ENV REPLICAS [COMPONENT]`"
+        "test allows 1 to 10 replicas, not 50.\nUsage: `/scale ENV REPLICAS [COMPONENT]`"
     );
     w.sim.post("alice", "#ops", "/rollback test").unwrap();
     w.wait_for("#ops", "rollback", |m| {
@@ -816,7 +816,7 @@ async fn the_bare_words_the_bot_asks_for_work_in_the_channel_and_its_name_alone_
         .unwrap();
     w.sim.post("bob", "#ops", "@rocketops").unwrap();
     let help = w
-        .wait_bot_text("#ops", "the help", |t| t.contains("`status [ENV]`"))
+        .wait_bot_text("#ops", "the help", |t| t.contains("`/status [ENV]`"))
         .await;
     assert!(!help.is_empty());
     let texts = bot_texts(&w.sim.messages("#ops").unwrap());
@@ -916,7 +916,7 @@ async fn every_confirmation_names_what_will_happen_and_a_verify_with_nothing_to_
         .await;
     assert_eq!(
         refused,
-        "No environment has a backup to test yet; `backup now` takes one."
+        "No environment has a backup to test yet; `/backup now` takes one."
     );
     w.sim.post("alice", "#ops", "/backup now").unwrap();
     let question = w
@@ -966,7 +966,8 @@ async fn the_help_the_bot_points_to_works_bare_in_a_channel() {
     let answer = w
         .wait_bot_text("#ops", "help for deploy", |t| t.starts_with("*deploy*"))
         .await;
-    assert!(answer.contains("Usage: `deploy ENV VERSION"), "{answer}");
+    // In a channel the usage is written as it is typed there.
+    assert!(answer.contains("Usage: `/deploy ENV VERSION"), "{answer}");
     w.sim.post("alice", "#ops", "help").unwrap();
     w.wait_bot_text("#ops", "the command list", |t| {
         t.starts_with("*Commands you may run*")

@@ -356,7 +356,7 @@ async fn help_lists_the_commands_and_an_unknown_command_gets_a_suggestion() {
     let answers = bot_texts(&msgs);
     assert!(answers[0].contains("ping [TEXT]"), "{}", answers[0]);
     assert!(
-        answers[1].contains("Did you mean `ping`?"),
+        answers[1].contains("Did you mean `/ping`?"),
         "{}",
         answers[1]
     );

@@ -189,6 +189,11 @@ fn at_the_prompt_the_sandbox_names_who_and_where_keeps_logs_off_screen_and_leave
     );
     pty.type_keys("/ping\r");
     pty.wait_for("rocketops: pong");
+    // The bot's hints are written the way they work where they are read: in a channel, with `/`.
+    pty.type_keys("/lock test drill\r");
+    pty.wait_for("`/unlock test`");
+    pty.type_keys("/unlock test\r");
+    pty.wait_for("test is unlocked");
     pty.type_keys(":as mallory\r");
     pty.wait_for("there is no user mallory");
     pty.type_keys(":as bob\r");

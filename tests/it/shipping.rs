@@ -645,3 +645,40 @@ async fn without_a_configured_image_a_deploy_changes_only_the_tag_of_the_running
     );
     w.stop_bot().await;
 }
+
+#[test]
+fn no_kustomization_applies_a_secret_and_the_example_names_every_secret_the_bot_reads() {
+    let docs = documents();
+    for (f, v) in &docs {
+        if v["kind"] != "Kustomization" {
+            continue;
+        }
+        for r in v["resources"].as_array().into_iter().flatten() {
+            let target = f.parent().unwrap().join(r.as_str().unwrap_or_default());
+            // The bot's own Secret (the managed app's example may ship its database's).
+            let applies_secret = docs.iter().any(|(g, d)| {
+                g == &target && d["kind"] == "Secret" && d["metadata"]["name"] == "rocketops"
+            });
+            assert!(
+                !applies_secret,
+                "{} applies {}: applying it again would overwrite the real Secret",
+                f.display(),
+                target.display()
+            );
+        }
+    }
+    let example = std::fs::read_to_string(root().join("manifests/secret.example.yaml")).unwrap();
+    for secret in ["ROCKETOPS_RC_TOKEN", "ROCKETOPS_AUDIT_KEY"] {
+        assert!(
+            example.matches(secret).count() >= 2,
+            "the example and its create-secret line name {secret}"
+        );
+    }
+    let starter = rocketops::config::STARTER;
+    for secret in ["ROCKETOPS_RC_TOKEN", "ROCKETOPS_AUDIT_KEY"] {
+        assert!(
+            starter.contains(secret),
+            "the starter's header names {secret}"
+        );
+    }
+}
