@@ -682,3 +682,37 @@ fn no_kustomization_applies_a_secret_and_the_example_names_every_secret_the_bot_
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kustomization_under_manifests_applies_to_the_kubernetes_simulator_with_plain_kubectl()
+ {
+    let w = crate::support::World::with_cluster().await;
+    // The managed namespaces the overlays and the example environment name.
+    for ns in ["rocketchat-dev", "rocketchat-test", "rocketchat-prod"] {
+        kubectl_in(&w, &["create", "namespace", ns]);
+    }
+    let mut kustomizations = Vec::new();
+    for (f, v) in documents() {
+        if v["kind"] == "Kustomization" {
+            kustomizations.push(f.parent().unwrap().to_path_buf());
+        }
+    }
+    kustomizations.sort();
+    assert!(kustomizations.len() >= 6, "{kustomizations:?}");
+    for dir in &kustomizations {
+        let dir = dir.display().to_string();
+        kubectl_in(&w, &["apply", "-k", &dir]);
+    }
+    // Applying again changes nothing and fails nothing.
+    let again = kubectl_in(&w, &["apply", "-k", "manifests/base"]);
+    assert!(
+        again.contains("deployment.apps/rocketops unchanged"),
+        "{again}"
+    );
+    assert!(
+        w.kube()
+            .get("serviceaccounts", "rocketops", "rocketops")
+            .is_ok(),
+        "the bot's service account is stored"
+    );
+}

@@ -107,6 +107,16 @@ pub(crate) fn document(path: &str) -> Option<Value> {
             let mut patch = writes();
             patch.push(query("force"));
             one["patch"] = op("patch", patch);
+            // The patch types it takes: kubectl computes a strategic merge patch from this
+            // document when the kind's PATCH lists that type (re-applying a Namespace, say).
+            let patch_body =
+                json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
+            one["patch"]["requestBody"] = json!({"content": {
+                "application/json-patch+json": {"schema": patch_body},
+                "application/merge-patch+json": {"schema": patch_body},
+                "application/strategic-merge-patch+json": {"schema": patch_body},
+                "application/apply-patch+yaml": {"schema": patch_body},
+            }});
             one["delete"] = op("delete", vec![query("dryRun"), query("propagationPolicy")]);
         }
         paths.insert(collection, coll);
@@ -116,7 +126,11 @@ pub(crate) fn document(path: &str) -> Option<Value> {
             json!({"type": "object", "description": format!("{} (served by the rocketops simulator)", rt.kind),
                    "x-kubernetes-group-version-kind": [gvk(rt)],
                    "properties": {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
-                                  "metadata": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
+                                  "metadata": {"type": "object", "x-kubernetes-preserve-unknown-fields": true,
+                                               "properties": {
+                                                   "name": {"type": "string"}, "namespace": {"type": "string"},
+                                                   "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                                                   "annotations": {"type": "object", "additionalProperties": {"type": "string"}}}}},
                    "x-kubernetes-preserve-unknown-fields": true}),
         );
     }
