@@ -728,35 +728,30 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("ROCKETOPS_AUDIT_KEY", "audit key (never in the file)"),
 ];
 
+/// A configuration file's text; a missing file is told apart from one that cannot be read.
+fn read_source(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => ConfigError::Missing {
+            path: path.to_path_buf(),
+        },
+        _ => ConfigError::ReadFailed {
+            path: path.to_path_buf(),
+            source,
+        },
+    })
+}
+
 impl Config {
     /// Reads and validates a file, applying the process environment's overrides.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let src = std::fs::read_to_string(path).map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => ConfigError::Missing {
-                path: path.to_path_buf(),
-            },
-            _ => ConfigError::ReadFailed {
-                path: path.to_path_buf(),
-                source,
-            },
-        })?;
-        Config::from_toml(&src, path, &|k| std::env::var(k).ok())
+        Config::from_toml(&read_source(path)?, path, &|k| std::env::var(k).ok())
     }
 
     /// As [`Config::load`], for a file checked where the secrets are not present: a missing
     /// Rocket.Chat credential is left to [`Config::run_refusals`] to report instead of failing
     /// the read.
     pub fn load_without_secrets(path: &Path) -> Result<Config, ConfigError> {
-        let src = std::fs::read_to_string(path).map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => ConfigError::Missing {
-                path: path.to_path_buf(),
-            },
-            _ => ConfigError::ReadFailed {
-                path: path.to_path_buf(),
-                source,
-            },
-        })?;
-        Config::parse(&src, path, &|k| std::env::var(k).ok(), false)
+        Config::parse(&read_source(path)?, path, &|k| std::env::var(k).ok(), false)
     }
 
     /// Parses and validates `src` (named `path` in errors), with `env` supplying overrides.

@@ -176,6 +176,24 @@ pub fn render(
     Ok(job)
 }
 
+/// The values a template is rendered with when it is only checked, not run.
+fn sample_params(env: &str, e: &EnvironmentConfig) -> BTreeMap<String, String> {
+    let sample = OpRecord {
+        id: 1,
+        env: env.to_string(),
+        mark: "sample00mark".into(),
+        ..OpRecord::default()
+    };
+    params(
+        &sample,
+        e,
+        &[
+            ("backup", &format!("{env}-20260101T020000Z")),
+            ("names", &format!("{env}-20250101T020000Z")),
+        ],
+    )
+}
+
 /// The Secrets (and their keys; `None`: every key) that `env`'s Jobs read: those its rendered
 /// templates reference, and its off-site store's credentials and encryption key.
 pub fn referenced_secrets(
@@ -184,20 +202,7 @@ pub fn referenced_secrets(
     e: &EnvironmentConfig,
 ) -> std::collections::BTreeMap<String, Option<std::collections::BTreeSet<String>>> {
     let mut out = std::collections::BTreeMap::new();
-    let sample = OpRecord {
-        id: 1,
-        env: env.to_string(),
-        mark: "sample00mark".into(),
-        ..OpRecord::default()
-    };
-    let p = params(
-        &sample,
-        e,
-        &[
-            ("backup", &format!("{env}-20260101T020000Z")),
-            ("names", &format!("{env}-20250101T020000Z")),
-        ],
-    );
+    let p = sample_params(env, e);
     for kind in Kind::used_by(e) {
         if let Ok(job) = render(&config.bot.commands_dir, e, kind, &p)
             && let Ok(v) = serde_json::to_value(&job)
@@ -235,20 +240,7 @@ pub fn check_all(config: &Config) -> Vec<String> {
     let mut problems = Vec::new();
     for (env, e) in &config.environments {
         for kind in Kind::used_by(e) {
-            let sample = OpRecord {
-                id: 1,
-                env: env.clone(),
-                mark: "sample00mark".into(),
-                ..OpRecord::default()
-            };
-            let p = params(
-                &sample,
-                e,
-                &[
-                    ("backup", &format!("{env}-20260101T020000Z")),
-                    ("names", &format!("{env}-20250101T020000Z")),
-                ],
-            );
+            let p = sample_params(env, e);
             match render(&config.bot.commands_dir, e, kind, &p) {
                 Ok(job) => {
                     let has_container = job

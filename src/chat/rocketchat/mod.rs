@@ -311,6 +311,30 @@ impl RocketChat {
         }
     }
 
+    /// `GET /api/v1/<route>?<query>` with the bot's credentials (see [`RocketChat::authed`]).
+    async fn get(
+        &self,
+        route: &str,
+        query: &[(&str, &str)],
+        patience: Duration,
+    ) -> Result<Value, RestError> {
+        let rest = &self.inner.rest;
+        self.authed(|a| async move { rest.get(&a, route, query, patience).await })
+            .await
+    }
+
+    /// `POST /api/v1/<route>` with the bot's credentials (see [`RocketChat::authed`]).
+    async fn post_json(
+        &self,
+        route: &str,
+        body: &Value,
+        patience: Duration,
+    ) -> Result<Value, RestError> {
+        let rest = &self.inner.rest;
+        self.authed(|a| async move { rest.post(&a, route, body, patience).await })
+            .await
+    }
+
     /// A new password login after `stale` was refused; `None` with a personal access token
     /// (which only an administrator can renew) or when the login fails.
     async fn login_again(&self, stale: &RestAuth) -> Option<RestAuth> {
@@ -356,10 +380,12 @@ impl RocketChat {
     /// Whether the bot user holds `api-bypass-rate-limit` (through one of its roles).
     pub async fn rate_limit_exempt(&self) -> Result<bool, ChatError> {
         let action = "reading permissions";
-        let (rest, ep) = (&self.inner.rest, self.endpoints());
-        let patience = self.inner.cfg.call_timeout;
         let v = self
-            .authed(|a| async move { rest.get(&a, ep.permissions, &[], patience).await })
+            .get(
+                self.endpoints().permissions,
+                &[],
+                self.inner.cfg.call_timeout,
+            )
             .await
             .map_err(|e| rejected(action, e))?;
         let holders: Vec<String> = v
@@ -424,12 +450,9 @@ impl RocketChat {
     /// Opens (or finds) the direct-message room with `username`.
     pub async fn direct_room(&self, username: &str) -> Result<String, ChatError> {
         let action = "opening a direct message";
-        let (rest, ep) = (&self.inner.rest, self.endpoints());
-        let patience = self.inner.cfg.send_deadline;
         let body = json!({ "username": username });
-        let body = &body;
         let v = self
-            .authed(|a| async move { rest.post(&a, ep.direct, body, patience).await })
+            .post_json(self.endpoints().direct, &body, self.inner.cfg.send_deadline)
             .await
             .map_err(|e| rejected(action, e))?;
         v.pointer("/room/rid")
@@ -444,12 +467,11 @@ impl RocketChat {
 
     /// Whether message `id` exists on the server (a post whose answer was lost may have landed).
     async fn message_exists(&self, id: &str) -> bool {
-        let (rest, ep) = (&self.inner.rest, self.endpoints());
-        let patience = self.inner.cfg.call_timeout;
-        self.authed(|a| async move {
-            rest.get(&a, ep.get_message, &[("msgId", id)], patience)
-                .await
-        })
+        self.get(
+            self.endpoints().get_message,
+            &[("msgId", id)],
+            self.inner.cfg.call_timeout,
+        )
         .await
         .is_ok_and(|v| v.pointer("/message/_id").and_then(Value::as_str) == Some(id))
     }
@@ -477,10 +499,8 @@ impl RocketChat {
             id: id.to_string(),
         };
         let body = json!({ "message": message });
-        let (rest, ep, body) = (&self.inner.rest, self.endpoints(), &body);
-        let patience = self.inner.cfg.send_deadline;
         match self
-            .authed(|a| async move { rest.post(&a, ep.send, body, patience).await })
+            .post_json(self.endpoints().send, &body, self.inner.cfg.send_deadline)
             .await
         {
             Ok(_) => Ok(Some(done)),
@@ -598,9 +618,7 @@ impl Chat for RocketChat {
         let mut chunks = split_message(text, limit).into_iter();
         let head = chunks.next().unwrap_or_default();
         let body = json!({"roomId": message.room_id, "msgId": message.id, "text": head});
-        let (rest, ep, body) = (&self.inner.rest, self.endpoints(), &body);
-        let patience = self.inner.cfg.send_deadline;
-        self.authed(|a| async move { rest.post(&a, ep.edit, body, patience).await })
+        self.post_json(self.endpoints().edit, &body, self.inner.cfg.send_deadline)
             .await
             .map_err(|e| rejected("editing a message", e))?;
         for rest in chunks {
@@ -613,9 +631,7 @@ impl Chat for RocketChat {
     async fn react(&self, message: &MessageRef, emoji: &str) -> Result<(), ChatError> {
         let name = emoji.trim_matches(':');
         let body = json!({"messageId": message.id, "emoji": name, "shouldReact": true});
-        let (rest, ep, body) = (&self.inner.rest, self.endpoints(), &body);
-        let patience = self.inner.cfg.send_deadline;
-        self.authed(|a| async move { rest.post(&a, ep.react, body, patience).await })
+        self.post_json(self.endpoints().react, &body, self.inner.cfg.send_deadline)
             .await
             .map(|_| ())
             .map_err(|e| rejected("reacting", e))
@@ -696,13 +712,12 @@ impl Chat for RocketChat {
 
     async fn user_roles(&self, username: &str) -> Result<Vec<String>, ChatError> {
         let action = format!("reading the roles of {username}");
-        let (rest, ep) = (&self.inner.rest, self.endpoints());
-        let patience = self.inner.cfg.call_timeout;
         let v = self
-            .authed(|a| async move {
-                rest.get(&a, ep.user_info, &[("username", username)], patience)
-                    .await
-            })
+            .get(
+                self.endpoints().user_info,
+                &[("username", username)],
+                self.inner.cfg.call_timeout,
+            )
             .await
             .map_err(|e| rejected(&action, e))?;
         match v.pointer("/user/roles").and_then(Value::as_array) {
@@ -728,13 +743,12 @@ impl Chat for RocketChat {
         {
             return Ok(rid);
         }
-        let (rest, ep) = (&self.inner.rest, self.endpoints());
-        let patience = self.inner.cfg.call_timeout;
         let v = self
-            .authed(|a| async move {
-                rest.get(&a, ep.room_info, &[("roomName", name)], patience)
-                    .await
-            })
+            .get(
+                self.endpoints().room_info,
+                &[("roomName", name)],
+                self.inner.cfg.call_timeout,
+            )
             .await
             .map_err(|_| ChatError::UnknownRoom(name.to_string()))?;
         let rid = v

@@ -144,14 +144,8 @@ impl Rest {
         query: &[(&str, &str)],
         patience: Duration,
     ) -> Result<Value, RestError> {
-        let mut path = format!("/api/v1/{route}");
-        for (i, (k, v)) in query.iter().enumerate() {
-            path.push(if i == 0 { '?' } else { '&' });
-            path.push_str(&url_escape(k));
-            path.push('=');
-            path.push_str(&url_escape(v));
-        }
-        self.call(&path, Some(auth), Body::None, patience).await
+        self.call(&with_query(route, query), Some(auth), Body::None, patience)
+            .await
     }
 
     /// `GET` a public `/api/v1/<route>?<query>` (no credentials).
@@ -161,14 +155,8 @@ impl Rest {
         query: &[(&str, &str)],
         patience: Duration,
     ) -> Result<Value, RestError> {
-        let mut path = format!("/api/v1/{route}");
-        for (i, (k, v)) in query.iter().enumerate() {
-            path.push(if i == 0 { '?' } else { '&' });
-            path.push_str(&url_escape(k));
-            path.push('=');
-            path.push_str(&url_escape(v));
-        }
-        self.call(&path, None, Body::None, patience).await
+        self.call(&with_query(route, query), None, Body::None, patience)
+            .await
     }
 
     /// `POST` a JSON body to an authenticated `/api/v1/<route>`.
@@ -405,6 +393,18 @@ fn route_key(route: &str) -> String {
         Some(rest) => format!("/api/v1/{}", rest.split('/').next().unwrap_or(rest)),
         None => path.to_string(),
     }
+}
+
+/// `/api/v1/<route>?k=v&…`, escaped.
+fn with_query(route: &str, query: &[(&str, &str)]) -> String {
+    let mut path = format!("/api/v1/{route}");
+    for (i, (k, v)) in query.iter().enumerate() {
+        path.push(if i == 0 { '?' } else { '&' });
+        path.push_str(&url_escape(k));
+        path.push('=');
+        path.push_str(&url_escape(v));
+    }
+    path
 }
 
 fn url_escape(s: &str) -> String {
