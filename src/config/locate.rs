@@ -84,8 +84,28 @@ fn find(table: &DeTable<'_>, offset: usize, path: &mut Vec<String>) -> bool {
 /// The source with the `key = value` entry whose key starts at `offset` replaced by spaces
 /// (newlines kept, so every other offset still holds); `None` when there is no such entry.
 pub fn blank_entry(src: &str, offset: usize) -> Option<String> {
-    let table = DeTable::parse(src).ok()?;
-    let (start, end) = entry_at(table.get_ref(), offset)?;
+    let offset = floor_char_boundary(src, offset.min(src.len()));
+    let line_start = src[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let (start, end) = if src[line_start..].trim_start().starts_with('[') {
+        // An unknown table's header: the header and its body go, up to the next header (blanking
+        // only the name would leave `[.test.schedule]`, an error of its own).
+        let body = src[line_start..]
+            .find('\n')
+            .map_or(src.len(), |i| line_start + i + 1);
+        let next = src[body..]
+            .split_inclusive('\n')
+            .scan(body, |at, line| {
+                let here = *at;
+                *at += line.len();
+                Some((here, line))
+            })
+            .find(|(_, line)| line.trim_start().starts_with('['))
+            .map_or(src.len(), |(at, _)| at);
+        (line_start, next)
+    } else {
+        let table = DeTable::parse(src).ok()?;
+        entry_at(table.get_ref(), offset)?
+    };
     let mut out = String::with_capacity(src.len());
     for (i, ch) in src.char_indices() {
         if i >= start && i < end && ch != '\n' {
@@ -149,8 +169,15 @@ pub fn syntax_problem(src: &str, offset: usize, message: &str) -> (String, Strin
         _ => name.to_string(),
     };
     let value = value.split('#').next().unwrap_or_default().trim();
+    let unclosed = ['"', '\'']
+        .into_iter()
+        .find(|q| value.starts_with(*q) && (value.len() == 1 || !value.ends_with(*q)));
     let what = if value.is_empty() {
         "has no value after `=`: write a number, \"a string\", true or false".to_string()
+    } else if let Some(q) = unclosed {
+        format!(
+            "`{value}` opens a string with {q} that is not closed on this line: add the closing {q}"
+        )
     } else {
         format!(
             "`{value}` is not a TOML value ({}); strings need quotes",

@@ -327,3 +327,29 @@ fn check_config_says_how_many_people_approve_a_change() {
         "{s}"
     );
 }
+
+#[test]
+fn a_string_missing_its_closing_quote_is_told_so_not_that_it_needs_quotes() {
+    let e = parse("[rocketchat]\nurl = \"http://x\ntoken = \"t\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("key `rocketchat.url`"), "{e}");
+    assert!(
+        e.contains("opens a string with \" that is not closed on this line: add the closing \""),
+        "{e}"
+    );
+    assert!(!e.contains("strings need quotes"), "{e}");
+}
+
+#[test]
+fn a_misspelt_table_header_gets_one_did_you_mean_and_no_other_error() {
+    let src = "[rocketchat]\nurl = \"http://x\"\ntoken = \"t\"\n[enviroments.test.schedule]\nbackup = \"0 2 * * *\"\n[policy]\nrate_burst = 3\n";
+    let e = parse(src).unwrap_err().to_string();
+    let lines: Vec<&str> = e.lines().collect();
+    assert_eq!(lines.len(), 1, "{e}");
+    assert!(
+        lines[0].contains("unknown key `enviroments`; did you mean `environments`?"),
+        "{e}"
+    );
+    assert!(!e.contains("cannot be empty"), "{e}");
+}

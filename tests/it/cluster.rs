@@ -211,6 +211,11 @@ async fn an_unknown_tag_fails_the_rollout_naming_the_pod_and_its_reason_while_ol
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_to_the_previous_and_to_a_named_revision_matches_kubectl_rollout_undo() {
+    if !crate::support::kubectl_or_skip(
+        "rollback_to_the_previous_and_to_a_named_revision_matches_kubectl_rollout_undo",
+    ) {
+        return;
+    }
     let e = env().await;
     let bot = e.cluster("test").await;
     bot.watch_rollout("rocketchat", None, LIMIT).await.unwrap();
@@ -492,6 +497,11 @@ async fn a_dropped_watch_resumes_without_loss_or_duplicates_and_an_expired_one_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_gets_scales_follows_and_creates_jobs_and_agrees_with_the_bot() {
+    if !crate::support::kubectl_or_skip(
+        "kubectl_gets_scales_follows_and_creates_jobs_and_agrees_with_the_bot",
+    ) {
+        return;
+    }
     let e = env().await;
     let c = e.cluster("test").await;
     let (ok, out) = e.kubectl(&["get", "deploy,sts,cronjob,jobs", "-A"]);
@@ -711,6 +721,11 @@ async fn a_job_rendered_from_a_template_with_parameters_runs_to_completion() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_get_prints_the_columns_a_real_api_server_sends_for_each_kind() {
+    if !crate::support::kubectl_or_skip(
+        "kubectl_get_prints_the_columns_a_real_api_server_sends_for_each_kind",
+    ) {
+        return;
+    }
     let e = env().await;
     for what in ["deploy/rocketchat", "sts/mongodb"] {
         let (ok, out) = e.kubectl(&["-n", "test", "rollout", "status", what, "--timeout=20s"]);
@@ -791,6 +806,11 @@ async fn kubectl_get_prints_the_columns_a_real_api_server_sends_for_each_kind() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_pods_carry_the_status_fields_a_kubelet_sets_and_version_answers_with_a_slash() {
+    if !crate::support::kubectl_or_skip(
+        "running_pods_carry_the_status_fields_a_kubelet_sets_and_version_answers_with_a_slash",
+    ) {
+        return;
+    }
     let e = env().await;
     let (ok, out) = e.kubectl(&[
         "-n",
@@ -852,6 +872,11 @@ async fn running_pods_carry_the_status_fields_a_kubelet_sets_and_version_answers
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectls_typed_create_commands_send_protobuf_and_the_objects_come_out_whole() {
+    if !crate::support::kubectl_or_skip(
+        "kubectls_typed_create_commands_send_protobuf_and_the_objects_come_out_whole",
+    ) {
+        return;
+    }
     let e = env().await;
     let run = |args: &[&str]| e.kubectl_ok(args);
     run(&["create", "namespace", "demo"]);
@@ -1030,6 +1055,11 @@ async fn kubectls_typed_create_commands_send_protobuf_and_the_objects_come_out_w
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_logs_describe_wait_cascade_and_namespace_deletion_work_as_on_a_cluster() {
+    if !crate::support::kubectl_or_skip(
+        "kubectl_logs_describe_wait_cascade_and_namespace_deletion_work_as_on_a_cluster",
+    ) {
+        return;
+    }
     let e = env().await;
     let run = |args: &[&str]| e.kubectl_ok(args);
     run(&[
@@ -1128,6 +1158,11 @@ async fn kubectl_logs_describe_wait_cascade_and_namespace_deletion_work_as_on_a_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_come_in_pages_that_kubectl_and_the_kube_client_follow_to_the_end() {
+    if !crate::support::kubectl_or_skip(
+        "lists_come_in_pages_that_kubectl_and_the_kube_client_follow_to_the_end",
+    ) {
+        return;
+    }
     let e = env().await;
     e.kubectl_ok(&[
         "rollout",

@@ -464,6 +464,11 @@ fn kubectl_in(w: &crate::support::World, args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_environment_applied_with_kubectl_as_it_stands_runs_and_the_bot_manages_it() {
+    if !crate::support::kubectl_or_skip(
+        "the_example_environment_applied_with_kubectl_as_it_stands_runs_and_the_bot_manages_it",
+    ) {
+        return;
+    }
     use crate::support::{World, bot_texts};
     let mut w = World::with_cluster().await;
     // kubectl's default validation downloads the OpenAPI documents first; no --validate=false.
@@ -686,6 +691,11 @@ fn no_kustomization_applies_a_secret_and_the_example_names_every_secret_the_bot_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kustomization_under_manifests_applies_to_the_kubernetes_simulator_with_plain_kubectl()
  {
+    if !crate::support::kubectl_or_skip(
+        "every_kustomization_under_manifests_applies_to_the_kubernetes_simulator_with_plain_kubectl",
+    ) {
+        return;
+    }
     let w = crate::support::World::with_cluster().await;
     // The managed namespaces the overlays and the example environment name.
     for ns in ["rocketchat-dev", "rocketchat-test", "rocketchat-prod"] {

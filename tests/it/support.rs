@@ -440,3 +440,23 @@ pub fn bot_texts(msgs: &[Value]) -> Vec<String> {
 pub fn count(msgs: &[Value], text: &str) -> usize {
     bot_texts(msgs).iter().filter(|t| *t == text).count()
 }
+
+/// Whether `kubectl` can be run here. Without it a test that drives kubectl is skipped loudly, or
+/// fails where `ROCKETOPS_REQUIRE_REAL` is set (CI installs kubectl).
+pub fn kubectl_or_skip(test: &str) -> bool {
+    let found = std::process::Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return true;
+    }
+    assert!(
+        std::env::var_os("ROCKETOPS_REQUIRE_REAL").is_none(),
+        "{test} needs kubectl (Debian's kubernetes-client)"
+    );
+    eprintln!(
+        "\n!!!!! SKIPPED {test}: it needs kubectl. Install Debian's `kubernetes-client`; `.ci/run` does.\n"
+    );
+    false
+}
