@@ -645,9 +645,12 @@ impl Chat for RocketChat {
         buttons: &[Button],
     ) -> Result<MessageRef, ChatError> {
         let text = &crate::redact::outgoing(text);
+        // An attachment field, not a method call: it tells the clicking user's client to send the
+        // button's text into the chat window as that user's own message.
+        const SEND_AS_USER: &str = "sendMessage";
         let actions: Vec<Value> = buttons
             .iter()
-            .map(|b| json!({"type": "button", "text": b.label, "msg": b.message, "msg_in_chat_window": true, "msg_processing_type": "sendMessage"}))
+            .map(|b| json!({"type": "button", "text": b.label, "msg": b.message, "msg_in_chat_window": true, "msg_processing_type": SEND_AS_USER}))
             .collect();
         let attachments = json!([{"button_alignment": "horizontal", "actions": actions}]);
         match self
