@@ -719,6 +719,36 @@ async fn every_kustomization_under_manifests_applies_to_the_kubernetes_simulator
         again.contains("deployment.apps/rocketops unchanged"),
         "{again}"
     );
+    // Applying a changed object patches it, with no warning from kubectl.
+    let changed = std::env::temp_dir().join(format!("rocketops-apply-{}", std::process::id()));
+    std::fs::create_dir_all(&changed).unwrap();
+    let deployment =
+        std::fs::read_to_string(root().join("manifests/base/deployment.yaml")).unwrap();
+    let set = "              value: /etc/rocketops/rocketops.toml\n";
+    assert!(deployment.contains(set), "the base sets ROCKETOPS_CONFIG");
+    let added = format!("{set}            - name: RUST_BACKTRACE\n              value: \"1\"\n");
+    std::fs::write(
+        changed.join("deployment.yaml"),
+        deployment.replacen(set, &added, 1),
+    )
+    .unwrap();
+    let file = changed.join("deployment.yaml").display().to_string();
+    let out = kubectl_in(&w, &["apply", "-n", "rocketops", "-f", &file]);
+    assert!(
+        out.contains("deployment.apps/rocketops configured"),
+        "{out}"
+    );
+    assert!(!out.to_lowercase().contains("warning"), "{out}");
+    let dep = w
+        .kube()
+        .get("deployments", "rocketops", "rocketops")
+        .unwrap();
+    let env = dep["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+    assert!(
+        env.contains("ROCKETOPS_CONFIG") && env.contains("RUST_BACKTRACE"),
+        "the list is merged by name: {env}"
+    );
+    std::fs::remove_dir_all(&changed).ok();
     assert!(
         w.kube()
             .get("serviceaccounts", "rocketops", "rocketops")

@@ -107,14 +107,16 @@ pub(crate) fn document(path: &str) -> Option<Value> {
             let mut patch = writes();
             patch.push(query("force"));
             one["patch"] = op("patch", patch);
-            // The patch types it takes: kubectl computes a strategic merge patch from this
-            // document when the kind's PATCH lists that type (re-applying a Namespace, say).
+            // The patch types it takes. The simulator still applies strategic merge patches,
+            // but this document leaves that type out: kubectl would compute one from the kind's
+            // schema here, which describes only the metadata, and warn on the first other field
+            // of a changed object. Without it kubectl computes the patch from its own built-in
+            // types, with their real merge keys, as it does for any kind the document omits.
             let patch_body =
                 json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
             one["patch"]["requestBody"] = json!({"content": {
                 "application/json-patch+json": {"schema": patch_body},
                 "application/merge-patch+json": {"schema": patch_body},
-                "application/strategic-merge-patch+json": {"schema": patch_body},
                 "application/apply-patch+yaml": {"schema": patch_body},
             }});
             one["delete"] = op("delete", vec![query("dryRun"), query("propagationPolicy")]);
