@@ -49,10 +49,12 @@ pub fn load_runbooks(config: &Config) -> Result<Vec<RunbookSpec>, AppError> {
     problems.extend(templates);
     if let Ok(r) = &runbooks {
         let names: Vec<String> = r.iter().map(|r| r.name.clone()).collect();
-        problems.extend(crate::policy::unknown_command_names(
-            &config.environments,
-            &names,
-        ));
+        for u in crate::policy::unknown_command_names(&config.environments, &names) {
+            match config.position_of(&u.key, &u.name) {
+                at if at.is_empty() => problems.push(u.to_string()),
+                at => problems.push(format!("{at}: {u}")),
+            }
+        }
     }
     match runbooks {
         Ok(r) if problems.is_empty() => Ok(r),

@@ -38,6 +38,39 @@ pub fn span_of_key(src: &str, dotted: &str) -> Option<usize> {
     None
 }
 
+/// The byte offset of the string `item` inside the list at `dotted`, whose parts may index an
+/// array of tables (`environments.prod.policy.allow[0].commands`).
+pub fn span_of_item(src: &str, dotted: &str, item: &str) -> Option<usize> {
+    let table = DeTable::parse(src).ok()?;
+    let mut current = table.get_ref();
+    let parts: Vec<&str> = dotted.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let (name, index) = match part.strip_suffix(']').and_then(|p| p.split_once('[')) {
+            Some((name, index)) => (name, Some(index.parse::<usize>().ok()?)),
+            None => (*part, None),
+        };
+        let (_, v) = current.iter().find(|(k, _)| k.get_ref().as_ref() == name)?;
+        let mut value = v.get_ref();
+        if let Some(index) = index {
+            match value {
+                DeValue::Array(a) => value = a.get(index)?.get_ref(),
+                _ => return None,
+            }
+        }
+        match value {
+            DeValue::Table(t) if i + 1 < parts.len() => current = t,
+            DeValue::Array(a) if i + 1 == parts.len() => {
+                return a.iter().find_map(|v| match v.get_ref() {
+                    DeValue::String(s) if s.as_ref() == item => Some(v.span().start),
+                    _ => None,
+                });
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
 /// The dotted key whose key or value covers `offset` (the deepest one), or "" if none does.
 pub fn key_at_offset(src: &str, offset: usize) -> String {
     let Ok(table) = DeTable::parse(src) else {

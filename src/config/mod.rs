@@ -57,6 +57,22 @@ pub struct Config {
     /// The audit log's key and anchor.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// The file this was read from, so that checks made after loading can name a line too.
+    /// `None` for a configuration built in code.
+    #[serde(skip)]
+    pub source: Option<std::sync::Arc<ConfigSource>>,
+}
+
+/// A configuration file's path and text.
+pub struct ConfigSource {
+    path: PathBuf,
+    text: String,
+}
+
+impl fmt::Debug for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConfigSource({})", self.path.display())
+    }
 }
 
 /// The audit log (`[audit]`): its key comes only from `ROCKETOPS_AUDIT_KEY` (a Secret).
@@ -806,6 +822,10 @@ impl Config {
             }
         };
         config.apply_env(env);
+        config.source = Some(std::sync::Arc::new(ConfigSource {
+            path: path.to_path_buf(),
+            text: src.to_string(),
+        }));
         problems.extend(config.problems(src, secrets_present));
         problems.sort_by_key(|p| p.position);
         if problems.is_empty() {
@@ -894,6 +914,21 @@ impl Config {
             }
         }
         (refusals, notes)
+    }
+
+    /// Where `item` is written in the list at `key` (`environments.prod.policy.allow[0].commands`):
+    /// `file:line:col`, or `file` when it is not in the file (or the file is not known).
+    pub fn position_of(&self, key: &str, item: &str) -> String {
+        let Some(source) = &self.source else {
+            return String::new();
+        };
+        match locate::span_of_item(&source.text, key, item) {
+            Some(at) => {
+                let (line, col) = line_col(&source.text, at);
+                format!("{}:{line}:{col}", source.path.display())
+            }
+            None => source.path.display().to_string(),
+        }
     }
 
     /// Semantic checks, each naming its key and, where the key is in the file, its line.

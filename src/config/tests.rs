@@ -353,3 +353,18 @@ fn a_misspelt_table_header_gets_one_did_you_mean_and_no_other_error() {
     );
     assert!(!e.contains("cannot be empty"), "{e}");
 }
+
+#[test]
+fn an_item_of_a_list_inside_an_array_of_tables_is_found_at_its_own_line() {
+    let src = "[environments.prod]\n[[environments.prod.policy.allow]]\ncommands = [\"deploy\"]\n[[environments.prod.policy.allow]]\ncommands = [\"status\",\n  \"rolback\"]\n";
+    let at =
+        locate::span_of_item(src, "environments.prod.policy.allow[1].commands", "rolback").unwrap();
+    assert_eq!(line_col(src, at), (6, 3));
+    assert!(
+        locate::span_of_item(src, "environments.prod.policy.allow[0].commands", "rolback")
+            .is_none()
+    );
+    assert!(
+        locate::span_of_item(src, "environments.prod.policy.allow[7].commands", "deploy").is_none()
+    );
+}

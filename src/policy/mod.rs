@@ -607,7 +607,7 @@ pub fn built_in_policy_names() -> Vec<String> {
 pub fn unknown_command_names(
     environments: &BTreeMap<String, EnvironmentConfig>,
     runbooks: &[String],
-) -> Vec<String> {
+) -> Vec<UnknownCommand> {
     let mut known = built_in_policy_names();
     known.extend(runbooks.iter().cloned());
     let nearest = |given: &str| {
@@ -650,15 +650,36 @@ pub fn unknown_command_names(
         for (key, names) in lists {
             for name in names {
                 if !known.contains(name) {
-                    out.push(format!(
-                        "key `{key}`: unknown command `{name}`{}",
-                        nearest(name)
-                    ));
+                    out.push(UnknownCommand {
+                        key: key.clone(),
+                        name: name.clone(),
+                        hint: nearest(name),
+                    });
                 }
             }
         }
     }
     out
+}
+
+/// A command name in a policy rule that is neither built in nor a runbook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownCommand {
+    /// The list it is written in (`environments.prod.policy.allow[0].commands`).
+    pub key: String,
+    pub name: String,
+    /// "; did you mean `…`?" or the list of known names.
+    pub hint: String,
+}
+
+impl std::fmt::Display for UnknownCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "key `{}`: unknown command `{}`{}",
+            self.key, self.name, self.hint
+        )
+    }
 }
 
 #[cfg(test)]

@@ -624,6 +624,26 @@ fn the_starter_configuration_is_checked_as_run_would_start_it_secrets_included()
         "no refresh of test from prod: {out}"
     );
     assert!(!out.contains("acme"), "no example bucket: {out}");
+    // A misspelt command in a policy rule is an error naming its line, with a did-you-mean.
+    let typo = starter.replacen(
+        "allow_when_locked = [\"rollback\"",
+        "allow_when_locked = [\"rolback\"",
+        1,
+    );
+    assert_ne!(typo, starter, "the starter has allow_when_locked");
+    let line = typo
+        .lines()
+        .position(|l| l.contains("\"rolback\""))
+        .unwrap()
+        + 1;
+    std::fs::write(dir.path().join("rocketops.toml"), typo).unwrap();
+    let (ok, _, err) = run(&["check-config"], &["token", "audit"]);
+    assert!(!ok, "check-config passed a policy naming no command");
+    assert!(
+        err.contains(&format!("rocketops.toml:{line}:"))
+            && err.contains("unknown command `rolback`; did you mean `rollback`?"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
