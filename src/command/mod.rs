@@ -493,7 +493,7 @@ pub const COMMANDS: &[Spec] = &[
     Spec {
         name: "alerts",
         usage: "alerts list | alerts mute ENV DURATION [REASON...]",
-        summary: "shows open incidents, or silences an environment's alerts for a while",
+        summary: "shows open incidents and the failed operations alerted in the last day, or silences an environment's alerts for a while",
         details: "A mute ends by itself; incidents raised meanwhile are kept and posted when it ends.",
         examples: &["alerts list", "alerts mute test 2h db migration"],
         mutating: true,

@@ -518,10 +518,11 @@ pub async fn execute<C: Chat>(
         Command::AlertsList => {
             let mut open = crate::alerts::open_incidents(ctx.store);
             open.retain(|i| ctx.sees(&i.key.env));
-            if open.is_empty() {
-                return Ok(Some("No open incidents.".into()));
-            }
             let now = ctx.clock.now_ms();
+            let failed = alerted_failures(ctx, now);
+            if open.is_empty() {
+                return Ok(Some(format!("No open incidents.{failed}")));
+            }
             let mut out = format!("*{} open incidents*\n", open.len());
             for i in open {
                 let mins = (now - i.first_ms) / 60_000;
@@ -535,7 +536,7 @@ pub async fn execute<C: Chat>(
                     i.key.env, i.key.object, i.key.reason, i.detail
                 ));
             }
-            Ok(Some(out.trim_end().to_string()))
+            Ok(Some(format!("{}{failed}", out.trim_end())))
         }
         Command::AlertsMute { env, secs, reason } => {
             let m = crate::alerts::mute(
@@ -983,6 +984,50 @@ async fn status_line<C: Chat>(ctx: &Context<'_, C>, env: &str) -> (String, bool)
         ));
     }
     (line, ok)
+}
+
+/// How long `alerts list` keeps showing the 🚨 an operation's failure posted.
+const ALERTED_FAILURES_FOR_MS: i64 = 24 * 3_600_000;
+
+/// The operations whose failure was alerted in the last day, for `alerts list`: they are not
+/// incidents (nothing to acknowledge; each closed when its operation ended), but a reader who saw
+/// the 🚨 finds it here. Empty, or a block that starts on a new line.
+fn alerted_failures<C: Chat>(ctx: &Context<'_, C>, now: i64) -> String {
+    let ops = ctx.store.recent_ops(None, 200).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "the journal could not be read for `alerts list`");
+        Vec::new()
+    });
+    let lines: Vec<String> = ops
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.state,
+                crate::journal::OpState::Failed | crate::journal::OpState::RolledBack
+            )
+        })
+        .filter(|r| {
+            r.finished_ms
+                .is_some_and(|f| now - f <= ALERTED_FAILURES_FOR_MS)
+        })
+        .filter(|r| ctx.sees(&r.env))
+        .map(|r| {
+            let mins = (now - r.finished_ms.unwrap_or(now)).max(0) / 60_000;
+            format!(
+                "• #{} {} — {} {mins} min ago: {}",
+                r.id,
+                r.command,
+                r.state.describe(),
+                crate::redact::outside(r.summary.as_deref().unwrap_or("no summary")),
+            )
+        })
+        .collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    format!(
+        "\n*Failed operations alerted in the last 24 h* (closed: each ended; `status ENV` shows the environment now)\n{}",
+        lines.join("\n")
+    )
 }
 
 #[cfg(test)]

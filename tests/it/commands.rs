@@ -295,6 +295,16 @@ async fn a_deploy_of_an_unknown_tag_rolls_back_alerts_and_releases_the_environme
     })
     .await;
     assert!(image_of(&w, "test").ends_with(":6.5.0"));
+    // `alerts list` shows what was alerted, and why it is not an open incident.
+    w.sim.post("alice", "#ops", "/alerts list").unwrap();
+    let list = w
+        .wait_bot_text("#ops", "the alerts list", |t| t.contains("open incidents"))
+        .await;
+    assert!(
+        list.contains("Failed operations alerted in the last 24 h")
+            && list.contains("#1 deploy test 9.9.9 — rolled back"),
+        "{list}"
+    );
     // The environment is free again.
     w.sim.post("alice", "#ops", "/deploy test 7.0.0").unwrap();
     w.wait_for("#ops", "the next deploy", |m| {
