@@ -49,9 +49,25 @@ pub struct JobReport {
     /// How many files an off-site copy or fetch moved.
     #[serde(deserialize_with = "lenient::u64")]
     pub files: Option<u64>,
+    /// A remark for people, shown after a restore's or verify's result (the Kubernetes
+    /// simulator's Jobs say their figures are made up).
+    #[serde(deserialize_with = "lenient::string")]
+    pub note: Option<String>,
 }
 
 impl JobReport {
+    /// The note as it ends a result line: ` (note)`, redacted and at most 200 characters; empty
+    /// without one.
+    pub fn note_suffix(&self) -> String {
+        match self.note.as_deref().map(str::trim) {
+            Some(n) if !n.is_empty() => {
+                let n: String = n.chars().take(200).collect();
+                format!(" ({})", crate::redact::outside(&n))
+            }
+            _ => String::new(),
+        }
+    }
+
     /// Reads a termination message; `None` when it is not a JSON object.
     pub fn parse(message: &str) -> Option<JobReport> {
         let v: serde_json::Value = serde_json::from_str(message).ok()?;

@@ -314,11 +314,15 @@ impl Restore {
             .await
         {
             Ok((_, r)) if r.end == JobEnd::Complete => {
-                let took = JobReport::read(&r.message)
+                let report = JobReport::read(&r.message);
+                let took = report
                     .restore_seconds
                     .map(|s| format!(" in {s} s"))
                     .unwrap_or_default();
-                StepEnd::Done(format!("{name} of {src} restored{took}"))
+                StepEnd::Done(format!(
+                    "{name} of {src} restored{took}{}",
+                    report.note_suffix()
+                ))
             }
             Ok((job, r)) => StepEnd::Failed(OpError::Job(format!(
                 "restore job {job} failed ({}){}",

@@ -85,7 +85,8 @@ impl Verify {
                         true,
                         secs,
                         format!(
-                            "{name} restored{took} into a throwaway database; {counts} match its manifest; {age}"
+                            "{name} restored{took} into a throwaway database; {counts} match its manifest; {age}{}",
+                            v.note_suffix()
                         ),
                     )
                 } else {
