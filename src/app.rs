@@ -982,7 +982,11 @@ impl<C: Chat> Bot<C> {
             }
             _ => None,
         };
-        let op = if cmd.is_mutating() {
+        // A number names an operation (it is journaled and shown in `history`) or a request that
+        // waits for someone (`cancel #N`, `approve #N`). A lock, an unlock, a mute or a fan-out
+        // that starts at once takes none, so the numbers people see in history do not jump.
+        let numbered = ops::operation::is_operation(&cmd) || confirm || approvals > 0;
+        let op = if cmd.is_mutating() && numbered {
             match self.s.store.next_op_id() {
                 Ok(op) => op,
                 Err(e) => {

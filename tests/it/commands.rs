@@ -1223,3 +1223,21 @@ async fn a_deploy_approved_after_prods_image_changed_by_hand_is_refused_naming_t
     assert!(image_of(&w, "prod").ends_with(":6.6.0"), "not deployed");
     w.stop_bot().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_and_an_unlock_take_no_operation_number_so_the_next_deploy_is_number_one() {
+    let mut w = World::with_cluster().await;
+    w.start_bot().await;
+    w.sim.post("alice", "#ops", "/lock test freeze").unwrap();
+    w.wait_bot_text("#ops", "the lock", |t| t.starts_with("🔒"))
+        .await;
+    w.sim.post("alice", "#ops", "/unlock test").unwrap();
+    w.wait_bot_text("#ops", "the unlock", |t| t.starts_with("🔓"))
+        .await;
+    w.sim.post("alice", "#ops", "/deploy test 7.0.0").unwrap();
+    let done = w
+        .wait_bot_text("#ops", "the deploy", |t| t.starts_with("✅"))
+        .await;
+    assert!(done.contains("#1 deploy test 7.0.0"), "{done}");
+    w.stop_bot().await;
+}
