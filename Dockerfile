@@ -4,6 +4,8 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# The simulators' crate is a member of the workspace; the image's build does not compile it.
+COPY sim ./sim
 COPY tests ./tests
 COPY commands ./commands
 # The dist profile (fat LTO, one codegen unit): a 15 % smaller binary and about 5 MB less resident

@@ -1,8 +1,6 @@
 //! The local stand-ins the bot meets first: simulators over real loopback sockets, and the `sandbox` command that runs the bot against them.
 
-pub mod kube;
-pub mod postgres;
-pub mod rocketchat;
+pub use rocketops_sim::{kube, postgres, rocketchat};
 pub mod script;
 pub mod terminal;
 

@@ -552,6 +552,7 @@ impl Store {
     }
 
     /// Replaces the whole log (the tamper helpers below).
+    #[cfg(any(test, feature = "test-util"))]
     fn write_audit_records(&self, records: &[AuditEntry]) -> Result<(), StoreError> {
         let lines = records
             .iter()
@@ -562,7 +563,7 @@ impl Store {
 
     /// Edits record `seq` and recomputes the chain from there with `key` (keyed when given):
     /// what someone with the store file would do to hide an edit. For tamper-detection tests only.
-    #[doc(hidden)]
+    #[cfg(any(test, feature = "test-util"))]
     pub fn forge_audit(
         &self,
         seq: u64,
@@ -589,7 +590,7 @@ impl Store {
     }
 
     /// Overwrites a stored audit record as-is (for tests of tamper detection only).
-    #[doc(hidden)]
+    #[cfg(any(test, feature = "test-util"))]
     pub fn tamper_audit(
         &self,
         seq: u64,
@@ -603,7 +604,7 @@ impl Store {
     }
 
     /// Removes a stored audit record (for tests of tamper detection only).
-    #[doc(hidden)]
+    #[cfg(any(test, feature = "test-util"))]
     pub fn delete_audit(&self, seq: u64) -> Result<(), StoreError> {
         let mut records = self.all_audit()?;
         records.retain(|e| e.seq != seq);

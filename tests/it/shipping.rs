@@ -296,6 +296,18 @@ fn the_dockerfile_builds_locked_runs_non_root_and_matches_the_manifests_paths() 
     );
     assert!(d.contains("COPY --from=build /src/target/dist/rocketops /usr/local/bin/rocketops"));
     assert!(d.contains("USER 65532:65532"));
+    // Cargo reads every member of the workspace, so each is in the build's context.
+    let manifest: toml::Table = std::fs::read_to_string(root().join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    for member in manifest["workspace"]["members"].as_array().unwrap() {
+        let member = member.as_str().unwrap();
+        assert!(
+            member == "." || d.contains(&format!("COPY {member} ./{member}")),
+            "the Dockerfile copies the workspace member {member}"
+        );
+    }
     assert!(d.contains("ENTRYPOINT [\"/usr/local/bin/rocketops\"]"));
     assert!(d.contains("ROCKETOPS_CONFIG=/etc/rocketops/rocketops.toml"));
     assert!(d.contains("/var/lib/rocketops"));

@@ -101,7 +101,7 @@ impl Registry {
     }
 }
 
-pub use crate::cluster::split_image;
+pub use crate::ids::split_image;
 
 /// Watches being served: (resource, namespace or `None` for cluster-wide) → how many.
 pub type WatchCounts = HashMap<(String, Option<String>), usize>;

@@ -728,7 +728,7 @@ async fn rooms_media(
     {
         return fail(StatusCode::BAD_REQUEST, "Not allowed", "error-not-allowed");
     }
-    let id = crate::chat::rocketchat::new_message_id();
+    let id = crate::ids::new_message_id();
     let url = format!("/file-upload/{id}/{name}");
     st.uploads.insert(
         id.clone(),

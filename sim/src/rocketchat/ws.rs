@@ -145,7 +145,7 @@ fn handle_frame(
             return false;
         }
         *connected = true;
-        send(json!({"msg": "connected", "session": crate::chat::rocketchat::new_message_id()}));
+        send(json!({"msg": "connected", "session": crate::ids::new_message_id()}));
         return true;
     }
     match msg {

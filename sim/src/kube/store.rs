@@ -855,7 +855,7 @@ pub fn valid_dns_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::kube::resources::by_plural;
+    use crate::kube::resources::by_plural;
 
     fn deploy(name: &str) -> Value {
         json!({"metadata": {"name": name, "labels": {"app": "rc", "tier": "web"}}, "spec": {"replicas": 3}})

@@ -369,9 +369,8 @@ impl RocketChatSim {
             .map(|u| u.id.clone())
             .ok_or_else(|| SimError::UnknownUser(username.into()))?;
         let rid = resolve_room(&mut st, &uid, room)?;
-        let id = crate::chat::rocketchat::new_message_id();
-        let token =
-            crate::chat::rocketchat::new_message_id() + &crate::chat::rocketchat::new_message_id();
+        let id = crate::ids::new_message_id();
+        let token = crate::ids::new_message_id() + &crate::ids::new_message_id();
         st.webhooks.insert(id.clone(), (token.clone(), rid, uid));
         Ok(format!("/hooks/{id}/{token}"))
     }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
 use super::release::Release;
-use crate::chat::rocketchat::{new_message_id, password_digest};
+use crate::ids::{new_message_id, password_digest};
 
 /// The permission that exempts a user from the REST rate limiter.
 pub const BYPASS_RATE_LIMIT: &str = "api-bypass-rate-limit";
@@ -922,7 +922,7 @@ impl State {
             "loadHistory" => {
                 let rid = arg(0).as_str().unwrap_or_default().to_string();
                 self.readable(user_id, &rid)?;
-                let end = crate::chat::rocketchat::ddp::read_ejson_date(&arg(1));
+                let end = crate::ids::read_ejson_date(&arg(1));
                 let limit = arg(2).as_u64().unwrap_or(20).min(1000) as usize;
                 let msgs: Vec<Value> = self
                     .messages
@@ -937,7 +937,7 @@ impl State {
             "loadMissedMessages" => {
                 let rid = arg(0).as_str().unwrap_or_default().to_string();
                 self.readable(user_id, &rid)?;
-                let since = crate::chat::rocketchat::ddp::read_ejson_date(&arg(1))
+                let since = crate::ids::read_ejson_date(&arg(1))
                     .ok_or_else(|| error_value(400, "Match failed"))?;
                 let msgs: Vec<Value> = self
                     .messages
@@ -1015,7 +1015,7 @@ impl State {
             "loadNextMessages" => {
                 let rid = arg(0).as_str().unwrap_or_default().to_string();
                 self.readable(user_id, &rid)?;
-                let after = crate::chat::rocketchat::ddp::read_ejson_date(&arg(1));
+                let after = crate::ids::read_ejson_date(&arg(1));
                 let limit = arg(2).as_u64().unwrap_or(20).min(1000) as usize;
                 let msgs: Vec<Value> = self
                     .messages

@@ -572,7 +572,7 @@ pub(crate) fn table(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::kube::resources::by_plural;
+    use crate::kube::resources::by_plural;
 
     #[test]
     fn ages_read_as_the_api_server_prints_them() {
