@@ -788,3 +788,75 @@ async fn every_kustomization_under_manifests_applies_to_the_kubernetes_simulator
         "the bot's service account is stored"
     );
 }
+
+/// The paths a row of the map's table names: `dir/file.rs`, `dir/{a,b}.rs`, and bare `file.rs`
+/// after a path in the same row (a sibling of it).
+fn map_paths(row: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dir = String::new();
+    for code in row.split('`').skip(1).step_by(2) {
+        let expanded: Vec<String> = match (code.find('{'), code.find('}')) {
+            (Some(a), Some(b)) if a < b => code[a + 1..b]
+                .split(',')
+                .map(|x| format!("{}{}{}", &code[..a], x.trim(), &code[b + 1..]))
+                .collect(),
+            _ => vec![code.to_string()],
+        };
+        for p in expanded {
+            if let Some((d, _)) = p.rsplit_once('/') {
+                dir = d.to_string();
+                out.push(p);
+            } else if p.ends_with(".rs") && !dir.is_empty() {
+                out.push(format!("{dir}/{p}"));
+            }
+        }
+    }
+    out
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<String>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            let rel = p.strip_prefix(root()).unwrap().display().to_string();
+            out.push(rel);
+        }
+    }
+}
+
+#[test]
+fn every_source_file_of_the_bot_and_the_simulators_has_a_row_in_the_map_and_every_row_exists() {
+    let doc = std::fs::read_to_string(root().join("docs/architecture.md")).unwrap();
+    let map = doc
+        .split("## The map")
+        .nth(1)
+        .expect("docs/architecture.md has a section `## The map`");
+    let named: BTreeSet<String> = map
+        .lines()
+        .take_while(|l| !l.starts_with("## "))
+        .filter(|l| l.starts_with('|'))
+        .flat_map(map_paths)
+        .collect();
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    rust_files(&root().join("sim/src"), &mut files);
+    // A module's unit tests (`tests.rs` beside it) belong to its row.
+    let missing: Vec<&String> = files
+        .iter()
+        .filter(|f| !f.ends_with("/tests.rs") && !named.contains(*f))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "files with no row in the map of docs/architecture.md: {missing:?}"
+    );
+    let stale: Vec<&String> = named
+        .iter()
+        .filter(|p| !p.contains('*') && !root().join(p).exists())
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "the map names paths that do not exist: {stale:?}"
+    );
+}
