@@ -115,6 +115,11 @@ pub struct BenchReport {
     /// One `status` naming no environment: time to the answer, and its first line.
     pub status: Duration,
     pub status_head: String,
+    /// The store's writes for one command, made on the runtime threads as `handle` makes them
+    /// (seen, being handled, handled, read mark, one audit record), timed on this machine's
+    /// disk: p50 and p99.
+    pub store_p50: Duration,
+    pub store_p99: Duration,
 }
 
 impl BenchReport {
@@ -147,6 +152,8 @@ impl BenchReport {
             "api_connections": self.api_connections,
             "status_ms": ms(self.status),
             "status_head": self.status_head,
+            "store_writes_p50_us": (self.store_p50.as_secs_f64() * 1e6).round(),
+            "store_writes_p99_us": (self.store_p99.as_secs_f64() * 1e6).round(),
             "deploy_chat_ms": ms(self.deploy_chat),
             "deploy_direct_ms": ms(self.deploy_direct),
             "deploying_p50_ms": ms(self.deploying_p50),
@@ -221,6 +228,12 @@ impl fmt::Display for BenchReport {
             "  `status` of every environment answered in {:.0} ms: {}",
             ms(self.status),
             self.status_head
+        )?;
+        writeln!(
+            f,
+            "  store writes per command (on the runtime threads): p50 {:.0} µs   p99 {:.0} µs",
+            self.store_p50.as_secs_f64() * 1e6,
+            self.store_p99.as_secs_f64() * 1e6
         )?;
         if let Some(g) = self.rss_growth_kib {
             writeln!(
@@ -657,6 +670,7 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
     }
     let _ = child.kill().await;
     sim.stop();
+    let (store_p50, store_p99) = store_writes(&dir.join("store-cost"), 5_000)?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(BenchReport {
         users: users.len(),
@@ -689,7 +703,48 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
         api_connections,
         status: status_time,
         status_head,
+        store_p50,
+        store_p99,
     })
+}
+
+/// Times the store's writes for one command, `n` times, on a store at `path` (a keyed audit log,
+/// as production runs): what `handle` and the audit do on the runtime threads per message.
+/// Percentiles p50 and p99.
+fn store_writes(path: &std::path::Path, n: usize) -> Result<(Duration, Duration), BenchError> {
+    let setup = |e: crate::store::StoreError| BenchError::Setup(e.to_string());
+    let store = crate::store::Store::open(path).map_err(setup)?;
+    store.set_audit_key(Some(b"bench-audit-key-0123456789abcdef"));
+    let mut took = Vec::with_capacity(n);
+    let base = chrono::Utc::now().timestamp_millis();
+    for i in 0..n {
+        let id = format!("bench-message-{i}");
+        let now = base + i as i64;
+        let started = Instant::now();
+        store.mark_seen(&id, now).map_err(setup)?;
+        store
+            .begin_handling(&id, &serde_json::json!({"id": id, "room_id": "bench"}))
+            .map_err(setup)?;
+        store
+            .audit(&crate::store::AuditEntry {
+                at_ms: now,
+                user: "bench0".into(),
+                room: "@bench0".into(),
+                text: "/ping".into(),
+                command: "ping".into(),
+                decision: crate::store::AuditDecision::AllowedReadOnly,
+                outcome: Some("answered".into()),
+                ..Default::default()
+            })
+            .map_err(setup)?;
+        store.end_handling(&id).map_err(setup)?;
+        store.advance_mark("bench", now).map_err(setup)?;
+        took.push(started.elapsed());
+    }
+    took.sort();
+    drop(store);
+    let _ = std::fs::remove_dir_all(path);
+    Ok((percentile(&took, 0.50), percentile(&took, 0.99)))
 }
 
 /// Fails `n` Jobs in the `bench` namespace and times each alert from the moment the simulator marks the Job failed.
@@ -931,6 +986,15 @@ fn tempfile_dir() -> Result<std::path::PathBuf, BenchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_store_writes_of_a_command_are_timed_on_a_real_store_and_removed_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let (p50, p99) = store_writes(&path, 20).unwrap();
+        assert!(p50 > Duration::ZERO && p50 <= p99, "{p50:?} {p99:?}");
+        assert!(!path.exists());
+    }
 
     #[test]
     fn percentiles_pick_the_nearest_rank() {
