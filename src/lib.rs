@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod app;
 /// The audit log command.
 pub mod audit;
+pub mod backoff;
 /// The backup catalog command (list, retention dry run, report).
 pub mod backups;
 /// Message-to-answer benchmark against the simulator.

@@ -657,6 +657,8 @@ impl<C: Chat> Alerter<C> {
         if inc.webhook.iter().any(|s| s == stage) {
             return;
         }
+        let mut delays =
+            crate::backoff::delays(Duration::from_millis(200), Duration::from_secs(5)).take(3);
         for attempt in 0..4u32 {
             let r = self
                 .http
@@ -686,12 +688,10 @@ impl<C: Chat> Alerter<C> {
                     tracing::warn!(error = %e.without_url(), attempt, "alerts webhook unreachable; retrying")
                 }
             }
-            tokio::time::sleep(crate::chat::rocketchat::backoff(
-                attempt,
-                Duration::from_millis(200),
-                Duration::from_secs(5),
-            ))
-            .await;
+            match delays.next() {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => break,
+            }
         }
     }
 

@@ -179,11 +179,8 @@ where
     Fut: std::future::Future<Output = Result<T, ClusterError>>,
 {
     use backon::Retryable;
-    let policy = backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
-        .with_max_times(ATTEMPTS as usize - 1)
-        .with_jitter();
+    let policy = crate::backoff::policy(Duration::from_millis(100), Duration::from_secs(5))
+        .with_max_times(ATTEMPTS as usize - 1);
     f.retry(policy)
         .sleep(tokio::time::sleep)
         .when(ClusterError::is_retryable)

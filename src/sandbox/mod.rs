@@ -66,9 +66,7 @@ fn write_built_in_runbooks(dir: &std::path::Path) -> std::io::Result<()> {
 
 /// A random audit key for one sandbox run.
 fn sandbox_audit_key() -> String {
-    (0..32)
-        .map(|_| char::from_digit(fastrand::u32(..16), 16).unwrap_or('0'))
-        .collect()
+    crate::random::token(b"0123456789abcdef", 32)
 }
 
 pub fn bot_config(sim_url: &str, kubeconfig: Option<(&std::path::Path, &kube::KubeSim)>) -> Config {

@@ -121,14 +121,6 @@ pub fn new_message_id() -> String {
     crate::random::token(ID_ALPHABET, 17)
 }
 
-/// Capped exponential backoff with jitter: attempt 0 waits about `min`.
-pub fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
-    let exp = min.saturating_mul(2u32.saturating_pow(attempt.min(20)));
-    let capped = exp.min(max);
-    let half = capped / 2;
-    half + half.mul_f64(fastrand::f64())
-}
-
 /// Ids already passed on in this process, so re-deliveries (reactions, thread counters) are dropped.
 /// Kept as 8 bytes of each id's SHA-256, not as two copies of the id: the newest few thousand.
 struct RecentIds {
@@ -886,7 +878,7 @@ async fn supervise(
     options: ConnectOptions,
 ) {
     let mut first = Some(first);
-    let mut failures: u32 = 0;
+    let mut delays = crate::backoff::delays(inner.cfg.reconnect_min, inner.cfg.reconnect_max);
     let mut recent = RecentIds::new(4096);
     let cancel = inner.cancel.clone();
     loop {
@@ -903,7 +895,7 @@ async fn supervise(
         };
         match attempt {
             Ok((session, mut events, pump)) => {
-                failures = 0;
+                delays = crate::backoff::delays(inner.cfg.reconnect_min, inner.cfg.reconnect_max);
                 if first.is_none() {
                     crate::telemetry::metrics().reconnects.inc();
                 }
@@ -1000,7 +992,8 @@ async fn supervise(
                     return;
                 }
                 tracing::error!(%why, "the server is no longer a supported version; will keep trying");
-                failures = failures.saturating_add(4);
+                // Not fixed by retrying fast: skip ahead to longer waits.
+                delays.nth(2);
             }
             Err(EstablishError::LoginRejected(reason)) => {
                 let user = inner
@@ -1018,14 +1011,14 @@ async fn supervise(
                     return;
                 }
                 tracing::error!(error = %err, "login rejected after a reconnect; will keep trying");
-                failures = failures.saturating_add(4);
+                // A refused login is not fixed by retrying fast: skip ahead to longer waits.
+                delays.nth(2);
             }
             Err(EstablishError::Transient(reason)) => {
                 tracing::warn!(%reason, server = %inner.cfg.url, "cannot connect to Rocket.Chat; will retry");
-                failures = failures.saturating_add(1);
             }
         }
-        let wait = backoff(failures, inner.cfg.reconnect_min, inner.cfg.reconnect_max);
+        let wait = delays.next().unwrap_or(inner.cfg.reconnect_max);
         tokio::select! {
             _ = sleep(wait) => {}
             _ = cancel.cancelled() => break,
@@ -1283,18 +1276,6 @@ mod tests {
         assert_eq!(id.len(), 17);
         assert!(id.bytes().all(|b| ID_ALPHABET.contains(&b)));
         assert_ne!(id, new_message_id());
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let min = Duration::from_millis(100);
-        let max = Duration::from_secs(5);
-        for attempt in 0..40 {
-            let d = backoff(attempt, min, max);
-            assert!(d <= max, "{attempt}: {d:?}");
-        }
-        assert!(backoff(0, min, max) <= min);
-        assert!(backoff(30, min, max) >= max / 2);
     }
 
     #[test]

@@ -245,7 +245,7 @@ impl Rest {
         let key = route_key(route);
         let started = Instant::now();
         let deadline = started + patience;
-        let mut attempt: u32 = 0;
+        let mut delays = crate::backoff::delays(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             if let Some(until) = self.gate(&key) {
                 if until > deadline {
@@ -306,8 +306,7 @@ impl Rest {
                 }
                 Err(e) => e,
             };
-            let wait = super::backoff(attempt, Duration::from_millis(100), Duration::from_secs(5));
-            attempt = attempt.saturating_add(1);
+            let wait = delays.next().unwrap_or(Duration::from_secs(5));
             if Instant::now() + wait > deadline {
                 return Err(RestError::RequestFailed {
                     route: key,
