@@ -768,12 +768,17 @@ impl Cluster {
         let d = self.deployment(deployment).await?;
         let selector = pod_selector(&d);
         let deadline = tokio::time::Instant::now() + limit;
+        let lp = ListParams::default().labels(&selector);
         loop {
-            let pods = self
-                .api::<Pod>()
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .map_err(self.err("list pods"))?;
+            // A passing 500 is retried here, not taken as the step failing (the client itself
+            // retries 429, 503 and 504).
+            let pods = retrying(|| async {
+                self.api::<Pod>()
+                    .list(&lp)
+                    .await
+                    .map_err(self.err("list pods"))
+            })
+            .await?;
             let left = pods.items.len();
             if left == 0 {
                 return Ok(());

@@ -1296,3 +1296,30 @@ async fn a_watch_pages_through_a_long_first_list_and_passes_on_slim_objects() {
         assert_eq!(p["kind"], "Pod");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passing_server_error_while_waiting_for_the_apps_pods_to_go_is_retried_not_a_failed_step()
+{
+    let e = env().await;
+    let c = e.cluster("test").await;
+    c.scale(
+        rocketops::cluster::Workload::Deployment,
+        "rocketchat",
+        0,
+        rocketops::cluster::HpaPolicy::Respect,
+    )
+    .await
+    .unwrap();
+    // The API server answers the next two pod lists with 500, as while its storage stumbles.
+    e.sim.fail_next_lists("pods", 2, 500);
+    c.wait_pods_gone("rocketchat", Duration::from_secs(20))
+        .await
+        .unwrap();
+    // A lasting failure still fails the wait, and says the API server's answer.
+    e.sim.fail_next_lists("pods", 50, 500);
+    let err = c
+        .wait_pods_gone("rocketchat", Duration::from_secs(20))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("500"), "{err}");
+}

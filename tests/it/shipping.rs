@@ -803,6 +803,10 @@ fn map_paths(row: &str) -> Vec<String> {
             _ => vec![code.to_string()],
         };
         for p in expanded {
+            if p.starts_with('/') {
+                // An API path (`/scale`), not a file.
+                continue;
+            }
             if let Some((d, _)) = p.rsplit_once('/') {
                 dir = d.to_string();
                 out.push(p);

@@ -42,6 +42,7 @@ pub(crate) fn router(sim: Arc<KubeInner>) -> Router {
         .route("/api", get(core_versions))
         .route("/apis", get(api_groups))
         .route("/_sim/fail-writes", axum::routing::post(ctl_fail_writes))
+        .route("/_sim/fail-lists", axum::routing::post(ctl_fail_lists))
         .route("/_sim/delay", axum::routing::post(ctl_delay))
         .route("/_sim/drop-watches", axum::routing::post(ctl_drop_watches))
         .route("/_sim/compact", axum::routing::post(ctl_compact))
@@ -296,6 +297,21 @@ async fn dispatch(
                         t.namespace.as_deref().unwrap_or("")
                     ),
                 });
+            }
+            if verb == "list"
+                && let Some(code) = sim.take_list_fault(t.rt.plural)
+            {
+                let message =
+                    "the server is currently unable to handle the request (fault injected)";
+                let e = match code {
+                    503 => ApiError::ServiceUnavailable {
+                        message: message.into(),
+                    },
+                    _ => ApiError::Internal {
+                        message: message.into(),
+                    },
+                };
+                return error_response(&e);
             }
             let is_write = !matches!(method, Method::GET | Method::HEAD);
             if is_write && let Some((code, said)) = sim.take_write_fault() {
@@ -913,6 +929,18 @@ struct FailWrites {
 
 async fn ctl_fail_writes(State(sim): Sim, axum::Json(b): axum::Json<FailWrites>) -> StatusCode {
     handle_of(&sim).fail_next_writes(b.count, b.code);
+    StatusCode::NO_CONTENT
+}
+
+#[derive(serde::Deserialize)]
+struct FailLists {
+    resource: String,
+    count: u32,
+    code: u16,
+}
+
+async fn ctl_fail_lists(State(sim): Sim, axum::Json(b): axum::Json<FailLists>) -> StatusCode {
+    handle_of(&sim).fail_next_lists(&b.resource, b.count, b.code);
     StatusCode::NO_CONTENT
 }
 

@@ -82,6 +82,8 @@ pub(crate) struct KubeFaults {
     pub fail_message: Option<String>,
     /// (resource, verb) pairs refused with 403, as if the bot's Role had lost them.
     pub revoked: HashSet<(String, String)>,
+    /// Fail the next N lists of a resource with this HTTP code.
+    pub fail_lists: HashMap<String, (u32, u16)>,
 }
 
 /// Image repositories whose tags are checked; a repository not listed pulls any tag.
@@ -169,6 +171,17 @@ impl KubeInner {
     /// Wakes the controllers now.
     pub fn kick(&self) {
         self.kick.notify_one();
+    }
+    /// An injected failure of this list of `resource`, if one is due: the status code.
+    pub fn take_list_fault(&self, resource: &str) -> Option<u16> {
+        let mut f = self.faults();
+        let (n, code) = f.fail_lists.get(resource).copied()?;
+        if n > 1 {
+            f.fail_lists.insert(resource.to_string(), (n - 1, code));
+        } else {
+            f.fail_lists.remove(resource);
+        }
+        Some(code)
     }
     pub fn take_write_fault(&self) -> Option<(u16, Option<String>)> {
         let mut f = self.faults();
@@ -433,6 +446,17 @@ impl KubeSim {
         let mut f = self.inner.faults();
         f.fail_writes = (n > 0).then_some((n, code));
         f.fail_message = None;
+    }
+
+    /// Fails the next `n` lists (not watches) of `resource` (`pods`, `jobs`) with HTTP `code`
+    /// (500 or 503), as an API server does while it restarts or its storage is slow.
+    pub fn fail_next_lists(&self, resource: &str, n: u32, code: u16) {
+        let mut f = self.inner.faults();
+        if n == 0 {
+            f.fail_lists.remove(resource);
+        } else {
+            f.fail_lists.insert(resource.to_string(), (n, code));
+        }
     }
 
     /// As `fail_next_writes`, the 422 or 500 saying `message` (as an API server quoting what it rejected).

@@ -64,6 +64,9 @@ pub enum ApiError {
     TooManyRequests {
         message: String,
     },
+    ServiceUnavailable {
+        message: String,
+    },
 }
 
 impl ApiError {
@@ -109,6 +112,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType { .. } => 415,
             ApiError::Internal { .. } => 500,
             ApiError::TooManyRequests { .. } => 429,
+            ApiError::ServiceUnavailable { .. } => 503,
         }
     }
 
@@ -143,6 +147,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType { message } => ("UnsupportedMediaType", message.clone(), Value::Null),
             ApiError::Internal { message } => ("InternalError", message.clone(), Value::Null),
             ApiError::TooManyRequests { message } => ("TooManyRequests", message.clone(), Value::Null),
+            ApiError::ServiceUnavailable { message } => ("ServiceUnavailable", message.clone(), Value::Null),
         };
         let mut s = json!({
             "kind": "Status", "apiVersion": "v1", "metadata": {},
