@@ -126,12 +126,80 @@ pub struct TakenBackup {
     pub name: Option<String>,
 }
 
+/// A lock an operation takes: an environment's app, or the environment's backups (so that a long
+/// verify never blocks an urgent rollback). Stored as the text it always was: `prod`,
+/// `prod#backups`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum LockKey {
+    /// Changes to the environment's app (deploy, rollback, scale, restore).
+    Env(String),
+    /// The environment's backup volume and catalog (backup, verify, prune, restore).
+    Backups(String),
+}
+
+/// How a backups lock is told apart from its environment's in the store.
+const BACKUPS_SUFFIX: &str = "#backups";
+
+impl LockKey {
+    /// The lock on `env`'s app.
+    pub fn env(env: &str) -> LockKey {
+        LockKey::Env(env.to_string())
+    }
+
+    /// The lock on `env`'s backups.
+    pub fn backups(env: &str) -> LockKey {
+        LockKey::Backups(env.to_string())
+    }
+
+    /// The environment it locks.
+    pub fn environment(&self) -> &str {
+        match self {
+            LockKey::Env(e) | LockKey::Backups(e) => e,
+        }
+    }
+
+    /// The key as stored (`prod`, `prod#backups`).
+    pub fn key(&self) -> String {
+        self.to_string()
+    }
+
+    /// A stored key read back.
+    pub fn parse(key: &str) -> LockKey {
+        match key.strip_suffix(BACKUPS_SUFFIX) {
+            Some(env) => LockKey::backups(env),
+            None => LockKey::env(key),
+        }
+    }
+}
+
+impl std::fmt::Display for LockKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LockKey::Env(e) => f.write_str(e),
+            LockKey::Backups(e) => write!(f, "{e}{BACKUPS_SUFFIX}"),
+        }
+    }
+}
+
+impl From<String> for LockKey {
+    fn from(key: String) -> LockKey {
+        LockKey::parse(&key)
+    }
+}
+
+impl From<LockKey> for String {
+    fn from(key: LockKey) -> String {
+        key.to_string()
+    }
+}
+
 /// What an operation learned that later steps, undo and resume need.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct Facts {
-    /// The locks it holds (`prod`, `prod#backups`).
-    pub locks: Vec<String>,
+    /// The locks it holds.
+    pub locks: Vec<LockKey>,
     /// Deploy: the revision and image before the new image was set.
     pub previous_revision: Option<String>,
     pub previous_image: Option<String>,
@@ -164,7 +232,7 @@ impl Facts {
         };
         Facts {
             locks: get("locks")
-                .map(|l| l.split(',').map(str::to_string).collect())
+                .map(|l| l.split(',').map(LockKey::parse).collect())
                 .unwrap_or_default(),
             previous_revision: get("previous_revision"),
             previous_image: get("previous_image"),
@@ -332,11 +400,25 @@ impl OpRecord {
     }
 
     /// The locks the operation holds (a first-format record without any held its environment).
-    pub fn lock_keys(&self) -> Vec<String> {
+    pub fn lock_keys(&self) -> Vec<LockKey> {
         if self.facts.locks.is_empty() {
-            vec![self.env.clone()]
+            vec![LockKey::env(&self.env)]
         } else {
             self.facts.locks.clone()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_key_is_stored_as_the_text_it_always_was_and_reads_back_typed() {
+        let keys = vec![LockKey::env("prod"), LockKey::backups("prod")];
+        let json = serde_json::to_string(&keys).unwrap();
+        assert_eq!(json, r#"["prod","prod#backups"]"#);
+        assert_eq!(serde_json::from_str::<Vec<LockKey>>(&json).unwrap(), keys);
+        assert_eq!(LockKey::parse("prod#backups").environment(), "prod");
     }
 }

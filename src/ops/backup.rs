@@ -10,7 +10,7 @@ use crate::chat::Chat;
 use crate::cluster::jobs::{self, JobEnd};
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::EnvironmentConfig;
-use crate::journal::{BackupNow, OpRecord, StepRecord, TakenBackup};
+use crate::journal::{BackupNow, LockKey, OpRecord, StepRecord, TakenBackup};
 
 /// Which backup of an operation a backup step takes (each is journaled on its own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,8 +39,8 @@ impl Operation for BackupNow {
         steps
     }
 
-    fn locks(&self, env: &str) -> Vec<String> {
-        vec![format!("{env}#backups")]
+    fn locks(&self, env: &str) -> Vec<LockKey> {
+        vec![LockKey::backups(env)]
     }
 
     async fn step<C: Chat>(&self, name: &str, cx: &mut Step<'_, C>) -> StepEnd {

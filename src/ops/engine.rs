@@ -15,7 +15,7 @@ use crate::cluster::{Cluster, ClusterError, Clusters, RolloutOutcome};
 use crate::command::{self, Command, Grammar};
 use crate::config::{Config, EnvironmentConfig};
 use crate::error::{Holder, UserError};
-use crate::journal::{ChosenBackup, Facts, JOURNAL_VERSION, OpSpec};
+use crate::journal::{ChosenBackup, Facts, JOURNAL_VERSION, LockKey, OpSpec};
 use crate::store::{AuditDecision, AuditEntry, OpRecord, OpState, StepRecord, StepState, Store};
 
 pub(super) const ROLLOUT_LIMIT: Duration = Duration::from_secs(30 * 60);
@@ -296,7 +296,7 @@ impl<C: Chat> Engine<C> {
 
     /// Releases `keys` held by `op`, durably; a failure is logged (the start-up sweep releases
     /// any lock whose operation is not running).
-    async fn release(&self, keys: &[String], op: u64) {
+    async fn release(&self, keys: &[LockKey], op: u64) {
         for k in keys {
             if let Err(e) = self.inner.store.release_env_op(k, op) {
                 tracing::error!(error = %e, op, lock = %k, "cannot release a lock");

@@ -931,10 +931,13 @@ async fn status_line<C: Chat>(ctx: &Context<'_, C>, env: &str) -> (String, bool)
             l.reason.map(|r| format!(": {r}")).unwrap_or_default()
         ));
     }
-    let mut running: Vec<u64> = [env.clone(), format!("{env}#backups")]
-        .iter()
-        .filter_map(|k| ctx.store.env_op(k).ok().flatten())
-        .collect();
+    let mut running: Vec<u64> = [
+        crate::journal::LockKey::env(&env),
+        crate::journal::LockKey::backups(&env),
+    ]
+    .iter()
+    .filter_map(|k| ctx.store.env_op(k).ok().flatten())
+    .collect();
     running.dedup();
     for op in running
         .into_iter()

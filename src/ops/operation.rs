@@ -9,8 +9,8 @@ use crate::command::{BackupRef, Command, Grammar, RollbackTarget};
 use crate::config::EnvironmentConfig;
 use crate::error::UserError;
 use crate::journal::{
-    BackupNow, ChosenBackup, Deploy, OpRecord, OpSpec, Prune, Restore, Rollback, RollbackTo,
-    Runbook, RunbookJob, Scale, StepRecord, StepState, Verify,
+    BackupNow, ChosenBackup, Deploy, LockKey, OpRecord, OpSpec, Prune, Restore, Rollback,
+    RollbackTo, Runbook, RunbookJob, Scale, StepRecord, StepState, Verify,
 };
 use crate::store::Store;
 
@@ -49,8 +49,8 @@ pub(crate) trait Operation {
 
     /// Pure: the locks it takes. Changes to the app hold the environment; backup work holds its
     /// backup volume, so that a long nightly verify never blocks an urgent rollback.
-    fn locks(&self, env: &str) -> Vec<String> {
-        vec![env.to_string()]
+    fn locks(&self, env: &str) -> Vec<LockKey> {
+        vec![LockKey::env(env)]
     }
 
     /// Runs the step called `name`; idempotent, so that a resumed operation can run it again.
@@ -89,7 +89,7 @@ pub(crate) fn steps(spec: &OpSpec, env: &str, e: &EnvironmentConfig) -> Vec<Step
     dispatch!(spec, op => op.steps(env, e))
 }
 
-pub(crate) fn locks(spec: &OpSpec, env: &str) -> Vec<String> {
+pub(crate) fn locks(spec: &OpSpec, env: &str) -> Vec<LockKey> {
     dispatch!(spec, op => op.locks(env))
 }
 
@@ -342,31 +342,34 @@ mod tests {
 
     #[test]
     fn app_changes_backup_work_and_restores_take_the_locks_they_conflict_on() {
-        let cases: Vec<(OpSpec, Vec<&str>)> = vec![
-            (OpSpec::Rollback(Rollback { to: None }), vec!["prod"]),
+        let cases: Vec<(OpSpec, Vec<LockKey>)> = vec![
+            (
+                OpSpec::Rollback(Rollback { to: None }),
+                vec![LockKey::env("prod")],
+            ),
             (
                 OpSpec::Scale(Scale {
                     replicas: 2,
                     component: None,
                 }),
-                vec!["prod"],
+                vec![LockKey::env("prod")],
             ),
             (
                 OpSpec::Verify(Verify {
                     backup: chosen(),
                     offsite: false,
                 }),
-                vec!["prod#backups"],
+                vec![LockKey::backups("prod")],
             ),
-            (OpSpec::Backup(BackupNow {}), vec!["prod#backups"]),
-            (OpSpec::Prune(Prune {}), vec!["prod#backups"]),
+            (OpSpec::Backup(BackupNow {}), vec![LockKey::backups("prod")]),
+            (OpSpec::Prune(Prune {}), vec![LockKey::backups("prod")]),
             (
                 OpSpec::Restore(Restore {
                     backup: chosen(),
                     no_safety_backup: false,
                     offsite: false,
                 }),
-                vec!["prod", "prod#backups"],
+                vec![LockKey::env("prod"), LockKey::backups("prod")],
             ),
         ];
         for (spec, want) in cases {

@@ -6,7 +6,7 @@ use super::templates;
 use crate::chat::Chat;
 use crate::cluster::jobs::{JobEnd, JobReport};
 use crate::config::EnvironmentConfig;
-use crate::journal::{OpRecord, Prune, StepRecord};
+use crate::journal::{LockKey, OpRecord, Prune, StepRecord};
 
 impl Operation for Prune {
     fn steps(&self, _env: &str, e: &EnvironmentConfig) -> Vec<StepRecord> {
@@ -21,8 +21,8 @@ impl Operation for Prune {
         }
     }
 
-    fn locks(&self, env: &str) -> Vec<String> {
-        vec![format!("{env}#backups")]
+    fn locks(&self, env: &str) -> Vec<LockKey> {
+        vec![LockKey::backups(env)]
     }
 
     async fn step<C: Chat>(&self, name: &str, cx: &mut Step<'_, C>) -> StepEnd {

@@ -10,7 +10,7 @@ use crate::chat::Chat;
 use crate::cluster::jobs::{JobEnd, JobReport};
 use crate::cluster::{Cluster, HpaPolicy, RolloutOutcome, Workload};
 use crate::config::EnvironmentConfig;
-use crate::journal::{OpRecord, OpSpec, Restore, StepRecord, StepState};
+use crate::journal::{LockKey, OpRecord, OpSpec, Restore, StepRecord, StepState};
 
 impl Operation for Restore {
     fn steps(&self, _env: &str, e: &EnvironmentConfig) -> Vec<StepRecord> {
@@ -36,8 +36,8 @@ impl Operation for Restore {
         steps
     }
 
-    fn locks(&self, env: &str) -> Vec<String> {
-        vec![env.to_string(), format!("{env}#backups")]
+    fn locks(&self, env: &str) -> Vec<LockKey> {
+        vec![LockKey::env(env), LockKey::backups(env)]
     }
 
     async fn step<C: Chat>(&self, name: &str, cx: &mut Step<'_, C>) -> StepEnd {

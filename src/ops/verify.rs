@@ -6,7 +6,7 @@ use super::templates;
 use crate::chat::Chat;
 use crate::cluster::jobs::{JobEnd, JobReport};
 use crate::config::EnvironmentConfig;
-use crate::journal::{OpRecord, StepRecord, Verify};
+use crate::journal::{LockKey, OpRecord, StepRecord, Verify};
 
 impl Operation for Verify {
     fn steps(&self, _env: &str, _e: &EnvironmentConfig) -> Vec<StepRecord> {
@@ -20,8 +20,8 @@ impl Operation for Verify {
         }
     }
 
-    fn locks(&self, env: &str) -> Vec<String> {
-        vec![format!("{env}#backups")]
+    fn locks(&self, env: &str) -> Vec<LockKey> {
+        vec![LockKey::backups(env)]
     }
 
     async fn step<C: Chat>(&self, name: &str, cx: &mut Step<'_, C>) -> StepEnd {

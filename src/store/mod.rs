@@ -227,7 +227,7 @@ pub struct EnvLock {
 }
 
 pub use self::seen::digest as message_digest;
-pub use crate::journal::{OpRecord, OpState, StepRecord, StepState};
+pub use crate::journal::{LockKey, OpRecord, OpState, StepRecord, StepState};
 
 /// An operation's record in this version's form, whatever format it was written in.
 fn decode_op(v: &[u8]) -> Result<OpRecord, StoreError> {
@@ -694,12 +694,12 @@ impl Store {
         Ok(out)
     }
 
-    /// Takes `env` for operation `op`: `Err(holder)` when another operation holds it.
-    pub fn acquire_env_op(&self, env: &str, op: u64) -> Result<Result<(), u64>, StoreError> {
+    /// Takes `lock` for operation `op`: `Err(holder)` when another operation holds it.
+    pub fn acquire_env_op(&self, lock: &LockKey, op: u64) -> Result<Result<(), u64>, StoreError> {
         match self
             .op_locks
             .compare_and_swap(
-                env.as_bytes(),
+                lock.key().as_bytes(),
                 None as Option<&[u8]>,
                 Some(&op.to_be_bytes()[..]),
             )
@@ -720,12 +720,12 @@ impl Store {
         }
     }
 
-    /// Releases `env` if operation `op` holds it.
-    pub fn release_env_op(&self, env: &str, op: u64) -> Result<(), StoreError> {
+    /// Releases `lock` if operation `op` holds it.
+    pub fn release_env_op(&self, lock: &LockKey, op: u64) -> Result<(), StoreError> {
         let _ = self
             .op_locks
             .compare_and_swap(
-                env.as_bytes(),
+                lock.key().as_bytes(),
                 Some(&op.to_be_bytes()[..]),
                 None as Option<&[u8]>,
             )
@@ -734,13 +734,13 @@ impl Store {
     }
 
     /// Every held operation lock: the key and the operation holding it.
-    pub fn env_ops(&self) -> Result<Vec<(String, u64)>, StoreError> {
+    pub fn env_ops(&self) -> Result<Vec<(LockKey, u64)>, StoreError> {
         let mut out = Vec::new();
         for item in self.op_locks.iter() {
             let (k, v) = item.map_err(io("read op locks"))?;
             if let Ok(b) = v.as_ref().try_into() {
                 out.push((
-                    String::from_utf8_lossy(&k).into_owned(),
+                    LockKey::parse(&String::from_utf8_lossy(&k)),
                     u64::from_be_bytes(b),
                 ));
             }
@@ -748,11 +748,11 @@ impl Store {
         Ok(out)
     }
 
-    /// The operation holding `env`, if any.
-    pub fn env_op(&self, env: &str) -> Result<Option<u64>, StoreError> {
+    /// The operation holding `lock`, if any.
+    pub fn env_op(&self, lock: &LockKey) -> Result<Option<u64>, StoreError> {
         Ok(self
             .op_locks
-            .get(env.as_bytes())
+            .get(lock.key().as_bytes())
             .map_err(io("read op lock"))?
             .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
     }

@@ -1,6 +1,6 @@
 //! The journal as the only truth about an operation: a record written by an older version resumes, and resuming never depends on today's grammar, bounds or runbooks.
 
-use rocketops::journal::{Facts, JOURNAL_VERSION, OpRecord, OpSpec, OpState, StepRecord};
+use rocketops::journal::{Facts, JOURNAL_VERSION, LockKey, OpRecord, OpSpec, OpState, StepRecord};
 
 use crate::support::{World, bot_texts};
 
@@ -22,7 +22,7 @@ fn running(w: &World, id: u64, command: &str, spec: OpSpec, steps: &[&str]) -> O
         state: OpState::Running,
         started_ms: chrono::Utc::now().timestamp_millis(),
         facts: Facts {
-            locks: vec!["test".into()],
+            locks: vec![LockKey::env("test")],
             ..Facts::default()
         },
         mark: OpRecord::new_mark(),
@@ -34,7 +34,10 @@ fn running(w: &World, id: u64, command: &str, spec: OpSpec, steps: &[&str]) -> O
 fn journal(w: &World, rec: &OpRecord) {
     let store = w.open_store();
     store.put_op(rec).unwrap();
-    assert_eq!(store.acquire_env_op("test", rec.id).unwrap(), Ok(()));
+    assert_eq!(
+        store.acquire_env_op(&LockKey::env("test"), rec.id).unwrap(),
+        Ok(())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,7 +67,10 @@ async fn a_restore_journaled_by_the_first_format_resumes_after_an_upgrade_with_t
             "read as the first format"
         );
         assert_eq!(read.facts.replicas, Some(3));
-        assert_eq!(read.lock_keys(), vec!["test", "test#backups"]);
+        assert_eq!(
+            read.lock_keys(),
+            vec![LockKey::env("test"), LockKey::backups("test")]
+        );
     }
     w.start_bot().await;
     let msgs = w
@@ -105,8 +111,8 @@ async fn a_restore_journaled_by_the_first_format_resumes_after_an_upgrade_with_t
     assert_eq!(rec.v, JOURNAL_VERSION, "rewritten in this version's format");
     assert!(matches!(rec.spec, Some(OpSpec::Restore(ref r)) if r.backup.name == "test-nightly"));
     assert_eq!(rec.state, OpState::Succeeded);
-    assert_eq!(store.env_op("test").unwrap(), None);
-    assert_eq!(store.env_op("test#backups").unwrap(), None);
+    assert_eq!(store.env_op(&LockKey::env("test")).unwrap(), None);
+    assert_eq!(store.env_op(&LockKey::backups("test")).unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
