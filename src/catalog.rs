@@ -79,7 +79,7 @@ pub struct VerifyRecord {
     /// The backup's age when it was verified (recovery point).
     pub age_secs: u64,
     pub detail: String,
-    pub op: u64,
+    pub op: crate::journal::OpId,
 }
 
 /// A backup that failed, kept for the daily report.

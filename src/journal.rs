@@ -126,6 +126,57 @@ pub struct TakenBackup {
     pub name: Option<String>,
 }
 
+/// An operation's number, as people see it (`#42`) and as the journal, the locks, the audit log
+/// and the catalog store it (a plain number: the type is transparent to serde).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct OpId(u64);
+
+impl OpId {
+    pub const fn new(n: u64) -> OpId {
+        OpId(n)
+    }
+
+    /// The number itself (store keys, metrics).
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The number as a store key: big-endian, so that keys sort in the order operations started.
+    pub fn to_key(self) -> [u8; 8] {
+        self.0.to_be_bytes()
+    }
+
+    /// A store key read back.
+    pub fn from_key(key: &[u8]) -> Option<OpId> {
+        key.try_into().ok().map(u64::from_be_bytes).map(OpId)
+    }
+}
+
+impl std::fmt::Display for OpId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Operation numbers gathered as bare numbers, for the chaos benchmark, which still counts
+/// operations in `u64`.
+impl FromIterator<OpId> for Vec<u64> {
+    fn from_iter<I: IntoIterator<Item = OpId>>(ops: I) -> Vec<u64> {
+        ops.into_iter().map(OpId::get).collect()
+    }
+}
+
+impl std::str::FromStr for OpId {
+    type Err = std::num::ParseIntError;
+
+    fn from_str(s: &str) -> Result<OpId, Self::Err> {
+        s.parse().map(OpId)
+    }
+}
+
 /// A lock an operation takes: an environment's app, or the environment's backups (so that a long
 /// verify never blocks an urgent rollback). Stored as the text it always was: `prod`,
 /// `prod#backups`.
@@ -315,7 +366,7 @@ impl StepRecord {
 /// knows exactly where it stopped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct OpRecord {
-    pub id: u64,
+    pub id: OpId,
     pub env: String,
     /// The journal format this record was written in ([`JOURNAL_VERSION`]; 0 or absent: the
     /// first format, whose command was text and whose facts were a string map).
@@ -412,6 +463,14 @@ impl OpRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_operation_number_is_stored_as_the_plain_number_it_always_was() {
+        assert_eq!(serde_json::to_string(&OpId::new(41)).unwrap(), "41");
+        assert_eq!(serde_json::from_str::<OpId>("41").unwrap(), OpId::new(41));
+        assert_eq!("41".parse::<OpId>().unwrap().to_string(), "41");
+        assert_eq!(OpId::from_key(&OpId::new(41).to_key()), Some(OpId::new(41)));
+    }
 
     #[test]
     fn a_lock_key_is_stored_as_the_text_it_always_was_and_reads_back_typed() {

@@ -83,7 +83,7 @@ impl<C: Chat> Engine<C> {
         which: Taken,
         label: &str,
     ) -> StepEnd {
-        let op = rec.id;
+        let op = rec.id.get();
         let mut name = which.of(rec).as_ref().and_then(|t| t.name.clone());
         let job = match which.of(rec).as_ref().map(|t| t.job.clone()) {
             Some(job) => job,

@@ -57,7 +57,7 @@ pub fn render(op: &OpRecord, now_ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::StepRecord;
+    use crate::store::{OpId, StepRecord};
 
     fn step(name: &str, state: StepState, detail: &str, from: i64, to: Option<i64>) -> StepRecord {
         StepRecord {
@@ -71,7 +71,7 @@ mod tests {
 
     fn op(state: OpState, steps: Vec<StepRecord>, summary: Option<&str>) -> OpRecord {
         OpRecord {
-            id: 42,
+            id: OpId::new(42),
             env: "prod".into(),
             command: "deploy prod v3.1".into(),
             user: "alice".into(),

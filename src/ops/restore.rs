@@ -137,7 +137,7 @@ impl<C: Chat> Engine<C> {
         });
         if let Err(why) = self.save(rec).await {
             // The app is put back whatever the journal says: leaving it at 0 is worse.
-            tracing::error!(op = rec.id, %why, "recovering without a journal");
+            tracing::error!(op = rec.id.get(), %why, "recovering without a journal");
         }
         let last = rec.steps.len() - 1;
         let result = self.scale_back(cluster, e, rec).await;

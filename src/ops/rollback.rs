@@ -7,7 +7,7 @@ use crate::cluster::Cluster;
 use crate::cluster::rollout::{self, Revision};
 use crate::config::EnvironmentConfig;
 use crate::journal::{OpRecord, Rollback, RollbackTo, StepRecord};
-use crate::store::{OpState, Store};
+use crate::store::{OpId, OpState, Store};
 
 /// Whether a revision is one to go back to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +106,7 @@ pub fn choose(
 }
 
 /// The operation number a revision's change cause names (`deploy 7.0.0 by alice (#12)`).
-pub fn op_of(r: &Revision) -> Option<u64> {
+pub fn op_of(r: &Revision) -> Option<OpId> {
     r.change_cause
         .as_deref()?
         .rsplit_once("(#")
@@ -338,7 +338,7 @@ mod tests {
 
     #[test]
     fn the_operation_is_read_from_the_change_cause() {
-        assert_eq!(op_of(&rev(12, "7.0.0")), Some(12));
+        assert_eq!(op_of(&rev(12, "7.0.0")), Some(OpId::new(12)));
         let mut r = rev(1, "6.5.0");
         r.change_cause = Some("initial install 6.5.0".into());
         assert_eq!(op_of(&r), None);

@@ -61,7 +61,7 @@ pub(super) async fn run<C: Chat>(
     job.metadata.name = Some(job_name.clone());
     if let Err(err) = cx
         .cluster
-        .create_owned_job(&mut job, rec.id, &rec.mark)
+        .create_owned_job(&mut job, rec.id.get(), &rec.mark)
         .await
     {
         return StepEnd::Failed(err.into());

@@ -91,7 +91,7 @@ pub struct AuditEntry {
     #[serde(default)]
     pub reason: Option<String>,
     #[serde(default)]
-    pub op: Option<u64>,
+    pub op: Option<OpId>,
     /// How it ended, when known.
     #[serde(default)]
     pub outcome: Option<String>,
@@ -227,7 +227,7 @@ pub struct EnvLock {
 }
 
 pub use self::seen::digest as message_digest;
-pub use crate::journal::{LockKey, OpRecord, OpState, StepRecord, StepState};
+pub use crate::journal::{LockKey, OpId, OpRecord, OpState, StepRecord, StepState};
 
 /// An operation's record in this version's form, whatever format it was written in.
 fn decode_op(v: &[u8]) -> Result<OpRecord, StoreError> {
@@ -611,7 +611,7 @@ impl Store {
     }
 
     /// A new operation number (1, 2, 3, ...).
-    pub fn next_op_id(&self) -> Result<u64, StoreError> {
+    pub fn next_op_id(&self) -> Result<OpId, StoreError> {
         let v = self
             .meta
             .update_and_fetch("next_op", |old| {
@@ -621,10 +621,7 @@ impl Store {
                 Some((n + 1).to_be_bytes().to_vec())
             })
             .map_err(io("op id"))?;
-        Ok(
-            v.and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
-                .unwrap_or(1),
-        )
+        Ok(v.and_then(|v| OpId::from_key(&v)).unwrap_or(OpId::new(1)))
     }
 
     /// Writes (or rewrites) an operation's journal record and flushes it to disk.
@@ -633,18 +630,16 @@ impl Store {
     pub fn put_op(&self, op: &OpRecord) -> Result<(), StoreError> {
         let value = encode("ops", op)?;
         self.ops
-            .insert(op.id.to_be_bytes(), value)
+            .insert(op.id.to_key(), value)
             .map_err(io("journal"))?;
         Ok(())
     }
 
     /// Writes an operation's record exactly as given, after checking that it reads (a journal
     /// written by an older version: the upgrade tests and recovery tools use it).
-    pub fn put_op_json(&self, id: u64, json: &[u8]) -> Result<(), StoreError> {
+    pub fn put_op_json(&self, id: OpId, json: &[u8]) -> Result<(), StoreError> {
         decode_op(json)?;
-        self.ops
-            .insert(id.to_be_bytes(), json)
-            .map_err(io("journal"))?;
+        self.ops.insert(id.to_key(), json).map_err(io("journal"))?;
         Ok(())
     }
 
@@ -658,8 +653,8 @@ impl Store {
         Ok(())
     }
 
-    pub fn get_op(&self, id: u64) -> Result<Option<OpRecord>, StoreError> {
-        match self.ops.get(id.to_be_bytes()).map_err(io("read journal"))? {
+    pub fn get_op(&self, id: OpId) -> Result<Option<OpRecord>, StoreError> {
+        match self.ops.get(id.to_key()).map_err(io("read journal"))? {
             Some(v) => Ok(Some(decode_op(&v)?)),
             None => Ok(None),
         }
@@ -695,13 +690,13 @@ impl Store {
     }
 
     /// Takes `lock` for operation `op`: `Err(holder)` when another operation holds it.
-    pub fn acquire_env_op(&self, lock: &LockKey, op: u64) -> Result<Result<(), u64>, StoreError> {
+    pub fn acquire_env_op(&self, lock: &LockKey, op: OpId) -> Result<Result<(), OpId>, StoreError> {
         match self
             .op_locks
             .compare_and_swap(
                 lock.key().as_bytes(),
                 None as Option<&[u8]>,
-                Some(&op.to_be_bytes()[..]),
+                Some(&op.to_key()[..]),
             )
             .map_err(io("op lock"))?
         {
@@ -709,8 +704,8 @@ impl Store {
             Err(cas) => {
                 let holder = cas
                     .current
-                    .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
-                    .unwrap_or(0);
+                    .and_then(|v| OpId::from_key(&v))
+                    .unwrap_or_default();
                 if holder == op {
                     Ok(Ok(()))
                 } else {
@@ -721,12 +716,12 @@ impl Store {
     }
 
     /// Releases `lock` if operation `op` holds it.
-    pub fn release_env_op(&self, lock: &LockKey, op: u64) -> Result<(), StoreError> {
+    pub fn release_env_op(&self, lock: &LockKey, op: OpId) -> Result<(), StoreError> {
         let _ = self
             .op_locks
             .compare_and_swap(
                 lock.key().as_bytes(),
-                Some(&op.to_be_bytes()[..]),
+                Some(&op.to_key()[..]),
                 None as Option<&[u8]>,
             )
             .map_err(io("op unlock"))?;
@@ -734,27 +729,34 @@ impl Store {
     }
 
     /// Every held operation lock: the key and the operation holding it.
-    pub fn env_ops(&self) -> Result<Vec<(LockKey, u64)>, StoreError> {
+    pub fn held_locks(&self) -> Result<Vec<(LockKey, OpId)>, StoreError> {
         let mut out = Vec::new();
         for item in self.op_locks.iter() {
             let (k, v) = item.map_err(io("read op locks"))?;
-            if let Ok(b) = v.as_ref().try_into() {
-                out.push((
-                    LockKey::parse(&String::from_utf8_lossy(&k)),
-                    u64::from_be_bytes(b),
-                ));
+            if let Some(op) = OpId::from_key(&v) {
+                out.push((LockKey::parse(&String::from_utf8_lossy(&k)), op));
             }
         }
         Ok(out)
     }
 
+    /// [`Store::held_locks`] with the operations as bare numbers, for the chaos benchmark, which
+    /// still counts operations in `u64`.
+    pub fn env_ops(&self) -> Result<Vec<(LockKey, u64)>, StoreError> {
+        Ok(self
+            .held_locks()?
+            .into_iter()
+            .map(|(k, op)| (k, op.get()))
+            .collect())
+    }
+
     /// The operation holding `lock`, if any.
-    pub fn env_op(&self, lock: &LockKey) -> Result<Option<u64>, StoreError> {
+    pub fn env_op(&self, lock: &LockKey) -> Result<Option<OpId>, StoreError> {
         Ok(self
             .op_locks
             .get(lock.key().as_bytes())
             .map_err(io("read op lock"))?
-            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
+            .and_then(|v| OpId::from_key(&v)))
     }
 
     /// Records that message `id` is being handled (`what` says where to answer it).
@@ -1225,7 +1227,10 @@ mod tests {
     #[test]
     fn operation_numbers_count_up_and_environment_locks_are_exclusive() {
         let s = Store::temporary().unwrap();
-        assert_eq!((s.next_op_id().unwrap(), s.next_op_id().unwrap()), (1, 2));
+        assert_eq!(
+            (s.next_op_id().unwrap(), s.next_op_id().unwrap()),
+            (OpId::new(1), OpId::new(2))
+        );
         let l = EnvLock {
             by: "alice".into(),
             reason: Some("freeze".into()),

@@ -1,6 +1,8 @@
 //! The journal as the only truth about an operation: a record written by an older version resumes, and resuming never depends on today's grammar, bounds or runbooks.
 
-use rocketops::journal::{Facts, JOURNAL_VERSION, LockKey, OpRecord, OpSpec, OpState, StepRecord};
+use rocketops::journal::{
+    Facts, JOURNAL_VERSION, LockKey, OpId, OpRecord, OpSpec, OpState, StepRecord,
+};
 
 use crate::support::{World, bot_texts};
 
@@ -11,7 +13,7 @@ fn ops_room(w: &World) -> String {
 /// A running operation of this version's format, as if the bot had died before its first step.
 fn running(w: &World, id: u64, command: &str, spec: OpSpec, steps: &[&str]) -> OpRecord {
     OpRecord {
-        id,
+        id: OpId::new(id),
         env: "test".into(),
         v: JOURNAL_VERSION,
         command: command.into(),
@@ -59,8 +61,8 @@ async fn a_restore_journaled_by_the_first_format_resumes_after_an_upgrade_with_t
     .replace("GENERAL-OPS", &ops_room(&w));
     {
         let store = w.open_store();
-        store.put_op_json(41, golden.as_bytes()).unwrap();
-        let read = store.get_op(41).unwrap().unwrap();
+        store.put_op_json(OpId::new(41), golden.as_bytes()).unwrap();
+        let read = store.get_op(OpId::new(41)).unwrap().unwrap();
         assert_eq!(
             (read.v, read.spec.is_none()),
             (0, true),
@@ -107,7 +109,7 @@ async fn a_restore_journaled_by_the_first_format_resumes_after_an_upgrade_with_t
     );
     w.stop_bot().await;
     let store = w.open_store();
-    let rec = store.get_op(41).unwrap().unwrap();
+    let rec = store.get_op(OpId::new(41)).unwrap().unwrap();
     assert_eq!(rec.v, JOURNAL_VERSION, "rewritten in this version's format");
     assert!(matches!(rec.spec, Some(OpSpec::Restore(ref r)) if r.backup.name == "test-nightly"));
     assert_eq!(rec.state, OpState::Succeeded);
