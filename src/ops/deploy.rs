@@ -5,32 +5,32 @@ use super::operation::{self, Operation, Step, Undo};
 use crate::chat::Chat;
 use crate::cluster::rollout;
 use crate::config::EnvironmentConfig;
-use crate::journal::{Deploy, OpRecord, StepRecord};
+use crate::journal::{Deploy, OpRecord, StepKind, StepRecord};
 
 impl Operation for Deploy {
     fn steps(&self, env: &str, e: &EnvironmentConfig) -> Vec<StepRecord> {
         let mut steps = Vec::new();
         let wanted = e.pre_deploy_backup.unwrap_or_else(|| e.is_production(env));
         steps.push(match (wanted, self.no_backup) {
-            (true, false) => StepRecord::pending("backup"),
-            (true, true) => operation::skipped("backup", "skipped with --no-backup"),
-            (false, _) => operation::skipped("backup", "not production"),
+            (true, false) => StepRecord::pending(StepKind::Backup),
+            (true, true) => operation::skipped(StepKind::Backup, "skipped with --no-backup"),
+            (false, _) => operation::skipped(StepKind::Backup, "not production"),
         });
         if wanted && !self.no_backup && e.backup.offsite.is_some() {
-            steps.push(StepRecord::pending(super::offsite::COPY));
+            steps.push(StepRecord::pending(StepKind::OffsiteCopy));
         }
         for r in &self.runbooks {
-            steps.push(StepRecord::pending(&format!("runbook {}", r.name)));
+            steps.push(StepRecord::pending(StepKind::Runbook(r.name.clone())));
         }
-        steps.push(StepRecord::pending("set image"));
-        steps.push(StepRecord::pending("rollout"));
+        steps.push(StepRecord::pending(StepKind::SetImage));
+        steps.push(StepRecord::pending(StepKind::Rollout));
         steps.push(operation::smoke_step(e));
         steps
     }
 
-    async fn step<C: Chat>(&self, name: &str, cx: &mut Step<'_, C>) -> StepEnd {
-        match name {
-            "backup" => {
+    async fn step<C: Chat>(&self, kind: &StepKind, cx: &mut Step<'_, C>) -> StepEnd {
+        match kind {
+            StepKind::Backup => {
                 cx.engine
                     .take_backup(
                         cx.cluster,
@@ -41,36 +41,34 @@ impl Operation for Deploy {
                     )
                     .await
             }
-            super::offsite::COPY => {
+            StepKind::OffsiteCopy => {
                 cx.engine
                     .copy_offsite(cx.cluster, cx.e, cx.rec, super::backup::Taken::Backup)
                     .await
             }
-            "set image" => self.set_image(cx).await,
-            "rollout" => {
+            StepKind::SetImage => self.set_image(cx).await,
+            StepKind::Rollout => {
                 cx.engine
                     .follow(cx.cluster, &cx.e.deployment, cx.rec, cx.index)
                     .await
             }
-            "smoke test" => match &cx.e.smoke {
+            StepKind::SmokeTest => match &cx.e.smoke {
                 Some(smoke) => cx.engine.smoke(smoke, Some(&self.version)).await,
                 None => StepEnd::Done("none configured".into()),
             },
-            n => match n
-                .strip_prefix("runbook ")
-                .and_then(|r| self.runbooks.iter().find(|j| j.name == r))
-            {
+            StepKind::Runbook(name) => match self.runbooks.iter().find(|j| j.name == *name) {
                 Some(r) => {
                     let params = [("version".to_string(), self.version.clone())].into();
                     super::runbook::run(cx, &r.name, &r.job, &params).await
                 }
-                None => StepEnd::failed(format!("step `{n}` is not part of this deploy")),
+                None => operation::foreign(kind, "this deploy"),
             },
+            other => operation::foreign(other, "this deploy"),
         }
     }
 
     fn undo(&self, rec: &OpRecord, e: &EnvironmentConfig) -> Undo {
-        if e.auto_rollback && operation::started(rec, "set image") {
+        if e.auto_rollback && operation::started(rec, &StepKind::SetImage) {
             Undo::Revision {
                 revision: rec
                     .facts
@@ -82,7 +80,7 @@ impl Operation for Deploy {
                     .previous_image
                     .as_deref()
                     .map(|i| crate::cluster::split_image(i).1.to_string()),
-                step: "rollback",
+                step: StepKind::Rollback,
             }
         } else {
             Undo::Nothing

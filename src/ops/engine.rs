@@ -15,7 +15,7 @@ use crate::cluster::{Cluster, ClusterError, Clusters, RolloutOutcome};
 use crate::command::{self, Command, Grammar};
 use crate::config::{Config, EnvironmentConfig};
 use crate::error::{Holder, UserError};
-use crate::journal::{ChosenBackup, Facts, JOURNAL_VERSION, LockKey, OpId, OpSpec};
+use crate::journal::{ChosenBackup, Facts, JOURNAL_VERSION, LockKey, OpId, OpSpec, StepKind};
 use crate::store::{AuditDecision, AuditEntry, OpRecord, OpState, StepRecord, StepState, Store};
 
 pub(super) const ROLLOUT_LIMIT: Duration = Duration::from_secs(30 * 60);
@@ -559,7 +559,7 @@ impl<C: Chat> Engine<C> {
             ]))
             .observe(secs);
         for s in rec.steps.iter().filter(|s| {
-            s.name == "rollout" && matches!(s.state, StepState::Done | StepState::Failed)
+            s.kind == StepKind::Rollout && matches!(s.state, StepState::Done | StepState::Failed)
         }) {
             let o = if s.state == StepState::Done {
                 "complete"
@@ -665,13 +665,13 @@ impl<C: Chat> Engine<C> {
             // Journal first: a step whose start cannot be written down does not run.
             let journaled = self.save(&rec).await;
             let rec_id = rec.id;
-            let name = rec.steps[i].name.clone();
+            let kind = rec.steps[i].kind.clone();
             let end = tokio::select! {
                 end = async {
                     match journaled {
                         Ok(()) => {
                             let mut cx = Step { engine: self, cluster: &cluster, e: &e, rec: &mut rec, index: i };
-                            operation::step(&spec, &name, &mut cx).await
+                            operation::step(&spec, &kind, &mut cx).await
                         }
                         Err(why) => StepEnd::Failed(why),
                     }
@@ -690,7 +690,7 @@ impl<C: Chat> Engine<C> {
                 }
                 StepEnd::Failed(err) => {
                     let detail = err.to_string();
-                    tracing::info!(op = rec.id.get(), step = %name, kind = err.kind(), retryable = err.is_retryable(), "step failed");
+                    tracing::info!(op = rec.id.get(), step = %kind.name(), kind = err.kind(), retryable = err.is_retryable(), "step failed");
                     crate::telemetry::metrics()
                         .step_failures
                         .get_or_create(&crate::telemetry::labels(&[
@@ -726,7 +726,7 @@ impl<C: Chat> Engine<C> {
                     if let Err(e) = self.inner.store.put_op(&rec) {
                         tracing::warn!(error = %e, op = rec.id.get(), "cannot journal the stop; the step's start is journaled");
                     }
-                    tracing::info!(op = rec.id.get(), step = %name, "stopping at a safe point for shutdown");
+                    tracing::info!(op = rec.id.get(), step = %kind.name(), "stopping at a safe point for shutdown");
                     return;
                 }
             }
@@ -751,7 +751,7 @@ impl<C: Chat> Engine<C> {
                 revision,
                 version,
                 step,
-            } => Some((*revision, version.clone(), *step)),
+            } => Some((*revision, version.clone(), step.clone())),
             _ => None,
         };
         if let Some((prev, old, step_name)) = put_back {

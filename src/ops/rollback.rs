@@ -6,7 +6,7 @@ use crate::chat::Chat;
 use crate::cluster::Cluster;
 use crate::cluster::rollout::{self, Revision};
 use crate::config::EnvironmentConfig;
-use crate::journal::{OpRecord, Rollback, RollbackTo, StepRecord};
+use crate::journal::{OpRecord, Rollback, RollbackTo, StepKind, StepRecord};
 use crate::store::{OpId, OpState, Store};
 
 /// Whether a revision is one to go back to.
@@ -148,35 +148,35 @@ pub async fn resolve(c: &Cluster, store: &Store, e: &EnvironmentConfig) -> Resul
 impl Operation for Rollback {
     fn steps(&self, _env: &str, e: &EnvironmentConfig) -> Vec<StepRecord> {
         vec![
-            StepRecord::pending("undo"),
-            StepRecord::pending("rollout"),
+            StepRecord::pending(StepKind::Undo),
+            StepRecord::pending(StepKind::Rollout),
             operation::smoke_step(e),
         ]
     }
 
-    async fn step<C: Chat>(&self, name: &str, cx: &mut Step<'_, C>) -> StepEnd {
-        match name {
-            "undo" => self.undo_step(cx).await,
-            "rollout" => {
+    async fn step<C: Chat>(&self, kind: &StepKind, cx: &mut Step<'_, C>) -> StepEnd {
+        match kind {
+            StepKind::Undo => self.undo_step(cx).await,
+            StepKind::Rollout => {
                 cx.engine
                     .follow(cx.cluster, &cx.e.deployment, cx.rec, cx.index)
                     .await
             }
-            "smoke test" => match &cx.e.smoke {
+            StepKind::SmokeTest => match &cx.e.smoke {
                 Some(smoke) => cx.engine.smoke(smoke, None).await,
                 None => StepEnd::Done("none configured".into()),
             },
-            n => StepEnd::failed(format!("step `{n}` is not part of a rollback")),
+            other => operation::foreign(other, "a rollback"),
         }
     }
 
     /// A rollback that fails goes forward again to where it started.
     fn undo(&self, rec: &OpRecord, _e: &EnvironmentConfig) -> Undo {
         match &rec.facts.undo_from {
-            Some(from) if operation::started(rec, "undo") => Undo::Revision {
+            Some(from) if operation::started(rec, &StepKind::Undo) => Undo::Revision {
                 revision: from.parse().ok(),
                 version: rec.facts.undo_from_version.clone(),
-                step: "roll forward",
+                step: StepKind::RollForward,
             },
             _ => Undo::Nothing,
         }

@@ -1,7 +1,7 @@
 //! The journal as the only truth about an operation: a record written by an older version resumes, and resuming never depends on today's grammar, bounds or runbooks.
 
 use rocketops::journal::{
-    Facts, JOURNAL_VERSION, LockKey, OpId, OpRecord, OpSpec, OpState, StepRecord,
+    Facts, JOURNAL_VERSION, LockKey, OpId, OpRecord, OpSpec, OpState, StepKind, StepRecord,
 };
 
 use crate::support::{World, bot_texts};
@@ -20,7 +20,10 @@ fn running(w: &World, id: u64, command: &str, spec: OpSpec, steps: &[&str]) -> O
         spec: Some(spec),
         user: "alice".into(),
         room_id: ops_room(w),
-        steps: steps.iter().map(|s| StepRecord::pending(s)).collect(),
+        steps: steps
+            .iter()
+            .map(|s| StepRecord::pending(StepKind::parse(s)))
+            .collect(),
         state: OpState::Running,
         started_ms: chrono::Utc::now().timestamp_millis(),
         facts: Facts {
