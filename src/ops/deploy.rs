@@ -70,11 +70,7 @@ impl Operation for Deploy {
     fn undo(&self, rec: &OpRecord, e: &EnvironmentConfig) -> Undo {
         if e.auto_rollback && operation::started(rec, &StepKind::SetImage) {
             Undo::Revision {
-                revision: rec
-                    .facts
-                    .previous_revision
-                    .as_deref()
-                    .and_then(|r| r.parse().ok()),
+                revision: rec.facts.previous_revision,
                 version: rec
                     .facts
                     .previous_image
@@ -102,17 +98,16 @@ impl Deploy {
     /// image with the change cause.
     async fn set_image<C: Chat>(&self, cx: &mut Step<'_, C>) -> StepEnd {
         let (c, e) = (cx.cluster, cx.e);
-        if cx.rec.facts.previous_revision.is_none() {
+        // The image is recorded with the revision, always: it says whether they were recorded.
+        if cx.rec.facts.previous_image.is_none() {
             match c.deployment(&e.deployment).await {
                 Ok(d) => {
-                    let rev = d
+                    cx.rec.facts.previous_revision = d
                         .metadata
                         .annotations
                         .as_ref()
                         .and_then(|a| a.get(rollout::REVISION))
-                        .cloned()
-                        .unwrap_or_default();
-                    cx.rec.facts.previous_revision = Some(rev);
+                        .and_then(|r| r.parse().ok());
                     cx.rec.facts.previous_image =
                         Some(rollout::current_image(&d, Some(e.container())).unwrap_or_default());
                     if let Err(why) = cx.engine.journal(cx.rec).await {

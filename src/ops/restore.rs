@@ -10,7 +10,9 @@ use crate::chat::Chat;
 use crate::cluster::jobs::{JobEnd, JobReport};
 use crate::cluster::{Cluster, HpaPolicy, RolloutOutcome, Workload};
 use crate::config::EnvironmentConfig;
-use crate::journal::{LockKey, OpRecord, OpSpec, Restore, StepKind, StepRecord, StepState};
+use crate::journal::{
+    LockKey, OpRecord, OpSpec, Restore, SavedHpa, StepKind, StepRecord, StepState,
+};
 
 impl Operation for Restore {
     fn steps(&self, _env: &str, e: &EnvironmentConfig) -> Vec<StepRecord> {
@@ -201,7 +203,7 @@ impl<C: Chat> Engine<C> {
             let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
             match c.hpa_for(Workload::Deployment, &e.deployment).await {
                 Ok(Some(h)) => {
-                    rec.facts.hpa = Some(crate::cluster::hpa_snapshot(&h));
+                    rec.facts.hpa = Some(SavedHpa::of(&h));
                     rec.facts.hpa_name = Some(h.metadata.name.clone().unwrap_or_default());
                 }
                 Ok(None) => {}
@@ -261,12 +263,25 @@ impl<C: Chat> Engine<C> {
         .map_err(|e| e.to_string())?;
         let mut hpa = String::new();
         if let Some(saved) = &rec.facts.hpa {
-            let name = c.restore_hpa(saved).await.map_err(|err| {
+            let not_back = |why: String| {
                 format!(
-                    "{} is back at {replicas} replicas, but its autoscaler is not: {err}",
+                    "{} is back at {replicas} replicas, but its autoscaler is not: {why}",
                     e.deployment
                 )
-            })?;
+            };
+            let json = match saved {
+                SavedHpa::Spec(_) => saved.to_json().map_err(|err| not_back(err.to_string()))?,
+                SavedHpa::Unreadable(_) => {
+                    return Err(not_back(format!(
+                        "the journal's copy of autoscaler {} is unreadable; create it again by hand",
+                        rec.facts.hpa_name.as_deref().unwrap_or("(unnamed)")
+                    )));
+                }
+            };
+            let name = c
+                .restore_hpa(&json)
+                .await
+                .map_err(|err| not_back(err.to_string()))?;
             hpa = format!(", autoscaler {name} restored");
         }
         match c.watch_rollout(&e.deployment, None, ROLLOUT_LIMIT).await {

@@ -4,9 +4,19 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+mod ids;
+mod saved;
+mod step;
+
+pub use ids::{LockKey, OpId};
+pub use saved::SavedHpa;
+use saved::revision_number;
+pub use step::StepKind;
+
 /// The journal format written by this version. 1: command as text, facts as a string map;
-/// 2: a typed [`OpSpec`] and typed [`Facts`].
-pub const JOURNAL_VERSION: u32 = 2;
+/// 2: a typed [`OpSpec`] and typed [`Facts`]; 3: a deploy's previous revision as a number.
+/// This version reads them all.
+pub const JOURNAL_VERSION: u32 = 3;
 
 /// What an operation is, resolved when it started (the image, the backup, the runbook's Job), so
 /// that it resumes after a restart or an upgrade exactly as it was asked and authorized.
@@ -126,133 +136,17 @@ pub struct TakenBackup {
     pub name: Option<String>,
 }
 
-/// An operation's number, as people see it (`#42`) and as the journal, the locks, the audit log
-/// and the catalog store it (a plain number: the type is transparent to serde).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
-)]
-#[serde(transparent)]
-pub struct OpId(u64);
-
-impl OpId {
-    pub const fn new(n: u64) -> OpId {
-        OpId(n)
-    }
-
-    /// The number itself (store keys, metrics).
-    pub const fn get(self) -> u64 {
-        self.0
-    }
-
-    /// The number as a store key: big-endian, so that keys sort in the order operations started.
-    pub fn to_key(self) -> [u8; 8] {
-        self.0.to_be_bytes()
-    }
-
-    /// A store key read back.
-    pub fn from_key(key: &[u8]) -> Option<OpId> {
-        key.try_into().ok().map(u64::from_be_bytes).map(OpId)
-    }
-}
-
-impl std::fmt::Display for OpId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// Operation numbers gathered as bare numbers, for the chaos benchmark, which still counts
-/// operations in `u64`.
-impl FromIterator<OpId> for Vec<u64> {
-    fn from_iter<I: IntoIterator<Item = OpId>>(ops: I) -> Vec<u64> {
-        ops.into_iter().map(OpId::get).collect()
-    }
-}
-
-impl std::str::FromStr for OpId {
-    type Err = std::num::ParseIntError;
-
-    fn from_str(s: &str) -> Result<OpId, Self::Err> {
-        s.parse().map(OpId)
-    }
-}
-
-/// A lock an operation takes: an environment's app, or the environment's backups (so that a long
-/// verify never blocks an urgent rollback). Stored as the text it always was: `prod`,
-/// `prod#backups`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(from = "String", into = "String")]
-pub enum LockKey {
-    /// Changes to the environment's app (deploy, rollback, scale, restore).
-    Env(String),
-    /// The environment's backup volume and catalog (backup, verify, prune, restore).
-    Backups(String),
-}
-
-/// How a backups lock is told apart from its environment's in the store.
-const BACKUPS_SUFFIX: &str = "#backups";
-
-impl LockKey {
-    /// The lock on `env`'s app.
-    pub fn env(env: &str) -> LockKey {
-        LockKey::Env(env.to_string())
-    }
-
-    /// The lock on `env`'s backups.
-    pub fn backups(env: &str) -> LockKey {
-        LockKey::Backups(env.to_string())
-    }
-
-    /// The environment it locks.
-    pub fn environment(&self) -> &str {
-        match self {
-            LockKey::Env(e) | LockKey::Backups(e) => e,
-        }
-    }
-
-    /// The key as stored (`prod`, `prod#backups`).
-    pub fn key(&self) -> String {
-        self.to_string()
-    }
-
-    /// A stored key read back.
-    pub fn parse(key: &str) -> LockKey {
-        match key.strip_suffix(BACKUPS_SUFFIX) {
-            Some(env) => LockKey::backups(env),
-            None => LockKey::env(key),
-        }
-    }
-}
-
-impl std::fmt::Display for LockKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LockKey::Env(e) => f.write_str(e),
-            LockKey::Backups(e) => write!(f, "{e}{BACKUPS_SUFFIX}"),
-        }
-    }
-}
-
-impl From<String> for LockKey {
-    fn from(key: String) -> LockKey {
-        LockKey::parse(&key)
-    }
-}
-
-impl From<LockKey> for String {
-    fn from(key: LockKey) -> String {
-        key.to_string()
-    }
-}
-
 /// What an operation learned that later steps, undo and resume need.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct Facts {
     /// The locks it holds.
     pub locks: Vec<LockKey>,
-    /// Deploy: the revision and image before the new image was set.
-    pub previous_revision: Option<String>,
+    /// Deploy: the revision and image before the new image was set. The image is recorded with
+    /// the revision, always (empty when the container had none), so it says whether they were
+    /// recorded; the revision is absent when the Deployment had none.
+    #[serde(deserialize_with = "revision_number")]
+    pub previous_revision: Option<i64>,
     pub previous_image: Option<String>,
     /// The revision the rollout ended on.
     pub revision: Option<i64>,
@@ -267,7 +161,7 @@ pub struct Facts {
     pub safety: Option<TakenBackup>,
     /// Restore: the app's replicas and autoscaler before it was scaled down.
     pub replicas: Option<i32>,
-    pub hpa: Option<String>,
+    pub hpa: Option<SavedHpa>,
     pub hpa_name: Option<String>,
 }
 
@@ -285,7 +179,7 @@ impl Facts {
             locks: get("locks")
                 .map(|l| l.split(',').map(LockKey::parse).collect())
                 .unwrap_or_default(),
-            previous_revision: get("previous_revision"),
+            previous_revision: get("previous_revision").and_then(|r| r.parse().ok()),
             previous_image: get("previous_image"),
             revision: get("revision").and_then(|r| r.parse().ok()),
             undo_from: get("undo_from"),
@@ -295,7 +189,7 @@ impl Facts {
             backup: taken("backup"),
             safety: taken("safety"),
             replicas: get("replicas").and_then(|r| r.parse().ok()),
-            hpa: get("hpa"),
+            hpa: get("hpa").map(SavedHpa::from),
             hpa_name: get("hpa_name"),
         }
     }
@@ -334,148 +228,6 @@ pub enum StepState {
     Done,
     Failed,
     Skipped,
-}
-
-/// What a step does: how the journal names it (its stable name, the text journals have always
-/// held), how operations dispatch it, and how people read it (its label, free to change).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(from = "String", into = "String")]
-pub enum StepKind {
-    /// Take a backup (before a deploy, or asked for).
-    Backup,
-    /// The backup a restore takes first.
-    SafetyBackup,
-    /// Copy the backup just taken to the off-site bucket.
-    OffsiteCopy,
-    /// Fetch a backup back from the off-site bucket.
-    OffsiteFetch,
-    /// Remove the off-site copies retention drops.
-    OffsitePrune,
-    /// A pre-deploy runbook, by name.
-    Runbook(String),
-    SetImage,
-    /// Follow a rollout until it completes.
-    Rollout,
-    SmokeTest,
-    /// A rollback's `rollout undo`.
-    Undo,
-    ScaleDown,
-    /// A restore's restore Job.
-    Restore,
-    ScaleUp,
-    /// Putting the app back after a failed restore.
-    Recover,
-    /// A scale operation's one step.
-    Scale,
-    /// A verify's test-restore.
-    Verify,
-    /// A prune's prune Job.
-    Prune,
-    /// A runbook operation's Job.
-    Job,
-    /// Putting a failed deploy back on its previous revision.
-    Rollback,
-    /// Putting a failed rollback forward again.
-    RollForward,
-    /// A step this version does not know (journaled by another version): kept as written.
-    Unknown(String),
-}
-
-/// How a runbook's step is named: `runbook migrate`.
-const RUNBOOK_PREFIX: &str = "runbook ";
-
-impl StepKind {
-    /// The steps with a fixed name, each with the name journals hold.
-    const NAMED: [(StepKind, &'static str); 19] = [
-        (StepKind::Backup, "backup"),
-        (StepKind::SafetyBackup, "safety backup"),
-        (StepKind::OffsiteCopy, "off-site copy"),
-        (StepKind::OffsiteFetch, "fetch off-site"),
-        (StepKind::OffsitePrune, "prune off-site"),
-        (StepKind::SetImage, "set image"),
-        (StepKind::Rollout, "rollout"),
-        (StepKind::SmokeTest, "smoke test"),
-        (StepKind::Undo, "undo"),
-        (StepKind::ScaleDown, "scale down"),
-        (StepKind::Restore, "restore"),
-        (StepKind::ScaleUp, "scale up"),
-        (StepKind::Recover, "recover"),
-        (StepKind::Scale, "scale"),
-        (StepKind::Verify, "verify"),
-        (StepKind::Prune, "prune"),
-        (StepKind::Job, "job"),
-        (StepKind::Rollback, "rollback"),
-        (StepKind::RollForward, "roll forward"),
-    ];
-
-    /// The stable name the journal holds; never change one, or older journals stop resuming.
-    pub fn name(&self) -> String {
-        match self {
-            StepKind::Runbook(r) => format!("{RUNBOOK_PREFIX}{r}"),
-            StepKind::Unknown(n) => n.clone(),
-            fixed => Self::NAMED
-                .iter()
-                .find(|(k, _)| k == fixed)
-                .map(|(_, n)| n.to_string())
-                .unwrap_or_default(),
-        }
-    }
-
-    /// A journaled name read back (a name this version does not know is kept as written).
-    pub fn parse(name: &str) -> StepKind {
-        if let Some((k, _)) = Self::NAMED.iter().find(|(_, n)| *n == name) {
-            return k.clone();
-        }
-        match name.strip_prefix(RUNBOOK_PREFIX) {
-            Some(r) => StepKind::Runbook(r.to_string()),
-            None => StepKind::Unknown(name.to_string()),
-        }
-    }
-
-    /// How the progress message shows it.
-    pub fn label(&self) -> String {
-        match self {
-            StepKind::Backup => "backup".into(),
-            StepKind::SafetyBackup => "safety backup".into(),
-            StepKind::OffsiteCopy => "off-site copy".into(),
-            StepKind::OffsiteFetch => "fetch off-site".into(),
-            StepKind::OffsitePrune => "prune off-site".into(),
-            StepKind::Runbook(r) => format!("runbook {r}"),
-            StepKind::SetImage => "set image".into(),
-            StepKind::Rollout => "rollout".into(),
-            StepKind::SmokeTest => "smoke test".into(),
-            StepKind::Undo => "undo".into(),
-            StepKind::ScaleDown => "scale down".into(),
-            StepKind::Restore => "restore".into(),
-            StepKind::ScaleUp => "scale up".into(),
-            StepKind::Recover => "recover".into(),
-            StepKind::Scale => "scale".into(),
-            StepKind::Verify => "verify".into(),
-            StepKind::Prune => "prune".into(),
-            StepKind::Job => "job".into(),
-            StepKind::Rollback => "rollback".into(),
-            StepKind::RollForward => "roll forward".into(),
-            StepKind::Unknown(n) => n.clone(),
-        }
-    }
-}
-
-impl std::fmt::Display for StepKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.label())
-    }
-}
-
-impl From<String> for StepKind {
-    fn from(name: String) -> StepKind {
-        StepKind::parse(&name)
-    }
-}
-
-impl From<StepKind> for String {
-    fn from(kind: StepKind) -> String {
-        kind.name()
-    }
 }
 
 /// One step of an operation, as journaled.
@@ -569,10 +321,14 @@ impl OpRecord {
     }
 
     /// Reads a record of an older format into this one's typed facts (the command stays as it was:
-    /// an older record without a spec is resolved once, by the engine, when it resumes).
+    /// an older record without a spec is resolved once, by the engine, when it resumes). A record
+    /// with a spec is held in this version's types from here on, and written back in its format.
     pub fn upgrade(&mut self) {
         if !self.legacy_data.is_empty() {
             self.facts = Facts::from_legacy(&self.legacy_data);
+        }
+        if self.spec.is_some() {
+            self.v = JOURNAL_VERSION;
         }
     }
 
@@ -604,74 +360,4 @@ impl OpRecord {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_operation_number_is_stored_as_the_plain_number_it_always_was() {
-        assert_eq!(serde_json::to_string(&OpId::new(41)).unwrap(), "41");
-        assert_eq!(serde_json::from_str::<OpId>("41").unwrap(), OpId::new(41));
-        assert_eq!("41".parse::<OpId>().unwrap().to_string(), "41");
-        assert_eq!(OpId::from_key(&OpId::new(41).to_key()), Some(OpId::new(41)));
-    }
-
-    #[test]
-    fn every_step_keeps_the_name_journals_have_always_held_and_reads_back_as_itself() {
-        // The names journals written by every earlier version hold: never change one.
-        let names = [
-            "backup",
-            "safety backup",
-            "off-site copy",
-            "fetch off-site",
-            "prune off-site",
-            "runbook migrate",
-            "set image",
-            "rollout",
-            "smoke test",
-            "undo",
-            "scale down",
-            "restore",
-            "scale up",
-            "recover",
-            "scale",
-            "verify",
-            "prune",
-            "job",
-            "rollback",
-            "roll forward",
-        ];
-        for name in names {
-            let kind = StepKind::parse(name);
-            assert!(!matches!(kind, StepKind::Unknown(_)), "{name}");
-            assert_eq!(kind.name(), name);
-            assert_eq!(kind.label(), name, "shown as it always was");
-            let json = serde_json::to_string(&StepRecord::pending(kind.clone())).unwrap();
-            assert!(
-                json.starts_with(&format!(r#"{{"name":"{name}","#)),
-                "{json}"
-            );
-            let back: StepRecord = serde_json::from_str(&json).unwrap();
-            assert_eq!(back.kind, kind);
-        }
-        assert_eq!(
-            StepKind::parse("runbook migrate"),
-            StepKind::Runbook("migrate".into())
-        );
-    }
-
-    #[test]
-    fn a_step_this_version_does_not_know_is_kept_as_written() {
-        let kind = StepKind::parse("defragment");
-        assert_eq!(kind, StepKind::Unknown("defragment".into()));
-        assert_eq!(serde_json::to_string(&kind).unwrap(), r#""defragment""#);
-    }
-
-    #[test]
-    fn a_lock_key_is_stored_as_the_text_it_always_was_and_reads_back_typed() {
-        let keys = vec![LockKey::env("prod"), LockKey::backups("prod")];
-        let json = serde_json::to_string(&keys).unwrap();
-        assert_eq!(json, r#"["prod","prod#backups"]"#);
-        assert_eq!(serde_json::from_str::<Vec<LockKey>>(&json).unwrap(), keys);
-        assert_eq!(LockKey::parse("prod#backups").environment(), "prod");
-    }
-}
+mod tests;
