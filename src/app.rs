@@ -505,9 +505,6 @@ struct Origin<'a> {
     room_label: String,
 }
 
-/// The store tree of messages being handled: there from their first delivery until answered.
-const UNANSWERED: &str = "unanswered";
-
 /// A message the bot was handling when it stopped.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Unanswered {
@@ -522,14 +519,14 @@ impl<C: Chat> Bot<C> {
     /// Tells the author of every message the bot was handling when it last stopped that it may
     /// not have been run (it is not run again), then forgets them.
     pub async fn tell_unanswered(&self) {
-        let left: Vec<Unanswered> = self.s.store.kv_all(UNANSWERED).unwrap_or_default();
+        let left: Vec<Unanswered> = self.s.store.unanswered().unwrap_or_default();
         for m in left {
             let text = format!(
                 "I restarted while handling your message (`{}`), so it may not have run. If you got no answer, send it again.",
                 crate::redact::defuse(&m.text).replace('`', "'")
             );
             self.reply_to(&m.room_id, m.thread.as_deref(), &text).await;
-            if let Err(e) = self.s.store.kv_remove(UNANSWERED, &m.id) {
+            if let Err(e) = self.s.store.end_handling(&m.id) {
                 tracing::warn!(error = %e, id = %m.id, "cannot forget a message told about");
             }
         }

@@ -2,11 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Tree};
 
-const TREE: &str = "backups";
-const FAILURES: &str = "backup_failures";
-const PRUNES: &str = "backup_prunes";
+const TREE: Tree = Tree::Backups;
+const FAILURES: Tree = Tree::BackupFailures;
+const PRUNES: Tree = Tree::BackupPrunes;
 /// How long failures and prunes are kept for reports.
 const KEEP_MS: i64 = 90 * 86_400_000;
 
@@ -318,7 +318,7 @@ pub fn record_failure_if_new(store: &Store, f: &Failure) -> Result<(), StoreErro
 /// environment and time.
 fn since<T: serde::de::DeserializeOwned>(
     store: &Store,
-    tree: &'static str,
+    tree: Tree,
     env: &str,
     since_ms: i64,
     of: impl Fn(&T) -> (&str, i64),

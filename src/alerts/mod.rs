@@ -17,12 +17,11 @@ use crate::clock::Clock;
 use crate::cluster::Clusters;
 use crate::cluster::watch::{ClusterEvent, WatchedKind};
 use crate::config::Config;
-use crate::store::Store;
+use crate::store::{Store, Tree};
 
-const INCIDENTS: &str = "incidents";
-const MUTES: &str = "mutes";
-/// Resolved incidents, kept for the record (never scanned by the alert loop).
-const RESOLVED: &str = "incidents_resolved";
+const INCIDENTS: Tree = Tree::Incidents;
+const MUTES: Tree = Tree::Mutes;
+const RESOLVED: Tree = Tree::IncidentsResolved;
 
 /// An incident as kept in the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,7 +96,7 @@ pub fn open_incidents(store: &Store) -> Vec<Incident> {
 /// Writes a record of the alert store. The alert loop has no caller to hand a failure to, and a
 /// lost write repeats an alert or loses what is known about an incident: the failure is logged
 /// and counted, never dropped. `false` when it failed.
-fn put_logged<T: Serialize>(store: &Store, tree: &'static str, key: &str, value: &T) -> bool {
+fn put_logged<T: Serialize>(store: &Store, tree: Tree, key: &str, value: &T) -> bool {
     match store.kv_put(tree, key, value) {
         Ok(()) => true,
         Err(e) => {
@@ -108,7 +107,7 @@ fn put_logged<T: Serialize>(store: &Store, tree: &'static str, key: &str, value:
 }
 
 /// Removes a record of the alert store; as [`put_logged`].
-fn remove_logged(store: &Store, tree: &'static str, key: &str) -> bool {
+fn remove_logged(store: &Store, tree: Tree, key: &str) -> bool {
     match store.kv_remove(tree, key) {
         Ok(()) => true,
         Err(e) => {
@@ -118,7 +117,8 @@ fn remove_logged(store: &Store, tree: &'static str, key: &str) -> bool {
     }
 }
 
-fn write_failed(tree: &'static str, key: &str, e: &crate::store::StoreError) {
+fn write_failed(tree: Tree, key: &str, e: &crate::store::StoreError) {
+    let tree = tree.name();
     tracing::error!(error = %e, tree, key, "cannot write the alert store; an alert may repeat or an incident's state be lost");
     crate::telemetry::metrics()
         .store_write_failures

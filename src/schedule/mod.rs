@@ -13,9 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::clock::Clock;
 use crate::config::{Config, ScheduleConfig};
-use crate::store::Store;
+use crate::store::{Store, Tree};
 
-const TREE: &str = "schedule";
+const TREE: Tree = Tree::Schedule;
 
 /// Who scheduled runs are recorded as (not a valid chat username, so no one can be mistaken for it).
 pub const SYSTEM_USER: &str = "(schedule)";

@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 mod append;
 mod audit_log;
 mod seen;
+mod trees;
+
+pub use self::trees::Tree;
+use self::trees::{LEGACY_AUDIT, LEGACY_SEEN};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -231,7 +235,7 @@ pub use crate::journal::{LockKey, OpId, OpRecord, OpState, StepRecord, StepState
 
 /// An operation's record in this version's form, whatever format it was written in.
 fn decode_op(v: &[u8]) -> Result<OpRecord, StoreError> {
-    let mut op: OpRecord = decode("ops", v)?;
+    let mut op: OpRecord = decode(Tree::Ops.name(), v)?;
     op.upgrade();
     Ok(op)
 }
@@ -271,7 +275,7 @@ pub enum WriteOp {
 /// Writes of one kind to one tree still to be failed.
 #[derive(Debug)]
 struct WriteFault {
-    tree: &'static str,
+    tree: Tree,
     op: WriteOp,
     left: u32,
 }
@@ -355,9 +359,13 @@ impl Store {
             Some(dir) => audit_log::AuditLog::open(&dir.join(audit_log::FILE))?,
             None => audit_log::AuditLog::temporary(),
         };
-        // Before the audit file, the records were the tree "audit", keyed by sequence number.
-        if db.tree_names().iter().any(|n| n.as_ref() == b"audit") {
-            let tree = db.open_tree("audit").map_err(io("open audit"))?;
+        // Before the audit file, the records were a tree, keyed by sequence number.
+        if db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == LEGACY_AUDIT.as_bytes())
+        {
+            let tree = db.open_tree(LEGACY_AUDIT).map_err(io("open audit"))?;
             let mut lines = audit.lines()?;
             for item in tree.iter() {
                 let (_, v) = item.map_err(io("migrate audit"))?;
@@ -365,24 +373,29 @@ impl Store {
             }
             audit.rewrite(&lines)?;
             drop(tree);
-            db.drop_tree("audit").map_err(io("drop old audit"))?;
+            db.drop_tree(LEGACY_AUDIT).map_err(io("drop old audit"))?;
         }
-        // Before the seen-ids file, each id was its own key in the tree "seen".
-        if db.tree_names().iter().any(|n| n.as_ref() == b"seen") {
-            let legacy = db.open_tree("seen").map_err(io("open seen"))?;
+        // Before the seen-ids file, each id was its own key in a tree.
+        if db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == LEGACY_SEEN.as_bytes())
+        {
+            let legacy = db.open_tree(LEGACY_SEEN).map_err(io("open seen"))?;
             seen.take_over(&legacy)?;
             drop(legacy);
-            db.drop_tree("seen").map_err(io("drop old seen"))?;
+            db.drop_tree(LEGACY_SEEN).map_err(io("drop old seen"))?;
         }
+        let open = |t: Tree| db.open_tree(t.name()).map_err(io("open tree"));
         Ok(Store {
             seen,
-            handling: db.open_tree("unanswered").map_err(io("open unanswered"))?,
+            handling: open(Tree::Unanswered)?,
             audit,
-            marks: db.open_tree("marks").map_err(io("open marks"))?,
-            locks: db.open_tree("locks").map_err(io("open locks"))?,
-            meta: db.open_tree("meta").map_err(io("open meta"))?,
-            ops: db.open_tree("ops").map_err(io("open ops"))?,
-            op_locks: db.open_tree("op_locks").map_err(io("open op locks"))?,
+            marks: open(Tree::Marks)?,
+            locks: open(Tree::Locks)?,
+            meta: open(Tree::Meta)?,
+            ops: open(Tree::Ops)?,
+            op_locks: open(Tree::OpLocks)?,
             audit_key: Default::default(),
             faults: Default::default(),
             db,
@@ -391,14 +404,14 @@ impl Store {
 
     /// Fails the next `n` record writes of kind `op` to `tree` as a broken disk would, for tests
     /// of what a failed write leaves behind.
-    pub fn fail_next_writes(&self, tree: &'static str, op: WriteOp, n: u32) {
+    pub fn fail_next_writes(&self, tree: Tree, op: WriteOp, n: u32) {
         let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
         faults.retain(|f| !(f.tree == tree && f.op == op));
         faults.push(WriteFault { tree, op, left: n });
     }
 
     /// An injected failure of this write, if one is due.
-    fn injected(&self, tree: &str, op: WriteOp) -> Result<(), StoreError> {
+    fn injected(&self, tree: Tree, op: WriteOp) -> Result<(), StoreError> {
         let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
         match faults
             .iter_mut()
@@ -628,7 +641,7 @@ impl Store {
     /// Writes an operation's record; it is on disk after [`Store::flush_journal`] (or sled's
     /// own periodic flush), so that progress ticks never wait on the disk.
     pub fn put_op(&self, op: &OpRecord) -> Result<(), StoreError> {
-        let value = encode("ops", op)?;
+        let value = encode(Tree::Ops.name(), op)?;
         self.ops
             .insert(op.id.to_key(), value)
             .map_err(io("journal"))?;
@@ -761,11 +774,21 @@ impl Store {
 
     /// Records that message `id` is being handled (`what` says where to answer it).
     pub fn begin_handling<T: Serialize>(&self, id: &str, what: &T) -> Result<(), StoreError> {
-        let v = encode("unanswered", what)?;
+        let v = encode(Tree::Unanswered.name(), what)?;
         self.handling
             .insert(id.as_bytes(), v)
             .map_err(io("begin handling"))?;
         Ok(())
+    }
+
+    /// The messages still being handled (after a restart: those it stopped in the middle of).
+    pub fn unanswered<T: serde::de::DeserializeOwned>(&self) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.handling.iter() {
+            let (_, v) = item.map_err(io("read unanswered"))?;
+            out.push(decode(Tree::Unanswered.name(), &v)?);
+        }
+        Ok(out)
     }
 
     /// Message `id` has been answered.
@@ -777,48 +800,40 @@ impl Store {
     }
 
     /// Stores a JSON record under `key` in the named tree (incidents, mutes, ...).
-    pub fn kv_put<T: Serialize>(
-        &self,
-        tree: &'static str,
-        key: &str,
-        value: &T,
-    ) -> Result<(), StoreError> {
+    pub fn kv_put<T: Serialize>(&self, tree: Tree, key: &str, value: &T) -> Result<(), StoreError> {
         self.injected(tree, WriteOp::Put)?;
-        let t = self.db.open_tree(tree).map_err(io("open tree"))?;
-        let v = encode(tree, value)?;
+        let t = self.db.open_tree(tree.name()).map_err(io("open tree"))?;
+        let v = encode(tree.name(), value)?;
         t.insert(key.as_bytes(), v).map_err(io("kv put"))?;
         Ok(())
     }
 
     pub fn kv_get<T: serde::de::DeserializeOwned>(
         &self,
-        tree: &'static str,
+        tree: Tree,
         key: &str,
     ) -> Result<Option<T>, StoreError> {
-        let t = self.db.open_tree(tree).map_err(io("open tree"))?;
+        let t = self.db.open_tree(tree.name()).map_err(io("open tree"))?;
         match t.get(key.as_bytes()).map_err(io("kv get"))? {
-            Some(v) => Ok(Some(decode(tree, &v)?)),
+            Some(v) => Ok(Some(decode(tree.name(), &v)?)),
             None => Ok(None),
         }
     }
 
-    pub fn kv_remove(&self, tree: &'static str, key: &str) -> Result<(), StoreError> {
+    pub fn kv_remove(&self, tree: Tree, key: &str) -> Result<(), StoreError> {
         self.injected(tree, WriteOp::Remove)?;
-        let t = self.db.open_tree(tree).map_err(io("open tree"))?;
+        let t = self.db.open_tree(tree.name()).map_err(io("open tree"))?;
         t.remove(key.as_bytes()).map_err(io("kv remove"))?;
         Ok(())
     }
 
     /// Every record of the named tree.
-    pub fn kv_all<T: serde::de::DeserializeOwned>(
-        &self,
-        tree: &'static str,
-    ) -> Result<Vec<T>, StoreError> {
-        let t = self.db.open_tree(tree).map_err(io("open tree"))?;
+    pub fn kv_all<T: serde::de::DeserializeOwned>(&self, tree: Tree) -> Result<Vec<T>, StoreError> {
+        let t = self.db.open_tree(tree.name()).map_err(io("open tree"))?;
         let mut out = Vec::new();
         for item in t.iter() {
             let (_, v) = item.map_err(io("kv scan"))?;
-            out.push(decode(tree, &v)?);
+            out.push(decode(tree.name(), &v)?);
         }
         Ok(out)
     }
@@ -826,14 +841,14 @@ impl Store {
     /// Removes the records of `tree` that `keep` (given key and record) rejects; returns how many.
     pub fn kv_retain<T: serde::de::DeserializeOwned>(
         &self,
-        tree: &'static str,
+        tree: Tree,
         keep: impl Fn(&str, &T) -> bool,
     ) -> Result<usize, StoreError> {
-        let t = self.db.open_tree(tree).map_err(io("open tree"))?;
+        let t = self.db.open_tree(tree.name()).map_err(io("open tree"))?;
         let mut gone = Vec::new();
         for item in t.iter() {
             let (k, v) = item.map_err(io("kv scan"))?;
-            let value: T = decode(tree, &v)?;
+            let value: T = decode(tree.name(), &v)?;
             if !keep(&String::from_utf8_lossy(&k), &value) {
                 gone.push(k);
             }
@@ -846,7 +861,7 @@ impl Store {
 
     /// Locks an environment; `Err` with the holder when it is already locked.
     pub fn lock_env(&self, env: &str, lock: &EnvLock) -> Result<Result<(), EnvLock>, StoreError> {
-        let value = encode("locks", lock)?;
+        let value = encode(Tree::Locks.name(), lock)?;
         match self
             .locks
             .compare_and_swap(env.as_bytes(), None as Option<&[u8]>, Some(value))

@@ -258,8 +258,7 @@ async fn a_message_the_bot_was_handling_when_it_died_gets_a_word_after_the_resta
             .mark_seen("m-killed", chrono::Utc::now().timestamp_millis())
             .unwrap();
         store
-            .kv_put(
-                "unanswered",
+            .begin_handling(
                 "m-killed",
                 &serde_json::json!({"id": "m-killed", "room_id": ops_room(&w), "thread": null, "text": "/scale test 1"}),
             )
@@ -282,7 +281,7 @@ async fn a_message_the_bot_was_handling_when_it_died_gets_a_word_after_the_resta
         "not run"
     );
     let store = w.open_store();
-    let left: Vec<serde_json::Value> = store.kv_all("unanswered").unwrap();
+    let left: Vec<serde_json::Value> = store.unanswered().unwrap();
     assert!(left.is_empty(), "told once: {left:?}");
 }
 
