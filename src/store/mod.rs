@@ -6,9 +6,13 @@ use serde::{Deserialize, Serialize};
 
 mod append;
 mod audit_log;
+mod journal;
+mod marks;
+mod records;
 mod seen;
 mod trees;
 
+pub use self::records::{Record, Records};
 pub use self::trees::Tree;
 use self::trees::{LEGACY_AUDIT, LEGACY_SEEN};
 
@@ -242,9 +246,6 @@ fn decode_op(v: &[u8]) -> Result<OpRecord, StoreError> {
 
 /// sled's page cache; its default (1 GiB) would let a long-running bot grow without need.
 const CACHE_BYTES: u64 = 4 * 1024 * 1024;
-
-/// Key of the room-independent read mark.
-const GLOBAL_MARK: &str = "*";
 
 /// The bot's persistent state. Cloning is cheap and shares the same database.
 #[derive(Clone)]
@@ -623,155 +624,6 @@ impl Store {
         self.write_audit_records(&records)
     }
 
-    /// A new operation number (1, 2, 3, ...).
-    pub fn next_op_id(&self) -> Result<OpId, StoreError> {
-        let v = self
-            .meta
-            .update_and_fetch("next_op", |old| {
-                let n = old
-                    .and_then(|v| v.try_into().ok().map(u64::from_be_bytes))
-                    .unwrap_or(0);
-                Some((n + 1).to_be_bytes().to_vec())
-            })
-            .map_err(io("op id"))?;
-        Ok(v.and_then(|v| OpId::from_key(&v)).unwrap_or(OpId::new(1)))
-    }
-
-    /// Writes (or rewrites) an operation's journal record and flushes it to disk.
-    /// Writes an operation's record; it is on disk after [`Store::flush_journal`] (or sled's
-    /// own periodic flush), so that progress ticks never wait on the disk.
-    pub fn put_op(&self, op: &OpRecord) -> Result<(), StoreError> {
-        let value = encode(Tree::Ops.name(), op)?;
-        self.ops
-            .insert(op.id.to_key(), value)
-            .map_err(io("journal"))?;
-        Ok(())
-    }
-
-    /// Writes an operation's record exactly as given, after checking that it reads (a journal
-    /// written by an older version: the upgrade tests and recovery tools use it).
-    pub fn put_op_json(&self, id: OpId, json: &[u8]) -> Result<(), StoreError> {
-        decode_op(json)?;
-        self.ops.insert(id.to_key(), json).map_err(io("journal"))?;
-        Ok(())
-    }
-
-    /// Makes the journal and the operation locks durable, off the async runtime's threads.
-    pub async fn flush_journal(&self) -> Result<(), StoreError> {
-        self.ops.flush_async().await.map_err(io("journal flush"))?;
-        self.op_locks
-            .flush_async()
-            .await
-            .map_err(io("op lock flush"))?;
-        Ok(())
-    }
-
-    pub fn get_op(&self, id: OpId) -> Result<Option<OpRecord>, StoreError> {
-        match self.ops.get(id.to_key()).map_err(io("read journal"))? {
-            Some(v) => Ok(Some(decode_op(&v)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Operations, newest first, optionally of one environment.
-    pub fn recent_ops(&self, env: Option<&str>, limit: usize) -> Result<Vec<OpRecord>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.ops.iter().rev() {
-            let (_, v) = item.map_err(io("read journal"))?;
-            let op = decode_op(&v)?;
-            if env.is_none_or(|e| op.env == e) {
-                out.push(op);
-                if out.len() == limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Operations still marked running (after a crash or shutdown: to resume).
-    pub fn running_ops(&self) -> Result<Vec<OpRecord>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.ops.iter() {
-            let (_, v) = item.map_err(io("read journal"))?;
-            let op = decode_op(&v)?;
-            if op.state == OpState::Running {
-                out.push(op);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Takes `lock` for operation `op`: `Err(holder)` when another operation holds it.
-    pub fn acquire_env_op(&self, lock: &LockKey, op: OpId) -> Result<Result<(), OpId>, StoreError> {
-        match self
-            .op_locks
-            .compare_and_swap(
-                lock.key().as_bytes(),
-                None as Option<&[u8]>,
-                Some(&op.to_key()[..]),
-            )
-            .map_err(io("op lock"))?
-        {
-            Ok(()) => Ok(Ok(())),
-            Err(cas) => {
-                let holder = cas
-                    .current
-                    .and_then(|v| OpId::from_key(&v))
-                    .unwrap_or_default();
-                if holder == op {
-                    Ok(Ok(()))
-                } else {
-                    Ok(Err(holder))
-                }
-            }
-        }
-    }
-
-    /// Releases `lock` if operation `op` holds it.
-    pub fn release_env_op(&self, lock: &LockKey, op: OpId) -> Result<(), StoreError> {
-        let _ = self
-            .op_locks
-            .compare_and_swap(
-                lock.key().as_bytes(),
-                Some(&op.to_key()[..]),
-                None as Option<&[u8]>,
-            )
-            .map_err(io("op unlock"))?;
-        Ok(())
-    }
-
-    /// Every held operation lock: the key and the operation holding it.
-    pub fn held_locks(&self) -> Result<Vec<(LockKey, OpId)>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.op_locks.iter() {
-            let (k, v) = item.map_err(io("read op locks"))?;
-            if let Some(op) = OpId::from_key(&v) {
-                out.push((LockKey::parse(&String::from_utf8_lossy(&k)), op));
-            }
-        }
-        Ok(out)
-    }
-
-    /// [`Store::held_locks`] with the operations as bare numbers, for the chaos benchmark, which
-    /// still counts operations in `u64`.
-    pub fn env_ops(&self) -> Result<Vec<(LockKey, u64)>, StoreError> {
-        Ok(self
-            .held_locks()?
-            .into_iter()
-            .map(|(k, op)| (k, op.get()))
-            .collect())
-    }
-
-    /// The operation holding `lock`, if any.
-    pub fn env_op(&self, lock: &LockKey) -> Result<Option<OpId>, StoreError> {
-        Ok(self
-            .op_locks
-            .get(lock.key().as_bytes())
-            .map_err(io("read op lock"))?
-            .and_then(|v| OpId::from_key(&v)))
-    }
-
     /// Records that message `id` is being handled (`what` says where to answer it).
     pub fn begin_handling<T: Serialize>(&self, id: &str, what: &T) -> Result<(), StoreError> {
         let v = encode(Tree::Unanswered.name(), what)?;
@@ -796,144 +648,6 @@ impl Store {
         self.handling
             .remove(id.as_bytes())
             .map_err(io("end handling"))?;
-        Ok(())
-    }
-
-    /// Stores a JSON record under `key` in the named tree (incidents, mutes, ...).
-    pub fn kv_put<T: Serialize>(&self, tree: Tree, key: &str, value: &T) -> Result<(), StoreError> {
-        self.injected(tree, WriteOp::Put)?;
-        let t = self.db.open_tree(tree.name()).map_err(io("open tree"))?;
-        let v = encode(tree.name(), value)?;
-        t.insert(key.as_bytes(), v).map_err(io("kv put"))?;
-        Ok(())
-    }
-
-    pub fn kv_get<T: serde::de::DeserializeOwned>(
-        &self,
-        tree: Tree,
-        key: &str,
-    ) -> Result<Option<T>, StoreError> {
-        let t = self.db.open_tree(tree.name()).map_err(io("open tree"))?;
-        match t.get(key.as_bytes()).map_err(io("kv get"))? {
-            Some(v) => Ok(Some(decode(tree.name(), &v)?)),
-            None => Ok(None),
-        }
-    }
-
-    pub fn kv_remove(&self, tree: Tree, key: &str) -> Result<(), StoreError> {
-        self.injected(tree, WriteOp::Remove)?;
-        let t = self.db.open_tree(tree.name()).map_err(io("open tree"))?;
-        t.remove(key.as_bytes()).map_err(io("kv remove"))?;
-        Ok(())
-    }
-
-    /// Every record of the named tree.
-    pub fn kv_all<T: serde::de::DeserializeOwned>(&self, tree: Tree) -> Result<Vec<T>, StoreError> {
-        let t = self.db.open_tree(tree.name()).map_err(io("open tree"))?;
-        let mut out = Vec::new();
-        for item in t.iter() {
-            let (_, v) = item.map_err(io("kv scan"))?;
-            out.push(decode(tree.name(), &v)?);
-        }
-        Ok(out)
-    }
-
-    /// Removes the records of `tree` that `keep` (given key and record) rejects; returns how many.
-    pub fn kv_retain<T: serde::de::DeserializeOwned>(
-        &self,
-        tree: Tree,
-        keep: impl Fn(&str, &T) -> bool,
-    ) -> Result<usize, StoreError> {
-        let t = self.db.open_tree(tree.name()).map_err(io("open tree"))?;
-        let mut gone = Vec::new();
-        for item in t.iter() {
-            let (k, v) = item.map_err(io("kv scan"))?;
-            let value: T = decode(tree.name(), &v)?;
-            if !keep(&String::from_utf8_lossy(&k), &value) {
-                gone.push(k);
-            }
-        }
-        for k in &gone {
-            t.remove(k).map_err(io("kv remove"))?;
-        }
-        Ok(gone.len())
-    }
-
-    /// Locks an environment; `Err` with the holder when it is already locked.
-    pub fn lock_env(&self, env: &str, lock: &EnvLock) -> Result<Result<(), EnvLock>, StoreError> {
-        let value = encode(Tree::Locks.name(), lock)?;
-        match self
-            .locks
-            .compare_and_swap(env.as_bytes(), None as Option<&[u8]>, Some(value))
-            .map_err(io("lock"))?
-        {
-            Ok(()) => Ok(Ok(())),
-            Err(cas) => {
-                let held = cas.current.and_then(|v| serde_json::from_slice(&v).ok());
-                Ok(Err(held.unwrap_or(EnvLock {
-                    by: "?".into(),
-                    reason: None,
-                    at_ms: 0,
-                })))
-            }
-        }
-    }
-
-    /// Lifts an environment's lock; returns what it was.
-    pub fn unlock_env(&self, env: &str) -> Result<Option<EnvLock>, StoreError> {
-        let old = self.locks.remove(env.as_bytes()).map_err(io("unlock"))?;
-        Ok(old.and_then(|v| serde_json::from_slice(&v).ok()))
-    }
-
-    pub fn env_lock(&self, env: &str) -> Result<Option<EnvLock>, StoreError> {
-        Ok(self
-            .locks
-            .get(env.as_bytes())
-            .map_err(io("read lock"))?
-            .and_then(|v| serde_json::from_slice(&v).ok()))
-    }
-
-    /// The timestamp (server ms) of the newest message handled in `room`, or the global mark.
-    pub fn read_mark(&self, room: &str) -> Result<Option<i64>, StoreError> {
-        match self.mark(room)? {
-            Some(m) => Ok(Some(m)),
-            None => self.mark(GLOBAL_MARK),
-        }
-    }
-
-    fn mark(&self, key: &str) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .marks
-            .get(key.as_bytes())
-            .map_err(io("read mark"))?
-            .and_then(|v| v.as_ref().try_into().ok().map(i64::from_be_bytes)))
-    }
-
-    /// Moves `room`'s read mark (and the global one) forward to `ts_ms`; never backwards.
-    pub fn advance_mark(&self, room: &str, ts_ms: i64) -> Result<(), StoreError> {
-        for key in [room, GLOBAL_MARK] {
-            self.marks
-                .fetch_and_update(key.as_bytes(), |old| {
-                    let old = old
-                        .and_then(|v| v.try_into().ok().map(i64::from_be_bytes))
-                        .unwrap_or(i64::MIN);
-                    Some(old.max(ts_ms).to_be_bytes().to_vec())
-                })
-                .map_err(io("advance mark"))?;
-        }
-        Ok(())
-    }
-
-    /// Sets the global mark if none exists yet (first start: history before now is not replayed).
-    pub fn init_global_mark(&self, now_ms: i64) -> Result<(), StoreError> {
-        let _ = self
-            .marks
-            .compare_and_swap(
-                GLOBAL_MARK.as_bytes(),
-                None as Option<&[u8]>,
-                Some(&now_ms.to_be_bytes()[..]),
-            )
-            .map_err(io("init mark"))?;
         Ok(())
     }
 

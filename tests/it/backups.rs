@@ -1009,8 +1009,8 @@ async fn a_backup_schedule_missed_for_days_runs_once_when_the_bot_starts() {
         let store = w.open_store();
         let three_days_ago = chrono::Utc::now().timestamp_millis() - 3 * 86_400_000;
         store
-            .kv_put(
-                rocketops::store::Tree::Schedule,
+            .records()
+            .put(
                 "test/backup",
                 &rocketops::schedule::State {
                     last_run_ms: Some(three_days_ago),
