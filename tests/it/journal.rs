@@ -316,3 +316,51 @@ async fn a_progress_message_journaled_but_never_posted_is_posted_once_under_its_
     assert_eq!(progress.len(), 1, "{progress:?}");
     assert_eq!(progress[0]["_id"], "ProgressOf12xxxxx");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_journaled_by_the_second_format_resumes_after_an_upgrade_and_puts_its_autoscaler_back()
+ {
+    let mut w = World::with_cluster().await;
+    let now = chrono::Utc::now().timestamp_millis();
+    w.seed_catalog(&[("test", "test-nightly", now - 7_200_000)]);
+    // As the journaled scale down left it: the app at zero, its autoscaler removed.
+    w.kube().set_replicas("test", "rocketchat", 0).unwrap();
+    let golden = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden/journal-v2-restore-hpa.json"),
+    )
+    .unwrap()
+    .replace("GENERAL-OPS", &ops_room(&w));
+    w.open_store()
+        .put_op_json(OpId::new(58), golden.as_bytes())
+        .unwrap();
+    w.start_bot().await;
+    let msgs = w
+        .wait_for("#ops", "the resumed restore's end", |m| {
+            bot_texts(m)
+                .iter()
+                .any(|t| t.contains("restore test latest") && t.starts_with("✅"))
+        })
+        .await;
+    let done = bot_texts(&msgs)
+        .into_iter()
+        .find(|t| t.contains("restore test latest"))
+        .unwrap();
+    assert!(done.contains("autoscaler rocketchat restored"), "{done}");
+    let hpa = w
+        .kube()
+        .get("horizontalpodautoscalers", "test", "rocketchat")
+        .unwrap();
+    assert_eq!(
+        (
+            &hpa["spec"]["minReplicas"],
+            &hpa["spec"]["maxReplicas"],
+            &hpa["metadata"]["labels"]["team"]
+        ),
+        (&2.into(), &6.into(), &"chat".into())
+    );
+    w.stop_bot().await;
+    let rec = w.open_store().get_op(OpId::new(58)).unwrap().unwrap();
+    assert_eq!(rec.v, JOURNAL_VERSION, "rewritten in this version's format");
+    assert_eq!(rec.state, OpState::Succeeded);
+}
