@@ -11,12 +11,12 @@ use super::progress;
 use crate::chat::{Chat, MessageRef};
 use crate::clock::Clock;
 use crate::cluster::rollout;
-use crate::cluster::{Cluster, ClusterError, Clusters, RolloutOutcome};
+use crate::cluster::{Cluster, ClusterError, Clusters};
 use crate::command::{self, Command, Grammar};
 use crate::config::{Config, EnvironmentConfig};
 use crate::error::{Holder, UserError};
 use crate::journal::{ChosenBackup, Facts, JOURNAL_VERSION, LockKey, OpId, OpSpec, StepKind};
-use crate::store::{AuditDecision, AuditEntry, OpRecord, OpState, StepRecord, StepState, Store};
+use crate::store::{AuditDecision, AuditEntry, OpRecord, OpState, StepState, Store};
 
 pub(super) const ROLLOUT_LIMIT: Duration = Duration::from_secs(30 * 60);
 pub(super) const JOB_LIMIT: Duration = Duration::from_secs(60 * 60);
@@ -746,92 +746,31 @@ impl<C: Chat> Engine<C> {
         why: String,
     ) {
         let undo = operation::undo(spec, &rec, e);
-        let put_back = match &undo {
+        for s in rec
+            .steps
+            .iter_mut()
+            .filter(|s| s.state == StepState::Pending)
+        {
+            s.state = StepState::Skipped;
+        }
+        match undo {
             Undo::Revision {
                 revision,
                 version,
                 step,
-            } => Some((*revision, version.clone(), step.clone())),
-            _ => None,
-        };
-        if let Some((prev, old, step_name)) = put_back {
-            for s in rec
-                .steps
-                .iter_mut()
-                .filter(|s| s.state == StepState::Pending)
-            {
-                s.state = StepState::Skipped;
-            }
-            rec.steps.push(StepRecord {
-                state: StepState::Running,
-                started_ms: Some(self.now_ms()),
-                ..StepRecord::pending(step_name)
-            });
-            // Putting the app back goes ahead even when the journal cannot be written (logged).
-            let _ = self.save(&rec).await;
-            let last = rec.steps.len() - 1;
-            let result = async {
-                match cluster.undo(&e.deployment, prev).await {
-                    Ok(_) | Err(ClusterError::Undo(crate::cluster::UndoError::AlreadyThere(_))) => {
-                    }
-                    Err(err) => return Err(err.to_string()),
-                }
-                match cluster
-                    .watch_rollout(&e.deployment, None, ROLLOUT_LIMIT)
+            } => {
+                self.put_back(&mut rec, cluster, e, (revision, version, step), &why)
                     .await
-                {
-                    Ok(RolloutOutcome::Complete { .. }) => {}
-                    Ok(RolloutOutcome::Failed { message, .. }) => return Err(message),
-                    Err(err) => return Err(err.to_string()),
-                }
-                // The old version must answer too.
-                if let Some(smoke) = &e.smoke
-                    && let StepEnd::Failed(why) = self.smoke(smoke, old.as_deref()).await
-                {
-                    return Err(format!("put back, but {why}"));
-                }
-                Ok(())
             }
-            .await;
-            rec.steps[last].finished_ms = Some(self.now_ms());
-            let old = old.unwrap_or_else(|| "the previous version".into());
-            match result {
-                Ok(()) => {
-                    rec.steps[last].state = StepState::Done;
-                    rec.steps[last].detail = format!("back on {old}");
-                    if rec.state != OpState::Cancelled {
-                        rec.state = OpState::RolledBack;
-                    }
-                    rec.summary = Some(format!(
-                        "{} failed ({why}); {} is back on {old}.",
-                        rec.command, rec.env
-                    ));
+            Undo::ScaleBack | Undo::Nothing => {
+                rec.summary = Some(format!("{} failed: {why}.", rec.command));
+                if undo == Undo::ScaleBack {
+                    // Still shown as running while the app is put back.
+                    self.recover_after_restore(&mut rec, cluster, e, &why).await;
                 }
-                Err(err) => {
-                    rec.steps[last].state = StepState::Failed;
-                    rec.steps[last].detail = err.clone();
+                if rec.state != OpState::Cancelled {
                     rec.state = OpState::Failed;
-                    rec.summary = Some(format!(
-                        "{} failed ({why}) and the rollback failed too ({err}): {} needs attention.",
-                        rec.command, rec.env
-                    ));
                 }
-            }
-        } else {
-            for s in rec
-                .steps
-                .iter_mut()
-                .filter(|s| s.state == StepState::Pending)
-            {
-                s.state = StepState::Skipped;
-            }
-            rec.summary = Some(format!("{} failed: {why}.", rec.command));
-            if undo == Undo::ScaleBack {
-                // Still shown as running while the app is put back.
-                self.recover_after_restore(&mut rec, cluster, e, &why).await;
-            }
-            if rec.state != OpState::Cancelled {
-                rec.state = OpState::Failed;
             }
         }
         if rec.state == OpState::Cancelled
