@@ -10,11 +10,12 @@ mod step;
 
 pub use ids::{LockKey, OpId};
 pub use saved::SavedHpa;
-use saved::revision_number;
+use saved::{revision_number, starting_revision};
 pub use step::StepKind;
 
 /// The journal format written by this version. 1: command as text, facts as a string map;
-/// 2: a typed [`OpSpec`] and typed [`Facts`]; 3: a deploy's previous revision as a number.
+/// 2: a typed [`OpSpec`] and typed [`Facts`]; 3: a deploy's previous revision and a rollback's
+/// starting revision as numbers.
 /// This version reads them all.
 pub const JOURNAL_VERSION: u32 = 3;
 
@@ -151,7 +152,10 @@ pub struct Facts {
     /// The revision the rollout ended on.
     pub revision: Option<i64>,
     /// Rollback: the revision (and version) it started from, and where it went.
-    pub undo_from: Option<String>,
+    /// The revision is 0 when the Deployment had none (as `kubectl rollout undo --to-revision=0`,
+    /// going back from it means the previous one).
+    #[serde(deserialize_with = "starting_revision")]
+    pub undo_from: Option<i64>,
     pub undo_from_version: Option<String>,
     pub undo_to: Option<i64>,
     pub undo_version: Option<String>,
@@ -182,7 +186,7 @@ impl Facts {
             previous_revision: get("previous_revision").and_then(|r| r.parse().ok()),
             previous_image: get("previous_image"),
             revision: get("revision").and_then(|r| r.parse().ok()),
-            undo_from: get("undo_from"),
+            undo_from: get("undo_from").map(|r| r.parse().unwrap_or(0)),
             undo_from_version: get("undo_from_version"),
             undo_to: get("undo_to").and_then(|r| r.parse().ok()),
             undo_version: get("undo_version"),

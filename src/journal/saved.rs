@@ -3,20 +3,34 @@
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use serde::{Deserialize, Serialize};
 
+/// A revision as journaled: a number, or text by the versions before 3.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Written {
+    Number(i64),
+    Text(String),
+}
+
 /// A revision journaled as a number, or as text by the versions before 3 (`"3"`; `""` when the
 /// Deployment had no revision, read as none).
 pub(super) fn revision_number<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<i64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Written {
-        Number(i64),
-        Text(String),
-    }
     Ok(match Option::<Written>::deserialize(d)? {
         Some(Written::Number(n)) => Some(n),
         Some(Written::Text(t)) => t.parse().ok(),
+        None => None,
+    })
+}
+
+/// A rollback's starting revision journaled as a number, or as text by the versions before 3
+/// (`"4"`; `""` when the Deployment had none, read as revision 0 so that it stays recorded).
+pub(super) fn starting_revision<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<i64>, D::Error> {
+    Ok(match Option::<Written>::deserialize(d)? {
+        Some(Written::Number(n)) => Some(n),
+        Some(Written::Text(t)) => Some(t.parse().unwrap_or(0)),
         None => None,
     })
 }

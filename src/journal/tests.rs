@@ -141,3 +141,23 @@ fn a_lock_key_is_stored_as_the_text_it_always_was_and_reads_back_typed() {
     assert_eq!(serde_json::from_str::<Vec<LockKey>>(&json).unwrap(), keys);
     assert_eq!(LockKey::parse("prod#backups").environment(), "prod");
 }
+
+#[test]
+fn a_rollback_journaled_by_the_second_format_reads_the_revision_it_started_from_as_a_number() {
+    let rec = read(&golden("journal-v2-rollback.json"));
+    assert_eq!(rec.facts.undo_from, Some(4));
+    assert_eq!(rec.facts.undo_to, Some(2));
+    assert_eq!(
+        rec.spec,
+        Some(OpSpec::Rollback(Rollback {
+            to: Some(RollbackTo::Revision(2))
+        }))
+    );
+    // A Deployment without a revision was journaled as "": revision 0, still recorded.
+    let none = read(
+        &golden("journal-v2-rollback.json").replace(r#""undo_from": "4""#, r#""undo_from": """#),
+    );
+    assert_eq!(none.facts.undo_from, Some(0));
+    let written = serde_json::to_value(&rec).unwrap();
+    assert_eq!(written["facts"]["undo_from"], 4);
+}

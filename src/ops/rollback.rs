@@ -172,9 +172,10 @@ impl Operation for Rollback {
 
     /// A rollback that fails goes forward again to where it started.
     fn undo(&self, rec: &OpRecord, _e: &EnvironmentConfig) -> Undo {
-        match &rec.facts.undo_from {
+        match rec.facts.undo_from {
             Some(from) if operation::started(rec, &StepKind::Undo) => Undo::Revision {
-                revision: from.parse().ok(),
+                // Revision 0 (the Deployment had none): the previous one, as kubectl's.
+                revision: (from > 0).then_some(from),
                 version: rec.facts.undo_from_version.clone(),
                 step: StepKind::RollForward,
             },
@@ -203,18 +204,19 @@ impl Rollback {
     /// undo was already applied does not undo twice.
     async fn undo_step<C: Chat>(&self, cx: &mut Step<'_, C>) -> StepEnd {
         let (c, e) = (cx.cluster, cx.e);
+        // 0: the Deployment has no revision yet.
         let current = match c.deployment(&e.deployment).await {
             Ok(d) => d
                 .metadata
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get(rollout::REVISION))
-                .cloned()
-                .unwrap_or_default(),
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(0),
             Err(err) => return StepEnd::Failed(err.into()),
         };
-        if let Some(from) = &cx.rec.facts.undo_from
-            && *from != current
+        if let Some(from) = cx.rec.facts.undo_from
+            && from != current
         {
             return StepEnd::Done(format!(
                 "to revision {}",
@@ -229,7 +231,7 @@ impl Rollback {
             Ok(h) => h,
             Err(err) => return StepEnd::Failed(err.into()),
         };
-        if let Some(now) = history.iter().find(|r| r.number.to_string() == current) {
+        if let Some(now) = history.iter().find(|r| r.number == current) {
             cx.rec.facts.undo_from_version = Some(version_of(now));
         }
         cx.rec.facts.undo_from = Some(current);
