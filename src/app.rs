@@ -20,7 +20,7 @@ use crate::ops;
 use crate::policy::{
     Approval, Decision, Pending, Policy, PolicyConfig, RateLimiter, Requester, RoleCache, lock,
 };
-use crate::store::{AuditDecision, AuditEntry, Store, StoreError};
+use crate::store::{AuditDecision, AuditEntry, OpId, Store, StoreError};
 
 /// Why the bot stopped.
 #[derive(Debug, thiserror::Error)]
@@ -505,9 +505,6 @@ struct Origin<'a> {
     room_label: String,
 }
 
-/// The store tree of messages being handled: there from their first delivery until answered.
-const UNANSWERED: &str = "unanswered";
-
 /// A message the bot was handling when it stopped.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Unanswered {
@@ -522,14 +519,14 @@ impl<C: Chat> Bot<C> {
     /// Tells the author of every message the bot was handling when it last stopped that it may
     /// not have been run (it is not run again), then forgets them.
     pub async fn tell_unanswered(&self) {
-        let left: Vec<Unanswered> = self.s.store.kv_all(UNANSWERED).unwrap_or_default();
+        let left: Vec<Unanswered> = self.s.store.unanswered().unwrap_or_default();
         for m in left {
             let text = format!(
                 "I restarted while handling your message (`{}`), so it may not have run. If you got no answer, send it again.",
                 crate::redact::defuse(&m.text).replace('`', "'")
             );
             self.reply_to(&m.room_id, m.thread.as_deref(), &text).await;
-            if let Err(e) = self.s.store.kv_remove(UNANSWERED, &m.id) {
+            if let Err(e) = self.s.store.end_handling(&m.id) {
                 tracing::warn!(error = %e, id = %m.id, "cannot forget a message told about");
             }
         }
@@ -764,8 +761,8 @@ impl<C: Chat> Bot<C> {
                     }
                 }
             }
-            Command::Approve { op } => self.approve(&origin, body, &cmd, *op).await,
-            Command::Cancel { op } => self.cancel(&origin, body, &cmd, *op).await,
+            Command::Approve { op } => self.approve(&origin, body, &cmd, op.get()).await,
+            Command::Cancel { op } => self.cancel(&origin, body, &cmd, op.get()).await,
             _ => self.authorize_and_run(&origin, body, cmd).await,
         }
     }
@@ -988,7 +985,7 @@ impl<C: Chat> Bot<C> {
         let numbered = ops::operation::is_operation(&cmd) || confirm || approvals > 0;
         let op = if cmd.is_mutating() && numbered {
             match self.s.store.next_op_id() {
-                Ok(op) => op,
+                Ok(op) => op.get(),
                 Err(e) => {
                     // Never a shared number 0: without the journal nothing changing may start.
                     tracing::error!(error = %e, "cannot number an operation");
@@ -1377,11 +1374,10 @@ impl<C: Chat> Bot<C> {
     /// `cancel #N` of a running operation: its requester, or anyone who may run the same command
     /// in that environment, stops it; the engine undoes what it changed.
     async fn cancel_running(&self, origin: &Origin<'_>, body: &str, cmd: &Command, op: u64) {
-        let running = self
-            .s
-            .engine
-            .requester(op)
-            .and_then(|owner| Some((owner, self.s.store.get_op(op).ok().flatten()?)));
+        let running =
+            self.s.engine.requester(OpId::new(op)).and_then(|owner| {
+                Some((owner, self.s.store.get_op(OpId::new(op)).ok().flatten()?))
+            });
         let Some((owner, rec)) = running else {
             let e = UserError::NoSuchOperation { op };
             return self.refuse(origin, body, Some(cmd), e).await;
@@ -1403,7 +1399,7 @@ impl<C: Chat> Bot<C> {
                 Err(e) => return self.refuse(origin, body, Some(cmd), e).await,
             }
         }
-        if !self.s.engine.cancel(op, &origin.msg.username) {
+        if !self.s.engine.cancel(OpId::new(op), &origin.msg.username) {
             let e = UserError::AlreadyFinished { op };
             return self.refuse(origin, body, Some(cmd), e).await;
         }
@@ -1466,7 +1462,7 @@ impl<C: Chat> Bot<C> {
                     tracing::error!(%env, "cannot number an operation; not starting it");
                     continue;
                 };
-                one.op = op;
+                one.op = op.get();
                 Box::pin(self.start_operation(origin, one)).await;
             }
             return;
@@ -1502,7 +1498,7 @@ impl<C: Chat> Bot<C> {
                     backup: backup.clone(),
                     offsite: *offsite,
                 };
-                one.op = op;
+                one.op = op.get();
                 Box::pin(self.start_operation(origin, one)).await;
             }
             return;
@@ -1582,7 +1578,7 @@ impl<C: Chat> Bot<C> {
             .start_planned(
                 &held.cmd,
                 held.backup.clone(),
-                held.op,
+                OpId::new(held.op),
                 &held.requester,
                 (&held.room_id, &held.room_label),
                 held.thread.as_deref(),
@@ -1739,7 +1735,7 @@ impl<C: Chat> Bot<C> {
             env: cmd.and_then(|c| c.env().map(str::to_string)),
             decision,
             reason,
-            op,
+            op: op.map(OpId::new),
             outcome,
             ..AuditEntry::default()
         };

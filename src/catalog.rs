@@ -2,11 +2,20 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Store, StoreError};
+use crate::store::{Record, Store, StoreError, Tree};
 
-const TREE: &str = "backups";
-const FAILURES: &str = "backup_failures";
-const PRUNES: &str = "backup_prunes";
+impl Record for BackupRecord {
+    const TREE: Tree = Tree::Backups;
+}
+
+impl Record for Failure {
+    const TREE: Tree = Tree::BackupFailures;
+}
+
+impl Record for Prune {
+    const TREE: Tree = Tree::BackupPrunes;
+}
+
 /// How long failures and prunes are kept for reports.
 const KEEP_MS: i64 = 90 * 86_400_000;
 
@@ -79,7 +88,7 @@ pub struct VerifyRecord {
     /// The backup's age when it was verified (recovery point).
     pub age_secs: u64,
     pub detail: String,
-    pub op: u64,
+    pub op: crate::journal::OpId,
 }
 
 /// A backup that failed, kept for the daily report.
@@ -213,7 +222,7 @@ pub fn set_verify(
     job: &str,
     v: VerifyRecord,
 ) -> Result<bool, StoreError> {
-    let Some(mut b) = store.kv_get::<BackupRecord>(TREE, &key(env, job))? else {
+    let Some(mut b) = store.records::<BackupRecord>().get(&key(env, job))? else {
         return Ok(false);
     };
     b.verified = Some(v.ok);
@@ -229,7 +238,7 @@ pub fn set_offsite(
     job: &str,
     copy: Result<OffsiteCopy, String>,
 ) -> Result<bool, StoreError> {
-    let Some(mut b) = store.kv_get::<BackupRecord>(TREE, &key(env, job))? else {
+    let Some(mut b) = store.records::<BackupRecord>().get(&key(env, job))? else {
         return Ok(false);
     };
     match copy {
@@ -262,7 +271,8 @@ pub fn mark_removing(store: &Store, env: &str, job: &str, now_ms: i64) -> Result
         source,
     };
     let Some(mut b) = store
-        .kv_get::<BackupRecord>(TREE, &key(env, job))
+        .records::<BackupRecord>()
+        .get(&key(env, job))
         .map_err(failed)?
     else {
         return Ok(());
@@ -277,7 +287,8 @@ pub fn mark_removing(store: &Store, env: &str, job: &str, now_ms: i64) -> Result
 /// Forgets a pruned backup.
 pub fn remove(store: &Store, env: &str, job: &str) -> Result<(), CatalogError> {
     store
-        .kv_remove(TREE, &key(env, job))
+        .records::<BackupRecord>()
+        .remove(&key(env, job))
         .map_err(|source| CatalogError::ForgetFailed {
             env: env.into(),
             job: job.into(),
@@ -298,15 +309,17 @@ pub fn caveat(b: &BackupRecord) -> &'static str {
 
 /// Remembers a failed backup (for reports).
 pub fn record_failure(store: &Store, f: &Failure) -> Result<(), StoreError> {
-    store.kv_put(FAILURES, &key(&f.env, &f.job), f)?;
-    store.kv_retain(FAILURES, |_, old: &Failure| old.at_ms >= f.at_ms - KEEP_MS)?;
+    let failures = store.records::<Failure>();
+    failures.put(&key(&f.env, &f.job), f)?;
+    failures.retain(|_, old| old.at_ms >= f.at_ms - KEEP_MS)?;
     Ok(())
 }
 
 /// Remembers a failed backup seen through a watch, unless it is known already.
 pub fn record_failure_if_new(store: &Store, f: &Failure) -> Result<(), StoreError> {
     if store
-        .kv_get::<Failure>(FAILURES, &key(&f.env, &f.job))?
+        .records::<Failure>()
+        .get(&key(&f.env, &f.job))?
         .is_none()
     {
         record_failure(store, f)?;
@@ -314,17 +327,17 @@ pub fn record_failure_if_new(store: &Store, f: &Failure) -> Result<(), StoreErro
     Ok(())
 }
 
-/// The records of `tree` about `env` since `since_ms`, oldest first; `of` gives a record's
+/// The records of `T` about `env` since `since_ms`, oldest first; `of` gives a record's
 /// environment and time.
-fn since<T: serde::de::DeserializeOwned>(
+fn since<T: Record>(
     store: &Store,
-    tree: &'static str,
     env: &str,
     since_ms: i64,
     of: impl Fn(&T) -> (&str, i64),
 ) -> Vec<T> {
     let mut v: Vec<T> = store
-        .kv_all(tree)
+        .records::<T>()
+        .all()
         .unwrap_or_default()
         .into_iter()
         .filter(|t| {
@@ -338,21 +351,20 @@ fn since<T: serde::de::DeserializeOwned>(
 
 /// Failed backups of `env` since `since_ms`, oldest first.
 pub fn failures(store: &Store, env: &str, since_ms: i64) -> Vec<Failure> {
-    since(store, FAILURES, env, since_ms, |f: &Failure| {
-        (&f.env, f.at_ms)
-    })
+    since(store, env, since_ms, |f: &Failure| (&f.env, f.at_ms))
 }
 
 /// Remembers a prune.
 pub fn record_prune(store: &Store, p: &Prune) -> Result<(), StoreError> {
-    store.kv_put(PRUNES, &format!("{}/{:020}", p.env, p.at_ms), p)?;
-    store.kv_retain(PRUNES, |_, old: &Prune| old.at_ms >= p.at_ms - KEEP_MS)?;
+    let prunes = store.records::<Prune>();
+    prunes.put(&format!("{}/{:020}", p.env, p.at_ms), p)?;
+    prunes.retain(|_, old| old.at_ms >= p.at_ms - KEEP_MS)?;
     Ok(())
 }
 
 /// Prunes of `env` since `since_ms`, oldest first.
 pub fn prunes(store: &Store, env: &str, since_ms: i64) -> Vec<Prune> {
-    since(store, PRUNES, env, since_ms, |p: &Prune| (&p.env, p.at_ms))
+    since(store, env, since_ms, |p: &Prune| (&p.env, p.at_ms))
 }
 
 fn key(env: &str, job: &str) -> String {
@@ -361,18 +373,19 @@ fn key(env: &str, job: &str) -> String {
 
 /// What the catalog knows about the backup of Job `job` in `env`.
 pub fn get(store: &Store, env: &str, job: &str) -> Result<Option<BackupRecord>, StoreError> {
-    store.kv_get(TREE, &key(env, job))
+    store.records().get(&key(env, job))
 }
 
 /// Records a backup (replacing what was known about the same Job).
 pub fn record(store: &Store, b: &BackupRecord) -> Result<(), StoreError> {
-    store.kv_put(TREE, &key(&b.env, &b.job), b)
+    store.records().put(&key(&b.env, &b.job), b)
 }
 
 /// Records a backup unless the same Job is already known (for backups seen through watches).
 pub fn record_if_new(store: &Store, b: &BackupRecord) -> Result<bool, StoreError> {
     if store
-        .kv_get::<BackupRecord>(TREE, &key(&b.env, &b.job))?
+        .records::<BackupRecord>()
+        .get(&key(&b.env, &b.job))?
         .is_some()
     {
         return Ok(false);
@@ -384,7 +397,8 @@ pub fn record_if_new(store: &Store, b: &BackupRecord) -> Result<bool, StoreError
 /// Backups, newest first, of one environment or all.
 pub fn list(store: &Store, env: Option<&str>) -> Vec<BackupRecord> {
     let mut v: Vec<BackupRecord> = store
-        .kv_all(TREE)
+        .records::<BackupRecord>()
+        .all()
         .unwrap_or_default()
         .into_iter()
         .filter(|b: &BackupRecord| env.is_none_or(|e| b.env == e))

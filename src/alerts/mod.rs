@@ -17,12 +17,7 @@ use crate::clock::Clock;
 use crate::cluster::Clusters;
 use crate::cluster::watch::{ClusterEvent, WatchedKind};
 use crate::config::Config;
-use crate::store::Store;
-
-const INCIDENTS: &str = "incidents";
-const MUTES: &str = "mutes";
-/// Resolved incidents, kept for the record (never scanned by the alert loop).
-const RESOLVED: &str = "incidents_resolved";
+use crate::store::{Record, Store, Tree};
 
 /// An incident as kept in the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +44,19 @@ pub struct Incident {
     pub digest: bool,
 }
 
+impl Record for Incident {
+    const TREE: Tree = Tree::Incidents;
+}
+
+/// A resolved incident, kept for the record apart from the open ones (which every tick scans).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+struct Resolved(Incident);
+
+impl Record for Resolved {
+    const TREE: Tree = Tree::IncidentsResolved;
+}
+
 /// An environment's alerts silenced until a time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mute {
@@ -56,6 +64,10 @@ pub struct Mute {
     pub until_ms: i64,
     pub by: String,
     pub reason: Option<String>,
+}
+
+impl Record for Mute {
+    const TREE: Tree = Tree::Mutes;
 }
 
 /// Whether `env` is muted at `now_ms`.
@@ -78,17 +90,18 @@ pub fn mute(
         by: by.into(),
         reason,
     };
-    store.kv_put(MUTES, env, &m)?;
+    store.records().put(env, &m)?;
     Ok(m)
 }
 
 /// Open incidents, oldest first.
 pub fn open_incidents(store: &Store) -> Vec<Incident> {
     let mut v: Vec<Incident> = store
-        .kv_all(INCIDENTS)
+        .records::<Incident>()
+        .all()
         .unwrap_or_default()
         .into_iter()
-        .filter(|i: &Incident| i.resolved_ms.is_none())
+        .filter(|i| i.resolved_ms.is_none())
         .collect();
     v.sort_by_key(|i| i.first_ms);
     v
@@ -97,28 +110,29 @@ pub fn open_incidents(store: &Store) -> Vec<Incident> {
 /// Writes a record of the alert store. The alert loop has no caller to hand a failure to, and a
 /// lost write repeats an alert or loses what is known about an incident: the failure is logged
 /// and counted, never dropped. `false` when it failed.
-fn put_logged<T: Serialize>(store: &Store, tree: &'static str, key: &str, value: &T) -> bool {
-    match store.kv_put(tree, key, value) {
+fn put_logged<T: Record>(store: &Store, key: &str, value: &T) -> bool {
+    match store.records().put(key, value) {
         Ok(()) => true,
         Err(e) => {
-            write_failed(tree, key, &e);
+            write_failed(T::TREE, key, &e);
             false
         }
     }
 }
 
 /// Removes a record of the alert store; as [`put_logged`].
-fn remove_logged(store: &Store, tree: &'static str, key: &str) -> bool {
-    match store.kv_remove(tree, key) {
+fn remove_logged<T: Record>(store: &Store, key: &str) -> bool {
+    match store.records::<T>().remove(key) {
         Ok(()) => true,
         Err(e) => {
-            write_failed(tree, key, &e);
+            write_failed(T::TREE, key, &e);
             false
         }
     }
 }
 
-fn write_failed(tree: &'static str, key: &str, e: &crate::store::StoreError) {
+fn write_failed(tree: Tree, key: &str, e: &crate::store::StoreError) {
+    let tree = tree.name();
     tracing::error!(error = %e, tree, key, "cannot write the alert store; an alert may repeat or an incident's state be lost");
     crate::telemetry::metrics()
         .store_write_failures
@@ -602,13 +616,13 @@ impl<C: Chat> Alerter<C> {
             for mut i in held {
                 i.message = Some((m.room_id.clone(), m.id.clone()));
                 i.digest = true;
-                put_logged(&self.store, INCIDENTS, &i.key.id(), &i);
+                put_logged(&self.store, &i.key.id(), &i);
             }
         }
     }
 
     fn muted(&self, env: &str) -> bool {
-        let m: Option<Mute> = self.store.kv_get(MUTES, env).ok().flatten();
+        let m: Option<Mute> = self.store.records().get(env).ok().flatten();
         is_muted(m.as_ref(), self.clock.now_ms())
     }
 
@@ -727,7 +741,7 @@ impl<C: Chat> Alerter<C> {
             Err(e) => tracing::error!(error = %e, channel, "no alerts channel"),
         }
         self.webhook(&mut inc, "fired", &text).await;
-        put_logged(&self.store, INCIDENTS, &inc.key.id(), &inc);
+        put_logged(&self.store, &inc.key.id(), &inc);
     }
 
     async fn apply(&mut self, s: Signal, _object: Option<&Value>) {
@@ -741,10 +755,11 @@ impl<C: Chat> Alerter<C> {
             } => {
                 let existing: Option<Incident> = self
                     .store
-                    .kv_get(INCIDENTS, &key.id())
+                    .records::<Incident>()
+                    .get(&key.id())
                     .ok()
                     .flatten()
-                    .filter(|i: &Incident| i.resolved_ms.is_none());
+                    .filter(|i| i.resolved_ms.is_none());
                 match existing {
                     Some(mut inc) => {
                         let new_occurrence =
@@ -767,7 +782,7 @@ impl<C: Chat> Alerter<C> {
                                 let _ = self.chat.edit(&m, &self.render(&inc)).await;
                             }
                         }
-                        put_logged(&self.store, INCIDENTS, &key.id(), &inc);
+                        put_logged(&self.store, &key.id(), &inc);
                     }
                     None => {
                         let inc = Incident {
@@ -787,7 +802,7 @@ impl<C: Chat> Alerter<C> {
                             webhook: Vec::new(),
                             digest: false,
                         };
-                        put_logged(&self.store, INCIDENTS, &key.id(), &inc);
+                        put_logged(&self.store, &key.id(), &inc);
                         if self.muted(&key.env) {
                             tracing::info!(incident = %key.id(), "alert held back by a mute");
                         } else if severity == Severity::Warning && self.quiet() {
@@ -842,21 +857,20 @@ impl<C: Chat> Alerter<C> {
                     // cannot be moved out.
                     if !put_logged(
                         &self.store,
-                        RESOLVED,
                         &format!("{}/{now}", inc.key.id()),
-                        &inc,
-                    ) || !remove_logged(&self.store, INCIDENTS, &inc.key.id())
+                        &Resolved(inc.clone()),
+                    ) || !remove_logged::<Incident>(&self.store, &inc.key.id())
                     {
-                        put_logged(&self.store, INCIDENTS, &inc.key.id(), &inc);
+                        put_logged(&self.store, &inc.key.id(), &inc);
                     }
                     // Kept 90 days for the record; the key ends with the time it was resolved.
-                    if let Err(e) = self.store.kv_retain(RESOLVED, |k, _: &serde_json::Value| {
+                    if let Err(e) = self.store.records::<Resolved>().retain_keys(|k| {
                         k.rsplit('/')
                             .next()
                             .and_then(|t| t.parse::<i64>().ok())
                             .is_none_or(|t| t >= now - 90 * 86_400_000)
                     }) {
-                        write_failed(RESOLVED, "(older than 90 days)", &e);
+                        write_failed(Resolved::TREE, "(older than 90 days)", &e);
                     }
                 }
             }

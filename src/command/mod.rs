@@ -142,8 +142,7 @@ fn strip_prefix_of<'a>(t: &'a str, to: &Addressing) -> Option<&'a str> {
     None
 }
 
-/// An operation number, as in `#42`.
-pub type OpId = u64;
+pub use crate::journal::OpId;
 
 /// Which backup.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -204,9 +204,9 @@ fn every_command_parses_in_its_accepted_forms() {
             },
         ),
         ("unlock prod", Command::Unlock { env: "prod".into() }),
-        ("cancel #42", Command::Cancel { op: 42 }),
-        ("cancel 42", Command::Cancel { op: 42 }),
-        ("approve #7", Command::Approve { op: 7 }),
+        ("cancel #42", Command::Cancel { op: OpId::new(42) }),
+        ("cancel 42", Command::Cancel { op: OpId::new(42) }),
+        ("approve #7", Command::Approve { op: OpId::new(7) }),
         (
             "confirm k7q2xm",
             Command::Confirm {

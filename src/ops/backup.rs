@@ -10,7 +10,7 @@ use crate::chat::Chat;
 use crate::cluster::jobs::{self, JobEnd};
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::EnvironmentConfig;
-use crate::journal::{BackupNow, OpRecord, StepRecord, TakenBackup};
+use crate::journal::{BackupNow, LockKey, OpRecord, StepKind, StepRecord, TakenBackup};
 
 /// Which backup of an operation a backup step takes (each is journaled on its own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,30 +32,30 @@ impl Taken {
 
 impl Operation for BackupNow {
     fn steps(&self, _env: &str, e: &EnvironmentConfig) -> Vec<StepRecord> {
-        let mut steps = vec![StepRecord::pending("backup")];
+        let mut steps = vec![StepRecord::pending(StepKind::Backup)];
         if e.backup.offsite.is_some() {
-            steps.push(StepRecord::pending(super::offsite::COPY));
+            steps.push(StepRecord::pending(StepKind::OffsiteCopy));
         }
         steps
     }
 
-    fn locks(&self, env: &str) -> Vec<String> {
-        vec![format!("{env}#backups")]
+    fn locks(&self, env: &str) -> Vec<LockKey> {
+        vec![LockKey::backups(env)]
     }
 
-    async fn step<C: Chat>(&self, name: &str, cx: &mut Step<'_, C>) -> StepEnd {
-        match name {
-            "backup" => {
+    async fn step<C: Chat>(&self, kind: &StepKind, cx: &mut Step<'_, C>) -> StepEnd {
+        match kind {
+            StepKind::Backup => {
                 cx.engine
                     .take_backup(cx.cluster, cx.e, cx.rec, Taken::Backup, "manual")
                     .await
             }
-            super::offsite::COPY => {
+            StepKind::OffsiteCopy => {
                 cx.engine
                     .copy_offsite(cx.cluster, cx.e, cx.rec, Taken::Backup)
                     .await
             }
-            _ => StepEnd::failed(format!("step `{name}` is not part of a backup")),
+            other => super::operation::foreign(other, "a backup"),
         }
     }
 
@@ -83,7 +83,7 @@ impl<C: Chat> Engine<C> {
         which: Taken,
         label: &str,
     ) -> StepEnd {
-        let op = rec.id;
+        let op = rec.id.get();
         let mut name = which.of(rec).as_ref().and_then(|t| t.name.clone());
         let job = match which.of(rec).as_ref().map(|t| t.job.clone()) {
             Some(job) => job,

@@ -5,32 +5,32 @@ use super::operation::{self, Operation, Step, Undo};
 use crate::chat::Chat;
 use crate::cluster::rollout;
 use crate::config::EnvironmentConfig;
-use crate::journal::{Deploy, OpRecord, StepRecord};
+use crate::journal::{Deploy, OpRecord, StepKind, StepRecord};
 
 impl Operation for Deploy {
     fn steps(&self, env: &str, e: &EnvironmentConfig) -> Vec<StepRecord> {
         let mut steps = Vec::new();
         let wanted = e.pre_deploy_backup.unwrap_or_else(|| e.is_production(env));
         steps.push(match (wanted, self.no_backup) {
-            (true, false) => StepRecord::pending("backup"),
-            (true, true) => operation::skipped("backup", "skipped with --no-backup"),
-            (false, _) => operation::skipped("backup", "not production"),
+            (true, false) => StepRecord::pending(StepKind::Backup),
+            (true, true) => operation::skipped(StepKind::Backup, "skipped with --no-backup"),
+            (false, _) => operation::skipped(StepKind::Backup, "not production"),
         });
         if wanted && !self.no_backup && e.backup.offsite.is_some() {
-            steps.push(StepRecord::pending(super::offsite::COPY));
+            steps.push(StepRecord::pending(StepKind::OffsiteCopy));
         }
         for r in &self.runbooks {
-            steps.push(StepRecord::pending(&format!("runbook {}", r.name)));
+            steps.push(StepRecord::pending(StepKind::Runbook(r.name.clone())));
         }
-        steps.push(StepRecord::pending("set image"));
-        steps.push(StepRecord::pending("rollout"));
+        steps.push(StepRecord::pending(StepKind::SetImage));
+        steps.push(StepRecord::pending(StepKind::Rollout));
         steps.push(operation::smoke_step(e));
         steps
     }
 
-    async fn step<C: Chat>(&self, name: &str, cx: &mut Step<'_, C>) -> StepEnd {
-        match name {
-            "backup" => {
+    async fn step<C: Chat>(&self, kind: &StepKind, cx: &mut Step<'_, C>) -> StepEnd {
+        match kind {
+            StepKind::Backup => {
                 cx.engine
                     .take_backup(
                         cx.cluster,
@@ -41,48 +41,42 @@ impl Operation for Deploy {
                     )
                     .await
             }
-            super::offsite::COPY => {
+            StepKind::OffsiteCopy => {
                 cx.engine
                     .copy_offsite(cx.cluster, cx.e, cx.rec, super::backup::Taken::Backup)
                     .await
             }
-            "set image" => self.set_image(cx).await,
-            "rollout" => {
+            StepKind::SetImage => self.set_image(cx).await,
+            StepKind::Rollout => {
                 cx.engine
                     .follow(cx.cluster, &cx.e.deployment, cx.rec, cx.index)
                     .await
             }
-            "smoke test" => match &cx.e.smoke {
+            StepKind::SmokeTest => match &cx.e.smoke {
                 Some(smoke) => cx.engine.smoke(smoke, Some(&self.version)).await,
                 None => StepEnd::Done("none configured".into()),
             },
-            n => match n
-                .strip_prefix("runbook ")
-                .and_then(|r| self.runbooks.iter().find(|j| j.name == r))
-            {
+            StepKind::Runbook(name) => match self.runbooks.iter().find(|j| j.name == *name) {
                 Some(r) => {
                     let params = [("version".to_string(), self.version.clone())].into();
                     super::runbook::run(cx, &r.name, &r.job, &params).await
                 }
-                None => StepEnd::failed(format!("step `{n}` is not part of this deploy")),
+                None => operation::foreign(kind, "this deploy"),
             },
+            other => operation::foreign(other, "this deploy"),
         }
     }
 
     fn undo(&self, rec: &OpRecord, e: &EnvironmentConfig) -> Undo {
-        if e.auto_rollback && operation::started(rec, "set image") {
+        if e.auto_rollback && operation::started(rec, &StepKind::SetImage) {
             Undo::Revision {
-                revision: rec
-                    .facts
-                    .previous_revision
-                    .as_deref()
-                    .and_then(|r| r.parse().ok()),
+                revision: rec.facts.previous_revision,
                 version: rec
                     .facts
                     .previous_image
                     .as_deref()
                     .map(|i| crate::cluster::split_image(i).1.to_string()),
-                step: "rollback",
+                step: StepKind::Rollback,
             }
         } else {
             Undo::Nothing
@@ -104,17 +98,16 @@ impl Deploy {
     /// image with the change cause.
     async fn set_image<C: Chat>(&self, cx: &mut Step<'_, C>) -> StepEnd {
         let (c, e) = (cx.cluster, cx.e);
-        if cx.rec.facts.previous_revision.is_none() {
+        // The image is recorded with the revision, always: it says whether they were recorded.
+        if cx.rec.facts.previous_image.is_none() {
             match c.deployment(&e.deployment).await {
                 Ok(d) => {
-                    let rev = d
+                    cx.rec.facts.previous_revision = d
                         .metadata
                         .annotations
                         .as_ref()
                         .and_then(|a| a.get(rollout::REVISION))
-                        .cloned()
-                        .unwrap_or_default();
-                    cx.rec.facts.previous_revision = Some(rev);
+                        .and_then(|r| r.parse().ok());
                     cx.rec.facts.previous_image =
                         Some(rollout::current_image(&d, Some(e.container())).unwrap_or_default());
                     if let Err(why) = cx.engine.journal(cx.rec).await {

@@ -11,12 +11,12 @@ use super::progress;
 use crate::chat::{Chat, MessageRef};
 use crate::clock::Clock;
 use crate::cluster::rollout;
-use crate::cluster::{Cluster, ClusterError, Clusters, RolloutOutcome};
+use crate::cluster::{Cluster, ClusterError, Clusters};
 use crate::command::{self, Command, Grammar};
 use crate::config::{Config, EnvironmentConfig};
 use crate::error::{Holder, UserError};
-use crate::journal::{ChosenBackup, Facts, JOURNAL_VERSION, OpSpec};
-use crate::store::{AuditDecision, AuditEntry, OpRecord, OpState, StepRecord, StepState, Store};
+use crate::journal::{ChosenBackup, Facts, JOURNAL_VERSION, LockKey, OpId, OpSpec, StepKind};
+use crate::store::{AuditDecision, AuditEntry, OpRecord, OpState, StepState, Store};
 
 pub(super) const ROLLOUT_LIMIT: Duration = Duration::from_secs(30 * 60);
 pub(super) const JOB_LIMIT: Duration = Duration::from_secs(60 * 60);
@@ -109,11 +109,11 @@ pub(super) struct Inner<C: Chat> {
     pub(super) config: Arc<Config>,
     grammar: Grammar,
     shutdown: CancellationToken,
-    cancels: Mutex<HashMap<u64, CancellationToken>>,
+    cancels: Mutex<HashMap<OpId, CancellationToken>>,
     /// Who cancelled a running operation, until it has stopped.
-    cancelled_by: Mutex<HashMap<u64, String>>,
+    cancelled_by: Mutex<HashMap<OpId, String>>,
     /// What each running operation's progress message last showed, and when (for the heartbeat).
-    shown: Mutex<HashMap<u64, (OpRecord, tokio::time::Instant)>>,
+    shown: Mutex<HashMap<OpId, (OpRecord, tokio::time::Instant)>>,
     tasks: tokio_util::task::TaskTracker,
     pub(super) http: reqwest::Client,
     clock: Clock,
@@ -166,7 +166,7 @@ impl<C: Chat> Engine<C> {
     pub async fn start(
         &self,
         cmd: &Command,
-        op: u64,
+        op: OpId,
         user: &str,
         room: (&str, &str),
         thread: Option<&str>,
@@ -180,7 +180,7 @@ impl<C: Chat> Engine<C> {
         &self,
         cmd: &Command,
         planned: Option<ChosenBackup>,
-        op: u64,
+        op: OpId,
         user: &str,
         (room_id, room): (&str, &str),
         thread: Option<&str>,
@@ -235,7 +235,7 @@ impl<C: Chat> Engine<C> {
             let now = self.now_ms();
             return Err(UserError::Busy {
                 env,
-                op: holder,
+                op: holder.get(),
                 holder: s.store.get_op(holder).ok().flatten().map(|h| Holder {
                     command: h
                         .command
@@ -296,14 +296,14 @@ impl<C: Chat> Engine<C> {
 
     /// Releases `keys` held by `op`, durably; a failure is logged (the start-up sweep releases
     /// any lock whose operation is not running).
-    async fn release(&self, keys: &[String], op: u64) {
+    async fn release(&self, keys: &[LockKey], op: OpId) {
         for k in keys {
             if let Err(e) = self.inner.store.release_env_op(k, op) {
-                tracing::error!(error = %e, op, lock = %k, "cannot release a lock");
+                tracing::error!(error = %e, op = op.get(), lock = %k, "cannot release a lock");
             }
         }
         if let Err(e) = self.inner.store.flush_journal().await {
-            tracing::error!(error = %e, op, "cannot flush the released locks");
+            tracing::error!(error = %e, op = op.get(), "cannot flush the released locks");
         }
     }
 
@@ -344,10 +344,10 @@ impl<C: Chat> Engine<C> {
                 self.finish(&mut rec).await;
                 continue;
             }
-            tracing::info!(op = rec.id, command = %crate::telemetry::short(&rec.command), "resuming an interrupted operation");
+            tracing::info!(op = rec.id.get(), command = %crate::telemetry::short(&rec.command), "resuming an interrupted operation");
             for k in rec.lock_keys() {
                 if let Err(e) = self.inner.store.acquire_env_op(&k, rec.id) {
-                    tracing::error!(error = %e, op = rec.id, lock = %k, "cannot take the lock again");
+                    tracing::error!(error = %e, op = rec.id.get(), lock = %k, "cannot take the lock again");
                 }
             }
             self.spawn(rec);
@@ -384,7 +384,7 @@ impl<C: Chat> Engine<C> {
     /// by an operation that has ended (a crash between its end and its release).
     async fn sweep_locks(&self) {
         let store = &self.inner.store;
-        let Ok(held) = store.env_ops() else {
+        let Ok(held) = store.held_locks() else {
             return;
         };
         for (key, op) in held {
@@ -395,7 +395,7 @@ impl<C: Chat> Engine<C> {
                 .map(|c| c.contains_key(&op))
                 .unwrap_or(true);
             if !running {
-                tracing::warn!(lock = %key, op, "releasing a lock left by an operation that has ended");
+                tracing::warn!(lock = %key, op = op.get(), "releasing a lock left by an operation that has ended");
                 self.release(&[key], op).await;
             }
         }
@@ -419,7 +419,7 @@ impl<C: Chat> Engine<C> {
     /// Asks a running operation to stop at once and undo what it changed (a rollout being
     /// followed is abandoned and undone; a restore always scales the app back); `false` if none
     /// runs under that number.
-    pub fn cancel(&self, op: u64, by: &str) -> bool {
+    pub fn cancel(&self, op: OpId, by: &str) -> bool {
         match self
             .inner
             .cancels
@@ -439,7 +439,7 @@ impl<C: Chat> Engine<C> {
     }
 
     /// The running operation's requester, if `op` runs.
-    pub fn requester(&self, op: u64) -> Option<String> {
+    pub fn requester(&self, op: OpId) -> Option<String> {
         self.inner.cancels.lock().ok()?.get(&op)?;
         self.inner.store.get_op(op).ok().flatten().map(|r| r.user)
     }
@@ -461,7 +461,7 @@ impl<C: Chat> Engine<C> {
     /// A progress tick: the record is written (not waited on to reach the disk) and shown.
     pub(super) async fn tick(&self, rec: &OpRecord) {
         if let Err(e) = self.inner.store.put_op(rec) {
-            tracing::warn!(error = %e, op = rec.id, "journal write of a progress tick failed");
+            tracing::warn!(error = %e, op = rec.id.get(), "journal write of a progress tick failed");
         }
         self.show(rec).await;
     }
@@ -498,7 +498,7 @@ impl<C: Chat> Engine<C> {
 
     /// While a step runs without news, shows its elapsed time: every `HEARTBEAT` the progress
     /// message is drawn again from what it last showed. Never ends; dropped when the step ends.
-    async fn heartbeat(&self, op: u64) {
+    async fn heartbeat(&self, op: OpId) {
         loop {
             tokio::time::sleep(HEARTBEAT).await;
             let stale = self.inner.shown.lock().ok().and_then(|s| {
@@ -520,7 +520,7 @@ impl<C: Chat> Engine<C> {
             Err(e) => Err(e),
         };
         written.map_err(|e| {
-            tracing::error!(error = %e, op = rec.id, "journal write failed");
+            tracing::error!(error = %e, op = rec.id.get(), "journal write failed");
             OpError::Journal(format!(
                 "cannot write the operation's journal ({e}); stopping before acting on it"
             ))
@@ -559,7 +559,7 @@ impl<C: Chat> Engine<C> {
             ]))
             .observe(secs);
         for s in rec.steps.iter().filter(|s| {
-            s.name == "rollout" && matches!(s.state, StepState::Done | StepState::Failed)
+            s.kind == StepKind::Rollout && matches!(s.state, StepState::Done | StepState::Failed)
         }) {
             let o = if s.state == StepState::Done {
                 "complete"
@@ -591,7 +591,7 @@ impl<C: Chat> Engine<C> {
             ..AuditEntry::default()
         };
         if let Err(e) = self.inner.store.audit(&entry) {
-            tracing::error!(error = %e, op = rec.id, "cannot write the operation's audit record");
+            tracing::error!(error = %e, op = rec.id.get(), "cannot write the operation's audit record");
         }
         if matches!(rec.state, OpState::Failed | OpState::RolledBack) {
             let text = format!(
@@ -665,13 +665,13 @@ impl<C: Chat> Engine<C> {
             // Journal first: a step whose start cannot be written down does not run.
             let journaled = self.save(&rec).await;
             let rec_id = rec.id;
-            let name = rec.steps[i].name.clone();
+            let kind = rec.steps[i].kind.clone();
             let end = tokio::select! {
                 end = async {
                     match journaled {
                         Ok(()) => {
                             let mut cx = Step { engine: self, cluster: &cluster, e: &e, rec: &mut rec, index: i };
-                            operation::step(&spec, &name, &mut cx).await
+                            operation::step(&spec, &kind, &mut cx).await
                         }
                         Err(why) => StepEnd::Failed(why),
                     }
@@ -690,7 +690,7 @@ impl<C: Chat> Engine<C> {
                 }
                 StepEnd::Failed(err) => {
                     let detail = err.to_string();
-                    tracing::info!(op = rec.id, step = %name, kind = err.kind(), retryable = err.is_retryable(), "step failed");
+                    tracing::info!(op = rec.id.get(), step = %kind.name(), kind = err.kind(), retryable = err.is_retryable(), "step failed");
                     crate::telemetry::metrics()
                         .step_failures
                         .get_or_create(&crate::telemetry::labels(&[
@@ -724,9 +724,9 @@ impl<C: Chat> Engine<C> {
                 StepEnd::Interrupted => {
                     // The journal keeps the step as running; the next start resumes here.
                     if let Err(e) = self.inner.store.put_op(&rec) {
-                        tracing::warn!(error = %e, op = rec.id, "cannot journal the stop; the step's start is journaled");
+                        tracing::warn!(error = %e, op = rec.id.get(), "cannot journal the stop; the step's start is journaled");
                     }
-                    tracing::info!(op = rec.id, step = %name, "stopping at a safe point for shutdown");
+                    tracing::info!(op = rec.id.get(), step = %kind.name(), "stopping at a safe point for shutdown");
                     return;
                 }
             }
@@ -746,92 +746,31 @@ impl<C: Chat> Engine<C> {
         why: String,
     ) {
         let undo = operation::undo(spec, &rec, e);
-        let put_back = match &undo {
+        for s in rec
+            .steps
+            .iter_mut()
+            .filter(|s| s.state == StepState::Pending)
+        {
+            s.state = StepState::Skipped;
+        }
+        match undo {
             Undo::Revision {
                 revision,
                 version,
                 step,
-            } => Some((*revision, version.clone(), *step)),
-            _ => None,
-        };
-        if let Some((prev, old, step_name)) = put_back {
-            for s in rec
-                .steps
-                .iter_mut()
-                .filter(|s| s.state == StepState::Pending)
-            {
-                s.state = StepState::Skipped;
-            }
-            rec.steps.push(StepRecord {
-                state: StepState::Running,
-                started_ms: Some(self.now_ms()),
-                ..StepRecord::pending(step_name)
-            });
-            // Putting the app back goes ahead even when the journal cannot be written (logged).
-            let _ = self.save(&rec).await;
-            let last = rec.steps.len() - 1;
-            let result = async {
-                match cluster.undo(&e.deployment, prev).await {
-                    Ok(_) | Err(ClusterError::Undo(crate::cluster::UndoError::AlreadyThere(_))) => {
-                    }
-                    Err(err) => return Err(err.to_string()),
-                }
-                match cluster
-                    .watch_rollout(&e.deployment, None, ROLLOUT_LIMIT)
+            } => {
+                self.put_back(&mut rec, cluster, e, (revision, version, step), &why)
                     .await
-                {
-                    Ok(RolloutOutcome::Complete { .. }) => {}
-                    Ok(RolloutOutcome::Failed { message, .. }) => return Err(message),
-                    Err(err) => return Err(err.to_string()),
-                }
-                // The old version must answer too.
-                if let Some(smoke) = &e.smoke
-                    && let StepEnd::Failed(why) = self.smoke(smoke, old.as_deref()).await
-                {
-                    return Err(format!("put back, but {why}"));
-                }
-                Ok(())
             }
-            .await;
-            rec.steps[last].finished_ms = Some(self.now_ms());
-            let old = old.unwrap_or_else(|| "the previous version".into());
-            match result {
-                Ok(()) => {
-                    rec.steps[last].state = StepState::Done;
-                    rec.steps[last].detail = format!("back on {old}");
-                    if rec.state != OpState::Cancelled {
-                        rec.state = OpState::RolledBack;
-                    }
-                    rec.summary = Some(format!(
-                        "{} failed ({why}); {} is back on {old}.",
-                        rec.command, rec.env
-                    ));
+            Undo::ScaleBack | Undo::Nothing => {
+                rec.summary = Some(format!("{} failed: {why}.", rec.command));
+                if undo == Undo::ScaleBack {
+                    // Still shown as running while the app is put back.
+                    self.recover_after_restore(&mut rec, cluster, e, &why).await;
                 }
-                Err(err) => {
-                    rec.steps[last].state = StepState::Failed;
-                    rec.steps[last].detail = err.clone();
+                if rec.state != OpState::Cancelled {
                     rec.state = OpState::Failed;
-                    rec.summary = Some(format!(
-                        "{} failed ({why}) and the rollback failed too ({err}): {} needs attention.",
-                        rec.command, rec.env
-                    ));
                 }
-            }
-        } else {
-            for s in rec
-                .steps
-                .iter_mut()
-                .filter(|s| s.state == StepState::Pending)
-            {
-                s.state = StepState::Skipped;
-            }
-            rec.summary = Some(format!("{} failed: {why}.", rec.command));
-            if undo == Undo::ScaleBack {
-                // Still shown as running while the app is put back.
-                self.recover_after_restore(&mut rec, cluster, e, &why).await;
-            }
-            if rec.state != OpState::Cancelled {
-                rec.state = OpState::Failed;
             }
         }
         if rec.state == OpState::Cancelled

@@ -29,7 +29,7 @@ use crate::command::{self, BackupRef, Command, Grammar, RollbackTarget, Schedule
 use crate::config::{Config, EnvironmentConfig};
 use crate::error::UserError;
 use crate::policy::Policy;
-use crate::store::{EnvLock, Store};
+use crate::store::{EnvLock, OpId, Store};
 
 /// What an operation may use.
 pub struct Context<'a, C: Chat> {
@@ -576,7 +576,7 @@ pub async fn execute<C: Chat>(
                 // Revisions the bot made name their operation (`(#12)`): add when and how it ended.
                 let op = cause
                     .rsplit_once("(#")
-                    .and_then(|(_, rest)| rest.trim_end_matches(')').parse::<u64>().ok())
+                    .and_then(|(_, rest)| rest.trim_end_matches(')').parse::<OpId>().ok())
                     .and_then(|id| ctx.store.get_op(id).ok().flatten());
                 let when = op
                     .map(|o| {
@@ -717,8 +717,12 @@ fn sample_command(name: &str, grammar: &Grammar) -> Command {
         "history" => Command::History { env },
         "lock" => Command::Lock { env, reason: None },
         "unlock" => Command::Unlock { env },
-        "cancel" => Command::Cancel { op: 0 },
-        "approve" => Command::Approve { op: 0 },
+        "cancel" => Command::Cancel {
+            op: OpId::default(),
+        },
+        "approve" => Command::Approve {
+            op: OpId::default(),
+        },
         "confirm" => Command::Confirm {
             code: String::new(),
         },
@@ -931,10 +935,13 @@ async fn status_line<C: Chat>(ctx: &Context<'_, C>, env: &str) -> (String, bool)
             l.reason.map(|r| format!(": {r}")).unwrap_or_default()
         ));
     }
-    let mut running: Vec<u64> = [env.clone(), format!("{env}#backups")]
-        .iter()
-        .filter_map(|k| ctx.store.env_op(k).ok().flatten())
-        .collect();
+    let mut running: Vec<OpId> = [
+        crate::journal::LockKey::env(&env),
+        crate::journal::LockKey::backups(&env),
+    ]
+    .iter()
+    .filter_map(|k| ctx.store.env_op(k).ok().flatten())
+    .collect();
     running.dedup();
     for op in running
         .into_iter()

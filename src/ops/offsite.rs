@@ -10,13 +10,6 @@ use crate::cluster::jobs::{JobEnd, JobReport};
 use crate::config::EnvironmentConfig;
 use crate::journal::OpRecord;
 
-/// The step that copies an operation's backup off-site.
-pub(crate) const COPY: &str = "off-site copy";
-/// The step that fetches the chosen backup from off-site.
-pub(crate) const FETCH: &str = "fetch off-site";
-/// The step of a prune that removes dropped off-site copies.
-pub(crate) const PRUNE: &str = "prune off-site";
-
 impl<C: Chat> Engine<C> {
     /// Copies the backup `which` of `rec` off-site and reads it back. A failed copy does not
     /// fail the operation that took the backup (that is on the volume): the step ends with a

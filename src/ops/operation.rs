@@ -9,8 +9,8 @@ use crate::command::{BackupRef, Command, Grammar, RollbackTarget};
 use crate::config::EnvironmentConfig;
 use crate::error::UserError;
 use crate::journal::{
-    BackupNow, ChosenBackup, Deploy, OpRecord, OpSpec, Prune, Restore, Rollback, RollbackTo,
-    Runbook, RunbookJob, Scale, StepRecord, StepState, Verify,
+    BackupNow, ChosenBackup, Deploy, LockKey, OpRecord, OpSpec, Prune, Restore, Rollback,
+    RollbackTo, Runbook, RunbookJob, Scale, StepKind, StepRecord, StepState, Verify,
 };
 use crate::store::Store;
 
@@ -30,12 +30,12 @@ pub(crate) struct Step<'a, C: Chat> {
 pub(crate) enum Undo {
     /// Nothing was changed that can be put back.
     Nothing,
-    /// Undo the Deployment to `revision` (the previous one when `None`), which ran `version`;
-    /// the step is called `step` (`rollback`, `roll forward`).
+    /// Undo the Deployment to `revision` (the previous one when `None`), which ran `version`,
+    /// as the step `step` ([`StepKind::Rollback`], [`StepKind::RollForward`]).
     Revision {
         revision: Option<i64>,
         version: Option<String>,
-        step: &'static str,
+        step: StepKind,
     },
     /// Scale the app back to its recorded replicas and autoscaler, whatever happened.
     ScaleBack,
@@ -49,14 +49,14 @@ pub(crate) trait Operation {
 
     /// Pure: the locks it takes. Changes to the app hold the environment; backup work holds its
     /// backup volume, so that a long nightly verify never blocks an urgent rollback.
-    fn locks(&self, env: &str) -> Vec<String> {
-        vec![env.to_string()]
+    fn locks(&self, env: &str) -> Vec<LockKey> {
+        vec![LockKey::env(env)]
     }
 
-    /// Runs the step called `name`; idempotent, so that a resumed operation can run it again.
+    /// Runs the step `kind`; idempotent, so that a resumed operation can run it again.
     fn step<C: Chat>(
         &self,
-        name: &str,
+        kind: &StepKind,
         cx: &mut Step<'_, C>,
     ) -> impl Future<Output = StepEnd> + Send;
 
@@ -89,12 +89,18 @@ pub(crate) fn steps(spec: &OpSpec, env: &str, e: &EnvironmentConfig) -> Vec<Step
     dispatch!(spec, op => op.steps(env, e))
 }
 
-pub(crate) fn locks(spec: &OpSpec, env: &str) -> Vec<String> {
+pub(crate) fn locks(spec: &OpSpec, env: &str) -> Vec<LockKey> {
     dispatch!(spec, op => op.locks(env))
 }
 
-pub(crate) async fn step<C: Chat>(spec: &OpSpec, name: &str, cx: &mut Step<'_, C>) -> StepEnd {
-    dispatch!(spec, op => op.step(name, cx).await)
+pub(crate) async fn step<C: Chat>(spec: &OpSpec, kind: &StepKind, cx: &mut Step<'_, C>) -> StepEnd {
+    dispatch!(spec, op => op.step(kind, cx).await)
+}
+
+/// A step that is not part of the operation (a journal edited by hand, or written by another
+/// version): it fails, naming it.
+pub(crate) fn foreign(kind: &StepKind, what: &str) -> StepEnd {
+    StepEnd::failed(format!("step `{}` is not part of {what}", kind.name()))
 }
 
 pub(crate) fn undo(spec: &OpSpec, rec: &OpRecord, e: &EnvironmentConfig) -> Undo {
@@ -106,27 +112,27 @@ pub(crate) fn summary(spec: &OpSpec, rec: &OpRecord) -> String {
 }
 
 /// A step that is skipped from the start, saying why.
-pub(crate) fn skipped(name: &str, why: &str) -> StepRecord {
+pub(crate) fn skipped(kind: StepKind, why: &str) -> StepRecord {
     StepRecord {
         state: StepState::Skipped,
         detail: why.into(),
-        ..StepRecord::pending(name)
+        ..StepRecord::pending(kind)
     }
 }
 
 /// The smoke-test step: pending where one is configured.
 pub(crate) fn smoke_step(e: &EnvironmentConfig) -> StepRecord {
     if e.smoke.is_some() {
-        StepRecord::pending("smoke test")
+        StepRecord::pending(StepKind::SmokeTest)
     } else {
-        skipped("smoke test", "none configured")
+        skipped(StepKind::SmokeTest, "none configured")
     }
 }
 
 /// Whether a step was started (so what it changes may have changed).
-pub(crate) fn started(rec: &OpRecord, name: &str) -> bool {
+pub(crate) fn started(rec: &OpRecord, kind: &StepKind) -> bool {
     rec.steps.iter().any(|s| {
-        s.name == name
+        s.kind == *kind
             && matches!(
                 s.state,
                 StepState::Done | StepState::Running | StepState::Failed
@@ -135,11 +141,11 @@ pub(crate) fn started(rec: &OpRecord, name: &str) -> bool {
     })
 }
 
-/// The detail of the step called `name`.
-pub(crate) fn detail_of(rec: &OpRecord, name: &str) -> String {
+/// The detail of the step `kind`.
+pub(crate) fn detail_of(rec: &OpRecord, kind: &StepKind) -> String {
     rec.steps
         .iter()
-        .find(|s| s.name == name)
+        .find(|s| s.kind == *kind)
         .map(|s| s.detail.clone())
         .unwrap_or_default()
 }
@@ -342,31 +348,34 @@ mod tests {
 
     #[test]
     fn app_changes_backup_work_and_restores_take_the_locks_they_conflict_on() {
-        let cases: Vec<(OpSpec, Vec<&str>)> = vec![
-            (OpSpec::Rollback(Rollback { to: None }), vec!["prod"]),
+        let cases: Vec<(OpSpec, Vec<LockKey>)> = vec![
+            (
+                OpSpec::Rollback(Rollback { to: None }),
+                vec![LockKey::env("prod")],
+            ),
             (
                 OpSpec::Scale(Scale {
                     replicas: 2,
                     component: None,
                 }),
-                vec!["prod"],
+                vec![LockKey::env("prod")],
             ),
             (
                 OpSpec::Verify(Verify {
                     backup: chosen(),
                     offsite: false,
                 }),
-                vec!["prod#backups"],
+                vec![LockKey::backups("prod")],
             ),
-            (OpSpec::Backup(BackupNow {}), vec!["prod#backups"]),
-            (OpSpec::Prune(Prune {}), vec!["prod#backups"]),
+            (OpSpec::Backup(BackupNow {}), vec![LockKey::backups("prod")]),
+            (OpSpec::Prune(Prune {}), vec![LockKey::backups("prod")]),
             (
                 OpSpec::Restore(Restore {
                     backup: chosen(),
                     no_safety_backup: false,
                     offsite: false,
                 }),
-                vec!["prod", "prod#backups"],
+                vec![LockKey::env("prod"), LockKey::backups("prod")],
             ),
         ];
         for (spec, want) in cases {
@@ -390,7 +399,7 @@ mod tests {
         let names = |spec: &OpSpec, env: &str| {
             steps(spec, env, &EnvironmentConfig::named(env))
                 .into_iter()
-                .map(|s| (s.name, s.state))
+                .map(|s| (s.kind.name(), s.state))
                 .collect::<Vec<_>>()
         };
         let prod = names(&deploy(false), "prod");
@@ -423,7 +432,7 @@ mod tests {
         let names = |spec: OpSpec| -> Vec<String> {
             steps(&spec, "prod", &e)
                 .into_iter()
-                .map(|s| s.name)
+                .map(|s| s.kind.name())
                 .collect()
         };
         let deploy = names(OpSpec::Deploy(Deploy {

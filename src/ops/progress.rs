@@ -34,7 +34,7 @@ pub fn render(op: &OpRecord, now_ms: i64) -> String {
             StepState::Pending => ("·", None),
             StepState::Skipped => ("–", None),
         };
-        out.push_str(&format!("\n{mark} {}", s.name));
+        out.push_str(&format!("\n{mark} {}", s.kind.label()));
         if let Some(t) = time {
             out.push_str(&format!(" ({t})"));
         }
@@ -57,11 +57,12 @@ pub fn render(op: &OpRecord, now_ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::StepRecord;
+    use crate::journal::StepKind;
+    use crate::store::{OpId, StepRecord};
 
     fn step(name: &str, state: StepState, detail: &str, from: i64, to: Option<i64>) -> StepRecord {
         StepRecord {
-            name: name.into(),
+            kind: StepKind::parse(name),
             state,
             detail: detail.into(),
             started_ms: Some(from),
@@ -71,7 +72,7 @@ mod tests {
 
     fn op(state: OpState, steps: Vec<StepRecord>, summary: Option<&str>) -> OpRecord {
         OpRecord {
-            id: 42,
+            id: OpId::new(42),
             env: "prod".into(),
             command: "deploy prod v3.1".into(),
             user: "alice".into(),
@@ -120,7 +121,7 @@ mod tests {
                     12_300,
                     None,
                 ),
-                StepRecord::pending("smoke test"),
+                StepRecord::pending(StepKind::SmokeTest),
             ],
             None,
         );
@@ -135,7 +136,7 @@ mod tests {
                 StepRecord {
                     state: StepState::Skipped,
                     detail: "not production".into(),
-                    ..StepRecord::pending("backup")
+                    ..StepRecord::pending(StepKind::Backup)
                 },
                 step("set image", StepState::Done, "", 0, Some(300)),
                 step(
@@ -154,7 +155,7 @@ mod tests {
                 ),
                 StepRecord {
                     state: StepState::Skipped,
-                    ..StepRecord::pending("smoke test")
+                    ..StepRecord::pending(StepKind::SmokeTest)
                 },
             ],
             Some("Deploy of v3.1 failed (ImagePullBackOff); prod is back on 6.5.0."),

@@ -6,29 +6,29 @@ use super::templates;
 use crate::chat::Chat;
 use crate::cluster::jobs::{JobEnd, JobReport};
 use crate::config::EnvironmentConfig;
-use crate::journal::{OpRecord, Prune, StepRecord};
+use crate::journal::{LockKey, OpRecord, Prune, StepKind, StepRecord};
 
 impl Operation for Prune {
     fn steps(&self, _env: &str, e: &EnvironmentConfig) -> Vec<StepRecord> {
         if e.backup.offsite.is_some() {
             // Off-site first: the catalog still names what the plan drops.
             vec![
-                StepRecord::pending(super::offsite::PRUNE),
-                StepRecord::pending("prune"),
+                StepRecord::pending(StepKind::OffsitePrune),
+                StepRecord::pending(StepKind::Prune),
             ]
         } else {
-            vec![StepRecord::pending("prune")]
+            vec![StepRecord::pending(StepKind::Prune)]
         }
     }
 
-    fn locks(&self, env: &str) -> Vec<String> {
-        vec![format!("{env}#backups")]
+    fn locks(&self, env: &str) -> Vec<LockKey> {
+        vec![LockKey::backups(env)]
     }
 
-    async fn step<C: Chat>(&self, name: &str, cx: &mut Step<'_, C>) -> StepEnd {
-        match name {
-            "prune" => self.apply(cx).await,
-            super::offsite::PRUNE => {
+    async fn step<C: Chat>(&self, kind: &StepKind, cx: &mut Step<'_, C>) -> StepEnd {
+        match kind {
+            StepKind::Prune => self.apply(cx).await,
+            StepKind::OffsitePrune => {
                 let (engine, e, rec) = (cx.engine, cx.e, &*cx.rec);
                 let records = crate::catalog::list(engine.store(), Some(&rec.env));
                 let plan = crate::catalog::retention_plan(&records, e.backup.retention);
@@ -48,7 +48,7 @@ impl Operation for Prune {
                     .collect();
                 engine.prune_offsite(cx.cluster, e, rec, &names).await
             }
-            _ => StepEnd::failed(format!("step `{name}` is not part of a prune")),
+            other => operation::foreign(other, "a prune"),
         }
     }
 

@@ -303,7 +303,7 @@ mod tests {
                 restore_secs: Some(41),
                 age_secs: 5 * 3600 + 17,
                 detail: String::new(),
-                op: 8,
+                op: crate::journal::OpId::new(8),
             }),
             created_by: None,
             outside: false,

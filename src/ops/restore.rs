@@ -10,57 +10,59 @@ use crate::chat::Chat;
 use crate::cluster::jobs::{JobEnd, JobReport};
 use crate::cluster::{Cluster, HpaPolicy, RolloutOutcome, Workload};
 use crate::config::EnvironmentConfig;
-use crate::journal::{OpRecord, OpSpec, Restore, StepRecord, StepState};
+use crate::journal::{
+    LockKey, OpRecord, OpSpec, Restore, SavedHpa, StepKind, StepRecord, StepState,
+};
 
 impl Operation for Restore {
     fn steps(&self, _env: &str, e: &EnvironmentConfig) -> Vec<StepRecord> {
         let mut steps = vec![if self.no_safety_backup {
-            operation::skipped("safety backup", "skipped with --no-safety-backup")
+            operation::skipped(StepKind::SafetyBackup, "skipped with --no-safety-backup")
         } else {
-            StepRecord::pending("safety backup")
+            StepRecord::pending(StepKind::SafetyBackup)
         }];
         if self.offsite {
             // Fetched while the app still runs: the downtime is the restore alone.
-            steps.push(StepRecord::pending(super::offsite::FETCH));
+            steps.push(StepRecord::pending(StepKind::OffsiteFetch));
         }
         steps.extend([
-            StepRecord::pending("scale down"),
-            StepRecord::pending("restore"),
-            StepRecord::pending("scale up"),
+            StepRecord::pending(StepKind::ScaleDown),
+            StepRecord::pending(StepKind::Restore),
+            StepRecord::pending(StepKind::ScaleUp),
             operation::smoke_step(e),
         ]);
         if !self.no_safety_backup && e.backup.offsite.is_some() {
             // The safety backup goes off-site once the app is back: recovery comes first.
-            steps.push(StepRecord::pending(super::offsite::COPY));
+            steps.push(StepRecord::pending(StepKind::OffsiteCopy));
         }
         steps
     }
 
-    fn locks(&self, env: &str) -> Vec<String> {
-        vec![env.to_string(), format!("{env}#backups")]
+    fn locks(&self, env: &str) -> Vec<LockKey> {
+        vec![LockKey::env(env), LockKey::backups(env)]
     }
 
-    async fn step<C: Chat>(&self, name: &str, cx: &mut Step<'_, C>) -> StepEnd {
+    async fn step<C: Chat>(&self, kind: &StepKind, cx: &mut Step<'_, C>) -> StepEnd {
         let (engine, c, e) = (cx.engine, cx.cluster, cx.e);
-        match name {
-            "safety backup" => {
+        match kind {
+            StepKind::SafetyBackup => {
                 engine
                     .take_backup(c, e, cx.rec, Taken::Safety, "safety")
                     .await
             }
-            super::offsite::FETCH => engine.fetch_offsite(c, e, cx.rec, &self.backup.name).await,
-            super::offsite::COPY => engine.copy_offsite(c, e, cx.rec, Taken::Safety).await,
-            "scale down" => engine.scale_down(c, e, cx.rec).await,
-            "restore" => self.restore_job(cx).await,
-            "scale up" => match engine.scale_back(c, e, cx.rec).await {
+            StepKind::OffsiteFetch => engine.fetch_offsite(c, e, cx.rec, &self.backup.name).await,
+            StepKind::OffsiteCopy => engine.copy_offsite(c, e, cx.rec, Taken::Safety).await,
+            StepKind::ScaleDown => engine.scale_down(c, e, cx.rec).await,
+            StepKind::Restore => self.restore_job(cx).await,
+            StepKind::ScaleUp => match engine.scale_back(c, e, cx.rec).await {
                 Ok(detail) => StepEnd::Done(detail),
                 Err(err) => StepEnd::Failed(err.into()),
             },
-            "smoke test" => match &e.smoke {
+            StepKind::SmokeTest => match &e.smoke {
                 Some(smoke) => engine.smoke(smoke, None).await,
                 None => StepEnd::Done("none configured".into()),
             },
-            n => StepEnd::failed(format!("step `{n}` is not part of a restore")),
+            other => operation::foreign(other, "a restore"),
         }
     }
 
@@ -80,8 +82,8 @@ impl Operation for Restore {
         format!(
             "{} now holds {}; {}.{safety}",
             rec.env,
-            operation::detail_of(rec, "restore"),
-            operation::detail_of(rec, "scale up")
+            operation::detail_of(rec, &StepKind::Restore),
+            operation::detail_of(rec, &StepKind::ScaleUp)
         )
     }
 }
@@ -115,13 +117,13 @@ impl<C: Chat> Engine<C> {
         let scaled_up = rec
             .steps
             .iter()
-            .any(|s| s.name == "scale up" && s.state == StepState::Done);
+            .any(|s| s.kind == StepKind::ScaleUp && s.state == StepState::Done);
         if rec.facts.replicas.is_none() || scaled_up {
             // Nothing was scaled down (or it is already back): the app was not touched.
             let data = if rec
                 .steps
                 .iter()
-                .any(|s| s.name == "restore" && s.state == StepState::Done)
+                .any(|s| s.kind == StepKind::Restore && s.state == StepState::Done)
             {
                 format!(" {env} holds the restored data of `{backup}`.")
             } else {
@@ -133,11 +135,11 @@ impl<C: Chat> Engine<C> {
         rec.steps.push(StepRecord {
             state: StepState::Running,
             started_ms: Some(self.now_ms()),
-            ..StepRecord::pending("recover")
+            ..StepRecord::pending(StepKind::Recover)
         });
         if let Err(why) = self.save(rec).await {
             // The app is put back whatever the journal says: leaving it at 0 is worse.
-            tracing::error!(op = rec.id, %why, "recovering without a journal");
+            tracing::error!(op = rec.id.get(), %why, "recovering without a journal");
         }
         let last = rec.steps.len() - 1;
         let result = self.scale_back(cluster, e, rec).await;
@@ -145,7 +147,7 @@ impl<C: Chat> Engine<C> {
         let restore_state = rec
             .steps
             .iter()
-            .find(|s| s.name == "restore")
+            .find(|s| s.kind == StepKind::Restore)
             .map(|s| s.state)
             .unwrap_or(StepState::Pending);
         let data = match restore_state {
@@ -201,7 +203,7 @@ impl<C: Chat> Engine<C> {
             let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
             match c.hpa_for(Workload::Deployment, &e.deployment).await {
                 Ok(Some(h)) => {
-                    rec.facts.hpa = Some(crate::cluster::hpa_snapshot(&h));
+                    rec.facts.hpa = Some(SavedHpa::of(&h));
                     rec.facts.hpa_name = Some(h.metadata.name.clone().unwrap_or_default());
                 }
                 Ok(None) => {}
@@ -261,12 +263,25 @@ impl<C: Chat> Engine<C> {
         .map_err(|e| e.to_string())?;
         let mut hpa = String::new();
         if let Some(saved) = &rec.facts.hpa {
-            let name = c.restore_hpa(saved).await.map_err(|err| {
+            let not_back = |why: String| {
                 format!(
-                    "{} is back at {replicas} replicas, but its autoscaler is not: {err}",
+                    "{} is back at {replicas} replicas, but its autoscaler is not: {why}",
                     e.deployment
                 )
-            })?;
+            };
+            let json = match saved {
+                SavedHpa::Spec(_) => saved.to_json().map_err(|err| not_back(err.to_string()))?,
+                SavedHpa::Unreadable(_) => {
+                    return Err(not_back(format!(
+                        "the journal's copy of autoscaler {} is unreadable; create it again by hand",
+                        rec.facts.hpa_name.as_deref().unwrap_or("(unnamed)")
+                    )));
+                }
+            };
+            let name = c
+                .restore_hpa(&json)
+                .await
+                .map_err(|err| not_back(err.to_string()))?;
             hpa = format!(", autoscaler {name} restored");
         }
         match c.watch_rollout(&e.deployment, None, ROLLOUT_LIMIT).await {

@@ -6,8 +6,8 @@ use crate::chat::Chat;
 use crate::cluster::Cluster;
 use crate::cluster::rollout::{self, Revision};
 use crate::config::EnvironmentConfig;
-use crate::journal::{OpRecord, Rollback, RollbackTo, StepRecord};
-use crate::store::{OpState, Store};
+use crate::journal::{OpRecord, Rollback, RollbackTo, StepKind, StepRecord};
+use crate::store::{OpId, OpState, Store};
 
 /// Whether a revision is one to go back to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +106,7 @@ pub fn choose(
 }
 
 /// The operation number a revision's change cause names (`deploy 7.0.0 by alice (#12)`).
-pub fn op_of(r: &Revision) -> Option<u64> {
+pub fn op_of(r: &Revision) -> Option<OpId> {
     r.change_cause
         .as_deref()?
         .rsplit_once("(#")
@@ -148,35 +148,36 @@ pub async fn resolve(c: &Cluster, store: &Store, e: &EnvironmentConfig) -> Resul
 impl Operation for Rollback {
     fn steps(&self, _env: &str, e: &EnvironmentConfig) -> Vec<StepRecord> {
         vec![
-            StepRecord::pending("undo"),
-            StepRecord::pending("rollout"),
+            StepRecord::pending(StepKind::Undo),
+            StepRecord::pending(StepKind::Rollout),
             operation::smoke_step(e),
         ]
     }
 
-    async fn step<C: Chat>(&self, name: &str, cx: &mut Step<'_, C>) -> StepEnd {
-        match name {
-            "undo" => self.undo_step(cx).await,
-            "rollout" => {
+    async fn step<C: Chat>(&self, kind: &StepKind, cx: &mut Step<'_, C>) -> StepEnd {
+        match kind {
+            StepKind::Undo => self.undo_step(cx).await,
+            StepKind::Rollout => {
                 cx.engine
                     .follow(cx.cluster, &cx.e.deployment, cx.rec, cx.index)
                     .await
             }
-            "smoke test" => match &cx.e.smoke {
+            StepKind::SmokeTest => match &cx.e.smoke {
                 Some(smoke) => cx.engine.smoke(smoke, None).await,
                 None => StepEnd::Done("none configured".into()),
             },
-            n => StepEnd::failed(format!("step `{n}` is not part of a rollback")),
+            other => operation::foreign(other, "a rollback"),
         }
     }
 
     /// A rollback that fails goes forward again to where it started.
     fn undo(&self, rec: &OpRecord, _e: &EnvironmentConfig) -> Undo {
-        match &rec.facts.undo_from {
-            Some(from) if operation::started(rec, "undo") => Undo::Revision {
-                revision: from.parse().ok(),
+        match rec.facts.undo_from {
+            Some(from) if operation::started(rec, &StepKind::Undo) => Undo::Revision {
+                // Revision 0 (the Deployment had none): the previous one, as kubectl's.
+                revision: (from > 0).then_some(from),
                 version: rec.facts.undo_from_version.clone(),
-                step: "roll forward",
+                step: StepKind::RollForward,
             },
             _ => Undo::Nothing,
         }
@@ -203,18 +204,19 @@ impl Rollback {
     /// undo was already applied does not undo twice.
     async fn undo_step<C: Chat>(&self, cx: &mut Step<'_, C>) -> StepEnd {
         let (c, e) = (cx.cluster, cx.e);
+        // 0: the Deployment has no revision yet.
         let current = match c.deployment(&e.deployment).await {
             Ok(d) => d
                 .metadata
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get(rollout::REVISION))
-                .cloned()
-                .unwrap_or_default(),
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(0),
             Err(err) => return StepEnd::Failed(err.into()),
         };
-        if let Some(from) = &cx.rec.facts.undo_from
-            && *from != current
+        if let Some(from) = cx.rec.facts.undo_from
+            && from != current
         {
             return StepEnd::Done(format!(
                 "to revision {}",
@@ -229,7 +231,7 @@ impl Rollback {
             Ok(h) => h,
             Err(err) => return StepEnd::Failed(err.into()),
         };
-        if let Some(now) = history.iter().find(|r| r.number.to_string() == current) {
+        if let Some(now) = history.iter().find(|r| r.number == current) {
             cx.rec.facts.undo_from_version = Some(version_of(now));
         }
         cx.rec.facts.undo_from = Some(current);
@@ -338,7 +340,7 @@ mod tests {
 
     #[test]
     fn the_operation_is_read_from_the_change_cause() {
-        assert_eq!(op_of(&rev(12, "7.0.0")), Some(12));
+        assert_eq!(op_of(&rev(12, "7.0.0")), Some(OpId::new(12)));
         let mut r = rev(1, "6.5.0");
         r.change_cause = Some("initial install 6.5.0".into());
         assert_eq!(op_of(&r), None);

@@ -3,20 +3,20 @@
 use std::collections::BTreeMap;
 
 use super::engine::{JOB_LIMIT, OpError, StepEnd};
-use super::operation::{Operation, Step};
+use super::operation::{self, Operation, Step};
 use crate::chat::Chat;
 use crate::cluster::jobs::{self, JobEnd};
 use crate::config::EnvironmentConfig;
-use crate::journal::{OpRecord, Runbook, StepRecord};
+use crate::journal::{OpRecord, Runbook, StepKind, StepRecord};
 
 impl Operation for Runbook {
     fn steps(&self, _env: &str, _e: &EnvironmentConfig) -> Vec<StepRecord> {
-        vec![StepRecord::pending("job")]
+        vec![StepRecord::pending(StepKind::Job)]
     }
 
-    async fn step<C: Chat>(&self, name: &str, cx: &mut Step<'_, C>) -> StepEnd {
-        if name != "job" {
-            return StepEnd::failed(format!("step `{name}` is not part of a runbook"));
+    async fn step<C: Chat>(&self, step: &StepKind, cx: &mut Step<'_, C>) -> StepEnd {
+        if *step != StepKind::Job {
+            return operation::foreign(step, "a runbook");
         }
         run(cx, &self.name, &self.job, &self.params).await
     }
@@ -61,7 +61,7 @@ pub(super) async fn run<C: Chat>(
     job.metadata.name = Some(job_name.clone());
     if let Err(err) = cx
         .cluster
-        .create_owned_job(&mut job, rec.id, &rec.mark)
+        .create_owned_job(&mut job, rec.id.get(), &rec.mark)
         .await
     {
         return StepEnd::Failed(err.into());

@@ -1,20 +1,20 @@
 //! `scale ENV REPLICAS [COMPONENT]`: the app's Deployment or the database's StatefulSet, within the autoscaler's bounds (checked before confirmation).
 
 use super::engine::StepEnd;
-use super::operation::{Operation, Step};
+use super::operation::{self, Operation, Step};
 use crate::chat::Chat;
 use crate::cluster::{HpaPolicy, Workload};
 use crate::config::EnvironmentConfig;
-use crate::journal::{OpRecord, Scale, StepRecord};
+use crate::journal::{OpRecord, Scale, StepKind, StepRecord};
 
 impl Operation for Scale {
     fn steps(&self, _env: &str, _e: &EnvironmentConfig) -> Vec<StepRecord> {
-        vec![StepRecord::pending("scale")]
+        vec![StepRecord::pending(StepKind::Scale)]
     }
 
-    async fn step<C: Chat>(&self, name: &str, cx: &mut Step<'_, C>) -> StepEnd {
-        if name != "scale" {
-            return StepEnd::failed(format!("step `{name}` is not part of a scale"));
+    async fn step<C: Chat>(&self, step: &StepKind, cx: &mut Step<'_, C>) -> StepEnd {
+        if *step != StepKind::Scale {
+            return operation::foreign(step, "a scale");
         }
         let e = cx.e;
         let (kind, wname) = match self.component.as_deref() {

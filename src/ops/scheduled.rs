@@ -9,7 +9,7 @@ use crate::chat::Chat;
 use crate::command::Command;
 use crate::config::Config;
 use crate::schedule::{Kind, Runner, SYSTEM_USER};
-use crate::store::{AuditDecision, AuditEntry, Store};
+use crate::store::{AuditDecision, AuditEntry, OpId, Store};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -50,7 +50,7 @@ impl<C: Chat> Scheduled<C> {
         command: &str,
         decision: AuditDecision,
         reason: Option<String>,
-        op: Option<u64>,
+        op: Option<OpId>,
     ) {
         let entry = AuditEntry {
             at_ms: self.engine.now_ms(),
@@ -247,7 +247,7 @@ impl<C: Chat> Runner for Scheduled<C> {
                 return;
             }
         };
-        tracing::info!(%env, %kind, %slot, op, "starting a scheduled operation");
+        tracing::info!(%env, %kind, %slot, op = op.get(), "starting a scheduled operation");
         self.audit(
             env,
             &channel,

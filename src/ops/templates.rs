@@ -179,7 +179,7 @@ pub fn render(
 /// The values a template is rendered with when it is only checked, not run.
 fn sample_params(env: &str, e: &EnvironmentConfig) -> BTreeMap<String, String> {
     let sample = OpRecord {
-        id: 1,
+        id: crate::journal::OpId::new(1),
         env: env.to_string(),
         mark: "sample00mark".into(),
         ..OpRecord::default()
@@ -293,7 +293,7 @@ mod tests {
             let e = &cfg.environments["prod"];
             for kind in Kind::ALL {
                 let rec = OpRecord {
-                    id: 42,
+                    id: crate::journal::OpId::new(42),
                     env: "prod".into(),
                     mark: "k3x9aqqqqqqq".into(),
                     ..OpRecord::default()
@@ -347,7 +347,7 @@ mod tests {
         let e = &cfg.environments["prod"];
         assert_eq!(Kind::used_by(e).len(), 7);
         let rec = OpRecord {
-            id: 7,
+            id: crate::journal::OpId::new(7),
             env: "prod".into(),
             mark: "k3x9aqqqqqqq".into(),
             ..OpRecord::default()

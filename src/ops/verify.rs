@@ -6,33 +6,33 @@ use super::templates;
 use crate::chat::Chat;
 use crate::cluster::jobs::{JobEnd, JobReport};
 use crate::config::EnvironmentConfig;
-use crate::journal::{OpRecord, StepRecord, Verify};
+use crate::journal::{LockKey, OpRecord, StepKind, StepRecord, Verify};
 
 impl Operation for Verify {
     fn steps(&self, _env: &str, _e: &EnvironmentConfig) -> Vec<StepRecord> {
         if self.offsite {
             vec![
-                StepRecord::pending(super::offsite::FETCH),
-                StepRecord::pending("verify"),
+                StepRecord::pending(StepKind::OffsiteFetch),
+                StepRecord::pending(StepKind::Verify),
             ]
         } else {
-            vec![StepRecord::pending("verify")]
+            vec![StepRecord::pending(StepKind::Verify)]
         }
     }
 
-    fn locks(&self, env: &str) -> Vec<String> {
-        vec![format!("{env}#backups")]
+    fn locks(&self, env: &str) -> Vec<LockKey> {
+        vec![LockKey::backups(env)]
     }
 
-    async fn step<C: Chat>(&self, name: &str, cx: &mut Step<'_, C>) -> StepEnd {
-        match name {
-            "verify" => self.test_restore(cx).await,
-            super::offsite::FETCH => {
+    async fn step<C: Chat>(&self, kind: &StepKind, cx: &mut Step<'_, C>) -> StepEnd {
+        match kind {
+            StepKind::Verify => self.test_restore(cx).await,
+            StepKind::OffsiteFetch => {
                 cx.engine
                     .fetch_offsite(cx.cluster, cx.e, cx.rec, &self.backup.name)
                     .await
             }
-            _ => StepEnd::failed(format!("step `{name}` is not part of a verify")),
+            other => operation::foreign(other, "a verify"),
         }
     }
 

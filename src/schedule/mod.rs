@@ -13,9 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::clock::Clock;
 use crate::config::{Config, ScheduleConfig};
-use crate::store::Store;
-
-const TREE: &str = "schedule";
+use crate::store::{Record, Store, Tree};
 
 /// Who scheduled runs are recorded as (not a valid chat username, so no one can be mistaken for it).
 pub const SYSTEM_USER: &str = "(schedule)";
@@ -158,6 +156,10 @@ pub fn entries(config: &Config) -> Vec<Entry> {
     out
 }
 
+impl Record for State {
+    const TREE: Tree = Tree::Schedule;
+}
+
 /// What the store remembers about one schedule.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct State {
@@ -173,14 +175,15 @@ pub struct State {
 
 fn state(store: &Store, key: &str) -> State {
     store
-        .kv_get::<State>(TREE, key)
+        .records::<State>()
+        .get(key)
         .ok()
         .flatten()
         .unwrap_or_default()
 }
 
 fn put_state(store: &Store, key: &str, s: &State) {
-    if let Err(e) = store.kv_put(TREE, key, s) {
+    if let Err(e) = store.records().put(key, s) {
         tracing::error!(error = %e, key, "cannot save a schedule's state");
     }
 }

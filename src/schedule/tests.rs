@@ -105,8 +105,8 @@ async fn a_schedule_missed_while_down_runs_once_at_start_not_once_per_slot() {
     let store = Store::temporary().unwrap();
     // Seen running three days ago: 72 hourly slots were missed.
     store
-        .kv_put(
-            TREE,
+        .records()
+        .put(
             "prod/backup",
             &State {
                 last_run_ms: Some(at("2026-11-18T10:00:00Z").timestamp_millis()),

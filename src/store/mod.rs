@@ -6,7 +6,15 @@ use serde::{Deserialize, Serialize};
 
 mod append;
 mod audit_log;
+mod journal;
+mod marks;
+mod records;
 mod seen;
+mod trees;
+
+pub use self::records::{Record, Records};
+pub use self::trees::Tree;
+use self::trees::{LEGACY_AUDIT, LEGACY_SEEN};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +99,7 @@ pub struct AuditEntry {
     #[serde(default)]
     pub reason: Option<String>,
     #[serde(default)]
-    pub op: Option<u64>,
+    pub op: Option<OpId>,
     /// How it ended, when known.
     #[serde(default)]
     pub outcome: Option<String>,
@@ -227,20 +235,17 @@ pub struct EnvLock {
 }
 
 pub use self::seen::digest as message_digest;
-pub use crate::journal::{OpRecord, OpState, StepRecord, StepState};
+pub use crate::journal::{LockKey, OpId, OpRecord, OpState, StepRecord, StepState};
 
 /// An operation's record in this version's form, whatever format it was written in.
 fn decode_op(v: &[u8]) -> Result<OpRecord, StoreError> {
-    let mut op: OpRecord = decode("ops", v)?;
+    let mut op: OpRecord = decode(Tree::Ops.name(), v)?;
     op.upgrade();
     Ok(op)
 }
 
 /// sled's page cache; its default (1 GiB) would let a long-running bot grow without need.
 const CACHE_BYTES: u64 = 4 * 1024 * 1024;
-
-/// Key of the room-independent read mark.
-const GLOBAL_MARK: &str = "*";
 
 /// The bot's persistent state. Cloning is cheap and shares the same database.
 #[derive(Clone)]
@@ -271,7 +276,7 @@ pub enum WriteOp {
 /// Writes of one kind to one tree still to be failed.
 #[derive(Debug)]
 struct WriteFault {
-    tree: &'static str,
+    tree: Tree,
     op: WriteOp,
     left: u32,
 }
@@ -355,9 +360,13 @@ impl Store {
             Some(dir) => audit_log::AuditLog::open(&dir.join(audit_log::FILE))?,
             None => audit_log::AuditLog::temporary(),
         };
-        // Before the audit file, the records were the tree "audit", keyed by sequence number.
-        if db.tree_names().iter().any(|n| n.as_ref() == b"audit") {
-            let tree = db.open_tree("audit").map_err(io("open audit"))?;
+        // Before the audit file, the records were a tree, keyed by sequence number.
+        if db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == LEGACY_AUDIT.as_bytes())
+        {
+            let tree = db.open_tree(LEGACY_AUDIT).map_err(io("open audit"))?;
             let mut lines = audit.lines()?;
             for item in tree.iter() {
                 let (_, v) = item.map_err(io("migrate audit"))?;
@@ -365,24 +374,29 @@ impl Store {
             }
             audit.rewrite(&lines)?;
             drop(tree);
-            db.drop_tree("audit").map_err(io("drop old audit"))?;
+            db.drop_tree(LEGACY_AUDIT).map_err(io("drop old audit"))?;
         }
-        // Before the seen-ids file, each id was its own key in the tree "seen".
-        if db.tree_names().iter().any(|n| n.as_ref() == b"seen") {
-            let legacy = db.open_tree("seen").map_err(io("open seen"))?;
+        // Before the seen-ids file, each id was its own key in a tree.
+        if db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == LEGACY_SEEN.as_bytes())
+        {
+            let legacy = db.open_tree(LEGACY_SEEN).map_err(io("open seen"))?;
             seen.take_over(&legacy)?;
             drop(legacy);
-            db.drop_tree("seen").map_err(io("drop old seen"))?;
+            db.drop_tree(LEGACY_SEEN).map_err(io("drop old seen"))?;
         }
+        let open = |t: Tree| db.open_tree(t.name()).map_err(io("open tree"));
         Ok(Store {
             seen,
-            handling: db.open_tree("unanswered").map_err(io("open unanswered"))?,
+            handling: open(Tree::Unanswered)?,
             audit,
-            marks: db.open_tree("marks").map_err(io("open marks"))?,
-            locks: db.open_tree("locks").map_err(io("open locks"))?,
-            meta: db.open_tree("meta").map_err(io("open meta"))?,
-            ops: db.open_tree("ops").map_err(io("open ops"))?,
-            op_locks: db.open_tree("op_locks").map_err(io("open op locks"))?,
+            marks: open(Tree::Marks)?,
+            locks: open(Tree::Locks)?,
+            meta: open(Tree::Meta)?,
+            ops: open(Tree::Ops)?,
+            op_locks: open(Tree::OpLocks)?,
             audit_key: Default::default(),
             faults: Default::default(),
             db,
@@ -391,14 +405,14 @@ impl Store {
 
     /// Fails the next `n` record writes of kind `op` to `tree` as a broken disk would, for tests
     /// of what a failed write leaves behind.
-    pub fn fail_next_writes(&self, tree: &'static str, op: WriteOp, n: u32) {
+    pub fn fail_next_writes(&self, tree: Tree, op: WriteOp, n: u32) {
         let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
         faults.retain(|f| !(f.tree == tree && f.op == op));
         faults.push(WriteFault { tree, op, left: n });
     }
 
     /// An injected failure of this write, if one is due.
-    fn injected(&self, tree: &str, op: WriteOp) -> Result<(), StoreError> {
+    fn injected(&self, tree: Tree, op: WriteOp) -> Result<(), StoreError> {
         let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
         match faults
             .iter_mut()
@@ -611,160 +625,23 @@ impl Store {
         self.write_audit_records(&records)
     }
 
-    /// A new operation number (1, 2, 3, ...).
-    pub fn next_op_id(&self) -> Result<u64, StoreError> {
-        let v = self
-            .meta
-            .update_and_fetch("next_op", |old| {
-                let n = old
-                    .and_then(|v| v.try_into().ok().map(u64::from_be_bytes))
-                    .unwrap_or(0);
-                Some((n + 1).to_be_bytes().to_vec())
-            })
-            .map_err(io("op id"))?;
-        Ok(
-            v.and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
-                .unwrap_or(1),
-        )
-    }
-
-    /// Writes (or rewrites) an operation's journal record and flushes it to disk.
-    /// Writes an operation's record; it is on disk after [`Store::flush_journal`] (or sled's
-    /// own periodic flush), so that progress ticks never wait on the disk.
-    pub fn put_op(&self, op: &OpRecord) -> Result<(), StoreError> {
-        let value = encode("ops", op)?;
-        self.ops
-            .insert(op.id.to_be_bytes(), value)
-            .map_err(io("journal"))?;
-        Ok(())
-    }
-
-    /// Writes an operation's record exactly as given, after checking that it reads (a journal
-    /// written by an older version: the upgrade tests and recovery tools use it).
-    pub fn put_op_json(&self, id: u64, json: &[u8]) -> Result<(), StoreError> {
-        decode_op(json)?;
-        self.ops
-            .insert(id.to_be_bytes(), json)
-            .map_err(io("journal"))?;
-        Ok(())
-    }
-
-    /// Makes the journal and the operation locks durable, off the async runtime's threads.
-    pub async fn flush_journal(&self) -> Result<(), StoreError> {
-        self.ops.flush_async().await.map_err(io("journal flush"))?;
-        self.op_locks
-            .flush_async()
-            .await
-            .map_err(io("op lock flush"))?;
-        Ok(())
-    }
-
-    pub fn get_op(&self, id: u64) -> Result<Option<OpRecord>, StoreError> {
-        match self.ops.get(id.to_be_bytes()).map_err(io("read journal"))? {
-            Some(v) => Ok(Some(decode_op(&v)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Operations, newest first, optionally of one environment.
-    pub fn recent_ops(&self, env: Option<&str>, limit: usize) -> Result<Vec<OpRecord>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.ops.iter().rev() {
-            let (_, v) = item.map_err(io("read journal"))?;
-            let op = decode_op(&v)?;
-            if env.is_none_or(|e| op.env == e) {
-                out.push(op);
-                if out.len() == limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Operations still marked running (after a crash or shutdown: to resume).
-    pub fn running_ops(&self) -> Result<Vec<OpRecord>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.ops.iter() {
-            let (_, v) = item.map_err(io("read journal"))?;
-            let op = decode_op(&v)?;
-            if op.state == OpState::Running {
-                out.push(op);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Takes `env` for operation `op`: `Err(holder)` when another operation holds it.
-    pub fn acquire_env_op(&self, env: &str, op: u64) -> Result<Result<(), u64>, StoreError> {
-        match self
-            .op_locks
-            .compare_and_swap(
-                env.as_bytes(),
-                None as Option<&[u8]>,
-                Some(&op.to_be_bytes()[..]),
-            )
-            .map_err(io("op lock"))?
-        {
-            Ok(()) => Ok(Ok(())),
-            Err(cas) => {
-                let holder = cas
-                    .current
-                    .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
-                    .unwrap_or(0);
-                if holder == op {
-                    Ok(Ok(()))
-                } else {
-                    Ok(Err(holder))
-                }
-            }
-        }
-    }
-
-    /// Releases `env` if operation `op` holds it.
-    pub fn release_env_op(&self, env: &str, op: u64) -> Result<(), StoreError> {
-        let _ = self
-            .op_locks
-            .compare_and_swap(
-                env.as_bytes(),
-                Some(&op.to_be_bytes()[..]),
-                None as Option<&[u8]>,
-            )
-            .map_err(io("op unlock"))?;
-        Ok(())
-    }
-
-    /// Every held operation lock: the key and the operation holding it.
-    pub fn env_ops(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.op_locks.iter() {
-            let (k, v) = item.map_err(io("read op locks"))?;
-            if let Ok(b) = v.as_ref().try_into() {
-                out.push((
-                    String::from_utf8_lossy(&k).into_owned(),
-                    u64::from_be_bytes(b),
-                ));
-            }
-        }
-        Ok(out)
-    }
-
-    /// The operation holding `env`, if any.
-    pub fn env_op(&self, env: &str) -> Result<Option<u64>, StoreError> {
-        Ok(self
-            .op_locks
-            .get(env.as_bytes())
-            .map_err(io("read op lock"))?
-            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
-    }
-
     /// Records that message `id` is being handled (`what` says where to answer it).
     pub fn begin_handling<T: Serialize>(&self, id: &str, what: &T) -> Result<(), StoreError> {
-        let v = encode("unanswered", what)?;
+        let v = encode(Tree::Unanswered.name(), what)?;
         self.handling
             .insert(id.as_bytes(), v)
             .map_err(io("begin handling"))?;
         Ok(())
+    }
+
+    /// The messages still being handled (after a restart: those it stopped in the middle of).
+    pub fn unanswered<T: serde::de::DeserializeOwned>(&self) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.handling.iter() {
+            let (_, v) = item.map_err(io("read unanswered"))?;
+            out.push(decode(Tree::Unanswered.name(), &v)?);
+        }
+        Ok(out)
     }
 
     /// Message `id` has been answered.
@@ -772,152 +649,6 @@ impl Store {
         self.handling
             .remove(id.as_bytes())
             .map_err(io("end handling"))?;
-        Ok(())
-    }
-
-    /// Stores a JSON record under `key` in the named tree (incidents, mutes, ...).
-    pub fn kv_put<T: Serialize>(
-        &self,
-        tree: &'static str,
-        key: &str,
-        value: &T,
-    ) -> Result<(), StoreError> {
-        self.injected(tree, WriteOp::Put)?;
-        let t = self.db.open_tree(tree).map_err(io("open tree"))?;
-        let v = encode(tree, value)?;
-        t.insert(key.as_bytes(), v).map_err(io("kv put"))?;
-        Ok(())
-    }
-
-    pub fn kv_get<T: serde::de::DeserializeOwned>(
-        &self,
-        tree: &'static str,
-        key: &str,
-    ) -> Result<Option<T>, StoreError> {
-        let t = self.db.open_tree(tree).map_err(io("open tree"))?;
-        match t.get(key.as_bytes()).map_err(io("kv get"))? {
-            Some(v) => Ok(Some(decode(tree, &v)?)),
-            None => Ok(None),
-        }
-    }
-
-    pub fn kv_remove(&self, tree: &'static str, key: &str) -> Result<(), StoreError> {
-        self.injected(tree, WriteOp::Remove)?;
-        let t = self.db.open_tree(tree).map_err(io("open tree"))?;
-        t.remove(key.as_bytes()).map_err(io("kv remove"))?;
-        Ok(())
-    }
-
-    /// Every record of the named tree.
-    pub fn kv_all<T: serde::de::DeserializeOwned>(
-        &self,
-        tree: &'static str,
-    ) -> Result<Vec<T>, StoreError> {
-        let t = self.db.open_tree(tree).map_err(io("open tree"))?;
-        let mut out = Vec::new();
-        for item in t.iter() {
-            let (_, v) = item.map_err(io("kv scan"))?;
-            out.push(decode(tree, &v)?);
-        }
-        Ok(out)
-    }
-
-    /// Removes the records of `tree` that `keep` (given key and record) rejects; returns how many.
-    pub fn kv_retain<T: serde::de::DeserializeOwned>(
-        &self,
-        tree: &'static str,
-        keep: impl Fn(&str, &T) -> bool,
-    ) -> Result<usize, StoreError> {
-        let t = self.db.open_tree(tree).map_err(io("open tree"))?;
-        let mut gone = Vec::new();
-        for item in t.iter() {
-            let (k, v) = item.map_err(io("kv scan"))?;
-            let value: T = decode(tree, &v)?;
-            if !keep(&String::from_utf8_lossy(&k), &value) {
-                gone.push(k);
-            }
-        }
-        for k in &gone {
-            t.remove(k).map_err(io("kv remove"))?;
-        }
-        Ok(gone.len())
-    }
-
-    /// Locks an environment; `Err` with the holder when it is already locked.
-    pub fn lock_env(&self, env: &str, lock: &EnvLock) -> Result<Result<(), EnvLock>, StoreError> {
-        let value = encode("locks", lock)?;
-        match self
-            .locks
-            .compare_and_swap(env.as_bytes(), None as Option<&[u8]>, Some(value))
-            .map_err(io("lock"))?
-        {
-            Ok(()) => Ok(Ok(())),
-            Err(cas) => {
-                let held = cas.current.and_then(|v| serde_json::from_slice(&v).ok());
-                Ok(Err(held.unwrap_or(EnvLock {
-                    by: "?".into(),
-                    reason: None,
-                    at_ms: 0,
-                })))
-            }
-        }
-    }
-
-    /// Lifts an environment's lock; returns what it was.
-    pub fn unlock_env(&self, env: &str) -> Result<Option<EnvLock>, StoreError> {
-        let old = self.locks.remove(env.as_bytes()).map_err(io("unlock"))?;
-        Ok(old.and_then(|v| serde_json::from_slice(&v).ok()))
-    }
-
-    pub fn env_lock(&self, env: &str) -> Result<Option<EnvLock>, StoreError> {
-        Ok(self
-            .locks
-            .get(env.as_bytes())
-            .map_err(io("read lock"))?
-            .and_then(|v| serde_json::from_slice(&v).ok()))
-    }
-
-    /// The timestamp (server ms) of the newest message handled in `room`, or the global mark.
-    pub fn read_mark(&self, room: &str) -> Result<Option<i64>, StoreError> {
-        match self.mark(room)? {
-            Some(m) => Ok(Some(m)),
-            None => self.mark(GLOBAL_MARK),
-        }
-    }
-
-    fn mark(&self, key: &str) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .marks
-            .get(key.as_bytes())
-            .map_err(io("read mark"))?
-            .and_then(|v| v.as_ref().try_into().ok().map(i64::from_be_bytes)))
-    }
-
-    /// Moves `room`'s read mark (and the global one) forward to `ts_ms`; never backwards.
-    pub fn advance_mark(&self, room: &str, ts_ms: i64) -> Result<(), StoreError> {
-        for key in [room, GLOBAL_MARK] {
-            self.marks
-                .fetch_and_update(key.as_bytes(), |old| {
-                    let old = old
-                        .and_then(|v| v.try_into().ok().map(i64::from_be_bytes))
-                        .unwrap_or(i64::MIN);
-                    Some(old.max(ts_ms).to_be_bytes().to_vec())
-                })
-                .map_err(io("advance mark"))?;
-        }
-        Ok(())
-    }
-
-    /// Sets the global mark if none exists yet (first start: history before now is not replayed).
-    pub fn init_global_mark(&self, now_ms: i64) -> Result<(), StoreError> {
-        let _ = self
-            .marks
-            .compare_and_swap(
-                GLOBAL_MARK.as_bytes(),
-                None as Option<&[u8]>,
-                Some(&now_ms.to_be_bytes()[..]),
-            )
-            .map_err(io("init mark"))?;
         Ok(())
     }
 
@@ -1226,7 +957,10 @@ mod tests {
     #[test]
     fn operation_numbers_count_up_and_environment_locks_are_exclusive() {
         let s = Store::temporary().unwrap();
-        assert_eq!((s.next_op_id().unwrap(), s.next_op_id().unwrap()), (1, 2));
+        assert_eq!(
+            (s.next_op_id().unwrap(), s.next_op_id().unwrap()),
+            (OpId::new(1), OpId::new(2))
+        );
         let l = EnvLock {
             by: "alice".into(),
             reason: Some("freeze".into()),

@@ -513,7 +513,11 @@ async fn a_watch_refused_after_its_permission_is_removed_raises_one_incident_nam
 async fn an_incident_the_store_cannot_write_is_logged_and_counted_not_dropped_silently() {
     let mut w = World::with_cluster().await;
     let store = w.start_bot_sharing_store(alert_config(&w)).await;
-    store.fail_next_writes("incidents", rocketops::store::WriteOp::Put, 1_000);
+    store.fail_next_writes(
+        rocketops::store::Tree::Incidents,
+        rocketops::store::WriteOp::Put,
+        1_000,
+    );
     w.kube().script_job(
         "nightly-export",
         JobScript {

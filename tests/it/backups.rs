@@ -309,7 +309,11 @@ async fn a_prune_whose_catalog_cannot_forget_the_deleted_backups_fails_and_nothi
         };
     let store = w.start_bot_sharing_store(c).await;
     // The disk under the catalog fails just as the prune Job has deleted the archives.
-    store.fail_next_writes("backups", rocketops::store::WriteOp::Remove, 2);
+    store.fail_next_writes(
+        rocketops::store::Tree::Backups,
+        rocketops::store::WriteOp::Remove,
+        2,
+    );
     w.sim.post("alice", "#ops", "/backup prune test").unwrap();
     let done = w
         .wait_bot_text("#ops", "the prune", |t| {
@@ -1005,8 +1009,8 @@ async fn a_backup_schedule_missed_for_days_runs_once_when_the_bot_starts() {
         let store = w.open_store();
         let three_days_ago = chrono::Utc::now().timestamp_millis() - 3 * 86_400_000;
         store
-            .kv_put(
-                "schedule",
+            .records()
+            .put(
                 "test/backup",
                 &rocketops::schedule::State {
                     last_run_ms: Some(three_days_ago),

@@ -1,6 +1,8 @@
 //! The journal as the only truth about an operation: a record written by an older version resumes, and resuming never depends on today's grammar, bounds or runbooks.
 
-use rocketops::journal::{Facts, JOURNAL_VERSION, OpRecord, OpSpec, OpState, StepRecord};
+use rocketops::journal::{
+    Facts, JOURNAL_VERSION, LockKey, OpId, OpRecord, OpSpec, OpState, StepKind, StepRecord,
+};
 
 use crate::support::{World, bot_texts};
 
@@ -11,18 +13,21 @@ fn ops_room(w: &World) -> String {
 /// A running operation of this version's format, as if the bot had died before its first step.
 fn running(w: &World, id: u64, command: &str, spec: OpSpec, steps: &[&str]) -> OpRecord {
     OpRecord {
-        id,
+        id: OpId::new(id),
         env: "test".into(),
         v: JOURNAL_VERSION,
         command: command.into(),
         spec: Some(spec),
         user: "alice".into(),
         room_id: ops_room(w),
-        steps: steps.iter().map(|s| StepRecord::pending(s)).collect(),
+        steps: steps
+            .iter()
+            .map(|s| StepRecord::pending(StepKind::parse(s)))
+            .collect(),
         state: OpState::Running,
         started_ms: chrono::Utc::now().timestamp_millis(),
         facts: Facts {
-            locks: vec!["test".into()],
+            locks: vec![LockKey::env("test")],
             ..Facts::default()
         },
         mark: OpRecord::new_mark(),
@@ -34,7 +39,10 @@ fn running(w: &World, id: u64, command: &str, spec: OpSpec, steps: &[&str]) -> O
 fn journal(w: &World, rec: &OpRecord) {
     let store = w.open_store();
     store.put_op(rec).unwrap();
-    assert_eq!(store.acquire_env_op("test", rec.id).unwrap(), Ok(()));
+    assert_eq!(
+        store.acquire_env_op(&LockKey::env("test"), rec.id).unwrap(),
+        Ok(())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,15 +64,18 @@ async fn a_restore_journaled_by_the_first_format_resumes_after_an_upgrade_with_t
     .replace("GENERAL-OPS", &ops_room(&w));
     {
         let store = w.open_store();
-        store.put_op_json(41, golden.as_bytes()).unwrap();
-        let read = store.get_op(41).unwrap().unwrap();
+        store.put_op_json(OpId::new(41), golden.as_bytes()).unwrap();
+        let read = store.get_op(OpId::new(41)).unwrap().unwrap();
         assert_eq!(
             (read.v, read.spec.is_none()),
             (0, true),
             "read as the first format"
         );
         assert_eq!(read.facts.replicas, Some(3));
-        assert_eq!(read.lock_keys(), vec!["test", "test#backups"]);
+        assert_eq!(
+            read.lock_keys(),
+            vec![LockKey::env("test"), LockKey::backups("test")]
+        );
     }
     w.start_bot().await;
     let msgs = w
@@ -101,12 +112,12 @@ async fn a_restore_journaled_by_the_first_format_resumes_after_an_upgrade_with_t
     );
     w.stop_bot().await;
     let store = w.open_store();
-    let rec = store.get_op(41).unwrap().unwrap();
+    let rec = store.get_op(OpId::new(41)).unwrap().unwrap();
     assert_eq!(rec.v, JOURNAL_VERSION, "rewritten in this version's format");
     assert!(matches!(rec.spec, Some(OpSpec::Restore(ref r)) if r.backup.name == "test-nightly"));
     assert_eq!(rec.state, OpState::Succeeded);
-    assert_eq!(store.env_op("test").unwrap(), None);
-    assert_eq!(store.env_op("test#backups").unwrap(), None);
+    assert_eq!(store.env_op(&LockKey::env("test")).unwrap(), None);
+    assert_eq!(store.env_op(&LockKey::backups("test")).unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,8 +258,7 @@ async fn a_message_the_bot_was_handling_when_it_died_gets_a_word_after_the_resta
             .mark_seen("m-killed", chrono::Utc::now().timestamp_millis())
             .unwrap();
         store
-            .kv_put(
-                "unanswered",
+            .begin_handling(
                 "m-killed",
                 &serde_json::json!({"id": "m-killed", "room_id": ops_room(&w), "thread": null, "text": "/scale test 1"}),
             )
@@ -271,7 +281,7 @@ async fn a_message_the_bot_was_handling_when_it_died_gets_a_word_after_the_resta
         "not run"
     );
     let store = w.open_store();
-    let left: Vec<serde_json::Value> = store.kv_all("unanswered").unwrap();
+    let left: Vec<serde_json::Value> = store.unanswered().unwrap();
     assert!(left.is_empty(), "told once: {left:?}");
 }
 
@@ -305,4 +315,52 @@ async fn a_progress_message_journaled_but_never_posted_is_posted_once_under_its_
         .collect();
     assert_eq!(progress.len(), 1, "{progress:?}");
     assert_eq!(progress[0]["_id"], "ProgressOf12xxxxx");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_journaled_by_the_second_format_resumes_after_an_upgrade_and_puts_its_autoscaler_back()
+ {
+    let mut w = World::with_cluster().await;
+    let now = chrono::Utc::now().timestamp_millis();
+    w.seed_catalog(&[("test", "test-nightly", now - 7_200_000)]);
+    // As the journaled scale down left it: the app at zero, its autoscaler removed.
+    w.kube().set_replicas("test", "rocketchat", 0).unwrap();
+    let golden = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden/journal-v2-restore-hpa.json"),
+    )
+    .unwrap()
+    .replace("GENERAL-OPS", &ops_room(&w));
+    w.open_store()
+        .put_op_json(OpId::new(58), golden.as_bytes())
+        .unwrap();
+    w.start_bot().await;
+    let msgs = w
+        .wait_for("#ops", "the resumed restore's end", |m| {
+            bot_texts(m)
+                .iter()
+                .any(|t| t.contains("restore test latest") && t.starts_with("✅"))
+        })
+        .await;
+    let done = bot_texts(&msgs)
+        .into_iter()
+        .find(|t| t.contains("restore test latest"))
+        .unwrap();
+    assert!(done.contains("autoscaler rocketchat restored"), "{done}");
+    let hpa = w
+        .kube()
+        .get("horizontalpodautoscalers", "test", "rocketchat")
+        .unwrap();
+    assert_eq!(
+        (
+            &hpa["spec"]["minReplicas"],
+            &hpa["spec"]["maxReplicas"],
+            &hpa["metadata"]["labels"]["team"]
+        ),
+        (&2.into(), &6.into(), &"chat".into())
+    );
+    w.stop_bot().await;
+    let rec = w.open_store().get_op(OpId::new(58)).unwrap().unwrap();
+    assert_eq!(rec.v, JOURNAL_VERSION, "rewritten in this version's format");
+    assert_eq!(rec.state, OpState::Succeeded);
 }

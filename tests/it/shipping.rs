@@ -381,7 +381,7 @@ fn the_example_backup_cronjob_runs_the_same_script_as_the_mongodb_backup_templat
     config.bot.commands_dir = "commands".into();
     let e = &config.environments["test"];
     let rec = rocketops::store::OpRecord {
-        id: 1,
+        id: rocketops::journal::OpId::new(1),
         env: "test".into(),
         ..Default::default()
     };

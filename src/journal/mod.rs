@@ -4,9 +4,20 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+mod ids;
+mod saved;
+mod step;
+
+pub use ids::{LockKey, OpId};
+pub use saved::SavedHpa;
+use saved::{revision_number, starting_revision};
+pub use step::StepKind;
+
 /// The journal format written by this version. 1: command as text, facts as a string map;
-/// 2: a typed [`OpSpec`] and typed [`Facts`].
-pub const JOURNAL_VERSION: u32 = 2;
+/// 2: a typed [`OpSpec`] and typed [`Facts`]; 3: a deploy's previous revision and a rollback's
+/// starting revision as numbers.
+/// This version reads them all.
+pub const JOURNAL_VERSION: u32 = 3;
 
 /// What an operation is, resolved when it started (the image, the backup, the runbook's Job), so
 /// that it resumes after a restart or an upgrade exactly as it was asked and authorized.
@@ -130,15 +141,21 @@ pub struct TakenBackup {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct Facts {
-    /// The locks it holds (`prod`, `prod#backups`).
-    pub locks: Vec<String>,
-    /// Deploy: the revision and image before the new image was set.
-    pub previous_revision: Option<String>,
+    /// The locks it holds.
+    pub locks: Vec<LockKey>,
+    /// Deploy: the revision and image before the new image was set. The image is recorded with
+    /// the revision, always (empty when the container had none), so it says whether they were
+    /// recorded; the revision is absent when the Deployment had none.
+    #[serde(deserialize_with = "revision_number")]
+    pub previous_revision: Option<i64>,
     pub previous_image: Option<String>,
     /// The revision the rollout ended on.
     pub revision: Option<i64>,
     /// Rollback: the revision (and version) it started from, and where it went.
-    pub undo_from: Option<String>,
+    /// The revision is 0 when the Deployment had none (as `kubectl rollout undo --to-revision=0`,
+    /// going back from it means the previous one).
+    #[serde(deserialize_with = "starting_revision")]
+    pub undo_from: Option<i64>,
     pub undo_from_version: Option<String>,
     pub undo_to: Option<i64>,
     pub undo_version: Option<String>,
@@ -148,7 +165,7 @@ pub struct Facts {
     pub safety: Option<TakenBackup>,
     /// Restore: the app's replicas and autoscaler before it was scaled down.
     pub replicas: Option<i32>,
-    pub hpa: Option<String>,
+    pub hpa: Option<SavedHpa>,
     pub hpa_name: Option<String>,
 }
 
@@ -164,19 +181,19 @@ impl Facts {
         };
         Facts {
             locks: get("locks")
-                .map(|l| l.split(',').map(str::to_string).collect())
+                .map(|l| l.split(',').map(LockKey::parse).collect())
                 .unwrap_or_default(),
-            previous_revision: get("previous_revision"),
+            previous_revision: get("previous_revision").and_then(|r| r.parse().ok()),
             previous_image: get("previous_image"),
             revision: get("revision").and_then(|r| r.parse().ok()),
-            undo_from: get("undo_from"),
+            undo_from: get("undo_from").map(|r| r.parse().unwrap_or(0)),
             undo_from_version: get("undo_from_version"),
             undo_to: get("undo_to").and_then(|r| r.parse().ok()),
             undo_version: get("undo_version"),
             backup: taken("backup"),
             safety: taken("safety"),
             replicas: get("replicas").and_then(|r| r.parse().ok()),
-            hpa: get("hpa"),
+            hpa: get("hpa").map(SavedHpa::from),
             hpa_name: get("hpa_name"),
         }
     }
@@ -220,7 +237,8 @@ pub enum StepState {
 /// One step of an operation, as journaled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepRecord {
-    pub name: String,
+    #[serde(rename = "name")]
+    pub kind: StepKind,
     pub state: StepState,
     /// What happened (`3/3 ready`, the backup's size, the failing pod).
     #[serde(default)]
@@ -232,9 +250,9 @@ pub struct StepRecord {
 }
 
 impl StepRecord {
-    pub fn pending(name: &str) -> StepRecord {
+    pub fn pending(kind: StepKind) -> StepRecord {
         StepRecord {
-            name: name.to_string(),
+            kind,
             state: StepState::Pending,
             detail: String::new(),
             started_ms: None,
@@ -247,7 +265,7 @@ impl StepRecord {
 /// knows exactly where it stopped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct OpRecord {
-    pub id: u64,
+    pub id: OpId,
     pub env: String,
     /// The journal format this record was written in ([`JOURNAL_VERSION`]; 0 or absent: the
     /// first format, whose command was text and whose facts were a string map).
@@ -307,10 +325,14 @@ impl OpRecord {
     }
 
     /// Reads a record of an older format into this one's typed facts (the command stays as it was:
-    /// an older record without a spec is resolved once, by the engine, when it resumes).
+    /// an older record without a spec is resolved once, by the engine, when it resumes). A record
+    /// with a spec is held in this version's types from here on, and written back in its format.
     pub fn upgrade(&mut self) {
         if !self.legacy_data.is_empty() {
             self.facts = Facts::from_legacy(&self.legacy_data);
+        }
+        if self.spec.is_some() {
+            self.v = JOURNAL_VERSION;
         }
     }
 
@@ -332,11 +354,14 @@ impl OpRecord {
     }
 
     /// The locks the operation holds (a first-format record without any held its environment).
-    pub fn lock_keys(&self) -> Vec<String> {
+    pub fn lock_keys(&self) -> Vec<LockKey> {
         if self.facts.locks.is_empty() {
-            vec![self.env.clone()]
+            vec![LockKey::env(&self.env)]
         } else {
             self.facts.locks.clone()
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
