@@ -1507,6 +1507,9 @@ impl<C: Chat> Bot<C> {
             }
             return;
         }
+        let roles = lock(&self.s.roles, "role cache")
+            .get(&origin.msg.username, Duration::MAX)
+            .unwrap_or_default();
         let result = ops::execute(
             &held.cmd,
             &ops::Context {
@@ -1522,10 +1525,8 @@ impl<C: Chat> Bot<C> {
                 op: held.op,
                 clock: self.s.clock,
                 visible: held.visible.as_deref(),
+                roles: &roles,
                 help_for: &|name, sample| {
-                    let roles = lock(&self.s.roles, "role cache")
-                        .get(&origin.msg.username, Duration::MAX)
-                        .unwrap_or_default();
                     let room = match origin.msg.room_kind {
                         RoomKind::Direct => None,
                         _ => origin.msg.room_name.as_deref(),

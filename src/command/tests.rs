@@ -592,6 +592,150 @@ fn help_lists_only_what_the_asker_may_run_and_explains_one_command() {
     );
 }
 
+#[test]
+fn every_help_example_parses_to_its_command_and_back_from_its_normal_form() {
+    let g = grammar();
+    for b in builtin::ALL {
+        assert!(!b.examples.is_empty(), "`{}` shows no example", b.name);
+        for example in b.examples {
+            let cmd = parse(example, &g)
+                .unwrap_or_else(|e| panic!("`help {}` shows `{example}`: {e}", b.name));
+            assert_eq!(cmd.name(), b.name, "`help {}` shows `{example}`", b.name);
+            // The normal form the journal and the audit keep is a command that means the same;
+            // a confirmation code is left out of it on purpose.
+            if !matches!(cmd, Command::Confirm { .. }) {
+                assert_eq!(
+                    parse(&cmd.describe(), &g).as_ref(),
+                    Ok(&cmd),
+                    "`{example}` is written `{}`",
+                    cmd.describe()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_usage_starts_with_its_name_and_every_form_has_an_example() {
+    let g = grammar();
+    for b in builtin::ALL {
+        for alternative in b.usage.split(" | ") {
+            assert_eq!(
+                alternative.split_whitespace().next(),
+                Some(b.name),
+                "`{}` in the usage of `{}`",
+                alternative,
+                b.name
+            );
+            assert!(is_bare_help(&format!("help {}", b.name)), "{alternative}");
+        }
+        for f in b.forms {
+            assert!(
+                b.examples
+                    .iter()
+                    .any(|e| parse(e, &g).unwrap().policy_name() == f.policy_name),
+                "no example of `help {}` is the form `{}`",
+                b.name,
+                f.policy_name
+            );
+        }
+    }
+}
+
+#[test]
+fn every_form_is_one_commands_and_its_sample_is_that_form() {
+    for b in builtin::ALL {
+        assert_eq!(builtin::find(b.name).map(|f| f.name), Some(b.name));
+        for f in b.forms {
+            let sample = (f.sample)("test".into());
+            let owners: Vec<&str> = builtin::ALL
+                .iter()
+                .filter(|o| (o.view)(&sample).is_some())
+                .map(|o| o.name)
+                .collect();
+            assert_eq!(owners, vec![b.name], "{sample:?}");
+            assert_eq!(sample.policy_name(), f.policy_name);
+            assert_eq!(sample.is_mutating(), f.mutating, "{}", f.policy_name);
+            assert_eq!(
+                builtin::form(f.policy_name).map(|f| f.policy_name),
+                Some(f.policy_name)
+            );
+        }
+    }
+}
+
+#[test]
+fn only_what_changes_something_counts_as_a_change() {
+    let g = grammar();
+    let reads = [
+        "backup list prod",
+        "backup report",
+        "status",
+        "history prod",
+        "help",
+        "ping",
+        "confirm K7Q2XM",
+        "approve #4",
+        "alerts list",
+        "schedule list",
+    ];
+    for r in reads {
+        assert!(!ok(r).is_mutating(), "{r}");
+    }
+    let changes = [
+        "deploy test v3.1",
+        "rollback prod",
+        "scale test 5",
+        "backup now prod",
+        "backup prune test",
+        "restore test latest",
+        "verify prod",
+        "lock prod",
+        "unlock prod",
+        "cancel #4",
+        "schedule pause test",
+        "alerts mute test 2h",
+        "migrate test v2",
+    ];
+    for c in changes {
+        assert!(parse(c, &g).unwrap().is_mutating(), "{c}");
+    }
+    let open: Vec<&str> = builtin::ALL
+        .iter()
+        .flat_map(|b| b.forms)
+        .filter(|f| f.open)
+        .map(|f| f.policy_name)
+        .collect();
+    assert_eq!(open, ["cancel", "approve", "confirm", "help", "ping"]);
+}
+
+#[test]
+fn a_sample_exists_only_for_a_command_the_bot_knows() {
+    let g = grammar();
+    assert_eq!(
+        sample("backup list", &g),
+        Some(Command::BackupList {
+            env: Some("dev".into())
+        })
+    );
+    assert!(matches!(
+        sample("migrate", &g),
+        Some(Command::Runbook { name, .. }) if name == "migrate"
+    ));
+    assert_eq!(sample("frobnicate", &g), None);
+    assert_eq!(sample("", &g), None);
+}
+
+#[test]
+fn the_help_for_rollback_says_it_goes_back_to_the_last_good_revision() {
+    let h = help_text(Some("rollback"), &grammar(), "rocketops", &|_| None);
+    assert!(
+        h.contains("the last good revision: the newest earlier one that succeeded"),
+        "{h}"
+    );
+    assert!(!h.contains("before the current one"), "{h}");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
