@@ -674,6 +674,7 @@ fn only_what_changes_something_counts_as_a_change() {
         "history prod",
         "help",
         "ping",
+        "whoami",
         "confirm K7Q2XM",
         "approve #4",
         "alerts list",
@@ -706,7 +707,10 @@ fn only_what_changes_something_counts_as_a_change() {
         .filter(|f| f.open)
         .map(|f| f.policy_name)
         .collect();
-    assert_eq!(open, ["cancel", "approve", "confirm", "help", "ping"]);
+    assert_eq!(
+        open,
+        ["cancel", "approve", "confirm", "whoami", "help", "ping"]
+    );
 }
 
 #[test]

@@ -28,6 +28,7 @@ builtins! {
     answers: CANCEL, APPROVE, CONFIRM;
     schedule: SCHEDULE;
     alerts: ALERTS;
+    whoami: WHOAMI;
     help: HELP;
     ping: PING;
 }
