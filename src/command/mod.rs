@@ -11,8 +11,9 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use self::args::{check_version, shorten, too_many};
+pub use self::builtin::Answer;
 pub use self::builtin::help_text;
-use self::builtin::{Form, Query};
+use self::builtin::{Form, Kind, Query};
 use self::grammar::{Token, tokenize};
 use self::runbook::{ParamType, RunbookSpec};
 use crate::chat::RoomKind;
@@ -233,15 +234,6 @@ pub enum Command {
     Unlock {
         env: String,
     },
-    Cancel {
-        op: OpId,
-    },
-    Approve {
-        op: OpId,
-    },
-    Confirm {
-        code: String,
-    },
     Schedule {
         action: ScheduleAction,
     },
@@ -337,7 +329,7 @@ pub fn sample(name: &str, grammar: &Grammar) -> Option<Command> {
         .map(|e| e.name.clone())
         .unwrap_or_default();
     if let Some(f) = builtin::form(name) {
-        return Some((f.sample)(env));
+        return f.sample.map(|sample| sample(env));
     }
     grammar
         .runbooks
@@ -439,8 +431,73 @@ pub(crate) fn suggest(given: &str, grammar: &Grammar) -> Option<String> {
         .map(|(_, n)| n)
 }
 
-/// Parses the command text (without prefix or mention).
+/// What the audit log and the metrics record of what someone asked for.
+pub trait Asked {
+    /// In normal form (`deploy prod v3.1`).
+    fn describe(&self) -> String;
+    /// The environment it names, if any.
+    fn env(&self) -> Option<&str>;
+    /// The name the policy knows it by.
+    fn policy_name(&self) -> &str;
+}
+
+impl Asked for Command {
+    fn describe(&self) -> String {
+        Command::describe(self)
+    }
+    fn env(&self) -> Option<&str> {
+        Command::env(self)
+    }
+    fn policy_name(&self) -> &str {
+        Command::policy_name(self)
+    }
+}
+
+impl Asked for Answer {
+    fn describe(&self) -> String {
+        Answer::describe(self)
+    }
+    fn env(&self) -> Option<&str> {
+        None
+    }
+    fn policy_name(&self) -> &str {
+        self.name()
+    }
+}
+
+/// What a message addressed to the bot asks for: a command, or an answer to its question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Command(Command),
+    Answer(Answer),
+}
+
+impl Request {
+    /// What the audit log and the metrics record of it.
+    pub fn asked(&self) -> &(dyn Asked + Sync) {
+        match self {
+            Request::Command(c) => c,
+            Request::Answer(a) => a,
+        }
+    }
+}
+
+/// Parses a command (without prefix or mention); an answer to the bot's question is not one.
 pub fn parse(body: &str, grammar: &Grammar) -> Result<Command, UserError> {
+    match parse_request(body, grammar)? {
+        Request::Command(c) => Ok(c),
+        Request::Answer(a) => Err(UserError::BadArguments {
+            usage: builtin::find(a.name()).map_or("", |b| b.usage).into(),
+            problem: format!(
+                "`{}` answers a question of mine; it is not a command of its own.",
+                a.name()
+            ),
+        }),
+    }
+}
+
+/// Parses the text of a message addressed to the bot (without prefix or mention).
+pub fn parse_request(body: &str, grammar: &Grammar) -> Result<Request, UserError> {
     let tokens = tokenize(body)?;
     let mut it = tokens.into_iter();
     let Some(first) = it.next() else {
@@ -456,10 +513,13 @@ pub fn parse(body: &str, grammar: &Grammar) -> Result<Command, UserError> {
     };
     let rest: Vec<Token> = it.collect();
     if let Some(b) = builtin::find(&name) {
-        return (b.parse)(rest, grammar);
+        return match b.kind {
+            Kind::Command { parse, .. } => parse(rest, grammar).map(Request::Command),
+            Kind::Answer { parse } => parse(rest).map(Request::Answer),
+        };
     }
     if let Some(r) = grammar.runbooks.iter().find(|r| r.name == name) {
-        return parse_runbook(r, rest, grammar);
+        return parse_runbook(r, rest, grammar).map(Request::Command);
     }
     Err(UserError::UnknownCommand {
         suggestion: suggest(&name, grammar),

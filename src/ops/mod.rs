@@ -62,6 +62,9 @@ impl<C: Chat> Context<'_, C> {
 
     /// Where the asker may run the command the policy calls `name` (`None`: nowhere, or no such command).
     fn allowed(&self, name: &str) -> Option<Vec<String>> {
+        if command::builtin::form(name).is_some_and(|f| f.open) {
+            return Some(Vec::new());
+        }
         command::sample(name, self.grammar).and_then(|sample| (self.help_for)(name, &sample))
     }
 
@@ -559,9 +562,6 @@ pub async fn execute<C: Chat>(
                     format!("▶️ Resumed {n} {what}; the next runs are in `schedule list`.")
                 }
             }))
-        }
-        Command::Confirm { .. } | Command::Approve { .. } | Command::Cancel { .. } => {
-            Err(UserError::Internal)
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `alerts list` and `alerts mute ENV DURATION [REASON...]`: their grammar, help, and the two forms the policy tells apart (`alerts list` only reads).
 
-use super::{Builtin, Form, View};
+use super::{Builtin, Form, Kind, View};
 use crate::command::args::{bad, shorten, split_args};
 use crate::command::grammar::Token;
 use crate::command::{Command, Grammar};
@@ -13,26 +13,25 @@ pub const ALERTS: Builtin = Builtin {
     details: "A mute ends by itself; incidents raised meanwhile are kept and posted when it ends.",
     examples: &["alerts list", "alerts mute test 2h db migration"],
     forms: &[LIST, MUTE],
-    parse,
-    view,
+    kind: Kind::Command { parse, view },
 };
 
 const LIST: Form = Form {
     policy_name: "alerts list",
     mutating: false,
     open: false,
-    sample: |_| Command::AlertsList,
+    sample: Some(|_| Command::AlertsList),
 };
 
 const MUTE: Form = Form {
     policy_name: "alerts mute",
     mutating: true,
     open: false,
-    sample: |env| Command::AlertsMute {
+    sample: Some(|env| Command::AlertsMute {
         env,
         secs: 60,
         reason: None,
-    },
+    }),
 };
 
 fn parse(rest: Vec<Token>, g: &Grammar) -> Result<Command, UserError> {

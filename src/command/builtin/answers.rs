@@ -1,10 +1,48 @@
-//! The answers the bot asks for, `confirm CODE`, `approve OP` and `cancel OP`: their grammar, help and policy names (anyone may give them; what they answer decides).
+//! The answers to the bot's own questions, `confirm CODE`, `approve OP` and `cancel OP`: their type (not a command: they name what they answer), grammar, help and policy names (anyone may give one; what it answers decides).
 
-use super::{Builtin, Form, View};
+use super::{Builtin, Form, Kind};
+use crate::command::OpId;
 use crate::command::args::{CODE, bad, op_id, shorten, split_args, too_many};
 use crate::command::grammar::Token;
-use crate::command::{Command, Grammar};
 use crate::error::UserError;
+
+/// An answer to a question the bot asked: to confirm a command, approve or cancel an operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Confirm { code: String },
+    Approve { op: OpId },
+    Cancel { op: OpId },
+}
+
+impl Answer {
+    /// Its name, as in `help`, which is also the name the policy and the metrics know it by.
+    pub fn name(&self) -> &'static str {
+        self.form().policy_name
+    }
+
+    /// Whether it changes anything: a cancel stops something.
+    pub fn is_mutating(&self) -> bool {
+        self.form().mutating
+    }
+
+    /// The answer in normal form (`approve #12`); a confirmation code is a secret of the
+    /// moment and is left out.
+    pub fn describe(&self) -> String {
+        match self {
+            Answer::Confirm { .. } => "confirm".into(),
+            Answer::Approve { op } => format!("approve #{op}"),
+            Answer::Cancel { op } => format!("cancel #{op}"),
+        }
+    }
+
+    fn form(&self) -> &'static Form {
+        match self {
+            Answer::Confirm { .. } => &CONFIRM_FORM,
+            Answer::Approve { .. } => &APPROVE_FORM,
+            Answer::Cancel { .. } => &CANCEL_FORM,
+        }
+    }
+}
 
 pub const CANCEL: Builtin = Builtin {
     name: "cancel",
@@ -13,16 +51,8 @@ pub const CANCEL: Builtin = Builtin {
     details: "OP is the operation's number, as in `#42`.",
     examples: &["cancel #42"],
     forms: &[CANCEL_FORM],
-    parse: |rest, _| {
-        op_of(rest, CANCEL.usage, "cancel").map(|op| Command::Cancel { op })
-    },
-    view: |cmd| match cmd {
-        Command::Cancel { op } => Some(View {
-            form: &CANCEL_FORM,
-            env: None,
-            text: format!("cancel #{op}"),
-        }),
-        _ => None,
+    kind: Kind::Answer {
+        parse: |rest| op_of(rest, CANCEL.usage, "cancel").map(|op| Answer::Cancel { op }),
     },
 };
 
@@ -33,16 +63,8 @@ pub const APPROVE: Builtin = Builtin {
     details: "Only another user who may run the command there can approve it. Where the environment asks for more than one approval, each must come from a different person; the bot says who approved so far and how many more it needs.",
     examples: &["approve #42"],
     forms: &[APPROVE_FORM],
-    parse: |rest, _| {
-        op_of(rest, APPROVE.usage, "approve").map(|op| Command::Approve { op })
-    },
-    view: |cmd| match cmd {
-        Command::Approve { op } => Some(View {
-            form: &APPROVE_FORM,
-            env: None,
-            text: format!("approve #{op}"),
-        }),
-        _ => None,
+    kind: Kind::Answer {
+        parse: |rest| op_of(rest, APPROVE.usage, "approve").map(|op| Answer::Approve { op }),
     },
 };
 
@@ -53,45 +75,35 @@ pub const CONFIRM: Builtin = Builtin {
     details: "The code is in the question; it expires after a few minutes.",
     examples: &["confirm K7Q2XM"],
     forms: &[CONFIRM_FORM],
-    parse: parse_confirm,
-    view: |cmd| match cmd {
-        // The code is a secret of the moment: the normal form leaves it out.
-        Command::Confirm { .. } => Some(View {
-            form: &CONFIRM_FORM,
-            env: None,
-            text: "confirm".into(),
-        }),
-        _ => None,
+    kind: Kind::Answer {
+        parse: parse_confirm,
     },
 };
 
-// Cancelling stops something, so it counts as a change (audited as one); it is open to anyone,
-// and whose operation it is decides.
+// Cancelling stops something, so it counts as a change (audited as one).
 const CANCEL_FORM: Form = Form {
     policy_name: "cancel",
     mutating: true,
     open: true,
-    sample: |_| Command::Cancel { op: 0 },
+    sample: None,
 };
 
 const APPROVE_FORM: Form = Form {
     policy_name: "approve",
     mutating: false,
     open: true,
-    sample: |_| Command::Approve { op: 0 },
+    sample: None,
 };
 
 const CONFIRM_FORM: Form = Form {
     policy_name: "confirm",
     mutating: false,
     open: true,
-    sample: |_| Command::Confirm {
-        code: String::new(),
-    },
+    sample: None,
 };
 
 /// The operation number `cancel` and `approve` take.
-fn op_of(rest: Vec<Token>, usage: &str, name: &str) -> Result<u64, UserError> {
+fn op_of(rest: Vec<Token>, usage: &str, name: &str) -> Result<OpId, UserError> {
     let a = split_args(rest, usage, name, &[])?;
     let Some(op) = a.words.first() else {
         return Err(bad(
@@ -106,7 +118,7 @@ fn op_of(rest: Vec<Token>, usage: &str, name: &str) -> Result<u64, UserError> {
     Ok(op)
 }
 
-fn parse_confirm(rest: Vec<Token>, _: &Grammar) -> Result<Command, UserError> {
+fn parse_confirm(rest: Vec<Token>) -> Result<Answer, UserError> {
     let usage = CONFIRM.usage;
     let a = split_args(rest, usage, "confirm", &[])?;
     let Some(code) = a.words.first() else {
@@ -121,7 +133,7 @@ fn parse_confirm(rest: Vec<Token>, _: &Grammar) -> Result<Command, UserError> {
     if let Some(extra) = a.words.get(1) {
         return Err(too_many(usage, extra));
     }
-    Ok(Command::Confirm {
+    Ok(Answer::Confirm {
         code: code.to_uppercase(),
     })
 }

@@ -1,6 +1,6 @@
 //! `backup now|list|prune|report`: their grammar, help, and the four forms the policy tells apart (`backup list` and `backup report` only read).
 
-use super::{Builtin, Form, View, opt};
+use super::{Builtin, Form, Kind, View, opt};
 use crate::command::args::{bad, split_args, too_many};
 use crate::command::grammar::Token;
 use crate::command::{Command, Grammar};
@@ -18,36 +18,35 @@ pub const BACKUP: Builtin = Builtin {
         "backup report prod",
     ],
     forms: &[NOW, LIST, PRUNE, REPORT],
-    parse,
-    view,
+    kind: Kind::Command { parse, view },
 };
 
 const NOW: Form = Form {
     policy_name: "backup now",
     mutating: true,
     open: false,
-    sample: |env| Command::BackupNow { env: Some(env) },
+    sample: Some(|env| Command::BackupNow { env: Some(env) }),
 };
 
 const LIST: Form = Form {
     policy_name: "backup list",
     mutating: false,
     open: false,
-    sample: |env| Command::BackupList { env: Some(env) },
+    sample: Some(|env| Command::BackupList { env: Some(env) }),
 };
 
 const PRUNE: Form = Form {
     policy_name: "backup prune",
     mutating: true,
     open: false,
-    sample: |env| Command::BackupPrune { env },
+    sample: Some(|env| Command::BackupPrune { env }),
 };
 
 const REPORT: Form = Form {
     policy_name: "backup report",
     mutating: false,
     open: false,
-    sample: |env| Command::BackupReport { env: Some(env) },
+    sample: Some(|env| Command::BackupReport { env: Some(env) }),
 };
 
 fn parse(rest: Vec<Token>, g: &Grammar) -> Result<Command, UserError> {

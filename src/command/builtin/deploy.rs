@@ -1,6 +1,6 @@
 //! `deploy ENV VERSION [--no-backup]`: its grammar, help and policy name.
 
-use super::{Builtin, Form, View};
+use super::{Builtin, Form, Kind, View};
 use crate::command::args::{bad, check_version, split_args, too_many};
 use crate::command::grammar::Token;
 use crate::command::{Command, Grammar};
@@ -13,19 +13,18 @@ pub const DEPLOY: Builtin = Builtin {
     details: "Takes a backup first in production (skip with `--no-backup` if you may), sets the image tag, follows the rollout and smoke-tests it; rolls back on failure.",
     examples: &["deploy test v3.1", "deploy prod 7.0.0"],
     forms: &[FORM],
-    parse,
-    view,
+    kind: Kind::Command { parse, view },
 };
 
 const FORM: Form = Form {
     policy_name: "deploy",
     mutating: true,
     open: false,
-    sample: |env| Command::Deploy {
+    sample: Some(|env| Command::Deploy {
         env,
         version: "v1".into(),
         no_backup: false,
-    },
+    }),
 };
 
 fn parse(rest: Vec<Token>, g: &Grammar) -> Result<Command, UserError> {

@@ -1,6 +1,6 @@
 //! `help [COMMAND]`: its grammar, and the help itself, written from every command's definition.
 
-use super::{Builtin, Form, View, opt};
+use super::{Kind, Builtin, Form, View, opt};
 use crate::command::args::{shorten, split_args, too_many};
 use crate::command::grammar::Token;
 use crate::command::{Command, Grammar, suggest};
@@ -13,14 +13,16 @@ pub const HELP: Builtin = Builtin {
     details: "",
     examples: &["help", "help deploy"],
     forms: &[FORM],
-    parse,
-    view: |cmd| match cmd {
-        Command::Help { topic } => Some(View {
-            form: &FORM,
-            env: None,
-            text: format!("help{}", opt(topic)),
-        }),
-        _ => None,
+    kind: Kind::Command {
+        parse,
+        view: |cmd| match cmd {
+            Command::Help { topic } => Some(View {
+                form: &FORM,
+                env: None,
+                text: format!("help{}", opt(topic)),
+            }),
+            _ => None,
+        },
     },
 };
 
@@ -28,7 +30,7 @@ const FORM: Form = Form {
     policy_name: "help",
     mutating: false,
     open: true,
-    sample: |_| Command::Help { topic: None },
+    sample: Some(|_| Command::Help { topic: None }),
 };
 
 fn parse(rest: Vec<Token>, g: &Grammar) -> Result<Command, UserError> {

@@ -1,6 +1,6 @@
 //! `history ENV`: its grammar, help and policy name.
 
-use super::{Builtin, Form, View};
+use super::{Builtin, Form, Kind, View};
 use crate::command::args::{split_args, too_many};
 use crate::command::grammar::Token;
 use crate::command::{Command, Grammar};
@@ -13,15 +13,14 @@ pub const HISTORY: Builtin = Builtin {
     details: "",
     examples: &["history prod"],
     forms: &[FORM],
-    parse,
-    view,
+    kind: Kind::Command { parse, view },
 };
 
 const FORM: Form = Form {
     policy_name: "history",
     mutating: false,
     open: false,
-    sample: |env| Command::History { env },
+    sample: Some(|env| Command::History { env }),
 };
 
 fn parse(rest: Vec<Token>, g: &Grammar) -> Result<Command, UserError> {

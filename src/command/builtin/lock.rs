@@ -1,6 +1,6 @@
 //! `lock ENV [REASON...]` and `unlock ENV`: their grammar, help and policy names.
 
-use super::{Builtin, Form, View};
+use super::{Builtin, Form, Kind, View};
 use crate::command::args::{split_args, too_many};
 use crate::command::grammar::Token;
 use crate::command::{Command, Grammar};
@@ -13,8 +13,10 @@ pub const LOCK: Builtin = Builtin {
     details: "Until `unlock`, changing commands on it are refused and the reason is shown.",
     examples: &["lock prod \"release freeze until Monday\""],
     forms: &[LOCK_FORM],
-    parse: parse_lock,
-    view: view_lock,
+    kind: Kind::Command {
+        parse: parse_lock,
+        view: view_lock,
+    },
 };
 
 pub const UNLOCK: Builtin = Builtin {
@@ -24,22 +26,24 @@ pub const UNLOCK: Builtin = Builtin {
     details: "",
     examples: &["unlock prod"],
     forms: &[UNLOCK_FORM],
-    parse: parse_unlock,
-    view: view_unlock,
+    kind: Kind::Command {
+        parse: parse_unlock,
+        view: view_unlock,
+    },
 };
 
 const LOCK_FORM: Form = Form {
     policy_name: "lock",
     mutating: true,
     open: false,
-    sample: |env| Command::Lock { env, reason: None },
+    sample: Some(|env| Command::Lock { env, reason: None }),
 };
 
 const UNLOCK_FORM: Form = Form {
     policy_name: "unlock",
     mutating: true,
     open: false,
-    sample: |env| Command::Unlock { env },
+    sample: Some(|env| Command::Unlock { env }),
 };
 
 fn parse_lock(rest: Vec<Token>, g: &Grammar) -> Result<Command, UserError> {

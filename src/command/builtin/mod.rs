@@ -47,10 +47,23 @@ pub struct Builtin {
     pub examples: &'static [&'static str],
     /// The forms the policy tells apart (`backup now` changes, `backup list` reads).
     pub forms: &'static [Form],
-    /// Parses the words after its name.
-    pub parse: fn(Vec<Token>, &Grammar) -> Result<Command, UserError>,
-    /// What a parsed command is, when it is one of this built-in's.
-    pub view: for<'a> fn(&'a Command) -> Option<View<'a>>,
+    /// A command, or an answer to the bot's question, and how to read it.
+    pub kind: Kind,
+}
+
+/// What a built-in is: a command, or an answer to a question the bot asked.
+pub enum Kind {
+    Command {
+        /// Parses the words after its name.
+        parse: fn(Vec<Token>, &Grammar) -> Result<Command, UserError>,
+        /// What a parsed command is, when it is one of this built-in's.
+        view: for<'a> fn(&'a Command) -> Option<View<'a>>,
+    },
+    /// `confirm`, `approve`, `cancel`: they name what they answer, and what they answer decides.
+    Answer {
+        /// Parses the words after its name.
+        parse: fn(Vec<Token>) -> Result<Answer, UserError>,
+    },
 }
 
 /// A form of a command the policy decides about on its own.
@@ -62,8 +75,9 @@ pub struct Form {
     pub mutating: bool,
     /// Anyone may run it, anywhere (`help`, the answers the bot asks for).
     pub open: bool,
-    /// One instance of it acting on an environment, for asking the policy who may run it there.
-    pub sample: fn(String) -> Command,
+    /// One instance of it acting on an environment, for asking the policy who may run it there
+    /// (none for an answer: anyone may give one).
+    pub sample: Option<fn(String) -> Command>,
 }
 
 /// What a parsed command is: its form, the environment it names, and its normal form.
@@ -123,7 +137,10 @@ pub fn form(policy_name: &str) -> Option<&'static Form> {
 
 /// The built-in a parsed command belongs to, and what it is; `None` for a runbook.
 pub fn view(cmd: &Command) -> Option<(&'static Builtin, View<'_>)> {
-    ALL.iter().find_map(|b| (b.view)(cmd).map(|v| (*b, v)))
+    ALL.iter().find_map(|b| match b.kind {
+        Kind::Command { view, .. } => view(cmd).map(|v| (*b, v)),
+        Kind::Answer { .. } => None,
+    })
 }
 
 /// ` ENV` when there is one.
@@ -131,4 +148,5 @@ fn opt(word: &Option<String>) -> String {
     word.as_ref().map(|w| format!(" {w}")).unwrap_or_default()
 }
 
+pub use answers::Answer;
 pub use help::text as help_text;

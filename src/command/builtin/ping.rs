@@ -1,6 +1,6 @@
 //! `ping [TEXT]`: its grammar, help and policy name.
 
-use super::{Builtin, Form, View};
+use super::{Kind, Builtin, Form, View};
 use crate::command::Command;
 use crate::command::grammar::Token;
 
@@ -11,27 +11,29 @@ pub const PING: Builtin = Builtin {
     details: "",
     examples: &["ping"],
     forms: &[FORM],
-    parse: |rest, _| {
-        // Anything goes: the words come back as they were typed.
-        let words: Vec<String> = rest
-            .into_iter()
-            .map(|t| match t {
-                Token::Word(w) => w,
-                Token::Flag(f) => format!("--{f}"),
-                Token::Pair(k, v) => format!("{k}={v}"),
+    kind: Kind::Command {
+        parse: |rest, _| {
+            // Anything goes: the words come back as they were typed.
+            let words: Vec<String> = rest
+                .into_iter()
+                .map(|t| match t {
+                    Token::Word(w) => w,
+                    Token::Flag(f) => format!("--{f}"),
+                    Token::Pair(k, v) => format!("{k}={v}"),
+                })
+                .collect();
+            Ok(Command::Ping {
+                echo: (!words.is_empty()).then(|| words.join(" ")),
             })
-            .collect();
-        Ok(Command::Ping {
-            echo: (!words.is_empty()).then(|| words.join(" ")),
-        })
-    },
-    view: |cmd| match cmd {
-        Command::Ping { .. } => Some(View {
-            form: &FORM,
-            env: None,
-            text: "ping".into(),
-        }),
-        _ => None,
+        },
+        view: |cmd| match cmd {
+            Command::Ping { .. } => Some(View {
+                form: &FORM,
+                env: None,
+                text: "ping".into(),
+            }),
+            _ => None,
+        },
     },
 };
 
@@ -39,5 +41,5 @@ const FORM: Form = Form {
     policy_name: "ping",
     mutating: false,
     open: true,
-    sample: |_| Command::Ping { echo: None },
+    sample: Some(|_| Command::Ping { echo: None }),
 };

@@ -1,6 +1,6 @@
 //! `restore ENV BACKUP|latest [from ENV|offsite] [--no-safety-backup]`: its grammar, help and policy name.
 
-use super::{Builtin, Form, View};
+use super::{Builtin, Form, Kind, View};
 use crate::command::args::{backup_ref, bad, from_as_word, is_offsite, split_args, too_many};
 use crate::command::grammar::Token;
 use crate::command::{BackupRef, Command, Grammar};
@@ -16,21 +16,20 @@ pub const RESTORE: Builtin = Builtin {
         "restore prod prod-20261121T000100Z",
     ],
     forms: &[FORM],
-    parse,
-    view,
+    kind: Kind::Command { parse, view },
 };
 
 const FORM: Form = Form {
     policy_name: "restore",
     mutating: true,
     open: false,
-    sample: |env| Command::Restore {
+    sample: Some(|env| Command::Restore {
         env,
         backup: BackupRef::Latest,
         from: None,
         no_safety_backup: false,
         offsite: false,
-    },
+    }),
 };
 
 fn parse(rest: Vec<Token>, g: &Grammar) -> Result<Command, UserError> {

@@ -1,6 +1,6 @@
 //! `rollback ENV [REVISION|VERSION]`: its grammar, help and policy name.
 
-use super::{Builtin, Form, View};
+use super::{Builtin, Form, Kind, View};
 use crate::command::args::{bad, check_version, shorten, split_args, too_many};
 use crate::command::grammar::Token;
 use crate::command::{Command, Grammar, RollbackTarget};
@@ -13,15 +13,14 @@ pub const ROLLBACK: Builtin = Builtin {
     details: "Without an argument, the last good revision: the newest earlier one that succeeded (failed and rolled-back ones are passed over), named before you confirm; a number is a revision from `history`, anything else a version.",
     examples: &["rollback prod", "rollback prod 4", "rollback test v3.0"],
     forms: &[FORM],
-    parse,
-    view,
+    kind: Kind::Command { parse, view },
 };
 
 const FORM: Form = Form {
     policy_name: "rollback",
     mutating: true,
     open: false,
-    sample: |env| Command::Rollback { env, to: None },
+    sample: Some(|env| Command::Rollback { env, to: None }),
 };
 
 fn parse(rest: Vec<Token>, g: &Grammar) -> Result<Command, UserError> {

@@ -1,6 +1,6 @@
 //! `scale ENV REPLICAS [COMPONENT]`: its grammar, help and policy name.
 
-use super::{Builtin, Form, View};
+use super::{Builtin, Form, Kind, View};
 use crate::command::args::{bad, shorten, split_args, too_many};
 use crate::command::grammar::Token;
 use crate::command::{Command, Grammar};
@@ -13,19 +13,18 @@ pub const SCALE: Builtin = Builtin {
     details: "COMPONENT is the app (default) or the database; an autoscaler on the app is taken into account.",
     examples: &["scale test 5", "scale prod 4 rocketchat"],
     forms: &[FORM],
-    parse,
-    view,
+    kind: Kind::Command { parse, view },
 };
 
 const FORM: Form = Form {
     policy_name: "scale",
     mutating: true,
     open: false,
-    sample: |env| Command::Scale {
+    sample: Some(|env| Command::Scale {
         env,
         replicas: 1,
         component: None,
-    },
+    }),
 };
 
 fn parse(rest: Vec<Token>, g: &Grammar) -> Result<Command, UserError> {

@@ -1,11 +1,11 @@
 //! `schedule list|pause|resume`: their grammar, help, and the two forms the policy tells apart (`schedule list` only reads).
 
-use super::{Builtin, Form, View, opt};
+use super::{Builtin, Form, Kind, View, opt};
 use crate::command::args::{bad, shorten, split_args, too_many};
 use crate::command::grammar::Token;
 use crate::command::{Command, Grammar, ScheduleAction};
 use crate::error::UserError;
-use crate::schedule::Kind;
+
 
 pub const SCHEDULE: Builtin = Builtin {
     name: "schedule",
@@ -18,17 +18,16 @@ pub const SCHEDULE: Builtin = Builtin {
         "schedule resume prod verify",
     ],
     forms: &[LIST, CHANGE],
-    parse,
-    view,
+    kind: Kind::Command { parse, view },
 };
 
 const LIST: Form = Form {
     policy_name: "schedule list",
     mutating: false,
     open: false,
-    sample: |_| Command::Schedule {
+    sample: Some(|_| Command::Schedule {
         action: ScheduleAction::List,
-    },
+    }),
 };
 
 /// Pausing and resuming.
@@ -36,12 +35,12 @@ const CHANGE: Form = Form {
     policy_name: "schedule",
     mutating: true,
     open: false,
-    sample: |env| Command::Schedule {
+    sample: Some(|env| Command::Schedule {
         action: ScheduleAction::Pause {
             env: Some(env),
             kind: None,
         },
-    },
+    }),
 };
 
 fn parse(rest: Vec<Token>, g: &Grammar) -> Result<Command, UserError> {
@@ -53,7 +52,7 @@ fn parse(rest: Vec<Token>, g: &Grammar) -> Result<Command, UserError> {
     };
     let kind = match a.words.get(2).map(|w| w.to_lowercase()) {
         None => None,
-        Some(k) if Kind::parse(&k).is_some() => Kind::parse(&k),
+        Some(k) if crate::schedule::Kind::parse(&k).is_some() => crate::schedule::Kind::parse(&k),
         Some(k) => {
             return Err(bad(
                 usage,

@@ -1,6 +1,6 @@
 //! `status [ENV]`: its grammar, help and policy name.
 
-use super::{Builtin, Form, View, opt};
+use super::{Builtin, Form, Kind, View, opt};
 use crate::command::args::{split_args, too_many};
 use crate::command::grammar::Token;
 use crate::command::{Command, Grammar};
@@ -13,15 +13,14 @@ pub const STATUS: Builtin = Builtin {
     details: "",
     examples: &["status", "status prod"],
     forms: &[FORM],
-    parse,
-    view,
+    kind: Kind::Command { parse, view },
 };
 
 const FORM: Form = Form {
     policy_name: "status",
     mutating: false,
     open: false,
-    sample: |env| Command::Status { env: Some(env) },
+    sample: Some(|env| Command::Status { env: Some(env) }),
 };
 
 fn parse(rest: Vec<Token>, g: &Grammar) -> Result<Command, UserError> {

@@ -1,6 +1,6 @@
 //! `verify [ENV] [BACKUP] [from offsite]`: its grammar, help and policy name.
 
-use super::{Builtin, Form, View, opt};
+use super::{Builtin, Form, Kind, View, opt};
 use crate::command::args::{backup_ref, bad, from_as_word, is_offsite, split_args, too_many};
 use crate::command::grammar::Token;
 use crate::command::{BackupRef, Command, Grammar};
@@ -13,19 +13,18 @@ pub const VERIFY: Builtin = Builtin {
     details: "Proves a backup can be restored, and records how long it took.",
     examples: &["verify prod", "verify prod latest"],
     forms: &[FORM],
-    parse,
-    view,
+    kind: Kind::Command { parse, view },
 };
 
 const FORM: Form = Form {
     policy_name: "verify",
     mutating: true,
     open: false,
-    sample: |env| Command::Verify {
+    sample: Some(|env| Command::Verify {
         env: Some(env),
         backup: None,
         offsite: false,
-    },
+    }),
 };
 
 fn parse(rest: Vec<Token>, g: &Grammar) -> Result<Command, UserError> {

@@ -1,6 +1,6 @@
 //! `whoami`: tells the asker who they are to the bot (username, the roles it sees) and what they may run where, from the room they ask in.
 
-use super::{Asker, Builtin, Form, Query, View};
+use super::{Kind, Asker, Builtin, Form, Query, View};
 use crate::command::Command;
 use crate::command::args::{split_args, too_many};
 
@@ -11,23 +11,25 @@ pub const WHOAMI: Builtin = Builtin {
     details: "Answers from the room you ask in: some environments take commands only from their own channels.",
     examples: &["whoami"],
     forms: &[FORM],
-    parse: |rest, _| {
-        let a = split_args(rest, WHOAMI.usage, "whoami", &[])?;
-        if let Some(extra) = a.words.first() {
-            return Err(too_many(WHOAMI.usage, extra));
-        }
-        Ok(Command::Query {
-            query: &QUERY,
-            arg: None,
-        })
-    },
-    view: |cmd| match cmd {
-        Command::Query { query, .. } if *query == &QUERY => Some(View {
-            form: &FORM,
-            env: None,
-            text: "whoami".into(),
-        }),
-        _ => None,
+    kind: Kind::Command {
+        parse: |rest, _| {
+            let a = split_args(rest, WHOAMI.usage, "whoami", &[])?;
+            if let Some(extra) = a.words.first() {
+                return Err(too_many(WHOAMI.usage, extra));
+            }
+            Ok(Command::Query {
+                query: &QUERY,
+                arg: None,
+            })
+        },
+        view: |cmd| match cmd {
+            Command::Query { query, .. } if *query == &QUERY => Some(View {
+                form: &FORM,
+                env: None,
+                text: "whoami".into(),
+            }),
+            _ => None,
+        },
     },
 };
 
@@ -35,10 +37,10 @@ const FORM: Form = Form {
     policy_name: "whoami",
     mutating: false,
     open: true,
-    sample: |_| Command::Query {
+    sample: Some(|_| Command::Query {
         query: &QUERY,
         arg: None,
-    },
+    }),
 };
 
 const QUERY: Query = Query {
