@@ -69,7 +69,9 @@ pub fn typable_hints(text: &str, prefix: &str, room: RoomKind) -> String {
     }
     let suggested = |span: &str| {
         let first = span.split_whitespace().next().unwrap_or_default();
-        builtin::find(first).is_some() && !["confirm", "approve", "cancel", "help"].contains(&first)
+        // The answers and `help` are taken bare everywhere (see `addressed_body`).
+        builtin::find(first)
+            .is_some_and(|b| matches!(b.kind, Kind::Command { .. }) && b.name != "help")
     };
     let mut out = String::with_capacity(text.len() + 8);
     let mut rest = text;
@@ -237,12 +239,6 @@ pub enum Command {
     Schedule {
         action: ScheduleAction,
     },
-    Help {
-        topic: Option<String>,
-    },
-    Ping {
-        echo: Option<String>,
-    },
     /// Open incidents.
     AlertsList,
     /// Silences an environment's alerts for a while.
@@ -251,7 +247,7 @@ pub enum Command {
         secs: u64,
         reason: Option<String>,
     },
-    /// A read-only built-in its own module answers (`whoami`).
+    /// A read-only built-in its own module answers (`help`, `ping`, `whoami`).
     Query {
         query: &'static Query,
         arg: Option<String>,

@@ -241,32 +241,6 @@ fn every_command_parses_in_its_accepted_forms() {
                 },
             },
         ),
-        ("help", Command::Help { topic: None }),
-        (
-            "help deploy",
-            Command::Help {
-                topic: Some("deploy".into()),
-            },
-        ),
-        (
-            "help /deploy",
-            Command::Help {
-                topic: Some("deploy".into()),
-            },
-        ),
-        (
-            "help migrate",
-            Command::Help {
-                topic: Some("migrate".into()),
-            },
-        ),
-        ("ping", Command::Ping { echo: None }),
-        (
-            "ping are you there",
-            Command::Ping {
-                echo: Some("are you there".into()),
-            },
-        ),
         (
             "migrate test 7.0.0",
             Command::Runbook {
@@ -294,6 +268,23 @@ fn every_command_parses_in_its_accepted_forms() {
     ];
     for (input, want) in cases {
         assert_eq!(ok(input), want, "{input}");
+    }
+    // The queries a module answers by itself: `help`, `ping`, `whoami`.
+    let query = |input: &str| match ok(input) {
+        Command::Query { query, arg } => (query.name, arg),
+        other => panic!("{input}: {other:?}"),
+    };
+    let cases: Vec<(&str, (&str, Option<String>))> = vec![
+        ("help", ("help", None)),
+        ("help deploy", ("help", Some("deploy".into()))),
+        ("help /deploy", ("help", Some("deploy".into()))),
+        ("help migrate", ("help", Some("migrate".into()))),
+        ("ping", ("ping", None)),
+        ("ping are you there", ("ping", Some("are you there".into()))),
+        ("whoami", ("whoami", None)),
+    ];
+    for (input, want) in cases {
+        assert_eq!(query(input), want, "{input}");
     }
 }
 
@@ -760,6 +751,18 @@ fn only_what_changes_something_counts_as_a_change() {
         open,
         ["cancel", "approve", "confirm", "whoami", "help", "ping"]
     );
+}
+
+#[test]
+fn what_a_locked_environment_still_allows_by_default_names_built_in_commands() {
+    let defaults = crate::config::policy::EnvPolicy::default().allow_when_locked;
+    assert!(!defaults.is_empty());
+    for name in defaults {
+        assert!(
+            builtin::form(&name).is_some(),
+            "`{name}` is no built-in command"
+        );
+    }
 }
 
 #[test]

@@ -351,14 +351,6 @@ pub async fn execute<C: Chat>(
     ctx: &Context<'_, C>,
 ) -> Result<Option<String>, UserError> {
     match cmd {
-        Command::Ping { echo: None } => Ok(Some("pong".into())),
-        Command::Ping { echo: Some(t) } => Ok(Some(format!("pong {}", crate::redact::outside(t)))),
-        Command::Help { topic } => Ok(Some(command::help_text(
-            topic.as_deref(),
-            ctx.grammar,
-            &ctx.chat.bot_username(),
-            &|name| ctx.allowed(name),
-        ))),
         Command::Query { query, arg } => Ok(Some((query.answer)(
             arg.as_deref(),
             &command::builtin::Asker {

@@ -59,9 +59,8 @@ impl Policy {
             .runbooks
             .iter()
             .any(|r| r.name == cmd.name() && !r.roles.is_empty());
-        // A query answers about the asker, their roles included.
         runbook_roles
-            || matches!(cmd, Command::Query { .. })
+            || matches!(cmd, Command::Query { query, .. } if query.needs_roles)
             || envs.iter().filter_map(|e| self.envs.get(*e)).any(|e| {
                 e.policy.allow.iter().any(|r| !r.roles.is_empty())
                     || e.policy.readers.as_ref().is_some_and(Who::needs_roles)

@@ -1,6 +1,6 @@
 //! `help [COMMAND]`: its grammar, and the help itself, written from every command's definition.
 
-use super::{Kind, Builtin, Form, View, opt};
+use super::{Asker, Builtin, Form, Kind, Query, View, opt};
 use crate::command::args::{shorten, split_args, too_many};
 use crate::command::grammar::Token;
 use crate::command::{Command, Grammar, suggest};
@@ -16,10 +16,10 @@ pub const HELP: Builtin = Builtin {
     kind: Kind::Command {
         parse,
         view: |cmd| match cmd {
-            Command::Help { topic } => Some(View {
+            Command::Query { query, arg } if *query == &QUERY => Some(View {
                 form: &FORM,
                 env: None,
-                text: format!("help{}", opt(topic)),
+                text: format!("help{}", opt(arg)),
             }),
             _ => None,
         },
@@ -30,18 +30,33 @@ const FORM: Form = Form {
     policy_name: "help",
     mutating: false,
     open: true,
-    sample: Some(|_| Command::Help { topic: None }),
+    sample: Some(|_| Command::Query {
+        query: &QUERY,
+        arg: None,
+    }),
+};
+
+const QUERY: Query = Query {
+    name: "help",
+    needs_roles: false,
+    answer: |topic, asker: &Asker<'_>| text(topic, asker.grammar, asker.bot_name, asker.allowed),
 };
 
 fn parse(rest: Vec<Token>, g: &Grammar) -> Result<Command, UserError> {
     let usage = HELP.usage;
     let a = split_args(rest, usage, "help", &[])?;
     match a.words.as_slice() {
-        [] => Ok(Command::Help { topic: None }),
+        [] => Ok(Command::Query {
+            query: &QUERY,
+            arg: None,
+        }),
         [topic] => {
             let topic = topic.trim_start_matches(['/', '!']).to_lowercase();
             if super::find(&topic).is_some() || g.runbooks.iter().any(|r| r.name == topic) {
-                Ok(Command::Help { topic: Some(topic) })
+                Ok(Command::Query {
+                    query: &QUERY,
+                    arg: Some(topic),
+                })
             } else {
                 Err(UserError::UnknownCommand {
                     suggestion: suggest(&topic, g),

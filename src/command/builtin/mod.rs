@@ -92,6 +92,8 @@ pub struct View<'a> {
 /// module: such a command needs no code outside it.
 pub struct Query {
     pub name: &'static str,
+    /// Look up the asker's Rocket.Chat roles even where no policy rule needs them (to show them).
+    pub needs_roles: bool,
     /// The answer, from the word after the name (if any) and the asker.
     pub answer: fn(Option<&str>, &Asker<'_>) -> String,
 }

@@ -1,6 +1,6 @@
 //! `ping [TEXT]`: its grammar, help and policy name.
 
-use super::{Kind, Builtin, Form, View};
+use super::{Builtin, Form, Kind, Query, View};
 use crate::command::Command;
 use crate::command::grammar::Token;
 
@@ -22,12 +22,13 @@ pub const PING: Builtin = Builtin {
                     Token::Pair(k, v) => format!("{k}={v}"),
                 })
                 .collect();
-            Ok(Command::Ping {
-                echo: (!words.is_empty()).then(|| words.join(" ")),
+            Ok(Command::Query {
+                query: &QUERY,
+                arg: (!words.is_empty()).then(|| words.join(" ")),
             })
         },
         view: |cmd| match cmd {
-            Command::Ping { .. } => Some(View {
+            Command::Query { query, .. } if *query == &QUERY => Some(View {
                 form: &FORM,
                 env: None,
                 text: "ping".into(),
@@ -41,5 +42,18 @@ const FORM: Form = Form {
     policy_name: "ping",
     mutating: false,
     open: true,
-    sample: Some(|_| Command::Ping { echo: None }),
+    sample: Some(|_| Command::Query {
+        query: &QUERY,
+        arg: None,
+    }),
+};
+
+const QUERY: Query = Query {
+    name: "ping",
+    needs_roles: false,
+    answer: |echo, _| match echo {
+        None => "pong".into(),
+        // Whatever was typed comes back, with what looks like a secret masked.
+        Some(t) => format!("pong {}", crate::redact::outside(t)),
+    },
 };

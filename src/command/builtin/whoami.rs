@@ -1,6 +1,6 @@
 //! `whoami`: tells the asker who they are to the bot (username, the roles it sees) and what they may run where, from the room they ask in.
 
-use super::{Kind, Asker, Builtin, Form, Query, View};
+use super::{Asker, Kind, Builtin, Form, Query, View};
 use crate::command::Command;
 use crate::command::args::{split_args, too_many};
 
@@ -45,6 +45,7 @@ const FORM: Form = Form {
 
 const QUERY: Query = Query {
     name: "whoami",
+    needs_roles: true,
     answer,
 };
 
