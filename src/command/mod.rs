@@ -291,6 +291,12 @@ impl Command {
         self.form().is_none_or(|f| f.mutating)
     }
 
+    /// Whether it runs as a journaled operation: a runbook, or a built-in that is one and names
+    /// its environment (`backup now` without one starts one operation per environment).
+    pub fn is_operation(&self) -> bool {
+        self.form().is_none_or(|f| f.operation) && self.env().is_some()
+    }
+
     /// Whether anyone may run it anywhere (`help`, the answers the bot asks for).
     pub fn is_open(&self) -> bool {
         self.form().is_some_and(|f| f.open)

@@ -766,6 +766,39 @@ fn what_a_locked_environment_still_allows_by_default_names_built_in_commands() {
 }
 
 #[test]
+fn what_runs_as_a_journaled_operation_names_its_environment() {
+    let operations = [
+        "deploy test v3.1",
+        "rollback prod",
+        "scale test 5",
+        "backup now prod",
+        "backup prune test",
+        "restore test latest",
+        "verify prod",
+        "migrate test v2",
+    ];
+    for o in operations {
+        assert!(ok(o).is_operation(), "{o}");
+    }
+    // Without an environment, one operation starts per environment; the rest answer at once.
+    let others = [
+        "backup now",
+        "verify",
+        "backup list prod",
+        "lock prod",
+        "unlock prod",
+        "alerts mute test 2h",
+        "schedule pause test",
+        "status prod",
+        "help",
+        "whoami",
+    ];
+    for o in others {
+        assert!(!ok(o).is_operation(), "{o}");
+    }
+}
+
+#[test]
 fn a_sample_exists_only_for_a_command_the_bot_knows() {
     let g = grammar();
     assert_eq!(

@@ -20,6 +20,7 @@ const LIST: Form = Form {
     policy_name: "alerts list",
     mutating: false,
     open: false,
+    operation: false,
     sample: Some(|_| Command::AlertsList),
 };
 
@@ -27,6 +28,7 @@ const MUTE: Form = Form {
     policy_name: "alerts mute",
     mutating: true,
     open: false,
+    operation: false,
     sample: Some(|env| Command::AlertsMute {
         env,
         secs: 60,

@@ -85,6 +85,7 @@ const CANCEL_FORM: Form = Form {
     policy_name: "cancel",
     mutating: true,
     open: true,
+    operation: false,
     sample: None,
 };
 
@@ -92,6 +93,7 @@ const APPROVE_FORM: Form = Form {
     policy_name: "approve",
     mutating: false,
     open: true,
+    operation: false,
     sample: None,
 };
 
@@ -99,6 +101,7 @@ const CONFIRM_FORM: Form = Form {
     policy_name: "confirm",
     mutating: false,
     open: true,
+    operation: false,
     sample: None,
 };
 

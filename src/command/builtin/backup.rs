@@ -25,6 +25,7 @@ const NOW: Form = Form {
     policy_name: "backup now",
     mutating: true,
     open: false,
+    operation: true,
     sample: Some(|env| Command::BackupNow { env: Some(env) }),
 };
 
@@ -32,6 +33,7 @@ const LIST: Form = Form {
     policy_name: "backup list",
     mutating: false,
     open: false,
+    operation: false,
     sample: Some(|env| Command::BackupList { env: Some(env) }),
 };
 
@@ -39,6 +41,7 @@ const PRUNE: Form = Form {
     policy_name: "backup prune",
     mutating: true,
     open: false,
+    operation: true,
     sample: Some(|env| Command::BackupPrune { env }),
 };
 
@@ -46,6 +49,7 @@ const REPORT: Form = Form {
     policy_name: "backup report",
     mutating: false,
     open: false,
+    operation: false,
     sample: Some(|env| Command::BackupReport { env: Some(env) }),
 };
 

@@ -20,6 +20,7 @@ const FORM: Form = Form {
     policy_name: "deploy",
     mutating: true,
     open: false,
+    operation: true,
     sample: Some(|env| Command::Deploy {
         env,
         version: "v1".into(),

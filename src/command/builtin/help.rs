@@ -30,6 +30,7 @@ const FORM: Form = Form {
     policy_name: "help",
     mutating: false,
     open: true,
+    operation: false,
     sample: Some(|_| Command::Query {
         query: &QUERY,
         arg: None,

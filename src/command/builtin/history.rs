@@ -20,6 +20,7 @@ const FORM: Form = Form {
     policy_name: "history",
     mutating: false,
     open: false,
+    operation: false,
     sample: Some(|env| Command::History { env }),
 };
 

@@ -36,6 +36,7 @@ const LOCK_FORM: Form = Form {
     policy_name: "lock",
     mutating: true,
     open: false,
+    operation: false,
     sample: Some(|env| Command::Lock { env, reason: None }),
 };
 
@@ -43,6 +44,7 @@ const UNLOCK_FORM: Form = Form {
     policy_name: "unlock",
     mutating: true,
     open: false,
+    operation: false,
     sample: Some(|env| Command::Unlock { env }),
 };
 

@@ -75,6 +75,9 @@ pub struct Form {
     pub mutating: bool,
     /// Anyone may run it, anywhere (`help`, the answers the bot asks for).
     pub open: bool,
+    /// It runs as a journaled operation (numbered, shown in `history`, resumed after a
+    /// restart) when it names an environment; without one it starts one per environment.
+    pub operation: bool,
     /// One instance of it acting on an environment, for asking the policy who may run it there
     /// (none for an answer: anyone may give one).
     pub sample: Option<fn(String) -> Command>,

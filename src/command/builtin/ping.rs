@@ -42,6 +42,7 @@ const FORM: Form = Form {
     policy_name: "ping",
     mutating: false,
     open: true,
+    operation: false,
     sample: Some(|_| Command::Query {
         query: &QUERY,
         arg: None,

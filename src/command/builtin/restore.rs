@@ -23,6 +23,7 @@ const FORM: Form = Form {
     policy_name: "restore",
     mutating: true,
     open: false,
+    operation: true,
     sample: Some(|env| Command::Restore {
         env,
         backup: BackupRef::Latest,

@@ -20,6 +20,7 @@ const FORM: Form = Form {
     policy_name: "rollback",
     mutating: true,
     open: false,
+    operation: true,
     sample: Some(|env| Command::Rollback { env, to: None }),
 };
 

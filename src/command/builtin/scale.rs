@@ -20,6 +20,7 @@ const FORM: Form = Form {
     policy_name: "scale",
     mutating: true,
     open: false,
+    operation: true,
     sample: Some(|env| Command::Scale {
         env,
         replicas: 1,

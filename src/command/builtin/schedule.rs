@@ -25,6 +25,7 @@ const LIST: Form = Form {
     policy_name: "schedule list",
     mutating: false,
     open: false,
+    operation: false,
     sample: Some(|_| Command::Schedule {
         action: ScheduleAction::List,
     }),
@@ -35,6 +36,7 @@ const CHANGE: Form = Form {
     policy_name: "schedule",
     mutating: true,
     open: false,
+    operation: false,
     sample: Some(|env| Command::Schedule {
         action: ScheduleAction::Pause {
             env: Some(env),

@@ -20,6 +20,7 @@ const FORM: Form = Form {
     policy_name: "status",
     mutating: false,
     open: false,
+    operation: false,
     sample: Some(|env| Command::Status { env: Some(env) }),
 };
 

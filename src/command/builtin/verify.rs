@@ -20,6 +20,7 @@ const FORM: Form = Form {
     policy_name: "verify",
     mutating: true,
     open: false,
+    operation: true,
     sample: Some(|env| Command::Verify {
         env: Some(env),
         backup: None,

@@ -37,6 +37,7 @@ const FORM: Form = Form {
     policy_name: "whoami",
     mutating: false,
     open: true,
+    operation: false,
     sample: Some(|_| Command::Query {
         query: &QUERY,
         arg: None,
