@@ -12,6 +12,7 @@ use regex::Regex;
 
 use self::args::{check_version, shorten, too_many};
 pub use self::builtin::Answer;
+pub use self::builtin::Asks;
 pub use self::builtin::help_text;
 use self::builtin::{Form, Kind, Query};
 use self::grammar::{Token, tokenize};
@@ -295,6 +296,11 @@ impl Command {
     /// its environment (`backup now` without one starts one operation per environment).
     pub fn is_operation(&self) -> bool {
         self.form().is_none_or(|f| f.operation) && self.env().is_some()
+    }
+
+    /// Whom it asks before it runs, besides what the environment's policy asks for.
+    pub fn asks(&self) -> Asks {
+        self.form().map_or(Asks::AsConfigured, |f| f.asks)
     }
 
     /// Whether anyone may run it anywhere (`help`, the answers the bot asks for).

@@ -799,6 +799,26 @@ fn what_runs_as_a_journaled_operation_names_its_environment() {
 }
 
 #[test]
+fn a_restore_always_asks_its_requester_and_a_verify_asks_no_one_as_their_help_says() {
+    assert_eq!(ok("restore test latest").asks(), Asks::AlwaysConfirm);
+    assert_eq!(ok("verify prod").asks(), Asks::Nobody);
+    assert_eq!(ok("deploy test v3.1").asks(), Asks::AsConfigured);
+    assert_eq!(ok("migrate test v2").asks(), Asks::AsConfigured);
+    for b in builtin::ALL {
+        let always = b.forms.iter().any(|f| f.asks == Asks::AlwaysConfirm);
+        assert_eq!(
+            b.details.contains("Always asks for confirmation"),
+            always,
+            "{}",
+            b.name
+        );
+        for f in b.forms.iter().filter(|f| !f.mutating) {
+            assert_eq!(f.asks, Asks::AsConfigured, "{} only reads", f.policy_name);
+        }
+    }
+}
+
+#[test]
 fn a_sample_exists_only_for_a_command_the_bot_knows() {
     let g = grammar();
     assert_eq!(

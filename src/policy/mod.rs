@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::command::Command;
 use crate::command::runbook::RunbookSpec;
+use crate::command::{Asks, Command};
 use crate::config::EnvironmentConfig;
 pub use crate::config::policy::{AllowRule, EnvPolicy, MAX_APPROVALS, PolicyConfig, Who};
 pub use poison::lock;
@@ -97,7 +97,7 @@ impl Policy {
             Some(e) => vec![e],
             None => self.envs.keys().map(String::as_str).collect(),
         };
-        let mut confirm = matches!(cmd, Command::Restore { .. });
+        let mut confirm = cmd.asks() == Asks::AlwaysConfirm;
         let mut approvals = 0;
         for env in envs {
             match self.authorize_in(cmd.policy_name(), cmd, env, who) {
@@ -231,9 +231,9 @@ impl Policy {
                 ),
             };
         }
-        // A verify restores into a scratch database of its own and leaves the environment's data
-        // and app alone: authorized, audited and locked like any change, it asks no one twice.
-        if matches!(cmd, Command::Verify { .. }) {
+        // What touches no live data (a verify restores into a scratch database of its own) is
+        // authorized, audited and locked like any change, and asks no one twice.
+        if cmd.asks() == Asks::Nobody {
             return Decision::Allow {
                 confirm: false,
                 approvals: 0,

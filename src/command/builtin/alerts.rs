@@ -1,6 +1,6 @@
 //! `alerts list` and `alerts mute ENV DURATION [REASON...]`: their grammar, help, and the two forms the policy tells apart (`alerts list` only reads).
 
-use super::{Builtin, Form, Kind, View};
+use super::{Asks, Builtin, Form, Kind, View};
 use crate::command::args::{bad, shorten, split_args};
 use crate::command::grammar::Token;
 use crate::command::{Command, Grammar};
@@ -21,6 +21,7 @@ const LIST: Form = Form {
     mutating: false,
     open: false,
     operation: false,
+    asks: Asks::AsConfigured,
     sample: Some(|_| Command::AlertsList),
 };
 
@@ -29,6 +30,7 @@ const MUTE: Form = Form {
     mutating: true,
     open: false,
     operation: false,
+    asks: Asks::AsConfigured,
     sample: Some(|env| Command::AlertsMute {
         env,
         secs: 60,

@@ -1,6 +1,6 @@
 //! The answers to the bot's own questions, `confirm CODE`, `approve OP` and `cancel OP`: their type (not a command: they name what they answer), grammar, help and policy names (anyone may give one; what it answers decides).
 
-use super::{Builtin, Form, Kind};
+use super::{Asks, Builtin, Form, Kind};
 use crate::command::OpId;
 use crate::command::args::{CODE, bad, op_id, shorten, split_args, too_many};
 use crate::command::grammar::Token;
@@ -86,6 +86,7 @@ const CANCEL_FORM: Form = Form {
     mutating: true,
     open: true,
     operation: false,
+    asks: Asks::AsConfigured,
     sample: None,
 };
 
@@ -94,6 +95,7 @@ const APPROVE_FORM: Form = Form {
     mutating: false,
     open: true,
     operation: false,
+    asks: Asks::AsConfigured,
     sample: None,
 };
 
@@ -102,6 +104,7 @@ const CONFIRM_FORM: Form = Form {
     mutating: false,
     open: true,
     operation: false,
+    asks: Asks::AsConfigured,
     sample: None,
 };
 

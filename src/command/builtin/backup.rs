@@ -1,6 +1,6 @@
 //! `backup now|list|prune|report`: their grammar, help, and the four forms the policy tells apart (`backup list` and `backup report` only read).
 
-use super::{Builtin, Form, Kind, View, opt};
+use super::{Asks, Builtin, Form, Kind, View, opt};
 use crate::command::args::{bad, split_args, too_many};
 use crate::command::grammar::Token;
 use crate::command::{Command, Grammar};
@@ -26,6 +26,7 @@ const NOW: Form = Form {
     mutating: true,
     open: false,
     operation: true,
+    asks: Asks::AsConfigured,
     sample: Some(|env| Command::BackupNow { env: Some(env) }),
 };
 
@@ -34,6 +35,7 @@ const LIST: Form = Form {
     mutating: false,
     open: false,
     operation: false,
+    asks: Asks::AsConfigured,
     sample: Some(|env| Command::BackupList { env: Some(env) }),
 };
 
@@ -42,6 +44,7 @@ const PRUNE: Form = Form {
     mutating: true,
     open: false,
     operation: true,
+    asks: Asks::AsConfigured,
     sample: Some(|env| Command::BackupPrune { env }),
 };
 
@@ -50,6 +53,7 @@ const REPORT: Form = Form {
     mutating: false,
     open: false,
     operation: false,
+    asks: Asks::AsConfigured,
     sample: Some(|env| Command::BackupReport { env: Some(env) }),
 };
 

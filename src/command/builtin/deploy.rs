@@ -1,6 +1,6 @@
-//! `deploy ENV VERSION [--no-backup]`: its grammar, help and policy name.
+//! `deploy ENV VERSION [--no-backup]`: its grammar, help, policy name, normal form and what it asks before it runs.
 
-use super::{Builtin, Form, Kind, View};
+use super::{Asks, Builtin, Form, Kind, View};
 use crate::command::args::{bad, check_version, split_args, too_many};
 use crate::command::grammar::Token;
 use crate::command::{Command, Grammar};
@@ -21,6 +21,7 @@ const FORM: Form = Form {
     mutating: true,
     open: false,
     operation: true,
+    asks: Asks::AsConfigured,
     sample: Some(|env| Command::Deploy {
         env,
         version: "v1".into(),

@@ -1,6 +1,6 @@
 //! `help [COMMAND]`: its grammar, and the help itself, written from every command's definition.
 
-use super::{Asker, Builtin, Form, Kind, Query, View, opt};
+use super::{Asks, Asker, Builtin, Form, Kind, Query, View, opt};
 use crate::command::args::{shorten, split_args, too_many};
 use crate::command::grammar::Token;
 use crate::command::{Command, Grammar, suggest};
@@ -31,6 +31,7 @@ const FORM: Form = Form {
     mutating: false,
     open: true,
     operation: false,
+    asks: Asks::AsConfigured,
     sample: Some(|_| Command::Query {
         query: &QUERY,
         arg: None,

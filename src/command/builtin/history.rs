@@ -1,6 +1,6 @@
-//! `history ENV`: its grammar, help and policy name.
+//! `history ENV`: its grammar, help, policy name and normal form.
 
-use super::{Builtin, Form, Kind, View};
+use super::{Asks, Builtin, Form, Kind, View};
 use crate::command::args::{split_args, too_many};
 use crate::command::grammar::Token;
 use crate::command::{Command, Grammar};
@@ -21,6 +21,7 @@ const FORM: Form = Form {
     mutating: false,
     open: false,
     operation: false,
+    asks: Asks::AsConfigured,
     sample: Some(|env| Command::History { env }),
 };
 

@@ -1,6 +1,6 @@
-//! `lock ENV [REASON...]` and `unlock ENV`: their grammar, help and policy names.
+//! `lock ENV [REASON...]` and `unlock ENV`: their grammar, help, policy names and normal forms.
 
-use super::{Builtin, Form, Kind, View};
+use super::{Asks, Builtin, Form, Kind, View};
 use crate::command::args::{split_args, too_many};
 use crate::command::grammar::Token;
 use crate::command::{Command, Grammar};
@@ -37,6 +37,7 @@ const LOCK_FORM: Form = Form {
     mutating: true,
     open: false,
     operation: false,
+    asks: Asks::AsConfigured,
     sample: Some(|env| Command::Lock { env, reason: None }),
 };
 
@@ -45,6 +46,7 @@ const UNLOCK_FORM: Form = Form {
     mutating: true,
     open: false,
     operation: false,
+    asks: Asks::AsConfigured,
     sample: Some(|env| Command::Unlock { env }),
 };
 

@@ -78,9 +78,22 @@ pub struct Form {
     /// It runs as a journaled operation (numbered, shown in `history`, resumed after a
     /// restart) when it names an environment; without one it starts one per environment.
     pub operation: bool,
+    /// Whom a change asks before it runs.
+    pub asks: Asks,
     /// One instance of it acting on an environment, for asking the policy who may run it there
     /// (none for an answer: anyone may give one).
     pub sample: Option<fn(String) -> Command>,
+}
+
+/// Whom a change asks before it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asks {
+    /// As the environment's policy says: a confirmation, approvals by other people.
+    AsConfigured,
+    /// Its requester always confirms (a restore replaces data); approvals as configured.
+    AlwaysConfirm,
+    /// No one: it touches no live data (a verify restores into a scratch database of its own).
+    Nobody,
 }
 
 /// What a parsed command is: its form, the environment it names, and its normal form.

@@ -1,6 +1,6 @@
-//! `ping [TEXT]`: its grammar, help and policy name.
+//! `ping [TEXT]`: its grammar, help, policy name and normal form.
 
-use super::{Builtin, Form, Kind, Query, View};
+use super::{Asks, Builtin, Form, Kind, Query, View};
 use crate::command::Command;
 use crate::command::grammar::Token;
 
@@ -43,6 +43,7 @@ const FORM: Form = Form {
     mutating: false,
     open: true,
     operation: false,
+    asks: Asks::AsConfigured,
     sample: Some(|_| Command::Query {
         query: &QUERY,
         arg: None,

@@ -1,6 +1,6 @@
-//! `restore ENV BACKUP|latest [from ENV|offsite] [--no-safety-backup]`: its grammar, help and policy name.
+//! `restore ENV BACKUP|latest [from ENV|offsite] [--no-safety-backup]`: its grammar, help, policy name, normal form and what it asks before it runs.
 
-use super::{Builtin, Form, Kind, View};
+use super::{Asks, Builtin, Form, Kind, View};
 use crate::command::args::{backup_ref, bad, from_as_word, is_offsite, split_args, too_many};
 use crate::command::grammar::Token;
 use crate::command::{BackupRef, Command, Grammar};
@@ -24,6 +24,7 @@ const FORM: Form = Form {
     mutating: true,
     open: false,
     operation: true,
+    asks: Asks::AlwaysConfirm,
     sample: Some(|env| Command::Restore {
         env,
         backup: BackupRef::Latest,

@@ -1,6 +1,6 @@
 //! `schedule list|pause|resume`: their grammar, help, and the two forms the policy tells apart (`schedule list` only reads).
 
-use super::{Builtin, Form, Kind, View, opt};
+use super::{Asks, Builtin, Form, Kind, View, opt};
 use crate::command::args::{bad, shorten, split_args, too_many};
 use crate::command::grammar::Token;
 use crate::command::{Command, Grammar, ScheduleAction};
@@ -26,6 +26,7 @@ const LIST: Form = Form {
     mutating: false,
     open: false,
     operation: false,
+    asks: Asks::AsConfigured,
     sample: Some(|_| Command::Schedule {
         action: ScheduleAction::List,
     }),
@@ -37,6 +38,7 @@ const CHANGE: Form = Form {
     mutating: true,
     open: false,
     operation: false,
+    asks: Asks::AsConfigured,
     sample: Some(|env| Command::Schedule {
         action: ScheduleAction::Pause {
             env: Some(env),

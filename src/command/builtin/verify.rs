@@ -1,6 +1,6 @@
-//! `verify [ENV] [BACKUP] [from offsite]`: its grammar, help and policy name.
+//! `verify [ENV] [BACKUP] [from offsite]`: its grammar, help, policy name, normal form and what it asks before it runs.
 
-use super::{Builtin, Form, Kind, View, opt};
+use super::{Asks, Builtin, Form, Kind, View, opt};
 use crate::command::args::{backup_ref, bad, from_as_word, is_offsite, split_args, too_many};
 use crate::command::grammar::Token;
 use crate::command::{BackupRef, Command, Grammar};
@@ -21,6 +21,7 @@ const FORM: Form = Form {
     mutating: true,
     open: false,
     operation: true,
+    asks: Asks::Nobody,
     sample: Some(|env| Command::Verify {
         env: Some(env),
         backup: None,

@@ -1,6 +1,6 @@
 //! `whoami`: tells the asker who they are to the bot (username, the roles it sees) and what they may run where, from the room they ask in.
 
-use super::{Asker, Kind, Builtin, Form, Query, View};
+use super::{Asks, Asker, Kind, Builtin, Form, Query, View};
 use crate::command::Command;
 use crate::command::args::{split_args, too_many};
 
@@ -38,6 +38,7 @@ const FORM: Form = Form {
     mutating: false,
     open: true,
     operation: false,
+    asks: Asks::AsConfigured,
     sample: Some(|_| Command::Query {
         query: &QUERY,
         arg: None,
