@@ -12,7 +12,7 @@ use crate::chat::{Button, Chat, ChatError, Incoming, RoomKind};
 use crate::clock::Clock;
 use crate::cluster::Clusters;
 use crate::command::runbook::{self, RunbookSpec};
-use crate::command::{self, Addressing, BackupRef, Command, Grammar};
+use crate::command::{self, Addressing, Answer, Asked, BackupRef, Command, Grammar, Request};
 use crate::config::Config;
 use crate::error::UserError;
 use crate::journal::ChosenBackup;
@@ -732,12 +732,13 @@ impl<C: Chat> Bot<C> {
             }
             return;
         }
-        let cmd = match command::parse(body, &self.s.grammar) {
-            Ok(c) => c,
+        let answer = match command::parse_request(body, &self.s.grammar) {
+            Ok(Request::Command(cmd)) => return self.authorize_and_run(&origin, body, cmd).await,
+            Ok(Request::Answer(a)) => a,
             Err(e) => return self.refuse(&origin, body, None, e).await,
         };
-        match &cmd {
-            Command::Confirm { code } => {
+        match &answer {
+            Answer::Confirm { code } => {
                 let taken = lock(&self.s.pending, "pending").confirm(code, &msg.username);
                 match taken {
                     Ok(held) => {
@@ -756,14 +757,13 @@ impl<C: Chat> Bot<C> {
                         self.after_confirmation(&origin, held).await;
                     }
                     Err(e) => {
-                        self.refuse(&origin, body, Some(&cmd), UserError::Refused(e.to_string()))
-                            .await
+                        let e = UserError::Refused(e.to_string());
+                        self.refuse(&origin, body, Some(&answer), e).await
                     }
                 }
             }
-            Command::Approve { op } => self.approve(&origin, body, &cmd, op.get()).await,
-            Command::Cancel { op } => self.cancel(&origin, body, &cmd, op.get()).await,
-            _ => self.authorize_and_run(&origin, body, cmd).await,
+            Answer::Approve { op } => self.approve(&origin, body, &answer, op.get()).await,
+            Answer::Cancel { op } => self.cancel(&origin, body, &answer, op.get()).await,
         }
     }
 
@@ -1250,7 +1250,7 @@ impl<C: Chat> Bot<C> {
         self.run(origin, held).await;
     }
 
-    async fn approve(&self, origin: &Origin<'_>, body: &str, cmd: &Command, op: u64) {
+    async fn approve(&self, origin: &Origin<'_>, body: &str, cmd: &Answer, op: u64) {
         let held = lock(&self.s.pending, "pending")
             .peek_approval(op)
             .map(|h| h.payload.clone());
@@ -1341,7 +1341,7 @@ impl<C: Chat> Bot<C> {
         }
     }
 
-    async fn cancel(&self, origin: &Origin<'_>, body: &str, cmd: &Command, op: u64) {
+    async fn cancel(&self, origin: &Origin<'_>, body: &str, cmd: &Answer, op: u64) {
         let found = lock(&self.s.pending, "pending").withdraw_op(op, &origin.msg.username);
         match found {
             Some(Ok(held)) => {
@@ -1373,7 +1373,7 @@ impl<C: Chat> Bot<C> {
 
     /// `cancel #N` of a running operation: its requester, or anyone who may run the same command
     /// in that environment, stops it; the engine undoes what it changed.
-    async fn cancel_running(&self, origin: &Origin<'_>, body: &str, cmd: &Command, op: u64) {
+    async fn cancel_running(&self, origin: &Origin<'_>, body: &str, cmd: &Answer, op: u64) {
         let running =
             self.s.engine.requester(OpId::new(op)).and_then(|owner| {
                 Some((owner, self.s.store.get_op(OpId::new(op)).ok().flatten()?))
@@ -1503,6 +1503,9 @@ impl<C: Chat> Bot<C> {
             }
             return;
         }
+        let roles = lock(&self.s.roles, "role cache")
+            .get(&origin.msg.username, Duration::MAX)
+            .unwrap_or_default();
         let result = ops::execute(
             &held.cmd,
             &ops::Context {
@@ -1518,10 +1521,8 @@ impl<C: Chat> Bot<C> {
                 op: held.op,
                 clock: self.s.clock,
                 visible: held.visible.as_deref(),
+                roles: &roles,
                 help_for: &|name, sample| {
-                    let roles = lock(&self.s.roles, "role cache")
-                        .get(&origin.msg.username, Duration::MAX)
-                        .unwrap_or_default();
                     let room = match origin.msg.room_kind {
                         RoomKind::Direct => None,
                         _ => origin.msg.room_name.as_deref(),
@@ -1657,7 +1658,13 @@ impl<C: Chat> Bot<C> {
         }
     }
 
-    async fn refuse(&self, origin: &Origin<'_>, body: &str, cmd: Option<&Command>, e: UserError) {
+    async fn refuse(
+        &self,
+        origin: &Origin<'_>,
+        body: &str,
+        cmd: Option<&(dyn Asked + Sync)>,
+        e: UserError,
+    ) {
         tracing::info!(user = %origin.msg.username, command = %crate::telemetry::short(body), reason = e.label(), "refused");
         self.reply(origin.msg, &e.to_string()).await;
         self.audit(
@@ -1720,7 +1727,7 @@ impl<C: Chat> Bot<C> {
         &self,
         origin: &Origin<'_>,
         text: &str,
-        cmd: Option<&Command>,
+        cmd: Option<&(dyn Asked + Sync)>,
         decision: AuditDecision,
         reason: Option<String>,
         op: Option<u64>,
@@ -1731,7 +1738,7 @@ impl<C: Chat> Bot<C> {
             user: origin.msg.username.clone(),
             room: origin.room_label.clone(),
             text: text.chars().take(500).collect(),
-            command: cmd.map(describe).unwrap_or_default(),
+            command: cmd.map(|c| c.describe()).unwrap_or_default(),
             env: cmd.and_then(|c| c.env().map(str::to_string)),
             decision,
             reason,

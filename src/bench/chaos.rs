@@ -367,13 +367,13 @@ fn count(
         .values()
         .filter(|m| !m.iter().any(|m| m["u"]["username"] == "rocketops"))
         .count();
-    let running: Vec<u64> = ops
+    let running: Vec<crate::journal::OpId> = ops
         .iter()
         .filter(|o| o.state == crate::journal::OpState::Running)
         .map(|o| o.id)
         .collect();
     r.locks_held = store
-        .env_ops()
+        .held_locks()
         .map_err(|e| BenchError::Setup(e.to_string()))?
         .into_iter()
         .filter(|(_, op)| !running.contains(op))

@@ -204,15 +204,6 @@ fn every_command_parses_in_its_accepted_forms() {
             },
         ),
         ("unlock prod", Command::Unlock { env: "prod".into() }),
-        ("cancel #42", Command::Cancel { op: OpId::new(42) }),
-        ("cancel 42", Command::Cancel { op: OpId::new(42) }),
-        ("approve #7", Command::Approve { op: OpId::new(7) }),
-        (
-            "confirm k7q2xm",
-            Command::Confirm {
-                code: "K7Q2XM".into(),
-            },
-        ),
         (
             "schedule list",
             Command::Schedule {
@@ -250,32 +241,6 @@ fn every_command_parses_in_its_accepted_forms() {
                 },
             },
         ),
-        ("help", Command::Help { topic: None }),
-        (
-            "help deploy",
-            Command::Help {
-                topic: Some("deploy".into()),
-            },
-        ),
-        (
-            "help /deploy",
-            Command::Help {
-                topic: Some("deploy".into()),
-            },
-        ),
-        (
-            "help migrate",
-            Command::Help {
-                topic: Some("migrate".into()),
-            },
-        ),
-        ("ping", Command::Ping { echo: None }),
-        (
-            "ping are you there",
-            Command::Ping {
-                echo: Some("are you there".into()),
-            },
-        ),
         (
             "migrate test 7.0.0",
             Command::Runbook {
@@ -304,6 +269,61 @@ fn every_command_parses_in_its_accepted_forms() {
     for (input, want) in cases {
         assert_eq!(ok(input), want, "{input}");
     }
+    // The queries a module answers by itself: `help`, `ping`, `whoami`.
+    let query = |input: &str| match ok(input) {
+        Command::Query { query, arg } => (query.name, arg),
+        other => panic!("{input}: {other:?}"),
+    };
+    let cases: Vec<(&str, (&str, Option<String>))> = vec![
+        ("help", ("help", None)),
+        ("help deploy", ("help", Some("deploy".into()))),
+        ("help /deploy", ("help", Some("deploy".into()))),
+        ("help migrate", ("help", Some("migrate".into()))),
+        ("ping", ("ping", None)),
+        ("ping are you there", ("ping", Some("are you there".into()))),
+        ("whoami", ("whoami", None)),
+    ];
+    for (input, want) in cases {
+        assert_eq!(query(input), want, "{input}");
+    }
+}
+
+#[test]
+fn the_answers_to_the_bots_questions_parse_as_answers_not_commands() {
+    let g = grammar();
+    let cases = [
+        ("cancel #42", Answer::Cancel { op: OpId::new(42) }),
+        ("cancel 42", Answer::Cancel { op: OpId::new(42) }),
+        ("approve #7", Answer::Approve { op: OpId::new(7) }),
+        (
+            "confirm k7q2xm",
+            Answer::Confirm {
+                code: "K7Q2XM".into(),
+            },
+        ),
+    ];
+    for (input, want) in cases {
+        assert_eq!(
+            parse_request(input, &g),
+            Ok(Request::Answer(want)),
+            "{input}"
+        );
+        // Where only a command will do (a journaled one, read back), an answer is none.
+        assert_eq!(
+            parse(input, &g).unwrap_err().to_string(),
+            format!(
+                "`{}` answers a question of mine; it is not a command of its own.\nUsage: `{}`",
+                input.split(' ').next().unwrap(),
+                builtin::find(input.split(' ').next().unwrap())
+                    .unwrap()
+                    .usage
+            )
+        );
+    }
+    assert_eq!(
+        parse_request("status", &g),
+        Ok(Request::Command(Command::Status { env: None }))
+    );
 }
 
 #[test]
@@ -590,6 +610,239 @@ fn help_lists_only_what_the_asker_may_run_and_explains_one_command() {
         m.contains("VERSION: the target version") && m.contains("you may not run it"),
         "{m}"
     );
+}
+
+#[test]
+fn every_help_example_parses_to_its_command_and_back_from_its_normal_form() {
+    let g = grammar();
+    for b in builtin::ALL {
+        assert!(!b.examples.is_empty(), "`{}` shows no example", b.name);
+        for example in b.examples {
+            let request = parse_request(example, &g)
+                .unwrap_or_else(|e| panic!("`help {}` shows `{example}`: {e}", b.name));
+            let name = match &request {
+                Request::Command(c) => c.name(),
+                Request::Answer(a) => a.name(),
+            };
+            assert_eq!(name, b.name, "`help {}` shows `{example}`", b.name);
+            // The normal form the journal and the audit keep means the same; a confirmation
+            // code is left out of it on purpose.
+            let normal = request.asked().describe();
+            if !matches!(request, Request::Answer(Answer::Confirm { .. })) {
+                assert_eq!(
+                    parse_request(&normal, &g).as_ref(),
+                    Ok(&request),
+                    "`{example}` is written `{normal}`"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_usage_starts_with_its_name_and_every_form_has_an_example() {
+    let g = grammar();
+    for b in builtin::ALL {
+        for alternative in b.usage.split(" | ") {
+            assert_eq!(
+                alternative.split_whitespace().next(),
+                Some(b.name),
+                "`{}` in the usage of `{}`",
+                alternative,
+                b.name
+            );
+            assert!(is_bare_help(&format!("help {}", b.name)), "{alternative}");
+        }
+        for f in b.forms {
+            assert!(
+                b.examples
+                    .iter()
+                    .any(|e| parse_request(e, &g).unwrap().asked().policy_name() == f.policy_name),
+                "no example of `help {}` is the form `{}`",
+                b.name,
+                f.policy_name
+            );
+        }
+    }
+}
+
+#[test]
+fn every_form_is_one_commands_and_its_sample_is_that_form() {
+    for b in builtin::ALL {
+        assert_eq!(builtin::find(b.name).map(|f| f.name), Some(b.name));
+        for f in b.forms {
+            assert_eq!(
+                builtin::form(f.policy_name).map(|f| f.policy_name),
+                Some(f.policy_name)
+            );
+            let Some(sample) = f.sample else {
+                // An answer: anyone may give one, so there is nothing to ask the policy.
+                assert!(
+                    matches!(b.kind, builtin::Kind::Answer { .. }) && f.open,
+                    "{}",
+                    b.name
+                );
+                continue;
+            };
+            let sample = sample("test".into());
+            let owners: Vec<&str> = builtin::ALL
+                .iter()
+                .filter(|o| match o.kind {
+                    builtin::Kind::Command { view, .. } => view(&sample).is_some(),
+                    builtin::Kind::Answer { .. } => false,
+                })
+                .map(|o| o.name)
+                .collect();
+            assert_eq!(owners, vec![b.name], "{sample:?}");
+            assert_eq!(sample.policy_name(), f.policy_name);
+            assert_eq!(sample.is_mutating(), f.mutating, "{}", f.policy_name);
+        }
+    }
+}
+
+#[test]
+fn only_what_changes_something_counts_as_a_change() {
+    let g = grammar();
+    let reads = [
+        "backup list prod",
+        "backup report",
+        "status",
+        "history prod",
+        "help",
+        "ping",
+        "whoami",
+        "alerts list",
+        "schedule list",
+    ];
+    for r in reads {
+        assert!(!ok(r).is_mutating(), "{r}");
+    }
+    let changes = [
+        "deploy test v3.1",
+        "rollback prod",
+        "scale test 5",
+        "backup now prod",
+        "backup prune test",
+        "restore test latest",
+        "verify prod",
+        "lock prod",
+        "unlock prod",
+        "schedule pause test",
+        "alerts mute test 2h",
+        "migrate test v2",
+    ];
+    for c in changes {
+        assert!(parse(c, &g).unwrap().is_mutating(), "{c}");
+    }
+    // Cancelling stops something; confirming and approving only let through what was asked.
+    let answer = |s: &str| match parse_request(s, &g) {
+        Ok(Request::Answer(a)) => a,
+        other => panic!("{other:?}"),
+    };
+    assert!(answer("cancel #4").is_mutating());
+    assert!(!answer("confirm K7Q2XM").is_mutating() && !answer("approve #4").is_mutating());
+    let open: Vec<&str> = builtin::ALL
+        .iter()
+        .flat_map(|b| b.forms)
+        .filter(|f| f.open)
+        .map(|f| f.policy_name)
+        .collect();
+    assert_eq!(
+        open,
+        ["cancel", "approve", "confirm", "whoami", "help", "ping"]
+    );
+}
+
+#[test]
+fn what_a_locked_environment_still_allows_by_default_names_built_in_commands() {
+    let defaults = crate::config::policy::EnvPolicy::default().allow_when_locked;
+    assert!(!defaults.is_empty());
+    for name in defaults {
+        assert!(
+            builtin::form(&name).is_some(),
+            "`{name}` is no built-in command"
+        );
+    }
+}
+
+#[test]
+fn what_runs_as_a_journaled_operation_names_its_environment() {
+    let operations = [
+        "deploy test v3.1",
+        "rollback prod",
+        "scale test 5",
+        "backup now prod",
+        "backup prune test",
+        "restore test latest",
+        "verify prod",
+        "migrate test v2",
+    ];
+    for o in operations {
+        assert!(ok(o).is_operation(), "{o}");
+    }
+    // Without an environment, one operation starts per environment; the rest answer at once.
+    let others = [
+        "backup now",
+        "verify",
+        "backup list prod",
+        "lock prod",
+        "unlock prod",
+        "alerts mute test 2h",
+        "schedule pause test",
+        "status prod",
+        "help",
+        "whoami",
+    ];
+    for o in others {
+        assert!(!ok(o).is_operation(), "{o}");
+    }
+}
+
+#[test]
+fn a_restore_always_asks_its_requester_and_a_verify_asks_no_one_as_their_help_says() {
+    assert_eq!(ok("restore test latest").asks(), Asks::AlwaysConfirm);
+    assert_eq!(ok("verify prod").asks(), Asks::Nobody);
+    assert_eq!(ok("deploy test v3.1").asks(), Asks::AsConfigured);
+    assert_eq!(ok("migrate test v2").asks(), Asks::AsConfigured);
+    for b in builtin::ALL {
+        let always = b.forms.iter().any(|f| f.asks == Asks::AlwaysConfirm);
+        assert_eq!(
+            b.details.contains("Always asks for confirmation"),
+            always,
+            "{}",
+            b.name
+        );
+        for f in b.forms.iter().filter(|f| !f.mutating) {
+            assert_eq!(f.asks, Asks::AsConfigured, "{} only reads", f.policy_name);
+        }
+    }
+}
+
+#[test]
+fn a_sample_exists_only_for_a_command_the_bot_knows() {
+    let g = grammar();
+    assert_eq!(
+        sample("backup list", &g),
+        Some(Command::BackupList {
+            env: Some("dev".into())
+        })
+    );
+    assert!(matches!(
+        sample("migrate", &g),
+        Some(Command::Runbook { name, .. }) if name == "migrate"
+    ));
+    assert_eq!(sample("frobnicate", &g), None);
+    assert_eq!(sample("", &g), None);
+}
+
+#[test]
+fn the_help_for_rollback_says_it_goes_back_to_the_last_good_revision() {
+    let h = help_text(Some("rollback"), &grammar(), "rocketops", &|_| None);
+    assert!(
+        h.contains("the last good revision: the newest earlier one that succeeded"),
+        "{h}"
+    );
+    assert!(!h.contains("before the current one"), "{h}");
 }
 
 proptest! {

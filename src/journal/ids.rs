@@ -37,14 +37,6 @@ impl std::fmt::Display for OpId {
     }
 }
 
-/// Operation numbers gathered as bare numbers, for the chaos benchmark, which still counts
-/// operations in `u64`.
-impl FromIterator<OpId> for Vec<u64> {
-    fn from_iter<I: IntoIterator<Item = OpId>>(ops: I) -> Vec<u64> {
-        ops.into_iter().map(OpId::get).collect()
-    }
-}
-
 impl std::str::FromStr for OpId {
     type Err = std::num::ParseIntError;
 

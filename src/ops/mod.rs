@@ -18,8 +18,6 @@ pub mod steps;
 pub mod templates;
 pub mod verify;
 
-use std::collections::BTreeMap;
-
 use crate::catalog;
 use crate::chat::Chat;
 use crate::clock::Clock;
@@ -45,6 +43,8 @@ pub struct Context<'a, C: Chat> {
     pub op: u64,
     /// The clock to read time from.
     pub clock: Clock,
+    /// The asker's Rocket.Chat roles as last looked up (empty when the policy needed none).
+    pub roles: &'a [String],
     /// Where the asker may run a command (for `help`).
     pub help_for: &'a (dyn Fn(&str, &Command) -> Option<Vec<String>> + Sync),
     /// For a read-only command that names no environment: the ones the asker may see.
@@ -60,6 +60,14 @@ impl<C: Chat> Context<'_, C> {
         }
     }
 
+    /// Where the asker may run the command the policy calls `name` (`None`: nowhere, or no such command).
+    fn allowed(&self, name: &str) -> Option<Vec<String>> {
+        if command::builtin::form(name).is_some_and(|f| f.open) {
+            return Some(Vec::new());
+        }
+        command::sample(name, self.grammar).and_then(|sample| (self.help_for)(name, &sample))
+    }
+
     fn sees(&self, env: &str) -> bool {
         self.visible.is_none_or(|v| v.iter().any(|e| e == env))
     }
@@ -67,132 +75,7 @@ impl<C: Chat> Context<'_, C> {
 
 /// A command in normal form (`deploy prod v3.1`).
 pub fn describe(cmd: &Command) -> String {
-    match cmd {
-        Command::Deploy {
-            env,
-            version,
-            no_backup,
-        } => format!(
-            "deploy {env} {version}{}",
-            if *no_backup { " --no-backup" } else { "" }
-        ),
-        Command::Rollback { env, to: None } => format!("rollback {env}"),
-        Command::Rollback {
-            env,
-            to: Some(RollbackTarget::Revision(r)),
-        } => format!("rollback {env} {r}"),
-        Command::Rollback {
-            env,
-            to: Some(RollbackTarget::Version(v)),
-        } => format!("rollback {env} {v}"),
-        Command::Scale {
-            env,
-            replicas,
-            component,
-        } => format!(
-            "scale {env} {replicas}{}",
-            component
-                .as_ref()
-                .map(|c| format!(" {c}"))
-                .unwrap_or_default()
-        ),
-        Command::BackupNow { env } => format!(
-            "backup now{}",
-            env.as_ref().map(|e| format!(" {e}")).unwrap_or_default()
-        ),
-        Command::BackupList { env } => format!(
-            "backup list{}",
-            env.as_ref().map(|e| format!(" {e}")).unwrap_or_default()
-        ),
-        Command::BackupPrune { env } => format!("backup prune {env}"),
-        Command::BackupReport { env } => format!(
-            "backup report{}",
-            env.as_ref().map(|e| format!(" {e}")).unwrap_or_default()
-        ),
-        Command::Restore {
-            env,
-            backup,
-            from,
-            no_safety_backup,
-            offsite,
-        } => format!(
-            "restore {env} {}{}{}",
-            match backup {
-                BackupRef::Latest => "latest".to_string(),
-                BackupRef::Named(n) => n.clone(),
-            },
-            match (from, offsite) {
-                (_, true) => " from offsite".to_string(),
-                (Some(f), false) => format!(" from {f}"),
-                (None, false) => String::new(),
-            },
-            if *no_safety_backup {
-                " --no-safety-backup"
-            } else {
-                ""
-            }
-        ),
-        Command::Verify {
-            env,
-            backup,
-            offsite,
-        } => format!(
-            "verify{}{}{}",
-            env.as_ref().map(|e| format!(" {e}")).unwrap_or_default(),
-            match backup {
-                Some(BackupRef::Latest) => " latest".to_string(),
-                Some(BackupRef::Named(n)) => format!(" {n}"),
-                None => String::new(),
-            },
-            if *offsite { " from offsite" } else { "" }
-        ),
-        Command::Status { env } => format!(
-            "status{}",
-            env.as_ref().map(|e| format!(" {e}")).unwrap_or_default()
-        ),
-        Command::History { env } => format!("history {env}"),
-        Command::Lock { env, reason } => format!(
-            "lock {env}{}",
-            reason.as_ref().map(|r| format!(" {r}")).unwrap_or_default()
-        ),
-        Command::Unlock { env } => format!("unlock {env}"),
-        Command::Cancel { op } => format!("cancel #{op}"),
-        Command::Approve { op } => format!("approve #{op}"),
-        Command::Confirm { .. } => "confirm".into(),
-        Command::Schedule { action } => match action {
-            ScheduleAction::List => "schedule list".into(),
-            ScheduleAction::Pause { env, kind } | ScheduleAction::Resume { env, kind } => format!(
-                "schedule {}{}{}",
-                if matches!(action, ScheduleAction::Pause { .. }) {
-                    "pause"
-                } else {
-                    "resume"
-                },
-                env.as_ref().map(|e| format!(" {e}")).unwrap_or_default(),
-                kind.as_ref().map(|k| format!(" {k}")).unwrap_or_default()
-            ),
-        },
-        Command::AlertsList => "alerts list".into(),
-        Command::AlertsMute { env, secs, reason } => format!(
-            "alerts mute {env} {}{}",
-            humantime_serde::re::humantime::format_duration(std::time::Duration::from_secs(*secs)),
-            reason.as_ref().map(|r| format!(" {r}")).unwrap_or_default()
-        ),
-        Command::Help { topic } => format!(
-            "help{}",
-            topic.as_ref().map(|t| format!(" {t}")).unwrap_or_default()
-        ),
-        Command::Ping { .. } => "ping".into(),
-        Command::Runbook { name, env, params } => {
-            format!(
-                "{name} {env}{}",
-                params
-                    .iter()
-                    .map(|(k, v)| format!(" {k}={v}"))
-                    .collect::<String>()
-            )
-        }
-    }
+    cmd.describe()
 }
 
 /// What a command will do, for the confirmation question.
@@ -468,15 +351,14 @@ pub async fn execute<C: Chat>(
     ctx: &Context<'_, C>,
 ) -> Result<Option<String>, UserError> {
     match cmd {
-        Command::Ping { echo: None } => Ok(Some("pong".into())),
-        Command::Ping { echo: Some(t) } => Ok(Some(format!("pong {}", crate::redact::outside(t)))),
-        Command::Help { topic } => Ok(Some(command::help_text(
-            topic.as_deref(),
-            ctx.grammar,
-            &ctx.chat.bot_username(),
-            &|name| {
-                let sample = sample_command(name, ctx.grammar);
-                (ctx.help_for)(name, &sample)
+        Command::Query { query, arg } => Ok(Some((query.answer)(
+            arg.as_deref(),
+            &command::builtin::Asker {
+                username: ctx.user,
+                roles: ctx.roles,
+                bot_name: &ctx.chat.bot_username(),
+                grammar: ctx.grammar,
+                allowed: &|name| ctx.allowed(name),
             },
         ))),
         Command::Lock { env, reason } => {
@@ -673,81 +555,6 @@ pub async fn execute<C: Chat>(
                 }
             }))
         }
-        Command::Confirm { .. } | Command::Approve { .. } | Command::Cancel { .. } => {
-            Err(UserError::Internal)
-        }
-    }
-}
-
-fn sample_command(name: &str, grammar: &Grammar) -> Command {
-    let env = grammar
-        .environments
-        .first()
-        .map(|e| e.name.clone())
-        .unwrap_or_default();
-    match name {
-        "deploy" => Command::Deploy {
-            env,
-            version: "v1".into(),
-            no_backup: false,
-        },
-        "rollback" => Command::Rollback { env, to: None },
-        "scale" => Command::Scale {
-            env,
-            replicas: 1,
-            component: None,
-        },
-        "backup now" => Command::BackupNow { env: Some(env) },
-        "backup list" => Command::BackupList { env: Some(env) },
-        "backup prune" => Command::BackupPrune { env },
-        "backup report" => Command::BackupReport { env: Some(env) },
-        "restore" => Command::Restore {
-            env,
-            backup: BackupRef::Latest,
-            from: None,
-            no_safety_backup: false,
-            offsite: false,
-        },
-        "verify" => Command::Verify {
-            env: Some(env),
-            backup: None,
-            offsite: false,
-        },
-        "status" => Command::Status { env: Some(env) },
-        "history" => Command::History { env },
-        "lock" => Command::Lock { env, reason: None },
-        "unlock" => Command::Unlock { env },
-        "cancel" => Command::Cancel {
-            op: OpId::default(),
-        },
-        "approve" => Command::Approve {
-            op: OpId::default(),
-        },
-        "confirm" => Command::Confirm {
-            code: String::new(),
-        },
-        "schedule list" => Command::Schedule {
-            action: ScheduleAction::List,
-        },
-        "schedule" => Command::Schedule {
-            action: ScheduleAction::Pause {
-                env: Some(env),
-                kind: None,
-            },
-        },
-        "help" => Command::Help { topic: None },
-        "alerts list" => Command::AlertsList,
-        "alerts mute" => Command::AlertsMute {
-            env,
-            secs: 60,
-            reason: None,
-        },
-        "ping" => Command::Ping { echo: None },
-        runbook => Command::Runbook {
-            name: runbook.into(),
-            env,
-            params: BTreeMap::new(),
-        },
     }
 }
 

@@ -160,17 +160,7 @@ pub(crate) fn last_detail(rec: &OpRecord) -> String {
 
 /// Whether a command runs as a journaled operation.
 pub fn is_operation(cmd: &Command) -> bool {
-    matches!(
-        cmd,
-        Command::Deploy { .. }
-            | Command::Rollback { .. }
-            | Command::Scale { .. }
-            | Command::BackupNow { env: Some(_) }
-            | Command::BackupPrune { .. }
-            | Command::Restore { .. }
-            | Command::Verify { env: Some(_), .. }
-            | Command::Runbook { .. }
-    )
+    cmd.is_operation()
 }
 
 /// Where the typed spec's parts come from: today's configuration and catalog when an operation

@@ -133,16 +133,6 @@ impl Store {
         Ok(out)
     }
 
-    /// [`Store::held_locks`] with the operations as bare numbers, for the chaos benchmark, which
-    /// still counts operations in `u64`.
-    pub fn env_ops(&self) -> Result<Vec<(LockKey, u64)>, StoreError> {
-        Ok(self
-            .held_locks()?
-            .into_iter()
-            .map(|(k, op)| (k, op.get()))
-            .collect())
-    }
-
     /// The operation holding `lock`, if any.
     pub fn env_op(&self, lock: &LockKey) -> Result<Option<OpId>, StoreError> {
         Ok(self

@@ -1241,3 +1241,49 @@ async fn a_lock_and_an_unlock_take_no_operation_number_so_the_next_deploy_is_num
     assert!(done.contains("#1 deploy test 7.0.0"), "{done}");
     w.stop_bot().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whoami_tells_the_asker_their_roles_and_what_they_may_run_where_from_the_room_they_ask_in()
+{
+    let mut w = World::with_cluster().await;
+    w.start_bot().await;
+    w.sim.post("alice", "#ops", "/whoami").unwrap();
+    let alice = w
+        .wait_bot_text("#ops", "alice's whoami", |t| {
+            t.starts_with("You are @alice")
+        })
+        .await;
+    assert!(
+        alice.contains("roles, as I see them: user, ops.")
+            && alice.contains("\n• *prod*: deploy, rollback, backup list,")
+            && alice.contains("\n• *test*: deploy, rollback, scale, backup now,")
+            && alice.contains("\n• anywhere: cancel, approve, confirm, whoami, help, ping"),
+        "{alice}"
+    );
+    // prod takes commands only from #ops: asked in a direct message, it is not offered.
+    w.sim.post("alice", "@rocketops", "whoami").unwrap();
+    let dm = w.sim.direct_room("alice", "rocketops").unwrap();
+    let msgs = w
+        .wait_for(&dm, "alice's whoami in a direct message", |m| {
+            !bot_texts(m).is_empty()
+        })
+        .await;
+    let direct = last_bot_text(&msgs);
+    assert!(
+        direct.starts_with("You are @alice") && !direct.contains("*prod*"),
+        "{direct}"
+    );
+    assert!(direct.contains("\n• *test*: deploy,"), "{direct}");
+    // Without the ops role, bob may read both environments and change neither.
+    w.sim.post("bob", "#ops", "/whoami").unwrap();
+    let bob = w
+        .wait_bot_text("#ops", "bob's whoami", |t| t.starts_with("You are @bob"))
+        .await;
+    assert!(
+        bob.contains("roles, as I see them: user.")
+            && bob.contains("\n• *prod*: backup list, backup report, status, history,")
+            && !bob.contains("deploy"),
+        "{bob}"
+    );
+    w.stop_bot().await;
+}
