@@ -1,12 +1,16 @@
 //! Failure alerts: watches of the managed namespaces become incidents (one alert each, a repeat
 //! counter, a "resolved" follow-up), kept in the store across restarts, rate-limited and mutable.
 
+mod catalogue;
 pub mod detect;
+mod incidents;
+
+pub use self::incidents::{Incident, Mute, is_muted, mute, open_incidents};
+use self::incidents::{Resolved, put_logged, remove_logged, write_failed};
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -17,128 +21,7 @@ use crate::clock::Clock;
 use crate::cluster::Clusters;
 use crate::cluster::watch::{ClusterEvent, WatchedKind};
 use crate::config::Config;
-use crate::store::{Record, Store, Tree};
-
-/// An incident as kept in the store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Incident {
-    pub key: IncidentKey,
-    pub severity: Severity,
-    pub detail: String,
-    pub first_ms: i64,
-    pub last_ms: i64,
-    /// How many distinct occurrences (e.g. failed runs of one CronJob).
-    pub count: u32,
-    #[serde(default)]
-    pub occurrences: Vec<String>,
-    /// The alert message, once posted.
-    #[serde(default)]
-    pub message: Option<(String, String)>,
-    #[serde(default)]
-    pub resolved_ms: Option<i64>,
-    /// What the webhook has been told (`fired`, `resolved`), so that nothing is sent twice.
-    #[serde(default)]
-    pub webhook: Vec<String>,
-    /// Posted as part of a quiet-hours digest (its message is the digest).
-    #[serde(default)]
-    pub digest: bool,
-}
-
-impl Record for Incident {
-    const TREE: Tree = Tree::Incidents;
-}
-
-/// A resolved incident, kept for the record apart from the open ones (which every tick scans).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(transparent)]
-struct Resolved(Incident);
-
-impl Record for Resolved {
-    const TREE: Tree = Tree::IncidentsResolved;
-}
-
-/// An environment's alerts silenced until a time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Mute {
-    pub env: String,
-    pub until_ms: i64,
-    pub by: String,
-    pub reason: Option<String>,
-}
-
-impl Record for Mute {
-    const TREE: Tree = Tree::Mutes;
-}
-
-/// Whether `env` is muted at `now_ms`.
-pub fn is_muted(mute: Option<&Mute>, now_ms: i64) -> bool {
-    mute.is_some_and(|m| now_ms < m.until_ms)
-}
-
-/// Mutes `env` for `d`.
-pub fn mute(
-    store: &Store,
-    env: &str,
-    d: Duration,
-    by: &str,
-    reason: Option<String>,
-    now_ms: i64,
-) -> Result<Mute, crate::store::StoreError> {
-    let m = Mute {
-        env: env.into(),
-        until_ms: now_ms + d.as_millis() as i64,
-        by: by.into(),
-        reason,
-    };
-    store.records().put(env, &m)?;
-    Ok(m)
-}
-
-/// Open incidents, oldest first.
-pub fn open_incidents(store: &Store) -> Vec<Incident> {
-    let mut v: Vec<Incident> = store
-        .records::<Incident>()
-        .all()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|i| i.resolved_ms.is_none())
-        .collect();
-    v.sort_by_key(|i| i.first_ms);
-    v
-}
-
-/// Writes a record of the alert store. The alert loop has no caller to hand a failure to, and a
-/// lost write repeats an alert or loses what is known about an incident: the failure is logged
-/// and counted, never dropped. `false` when it failed.
-fn put_logged<T: Record>(store: &Store, key: &str, value: &T) -> bool {
-    match store.records().put(key, value) {
-        Ok(()) => true,
-        Err(e) => {
-            write_failed(T::TREE, key, &e);
-            false
-        }
-    }
-}
-
-/// Removes a record of the alert store; as [`put_logged`].
-fn remove_logged<T: Record>(store: &Store, key: &str) -> bool {
-    match store.records::<T>().remove(key) {
-        Ok(()) => true,
-        Err(e) => {
-            write_failed(T::TREE, key, &e);
-            false
-        }
-    }
-}
-
-fn write_failed(tree: Tree, key: &str, e: &crate::store::StoreError) {
-    let tree = tree.name();
-    tracing::error!(error = %e, tree, key, "cannot write the alert store; an alert may repeat or an incident's state be lost");
-    crate::telemetry::metrics()
-        .store_write_failures
-        .get_or_create(&crate::telemetry::labels(&[("tree", tree)]))
-        .inc();
-}
+use crate::store::{Record, Store};
 
 /// A token bucket over all alerts, so a failing cluster cannot flood the channel.
 #[derive(Debug)]
@@ -428,145 +311,6 @@ impl<C: Chat> Alerter<C> {
             {
                 let _ = self.chat.post(&room, None, &text).await;
             }
-        }
-    }
-
-    /// Backups the cluster's own CronJob took (and other runs of it) go into the catalog too.
-    /// A Job is a run of the backup CronJob only when its controller reference carries the
-    /// CronJob's uid (a name anyone can write); a run the CronJob's schedule did not create is
-    /// recorded with its creator and decides nothing until a verify proves it.
-    async fn catalogue(&self, env: &str, job: &Value) {
-        use crate::cluster::jobs;
-        let cronjob = self
-            .config
-            .environments
-            .get(env)
-            .map(|e| e.backup_cronjob.clone())
-            .unwrap_or_else(|| "mongodb-backup".into());
-        if job["metadata"]["labels"][jobs::OPERATION_LABEL].is_string() {
-            // An operation of the bot ran it and records the result itself.
-            return;
-        }
-        let refs = &job["metadata"]["ownerReferences"];
-        let names_it = refs.as_array().is_some_and(|r| {
-            r.iter()
-                .any(|r| r["kind"] == "CronJob" && r["name"] == cronjob.as_str())
-        });
-        let condition = |kind: &str| {
-            job["status"]["conditions"]
-                .as_array()
-                .is_some_and(|c| c.iter().any(|c| c["type"] == kind && c["status"] == "True"))
-        };
-        let (complete, failed) = (condition("Complete"), condition("Failed"));
-        if !names_it || !(complete || failed) {
-            return;
-        }
-        let name = job["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        match crate::catalog::get(&self.store, env, &name) {
-            Ok(Some(_)) => return,
-            Ok(None) => {}
-            Err(e) => {
-                tracing::error!(error = %e, env, job = name, "cannot read the backup catalog");
-                return;
-            }
-        }
-        let Some(c) = self.clusters.get(env) else {
-            return;
-        };
-        let uid = match self
-            .watched
-            .get(&(env.to_string(), WatchedKind::CronJobs, cronjob.clone()))
-            .and_then(|cj| cj["metadata"]["uid"].as_str())
-        {
-            Some(uid) => Some(uid.to_string()),
-            None => match c.cronjob_uid(&cronjob).await {
-                Ok(uid) => uid,
-                Err(e) => {
-                    tracing::warn!(error = %e, env, job = name, "cannot read the backup CronJob to check a Job's owner; not catalogued now");
-                    return;
-                }
-            },
-        };
-        if !uid.is_some_and(|uid| jobs::controlled_by(refs, "CronJob", &uid)) {
-            tracing::warn!(
-                env,
-                job = name,
-                cronjob,
-                "a Job names the backup CronJob as its owner without its uid; it is not a run of the CronJob and stays out of the catalog"
-            );
-            return;
-        }
-        if failed {
-            // Kept for the daily report (the alert itself is raised elsewhere); once per Job.
-            let f = crate::catalog::Failure {
-                env: env.to_string(),
-                job: name,
-                at_ms: self.clock.now_ms(),
-                reason: job["status"]["conditions"]
-                    .as_array()
-                    .and_then(|c| c.iter().find(|c| c["type"] == "Failed"))
-                    .and_then(|c| c["reason"].as_str())
-                    .unwrap_or("Failed")
-                    .to_string(),
-            };
-            if let Err(e) = crate::catalog::record_failure_if_new(&self.store, &f) {
-                tracing::error!(error = %e, env, job = f.job, "cannot record a failed backup for the report");
-            }
-            return;
-        }
-        let job_uid = job["metadata"]["uid"].as_str().unwrap_or_default();
-        let message = match c.job_message(&name, job_uid).await {
-            Ok(m) => m,
-            Err(e) => {
-                // Not recorded without its figures: the next event or relist tries again.
-                tracing::warn!(error = %e, env, job = name, "cannot read a backup Job's result; not catalogued now");
-                return;
-            }
-        };
-        let creator = jobs::creator(&job["metadata"]["managedFields"]);
-        let scheduled = creator.as_deref() == Some(jobs::CONTROLLER_MANAGER);
-        let manual =
-            job["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"] == "manual";
-        let made_by = creator.as_deref().unwrap_or("an unknown manager");
-        let by = if scheduled {
-            format!("schedule (cronjob {cronjob})")
-        } else if manual {
-            format!("manual run of cronjob {cronjob} by {made_by}")
-        } else {
-            format!("run of cronjob {cronjob} created by {made_by}")
-        };
-        // When the Job finished, not when the bot saw it (a restarted bot lists old runs too).
-        let finished_ms = job["status"]["completionTime"]
-            .as_str()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.timestamp_millis())
-            .unwrap_or_else(|| self.clock.now_ms());
-        let mut b =
-            crate::catalog::BackupRecord::from_result(env, &name, &message, &by, finished_ms);
-        b.created_by = creator;
-        b.outside = !scheduled;
-        let newest = b.trusted()
-            && crate::catalog::list(&self.store, Some(env))
-                .iter()
-                .find(|n| n.trusted())
-                .is_none_or(|n| n.finished_ms <= b.finished_ms);
-        match crate::catalog::record_if_new(&self.store, &b) {
-            Ok(true) if newest => {
-                // The newest backup's figures, whoever took it (the age alert a team sets on them).
-                let m = crate::telemetry::metrics();
-                let l = crate::telemetry::labels(&[("env", env)]);
-                m.backup_bytes
-                    .get_or_create(&l)
-                    .set(b.bytes.unwrap_or(0) as i64);
-                m.backup_timestamp
-                    .get_or_create(&l)
-                    .set(b.finished_ms / 1000);
-            }
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, env, job = name, "cannot catalogue a backup"),
         }
     }
 
