@@ -1,4 +1,7 @@
 //! The Kubernetes simulator's HTTP surface: discovery, list/watch/get/create/replace/patch/delete, `/scale`, `/status` and `pods/log`.
+//!
+//! Long by design: the whole REST surface in one router (discovery, create, read, update, patch,
+//! delete, list, watch, subresources, the control API), each handler short.
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -1,4 +1,8 @@
 //! The simulated control plane: Deployment, ReplicaSet, StatefulSet, Job, CronJob and HPA controllers, a kubelet, and garbage collection.
+//!
+//! Long by design: the controllers run as one reconcile pass under one store lock, because they
+//! feed each other in order (Deployment → ReplicaSet → Pod, CronJob → Job → Pod, HPA → scale), as
+//! the real control plane's do through the API server.
 
 use std::collections::HashMap;
 use std::str::FromStr;

@@ -1,4 +1,7 @@
 //! The Kubernetes simulator's object store: resourceVersions, generations, optimistic concurrency, selectors and the watch history.
+//!
+//! Long by design: the object store, its watch history and its selectors are one structure under
+//! one lock, so that every write and the events it sends stay in order.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 

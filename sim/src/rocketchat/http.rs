@@ -1,4 +1,7 @@
 //! The simulator's HTTP side: the WebSocket upgrade, the REST routes bots use, and the `/_sim` control API.
+//!
+//! Long by design: one handler per REST route the simulated releases serve, each short, listed in
+//! one router so that what a release serves is read in one place.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;

@@ -1,4 +1,8 @@
 //! The simulated Rocket.Chat's data and method semantics: users, tokens, rooms, messages, rate limits and fan-out.
+//!
+//! Long by design: the server's whole state is one value behind one lock (users, rooms, messages,
+//! subscriptions, tokens, limits), and every method and route of every simulated release reads and
+//! writes it; split across files, its invariants would be too.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
