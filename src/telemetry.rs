@@ -249,6 +249,7 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
+        // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
     }
@@ -332,9 +333,12 @@ pub async fn serve(
         )
         .with_state(ready);
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
+        if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
+            .await
+        {
+            tracing::error!(error = %e, "the health and metrics listener stopped");
+        }
     });
     Ok(addr)
 }

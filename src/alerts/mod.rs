@@ -309,7 +309,7 @@ impl<C: Chat> Alerter<C> {
                 .room_id(&self.config.rocketchat.alerts_channel)
                 .await
             {
-                let _ = self.chat.post(&room, None, &text).await;
+                crate::chat::log_failure("an alert", self.chat.post(&room, None, &text).await);
             }
         }
     }
@@ -523,7 +523,10 @@ impl<C: Chat> Alerter<C> {
                                     room_id: room.clone(),
                                     id: id.clone(),
                                 };
-                                let _ = self.chat.edit(&m, &self.render(&inc)).await;
+                                crate::chat::log_failure(
+                                    "an alert edit",
+                                    self.chat.edit(&m, &self.render(&inc)).await,
+                                );
                             }
                         }
                         put_logged(&self.store, &key.id(), &inc);
@@ -575,16 +578,21 @@ impl<C: Chat> Alerter<C> {
                     if let Some((room, id)) = inc.message.clone() {
                         let m = MessageRef { room_id: room, id };
                         if !inc.digest {
-                            let _ = self.chat.edit(&m, &self.render(&inc)).await;
+                            crate::chat::log_failure(
+                                "an alert edit",
+                                self.chat.edit(&m, &self.render(&inc)).await,
+                            );
                         }
-                        let _ = self
-                            .chat
-                            .post(
-                                &m.room_id,
-                                Some(&m.id),
-                                &format!("✅ Resolved after {}.", age(now - inc.first_ms)),
-                            )
-                            .await;
+                        crate::chat::log_failure(
+                            "an alert resolved",
+                            self.chat
+                                .post(
+                                    &m.room_id,
+                                    Some(&m.id),
+                                    &format!("✅ Resolved after {}.", age(now - inc.first_ms)),
+                                )
+                                .await,
+                        );
                     }
                     if inc.webhook.iter().any(|s| s == "fired") {
                         let text = format!(

@@ -160,6 +160,19 @@ pub struct Button {
     pub message: String,
 }
 
+/// The end of a chat call whose failure the caller can do nothing more about (a report, an
+/// alert, a "resolved" note): the chat layer already retried it until its send deadline, so it is
+/// logged as lost, with what it was, instead of being dropped in silence.
+pub fn log_failure<T>(what: &str, r: Result<T, ChatError>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::error!(error = %e, what, "a chat message could not be posted or edited");
+            None
+        }
+    }
+}
+
 /// Posts an alert: its text, with a coloured block naming the environment and the severity (the
 /// text alone still says everything; a server that refuses the block gets the plain text).
 pub async fn post_alert<C: Chat>(

@@ -591,6 +591,7 @@ impl Cluster {
             };
             if last.as_ref() != Some(&p) {
                 if let Some(tx) = &progress {
+                    // A reader that went away no longer wants progress; the watch goes on.
                     let _ = tx.send(p.clone());
                 }
                 last = Some(p);

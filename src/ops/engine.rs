@@ -529,17 +529,21 @@ impl<C: Chat> Engine<C> {
 
     async fn finish(&self, rec: &mut OpRecord) {
         rec.finished_ms = Some(self.now_ms());
+        // The end is released and reported even when the journal cannot be written (logged by
+        // `journal`): a lock kept for a record that cannot be saved would hold the environment.
         let _ = self.save(rec).await;
         if rec.message_id.is_none() {
-            let _ = self
-                .inner
-                .chat
-                .post(
-                    &rec.room_id,
-                    rec.thread.as_deref(),
-                    &progress::render(rec, self.now_ms()),
-                )
-                .await;
+            crate::chat::log_failure(
+                "the operation's result",
+                self.inner
+                    .chat
+                    .post(
+                        &rec.room_id,
+                        rec.thread.as_deref(),
+                        &progress::render(rec, self.now_ms()),
+                    )
+                    .await,
+            );
         }
         self.release(&rec.lock_keys(), rec.id).await;
         let outcome = format!("{:?}", rec.state).to_lowercase();
@@ -631,7 +635,10 @@ impl<C: Chat> Engine<C> {
             // Production failures page whoever is in the channel, as the alerter's do; the
             // page leads the message, the only place the chat boundary leaves one working.
             let text = format!("{}{text}", if production { "@here " } else { "" });
-            let _ = crate::chat::post_alert(&self.inner.chat, &room, &text, env, true).await;
+            crate::chat::log_failure(
+                "an operation alert",
+                crate::chat::post_alert(&self.inner.chat, &room, &text, env, true).await,
+            );
         }
     }
 

@@ -501,10 +501,12 @@ pub async fn execute<C: Chat>(
                     .await
                     .is_err()
                 {
-                    let _ = ctx
-                        .chat
-                        .post(ctx.room_id, ctx.thread, &report::plain(&r))
-                        .await;
+                    crate::chat::log_failure(
+                        "the report as text",
+                        ctx.chat
+                            .post(ctx.room_id, ctx.thread, &report::plain(&r))
+                            .await,
+                    );
                 }
             }
             Ok(None)

@@ -78,7 +78,10 @@ impl<C: Chat> Scheduled<C> {
             .await
         {
             tracing::warn!(error = %e, "attachments refused; posting the report as text");
-            let _ = self.chat.post(room, None, &report::plain(&r)).await;
+            crate::chat::log_failure(
+                "the daily report as text",
+                self.chat.post(room, None, &report::plain(&r)).await,
+            );
         }
         self.audit(env, room, "report", AuditDecision::Scheduled, slot, None);
     }
@@ -122,7 +125,10 @@ impl<C: Chat> Scheduled<C> {
         };
         let caption = chart::caption(&c);
         if points.is_empty() {
-            let _ = self.chat.post(room, None, &caption).await;
+            crate::chat::log_failure(
+                "the weekly chart caption",
+                self.chat.post(room, None, &caption).await,
+            );
             return;
         }
         let day = chrono::DateTime::from_timestamp_millis(now)
@@ -144,14 +150,16 @@ impl<C: Chat> Scheduled<C> {
         };
         if let Err(e) = uploaded {
             tracing::warn!(error = %e, "cannot post the weekly chart");
-            let _ = self
-                .chat
-                .post(
-                    room,
-                    None,
-                    &format!("{caption}\n(The chart could not be posted: {e}.)"),
-                )
-                .await;
+            crate::chat::log_failure(
+                "the weekly chart caption",
+                self.chat
+                    .post(
+                        room,
+                        None,
+                        &format!("{caption}\n(The chart could not be posted: {e}.)"),
+                    )
+                    .await,
+            );
         }
     }
 }
@@ -230,14 +238,16 @@ impl<C: Chat> Runner for Scheduled<C> {
                 Some(why.clone()),
                 None,
             );
-            let _ = self
-                .chat
-                .post(
-                    &room,
-                    None,
-                    &format!("⏭ Scheduled `{text}` skipped: {why}."),
-                )
-                .await;
+            crate::chat::log_failure(
+                "a skipped schedule",
+                self.chat
+                    .post(
+                        &room,
+                        None,
+                        &format!("⏭ Scheduled `{text}` skipped: {why}."),
+                    )
+                    .await,
+            );
             return;
         }
         let op = match self.store.next_op_id() {
@@ -278,14 +288,16 @@ impl<C: Chat> Runner for Scheduled<C> {
                 Some(e.to_string()),
                 Some(op),
             );
-            let _ = self
-                .chat
-                .post(
-                    &room,
-                    None,
-                    &format!("⏭ Scheduled `{text}` (#{op}) skipped: {e}"),
-                )
-                .await;
+            crate::chat::log_failure(
+                "a skipped schedule",
+                self.chat
+                    .post(
+                        &room,
+                        None,
+                        &format!("⏭ Scheduled `{text}` (#{op}) skipped: {e}"),
+                    )
+                    .await,
+            );
         }
     }
 }

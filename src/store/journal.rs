@@ -110,6 +110,8 @@ impl Store {
 
     /// Releases `lock` if operation `op` holds it.
     pub fn release_env_op(&self, lock: &LockKey, op: OpId) -> Result<(), StoreError> {
+        // A lock another operation holds (or none) is left as it is: only the swap's outcome is
+        // dropped, never a storage error.
         let _ = self
             .op_locks
             .compare_and_swap(

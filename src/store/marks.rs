@@ -73,6 +73,7 @@ impl Store {
 
     /// Sets the global mark if none exists yet (first start: history before now is not replayed).
     pub fn init_global_mark(&self, now_ms: i64) -> Result<(), StoreError> {
+        // A mark already there wins (that is the point); only the swap's outcome is dropped.
         let _ = self
             .marks
             .compare_and_swap(

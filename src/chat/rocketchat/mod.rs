@@ -233,6 +233,7 @@ impl RocketChat {
     pub async fn closed(&self, limit: Duration) {
         let task = self.inner.supervisor.lock().ok().and_then(|mut s| s.take());
         if let Some(t) = task {
+            // Shutting down: a supervisor that does not end in time is left to the runtime.
             let _ = tokio::time::timeout(limit, t).await;
         }
     }
