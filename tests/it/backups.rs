@@ -79,43 +79,39 @@ async fn a_backup_the_clusters_cronjob_takes_is_catalogued_as_scheduled() {
 
 /// Asks for `backup list test` until the answer satisfies `done`; returns it.
 async fn list_until(w: &World, what: &str, done: impl Fn(&str) -> bool) -> String {
-    let started = tokio::time::Instant::now();
-    loop {
-        let before = bot_texts(&w.sim.messages("#ops").unwrap()).len();
-        w.sim.post("alice", "#ops", "/backup list test").unwrap();
-        let msgs = w
-            .wait_for("#ops", "the list", |m| bot_texts(m).len() > before)
-            .await;
-        if let Some(t) = bot_texts(&msgs).last().filter(|t| done(t)) {
-            return t.clone();
-        }
-        assert!(
-            started.elapsed() < crate::support::PATIENCE,
-            "{what} never appeared in the list"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    crate::support::eventually(
+        &format!("{what} in the backup list"),
+        std::time::Duration::from_millis(200),
+        || async {
+            let before = bot_texts(&w.sim.messages("#ops").unwrap()).len();
+            w.sim.post("alice", "#ops", "/backup list test").unwrap();
+            let msgs = w
+                .wait_for("#ops", "the list", |m| bot_texts(m).len() > before)
+                .await;
+            bot_texts(&msgs).last().filter(|t| done(t)).cloned()
+        },
+    )
+    .await
 }
 
 /// Waits until the Job `name` in test has a `Complete` condition.
 async fn until_complete(w: &World, name: &str) {
-    let started = tokio::time::Instant::now();
-    loop {
-        let done = w.kube().get("jobs", "test", name).is_ok_and(|j| {
-            j["status"]["conditions"].as_array().is_some_and(|c| {
-                c.iter()
-                    .any(|c| c["type"] == "Complete" && c["status"] == "True")
-            })
-        });
-        if done {
-            return;
-        }
-        assert!(
-            started.elapsed() < crate::support::PATIENCE,
-            "job {name} never completed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    crate::support::eventually(
+        &format!("job {name} to complete"),
+        std::time::Duration::from_millis(50),
+        || async {
+            w.kube()
+                .get("jobs", "test", name)
+                .is_ok_and(|j| {
+                    j["status"]["conditions"].as_array().is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c["type"] == "Complete" && c["status"] == "True")
+                    })
+                })
+                .then_some(())
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,25 +237,26 @@ async fn a_pod_that_only_carries_the_verify_jobs_name_label_does_not_turn_a_fail
         },
     );
     w.sim.post("alice", "#ops", "/verify test").unwrap();
-    let started = tokio::time::Instant::now();
-    let job = loop {
-        let pod = w.kube().list("pods", Some("test")).into_iter().find(|p| {
-            p["metadata"]["name"]
-                .as_str()
-                .is_some_and(|n| n.starts_with("mongodb-verify-"))
-        });
-        if let Some(p) = pod {
-            break p["metadata"]["labels"]["batch.kubernetes.io/job-name"]
-                .as_str()
-                .unwrap()
-                .to_string();
-        }
-        assert!(
-            started.elapsed() < crate::support::PATIENCE,
-            "no verify pod"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let job = crate::support::eventually(
+        "the verify pod",
+        std::time::Duration::from_millis(20),
+        || async {
+            w.kube()
+                .list("pods", Some("test"))
+                .into_iter()
+                .find(|p| {
+                    p["metadata"]["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("mongodb-verify-"))
+                })
+                .and_then(|p| {
+                    p["metadata"]["labels"]["batch.kubernetes.io/job-name"]
+                        .as_str()
+                        .map(str::to_string)
+                })
+        },
+    )
+    .await;
     // Creation times have whole seconds: the tenant's pod is the newest with the label.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     w.kube()

@@ -350,24 +350,23 @@ async fn scaling_respects_an_hpa_unless_told_to_adjust_it_and_works_for_stateful
     test.scale(Workload::StatefulSet, "mongodb", 1, HpaPolicy::Respect)
         .await
         .unwrap();
-    let started = tokio::time::Instant::now();
-    loop {
-        let pods = e.sim.list("pods", Some("test"));
-        let db = pods
-            .iter()
-            .filter(|p| {
-                p["metadata"]["name"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with("mongodb-")
-            })
-            .count();
-        if db == 1 {
-            break;
-        }
-        assert!(started.elapsed() < LIMIT, "statefulset did not scale down");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::support::eventually(
+        "the StatefulSet to scale down to one pod",
+        Duration::from_millis(20),
+        || async {
+            let pods = e.sim.list("pods", Some("test"));
+            let db = pods
+                .iter()
+                .filter(|p| {
+                    p["metadata"]["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("mongodb-"))
+                })
+                .count();
+            (db == 1).then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

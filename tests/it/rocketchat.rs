@@ -469,15 +469,12 @@ async fn a_configured_room_the_bot_cannot_reach_keeps_it_unready_and_is_named_wh
     w.ping_ok("meanwhile").await;
     // Invited, the bot finds the room on its next try and is ready.
     w.sim.join("rocketops", "secret-ops").unwrap();
-    let started = tokio::time::Instant::now();
-    loop {
-        let (code, body) = readyz(addr).await;
-        if code == 200 {
-            break;
-        }
-        assert!(started.elapsed() < PATIENCE, "still unready: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::support::eventually(
+        "/readyz to answer 200",
+        Duration::from_millis(50),
+        || async { (readyz(addr).await.0 == 200).then_some(()) },
+    )
+    .await;
     w.wait_bot_text("#ops", "the all-clear", |t| {
         t.starts_with("✅ I can reach every room")
     })

@@ -460,3 +460,24 @@ pub fn kubectl_or_skip(test: &str) -> bool {
     );
     false
 }
+
+/// Polls `check` every `every` until it gives a value, failing the test with `what` after
+/// [`PATIENCE`]: the one deadline loop of the tests, for conditions that are not a room's messages
+/// (those have [`World::wait_for`]).
+pub async fn eventually<T, F, Fut>(what: &str, every: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = tokio::time::Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "timed out after {PATIENCE:?} waiting for {what}"
+        );
+        tokio::time::sleep(every).await;
+    }
+}

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::support::{PATIENCE, World, bot_texts};
+use crate::support::{World, bot_texts};
 
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     rocketops::tls::install_crypto_provider();
@@ -11,15 +11,15 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 }
 
 async fn until_status(addr: std::net::SocketAddr, path: &str, want: u16) -> String {
-    let started = tokio::time::Instant::now();
-    loop {
-        let (code, body) = get(addr, path).await;
-        if code == want {
-            return body;
-        }
-        assert!(started.elapsed() < PATIENCE, "{path} stayed {code}: {body}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::support::eventually(
+        &format!("{path} to answer {want}"),
+        Duration::from_millis(20),
+        || async {
+            let (code, body) = get(addr, path).await;
+            (code == want).then_some(body)
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
