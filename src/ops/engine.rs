@@ -324,7 +324,15 @@ impl<C: Chat> Engine<C> {
 
     /// Resumes every operation the journal says was running (after a crash or a shutdown).
     pub async fn resume_interrupted(&self) {
-        let running = self.inner.store.running_ops().unwrap_or_default();
+        let running = match self.inner.store.running_ops() {
+            Ok(r) => r,
+            Err(e) => {
+                // Nothing can be resumed without the journal; the locks the operations hold stay
+                // held (so nothing else starts on their environments) and the error says why.
+                tracing::error!(error = %e, "cannot read the journal: interrupted operations are not resumed");
+                return;
+            }
+        };
         for mut rec in running {
             if rec.mark.is_empty() {
                 // Journaled before this version: give it a mark before it creates anything more.
