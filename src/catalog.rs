@@ -335,10 +335,7 @@ fn since<T: Record>(
     since_ms: i64,
     of: impl Fn(&T) -> (&str, i64),
 ) -> Vec<T> {
-    let mut v: Vec<T> = store
-        .records::<T>()
-        .all()
-        .unwrap_or_default()
+    let mut v: Vec<T> = readable(store.records::<T>().all())
         .into_iter()
         .filter(|t| {
             let (e, at) = of(t);
@@ -395,11 +392,18 @@ pub fn record_if_new(store: &Store, b: &BackupRecord) -> Result<bool, StoreError
 }
 
 /// Backups, newest first, of one environment or all.
+/// The catalog's records, or none when the store cannot be read: an error a reader of the
+/// catalog cannot act on, so it is logged (with its reason) where it would read as "no backups".
+/// Nothing destructive follows from an empty read: a prune deletes only what it lists.
+fn readable<T>(r: Result<Vec<T>, crate::store::StoreError>) -> Vec<T> {
+    r.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot read the backup catalog; it reads as empty");
+        Vec::new()
+    })
+}
+
 pub fn list(store: &Store, env: Option<&str>) -> Vec<BackupRecord> {
-    let mut v: Vec<BackupRecord> = store
-        .records::<BackupRecord>()
-        .all()
-        .unwrap_or_default()
+    let mut v: Vec<BackupRecord> = readable(store.records::<BackupRecord>().all())
         .into_iter()
         .filter(|b: &BackupRecord| env.is_none_or(|e| b.env == e))
         .collect();
