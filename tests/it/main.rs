@@ -5,6 +5,7 @@ mod backups;
 mod cluster;
 mod commands;
 mod journal;
+mod partition;
 mod realjobs;
 mod releases;
 mod rocketchat;

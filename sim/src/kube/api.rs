@@ -16,12 +16,12 @@ use axum::routing::get;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
-use super::KubeInner;
 use super::openapi;
 use super::patch;
 use super::resources::{self, RESOURCES, ResourceType};
 use super::store::{ApiError, Change, Selectors, WriteMode};
 use super::table;
+use super::{KubeInner, Partition, WriteRecord};
 
 type Sim = State<Arc<KubeInner>>;
 type Params = std::collections::HashMap<String, String>;
@@ -46,6 +46,9 @@ pub(crate) fn router(sim: Arc<KubeInner>) -> Router {
         .route("/apis", get(api_groups))
         .route("/_sim/fail-writes", axum::routing::post(ctl_fail_writes))
         .route("/_sim/fail-lists", axum::routing::post(ctl_fail_lists))
+        .route("/_sim/partition", axum::routing::post(ctl_partition))
+        .route("/_sim/agent-delay", axum::routing::post(ctl_agent_delay))
+        .route("/_sim/writes", axum::routing::get(ctl_writes))
         .route("/_sim/delay", axum::routing::post(ctl_delay))
         .route("/_sim/drop-watches", axum::routing::post(ctl_drop_watches))
         .route("/_sim/compact", axum::routing::post(ctl_compact))
@@ -213,7 +216,112 @@ fn parse_path(path: &str) -> Option<Route> {
     }))
 }
 
+/// Every API request: the client's partition and delay first, then the request, then the write
+/// log.
 async fn dispatch(
+    State(sim): Sim,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    q: Query<Params>,
+    body: Bytes,
+) -> Response {
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let partitioned = |sim: &KubeInner| {
+        sim.faults()
+            .partitions
+            .iter()
+            .find(|(a, _)| agent.contains(a.as_str()))
+            .map(|(_, m)| *m)
+    };
+    match partitioned(&sim) {
+        Some(Partition::Reject) => {
+            return error_response(&ApiError::ServiceUnavailable {
+                message: "no endpoints available for service \"kubernetes\" (partitioned)".into(),
+            });
+        }
+        Some(Partition::Drop) => {
+            // Lost: no answer while the partition lasts, and never applied after it heals.
+            while partitioned(&sim) == Some(Partition::Drop) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            return error_response(&ApiError::ServiceUnavailable {
+                message: "the request was lost in a partition".into(),
+            });
+        }
+        None => {}
+    }
+    let agent_delay = sim
+        .faults()
+        .agent_delays
+        .iter()
+        .filter(|(a, _)| agent.contains(a.as_str()))
+        .map(|(_, d)| *d)
+        .max()
+        .unwrap_or_default();
+    if !agent_delay.is_zero() {
+        tokio::time::sleep(agent_delay).await;
+    }
+    let write = write_of(&method, uri.path(), &body);
+    let response = dispatch_request(State(sim.clone()), method, uri, headers, q, body).await;
+    if let Some((verb, resource, namespace, name, epoch)) = write {
+        if let Ok(mut log) = sim.writes.lock() {
+            let seq = log.len() as u64 + 1;
+            log.push(WriteRecord {
+                seq,
+                agent,
+                verb,
+                resource,
+                namespace,
+                name,
+                status: response.status().as_u16(),
+                epoch,
+            });
+        }
+    }
+    response
+}
+
+/// A write's verb, resource, namespace, name and claimed epoch, from its method, path and body;
+/// `None` for a read or a path that is no resource.
+#[allow(clippy::type_complexity)]
+fn write_of(
+    method: &Method,
+    path: &str,
+    body: &[u8],
+) -> Option<(String, String, Option<String>, String, Option<String>)> {
+    let verb = match *method {
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => return None,
+    };
+    let Some(Route::Resource(t)) = parse_path(path) else {
+        return None;
+    };
+    let doc: Option<Value> = serde_json::from_slice(body).ok();
+    let meta = doc.as_ref().map(|d| &d["metadata"]);
+    let name = t
+        .name
+        .clone()
+        .or_else(|| meta.and_then(|m| m["name"].as_str()).map(str::to_string))
+        .unwrap_or_default();
+    let epoch = meta
+        .and_then(|m| m["annotations"]["rocketops.io/epoch"].as_str())
+        .map(str::to_string);
+    let resource = match &t.sub {
+        Some(sub) => format!("{}/{sub}", t.rt.plural),
+        None => t.rt.plural.to_string(),
+    };
+    Some((verb.to_string(), resource, t.namespace.clone(), name, epoch))
+}
+
+async fn dispatch_request(
     State(sim): Sim,
     method: Method,
     uri: Uri,
@@ -945,6 +1053,43 @@ struct FailLists {
 async fn ctl_fail_lists(State(sim): Sim, axum::Json(b): axum::Json<FailLists>) -> StatusCode {
     handle_of(&sim).fail_next_lists(&b.resource, b.count, b.code);
     StatusCode::NO_CONTENT
+}
+
+#[derive(serde::Deserialize)]
+struct PartitionBody {
+    agent: String,
+    /// `drop`, `reject`, or `heal` (or absent) to end it.
+    mode: Option<String>,
+}
+
+async fn ctl_partition(State(sim): Sim, axum::Json(b): axum::Json<PartitionBody>) -> Response {
+    let mode = match b.mode.as_deref() {
+        Some("drop") => Some(Partition::Drop),
+        Some("reject") => Some(Partition::Reject),
+        None | Some("heal") => None,
+        Some(other) => {
+            return error_response(&ApiError::BadRequest {
+                message: format!("mode `{other}`: use drop, reject or heal"),
+            });
+        }
+    };
+    handle_of(&sim).partition(&b.agent, mode);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct AgentDelay {
+    agent: String,
+    ms: u64,
+}
+
+async fn ctl_agent_delay(State(sim): Sim, axum::Json(b): axum::Json<AgentDelay>) -> StatusCode {
+    handle_of(&sim).set_agent_delay(&b.agent, Duration::from_millis(b.ms));
+    StatusCode::NO_CONTENT
+}
+
+async fn ctl_writes(State(sim): Sim) -> Response {
+    json_response(200, &json!(handle_of(&sim).write_log()))
 }
 
 #[derive(serde::Deserialize)]

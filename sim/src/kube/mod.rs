@@ -84,6 +84,44 @@ pub(crate) struct KubeFaults {
     pub revoked: HashSet<(String, String)>,
     /// Fail the next N lists of a resource with this HTTP code.
     pub fail_lists: HashMap<String, (u32, u16)>,
+    /// Clients cut off from the API, by a part of their User-Agent.
+    pub partitions: HashMap<String, Partition>,
+    /// Delays for one client's requests, by a part of its User-Agent.
+    pub agent_delays: HashMap<String, Duration>,
+}
+
+/// How a client is cut off from the API server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Partition {
+    /// Its requests are never answered (the connection hangs until the client gives up) and never
+    /// applied, as when packets are lost.
+    Drop,
+    /// Its requests are answered 503 at once, as a load balancer without a backend answers.
+    Reject,
+}
+
+/// One write the API server accepted or refused, with who sent it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WriteRecord {
+    pub seq: u64,
+    /// The client's User-Agent.
+    pub agent: String,
+    /// `create`, `update`, `patch` or `delete`.
+    pub verb: String,
+    pub resource: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    /// The HTTP status the write got: 2xx accepted, anything else refused.
+    pub status: u16,
+    /// The `rocketops.io/epoch` annotation the written object carried, if any: the writer's
+    /// claim to lead.
+    pub epoch: Option<String>,
+}
+
+impl WriteRecord {
+    pub fn accepted(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
 }
 
 /// Image repositories whose tags are checked; a repository not listed pulls any tag.
@@ -143,6 +181,8 @@ impl Drop for OpenWatch {
 pub(crate) struct KubeInner {
     pub store: Mutex<ObjectStore>,
     pub faults: Mutex<KubeFaults>,
+    /// Every write, accepted or refused, with its client (for fencing tests).
+    pub writes: Mutex<Vec<WriteRecord>>,
     pub cfg: KubeSimConfig,
     pub addr: SocketAddr,
     pub registry: Mutex<Registry>,
@@ -244,6 +284,7 @@ impl KubeSim {
         let inner = Arc::new(KubeInner {
             store: Mutex::new(ObjectStore::new(cfg.history)),
             faults: Mutex::new(KubeFaults::default()),
+            writes: Mutex::new(Vec::new()),
             addr,
             registry: Mutex::new(Registry::default()),
             scripts: Mutex::new(Vec::new()),
@@ -446,6 +487,40 @@ impl KubeSim {
         let mut f = self.inner.faults();
         f.fail_writes = (n > 0).then_some((n, code));
         f.fail_message = None;
+    }
+
+    /// Cuts the clients whose User-Agent contains `agent` off from the API (`None` heals it).
+    /// Their open watches end at once.
+    pub fn partition(&self, agent: &str, mode: Option<Partition>) {
+        {
+            let mut f = self.inner.faults();
+            match mode {
+                Some(m) => f.partitions.insert(agent.to_string(), m),
+                None => f.partitions.remove(agent),
+            };
+        }
+        if mode.is_some() {
+            self.drop_watches();
+        }
+    }
+
+    /// Delays the requests of the clients whose User-Agent contains `agent` (zero removes it).
+    pub fn set_agent_delay(&self, agent: &str, d: Duration) {
+        let mut f = self.inner.faults();
+        if d.is_zero() {
+            f.agent_delays.remove(agent);
+        } else {
+            f.agent_delays.insert(agent.to_string(), d);
+        }
+    }
+
+    /// Every write so far, in order, with the client that sent it and what it got.
+    pub fn write_log(&self) -> Vec<WriteRecord> {
+        self.inner
+            .writes
+            .lock()
+            .map(|w| w.clone())
+            .unwrap_or_default()
     }
 
     /// Fails the next `n` lists (not watches) of `resource` (`pods`, `jobs`) with HTTP `code`
