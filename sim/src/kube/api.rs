@@ -268,20 +268,20 @@ async fn dispatch(
     }
     let write = write_of(&method, uri.path(), &body);
     let response = dispatch_request(State(sim.clone()), method, uri, headers, q, body).await;
-    if let Some((verb, resource, namespace, name, epoch)) = write {
-        if let Ok(mut log) = sim.writes.lock() {
-            let seq = log.len() as u64 + 1;
-            log.push(WriteRecord {
-                seq,
-                agent,
-                verb,
-                resource,
-                namespace,
-                name,
-                status: response.status().as_u16(),
-                epoch,
-            });
-        }
+    if let Some((verb, resource, namespace, name, epoch)) = write
+        && let Ok(mut log) = sim.writes.lock()
+    {
+        let seq = log.len() as u64 + 1;
+        log.push(WriteRecord {
+            seq,
+            agent,
+            verb,
+            resource,
+            namespace,
+            name,
+            status: response.status().as_u16(),
+            epoch,
+        });
     }
     response
 }
