@@ -271,7 +271,11 @@ async fn dispatch(
     if let Some((verb, resource, namespace, name, epoch)) = write
         && let Ok(mut log) = sim.writes.lock()
     {
-        let seq = log.len() as u64 + 1;
+        let seq = log.last().map_or(1, |w| w.seq + 1);
+        // A sandbox left running keeps the newest writes only.
+        if log.len() >= WRITE_LOG_MAX {
+            log.drain(..WRITE_LOG_MAX / 2);
+        }
         log.push(WriteRecord {
             seq,
             agent,
@@ -285,6 +289,9 @@ async fn dispatch(
     }
     response
 }
+
+/// How many writes the log keeps.
+const WRITE_LOG_MAX: usize = 100_000;
 
 /// A write's verb, resource, namespace, name and claimed epoch, from its method, path and body;
 /// `None` for a read or a path that is no resource.
