@@ -602,6 +602,15 @@ impl Config {
         (refusals, notes)
     }
 
+    /// `name`'s configuration, or the defaults of an environment of that name when it is not
+    /// configured (an operation journaled for an environment since removed still resumes).
+    pub fn environment(&self, name: &str) -> EnvironmentConfig {
+        self.environments
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| EnvironmentConfig::named(name))
+    }
+
     /// Where `item` is written in the list at `key` (`environments.prod.policy.allow[0].commands`):
     /// `file:line:col`, or `file` when it is not in the file (or the file is not known).
     pub fn position_of(&self, key: &str, item: &str) -> String {

@@ -187,12 +187,7 @@ impl<C: Chat> Engine<C> {
     ) -> Result<(), UserError> {
         let env = cmd.env().ok_or(UserError::Internal)?.to_string();
         let s = &self.inner;
-        let e = s
-            .config
-            .environments
-            .get(&env)
-            .cloned()
-            .unwrap_or_else(|| EnvironmentConfig::named(&env));
+        let e = s.config.environment(&env);
         if let (Command::Deploy { version, .. }, Some(c)) = (cmd, s.clusters.get(&env))
             && let Ok(d) = c.deployment(&e.deployment).await
             && rollout::current_image(&d, Some(e.container())).as_deref()
@@ -416,12 +411,7 @@ impl<C: Chat> Engine<C> {
 
     /// An environment's configuration (a bare one for an environment no longer configured).
     pub(crate) fn env_config(&self, env: &str) -> EnvironmentConfig {
-        self.inner
-            .config
-            .environments
-            .get(env)
-            .cloned()
-            .unwrap_or_else(|| EnvironmentConfig::named(env))
+        self.inner.config.environment(env)
     }
 
     /// Asks a running operation to stop at once and undo what it changed (a rollout being

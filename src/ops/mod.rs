@@ -94,13 +94,7 @@ pub fn plan_with(
     now_ms: i64,
     autoscaler: Option<Option<String>>,
 ) -> String {
-    let env_cfg = |e: &str| {
-        config
-            .environments
-            .get(e)
-            .cloned()
-            .unwrap_or_else(|| EnvironmentConfig::named(e))
-    };
+    let env_cfg = |e: &str| config.environment(e);
     match cmd {
         Command::Deploy {
             env,
@@ -337,14 +331,7 @@ fn cluster<'a, C: Chat>(
     let c = ctx.clusters.get(env).ok_or_else(|| UserError::NoCluster {
         env: env.to_string(),
     })?;
-    Ok((
-        c,
-        ctx.config
-            .environments
-            .get(env)
-            .cloned()
-            .unwrap_or_else(|| EnvironmentConfig::named(env)),
-    ))
+    Ok((c, ctx.config.environment(env)))
 }
 
 /// Runs an authorized (and confirmed/approved) command; `Ok(None)` when it already answered itself.

@@ -75,12 +75,7 @@ fn summary(lines: &[(String, bool)]) -> String {
 async fn status_line<C: Chat>(ctx: &Context<'_, C>, env: &str) -> (String, bool) {
     let env = env.to_string();
     let mut ok = true;
-    let e = ctx
-        .config
-        .environments
-        .get(&env)
-        .cloned()
-        .unwrap_or_else(|| EnvironmentConfig::named(&env));
+    let e = ctx.config.environment(&env);
     let mut line = format!("*{env}*");
     match ctx.clusters.get(&env) {
         Some(c) => {
