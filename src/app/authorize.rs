@@ -1,7 +1,7 @@
 //! Authorize: whether the asker may run a command there and now (policy, roles with their cache, environment locks).
 
 use super::{Bot, Origin, describe};
-use crate::chat::{Chat, RoomKind};
+use crate::chat::Chat;
 use crate::command::Command;
 use crate::error::UserError;
 use crate::policy::{Decision, Requester, lock};
@@ -72,10 +72,7 @@ impl<C: Chat> Bot<C> {
         } else {
             Vec::new()
         };
-        let room = match origin.msg.room_kind {
-            RoomKind::Direct => None,
-            _ => origin.msg.room_name.as_deref(),
-        };
+        let room = origin.room();
         Ok(self.s.policy.authorize(
             cmd,
             &Requester {
@@ -95,10 +92,7 @@ impl<C: Chat> Bot<C> {
         } else {
             Vec::new()
         };
-        let room = match origin.msg.room_kind {
-            RoomKind::Direct => None,
-            _ => origin.msg.room_name.as_deref(),
-        };
+        let room = origin.room();
         self.s.policy.visible_envs(
             cmd,
             &Requester {

@@ -103,6 +103,14 @@ impl<'a> Origin<'a> {
             },
         }
     }
+
+    /// The channel it was said in, as the policy knows rooms (`None` in a direct message).
+    fn room(&self) -> Option<&'a str> {
+        match self.msg.room_kind {
+            RoomKind::Direct => None,
+            _ => self.msg.room_name.as_deref(),
+        }
+    }
 }
 
 impl<C: Chat> Bot<C> {

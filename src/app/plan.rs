@@ -2,7 +2,7 @@
 
 use super::confirm::Held;
 use super::{Bot, Origin};
-use crate::chat::{Chat, RoomKind};
+use crate::chat::Chat;
 use crate::command::{self, BackupRef, Command};
 use crate::error::UserError;
 use crate::journal::ChosenBackup;
@@ -195,10 +195,7 @@ impl<C: Chat> Bot<C> {
             room_label: origin.room_label.clone(),
             thread: origin.msg.thread.clone(),
             requester: origin.msg.username.clone(),
-            room: match origin.msg.room_kind {
-                RoomKind::Direct => None,
-                _ => origin.msg.room_name.clone(),
-            },
+            room: origin.room().map(str::to_string),
             approvals,
             plan,
             backup,

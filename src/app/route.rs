@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::confirm::Held;
 use super::record::Audited;
 use super::{Bot, Origin};
-use crate::chat::{Chat, RoomKind};
+use crate::chat::Chat;
 use crate::command::Command;
 use crate::ops;
 use crate::policy::{Requester, lock};
@@ -17,58 +17,66 @@ impl<C: Chat> Bot<C> {
         if ops::operation::is_operation(&held.cmd) {
             return self.start_operation(origin, held).await;
         }
-        if let Command::BackupNow { env: None } = &held.cmd {
-            // One operation per environment, each with its own number.
-            for env in self.s.config.environments.keys() {
-                let mut one = held.clone();
-                one.cmd = Command::BackupNow {
-                    env: Some(env.clone()),
-                };
-                let Ok(op) = self.s.store.next_op_id() else {
-                    tracing::error!(%env, "cannot number an operation; not starting it");
-                    continue;
-                };
-                one.op = op.get();
-                Box::pin(self.start_operation(origin, one)).await;
+        match &held.cmd {
+            Command::BackupNow { env: None } => {
+                let envs = self.s.config.environments.keys().cloned().collect();
+                self.fan_out(origin, &held, envs, |env| Command::BackupNow {
+                    env: Some(env),
+                })
+                .await;
             }
-            return;
-        }
-        if let Command::Verify {
-            env: None,
-            backup,
-            offsite,
-        } = &held.cmd
-        {
-            // The newest (or named) backup of each environment that has one, each its own operation.
-            let envs = self.envs_with_backup(backup.as_ref());
-            if envs.is_empty() {
-                let _ = self
-                    .s
-                    .chat
-                    .post(
-                        &held.room_id,
-                        held.thread.as_deref(),
-                        "No backups are known yet, so there is nothing to verify; `backup now ENV` takes one.",
-                    )
-                    .await;
-                return;
-            }
-            for env in envs {
-                let mut one = held.clone();
-                let Ok(op) = self.s.store.next_op_id() else {
-                    tracing::error!(%env, "cannot number an operation; not starting it");
-                    continue;
-                };
-                one.cmd = Command::Verify {
+            Command::Verify {
+                env: None,
+                backup,
+                offsite,
+            } => {
+                // The newest (or named) backup of each environment that has one.
+                let envs = self.envs_with_backup(backup.as_ref());
+                if envs.is_empty() {
+                    let _ = self
+                        .s
+                        .chat
+                        .post(
+                            &held.room_id,
+                            held.thread.as_deref(),
+                            "No backups are known yet, so there is nothing to verify; `backup now ENV` takes one.",
+                        )
+                        .await;
+                    return;
+                }
+                self.fan_out(origin, &held, envs, |env| Command::Verify {
                     env: Some(env),
                     backup: backup.clone(),
                     offsite: *offsite,
-                };
-                one.op = op.get();
-                Box::pin(self.start_operation(origin, one)).await;
+                })
+                .await;
             }
-            return;
+            _ => self.answer_now(origin, held).await,
         }
+    }
+
+    /// `held` as one operation per environment of `envs`, each with its own number.
+    async fn fan_out(
+        &self,
+        origin: &Origin<'_>,
+        held: &Held,
+        envs: Vec<String>,
+        one_for: impl Fn(String) -> Command,
+    ) {
+        for env in envs {
+            let Ok(op) = self.s.store.next_op_id() else {
+                tracing::error!(%env, "cannot number an operation; not starting it");
+                continue;
+            };
+            let mut one = held.clone();
+            one.cmd = one_for(env);
+            one.op = op.get();
+            Box::pin(self.start_operation(origin, one)).await;
+        }
+    }
+
+    /// A read-only command (or one that changes nothing a journal must hold), run and answered now.
+    async fn answer_now(&self, origin: &Origin<'_>, held: Held) {
         let roles = lock(&self.s.roles, "role cache")
             .get(&origin.msg.username, Duration::MAX)
             .unwrap_or_default();
@@ -89,10 +97,7 @@ impl<C: Chat> Bot<C> {
                 visible: held.visible.as_deref(),
                 roles: &roles,
                 help_for: &|name, sample| {
-                    let room = match origin.msg.room_kind {
-                        RoomKind::Direct => None,
-                        _ => origin.msg.room_name.as_deref(),
-                    };
+                    let room = origin.room();
                     self.s.policy.where_allowed(
                         name,
                         sample,

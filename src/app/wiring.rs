@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::seen::message_clock_ms;
@@ -137,46 +138,12 @@ pub async fn run(
     } else {
         tracing::error!(user = %chat.bot_username(), ?unreached, "rocketops is listening, but not in every configured room: not ready until it is");
     }
-    {
-        let (chat, ready, stop) = (chat.clone(), ready.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            while !stop.is_cancelled() {
-                ready
-                    .chat_connected
-                    .store(chat.is_connected(), std::sync::atomic::Ordering::Relaxed);
-                *lock(&ready.rooms_missing, "rooms missing") =
-                    chat.missing_rooms().into_iter().map(|m| m.name).collect();
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                    _ = stop.cancelled() => {}
-                }
-            }
-            ready
-                .chat_connected
-                .store(false, std::sync::atomic::Ordering::Relaxed);
-        });
-    }
-    let mut alerter_task = None;
-    if config.alerts.enabled && !config.environments.is_empty() {
-        use crate::cluster::watch::{WatchedKind, watch_environments};
-        let kinds = [
-            WatchedKind::Jobs,
-            WatchedKind::Pods,
-            WatchedKind::Deployments,
-            WatchedKind::StatefulSets,
-            WatchedKind::CronJobs,
-            WatchedKind::Events,
-        ];
-        let events = watch_environments(&clusters, &kinds, None, shutdown.clone());
-        let alerter = crate::alerts::Alerter::new(
-            chat.clone(),
-            store.clone(),
-            config.clone(),
-            clusters.clone(),
-            clock,
-        );
-        alerter_task = Some(tokio::spawn(alerter.run(events, shutdown.clone())));
-    }
+    tokio::spawn(report_chat_readiness(
+        chat.clone(),
+        ready.clone(),
+        shutdown.clone(),
+    ));
+    let alerter_task = start_alerter(&config, &clusters, &chat, &store, clock, &shutdown);
     let anchor_task = tokio::spawn(anchor_audit(
         chat.clone(),
         store.clone(),
@@ -196,18 +163,7 @@ pub async fn run(
     bot.s.engine.resume_interrupted().await;
     bot.tell_unanswered().await;
     let engine = bot.s.engine.clone();
-    let schedules = {
-        let runner = crate::ops::scheduled::Scheduled {
-            engine: engine.clone(),
-            chat: bot.s.chat.clone(),
-            store: store.clone(),
-            config: config.clone(),
-        };
-        let (config, store, stop) = (config.clone(), store.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            crate::schedule::run(&config, &store, clock, &runner, stop).await;
-        })
-    };
+    let schedules = start_schedules(&bot, &config, clock, &shutdown);
     bot.serve(incoming, shutdown).await;
     let _ = schedules.await;
     let _ = anchor_task.await;
@@ -220,6 +176,79 @@ pub async fn run(
     connection_handle.closed(Duration::from_secs(5)).await;
     store.flush().await?;
     Ok(())
+}
+
+/// Keeps `/readyz` told whether the chat connection is up and every configured room reached.
+async fn report_chat_readiness(
+    chat: RocketChat,
+    ready: Arc<crate::telemetry::Readiness>,
+    stop: CancellationToken,
+) {
+    while !stop.is_cancelled() {
+        ready
+            .chat_connected
+            .store(chat.is_connected(), std::sync::atomic::Ordering::Relaxed);
+        *lock(&ready.rooms_missing, "rooms missing") =
+            chat.missing_rooms().into_iter().map(|m| m.name).collect();
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = stop.cancelled() => {}
+        }
+    }
+    ready
+        .chat_connected
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Starts the alerter on the environments' watches, when alerts are enabled and there are any.
+fn start_alerter(
+    config: &Arc<Config>,
+    clusters: &Clusters,
+    chat: &RocketChat,
+    store: &Store,
+    clock: Clock,
+    stop: &CancellationToken,
+) -> Option<JoinHandle<()>> {
+    if !config.alerts.enabled || config.environments.is_empty() {
+        return None;
+    }
+    use crate::cluster::watch::{WatchedKind, watch_environments};
+    let kinds = [
+        WatchedKind::Jobs,
+        WatchedKind::Pods,
+        WatchedKind::Deployments,
+        WatchedKind::StatefulSets,
+        WatchedKind::CronJobs,
+        WatchedKind::Events,
+    ];
+    let events = watch_environments(clusters, &kinds, None, stop.clone());
+    let alerter = crate::alerts::Alerter::new(
+        chat.clone(),
+        store.clone(),
+        config.clone(),
+        clusters.clone(),
+        clock,
+    );
+    Some(tokio::spawn(alerter.run(events, stop.clone())))
+}
+
+/// Starts the scheduled commands, run by the pipeline's engine.
+fn start_schedules(
+    bot: &Bot<RocketChat>,
+    config: &Arc<Config>,
+    clock: Clock,
+    stop: &CancellationToken,
+) -> JoinHandle<()> {
+    let runner = crate::ops::scheduled::Scheduled {
+        engine: bot.s.engine.clone(),
+        chat: bot.s.chat.clone(),
+        store: bot.s.store.clone(),
+        config: config.clone(),
+    };
+    let (config, store, stop) = (config.clone(), bot.s.store.clone(), stop.clone());
+    tokio::spawn(async move {
+        crate::schedule::run(&config, &store, clock, &runner, stop).await;
+    })
 }
 
 /// The audit log's anchor outside the store: the head hash and record count, exported as metrics
