@@ -62,16 +62,26 @@ impl<C: Chat> Bot<C> {
         }
     }
 
+    /// `username`'s roles when the policy needs them to judge `cmd`, else none.
+    pub(super) async fn roles_for(
+        &self,
+        username: &str,
+        cmd: &Command,
+    ) -> Result<Vec<String>, UserError> {
+        if self.s.policy.needs_roles(cmd) {
+            self.requester_roles(username).await
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
+    /// What the policy decides about the sender of `origin` running `cmd` where they ask.
     pub(super) async fn decide(
         &self,
         origin: &Origin<'_>,
         cmd: &Command,
     ) -> Result<Decision, UserError> {
-        let roles = if self.s.policy.needs_roles(cmd) {
-            self.requester_roles(&origin.msg.username).await?
-        } else {
-            Vec::new()
-        };
+        let roles = self.roles_for(&origin.msg.username, cmd).await?;
         let room = origin.room();
         Ok(self.s.policy.authorize(
             cmd,
@@ -85,13 +95,10 @@ impl<C: Chat> Bot<C> {
 
     /// The environments the asker may see with `cmd` (roles as `decide` found them).
     pub(super) async fn visible_envs(&self, origin: &Origin<'_>, cmd: &Command) -> Vec<String> {
-        let roles = if self.s.policy.needs_roles(cmd) {
-            self.requester_roles(&origin.msg.username)
-                .await
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
+        let roles = self
+            .roles_for(&origin.msg.username, cmd)
+            .await
+            .unwrap_or_default();
         let room = origin.room();
         self.s.policy.visible_envs(
             cmd,
@@ -105,17 +112,7 @@ impl<C: Chat> Bot<C> {
 
     /// A refusal if the command's environment is locked against it.
     pub(super) fn locked(&self, cmd: &Command) -> Option<UserError> {
-        if !cmd.is_mutating() || matches!(cmd, Command::Lock { .. } | Command::Unlock { .. }) {
-            return None;
-        }
-        let envs: Vec<String> = match cmd.env() {
-            Some(e) => vec![e.to_string()],
-            None => self.s.config.environments.keys().cloned().collect(),
-        };
-        for env in envs {
-            if self.s.policy.allowed_when_locked(&env, cmd.policy_name()) {
-                continue;
-            }
+        for env in self.lockable_envs(cmd) {
             if let Ok(Some(l)) = self.s.store.env_lock(&env) {
                 return Some(UserError::Locked {
                     env: env.clone(),
@@ -126,6 +123,21 @@ impl<C: Chat> Bot<C> {
             }
         }
         None
+    }
+
+    /// The environments whose lock stops `cmd`: none for a read, a lock or an unlock, nor
+    /// where the policy lets it run while locked.
+    pub(super) fn lockable_envs(&self, cmd: &Command) -> Vec<String> {
+        if !cmd.is_mutating() || matches!(cmd, Command::Lock { .. } | Command::Unlock { .. }) {
+            return Vec::new();
+        }
+        let envs: Vec<String> = match cmd.env() {
+            Some(e) => vec![e.to_string()],
+            None => self.s.config.environments.keys().cloned().collect(),
+        };
+        envs.into_iter()
+            .filter(|env| !self.s.policy.allowed_when_locked(env, cmd.policy_name()))
+            .collect()
     }
 }
 

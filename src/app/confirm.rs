@@ -156,40 +156,27 @@ impl<C: Chat> Bot<C> {
             requester: held.requester.clone(),
             action: doing(cmd),
         };
-        if cmd.is_mutating() && !matches!(cmd, Command::Lock { .. } | Command::Unlock { .. }) {
-            let envs: Vec<String> = match cmd.env() {
-                Some(e) => vec![e.to_string()],
-                None => self.s.config.environments.keys().cloned().collect(),
-            };
-            for env in envs {
-                if self.s.policy.allowed_when_locked(&env, cmd.policy_name()) {
-                    continue;
+        for env in self.lockable_envs(cmd) {
+            match self.s.store.env_lock(&env) {
+                Ok(Some(l)) => {
+                    return Some(changed(format!(
+                        "{env} was locked by @{} at {}{}",
+                        l.by,
+                        clock_time(l.at_ms),
+                        l.reason.map(|r| format!(" ({r})")).unwrap_or_default()
+                    )));
                 }
-                match self.s.store.env_lock(&env) {
-                    Ok(Some(l)) => {
-                        return Some(changed(format!(
-                            "{env} was locked by @{} at {}{}",
-                            l.by,
-                            clock_time(l.at_ms),
-                            l.reason.map(|r| format!(" ({r})")).unwrap_or_default()
-                        )));
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        // Unknown is not unlocked: the step fails rather than run into a freeze.
-                        tracing::error!(error = %e, %env, "cannot read the environment's lock");
-                        return Some(UserError::Internal);
-                    }
+                Ok(None) => {}
+                Err(e) => {
+                    // Unknown is not unlocked: the step fails rather than run into a freeze.
+                    tracing::error!(error = %e, %env, "cannot read the environment's lock");
+                    return Some(UserError::Internal);
                 }
             }
         }
-        let roles = if self.s.policy.needs_roles(cmd) {
-            match self.requester_roles(&held.requester).await {
-                Ok(r) => r,
-                Err(e) => return Some(e),
-            }
-        } else {
-            Vec::new()
+        let roles = match self.roles_for(&held.requester, cmd).await {
+            Ok(r) => r,
+            Err(e) => return Some(e),
         };
         let now = self.s.policy.authorize(
             cmd,
