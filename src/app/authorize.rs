@@ -45,6 +45,7 @@ impl<C: Chat> Bot<C> {
         Ok((confirm, approvals))
     }
 
+    /// `username`'s roles, from the role cache while they are fresh, else from the chat server.
     pub(super) async fn requester_roles(&self, username: &str) -> Result<Vec<String>, UserError> {
         let ttl = self.s.config.policy.role_cache_ttl;
         if let Some(r) = lock(&self.s.roles, "role cache").get(username, ttl) {

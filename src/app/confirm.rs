@@ -258,6 +258,8 @@ impl<C: Chat> Bot<C> {
         self.route(origin, held).await;
     }
 
+    /// `approve #N`: counts the approval of someone who may run the request too, and starts it
+    /// once enough different people have approved.
     pub(super) async fn approve(&self, origin: &Origin<'_>, body: &str, cmd: &Answer, op: u64) {
         let held = lock(&self.s.pending, "pending")
             .peek_approval(op)
@@ -353,6 +355,7 @@ impl<C: Chat> Bot<C> {
         }
     }
 
+    /// `cancel #N`: withdraws a held request (its requester only), or stops a running operation.
     pub(super) async fn cancel(&self, origin: &Origin<'_>, body: &str, cmd: &Answer, op: u64) {
         let found = lock(&self.s.pending, "pending").withdraw_op(op, &origin.msg.username);
         match found {

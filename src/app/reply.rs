@@ -9,6 +9,7 @@ use crate::error::UserError;
 use crate::store::AuditDecision;
 
 impl<C: Chat> Bot<C> {
+    /// Refuses a message: logs why, tells its sender, and audits the refusal.
     pub(super) async fn refuse(
         &self,
         origin: &Origin<'_>,
