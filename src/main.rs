@@ -108,7 +108,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 Err(e) => return fail(e),
             };
             rocketops::telemetry::init(cli.log_format.unwrap_or(config.telemetry.log_format));
-            match rocketops::app::run(config, shutdown_on_signal()).await {
+            match rocketops::app::run(config, shutdown_on_signal(), Default::default()).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }

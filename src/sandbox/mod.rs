@@ -254,7 +254,14 @@ pub async fn run(opts: SandboxOptions, shutdown: CancellationToken) -> Result<()
             println!("  runbooks: the built-in ones, in {}", dir.display());
             config.bot.commands_dir = dir.clone();
         }
-        let task = tokio::spawn(crate::app::run_with_store(config, store, token.clone()));
+        let task = tokio::spawn(crate::app::run(
+            config,
+            token.clone(),
+            crate::app::RunOptions {
+                store: Some(store),
+                ..Default::default()
+            },
+        ));
         for _ in 0..100 {
             if sim.sessions_of("rocketops") > 0 || task.is_finished() {
                 break;

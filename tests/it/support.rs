@@ -174,11 +174,14 @@ impl World {
         let store = open_store(&config.bot.store_path).await;
         let token = CancellationToken::new();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(rocketops::app::run_with(
+        let task = tokio::spawn(rocketops::app::run(
             config,
-            store,
             token.clone(),
-            Some(tx),
+            rocketops::app::RunOptions {
+                store: Some(store),
+                telemetry_addr: Some(tx),
+                ..Default::default()
+            },
         ));
         let addr = tokio::time::timeout(PATIENCE, rx)
             .await
@@ -305,12 +308,14 @@ impl World {
     ) {
         let token = CancellationToken::new();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(rocketops::app::run_with_clock(
+        let task = tokio::spawn(rocketops::app::run(
             config,
-            store,
             token.clone(),
-            Some(tx),
-            clock,
+            rocketops::app::RunOptions {
+                store: Some(store),
+                telemetry_addr: Some(tx),
+                clock,
+            },
         ));
         self.telemetry = rx.await.ok();
         let started = tokio::time::Instant::now();
