@@ -248,13 +248,7 @@ impl<C: Chat> Bot<C> {
             ),
             _ => return Ok(None),
         };
-        let e = self
-            .s
-            .config
-            .environments
-            .get(env)
-            .cloned()
-            .unwrap_or_else(|| crate::config::EnvironmentConfig::named(env));
+        let e = self.s.config.environment(env);
         ops::operation::choose_backup(&self.s.store, &e, src, &which, offsite).map(Some)
     }
 

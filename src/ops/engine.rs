@@ -527,9 +527,13 @@ impl<C: Chat> Engine<C> {
 
     async fn finish(&self, rec: &mut OpRecord) {
         rec.finished_ms = Some(self.now_ms());
-        // The end is released and reported even when the journal cannot be written (logged by
-        // `journal`): a lock kept for a record that cannot be saved would hold the environment.
-        let _ = self.save(rec).await;
+        // Journaled, then released, then shown: whoever reads the result may send the next
+        // command at once and find the environment free. The end is released and reported even
+        // when the journal cannot be written (logged by `journal`): a lock kept for a record
+        // that cannot be saved would hold the environment.
+        let _ = self.journal(rec).await;
+        self.release(&rec.lock_keys(), rec.id).await;
+        self.show(rec).await;
         if rec.message_id.is_none() {
             crate::chat::log_failure(
                 "the operation's result",
@@ -543,7 +547,6 @@ impl<C: Chat> Engine<C> {
                     .await,
             );
         }
-        self.release(&rec.lock_keys(), rec.id).await;
         let outcome = format!("{:?}", rec.state).to_lowercase();
         let m = crate::telemetry::metrics();
         let command = rec
