@@ -723,43 +723,6 @@ impl Cluster {
         Ok(plan.to_revision)
     }
 
-    /// Deletes an autoscaler (a restore needs the app at zero); save it first with [`hpa_snapshot`].
-    pub async fn delete_hpa(&self, name: &str) -> Result<(), ClusterError> {
-        match self
-            .api::<HorizontalPodAutoscaler>()
-            .delete(name, &DeleteParams::default())
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-            Err(e) => Err(self.err(&format!("delete horizontalpodautoscaler {name}"))(
-                e,
-            )),
-        }
-    }
-
-    /// Puts back an autoscaler saved by [`hpa_snapshot`] (nothing to do if it exists).
-    pub async fn restore_hpa(&self, saved: &str) -> Result<String, ClusterError> {
-        let hpa: HorizontalPodAutoscaler =
-            serde_json::from_str(saved).map_err(|e| ClusterError::Invalid {
-                action: "restore a horizontalpodautoscaler".into(),
-                message: e.to_string(),
-            })?;
-        let name = hpa.metadata.name.clone().unwrap_or_default();
-        let action = format!("create horizontalpodautoscaler {name}");
-        match retrying(|| async {
-            self.api::<HorizontalPodAutoscaler>()
-                .create(&PostParams::default(), &hpa)
-                .await
-                .map_err(self.err(&action))
-        })
-        .await
-        {
-            Ok(_) | Err(ClusterError::AlreadyExists { .. }) => Ok(name),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Waits until no pod of a Deployment is left (after scaling it to zero).
     pub async fn wait_pods_gone(
         &self,
