@@ -374,7 +374,7 @@ impl<C: Chat> Bot<C> {
         clock: Clock,
     ) -> Self {
         let grammar = Grammar::from_config(config, runbooks.clone());
-        let policy = Policy::new(config.environments.clone(), runbooks);
+        let policy = Policy::new(config.clone(), runbooks);
         let engine = ops::engine::Engine::new(
             chat.clone(),
             store.clone(),

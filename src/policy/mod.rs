@@ -38,22 +38,31 @@ pub enum Decision {
 }
 
 /// The policy over all environments.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Policy {
-    pub envs: BTreeMap<String, EnvironmentConfig>,
+    /// The configuration, shared: the environments' rules are read from it, not copied.
+    config: std::sync::Arc<crate::config::Config>,
     pub runbooks: Vec<RunbookSpec>,
 }
 
 impl Policy {
-    pub fn new(envs: BTreeMap<String, EnvironmentConfig>, runbooks: Vec<RunbookSpec>) -> Policy {
-        Policy { envs, runbooks }
+    pub fn new(
+        config: std::sync::Arc<crate::config::Config>,
+        runbooks: Vec<RunbookSpec>,
+    ) -> Policy {
+        Policy { config, runbooks }
+    }
+
+    /// The configured environments, by name.
+    pub fn envs(&self) -> &BTreeMap<String, EnvironmentConfig> {
+        &self.config.environments
     }
 
     /// Whether deciding about `cmd` needs the asker's Rocket.Chat roles.
     pub fn needs_roles(&self, cmd: &Command) -> bool {
         let envs: Vec<&str> = match cmd.env() {
             Some(e) => vec![e],
-            None => self.envs.keys().map(String::as_str).collect(),
+            None => self.envs().keys().map(String::as_str).collect(),
         };
         let runbook_roles = self
             .runbooks
@@ -61,7 +70,7 @@ impl Policy {
             .any(|r| r.name == cmd.name() && !r.roles.is_empty());
         runbook_roles
             || matches!(cmd, Command::Query { query, .. } if query.needs_roles)
-            || envs.iter().filter_map(|e| self.envs.get(*e)).any(|e| {
+            || envs.iter().filter_map(|e| self.envs().get(*e)).any(|e| {
                 e.policy.allow.iter().any(|r| !r.roles.is_empty())
                     || e.policy.readers.as_ref().is_some_and(Who::needs_roles)
                     || e.policy.skip_backup.needs_roles()
@@ -77,11 +86,11 @@ impl Policy {
             };
         }
         // Reading without naming an environment shows what the asker may see, not all or nothing.
-        if !cmd.is_mutating() && cmd.env().is_none() && !self.envs.is_empty() {
+        if !cmd.is_mutating() && cmd.env().is_none() && !self.envs().is_empty() {
             let visible = self.visible_envs(cmd, who);
             if visible.is_empty() {
                 let first = self
-                    .envs
+                    .envs()
                     .keys()
                     .next()
                     .map(String::as_str)
@@ -95,7 +104,7 @@ impl Policy {
         }
         let envs: Vec<&str> = match cmd.env() {
             Some(e) => vec![e],
-            None => self.envs.keys().map(String::as_str).collect(),
+            None => self.envs().keys().map(String::as_str).collect(),
         };
         let mut confirm = cmd.asks() == Asks::AlwaysConfirm;
         let mut approvals = 0;
@@ -139,7 +148,7 @@ impl Policy {
         env: &str,
         who: &Requester<'_>,
     ) -> Decision {
-        let Some(e) = self.envs.get(env) else {
+        let Some(e) = self.envs().get(env) else {
             return Decision::Deny {
                 reason: format!("{env} is not a configured environment."),
             };
@@ -249,7 +258,7 @@ impl Policy {
 
     /// The environments where `who` may run the read-only `cmd` (for commands that name none).
     pub fn visible_envs(&self, cmd: &Command, who: &Requester<'_>) -> Vec<String> {
-        self.envs
+        self.envs()
             .keys()
             .filter(|e| {
                 matches!(
@@ -263,7 +272,7 @@ impl Policy {
 
     /// Whether `name` may run while `env` is locked.
     pub fn allowed_when_locked(&self, env: &str, name: &str) -> bool {
-        self.envs
+        self.envs()
             .get(env)
             .is_some_and(|e| e.policy.allow_when_locked.iter().any(|c| c == name))
     }
@@ -279,7 +288,7 @@ impl Policy {
             return Some(Vec::new());
         }
         let envs: Vec<String> = self
-            .envs
+            .envs()
             .keys()
             .filter(|e| {
                 matches!(

@@ -3,6 +3,14 @@
 use super::*;
 use crate::command::Command;
 
+/// A policy over `envs` (the rest of the configuration as it parses bare).
+fn policy_over(envs: BTreeMap<String, EnvironmentConfig>, runbooks: Vec<RunbookSpec>) -> Policy {
+    let mut config: crate::config::Config =
+        toml::from_str("[rocketchat]\nurl = \"http://127.0.0.1:1\"\n").unwrap();
+    config.environments = envs;
+    Policy::new(std::sync::Arc::new(config), runbooks)
+}
+
 fn envs() -> BTreeMap<String, EnvironmentConfig> {
     let mut test = EnvironmentConfig::named("test");
     test.policy.allow = vec![AllowRule {
@@ -54,7 +62,7 @@ fn deploy(env: &str) -> Command {
 
 #[test]
 fn a_listed_user_may_run_and_gets_no_confirmation_outside_production() {
-    let p = Policy::new(envs(), vec![]);
+    let p = policy_over(envs(), vec![]);
     assert_eq!(
         p.authorize(&deploy("test"), &who("bob", &[], Some("ops"))),
         Decision::Allow {
@@ -66,7 +74,7 @@ fn a_listed_user_may_run_and_gets_no_confirmation_outside_production() {
 
 #[test]
 fn an_unlisted_user_is_refused_with_who_may() {
-    let p = Policy::new(envs(), vec![]);
+    let p = policy_over(envs(), vec![]);
     let Decision::Deny { reason } = p.authorize(&deploy("test"), &who("mallory", &[], Some("ops")))
     else {
         panic!()
@@ -76,7 +84,7 @@ fn an_unlisted_user_is_refused_with_who_may() {
 
 #[test]
 fn a_role_grants_what_the_rule_names() {
-    let p = Policy::new(envs(), vec![]);
+    let p = policy_over(envs(), vec![]);
     let ops = vec!["ops".to_string()];
     assert_eq!(
         p.authorize(&deploy("prod"), &who("alice", &ops, Some("ops"))),
@@ -99,7 +107,7 @@ fn a_role_grants_what_the_rule_names() {
 
 #[test]
 fn production_commands_are_accepted_only_from_their_rooms() {
-    let p = Policy::new(envs(), vec![]);
+    let p = policy_over(envs(), vec![]);
     let ops = vec!["ops".to_string()];
     let Decision::Deny { reason } =
         p.authorize(&deploy("prod"), &who("alice", &ops, Some("random")))
@@ -118,7 +126,7 @@ fn production_commands_are_accepted_only_from_their_rooms() {
 
 #[test]
 fn an_environment_without_policy_denies_changes_but_allows_reading() {
-    let p = Policy::new(envs(), vec![]);
+    let p = policy_over(envs(), vec![]);
     let Decision::Deny { reason } = p.authorize(&deploy("dev"), &who("bob", &[], Some("ops")))
     else {
         panic!()
@@ -140,7 +148,7 @@ fn an_environment_without_policy_denies_changes_but_allows_reading() {
 
 #[test]
 fn skipping_the_backup_needs_its_own_permission() {
-    let p = Policy::new(envs(), vec![]);
+    let p = policy_over(envs(), vec![]);
     let ops = vec!["ops".to_string()];
     let skip = Command::Deploy {
         env: "prod".into(),
@@ -155,7 +163,7 @@ fn skipping_the_backup_needs_its_own_permission() {
 
 #[test]
 fn a_command_without_environment_must_be_allowed_in_every_one() {
-    let p = Policy::new(envs(), vec![]);
+    let p = policy_over(envs(), vec![]);
     assert!(matches!(
         p.authorize(
             &Command::BackupNow { env: None },
@@ -167,7 +175,7 @@ fn a_command_without_environment_must_be_allowed_in_every_one() {
 
 #[test]
 fn where_allowed_lists_the_environments_for_help() {
-    let p = Policy::new(envs(), vec![]);
+    let p = policy_over(envs(), vec![]);
     let ops = vec!["ops".to_string()];
     assert_eq!(
         p.where_allowed("deploy", &deploy("test"), &who("alice", &ops, Some("ops"))),
@@ -284,7 +292,7 @@ async fn a_request_for_zero_approvals_still_waits_for_one() {
 fn an_environment_asking_for_three_approvals_gets_three() {
     let mut e = envs();
     e.get_mut("prod").unwrap().policy.approvals = 3;
-    let p = Policy::new(e, vec![]);
+    let p = policy_over(e, vec![]);
     let deploy = Command::Deploy {
         env: "prod".into(),
         version: "v1".into(),
@@ -315,7 +323,7 @@ fn restoring_from_another_environment_needs_access_to_its_backups() {
         users: vec![],
         roles: vec!["ops".into()],
     });
-    let p = Policy::new(e, vec![]);
+    let p = policy_over(e, vec![]);
     let restore = Command::Restore {
         env: "test".into(),
         backup: crate::command::BackupRef::Latest,
@@ -365,7 +373,7 @@ fn migrate(env: &str) -> Command {
 
 #[test]
 fn a_runbooks_roles_never_widen_the_environments_default_deny() {
-    let p = Policy::new(envs(), vec![migrate_runbook(&["ops"], &[], &[])]);
+    let p = policy_over(envs(), vec![migrate_runbook(&["ops"], &[], &[])]);
     let ops = vec!["ops".to_string()];
     for env in ["dev", "prod"] {
         let d = p.authorize(&migrate(env), &who("alice", &ops, Some("ops")));
@@ -380,7 +388,7 @@ fn a_runbooks_roles_never_widen_the_environments_default_deny() {
 fn a_runbooks_roles_users_and_environments_narrow_what_the_environment_allows() {
     let ops = vec!["ops".to_string()];
     // test allows `*` for bob and role ops; the runbook only for role ops.
-    let p = Policy::new(envs(), vec![migrate_runbook(&["ops"], &[], &[])]);
+    let p = policy_over(envs(), vec![migrate_runbook(&["ops"], &[], &[])]);
     assert!(matches!(
         p.authorize(&migrate("test"), &who("alice", &ops, Some("ops"))),
         Decision::Allow { confirm: true, .. }
@@ -390,7 +398,7 @@ fn a_runbooks_roles_users_and_environments_narrow_what_the_environment_allows() 
         matches!(&d, Decision::Deny { reason } if reason.contains("`migrate` is for role ops")),
         "{d:?}"
     );
-    let p = Policy::new(envs(), vec![migrate_runbook(&[], &[], &["prod"])]);
+    let p = policy_over(envs(), vec![migrate_runbook(&[], &[], &["prod"])]);
     let d = p.authorize(&migrate("test"), &who("bob", &[], Some("ops")));
     assert!(
         matches!(&d, Decision::Deny { reason } if reason.contains("runs only in prod")),
