@@ -301,7 +301,24 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens (or creates) the store in `path`; a store held by another process is a clear error.
+    ///
+    /// A store just closed in this process can stay locked for a moment while sled's flusher
+    /// thread ends, so a held lock is tried again for up to a second (a blocking wait, at start
+    /// only) before it is reported.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let mut tries = 0;
+        loop {
+            match Store::open_once(path) {
+                Err(StoreError::Locked { .. }) if tries < 20 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> Result<Store, StoreError> {
         append::private_dir(path)?;
         let db = sled::Config::new()
             .path(path)
