@@ -640,12 +640,11 @@ impl Chat for RocketChat {
         buttons: &[Button],
     ) -> Result<MessageRef, ChatError> {
         let text = &crate::redact::outgoing(text);
-        // An attachment field, not a method call: it tells the clicking user's client to send the
-        // button's text into the chat window as that user's own message.
-        const SEND_AS_USER: &str = "sendMessage";
+        // `msg_in_chat_window`: the clicking user's client posts the button's text as that user's
+        // own message (the attachment's default processing, so no processing type is named).
         let actions: Vec<Value> = buttons
             .iter()
-            .map(|b| json!({"type": "button", "text": b.label, "msg": b.message, "msg_in_chat_window": true, "msg_processing_type": SEND_AS_USER}))
+            .map(|b| json!({"type": "button", "text": b.label, "msg": b.message, "msg_in_chat_window": true}))
             .collect();
         let attachments = json!([{"button_alignment": "horizontal", "actions": actions}]);
         match self
