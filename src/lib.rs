@@ -26,6 +26,8 @@ pub mod command;
 pub mod config;
 /// The chat-safe user error.
 pub mod error;
+/// High availability: leader election and state in Kubernetes.
+pub mod ha;
 /// The operations journal's record types.
 pub mod journal;
 /// The process's memory footprint.

@@ -385,6 +385,37 @@ fn bot_and_alerts(p: &mut Problems<'_>, config: &Config) {
             format!("`{}` is not a window like \"22:00-07:00\"", q.as_str()),
         );
     }
+    let ha = &config.ha;
+    if ha.lease_duration <= ha.renew_deadline {
+        bad(
+            "ha.lease_duration",
+            format!(
+                "must be longer than ha.renew_deadline ({}), or a standby could take over while the leader still acts",
+                humantime_serde::re::humantime::format_duration(ha.renew_deadline)
+            ),
+        );
+    }
+    if ha.renew_deadline.as_secs_f64() <= 1.2 * ha.retry_period.as_secs_f64() {
+        bad(
+            "ha.renew_deadline",
+            format!(
+                "must be more than 1.2 × ha.retry_period ({}), so that a leader can try to renew more than once",
+                humantime_serde::re::humantime::format_duration(ha.retry_period)
+            ),
+        );
+    }
+    if ha.retry_period.is_zero() {
+        bad("ha.retry_period", "must be more than 0".into());
+    }
+    if !dns_label(&ha.lease_name) {
+        bad(
+            "ha.lease_name",
+            format!(
+                "`{}` is not a Kubernetes name (lowercase letters, digits, `-`)",
+                ha.lease_name
+            ),
+        );
+    }
     if config.bot.prefixes.is_empty() {
         bad(
             "bot.prefixes",

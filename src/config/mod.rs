@@ -61,6 +61,9 @@ pub struct Config {
     /// The audit log's key and anchor.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Where the state lives and, with state in Kubernetes, the leader election of the replicas.
+    #[serde(default)]
+    pub ha: HaConfig,
     /// The file this was read from, so that checks made after loading can name a line too.
     /// `None` for a configuration built in code.
     #[serde(skip)]
@@ -192,6 +195,60 @@ impl Default for BotConfig {
             seen_retention: Duration::from_secs(7 * 24 * 3600),
             commands_dir: PathBuf::from("commands"),
             redact_secret_values: false,
+        }
+    }
+}
+
+/// Where the bot's state lives: `sled` (one replica, a volume; the default) or `kubernetes`
+/// (ConfigMaps in the bot's namespace, so that two replicas can run, one leading by a Lease).
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    #[default]
+    Sled,
+    Kubernetes,
+}
+
+/// High availability: the state backend and, with `kubernetes`, the Lease the replicas elect a
+/// leader on (client-go's algorithm and defaults).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HaConfig {
+    /// `sled` or `kubernetes`.
+    pub store: StoreBackend,
+    /// The bot's own namespace, where the Lease and the state objects live. Default: the
+    /// `POD_NAMESPACE` environment variable, else the namespace of the kubeconfig's context or of
+    /// the service account.
+    pub namespace: Option<String>,
+    /// A kubeconfig for the bot's own cluster (default: in-cluster, else the default kubeconfig).
+    pub kubeconfig: Option<PathBuf>,
+    /// A context of that kubeconfig.
+    pub context: Option<String>,
+    /// The Lease's name.
+    pub lease_name: String,
+    /// How long a Lease not renewed stays held: a standby takes over this long after the
+    /// leader's last renewal it saw.
+    #[serde(with = "humantime_serde")]
+    pub lease_duration: Duration,
+    /// A leader that has not renewed within this long stops (and is restarted as a standby).
+    #[serde(with = "humantime_serde")]
+    pub renew_deadline: Duration,
+    /// How often a standby tries to acquire, and a leader to renew.
+    #[serde(with = "humantime_serde")]
+    pub retry_period: Duration,
+}
+
+impl Default for HaConfig {
+    fn default() -> Self {
+        HaConfig {
+            store: StoreBackend::Sled,
+            namespace: None,
+            kubeconfig: None,
+            context: None,
+            lease_name: "rocketops-leader".into(),
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
         }
     }
 }

@@ -89,6 +89,7 @@ pub fn bot_config(sim_url: &str, kubeconfig: Option<(&std::path::Path, &kube::Ku
             key: Some(Secret::new(sandbox_audit_key())),
             ..Default::default()
         },
+        ha: crate::config::HaConfig::default(),
         source: None,
         environments: kubeconfig
             .map(|(k, sim)| {
