@@ -226,6 +226,18 @@ pub const RESOURCES: &[ResourceType] = &[
         &[],
         &[],
     ),
+    // The two-replica manifests carry a PodDisruptionBudget: stored as it is, not enforced
+    // (the simulator evicts nothing).
+    rt(
+        "policy",
+        "v1",
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        "PodDisruptionBudget",
+        true,
+        &["pdb"],
+        &["status"],
+    ),
 ];
 
 /// The resource for a group, version and plural.
