@@ -11,6 +11,7 @@ use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Namespace, PersistentVolumeClaim, Secret, Service, ServiceAccount,
 };
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use rocketops::cluster::watch::{WatchedKind, watch_environments};
 use rocketops::cluster::{API_CALLS, Cluster, Clusters, HpaPolicy, Workload};
@@ -32,6 +33,29 @@ fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// The documents of a multi-document YAML text (`origin` names it in errors).
+fn yaml_documents(text: &str, origin: &Path) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut doc = String::new();
+    for line in text.lines().chain(std::iter::once("---")) {
+        if line.trim_end() == "---" {
+            if doc
+                .lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            {
+                let v: Value = serde_saphyr::from_str(&doc)
+                    .unwrap_or_else(|e| panic!("{}: {e}", origin.display()));
+                out.push(v);
+            }
+            doc.clear();
+        } else {
+            doc.push_str(line);
+            doc.push('\n');
+        }
+    }
+    out
+}
+
 /// Every YAML document under `manifests/`, with its file.
 fn documents() -> Vec<(PathBuf, Value)> {
     let mut files = Vec::new();
@@ -40,22 +64,8 @@ fn documents() -> Vec<(PathBuf, Value)> {
     let mut out = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
-        let mut doc = String::new();
-        for line in text.lines().chain(std::iter::once("---")) {
-            if line.trim_end() == "---" {
-                if doc
-                    .lines()
-                    .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-                {
-                    let v: Value = serde_saphyr::from_str(&doc)
-                        .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-                    out.push((f.clone(), v));
-                }
-                doc.clear();
-            } else {
-                doc.push_str(line);
-                doc.push('\n');
-            }
+        for v in yaml_documents(&text, &f) {
+            out.push((f.clone(), v));
         }
     }
     out
@@ -103,6 +113,7 @@ fn every_manifest_parses_as_the_kubernetes_type_it_declares() {
             "StatefulSet" => drop(typed::<StatefulSet>(f, v)),
             "HorizontalPodAutoscaler" => drop(typed::<HorizontalPodAutoscaler>(f, v)),
             "CronJob" => drop(typed::<CronJob>(f, v)),
+            "PodDisruptionBudget" => drop(typed::<PodDisruptionBudget>(f, v)),
             other => panic!("{}: unexpected kind {other:?}", f.display()),
         }
     }
@@ -735,7 +746,9 @@ async fn every_kustomization_under_manifests_applies_to_the_kubernetes_simulator
     }
     let mut kustomizations = Vec::new();
     for (f, v) in documents() {
-        if v["kind"] == "Kustomization" {
+        // The two-replica variant replaces the base rather than adding to it: applied over it in
+        // its own test.
+        if v["kind"] == "Kustomization" && !f.starts_with(root().join("manifests/ha")) {
             kustomizations.push(f.parent().unwrap().to_path_buf());
         }
     }
@@ -786,6 +799,372 @@ async fn every_kustomization_under_manifests_applies_to_the_kubernetes_simulator
             .get("serviceaccounts", "rocketops", "rocketops")
             .is_ok(),
         "the bot's service account is stored"
+    );
+}
+
+/// `kubectl kustomize manifests/ha`: what applying the two-replica variant sends, as documents.
+fn rendered_ha() -> Vec<Value> {
+    let out = std::process::Command::new("kubectl")
+        .args(["kustomize", "manifests/ha"])
+        .current_dir(root())
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize manifests/ha: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    yaml_documents(
+        &String::from_utf8(out.stdout).unwrap(),
+        Path::new("kubectl kustomize manifests/ha"),
+    )
+}
+
+/// The one rendered object of `kind` named `name`, as its type.
+fn rendered_one<T: serde::de::DeserializeOwned>(docs: &[Value], kind: &str, name: &str) -> T {
+    let found: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .collect();
+    assert_eq!(found.len(), 1, "one {kind} {name} in manifests/ha");
+    typed(Path::new("manifests/ha"), found[0])
+}
+
+#[test]
+fn the_two_replica_variant_runs_a_leader_and_a_standby_rolling_one_at_a_time_on_separate_nodes_with_no_volume()
+ {
+    if !crate::support::kubectl_or_skip(
+        "the_two_replica_variant_runs_a_leader_and_a_standby_rolling_one_at_a_time_on_separate_nodes_with_no_volume",
+    ) {
+        return;
+    }
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let docs = rendered_ha();
+    for d in &docs {
+        assert_eq!(
+            d["metadata"]["namespace"]
+                .as_str()
+                .or(d["metadata"]["name"].as_str()),
+            Some("rocketops"),
+            "everything in the bot's own namespace: {}",
+            d["metadata"]
+        );
+    }
+    assert!(
+        !docs.iter().any(|d| d["kind"] == "PersistentVolumeClaim"),
+        "no volume: the state lives in ConfigMaps"
+    );
+    let dep: Deployment = rendered_one(&docs, "Deployment", "rocketops");
+    let spec = dep.spec.unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    let strategy = spec.strategy.unwrap();
+    assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+    let rolling = strategy.rolling_update.unwrap();
+    assert_eq!(
+        (rolling.max_surge, rolling.max_unavailable),
+        (Some(IntOrString::Int(1)), Some(IntOrString::Int(0)))
+    );
+    let labels = spec.template.metadata.unwrap().labels.unwrap();
+    let pod = spec.template.spec.unwrap();
+    assert!(pod.termination_grace_period_seconds.unwrap() >= 30);
+    // Spread over nodes, preferred: required would leave the second pod Pending on one node.
+    let anti = pod
+        .affinity
+        .unwrap()
+        .pod_anti_affinity
+        .unwrap()
+        .preferred_during_scheduling_ignored_during_execution
+        .unwrap();
+    assert!(
+        anti.iter().any(|t| {
+            let term = &t.pod_affinity_term;
+            term.topology_key == "kubernetes.io/hostname"
+                && term
+                    .label_selector
+                    .as_ref()
+                    .and_then(|s| s.match_labels.as_ref())
+                    .is_some_and(|m| {
+                        !m.is_empty() && m.iter().all(|(k, v)| labels.get(k) == Some(v))
+                    })
+        }),
+        "{anti:?}"
+    );
+    let volumes = pod.volumes.unwrap_or_default();
+    assert!(
+        volumes.iter().all(|v| v.persistent_volume_claim.is_none()),
+        "{volumes:?}"
+    );
+    let c = &pod.containers[0];
+    let mounts: Vec<String> = c
+        .volume_mounts
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| m.mount_path)
+        .collect();
+    assert_eq!(
+        mounts,
+        ["/etc/rocketops/rocketops.toml"],
+        "the config, nothing else"
+    );
+    for m in c.volume_mounts.iter().flatten() {
+        assert!(
+            volumes.iter().any(|v| v.name == m.name),
+            "{} is a volume",
+            m.name
+        );
+    }
+    // The Lease holder's identity and namespace, from the downward API.
+    let env = c.env.clone().unwrap();
+    for (name, field) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+    ] {
+        let var = env
+            .iter()
+            .find(|e| e.name == name)
+            .unwrap_or_else(|| panic!("{name} is set"));
+        let from = var.value_from.as_ref().and_then(|f| f.field_ref.as_ref());
+        assert_eq!(from.map(|f| f.field_path.as_str()), Some(field), "{name}");
+    }
+    assert!(env.iter().any(|e| e.name == "ROCKETOPS_CONFIG"));
+    let probe = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+        p.as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .and_then(|h| h.path.clone())
+    };
+    assert_eq!(probe(&c.liveness_probe).as_deref(), Some("/healthz"));
+    assert_eq!(probe(&c.readiness_probe).as_deref(), Some("/readyz"));
+    // A drain never takes both; it selects exactly the bot's pods.
+    let pdb: PodDisruptionBudget = rendered_one(&docs, "PodDisruptionBudget", "rocketops");
+    let pdb = pdb.spec.unwrap();
+    assert_eq!(pdb.min_available, Some(IntOrString::Int(1)));
+    assert_eq!(pdb.max_unavailable, None);
+    assert_eq!(
+        pdb.selector.unwrap().match_labels,
+        spec.selector.match_labels,
+        "the budget selects the Deployment's pods"
+    );
+    // The configuration it mounts keeps the state in Kubernetes.
+    let cm: ConfigMap = rendered_one(&docs, "ConfigMap", "rocketops-config");
+    let toml = cm.data.unwrap()["rocketops.toml"].clone();
+    let config = rocketops::config::Config::from_toml(&toml, Path::new("manifests/ha"), &|k| {
+        (k == "ROCKETOPS_RC_TOKEN").then(|| "t".to_string())
+    })
+    .unwrap();
+    assert_eq!(config.ha.store, rocketops::config::StoreBackend::Kubernetes);
+    assert_eq!(config.ha.namespace, None, "from POD_NAMESPACE");
+    assert!(
+        volumes.iter().any(|v| v
+            .config_map
+            .as_ref()
+            .is_some_and(|s| s.name == "rocketops-config")),
+        "{volumes:?}"
+    );
+}
+
+#[test]
+fn the_two_replica_variant_s_configuration_is_the_base_s_with_only_the_ha_section_added() {
+    let toml_of = |dir: &str| {
+        let (f, v) = documents()
+            .into_iter()
+            .find(|(f, v)| {
+                f.starts_with(root().join(dir))
+                    && v["kind"] == "ConfigMap"
+                    && v["metadata"]["name"] == "rocketops-config"
+            })
+            .unwrap_or_else(|| panic!("{dir} has the bot's ConfigMap"));
+        let cm: ConfigMap = typed(&f, &v);
+        cm.data.unwrap()["rocketops.toml"].clone()
+    };
+    let base = toml_of("manifests/base");
+    let ha = toml_of("manifests/ha");
+    let section: toml::Table = ha.parse().unwrap();
+    assert_eq!(
+        section["ha"].as_table().unwrap().get("store"),
+        Some(&toml::Value::String("kubernetes".into()))
+    );
+    // The [ha] table and the comment lines just above it taken out, the rest is the base's.
+    let lines: Vec<&str> = ha.lines().collect();
+    let start = lines.iter().position(|l| l.trim() == "[ha]").unwrap();
+    let mut from = start;
+    while from > 0 && lines[from - 1].trim_start().starts_with('#') {
+        from -= 1;
+    }
+    let mut to = start + 1;
+    while to < lines.len()
+        && !lines[to].trim_start().starts_with('[')
+        && !lines[to].trim().is_empty()
+    {
+        to += 1;
+    }
+    // The blank line after the table.
+    if to < lines.len() && lines[to].trim().is_empty() {
+        to += 1;
+    }
+    let rest: Vec<&str> = lines[..from].iter().chain(&lines[to..]).copied().collect();
+    assert_eq!(
+        rest.join("\n"),
+        base.lines().collect::<Vec<_>>().join("\n"),
+        "manifests/ha/configmap.yaml drifted from manifests/base/configmap.yaml"
+    );
+}
+
+#[test]
+fn the_two_replica_role_grants_the_lease_by_name_and_the_state_configmaps_in_its_own_namespace_and_nothing_else()
+ {
+    let docs = documents();
+    let in_ha = |kind: &str| -> Vec<(PathBuf, Value)> {
+        docs.iter()
+            .filter(|(f, v)| f.starts_with(root().join("manifests/ha")) && v["kind"] == kind)
+            .cloned()
+            .collect()
+    };
+    let roles = in_ha("Role");
+    assert_eq!(roles.len(), 1, "one Role in manifests/ha");
+    let (f, v) = &roles[0];
+    let role: Role = typed(f, v);
+    let name = role.metadata.name.clone().unwrap();
+    let lease = rocketops::config::HaConfig::default().lease_name;
+    let mut granted = BTreeSet::new();
+    for rule in role.rules.unwrap() {
+        assert!(rule.non_resource_urls.is_none());
+        let names = rule.resource_names.clone().unwrap_or_default();
+        for g in rule.api_groups.unwrap_or_default() {
+            for r in rule.resources.clone().unwrap_or_default() {
+                for verb in &rule.verbs {
+                    assert!(
+                        verb != "*" && r != "*" && g != "*",
+                        "no wildcards in the Role"
+                    );
+                    granted.insert((g.clone(), r.clone(), verb.clone(), names.clone()));
+                }
+            }
+        }
+    }
+    let by_name = vec![lease];
+    let mut wanted = BTreeSet::new();
+    for verb in ["get", "update"] {
+        wanted.insert((
+            "coordination.k8s.io".to_string(),
+            "leases".to_string(),
+            verb.to_string(),
+            by_name.clone(),
+        ));
+    }
+    // Create cannot be narrowed by name.
+    wanted.insert((
+        "coordination.k8s.io".into(),
+        "leases".into(),
+        "create".into(),
+        vec![],
+    ));
+    for verb in ["get", "list", "create", "update", "delete"] {
+        wanted.insert((String::new(), "configmaps".into(), verb.into(), vec![]));
+    }
+    assert_eq!(granted, wanted, "exactly these, so no watch and no Secrets");
+    // Bound to the bot's service account, in the bot's own namespace; no cluster-wide rules.
+    let bindings = in_ha("RoleBinding");
+    assert_eq!(bindings.len(), 1);
+    let (f, v) = &bindings[0];
+    let binding: RoleBinding = typed(f, v);
+    assert_eq!(
+        (
+            binding.role_ref.kind.as_str(),
+            binding.role_ref.name.as_str()
+        ),
+        ("Role", name.as_str())
+    );
+    let subjects = binding.subjects.unwrap();
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(
+        (
+            subjects[0].kind.as_str(),
+            subjects[0].name.as_str(),
+            subjects[0].namespace.as_deref()
+        ),
+        ("ServiceAccount", "rocketops", Some("rocketops"))
+    );
+    let kustomization = &in_ha("Kustomization")[0].1;
+    assert_eq!(kustomization["namespace"], "rocketops");
+    for kind in ["ClusterRole", "ClusterRoleBinding"] {
+        assert!(in_ha(kind).is_empty(), "no {kind}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_two_replica_variant_applies_over_the_base_with_plain_kubectl_and_back() {
+    if !crate::support::kubectl_or_skip(
+        "the_two_replica_variant_applies_over_the_base_with_plain_kubectl_and_back",
+    ) {
+        return;
+    }
+    let w = crate::support::World::with_cluster().await;
+    kubectl_in(&w, &["apply", "-k", "manifests/base"]);
+    let out = kubectl_in(&w, &["apply", "-k", "manifests/ha"]);
+    for line in [
+        "deployment.apps/rocketops configured",
+        "configmap/rocketops-config configured",
+        "poddisruptionbudget.policy/rocketops created",
+        "role.rbac.authorization.k8s.io/rocketops-ha created",
+        "rolebinding.rbac.authorization.k8s.io/rocketops-ha created",
+    ] {
+        assert!(out.contains(line), "{line}: {out}");
+    }
+    assert!(!out.to_lowercase().contains("warning"), "{out}");
+    let dep = w
+        .kube()
+        .get("deployments", "rocketops", "rocketops")
+        .unwrap();
+    assert_eq!(dep["spec"]["replicas"], 2);
+    assert_eq!(dep["spec"]["strategy"]["type"], "RollingUpdate");
+    let pod = &dep["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"].as_array().unwrap().len(),
+        1,
+        "{}",
+        pod["volumes"]
+    );
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        pod["containers"][0]["env"]
+            .to_string()
+            .contains("POD_NAMESPACE")
+    );
+    let again = kubectl_in(&w, &["apply", "-k", "manifests/ha"]);
+    assert!(
+        again.contains("deployment.apps/rocketops unchanged"),
+        "{again}"
+    );
+    // Back to one replica: the base's strategy, volume and configuration again.
+    kubectl_in(&w, &["apply", "-k", "manifests/base"]);
+    let dep = w
+        .kube()
+        .get("deployments", "rocketops", "rocketops")
+        .unwrap();
+    assert_eq!(dep["spec"]["replicas"], 1);
+    assert_eq!(
+        dep["spec"]["strategy"],
+        serde_json::json!({"type": "Recreate"})
+    );
+    let pod = &dep["spec"]["template"]["spec"];
+    assert!(pod["volumes"].to_string().contains("rocketops-store"));
+    assert!(!pod["containers"][0]["env"].to_string().contains("POD_NAME"));
+    let cm = w
+        .kube()
+        .get("configmaps", "rocketops", "rocketops-config")
+        .unwrap();
+    assert!(
+        !cm["data"]["rocketops.toml"]
+            .as_str()
+            .unwrap()
+            .contains("[ha]")
     );
 }
 
