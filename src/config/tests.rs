@@ -245,6 +245,7 @@ fn the_example_configuration_mentions_every_key_the_configuration_accepts() {
         "alerts",
         "policy",
         "audit",
+        "ha",
         "environments.x",
         "environments.x.policy",
         "[[environments.x.policy.allow]]",
