@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use crate::sandbox::rocketchat::{RocketChatSim, SimConfig, SimEvent};
 
 pub mod chaos;
+pub mod ha;
 mod phases;
 
 use self::phases::{alert_phase, deploy_phase, ping_while, pong_of, store_writes};
@@ -55,6 +56,8 @@ pub struct BenchArgs {
     pub bot: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub chaos: chaos::ChaosArgs,
+    #[command(flatten)]
+    pub ha: ha::HaArgs,
 }
 
 /// Why the benchmark could not run.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use rocketops::config::{Config, LogFormat};
+use rocketops::config::{Config, LogFormat, StoreBackend};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -108,7 +108,15 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 Err(e) => return fail(e),
             };
             rocketops::telemetry::init(cli.log_format.unwrap_or(config.telemetry.log_format));
-            match rocketops::app::run(config, shutdown_on_signal(), Default::default()).await {
+            let result = match config.ha.store {
+                StoreBackend::Sled => {
+                    rocketops::app::run(config, shutdown_on_signal(), Default::default()).await
+                }
+                StoreBackend::Kubernetes => {
+                    rocketops::ha::run::run(config, shutdown_on_signal(), Default::default()).await
+                }
+            };
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }
@@ -252,6 +260,25 @@ async fn dispatch(cli: Cli) -> ExitCode {
             };
             match rocketops::backups::run(&config, &args) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        #[cfg(feature = "sandbox")]
+        Cmd::Bench(args) if args.ha.ha => {
+            rocketops::telemetry::init(cli.log_format.unwrap_or_default());
+            match rocketops::bench::ha::run(&args.ha).await {
+                Ok(report) => {
+                    if args.json {
+                        println!("{}", report.json());
+                    } else {
+                        println!("{report}");
+                    }
+                    if report.clean() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
                 Err(e) => fail(e),
             }
         }

@@ -272,6 +272,11 @@ pub fn labels(pairs: &[(&str, &str)]) -> Labels {
 /// What `/readyz` checks; each part is updated by its owner.
 #[derive(Debug, Default)]
 pub struct Readiness {
+    /// A replica waiting for the Lease: ready when it reaches the API server (a standby that is
+    /// never Ready would block draining the leader's node), whatever chat says.
+    pub standby: AtomicBool,
+    /// Whether a standby's last call to the API server got an answer.
+    pub api_reachable: AtomicBool,
     pub chat_connected: AtomicBool,
     pub store_open: AtomicBool,
     pub clusters_reachable: AtomicBool,
@@ -283,6 +288,12 @@ impl Readiness {
     /// Why not ready (empty when ready).
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
+        if self.standby.load(Ordering::Relaxed) {
+            if !self.api_reachable.load(Ordering::Relaxed) {
+                out.push("standby: the Kubernetes API server does not answer".to_string());
+            }
+            return out;
+        }
         if !self.chat_connected.load(Ordering::Relaxed) {
             out.push("not connected to Rocket.Chat".to_string());
         }
@@ -306,6 +317,19 @@ impl Readiness {
         }
         out
     }
+}
+
+/// This process's term as leader, with state in Kubernetes: its pod and epoch (`status` shows them).
+static LEADING: std::sync::Mutex<Option<(String, u64)>> = std::sync::Mutex::new(None);
+
+/// Records that this process leads (pod, epoch), or no longer does.
+pub fn set_leading(term: Option<(String, u64)>) {
+    *LEADING.lock().unwrap_or_else(|p| p.into_inner()) = term;
+}
+
+/// This process's pod and epoch while it leads replicas; `None` with one replica (sled).
+pub fn leading() -> Option<(String, u64)> {
+    LEADING.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 /// Serves `/healthz`, `/readyz` and `/metrics` on `listen` until `shutdown`; returns the bound address.

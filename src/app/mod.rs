@@ -56,6 +56,8 @@ pub enum AppError {
     RunbooksInvalid(String),
     #[error("refusing to start: {0}")]
     AuditKey(String),
+    #[error("high availability: {0}")]
+    Ha(String),
 }
 
 /// What every stage shares: the parts, and the state of requests in flight.

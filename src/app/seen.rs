@@ -93,10 +93,23 @@ impl<C: Chat> Bot<C> {
                     if let Err(e) = self.s.store.begin_handling(&msg.id, &handling) {
                         tracing::warn!(error = %e, id = %msg.id, "cannot record the message as being handled");
                     }
+                    // With state in Kubernetes, taken means written there: a replica that takes
+                    // over never runs it again. Not written, not run (the next leader may).
+                    if let Err(e) = self.s.store.sync_replica().await {
+                        tracing::error!(error = %e, id = %msg.id, "cannot record the message as taken; not running it");
+                        return;
+                    }
                     self.dispatch(&msg, body).await;
                     if let Err(e) = self.s.store.end_handling(&msg.id) {
                         tracing::warn!(error = %e, id = %msg.id, "cannot record the message as handled");
                     }
+                    self.advance_mark(&msg);
+                    // Answered means written there too, or a replica that takes over would
+                    // tell its author it may not have run.
+                    if let Err(e) = self.s.store.sync_replica().await {
+                        tracing::warn!(error = %e, id = %msg.id, "cannot record the message as answered");
+                    }
+                    return;
                 }
                 Ok(false) if refused.is_some() => {
                     tracing::info!(id = %msg.id, user = %msg.username, why = refused, "not running a message")
@@ -107,6 +120,11 @@ impl<C: Chat> Bot<C> {
                 }
             }
         }
+        self.advance_mark(&msg);
+    }
+
+    /// Moves the message's room read mark to it.
+    fn advance_mark(&self, msg: &Incoming) {
         match mark_to_record(msg.ts_ms, message_clock_ms()) {
             Some(ts) => {
                 if let Err(e) = self.s.store.advance_mark(&msg.room_id, ts) {

@@ -56,6 +56,9 @@ pub struct RunOptions {
     pub telemetry_addr: Option<oneshot::Sender<SocketAddr>>,
     /// The clock the schedules follow (tests run days of schedules in seconds).
     pub clock: Clock,
+    /// Health and readiness already served (a replica serves them from before it leads); `None`
+    /// serves them here on `telemetry.listen`.
+    pub readiness: Option<Arc<crate::telemetry::Readiness>>,
 }
 
 /// Runs the bot until `shutdown` is cancelled.
@@ -68,6 +71,7 @@ pub async fn run(
         store,
         telemetry_addr,
         clock,
+        readiness,
     } = options;
     let store = match store {
         Some(store) => store,
@@ -81,11 +85,15 @@ pub async fn run(
     // One copy, shared: with hundreds of environments each copy costs megabytes.
     let config = Arc::new(config);
     let clusters = Clusters::connect(&config.environments).await?;
-    let ready = Arc::new(crate::telemetry::Readiness::default());
+    let served = readiness.is_some();
+    let ready = readiness.unwrap_or_default();
     ready
         .store_open
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    if let Some(listen) = config.telemetry.listen {
+    ready
+        .standby
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    if let Some(listen) = config.telemetry.listen.filter(|_| !served) {
         match crate::telemetry::serve(listen, ready.clone(), shutdown.clone()).await {
             Ok(addr) => {
                 tracing::info!(%addr, "serving /healthz /readyz /metrics");

@@ -90,12 +90,12 @@ impl fmt::Display for ChaosReport {
     }
 }
 
-const ENVS: [&str; 3] = ["c1", "c2", "c3"];
+pub(super) const ENVS: [&str; 3] = ["c1", "c2", "c3"];
 const KINDS: [&str; 6] = ["backup", "deploy", "scale", "verify", "rollback", "restore"];
 const VERSIONS: [&str; 4] = ["6.5.1", "7.0.0", "v3.1", "6.5.0"];
 
 /// The `i`th command of the mix.
-fn command(i: usize, rng: &mut fastrand::Rng) -> String {
+pub(super) fn command(i: usize, rng: &mut fastrand::Rng) -> String {
     let env = ENVS[i % ENVS.len()];
     match KINDS[(i / ENVS.len()) % KINDS.len()] {
         "backup" => format!("backup now {env}"),
@@ -266,7 +266,7 @@ impl Bot {
 }
 
 /// Answers every restore's confirmation question in the asker's direct message.
-async fn confirm_restores(
+pub(super) async fn confirm_restores(
     mut events: tokio::sync::broadcast::Receiver<SimEvent>,
     sim: RocketChatSim,
 ) {
@@ -290,7 +290,7 @@ async fn confirm_restores(
 }
 
 /// Waits until the bot has been silent for `quiet` (nothing running is still reporting).
-async fn settle(sim: &RocketChatSim, quiet: Duration, limit: Duration) {
+pub(super) async fn settle(sim: &RocketChatSim, quiet: Duration, limit: Duration) {
     let mut events = sim.events();
     let start = Instant::now();
     let mut last = Instant::now();

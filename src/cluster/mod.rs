@@ -316,6 +316,15 @@ impl Clusters {
     }
 }
 
+/// The User-Agent of this process's requests to the clusters, once set: with replicas, each names
+/// its replica, so that the API server's audit log tells them apart.
+static USER_AGENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Names this process in every cluster client built from now on (set once, before connecting).
+pub fn set_user_agent(agent: &str) {
+    let _ = USER_AGENT.set(agent.to_string());
+}
+
 /// A client from a kubeconfig file and context, or in-cluster / the default kubeconfig.
 async fn client_for(
     kubeconfig: Option<&Path>,
@@ -346,6 +355,13 @@ async fn client_for(
             .await
             .map_err(|e| bad(e.to_string()))?,
     };
+    let mut config = config;
+    if let Some(v) = USER_AGENT
+        .get()
+        .and_then(|a| axum::http::HeaderValue::from_str(a).ok())
+    {
+        config.headers.push((axum::http::header::USER_AGENT, v));
+    }
     Client::try_from(config).map_err(|e| bad(e.to_string()))
 }
 

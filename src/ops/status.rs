@@ -20,14 +20,24 @@ pub(super) async fn status<C: Chat>(ctx: &Context<'_, C>, env: Option<&str>) -> 
         let read = chunk.iter().map(|e| status_line(ctx, e));
         lines.extend(futures_util::future::join_all(read).await);
     }
-    if env.is_some() || lines.len() <= STATUS_SUMMARY_OVER {
-        return lines
+    let text = if env.is_some() || lines.len() <= STATUS_SUMMARY_OVER {
+        lines
             .into_iter()
             .map(|(l, _)| l)
             .collect::<Vec<_>>()
-            .join("\n");
+            .join("\n")
+    } else {
+        summary(&lines)
+    };
+    match crate::telemetry::leading() {
+        Some(term) => format!("{text}\n{}", leader_line(&term)),
+        None => text,
     }
-    summary(&lines)
+}
+
+/// Pure: who answers, with replicas: the leading pod and its term.
+fn leader_line((pod, epoch): &(String, u64)) -> String {
+    format!("_Answered by the leader, pod `{pod}` (term {epoch}); the other replica stands by._")
 }
 
 /// Pure: the summary of many environments' status lines (`true`: fine).
@@ -238,6 +248,15 @@ pub(super) fn alerted_failures<C: Chat>(ctx: &Context<'_, C>, now: i64) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_leader_line_names_the_pod_and_its_term() {
+        let line = leader_line(&("rocketops-7d9f-x2".into(), 4));
+        assert!(
+            line.contains("`rocketops-7d9f-x2`") && line.contains("term 4"),
+            "{line}"
+        );
+    }
 
     #[test]
     fn a_status_of_many_environments_counts_them_and_lists_only_those_needing_attention() {

@@ -14,6 +14,7 @@ impl Store {
                 Some((n + 1).to_be_bytes().to_vec())
             })
             .map_err(io("op id"))?;
+        self.touch(Tree::Meta, b"next_op");
         Ok(v.and_then(|v| OpId::from_key(&v)).unwrap_or(OpId::new(1)))
     }
 
@@ -25,6 +26,7 @@ impl Store {
         self.ops
             .insert(op.id.to_key(), value)
             .map_err(io("journal"))?;
+        self.touch(Tree::Ops, &op.id.to_key());
         Ok(())
     }
 
@@ -33,6 +35,7 @@ impl Store {
     pub fn put_op_json(&self, id: OpId, json: &[u8]) -> Result<(), StoreError> {
         decode_op(json)?;
         self.ops.insert(id.to_key(), json).map_err(io("journal"))?;
+        self.touch(Tree::Ops, &id.to_key());
         Ok(())
     }
 
@@ -43,7 +46,7 @@ impl Store {
             .flush_async()
             .await
             .map_err(io("op lock flush"))?;
-        Ok(())
+        self.sync_replica().await
     }
 
     pub fn get_op(&self, id: OpId) -> Result<Option<OpRecord>, StoreError> {
@@ -93,7 +96,10 @@ impl Store {
             )
             .map_err(io("op lock"))?
         {
-            Ok(()) => Ok(Ok(())),
+            Ok(()) => {
+                self.touch(Tree::OpLocks, lock.key().as_bytes());
+                Ok(Ok(()))
+            }
             Err(cas) => {
                 let holder = cas
                     .current
@@ -120,6 +126,7 @@ impl Store {
                 None as Option<&[u8]>,
             )
             .map_err(io("op unlock"))?;
+        self.touch(Tree::OpLocks, lock.key().as_bytes());
         Ok(())
     }
 

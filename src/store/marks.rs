@@ -14,7 +14,10 @@ impl Store {
             .compare_and_swap(env.as_bytes(), None as Option<&[u8]>, Some(value))
             .map_err(io("lock"))?
         {
-            Ok(()) => Ok(Ok(())),
+            Ok(()) => {
+                self.touch(Tree::Locks, env.as_bytes());
+                Ok(Ok(()))
+            }
             Err(cas) => {
                 let held = cas.current.and_then(|v| serde_json::from_slice(&v).ok());
                 Ok(Err(held.unwrap_or(EnvLock {
@@ -29,6 +32,7 @@ impl Store {
     /// Lifts an environment's lock; returns what it was.
     pub fn unlock_env(&self, env: &str) -> Result<Option<EnvLock>, StoreError> {
         let old = self.locks.remove(env.as_bytes()).map_err(io("unlock"))?;
+        self.touch(Tree::Locks, env.as_bytes());
         Ok(old.and_then(|v| serde_json::from_slice(&v).ok()))
     }
 
@@ -67,6 +71,7 @@ impl Store {
                     Some(old.max(ts_ms).to_be_bytes().to_vec())
                 })
                 .map_err(io("advance mark"))?;
+            self.touch(Tree::Marks, key.as_bytes());
         }
         Ok(())
     }
@@ -82,6 +87,7 @@ impl Store {
                 Some(&now_ms.to_be_bytes()[..]),
             )
             .map_err(io("init mark"))?;
+        self.touch(Tree::Marks, GLOBAL_MARK.as_bytes());
         Ok(())
     }
 }

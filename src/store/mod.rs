@@ -21,10 +21,12 @@ mod audit_log;
 mod journal;
 mod marks;
 mod records;
+mod replica;
 mod seen;
 mod trees;
 
 pub use self::records::{Record, Records};
+pub use self::replica::{Changes, PushFuture, Replica};
 pub use self::trees::Tree;
 use self::trees::{LEGACY_AUDIT, LEGACY_SEEN};
 
@@ -60,6 +62,8 @@ pub enum StoreError {
     },
     #[error("store record is corrupt in tree {tree}: {detail}")]
     Corrupt { tree: &'static str, detail: String },
+    #[error("cannot write the state to Kubernetes: {detail}")]
+    Replica { detail: String },
 }
 
 /// A stored JSON record.
@@ -276,6 +280,8 @@ pub struct Store {
     audit_key: std::sync::Arc<std::sync::RwLock<Option<Vec<u8>>>>,
     /// Writes to fail on purpose (tests of what a failed write leaves behind).
     faults: std::sync::Arc<std::sync::Mutex<Vec<WriteFault>>>,
+    /// The replica writes go to, with state in Kubernetes.
+    tracking: std::sync::Arc<std::sync::OnceLock<replica::Tracking>>,
 }
 
 /// A kind of record write that [`Store::fail_next_writes`] can fail.
@@ -428,6 +434,7 @@ impl Store {
             op_locks: open(Tree::OpLocks)?,
             audit_key: Default::default(),
             faults: Default::default(),
+            tracking: Default::default(),
             db,
         })
     }
@@ -463,7 +470,11 @@ impl Store {
 
     /// Records a message id as seen; `true` if it was new (so its command may run), `false` if seen before.
     pub fn mark_seen(&self, message_id: &str, now_ms: i64) -> Result<bool, StoreError> {
-        self.seen.mark(message_id, now_ms)
+        let new = self.seen.mark(message_id, now_ms)?;
+        if new {
+            self.touch_seen();
+        }
+        Ok(new)
     }
 
     pub fn is_seen(&self, message_id: &str) -> Result<bool, StoreError> {
@@ -472,7 +483,11 @@ impl Store {
 
     /// Forgets message ids recorded before `cutoff_ms` (a minute's bucket at a time); returns how many.
     pub fn prune_seen(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
-        self.seen.prune(cutoff_ms)
+        let n = self.seen.prune(cutoff_ms)?;
+        if n > 0 {
+            self.touch_seen();
+        }
+        Ok(n)
     }
 
     /// Keys the audit chain from now on (the key comes from a Secret, never from the store).
@@ -489,7 +504,8 @@ impl Store {
     /// Appends an audit record, chaining it to the previous one; returns its sequence number.
     pub fn audit(&self, entry: &AuditEntry) -> Result<u64, StoreError> {
         let key = self.audit_key();
-        self.audit.append(|head| {
+        let mut written = Vec::new();
+        let seq = self.audit.append(|head| {
             let (seq, prev_hash) = match head {
                 Some((seq, hash)) => (seq + 1, hash.clone()),
                 None => (1, String::new()),
@@ -504,8 +520,11 @@ impl Store {
             e.prev_hash = prev_hash;
             e.keyed = key.is_some();
             e.hash = e.compute_hash(key.as_deref()).unwrap_or_default();
-            Ok((seq, e.hash.clone(), encode("audit", &e)?))
-        })
+            written = encode("audit", &e)?;
+            Ok((seq, e.hash.clone(), written.clone()))
+        })?;
+        self.touch_audit(seq, &written);
+        Ok(seq)
     }
 
     /// The newest `limit` audit records, newest first.
@@ -601,6 +620,7 @@ impl Store {
             .iter()
             .map(|e| encode("audit", e))
             .collect::<Result<Vec<_>, _>>()?;
+        self.touch_audit_rewritten();
         self.audit.rewrite(&lines)
     }
 
@@ -660,6 +680,7 @@ impl Store {
         self.handling
             .insert(id.as_bytes(), v)
             .map_err(io("begin handling"))?;
+        self.touch(Tree::Unanswered, id.as_bytes());
         Ok(())
     }
 
@@ -678,14 +699,15 @@ impl Store {
         self.handling
             .remove(id.as_bytes())
             .map_err(io("end handling"))?;
+        self.touch(Tree::Unanswered, id.as_bytes());
         Ok(())
     }
 
-    /// Flushes to disk.
+    /// Flushes to disk (and pushes to the replica, with state in Kubernetes).
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await.map_err(io("flush"))?;
         self.audit.sync()?;
-        Ok(())
+        self.sync_replica().await
     }
 }
 

@@ -50,6 +50,7 @@ impl<T: Record> Records<'_, T> {
         self.tree()?
             .insert(key.as_bytes(), v)
             .map_err(io("kv put"))?;
+        self.store.touch(T::TREE, key.as_bytes());
         Ok(())
     }
 
@@ -58,6 +59,7 @@ impl<T: Record> Records<'_, T> {
         self.tree()?
             .remove(key.as_bytes())
             .map_err(io("kv remove"))?;
+        self.store.touch(T::TREE, key.as_bytes());
         Ok(())
     }
 
@@ -84,6 +86,7 @@ impl<T: Record> Records<'_, T> {
         }
         for k in &gone {
             t.remove(k).map_err(io("kv remove"))?;
+            self.store.touch(T::TREE, k);
         }
         Ok(gone.len())
     }
@@ -101,6 +104,7 @@ impl<T: Record> Records<'_, T> {
         }
         for k in &gone {
             t.remove(k).map_err(io("kv remove"))?;
+            self.store.touch(T::TREE, k);
         }
         Ok(gone.len())
     }

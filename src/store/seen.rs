@@ -190,6 +190,24 @@ impl Seen {
         Ok(dropped)
     }
 
+    /// Every record, as (digest, taken at ms), oldest first.
+    pub(super) fn records(&self) -> Result<Vec<(u64, i64)>, StoreError> {
+        let bytes = self.lock().sink.read()?;
+        Ok(bytes.chunks_exact(RECORD).map(parse).collect())
+    }
+
+    /// Adds records read elsewhere (a replica's copy), skipping digests already known.
+    pub(super) fn load(&self, records: &[(u64, i64)]) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        for &(h, at) in records {
+            if !g.set.contains(h) {
+                g.sink.append(&record(h, at))?;
+                g.set.insert(h);
+            }
+        }
+        Ok(())
+    }
+
     /// Appends ids of the former one-sled-key-per-id tree, then empties it.
     pub(super) fn take_over(&self, legacy: &sled::Tree) -> Result<(), StoreError> {
         for item in legacy.iter() {

@@ -1,7 +1,7 @@
 //! The store's trees, each name spelled once: what every record kind is kept under on disk.
 
 /// A tree of the store. Its name is on disk: never change one, or stores written before lose it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Tree {
     /// Messages being handled, from their first delivery until answered.
     Unanswered,
@@ -66,6 +66,13 @@ impl Tree {
             Tree::IncidentsResolved => "incidents_resolved",
             Tree::Schedule => "schedule",
         }
+    }
+}
+
+impl Tree {
+    /// The tree of this name on disk.
+    pub fn from_name(name: &str) -> Option<Tree> {
+        Tree::ALL.into_iter().find(|t| t.name() == name)
     }
 }
 

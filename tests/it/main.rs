@@ -4,6 +4,7 @@ mod alerts;
 mod backups;
 mod cluster;
 mod commands;
+mod ha;
 mod journal;
 mod partition;
 mod realjobs;

@@ -315,6 +315,7 @@ impl World {
                 store: Some(store),
                 telemetry_addr: Some(tx),
                 clock,
+                readiness: None,
             },
         ));
         self.telemetry = rx.await.ok();
