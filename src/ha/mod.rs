@@ -2,6 +2,8 @@
 
 pub mod lease;
 
+pub use lease::{Elector, LeaseTimings, MonoClock, Term};
+
 use std::time::Duration;
 
 use crate::config::HaConfig;
