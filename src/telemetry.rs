@@ -139,6 +139,10 @@ pub struct Metrics {
     pub audit_anchor: Family<Labels, Gauge>,
     /// Store writes that failed where nothing could be failed instead (each is logged too), by tree.
     pub store_write_failures: Family<Labels, Counter>,
+    /// 1 while this process holds the leader Lease, 0 otherwise.
+    pub leader: Gauge,
+    /// Changes of leader this process made (acquired, lost, released) or saw as a standby.
+    pub leader_transitions: Counter,
 }
 
 impl Metrics {
@@ -161,6 +165,8 @@ impl Metrics {
             audit_records: Gauge::default(),
             audit_anchor: Family::default(),
             store_write_failures: Family::default(),
+            leader: Gauge::default(),
+            leader_transitions: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -242,6 +248,16 @@ impl Metrics {
             "store_write_failures",
             "Store writes that failed where nothing could be failed instead (each is logged), by tree",
             m.store_write_failures.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this process holds the leader Lease, 0 otherwise",
+            m.leader.clone(),
+        );
+        registry.register(
+            "leader_transitions",
+            "Changes of leader this process made (acquired, lost, released) or saw as a standby",
+            m.leader_transitions.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -4,6 +4,8 @@ pub mod lease;
 pub mod run;
 pub mod state;
 
+pub use lease::{Elector, LeaseTimings, MonoClock, Term};
+
 use std::time::Duration;
 
 use crate::config::HaConfig;
