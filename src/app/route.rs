@@ -153,9 +153,13 @@ impl<C: Chat> Bot<C> {
                 &held.cmd,
                 held.backup.clone(),
                 OpId::new(held.op),
-                &held.requester,
-                (&held.room_id, &held.room_label),
-                held.thread.as_deref(),
+                crate::ops::engine::Asked {
+                    user: &held.requester,
+                    room_id: &held.room_id,
+                    room: &held.room_label,
+                    thread: held.thread.as_deref(),
+                    origin: Some(&origin.msg.id),
+                },
             )
             .await
         {

@@ -55,7 +55,22 @@ impl<C: Chat> Bot<C> {
     /// not have been run (it is not run again), then forgets them.
     pub async fn tell_unanswered(&self) {
         let left: Vec<Unanswered> = self.s.store.unanswered().unwrap_or_default();
+        // A message that started an operation was answered by it (the operation resumes).
+        let started: std::collections::HashSet<String> = self
+            .s
+            .store
+            .recent_ops(None, 500)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|o| o.origin)
+            .collect();
         for m in left {
+            if started.contains(&m.id) {
+                if let Err(e) = self.s.store.end_handling(&m.id) {
+                    tracing::warn!(error = %e, id = %m.id, "cannot forget a message its operation answered");
+                }
+                continue;
+            }
             let text = format!(
                 "I restarted while handling your message (`{}`), so it may not have run. If you got no answer, send it again.",
                 crate::redact::defuse(&m.text).replace('`', "'")

@@ -28,20 +28,20 @@ pub struct HaArgs {
     #[arg(long)]
     pub ha: bool,
     /// Commands to send, each from its own user.
-    #[arg(long = "ha-commands", default_value_t = 48)]
+    #[arg(id = "ha-commands", long = "ha-commands", default_value_t = 48)]
     pub commands: usize,
     /// Times the leader is killed with SIGKILL (then started again as a standby).
-    #[arg(long = "ha-kills", default_value_t = 4)]
+    #[arg(id = "ha-kills", long = "ha-kills", default_value_t = 4)]
     pub kills: usize,
     /// Times the leader is cut off from the API server while its chat socket stays up.
-    #[arg(long = "ha-partitions", default_value_t = 2)]
+    #[arg(id = "ha-partitions", long = "ha-partitions", default_value_t = 2)]
     pub partitions: usize,
     /// Times the API slows down for the leader: alternately shorter than the renew deadline (no
     /// change of leader expected) and longer (one change expected).
-    #[arg(long = "ha-delays", default_value_t = 2)]
+    #[arg(id = "ha-delays", long = "ha-delays", default_value_t = 2)]
     pub delays: usize,
     /// Seed of the random choices, for a run that can be repeated.
-    #[arg(long = "ha-seed")]
+    #[arg(id = "ha-seed", long = "ha-seed")]
     pub seed: Option<u64>,
 }
 
@@ -326,6 +326,15 @@ pub async fn run(args: &HaArgs) -> Result<HaReport, BenchError> {
     {
         return Err(BenchError::BotNotReady);
     }
+    // Its read marks start when it first logs in: commands before that are history to it.
+    let ready = Instant::now();
+    while sim.sessions_of("rocketops") == 0 {
+        if ready.elapsed() > Duration::from_secs(60) {
+            return Err(BenchError::BotNotReady);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     replicas.spawn("r1")?;
     let confirmer = tokio::spawn(confirm_restores(sim.events(), sim.clone()));
 
@@ -392,13 +401,12 @@ pub async fn run(args: &HaArgs) -> Result<HaReport, BenchError> {
             None => return Err(BenchError::Setup("no replica took over within 60 s".into())),
         }
         // The old leader has stopped (or was killed); heal and start it again as a standby.
-        if let Some(mut c) = replicas.children.remove(&leader) {
-            if tokio::time::timeout(Duration::from_secs(20), c.wait())
+        if let Some(mut c) = replicas.children.remove(&leader)
+            && tokio::time::timeout(Duration::from_secs(20), c.wait())
                 .await
                 .is_err()
-            {
-                let _ = c.kill().await;
-            }
+        {
+            let _ = c.kill().await;
         }
         kube.partition(&agent, None);
         kube.set_agent_delay(&agent, Duration::ZERO);
@@ -468,6 +476,7 @@ async fn count(
             .collect();
         if bot.is_empty() {
             r.unanswered += 1;
+            tracing::warn!(user = %u, asked = ?msgs.iter().filter_map(|m| m["msg"].as_str()).collect::<Vec<_>>(), "a command got no answer");
         }
         // An operation's progress message, or any answer, posted twice.
         let mut seen: HashMap<&str, usize> = HashMap::new();

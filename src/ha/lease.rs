@@ -20,6 +20,8 @@ use crate::config::HaConfig;
 /// client-go's jitter for the acquire loop: each wait is the retry period plus up to 1.2 times it
 /// again, so that standbys started together do not keep colliding.
 const JITTER: f64 = 1.2;
+/// How long after the judged expiry a standby tries: the Lease is then surely expired to it.
+const EXPIRY_MARGIN: Duration = Duration::from_millis(5);
 
 /// How long `holder` waits for the API (the per-call timeout at the default timings).
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -52,19 +54,21 @@ pub struct LeaseTimings {
     pub lease_duration: Duration,
     pub renew_deadline: Duration,
     pub retry_period: Duration,
-    /// Each read or write of the Lease fails after this long: a hung connection costs one try,
-    /// not the whole renew deadline.
+    /// Each read or write of the Lease fails after this long. A leader's renewal is bounded by
+    /// its deadline anyway; bounding each call by the retry period instead would make every
+    /// request slower than 2 s fail at the defaults, so that an API server answering slowly but
+    /// well within the renew deadline would still lose the leader.
     pub call_timeout: Duration,
 }
 
 impl LeaseTimings {
-    /// The timings, with each call bounded by the retry period (or the renew deadline, if shorter).
+    /// The timings, with each call bounded by the renew deadline.
     pub fn new(lease_duration: Duration, renew_deadline: Duration, retry_period: Duration) -> Self {
         LeaseTimings {
             lease_duration,
             renew_deadline,
             retry_period,
-            call_timeout: retry_period.min(renew_deadline),
+            call_timeout: renew_deadline,
         }
     }
 
@@ -131,10 +135,16 @@ impl Elector {
                 _ = stop.cancelled() => return None,
                 a = core.attempt(false) => a,
             };
+            let mut wait = jittered(core.timings.retry_period);
             match attempt {
                 Attempt::Holding(epoch) => return Some(Term::begin(core, epoch, started)),
                 Attempt::HeldBy(holder) => {
                     tracing::debug!(%holder, lease = %core.what(), "the leader lease is held; waiting");
+                    // The next try as the Lease expires, if that is before the retry period: a
+                    // standby takes over at the expiry it judged, not up to a retry later.
+                    if let Some(left) = core.until_expiry() {
+                        wait = wait.min(left + EXPIRY_MARGIN);
+                    }
                 }
                 Attempt::Failed(e) if is_conflict(&e) => {
                     tracing::debug!(error = %e, "another candidate wrote the leader lease first");
@@ -145,7 +155,6 @@ impl Elector {
                 // Only a leader finds its Lease gone.
                 Attempt::Gone(_) => {}
             }
-            let wait = jittered(core.timings.retry_period);
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => return None,
@@ -549,6 +558,22 @@ impl Core {
     /// Whether the last record seen has not expired: judged from when this process saw it change,
     /// for the longer of the duration it states and this process's own (so that replicas
     /// configured differently, as during a rollout of new timings, still wait out the holder's).
+    /// How long until the Lease held by another expires, as this process judges it; `None`
+    /// when it has seen no Lease.
+    fn until_expiry(&self) -> Option<Duration> {
+        let o = self.observed.as_ref()?;
+        let stated = o
+            .lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.lease_duration_seconds)
+            .map_or(Duration::ZERO, |s| {
+                Duration::from_secs(u64::try_from(s).unwrap_or(0))
+            });
+        let expiry = o.at + stated.max(self.timings.lease_duration);
+        Some(expiry.saturating_duration_since(self.clock.now()))
+    }
+
     fn unexpired(&self) -> bool {
         let Some(o) = &self.observed else {
             return false;
@@ -820,7 +845,7 @@ mod tests {
     }
 
     #[test]
-    fn the_default_timings_are_client_gos_with_each_call_bounded_by_the_retry_period() {
+    fn the_default_timings_are_client_gos_with_each_call_bounded_by_the_renew_deadline() {
         let t = LeaseTimings::from(&HaConfig::default());
         assert_eq!(
             t,
@@ -828,7 +853,7 @@ mod tests {
                 lease_duration: Duration::from_secs(15),
                 renew_deadline: Duration::from_secs(10),
                 retry_period: Duration::from_secs(2),
-                call_timeout: Duration::from_secs(2),
+                call_timeout: Duration::from_secs(10),
             }
         );
         assert_eq!(t.lease_seconds(), 15);
@@ -986,8 +1011,9 @@ mod tests {
         let b = standby(c.elector(BRAVO).await, CancellationToken::new());
         tokio::time::sleep(ms(300)).await;
 
-        // Every request slower, but within the per-call timeout.
-        c.sim.set_agent_delay(ALPHA, ms(80));
+        // Every request slower than the retry period, but a renewal still well within the
+        // deadline.
+        c.sim.set_agent_delay(ALPHA, ms(200));
         tokio::time::sleep(ms(1200)).await;
         c.sim.set_agent_delay(ALPHA, Duration::ZERO);
         // No answer at all for a while.

@@ -21,6 +21,9 @@ pub const EXIT_LOST: i32 = 75;
 /// and schedule records, read marks of messages that were no command).
 const PUSH_EVERY: Duration = Duration::from_secs(1);
 
+/// What a replica does when it loses leadership, given why.
+pub type OnLost = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// What a replica is given besides its configuration.
 #[derive(Default)]
 pub struct HaOptions {
@@ -28,10 +31,10 @@ pub struct HaOptions {
     pub telemetry_addr: Option<oneshot::Sender<SocketAddr>>,
     /// Called when leadership is lost (default: log and exit with [`EXIT_LOST`]; in-process
     /// tests cancel a token instead).
-    pub on_lost: Option<Arc<dyn Fn(&str) + Send + Sync>>,
+    pub on_lost: Option<OnLost>,
 }
 
-fn exit_on_loss() -> Arc<dyn Fn(&str) + Send + Sync> {
+fn exit_on_loss() -> OnLost {
     Arc::new(|why: &str| {
         crate::telemetry::set_leading(None);
         tracing::error!(
@@ -130,6 +133,7 @@ pub async fn run(
             return Err(AppError::Ha(format!("cannot take the state over: {e}")));
         }
     };
+    let epoch = state.epoch();
     crate::telemetry::set_leading(Some((super::pod_of(&identity).to_string(), epoch)));
     tracing::info!(%identity, epoch, "leading");
     tokio::spawn(push_periodically(store.clone(), shutdown.clone()));

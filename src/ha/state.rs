@@ -166,6 +166,15 @@ fn decode_seen(bytes: &[u8]) -> Vec<(u64, i64)> {
         .collect()
 }
 
+/// Pure: a new term's epoch: the Lease's transitions, unless the state was written with that
+/// epoch or a later one already.
+fn next_epoch(lease: u64, state: Option<u64>) -> u64 {
+    match state {
+        Some(e) if e >= lease => e + 1,
+        _ => lease,
+    }
+}
+
 /// An object as last read or written.
 #[derive(Debug, Clone, Default)]
 struct Copy {
@@ -257,9 +266,41 @@ impl KubeState {
         client: kube::Client,
         options: StateOptions,
     ) -> Result<(Store, Arc<KubeState>), HaError> {
+        let api: Api<ConfigMap> = Api::namespaced(client, &options.namespace);
+        // The epoch only grows, even if the Lease was deleted and made again (its transitions
+        // then start from 0): a term's epoch is above every epoch the state was written with.
+        let head_epoch = match tokio::time::timeout(
+            options.call_timeout,
+            api.get_opt(&Obj::Head.name()),
+        )
+        .await
+        {
+            Ok(Ok(head)) => head.as_ref().map(epoch_of),
+            Ok(Err(source)) => {
+                return Err(HaError::Api {
+                    action: "read rocketops-state-0".into(),
+                    source,
+                });
+            }
+            Err(_) => {
+                return Err(HaError::Timeout {
+                    action: "read rocketops-state-0".into(),
+                    after: options.call_timeout,
+                });
+            }
+        };
+        let epoch = next_epoch(options.epoch, head_epoch);
+        if epoch != options.epoch {
+            tracing::warn!(
+                lease = options.epoch,
+                state = ?head_epoch,
+                epoch,
+                "the Lease's transitions are behind the state's epoch (was the Lease deleted?): this term takes the next epoch after the state's"
+            );
+        }
         let state = Arc::new(KubeState {
-            api: Api::namespaced(client, &options.namespace),
-            epoch: options.epoch,
+            api,
+            epoch,
             call_timeout: options.call_timeout,
             horizon: options.horizon,
             copies: tokio::sync::Mutex::new(Objects::default()),
@@ -852,6 +893,14 @@ mod tests {
                 .count();
             assert_eq!(accepted_late, 0);
         }
+    }
+
+    #[test]
+    fn a_term_s_epoch_is_the_lease_s_transitions_unless_the_state_is_ahead_of_them() {
+        assert_eq!(next_epoch(0, None), 0);
+        assert_eq!(next_epoch(5, Some(4)), 5);
+        assert_eq!(next_epoch(0, Some(4)), 5);
+        assert_eq!(next_epoch(4, Some(4)), 5);
     }
 
     #[test]

@@ -306,6 +306,10 @@ pub struct OpRecord {
     /// The room it was asked in, by name (`ops`, `@alice` for a direct message), for the audit log.
     #[serde(default)]
     pub room: String,
+    /// The chat message whose command started it (`None` for a schedule): a replica taking over
+    /// knows that message was answered by this operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 impl OpRecord {

@@ -89,6 +89,18 @@ impl StepEnd {
     }
 }
 
+/// Who asked for an operation, where, and by which message.
+#[derive(Debug, Clone, Copy)]
+pub struct Asked<'a> {
+    pub user: &'a str,
+    pub room_id: &'a str,
+    /// The room's label (`#ops`, `@alice`).
+    pub room: &'a str,
+    pub thread: Option<&'a str>,
+    /// The chat message whose command this is (`None` for a schedule).
+    pub origin: Option<&'a str>,
+}
+
 /// Runs operations. Cheap to clone.
 pub struct Engine<C: Chat> {
     pub(super) inner: Arc<Inner<C>>,
@@ -171,7 +183,14 @@ impl<C: Chat> Engine<C> {
         room: (&str, &str),
         thread: Option<&str>,
     ) -> Result<(), UserError> {
-        self.start_planned(cmd, None, op, user, room, thread).await
+        let asked = Asked {
+            user,
+            room_id: room.0,
+            room: room.1,
+            thread,
+            origin: None,
+        };
+        self.start_planned(cmd, None, op, asked).await
     }
 
     /// As [`Engine::start`], running the backup `planned` names when the question named one
@@ -181,10 +200,15 @@ impl<C: Chat> Engine<C> {
         cmd: &Command,
         planned: Option<ChosenBackup>,
         op: OpId,
-        user: &str,
-        (room_id, room): (&str, &str),
-        thread: Option<&str>,
+        asked: Asked<'_>,
     ) -> Result<(), UserError> {
+        let Asked {
+            user,
+            room_id,
+            room,
+            thread,
+            origin,
+        } = asked;
         let env = cmd.env().ok_or(UserError::Internal)?.to_string();
         let s = &self.inner;
         let e = s.config.environment(&env);
@@ -265,6 +289,7 @@ impl<C: Chat> Engine<C> {
             summary: None,
             mark: OpRecord::new_mark(),
             room: room.trim_start_matches('#').to_string(),
+            origin: origin.map(str::to_string),
         };
         let journaled = match s.store.put_op(&rec) {
             Ok(()) => s.store.flush_journal().await,

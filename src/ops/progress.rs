@@ -86,6 +86,7 @@ mod tests {
             summary: summary.map(str::to_string),
             mark: String::new(),
             room: "ops".into(),
+            origin: None,
             ..Default::default()
         }
     }

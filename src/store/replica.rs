@@ -130,17 +130,6 @@ impl Store {
         Ok(t.get(key).map_err(io("kv get"))?.map(|v| v.to_vec()))
     }
 
-    /// Every record of `tree`, as stored bytes.
-    pub fn raw_all(&self, tree: Tree) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        let t = self.db.open_tree(tree.name()).map_err(io("open tree"))?;
-        t.iter()
-            .map(|item| {
-                item.map(|(k, v)| (k.to_vec(), v.to_vec()))
-                    .map_err(io("kv scan"))
-            })
-            .collect()
-    }
-
     /// Loads a record as the replica read it (not itself a change to push).
     pub fn raw_load(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         let t = self.db.open_tree(tree.name()).map_err(io("open tree"))?;

@@ -32,6 +32,7 @@ fn running(w: &World, id: u64, command: &str, spec: OpSpec, steps: &[&str]) -> O
         },
         mark: OpRecord::new_mark(),
         room: "ops".into(),
+        origin: None,
         ..OpRecord::default()
     }
 }
@@ -283,6 +284,53 @@ async fn a_message_the_bot_was_handling_when_it_died_gets_a_word_after_the_resta
     let store = w.open_store();
     let left: Vec<serde_json::Value> = store.unanswered().unwrap();
     assert!(left.is_empty(), "told once: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_whose_operation_had_started_gets_no_word_after_the_restart_and_its_operation_resumes()
+ {
+    let mut w = World::with_cluster().await;
+    {
+        // As a bot killed after starting `/scale test 5`, before recording the message answered.
+        let store = w.open_store();
+        store
+            .mark_seen("m-started", chrono::Utc::now().timestamp_millis())
+            .unwrap();
+        store
+            .begin_handling(
+                "m-started",
+                &serde_json::json!({"id": "m-started", "room_id": ops_room(&w), "thread": null, "text": "/scale test 5"}),
+            )
+            .unwrap();
+    }
+    let mut rec = running(
+        &w,
+        3,
+        "scale test 5",
+        OpSpec::Scale(rocketops::journal::Scale {
+            replicas: 5,
+            component: None,
+        }),
+        &["scale"],
+    );
+    rec.origin = Some("m-started".into());
+    journal(&w, &rec);
+    w.start_bot().await;
+    let msgs = w
+        .wait_for("#ops", "the resumed scale", |m| {
+            bot_texts(m).iter().any(|t| t.starts_with("✅"))
+        })
+        .await;
+    assert!(
+        !bot_texts(&msgs)
+            .iter()
+            .any(|t| t.starts_with("I restarted")),
+        "{:?}",
+        bot_texts(&msgs)
+    );
+    w.stop_bot().await;
+    let left: Vec<serde_json::Value> = w.open_store().unanswered().unwrap();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
