@@ -160,20 +160,25 @@ impl<C: Chat> Bot<C> {
                     thread: held.thread.as_deref(),
                     origin: Some(&origin.msg.id),
                 },
+                // Audited with the journal, in the same write: an operation that acts is on
+                // record even if the process dies (or a replica takes over) the moment after.
+                || {
+                    self.audit(
+                        &label,
+                        Audited {
+                            text: &held.text,
+                            cmd: Some(&held.cmd),
+                            decision: AuditDecision::Allowed,
+                            op: Some(held.op),
+                            outcome: Some("started".into()),
+                            ..Audited::default()
+                        },
+                    )
+                },
             )
             .await
         {
-            Ok(()) => self.audit(
-                &label,
-                Audited {
-                    text: &held.text,
-                    cmd: Some(&held.cmd),
-                    decision: AuditDecision::Allowed,
-                    op: Some(held.op),
-                    outcome: Some("started".into()),
-                    ..Audited::default()
-                },
-            ),
+            Ok(()) => {}
             Err(e) => {
                 self.reply_held(&held, &e.to_string()).await;
                 self.audit(

@@ -75,10 +75,23 @@ impl<C: Chat> Bot<C> {
                 "I restarted while handling your message (`{}`), so it may not have run. If you got no answer, send it again.",
                 crate::redact::defuse(&m.text).replace('`', "'")
             );
-            self.reply_to(&m.room_id, m.thread.as_deref(), &text).await;
+            // Under an id derived from the message: a replica that tells it again (this one
+            // stopped before recording it told) posts nothing new.
+            let id = crate::chat::rocketchat::derived_message_id(&m.id, "restarted");
+            if let Err(e) = self
+                .s
+                .chat
+                .post_as(&m.room_id, m.thread.as_deref(), &id, &text)
+                .await
+            {
+                tracing::error!(error = %e, room = %m.room_id, "could not tell a message's author it may not have run");
+            }
             if let Err(e) = self.s.store.end_handling(&m.id) {
                 tracing::warn!(error = %e, id = %m.id, "cannot forget a message told about");
             }
+        }
+        if let Err(e) = self.s.store.sync_replica().await {
+            tracing::warn!(error = %e, "cannot record the messages told about");
         }
     }
 

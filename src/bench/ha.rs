@@ -493,6 +493,7 @@ async fn count(
         });
         if progress_twice || seen.values().any(|n| *n > 1) {
             r.double_posts += 1;
+            tracing::warn!(user = %u, answers = ?bot, "a command answered twice");
         }
     }
     r.locks_held = store

@@ -190,17 +190,20 @@ impl<C: Chat> Engine<C> {
             thread,
             origin: None,
         };
-        self.start_planned(cmd, None, op, asked).await
+        self.start_planned(cmd, None, op, asked, || {}).await
     }
 
     /// As [`Engine::start`], running the backup `planned` names when the question named one
-    /// (a restore or verify of `latest` runs what its plan said, not a newer backup).
+    /// (a restore or verify of `latest` runs what its plan said, not a newer backup). `journaled`
+    /// runs once the operation is journaled and before that is made durable, so that what it
+    /// records (the audit record) is written with the journal, before anything acts.
     pub async fn start_planned(
         &self,
         cmd: &Command,
         planned: Option<ChosenBackup>,
         op: OpId,
         asked: Asked<'_>,
+        journaled: impl FnOnce() + Send,
     ) -> Result<(), UserError> {
         let Asked {
             user,
@@ -292,7 +295,10 @@ impl<C: Chat> Engine<C> {
             origin: origin.map(str::to_string),
         };
         let journaled = match s.store.put_op(&rec) {
-            Ok(()) => s.store.flush_journal().await,
+            Ok(()) => {
+                journaled();
+                s.store.flush_journal().await
+            }
             Err(e) => Err(e),
         };
         if let Err(err) = journaled {

@@ -413,6 +413,72 @@ async fn a_slow_api_shorter_than_the_renew_deadline_changes_no_leader_and_a_long
     assert_eq!(deposed_writes_accepted(&p.kube().write_log()), vec![]);
 }
 
+/// Where a replica serves /healthz /readyz /metrics, from its log.
+async fn telemetry_of(p: &Pair, pod: &str) -> String {
+    eventually(
+        &format!("{pod} serves its health"),
+        Duration::from_millis(50),
+        || async {
+            p.log(pod)
+                .lines()
+                .find(|l| l.contains("serving /healthz"))
+                .and_then(|l| l.split("addr=").nth(1))
+                .map(|a| format!("http://{}", a.split_whitespace().next().unwrap_or_default()))
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_replicas_are_ready_the_metrics_say_which_leads_and_status_names_the_leader_pod() {
+    let p = Pair::new().await;
+    let _a = p.spawn("bot-a");
+    p.wait_leader("bot-a").await;
+    let _b = p.spawn("bot-b");
+    let http = reqwest::Client::new();
+    for (pod, leading) in [("bot-a", 1), ("bot-b", 0)] {
+        let base = telemetry_of(&p, pod).await;
+        let ready = eventually(
+            &format!("{pod} ready"),
+            Duration::from_millis(50),
+            || async {
+                let r = http.get(format!("{base}/readyz")).send().await.ok()?;
+                (r.status() == 200).then_some(())
+            },
+        )
+        .await;
+        assert_eq!(ready, ());
+        let metrics = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l == format!("rocketops_leader {leading}")),
+            "{pod}: {metrics}"
+        );
+        assert!(
+            metrics.contains("rocketops_leader_transitions_total"),
+            "{metrics}"
+        );
+    }
+    p.w.sim.post("alice", "#ops", "/status").unwrap();
+    let msgs =
+        p.w.wait_for("#ops", "status", |m| {
+            bot_texts(m)
+                .iter()
+                .any(|t| t.contains("Answered by the leader"))
+        })
+        .await;
+    let status = bot_texts(&msgs).join("\n");
+    assert!(status.contains("pod `bot-a`"), "{status}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_sent_while_no_replica_leads_is_answered_once_after_takeover() {
     let p = Pair::new().await;
@@ -432,4 +498,52 @@ async fn a_command_sent_while_no_replica_leads_is_answered_once_after_takeover()
     let msgs = p.w.sim.messages("#ops").unwrap();
     assert_eq!(crate::support::count(&msgs, "pong nobody"), 1);
     assert_eq!(crate::support::count(&msgs, "pong before"), 1);
+}
+
+#[test]
+fn bench_ha_reports_takeover_times_and_zero_lost_doubled_or_deposed_as_one_json_object() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rocketops"))
+        .args([
+            "bench",
+            "--ha",
+            "--json",
+            "--ha-commands",
+            "10",
+            "--ha-kills",
+            "1",
+            "--ha-partitions",
+            "1",
+            "--ha-delays",
+            "2",
+            "--ha-seed",
+            "3",
+        ])
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    for field in [
+        "lost",
+        "run_twice",
+        "double_posts",
+        "deposed_writes_accepted",
+        "locks_held",
+    ] {
+        assert_eq!(report[field], 0, "{field}: {report}");
+    }
+    assert_eq!(report["commands"], 10);
+    assert_eq!(report["kills"], 1);
+    assert_eq!(report["partitions"], 1);
+    // A kill, a partition and the long slowdown each changed the leader once.
+    assert_eq!(report["takeovers"], 3, "{report}");
+    let p50 = report["takeover_p50_ms"].as_u64().unwrap();
+    let p99 = report["takeover_p99_ms"].as_u64().unwrap();
+    // Lease 3 s: a standby takes over as it expires, plus reading the state.
+    assert!((1000..=4500).contains(&p50) && p50 <= p99, "{report}");
 }

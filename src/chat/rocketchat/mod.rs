@@ -123,6 +123,17 @@ pub fn new_message_id() -> String {
     crate::random::token(ID_ALPHABET, 17)
 }
 
+/// Pure: the id of the bot's message in `role` about message `of`: the same every time, so a
+/// replica that repeats the post (it took over before the first was recorded) adds nothing.
+pub fn derived_message_id(of: &str, role: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(format!("{role}\n{of}").as_bytes());
+    d.iter()
+        .take(17)
+        .map(|b| ID_ALPHABET[*b as usize % ID_ALPHABET.len()] as char)
+        .collect()
+}
+
 /// Ids already passed on in this process, so re-deliveries (reactions, thread counters) are dropped.
 /// Kept as 8 bytes of each id's SHA-256, not as two copies of the id: the newest few thousand.
 struct RecentIds {
@@ -804,6 +815,17 @@ mod tests {
         assert_eq!(id.len(), 17);
         assert!(id.bytes().all(|b| ID_ALPHABET.contains(&b)));
         assert_ne!(id, new_message_id());
+    }
+
+    #[test]
+    fn a_derived_message_id_is_the_same_for_the_same_message_and_role_and_looks_like_a_server_one()
+    {
+        let a = derived_message_id("m1", "restarted");
+        assert_eq!(a, derived_message_id("m1", "restarted"));
+        assert_ne!(a, derived_message_id("m2", "restarted"));
+        assert_ne!(a, derived_message_id("m1", "other"));
+        assert_eq!(a.len(), 17);
+        assert!(a.bytes().all(|b| ID_ALPHABET.contains(&b)), "{a}");
     }
 
     #[test]
