@@ -103,8 +103,7 @@ pub fn text_line(time: &str, e: &AuditEntry) -> String {
 }
 
 /// Prints or verifies; `Ok(false)` when verification found a break.
-pub fn run(config: &Config, args: &AuditArgs) -> Result<bool, AuditError> {
-    let store = Store::open(&config.bot.store_path)?;
+pub fn run(store: &Store, config: &Config, args: &AuditArgs) -> Result<bool, AuditError> {
     if args.action.as_deref() == Some("verify") {
         let key = config.audit.key.as_ref().map(|k| k.expose().as_bytes());
         return match store.verify_audit(key, args.head.as_deref())? {

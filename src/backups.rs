@@ -98,13 +98,12 @@ pub fn render_plan(
 }
 
 /// Prints what was asked.
-pub fn run(config: &Config, args: &BackupsArgs) -> Result<(), BackupsError> {
+pub fn run(store: &Store, config: &Config, args: &BackupsArgs) -> Result<(), BackupsError> {
     if let Some(e) = &args.env
         && !config.environments.contains_key(e)
     {
         return Err(BackupsError::UnknownEnvironment(e.clone()));
     }
-    let store = Store::open(&config.bot.store_path)?;
     let envs: Vec<String> = match &args.env {
         Some(e) => vec![e.clone()],
         None => config.environments.keys().cloned().collect(),
@@ -113,7 +112,7 @@ pub fn run(config: &Config, args: &BackupsArgs) -> Result<(), BackupsError> {
         "plan" => {
             for env in envs {
                 let e = &config.environments[&env];
-                let records = catalog::list(&store, Some(&env));
+                let records = catalog::list(store, Some(&env));
                 let plan = catalog::retention_plan(&records, e.backup.retention);
                 if args.json {
                     for b in &records {
@@ -134,7 +133,7 @@ pub fn run(config: &Config, args: &BackupsArgs) -> Result<(), BackupsError> {
         "report" => {
             for env in envs {
                 let r =
-                    crate::ops::report::for_env(&store, &env, crate::clock::Clock::System.now_ms());
+                    crate::ops::report::for_env(store, &env, crate::clock::Clock::System.now_ms());
                 if args.json {
                     println!(
                         "{}",
@@ -146,7 +145,7 @@ pub fn run(config: &Config, args: &BackupsArgs) -> Result<(), BackupsError> {
             }
         }
         _ => {
-            let mut records = catalog::list(&store, args.env.as_deref());
+            let mut records = catalog::list(store, args.env.as_deref());
             records.reverse(); // oldest first, newest last, like `audit`
             if args.json {
                 for b in &records {

@@ -247,7 +247,11 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail(e),
             };
-            match rocketops::audit::run(&config, &args) {
+            let store = match rocketops::ha::open_for_reading(&config).await {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            match rocketops::audit::run(&store, &config, &args) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(e) => fail(e),
@@ -258,7 +262,11 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail(e),
             };
-            match rocketops::backups::run(&config, &args) {
+            let store = match rocketops::ha::open_for_reading(&config).await {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            match rocketops::backups::run(&store, &config, &args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }

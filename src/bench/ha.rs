@@ -76,9 +76,17 @@ pub struct HaReport {
     pub needless_changes: usize,
     /// Commands with no answer at all.
     pub unanswered: usize,
-    /// API writes of state objects per command (all of them: commands, steps, takeovers).
+    /// API writes of state objects per command, the pings included (all of them: answers,
+    /// operations' steps, takeovers).
     pub state_writes_per_command: f64,
+    /// Message-to-answer latency of `ping` with the state in Kubernetes, before any fault: p50
+    /// and p99 of [`PINGS`] sent one after another.
+    pub ping_p50_ms: f64,
+    pub ping_p99_ms: f64,
 }
+
+/// Pings sent before the faults (the first, which warms up, is not timed).
+const PINGS: u64 = 41;
 
 impl HaReport {
     pub fn clean(&self) -> bool {
@@ -118,8 +126,8 @@ impl fmt::Display for HaReport {
         )?;
         writeln!(
             f,
-            "  state writes per command {:.1}",
-            self.state_writes_per_command
+            "  ping answered in p50 {:.2} ms, p99 {:.2} ms (state in Kubernetes); state writes per command {:.1}",
+            self.ping_p50_ms, self.ping_p99_ms, self.state_writes_per_command
         )?;
         write!(
             f,
@@ -336,6 +344,7 @@ pub async fn run(args: &HaArgs) -> Result<HaReport, BenchError> {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     replicas.spawn("r1")?;
+    let (p50, p99) = ping_latency(&sim).await?;
     let confirmer = tokio::spawn(confirm_restores(sim.events(), sim.clone()));
 
     let mut faults: Vec<Fault> = Vec::new();
@@ -347,6 +356,8 @@ pub async fn run(args: &HaArgs) -> Result<HaReport, BenchError> {
     let mut report = HaReport {
         seed,
         commands: users.len(),
+        ping_p50_ms: p50,
+        ping_p99_ms: p99,
         ..HaReport::default()
     };
     let mut takeovers: Vec<u64> = Vec::new();
@@ -427,12 +438,48 @@ pub async fn run(args: &HaArgs) -> Result<HaReport, BenchError> {
         .iter()
         .filter(|r| r.resource == "configmaps" && r.epoch.is_some())
         .count();
-    report.state_writes_per_command = state_writes as f64 / users.len() as f64;
+    // The pings are commands too.
+    report.state_writes_per_command = state_writes as f64 / (users.len() as u64 + PINGS) as f64;
     count(&mut report, &kube, &sim, &users).await?;
     kube.stop();
     sim.stop();
     let _ = std::fs::remove_dir_all(&dir);
     Ok(report)
+}
+
+/// `ping` after `ping`, each timed from its post to its answer: p50 and p99 in ms.
+async fn ping_latency(sim: &RocketChatSim) -> Result<(f64, f64), BenchError> {
+    sim.add_user("pinger", &["ops"]);
+    let mut events = sim.events();
+    let mut took: Vec<u64> = Vec::new();
+    for i in 0..PINGS {
+        let sent = Instant::now();
+        sim.post("pinger", "@rocketops", &format!("ping {i}"))
+            .map_err(|e| BenchError::Setup(e.to_string()))?;
+        let answered = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match events.recv().await {
+                    Ok(crate::sandbox::rocketchat::SimEvent::Message { message, .. })
+                        if super::phases::pong_of(&message) == Some(i) =>
+                    {
+                        return true;
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return false,
+                }
+            }
+        })
+        .await;
+        if answered != Ok(true) {
+            return Err(BenchError::Setup(format!("ping {i} got no answer")));
+        }
+        // The first opens the connections and creates the audit log's first chunk.
+        if i > 0 {
+            took.push(sent.elapsed().as_micros() as u64);
+        }
+    }
+    let ms = |us: u64| us as f64 / 1000.0;
+    Ok((ms(quantile(&mut took, 0.5)), ms(quantile(&mut took, 0.99))))
 }
 
 /// Reads the state, the chat and the cluster after the run.

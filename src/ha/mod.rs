@@ -9,6 +9,7 @@ pub use lease::{Elector, LeaseTimings, MonoClock, Term};
 use std::time::Duration;
 
 use crate::config::HaConfig;
+use crate::store::{Store, StoreError};
 
 /// Why leader election or the state in Kubernetes failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,26 @@ pub enum HaError {
 /// API server's audit log (and the simulator's fault control) can tell the replicas apart.
 pub fn user_agent(identity: &str) -> String {
     format!("rocketops-ha/{identity}")
+}
+
+/// The state for reading from the command line (`rocketops audit`, `rocketops backups`): the store
+/// at `bot.store_path` with one replica, or what the state objects hold now with `kubernetes`
+/// (read without writing anything, beside a running leader).
+pub async fn open_for_reading(config: &crate::config::Config) -> Result<Store, StoreError> {
+    match config.ha.store {
+        crate::config::StoreBackend::Sled => Store::open(&config.bot.store_path),
+        crate::config::StoreBackend::Kubernetes => {
+            let failed = |e: HaError| StoreError::Replica {
+                detail: e.to_string(),
+            };
+            let (client, namespace) = client(&config.ha, &user_agent("cli"))
+                .await
+                .map_err(failed)?;
+            state::KubeState::snapshot(client, &namespace)
+                .await
+                .map_err(failed)
+        }
+    }
 }
 
 /// This process's identity in the Lease: the pod's name (`POD_NAME`, else the host name), then

@@ -16,6 +16,8 @@ const NS: &str = "rocketops";
 const LEASE: &str = "3s";
 const RENEW: &str = "2s";
 const RETRY: &str = "500ms";
+/// The replicas' audit key.
+const AUDIT_KEY: &str = "an-audit-key-for-the-ha-tests-0123456789";
 
 /// A world of two replicas' worth: chat, a cluster with `test`, and the replicas' config file.
 struct Pair {
@@ -102,10 +104,7 @@ roles = ["ops"]
             .arg(&self.cfg)
             .env("POD_NAME", pod)
             .env("ROCKETOPS_RC_PASSWORD", "rocketops")
-            .env(
-                "ROCKETOPS_AUDIT_KEY",
-                "an-audit-key-for-the-ha-tests-0123456789",
-            )
+            .env("ROCKETOPS_AUDIT_KEY", AUDIT_KEY)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -309,6 +308,22 @@ async fn a_command_posted_during_a_sigterm_handover_is_answered_exactly_once() {
     );
     assert!(p.log("bot-a").contains("handed over"), "{}", p.log("bot-a"));
     assert_eq!(deposed_writes_accepted(&p.kube().write_log()), vec![]);
+    // The audit chain, kept across both terms, verifies from the command line beside the leader.
+    let verify = tokio::process::Command::new(env!("CARGO_BIN_EXE_rocketops"))
+        .args(["audit", "verify", "--config"])
+        .arg(&p.cfg)
+        .env("ROCKETOPS_RC_PASSWORD", "rocketops")
+        .env("ROCKETOPS_AUDIT_KEY", AUDIT_KEY)
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        verify.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert!(said.contains("keyed chain verified"), "{said}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
