@@ -562,3 +562,45 @@ fn bench_ha_reports_takeover_times_and_zero_lost_doubled_or_deposed_as_one_json_
     // Lease 3 s: a standby takes over as it expires, plus reading the state.
     assert!((1000..=4500).contains(&p50) && p50 <= p99, "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_frozen_past_its_lease_stops_when_it_wakes_and_none_of_its_writes_is_accepted() {
+    let p = Pair::new().await;
+    let mut a = p.spawn("bot-a");
+    p.wait_leader("bot-a").await;
+    let _b = p.spawn("bot-b");
+    p.ping("before").await;
+    let pid = a.id().unwrap().to_string();
+    let signal = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+    };
+    // A pause the process cannot see coming (a stop-the-world stall, a frozen VM).
+    signal("-STOP");
+    p.wait_leader("bot-b").await;
+    p.ping("while-frozen").await;
+    signal("-CONT");
+    let status = tokio::time::timeout(PATIENCE, a.wait())
+        .await
+        .expect("the woken leader stops")
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(rocketops::ha::run::EXIT_LOST),
+        "{}",
+        p.log("bot-a")
+    );
+    p.ping("after").await;
+    assert_eq!(p.holder().as_deref(), Some("bot-b"));
+    assert_eq!(deposed_writes_accepted(&p.kube().write_log()), vec![]);
+    let msgs = p.w.sim.messages("#ops").unwrap();
+    for tag in ["before", "while-frozen", "after"] {
+        assert_eq!(
+            crate::support::count(&msgs, &format!("pong {tag}")),
+            1,
+            "{tag}"
+        );
+    }
+}
