@@ -33,6 +33,9 @@ pub enum HaError {
     },
     #[error("state object {object} is unreadable: {detail}")]
     Corrupt { object: String, detail: String },
+    /// An older leader wrote a state object while this one took over (read again).
+    #[error("{object} was written by an older leader while this one took over")]
+    Raced { object: String },
 }
 
 /// The User-Agent of this process's requests to its own cluster: names the process, so that the

@@ -307,16 +307,41 @@ impl KubeState {
             on_deposed: options.on_deposed,
             writes: AtomicU64::new(0),
         });
+        let mut tries = 0;
+        let store = loop {
+            tries += 1;
+            match state.read_and_fence().await {
+                Err(HaError::Raced { object }) if tries < 5 => {
+                    tracing::warn!(%object, "an older leader wrote while this one took over; reading the state again");
+                }
+                Err(e) => return Err(e),
+                Ok(store) => break store,
+            }
+        };
+        store.attach_replica(state.clone());
+        tracing::info!(
+            epoch = state.epoch,
+            writes = state.writes(),
+            "took the state over from Kubernetes"
+        );
+        Ok((store, state))
+    }
+
+    /// Fences the head with this term's epoch, reads every object into a new store, and fences
+    /// the rest; [`HaError::Raced`] when an older leader wrote in between.
+    async fn read_and_fence(&self) -> Result<Store, HaError> {
+        let state = self;
         let store = Store::temporary().map_err(|e| HaError::Corrupt {
             object: "(working copy)".into(),
             detail: e.to_string(),
         })?;
         {
             let mut objs = state.copies.lock().await;
+            *objs = Objects::default();
             // The head first: once it carries this epoch, a deposed leader can write nothing new.
             let head = state.read(Obj::Head).await?;
             objs.by.insert(Obj::Head, head.unwrap_or_default());
-            state.write(&mut objs, Obj::Head).await?;
+            state.write(&mut objs, Obj::Head, true).await?;
             let list = state
                 .call(
                     "list state",
@@ -334,16 +359,10 @@ impl KubeState {
             state.load_into(&objs, &store)?;
             for obj in state.to_fence(&objs, &store)? {
                 objs.by.entry(obj).or_default();
-                state.write(&mut objs, obj).await?;
+                state.write(&mut objs, obj, true).await?;
             }
         }
-        store.attach_replica(state.clone());
-        tracing::info!(
-            epoch = state.epoch,
-            writes = state.writes(),
-            "took the state over from Kubernetes"
-        );
-        Ok((store, state))
+        Ok(store)
     }
 
     /// The state as the objects hold it now, read without writing anything (no fencing: for
@@ -570,7 +589,7 @@ impl KubeState {
 
     /// Writes one object from its copy: a create when it does not exist, else a replace on the
     /// resourceVersion last seen. A conflict with a newer epoch means this leader is deposed.
-    async fn write(&self, objs: &mut Objects, obj: Obj) -> Result<(), HaError> {
+    async fn write(&self, objs: &mut Objects, obj: Obj, fencing: bool) -> Result<(), HaError> {
         let name = obj.name();
         for _ in 0..3 {
             let copy = objs.by.entry(obj).or_default();
@@ -616,10 +635,13 @@ impl KubeState {
                             if theirs > self.epoch {
                                 return Err(self.deposed(name, theirs));
                             }
-                            if theirs < self.epoch && copy.rv.is_none() {
-                                // Created by an older term after this one began: fenced out
-                                // only if it is rewritten now with this epoch.
-                                tracing::warn!(object = %name, theirs, ours = self.epoch, "an object created by an older leader; overwriting it");
+                            if theirs < self.epoch && fencing {
+                                // An older leader wrote it after this term read it: what was
+                                // read is stale, so the take-over reads everything again.
+                                return Err(HaError::Raced { object: name });
+                            }
+                            if theirs < self.epoch {
+                                tracing::warn!(object = %name, theirs, ours = self.epoch, "an object written by an older leader after this term fenced the state; overwriting it");
                             }
                             copy.rv = current.metadata.resource_version;
                         }
@@ -699,7 +721,7 @@ impl KubeState {
         }
         let order: Vec<Obj> = objs.pending.iter().copied().collect();
         for obj in order {
-            match self.write(&mut objs, obj).await {
+            match self.write(&mut objs, obj, false).await {
                 Ok(()) => {
                     objs.pending.remove(&obj);
                 }
@@ -896,6 +918,45 @@ mod tests {
                 })
                 .count();
             assert_eq!(accepted_late, 0);
+        }
+
+        #[tokio::test]
+        async fn a_take_over_that_an_older_leader_writes_into_reads_the_state_again() {
+            let sim = KubeSim::start(KubeSimConfig::default()).await.unwrap();
+            sim.create(
+                "namespaces",
+                "",
+                serde_json::json!({"metadata": {"name": "rocketops"}}),
+            )
+            .unwrap();
+            let flag = || Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (a, _) = KubeState::take_over(client(&sim, "bot-a").await, options(1, flag()))
+                .await
+                .unwrap();
+            a.advance_mark("room", 1).unwrap();
+            a.flush().await.unwrap();
+            // The new leader has read the head; the old one writes before the new one fences it.
+            let b = KubeState {
+                api: Api::namespaced(client(&sim, "bot-b").await, "rocketops"),
+                epoch: 2,
+                call_timeout: Duration::from_secs(5),
+                horizon: Duration::from_secs(600),
+                copies: tokio::sync::Mutex::new(Objects::default()),
+                on_deposed: Arc::new(|_| {}),
+                writes: AtomicU64::new(0),
+            };
+            let mut objs = Objects::default();
+            objs.by
+                .insert(Obj::Head, b.read(Obj::Head).await.unwrap().unwrap());
+            a.advance_mark("room", 2).unwrap();
+            a.flush().await.unwrap();
+            assert!(matches!(
+                b.write(&mut objs, Obj::Head, true).await,
+                Err(HaError::Raced { .. })
+            ));
+            // Taking over again reads what the old leader wrote last.
+            let store = b.read_and_fence().await.unwrap();
+            assert_eq!(store.read_mark("room").unwrap(), Some(2));
         }
     }
 
