@@ -371,8 +371,16 @@ pub async fn run(args: &HaArgs) -> Result<HaReport, BenchError> {
         let Some(fault) = pending.next() else {
             continue;
         };
-        let (Some(leader), transitions) = lease(&kube) else {
-            continue;
+        // The fault strikes whoever leads (after a takeover, once someone does).
+        let waited = Instant::now();
+        let (leader, transitions) = loop {
+            match lease(&kube) {
+                (Some(l), t) => break (l, t),
+                _ if waited.elapsed() > Duration::from_secs(60) => {
+                    return Err(BenchError::Setup("no replica leads".into()));
+                }
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
         };
         let agent = format!("{leader}_");
         let t0 = Instant::now();

@@ -8,6 +8,8 @@
 //! - `rocketops-state-1` to `-8`: the backup catalog and the incidents, spread by key.
 //! - `rocketops-ops-<k>`: the journal of operations `32k` to `32k + 31`.
 //! - `rocketops-audit-<k>`: audit records `256k + 1` to `256k + 256`, one hash chain across them.
+//!   A leader reads only the newest chunk (appending needs the chain's head, which the head object
+//!   names) and keeps only the end of the log in memory; `rocketops audit` reads them all.
 //!
 //! A write is a PUT carrying the resourceVersion last read or written, so it fails with 409 when
 //! anyone else wrote the object since. A new leader, before it acts, rewrites with its epoch the
@@ -44,6 +46,11 @@ const AUDIT_PER_CHUNK: u64 = 256;
 const MAX_OBJECT_BYTES: usize = 900 * 1024;
 /// Head keys that are not records.
 const SEEN_KEY: &str = "_seen";
+/// The head's record of the newest audit record written: a new leader reads the audit log's
+/// newest chunk only (appending needs its head; the whole chain is read by `rocketops audit`).
+const AUDIT_SEQ_KEY: &str = "_audit_seq";
+/// The label naming which part of the state an object holds.
+const PART: &str = "rocketops.io/part";
 
 /// One state object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -55,6 +62,15 @@ enum Obj {
 }
 
 impl Obj {
+    fn part(self) -> &'static str {
+        match self {
+            Obj::Head => "head",
+            Obj::Shard(_) => "shard",
+            Obj::Ops(_) => "ops",
+            Obj::Audit(_) => "audit",
+        }
+    }
+
     fn name(self) -> String {
         match self {
             Obj::Head => "rocketops-state-0".into(),
@@ -342,10 +358,19 @@ impl KubeState {
             let head = state.read(Obj::Head).await?;
             objs.by.insert(Obj::Head, head.unwrap_or_default());
             state.write(&mut objs, Obj::Head, true).await?;
+            // Everything but the audit log, then the audit log's newest chunks only.
+            let audit_seq = objs.by[&Obj::Head]
+                .data
+                .get(AUDIT_SEQ_KEY)
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
+            let selector = match audit_seq {
+                Some(_) => format!("{SELECTOR},{PART}!=audit"),
+                None => SELECTOR.to_string(),
+            };
             let list = state
                 .call(
                     "list state",
-                    state.api.list(&ListParams::default().labels(SELECTOR)),
+                    state.api.list(&ListParams::default().labels(&selector)),
                 )
                 .await?;
             for cm in &list.items {
@@ -356,8 +381,26 @@ impl KubeState {
                     objs.by.insert(obj, Copy::from_configmap(cm));
                 }
             }
+            // From the chunk after the newest record's down to the first that holds a record
+            // (a write of the newest chunk may have failed after the head's).
+            if let Some(Obj::Audit(newest)) = audit_seq.map(Obj::audit_chunk) {
+                let mut k = newest + 1;
+                loop {
+                    if let Some(copy) = state.read(Obj::Audit(k)).await? {
+                        let holds_records = !copy.data.is_empty();
+                        objs.by.insert(Obj::Audit(k), copy);
+                        if holds_records && k <= newest {
+                            break;
+                        }
+                    }
+                    if k == 0 {
+                        break;
+                    }
+                    k -= 1;
+                }
+            }
             state.load_into(&objs, &store)?;
-            for obj in state.to_fence(&objs, &store)? {
+            for obj in state.to_fence(&store)? {
                 objs.by.entry(obj).or_default();
                 state.write(&mut objs, obj, true).await?;
             }
@@ -422,6 +465,9 @@ impl KubeState {
                     }
                     continue;
                 }
+                if *obj == Obj::Head && k == AUDIT_SEQ_KEY {
+                    continue;
+                }
                 if *obj == Obj::Head && k == SEEN_KEY {
                     store
                         .load_seen(&decode_seen(v))
@@ -461,7 +507,7 @@ impl KubeState {
 
     /// Pure on what was read: the objects a new term rewrites (or creates) with its epoch so
     /// that no deposed leader's write is accepted after it.
-    fn to_fence(&self, objs: &Objects, store: &Store) -> Result<BTreeSet<Obj>, HaError> {
+    fn to_fence(&self, store: &Store) -> Result<BTreeSet<Obj>, HaError> {
         let mut out: BTreeSet<Obj> = (1..=SHARDS).map(Obj::Shard).collect();
         let counter = store
             .raw_get(Tree::Meta, b"next_op")
@@ -469,18 +515,11 @@ impl KubeState {
             .flatten()
             .and_then(|v| v.try_into().ok().map(u64::from_be_bytes))
             .unwrap_or(0);
-        let top_ops = objs
-            .by
-            .keys()
-            .filter_map(|o| match o {
-                Obj::Ops(k) => Some(*k),
-                _ => None,
-            })
-            .max()
-            .unwrap_or(0)
-            .max(counter / OPS_PER_CHUNK);
-        // Every chunk a deposed leader may still write: those with running operations, the
-        // newest, and the next one (created empty, so that its create fails).
+        // Every chunk a deposed leader may still write: those with running operations, the one
+        // the newest operation number falls in, and the next (created empty if it is not there,
+        // so that a deposed leader's create fails). A deposed leader numbers an operation only
+        // in the head, which it can no longer write.
+        let top_ops = counter / OPS_PER_CHUNK;
         for op in store.running_ops().map_err(|e| HaError::Corrupt {
             object: "rocketops-ops".into(),
             detail: e.to_string(),
@@ -489,17 +528,9 @@ impl KubeState {
         }
         out.insert(Obj::Ops(top_ops));
         out.insert(Obj::Ops(top_ops + 1));
+        // Likewise the audit chunk of the newest record and the next.
         let top_audit = store.audit_head().ok().flatten().map_or(0, |(seq, _)| seq);
-        let top_chunk = objs
-            .by
-            .keys()
-            .filter_map(|o| match o {
-                Obj::Audit(k) => Some(*k),
-                _ => None,
-            })
-            .max()
-            .unwrap_or(0)
-            .max(top_audit.saturating_sub(1) / AUDIT_PER_CHUNK);
+        let top_chunk = top_audit.saturating_sub(1) / AUDIT_PER_CHUNK;
         out.insert(Obj::Audit(top_chunk));
         out.insert(Obj::Audit(top_chunk + 1));
         Ok(out)
@@ -569,6 +600,7 @@ impl KubeState {
                     [
                         ("app.kubernetes.io/name", "rocketops"),
                         ("app.kubernetes.io/component", "state"),
+                        (PART, obj.part()),
                     ]
                     .into_iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -643,6 +675,13 @@ impl KubeState {
                             if theirs < self.epoch {
                                 tracing::warn!(object = %name, theirs, ours = self.epoch, "an object written by an older leader after this term fenced the state; overwriting it");
                             }
+                            if copy.rv.is_none() {
+                                // It exists though it was not read: keep its records, with
+                                // this term's on top, rather than write over them.
+                                for (k, v) in Copy::from_configmap(&current).data {
+                                    copy.data.entry(k).or_insert(v);
+                                }
+                            }
                             copy.rv = current.metadata.resource_version;
                         }
                         None => copy.rv = None,
@@ -700,6 +739,7 @@ impl KubeState {
                 objs.pending.insert(obj);
             }
         } else {
+            let newest = changes.audit.iter().map(|(seq, _)| *seq).max();
             for (seq, line) in changes.audit {
                 let obj = Obj::audit_chunk(seq);
                 objs.by
@@ -708,6 +748,16 @@ impl KubeState {
                     .data
                     .insert(format!("{seq:010}"), line);
                 objs.pending.insert(obj);
+            }
+            if let Some(seq) = newest {
+                objs.by
+                    .entry(Obj::Head)
+                    .or_default()
+                    .data
+                    .insert(AUDIT_SEQ_KEY.into(), seq.to_string().into_bytes());
+                objs.pending.insert(Obj::Head);
+                // Written out, the older records need not stay in memory.
+                store.forget_audit_before(seq.saturating_sub(AUDIT_PER_CHUNK), AUDIT_PER_CHUNK)?;
             }
         }
         // An object to create is written after the head, so that a deposed leader, whose head
@@ -875,9 +925,16 @@ mod tests {
             assert_eq!(b.next_op_id().unwrap().get(), op.get() + 1);
             assert_eq!(b.env_lock("prod").unwrap().unwrap().by, "alice");
             assert_eq!(b.read_mark("room").unwrap(), Some(42));
-            assert_eq!(b.all_audit().unwrap().len(), 300);
+            // The new leader holds the newest records only; the chain is whole in the objects.
+            assert_eq!(b.audit_head().unwrap().map(|(seq, _)| seq), Some(300));
+            assert!(b.all_audit().unwrap().len() < 300);
+            let whole = KubeState::snapshot(client(&sim, "cli").await, "rocketops")
+                .await
+                .unwrap();
+            whole.set_audit_key(Some(b"k"));
+            assert_eq!(whole.all_audit().unwrap().len(), 300);
             assert!(
-                b.verify_audit(Some(b"k"), None).unwrap().is_ok(),
+                whole.verify_audit(Some(b"k"), None).unwrap().is_ok(),
                 "one chain across chunks"
             );
 
@@ -900,8 +957,13 @@ mod tests {
             .await
             .unwrap();
             assert_eq!(c.read_mark("room").unwrap(), Some(42));
-            let audit = c.all_audit().unwrap();
+            let audit = KubeState::snapshot(client(&sim, "cli").await, "rocketops")
+                .await
+                .unwrap()
+                .all_audit()
+                .unwrap();
             assert_eq!(audit.len(), 301);
+            assert_eq!(c.audit_head().unwrap().map(|(seq, _)| seq), Some(301));
             assert!(audit.iter().all(|e| !e.text.starts_with("/late")));
             let accepted_late = sim
                 .write_log()
@@ -918,6 +980,45 @@ mod tests {
                 })
                 .count();
             assert_eq!(accepted_late, 0);
+        }
+
+        #[tokio::test]
+        async fn a_long_audit_log_stays_whole_in_the_objects_while_the_leader_keeps_only_its_end() {
+            let sim = KubeSim::start(KubeSimConfig::default()).await.unwrap();
+            sim.create(
+                "namespaces",
+                "",
+                serde_json::json!({"metadata": {"name": "rocketops"}}),
+            )
+            .unwrap();
+            let flag = || Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (a, _) = KubeState::take_over(client(&sim, "bot-a").await, options(1, flag()))
+                .await
+                .unwrap();
+            a.set_audit_key(Some(b"k"));
+            for i in 0..1000 {
+                a.audit(&entry(&format!("/ping {i}"))).unwrap();
+                if i % 10 == 9 {
+                    a.flush().await.unwrap();
+                }
+            }
+            let kept = a.all_audit().unwrap().len();
+            assert!(
+                kept <= 2 * AUDIT_PER_CHUNK as usize + 10,
+                "{kept} in memory"
+            );
+            let (b, _) = KubeState::take_over(client(&sim, "bot-b").await, options(2, flag()))
+                .await
+                .unwrap();
+            b.set_audit_key(Some(b"k"));
+            assert!(b.all_audit().unwrap().len() <= AUDIT_PER_CHUNK as usize);
+            b.audit(&entry("/ping after")).unwrap();
+            b.flush().await.unwrap();
+            let whole = KubeState::snapshot(client(&sim, "cli").await, "rocketops")
+                .await
+                .unwrap();
+            assert_eq!(whole.all_audit().unwrap().len(), 1001);
+            assert!(whole.verify_audit(Some(b"k"), None).unwrap().is_ok());
         }
 
         #[tokio::test]

@@ -159,6 +159,26 @@ impl Store {
             .collect()
     }
 
+    /// Drops audit records before `seq` from the working copy, once more than `slack` of them
+    /// could go (the replica has written them out; appending needs only the newest).
+    pub fn forget_audit_before(&self, seq: u64, slack: u64) -> Result<(), StoreError> {
+        let lines = self.audit.lines()?;
+        let first = lines
+            .first()
+            .and_then(|l| serde_json::from_slice::<super::AuditEntry>(l).ok())
+            .map_or(seq, |e| e.seq);
+        if seq <= first || seq - first <= slack {
+            return Ok(());
+        }
+        let keep: Vec<Vec<u8>> = lines
+            .into_iter()
+            .filter(|l| {
+                serde_json::from_slice::<super::AuditEntry>(l).map_or(true, |e| e.seq >= seq)
+            })
+            .collect();
+        self.audit.rewrite(&keep)
+    }
+
     /// Loads the whole audit log as the replica read it.
     pub fn load_audit(&self, lines: &[Vec<u8>]) -> Result<(), StoreError> {
         self.audit.rewrite(lines)
