@@ -65,7 +65,13 @@ impl<C: Chat> Bot<C> {
     }
 
     pub(super) async fn reply_to(&self, room: &str, thread: Option<&str>, text: &str) {
-        if let Err(e) = self.s.chat.post(room, thread, text).await {
+        // An answer to the message being handled has ids derived from it: a replica that takes
+        // over can tell that it was answered, and a repeated answer adds nothing.
+        let posted = match super::seen::next_answer_seed() {
+            Some(seed) => self.s.chat.post_derived(room, thread, &seed, text).await,
+            None => self.s.chat.post(room, thread, text).await,
+        };
+        if let Err(e) = posted {
             tracing::error!(error = %e, room, "could not answer a command");
         }
     }

@@ -40,6 +40,23 @@ pub fn mark_to_record(ts_ms: i64, now_ms: i64) -> Option<i64> {
     (ts_ms <= now_ms.saturating_add(MARK_FUTURE_SKEW.as_millis() as i64)).then_some(ts_ms)
 }
 
+tokio::task_local! {
+    /// The message whose command is being answered, and how many answers it has had.
+    static ANSWERING: (String, std::sync::atomic::AtomicUsize);
+}
+
+/// Pure: the seed of answer `n` to message `id` (its first: `n` = 0).
+pub(super) fn answer_seed(id: &str, n: usize) -> String {
+    format!("{id}/answer-{n}")
+}
+
+/// The seed of the next answer to the message being handled, if one is.
+pub(super) fn next_answer_seed() -> Option<String> {
+    ANSWERING
+        .try_with(|(id, n)| answer_seed(id, n.fetch_add(1, std::sync::atomic::Ordering::Relaxed)))
+        .ok()
+}
+
 /// A message the bot was handling when it stopped.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(super) struct Unanswered {
@@ -65,9 +82,16 @@ impl<C: Chat> Bot<C> {
             .filter_map(|o| o.origin)
             .collect();
         for m in left {
-            if started.contains(&m.id) {
+            // Answered, by an operation or in words, by a process that stopped before recording it.
+            let answered = started.contains(&m.id)
+                || self
+                    .s
+                    .chat
+                    .has_message(&crate::chat::first_id_of(&answer_seed(&m.id, 0)))
+                    .await;
+            if answered {
                 if let Err(e) = self.s.store.end_handling(&m.id) {
-                    tracing::warn!(error = %e, id = %m.id, "cannot forget a message its operation answered");
+                    tracing::warn!(error = %e, id = %m.id, "cannot forget a message that was answered");
                 }
                 continue;
             }
@@ -127,7 +151,12 @@ impl<C: Chat> Bot<C> {
                         tracing::error!(error = %e, id = %msg.id, "cannot record the message as taken; not running it");
                         return;
                     }
-                    self.dispatch(&msg, body).await;
+                    ANSWERING
+                        .scope(
+                            (msg.id.clone(), std::sync::atomic::AtomicUsize::new(0)),
+                            self.dispatch(&msg, body),
+                        )
+                        .await;
                     if let Err(e) = self.s.store.end_handling(&msg.id) {
                         tracing::warn!(error = %e, id = %msg.id, "cannot record the message as handled");
                     }
@@ -176,6 +205,21 @@ pub(super) fn message_clock_ms() -> i64 {
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn answers_to_one_message_are_seeded_in_order_and_nothing_outside_a_message_is() {
+        assert_eq!(super::next_answer_seed(), None);
+        let seeds = super::ANSWERING
+            .scope(
+                ("m1".into(), std::sync::atomic::AtomicUsize::new(0)),
+                async { [super::next_answer_seed(), super::next_answer_seed()] },
+            )
+            .await;
+        assert_eq!(
+            seeds,
+            [Some("m1/answer-0".into()), Some("m1/answer-1".into())]
+        );
+    }
+
     use super::*;
     use crate::chat::RoomKind;
 

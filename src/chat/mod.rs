@@ -94,6 +94,19 @@ pub trait Chat: Clone + Send + Sync + 'static {
     /// can be written down (journaled) before the post, and the post repeated without a duplicate.
     fn new_message_id(&self) -> String;
 
+    /// Posts `text` as [`Chat::post`] does, each chunk under an id derived from `seed` (see
+    /// [`first_id_of`]): posting it again adds nothing, and whether it was posted can be asked.
+    fn post_derived(
+        &self,
+        room_id: &str,
+        thread: Option<&str>,
+        seed: &str,
+        text: &str,
+    ) -> impl Future<Output = Result<MessageRef, ChatError>> + Send;
+
+    /// Whether message `id` is on the server (`false` also when it cannot be asked).
+    fn has_message(&self, id: &str) -> impl Future<Output = bool> + Send;
+
     /// Posts `text` as message `id`; when a message with that id exists already, nothing changes
     /// and it is returned.
     fn post_as(
@@ -158,6 +171,11 @@ pub trait Chat: Clone + Send + Sync + 'static {
 pub struct Button {
     pub label: String,
     pub message: String,
+}
+
+/// Pure: the id of the first message [`Chat::post_derived`] posts for `seed`.
+pub fn first_id_of(seed: &str) -> String {
+    rocketchat::derived_message_id(seed, "chunk-0")
 }
 
 /// The end of a chat call whose failure the caller can do nothing more about (a report, an

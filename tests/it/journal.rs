@@ -287,6 +287,43 @@ async fn a_message_the_bot_was_handling_when_it_died_gets_a_word_after_the_resta
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_answered_by_a_process_that_died_before_recording_it_gets_no_word_after_the_restart()
+ {
+    let mut w = World::new().await;
+    w.start_bot().await;
+    let asked = w.sim.post("alice", "#ops", "/ping answered").unwrap();
+    let id = asked["_id"].as_str().unwrap().to_string();
+    w.wait_for("#ops", "the answer", |m| {
+        crate::support::count(m, "pong answered") == 1
+    })
+    .await;
+    w.stop_bot().await;
+    {
+        // As a process killed after answering, before recording the message answered, leaves it.
+        let store = w.open_store();
+        store
+            .begin_handling(
+                &id,
+                &serde_json::json!({"id": id, "room_id": ops_room(&w), "thread": null, "text": "/ping answered"}),
+            )
+            .unwrap();
+    }
+    w.start_bot().await;
+    w.ping_ok("sentinel").await;
+    let msgs = w.sim.messages("#ops").unwrap();
+    assert!(
+        !bot_texts(&msgs)
+            .iter()
+            .any(|t| t.starts_with("I restarted")),
+        "{:?}",
+        bot_texts(&msgs)
+    );
+    w.stop_bot().await;
+    let left: Vec<serde_json::Value> = w.open_store().unanswered().unwrap();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_whose_operation_had_started_gets_no_word_after_the_restart_and_its_operation_resumes()
  {
     let mut w = World::with_cluster().await;

@@ -530,11 +530,24 @@ impl RocketChat {
         thread: Option<&str>,
         text: &str,
     ) -> Result<MessageRef, ChatError> {
+        self.post_chunks_as(room_id, thread, text, |_| new_message_id())
+            .await
+    }
+
+    /// Posts `text` in chunks the server accepts, chunk `i` (a finer piece `i + 1000 * j`) as
+    /// message `id(i)`; returns the first.
+    async fn post_chunks_as(
+        &self,
+        room_id: &str,
+        thread: Option<&str>,
+        text: &str,
+        id: impl Fn(usize) -> String,
+    ) -> Result<MessageRef, ChatError> {
         let limit = self.inner.max_len.load(Ordering::Relaxed);
         let mut first: Option<MessageRef> = None;
-        for chunk in split_message(text, limit) {
+        for (i, chunk) in split_message(text, limit).into_iter().enumerate() {
             match self
-                .send_one_as(room_id, thread, &new_message_id(), &chunk, None)
+                .send_one_as(room_id, thread, &id(i), &chunk, None)
                 .await?
             {
                 Some(r) => {
@@ -548,9 +561,9 @@ impl RocketChat {
                         limit = smaller,
                         "server rejected a message as too long; splitting finer"
                     );
-                    for piece in split_message(&chunk, smaller) {
+                    for (j, piece) in split_message(&chunk, smaller).into_iter().enumerate() {
                         match self
-                            .send_one_as(room_id, thread, &new_message_id(), &piece, None)
+                            .send_one_as(room_id, thread, &id(i + 1000 * (j + 1)), &piece, None)
                             .await?
                         {
                             Some(r) => {
@@ -592,6 +605,24 @@ impl Chat for RocketChat {
 
     fn new_message_id(&self) -> String {
         new_message_id()
+    }
+
+    async fn post_derived(
+        &self,
+        room_id: &str,
+        thread: Option<&str>,
+        seed: &str,
+        text: &str,
+    ) -> Result<MessageRef, ChatError> {
+        let text = crate::redact::outgoing(text);
+        self.post_chunks_as(room_id, thread, &text, |i| {
+            derived_message_id(seed, &format!("chunk-{i}"))
+        })
+        .await
+    }
+
+    async fn has_message(&self, id: &str) -> bool {
+        self.message_exists(id).await
     }
 
     async fn post_as(
