@@ -18,7 +18,10 @@ use crate::telemetry::Readiness;
 pub const EXIT_LOST: i32 = 75;
 
 /// How often the state's changes not yet pushed at a flush point are written (alerts, catalog
-/// and schedule records, read marks of messages that were no command).
+/// and schedule records). Read marks moved by messages that were no command wait for the next
+/// push of something else: a busy room costs no write a second, and a replica taking over with
+/// an older mark only reads a few more messages again (the commands among them are on record
+/// as taken).
 const PUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// What a replica does when it loses leadership, given why.
@@ -136,7 +139,11 @@ pub async fn run(
     let epoch = state.epoch();
     crate::telemetry::set_leading(Some((super::pod_of(&identity).to_string(), epoch)));
     tracing::info!(%identity, epoch, "leading");
-    tokio::spawn(push_periodically(store.clone(), shutdown.clone()));
+    tokio::spawn(push_periodically(
+        store.clone(),
+        state.clone(),
+        shutdown.clone(),
+    ));
     let result = crate::app::run(
         config,
         shutdown,
@@ -169,11 +176,18 @@ pub fn call_timeout(ha: &crate::config::HaConfig) -> Duration {
 }
 
 /// Writes changes that no flush point covers, every [`PUSH_EVERY`].
-async fn push_periodically(store: crate::store::Store, stop: CancellationToken) {
+async fn push_periodically(
+    store: crate::store::Store,
+    state: Arc<KubeState>,
+    stop: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(PUSH_EVERY) => {}
             _ = stop.cancelled() => return,
+        }
+        if !store.has_changes_beyond(&[crate::store::Tree::Marks]) && !state.has_pending().await {
+            continue;
         }
         if let Err(e) = store.sync_replica().await {
             tracing::warn!(error = %e, "cannot write the state to Kubernetes (tried again shortly)");

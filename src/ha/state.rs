@@ -440,6 +440,11 @@ impl KubeState {
         Ok(store)
     }
 
+    /// Whether objects changed by an earlier push are still to be written (it failed part way).
+    pub async fn has_pending(&self) -> bool {
+        !self.copies.lock().await.pending.is_empty()
+    }
+
     /// API writes made so far (for `bench --ha` and the docs' figures).
     pub fn writes(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)

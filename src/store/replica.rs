@@ -96,6 +96,16 @@ impl Store {
         }
     }
 
+    /// Whether anything but records of `trees` waits to be pushed.
+    pub fn has_changes_beyond(&self, trees: &[Tree]) -> bool {
+        self.changes().is_some_and(|c| {
+            c.seen
+                || c.audit_rewritten
+                || !c.audit.is_empty()
+                || c.keys.iter().any(|(t, _)| !trees.contains(t))
+        })
+    }
+
     /// What was written since the last call (the replica's push takes it).
     pub fn take_changes(&self) -> Changes {
         self.changes()
@@ -182,5 +192,38 @@ impl Store {
     /// Loads the whole audit log as the replica read it.
     pub fn load_audit(&self, lines: &[Vec<u8>]) -> Result<(), StoreError> {
         self.audit.rewrite(lines)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A replica that writes nothing anywhere.
+    struct Nowhere;
+
+    impl Replica for Nowhere {
+        fn push<'a>(&'a self, store: &'a Store) -> PushFuture<'a> {
+            Box::pin(async move {
+                store.take_changes();
+                Ok(())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn read_marks_alone_are_not_worth_a_push_but_anything_else_is() {
+        let s = Store::temporary().unwrap();
+        s.advance_mark("room", 5).unwrap();
+        assert!(!s.has_changes_beyond(&[]), "nothing is tracked without a replica");
+        assert!(s.attach_replica(Arc::new(Nowhere)));
+        s.advance_mark("room", 6).unwrap();
+        assert!(s.has_changes_beyond(&[]));
+        assert!(!s.has_changes_beyond(&[Tree::Marks]));
+        assert!(s.mark_seen("m1", 1).unwrap());
+        assert!(s.has_changes_beyond(&[Tree::Marks]));
+        s.sync_replica().await.unwrap();
+        assert!(!s.has_changes_beyond(&[]));
+        assert!(s.take_changes().is_empty());
     }
 }
