@@ -215,7 +215,10 @@ mod tests {
     async fn read_marks_alone_are_not_worth_a_push_but_anything_else_is() {
         let s = Store::temporary().unwrap();
         s.advance_mark("room", 5).unwrap();
-        assert!(!s.has_changes_beyond(&[]), "nothing is tracked without a replica");
+        assert!(
+            !s.has_changes_beyond(&[]),
+            "nothing is tracked without a replica"
+        );
         assert!(s.attach_replica(Arc::new(Nowhere)));
         s.advance_mark("room", 6).unwrap();
         assert!(s.has_changes_beyond(&[]));
