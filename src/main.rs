@@ -232,8 +232,15 @@ async fn dispatch(cli: Cli) -> ExitCode {
                     println!("rocketchat (online):");
                     let report = rocketops::chat::rocketchat::preflight::check(&c.rocketchat).await;
                     print!("{report}");
-                    if report.failed() {
-                        fail("the Rocket.Chat side is not ready for `rocketops run` (FAIL above)")
+                    let mut failed = report.failed();
+                    if c.ha.store == StoreBackend::Kubernetes {
+                        println!("kubernetes state (online):");
+                        let ha = rocketops::ha::preflight::check(&c.ha).await;
+                        print!("{ha}");
+                        failed |= ha.failed();
+                    }
+                    if failed {
+                        fail("not ready for `rocketops run` (FAIL above)")
                     } else {
                         ExitCode::SUCCESS
                     }

@@ -1,6 +1,7 @@
 //! High availability: the Lease the replicas elect a leader on, and the bot's state kept in Kubernetes objects with fencing.
 
 pub mod lease;
+pub mod preflight;
 pub mod run;
 pub mod state;
 

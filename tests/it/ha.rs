@@ -604,3 +604,43 @@ async fn a_leader_frozen_past_its_lease_stops_when_it_wakes_and_none_of_its_writ
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_online_tries_the_lease_and_the_state_objects_and_names_the_role_when_forbidden()
+ {
+    let p = Pair::new().await;
+    let check = || async {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_rocketops"))
+            .args(["check-config", "--online", "--config"])
+            .arg(&p.cfg)
+            .env("ROCKETOPS_RC_PASSWORD", "rocketops")
+            .env("ROCKETOPS_AUDIT_KEY", AUDIT_KEY)
+            .output()
+            .await
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let (ok, said) = check().await;
+    assert!(ok, "{said}");
+    assert!(said.contains("kubernetes state (online):"), "{said}");
+    assert!(
+        said.contains("not there yet: the first replica creates it"),
+        "{said}"
+    );
+    assert!(said.contains("allowed (dry run)"), "{said}");
+    // Nothing was made.
+    assert!(p.kube().get("leases", NS, "rocketops-leader").is_err());
+    assert!(p.kube().list("configmaps", Some(NS)).is_empty());
+    p.kube().revoke_permission("configmaps", "create");
+    let (ok, said) = check().await;
+    assert!(!ok, "{said}");
+    assert!(
+        said.lines().any(|l| l.contains("FAIL")
+            && l.contains("state: create")
+            && l.contains("manifests/ha/role.yaml")),
+        "{said}"
+    );
+}

@@ -39,7 +39,7 @@ impl Report {
         self.checks.iter().any(|c| c.verdict == Verdict::Failed)
     }
 
-    fn push(&mut self, what: &'static str, verdict: Verdict, detail: impl Into<String>) {
+    pub(crate) fn push(&mut self, what: &'static str, verdict: Verdict, detail: impl Into<String>) {
         self.checks.push(Check {
             what,
             verdict,
