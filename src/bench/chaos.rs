@@ -111,32 +111,12 @@ pub(super) fn command(i: usize, rng: &mut fastrand::Rng) -> String {
 pub async fn run(args: &ChaosArgs) -> Result<ChaosReport, BenchError> {
     let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
     let mut rng = fastrand::Rng::with_seed(seed);
-    let sim = RocketChatSim::start(SimConfig::default())
-        .await
-        .map_err(BenchError::Simulator)?;
-    // Every start of the bot reads /api/info and logs in, and this phase starts it twenty times a
-    // minute from one address: the server's REST limiter (10 a minute per route and address, which
-    // the bot's role does not lift before it has logged in) would hold the restarts back. What is
-    // measured here is recovery from kills, so the limiter is off; it has tests of its own.
-    sim.set_rest_rate_limit(None);
-    let kube = KubeSim::start(crate::sandbox::kube::KubeSimConfig {
-        pod_ready_after: Duration::from_millis(20),
-        tick: Duration::from_millis(50),
-        ..Default::default()
-    })
-    .await
-    .map_err(BenchError::Simulator)?;
-    kube.seed_environments(&ENVS)
-        .map_err(|e| BenchError::Setup(e.status().to_string()))?;
-    let users: Vec<String> = (0..args.ops.max(1)).map(|i| format!("u{i}")).collect();
-    for u in &users {
-        sim.add_user(u, &["ops"]);
-    }
+    let (sim, kube, users) = start_simulators(Duration::from_millis(20), args.ops).await?;
     let dir = std::env::temp_dir().join(format!("rocketops-chaos-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| BenchError::Setup(e.to_string()))?;
     let store_path = dir.join("data");
     seed_catalog(&store_path)?;
-    let cfg = write_config(&dir, &sim, &kube)?;
+    let cfg = write_config(&dir, &sim, &kube, "")?;
     let started = Instant::now();
     let mut report = ChaosReport {
         seed,
@@ -184,6 +164,36 @@ pub async fn run(args: &ChaosArgs) -> Result<ChaosReport, BenchError> {
     Ok(report)
 }
 
+/// The simulators of a phase that restarts the bot: chat (its REST limiter off), a cluster with
+/// [`ENVS`] whose pods are ready after `pod_ready_after`, and `n` users with role ops.
+pub(super) async fn start_simulators(
+    pod_ready_after: Duration,
+    n: usize,
+) -> Result<(RocketChatSim, KubeSim, Vec<String>), BenchError> {
+    let sim = RocketChatSim::start(SimConfig::default())
+        .await
+        .map_err(BenchError::Simulator)?;
+    // Every start of the bot reads /api/info and logs in, and these phases start it many times a
+    // minute from one address: the server's REST limiter (10 a minute per route and address, which
+    // the bot's role does not lift before it has logged in) would hold the restarts back. What is
+    // measured here is recovery, so the limiter is off; it has tests of its own.
+    sim.set_rest_rate_limit(None);
+    let kube = KubeSim::start(crate::sandbox::kube::KubeSimConfig {
+        pod_ready_after,
+        tick: Duration::from_millis(50),
+        ..Default::default()
+    })
+    .await
+    .map_err(BenchError::Simulator)?;
+    kube.seed_environments(&ENVS)
+        .map_err(|e| BenchError::Setup(e.status().to_string()))?;
+    let users: Vec<String> = (0..n.max(1)).map(|i| format!("u{i}")).collect();
+    for u in &users {
+        sim.add_user(u, &["ops"]);
+    }
+    Ok((sim, kube, users))
+}
+
 /// A backup of every environment in the catalog, so that the first restores and verifies have one.
 fn seed_catalog(store_path: &Path) -> Result<(), BenchError> {
     let store =
@@ -206,7 +216,13 @@ fn seed_catalog(store_path: &Path) -> Result<(), BenchError> {
     Ok(())
 }
 
-fn write_config(dir: &Path, sim: &RocketChatSim, kube: &KubeSim) -> Result<String, BenchError> {
+/// The bot's configuration for [`ENVS`], with `extra` (more TOML tables) at its end.
+pub(super) fn write_config(
+    dir: &Path,
+    sim: &RocketChatSim,
+    kube: &KubeSim,
+    extra: &str,
+) -> Result<String, BenchError> {
     let kubeconfig = dir.join("kubeconfig");
     kube.write_kubeconfig(&kubeconfig, &ENVS)
         .map_err(|e| BenchError::Setup(e.to_string()))?;
@@ -222,6 +238,7 @@ fn write_config(dir: &Path, sim: &RocketChatSim, kube: &KubeSim) -> Result<Strin
             crate::sandbox::kube::seed::ROCKETCHAT_REPO,
         ));
     }
+    cfg.push_str(extra);
     let path = dir.join("rocketops.toml");
     std::fs::write(&path, cfg).map_err(|e| BenchError::Setup(e.to_string()))?;
     Ok(path.display().to_string())

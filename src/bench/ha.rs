@@ -9,9 +9,9 @@ use tokio::process::Child;
 use tokio::time::Instant;
 
 use super::BenchError;
-use super::chaos::{ENVS, command, confirm_restores, settle};
+use super::chaos::{ENVS, command, confirm_restores, settle, start_simulators, write_config};
 use crate::sandbox::kube::{KubeSim, Partition, WriteRecord};
-use crate::sandbox::rocketchat::{RocketChatSim, SimConfig};
+use crate::sandbox::rocketchat::RocketChatSim;
 
 /// The bot's own namespace in the phase.
 const NS: &str = "rocketops";
@@ -143,10 +143,11 @@ impl fmt::Display for HaReport {
     }
 }
 
-/// Pure: accepted writes of state objects whose epoch is older than one accepted before them.
-pub fn deposed_writes(log: &[WriteRecord]) -> usize {
+/// Pure: accepted writes of state objects whose epoch is older than one accepted before them
+/// (writes of a deposed leader: none when fencing works).
+pub fn deposed_writes(log: &[WriteRecord]) -> Vec<WriteRecord> {
     let mut newest = 0u64;
-    let mut out = 0;
+    let mut out = Vec::new();
     for r in log {
         let Some(epoch) = r.epoch.as_deref().and_then(|e| e.parse::<u64>().ok()) else {
             continue;
@@ -155,7 +156,7 @@ pub fn deposed_writes(log: &[WriteRecord]) -> usize {
             continue;
         }
         if epoch < newest {
-            out += 1;
+            out.push(r.clone());
         }
         newest = newest.max(epoch);
     }
@@ -268,60 +269,31 @@ async fn new_leader(kube: &KubeSim, old: Option<&str>, limit: Duration) -> Optio
     None
 }
 
-fn write_config(dir: &Path, sim: &RocketChatSim, kube: &KubeSim) -> Result<String, BenchError> {
-    let kubeconfig = dir.join("kubeconfig");
-    kube.write_kubeconfig(&kubeconfig, &ENVS)
-        .map_err(|e| BenchError::Setup(e.to_string()))?;
-    let mut cfg = format!(
-        "[bot]\nstore_path = \"{}\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n[rocketchat]\nurl = \"{}\"\nusername = \"rocketops\"\nrooms = [\"ops\"]\nreconnect_min = \"50ms\"\nreconnect_max = \"300ms\"\n[alerts]\nenabled = false\n[policy]\nrate_per_minute = 100000\nrate_burst = 100000\n[ha]\nstore = \"kubernetes\"\nkubeconfig = \"{}\"\ncontext = \"{}\"\nnamespace = \"{NS}\"\nlease_duration = \"{LEASE_MS}ms\"\nrenew_deadline = \"{RENEW_MS}ms\"\nretry_period = \"{RETRY_MS}ms\"\n",
-        dir.join("data").display(),
-        sim.url(),
-        kubeconfig.display(),
+/// The `[telemetry]` and `[ha]` tables of the replicas' configuration.
+fn ha_tables(dir: &Path) -> String {
+    format!(
+        "[telemetry]\nlisten = \"127.0.0.1:0\"\n[ha]\nstore = \"kubernetes\"\nkubeconfig = \"{}\"\ncontext = \"{}\"\nnamespace = \"{NS}\"\nlease_duration = \"{LEASE_MS}ms\"\nrenew_deadline = \"{RENEW_MS}ms\"\nretry_period = \"{RETRY_MS}ms\"\n",
+        dir.join("kubeconfig").display(),
         ENVS[0],
-    );
-    for env in ENVS {
-        cfg.push_str(&format!(
-            "[environments.{env}]\nkubeconfig = \"{}\"\ncontext = \"{env}\"\nimage = \"{}\"\n[[environments.{env}.policy.allow]]\ncommands = [\"*\"]\nroles = [\"ops\"]\n",
-            kubeconfig.display(),
-            crate::sandbox::kube::seed::ROCKETCHAT_REPO,
-        ));
-    }
-    let path = dir.join("rocketops.toml");
-    std::fs::write(&path, cfg).map_err(|e| BenchError::Setup(e.to_string()))?;
-    Ok(path.display().to_string())
+    )
 }
 
 /// Runs the phase.
 pub async fn run(args: &HaArgs) -> Result<HaReport, BenchError> {
     let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
     let mut rng = fastrand::Rng::with_seed(seed);
-    let sim = RocketChatSim::start(SimConfig::default())
-        .await
-        .map_err(BenchError::Simulator)?;
-    sim.set_rest_rate_limit(None);
-    let kube = KubeSim::start(crate::sandbox::kube::KubeSimConfig {
-        pod_ready_after: Duration::from_millis(200),
-        tick: Duration::from_millis(50),
-        ..Default::default()
-    })
-    .await
-    .map_err(BenchError::Simulator)?;
+    let (sim, kube, users) = start_simulators(Duration::from_millis(200), args.commands).await?;
     let setup =
         |e: crate::sandbox::kube::store::ApiError| BenchError::Setup(e.status().to_string());
-    kube.seed_environments(&ENVS).map_err(setup)?;
     kube.create(
         "namespaces",
         "",
         serde_json::json!({"metadata": {"name": NS}}),
     )
     .map_err(setup)?;
-    let users: Vec<String> = (0..args.commands.max(1)).map(|i| format!("u{i}")).collect();
-    for u in &users {
-        sim.add_user(u, &["ops"]);
-    }
     let dir = std::env::temp_dir().join(format!("rocketops-ha-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| BenchError::Setup(e.to_string()))?;
-    let cfg = write_config(&dir, &sim, &kube)?;
+    let cfg = write_config(&dir, &sim, &kube, &ha_tables(&dir))?;
     let mut replicas = Replicas {
         cfg,
         children: BTreeMap::new(),
@@ -441,7 +413,7 @@ pub async fn run(args: &HaArgs) -> Result<HaReport, BenchError> {
     report.default_takeover_p50_ms = at_default_timings(report.takeover_p50_ms);
     report.default_takeover_p99_ms = at_default_timings(report.takeover_p99_ms);
     let log = kube.write_log();
-    report.deposed_writes_accepted = deposed_writes(&log);
+    report.deposed_writes_accepted = deposed_writes(&log).len();
     let state_writes = log
         .iter()
         .filter(|r| r.resource == "configmaps" && r.epoch.is_some())
@@ -587,8 +559,8 @@ mod tests {
             write(5, Some("1"), 200),
             write(6, Some("2"), 200),
         ];
-        assert_eq!(deposed_writes(&log), 1);
-        assert_eq!(deposed_writes(&log[..4]), 0);
+        assert_eq!(deposed_writes(&log), vec![log[4].clone()]);
+        assert_eq!(deposed_writes(&log[..4]), vec![]);
     }
 
     #[test]

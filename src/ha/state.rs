@@ -847,6 +847,18 @@ mod tests {
         use crate::sandbox::kube::{KubeSim, KubeSimConfig};
         use crate::store::{AuditDecision, AuditEntry, EnvLock};
 
+        /// A Kubernetes simulator with the bot's namespace.
+        async fn cluster() -> KubeSim {
+            let sim = KubeSim::start(KubeSimConfig::default()).await.unwrap();
+            sim.create(
+                "namespaces",
+                "",
+                serde_json::json!({"metadata": {"name": "rocketops"}}),
+            )
+            .unwrap();
+            sim
+        }
+
         async fn client(sim: &KubeSim, agent: &str) -> kube::Client {
             crate::tls::install_crypto_provider();
             let mut cfg = kube::Config::new(sim.url().parse().unwrap());
@@ -881,13 +893,7 @@ mod tests {
 
         #[tokio::test]
         async fn what_one_leader_wrote_the_next_one_reads_and_the_deposed_one_cannot_write_again() {
-            let sim = KubeSim::start(KubeSimConfig::default()).await.unwrap();
-            sim.create(
-                "namespaces",
-                "",
-                serde_json::json!({"metadata": {"name": "rocketops"}}),
-            )
-            .unwrap();
+            let sim = cluster().await;
             // What the Role in manifests/ha does not grant, the backend does without.
             for verb in ["delete", "watch", "patch", "deletecollection"] {
                 sim.revoke_permission("configmaps", verb);
@@ -989,13 +995,7 @@ mod tests {
 
         #[tokio::test]
         async fn a_long_audit_log_stays_whole_in_the_objects_while_the_leader_keeps_only_its_end() {
-            let sim = KubeSim::start(KubeSimConfig::default()).await.unwrap();
-            sim.create(
-                "namespaces",
-                "",
-                serde_json::json!({"metadata": {"name": "rocketops"}}),
-            )
-            .unwrap();
+            let sim = cluster().await;
             let flag = || Arc::new(std::sync::atomic::AtomicBool::new(false));
             let (a, _) = KubeState::take_over(client(&sim, "bot-a").await, options(1, flag()))
                 .await
@@ -1028,13 +1028,7 @@ mod tests {
 
         #[tokio::test]
         async fn a_take_over_that_an_older_leader_writes_into_reads_the_state_again() {
-            let sim = KubeSim::start(KubeSimConfig::default()).await.unwrap();
-            sim.create(
-                "namespaces",
-                "",
-                serde_json::json!({"metadata": {"name": "rocketops"}}),
-            )
-            .unwrap();
+            let sim = cluster().await;
             let flag = || Arc::new(std::sync::atomic::AtomicBool::new(false));
             let (a, _) = KubeState::take_over(client(&sim, "bot-a").await, options(1, flag()))
                 .await

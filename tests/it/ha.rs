@@ -9,6 +9,7 @@ use serde_json::Value;
 use tokio::process::Child;
 
 use crate::support::{PATIENCE, World, bot_texts, eventually};
+use rocketops::bench::ha::deposed_writes as deposed_writes_accepted;
 
 /// The bot's own namespace in these tests.
 const NS: &str = "rocketops";
@@ -113,6 +114,28 @@ roles = ["ops"]
             .unwrap()
     }
 
+    /// `rocketops SUBCOMMAND... --config` the replicas' file, with their secrets: success and
+    /// standard output, standard error after it.
+    async fn cli(&self, args: &[&str]) -> (bool, String) {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_rocketops"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.cfg)
+            .env("ROCKETOPS_RC_PASSWORD", "rocketops")
+            .env("ROCKETOPS_AUDIT_KEY", AUDIT_KEY)
+            .output()
+            .await
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
     /// The pod holding the Lease, if any.
     fn holder(&self) -> Option<String> {
         let lease = self.kube().get("leases", NS, "rocketops-leader").ok()?;
@@ -190,26 +213,6 @@ roles = ["ops"]
             .unwrap()
             .to_string()
     }
-}
-
-/// Pure: accepted writes of state objects whose epoch is older than one accepted before them:
-/// writes of a deposed leader (zero when fencing works).
-pub fn deposed_writes_accepted(log: &[WriteRecord]) -> Vec<WriteRecord> {
-    let mut newest = 0u64;
-    let mut out = Vec::new();
-    for r in log {
-        let Some(epoch) = r.epoch.as_deref().and_then(|e| e.parse::<u64>().ok()) else {
-            continue;
-        };
-        if !(200..300).contains(&r.status) {
-            continue;
-        }
-        if epoch < newest {
-            out.push(r.clone());
-        }
-        newest = newest.max(epoch);
-    }
-    out
 }
 
 /// The messages the bot posted that mention `what`.
@@ -309,20 +312,8 @@ async fn a_command_posted_during_a_sigterm_handover_is_answered_exactly_once() {
     assert!(p.log("bot-a").contains("handed over"), "{}", p.log("bot-a"));
     assert_eq!(deposed_writes_accepted(&p.kube().write_log()), vec![]);
     // The audit chain, kept across both terms, verifies from the command line beside the leader.
-    let verify = tokio::process::Command::new(env!("CARGO_BIN_EXE_rocketops"))
-        .args(["audit", "verify", "--config"])
-        .arg(&p.cfg)
-        .env("ROCKETOPS_RC_PASSWORD", "rocketops")
-        .env("ROCKETOPS_AUDIT_KEY", AUDIT_KEY)
-        .output()
-        .await
-        .unwrap();
-    let said = String::from_utf8_lossy(&verify.stdout);
-    assert!(
-        verify.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    let (ok, said) = p.cli(&["audit", "verify"]).await;
+    assert!(ok, "{said}");
     assert!(said.contains("keyed chain verified"), "{said}");
 }
 
@@ -609,20 +600,7 @@ async fn a_leader_frozen_past_its_lease_stops_when_it_wakes_and_none_of_its_writ
 async fn check_config_online_tries_the_lease_and_the_state_objects_and_names_the_role_when_forbidden()
  {
     let p = Pair::new().await;
-    let check = || async {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_rocketops"))
-            .args(["check-config", "--online", "--config"])
-            .arg(&p.cfg)
-            .env("ROCKETOPS_RC_PASSWORD", "rocketops")
-            .env("ROCKETOPS_AUDIT_KEY", AUDIT_KEY)
-            .output()
-            .await
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-        )
-    };
+    let check = || p.cli(&["check-config", "--online"]);
     let (ok, said) = check().await;
     assert!(ok, "{said}");
     assert!(said.contains("kubernetes state (online):"), "{said}");

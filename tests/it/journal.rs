@@ -37,6 +37,22 @@ fn running(w: &World, id: u64, command: &str, spec: OpSpec, steps: &[&str]) -> O
     }
 }
 
+/// Message `id` (`text`, in #ops) on record as taken and being handled, as a process killed
+/// before recording it answered leaves it.
+fn leave_being_handled(w: &World, id: &str, text: &str) {
+    let store = w.open_store();
+    // Taken already when the process was handling it (true or false: it is taken now).
+    let _taken = store
+        .mark_seen(id, chrono::Utc::now().timestamp_millis())
+        .unwrap();
+    store
+        .begin_handling(
+            id,
+            &serde_json::json!({"id": id, "room_id": ops_room(w), "thread": null, "text": text}),
+        )
+        .unwrap();
+}
+
 fn journal(w: &World, rec: &OpRecord) {
     let store = w.open_store();
     store.put_op(rec).unwrap();
@@ -252,19 +268,8 @@ fn under_kills_dropped_sockets_and_failed_writes_no_operation_is_lost_doubled_or
 async fn a_message_the_bot_was_handling_when_it_died_gets_a_word_after_the_restart_and_is_not_run()
 {
     let mut w = World::with_cluster().await;
-    {
-        // As a bot killed after recording `/scale test 1` as seen, before answering it, leaves it.
-        let store = w.open_store();
-        store
-            .mark_seen("m-killed", chrono::Utc::now().timestamp_millis())
-            .unwrap();
-        store
-            .begin_handling(
-                "m-killed",
-                &serde_json::json!({"id": "m-killed", "room_id": ops_room(&w), "thread": null, "text": "/scale test 1"}),
-            )
-            .unwrap();
-    }
+    // As a bot killed after recording `/scale test 1` as seen, before answering it, leaves it.
+    leave_being_handled(&w, "m-killed", "/scale test 1");
     w.start_bot().await;
     let told = w
         .wait_bot_text("#ops", "the word after the restart", |t| {
@@ -298,16 +303,8 @@ async fn a_message_answered_by_a_process_that_died_before_recording_it_gets_no_w
     })
     .await;
     w.stop_bot().await;
-    {
-        // As a process killed after answering, before recording the message answered, leaves it.
-        let store = w.open_store();
-        store
-            .begin_handling(
-                &id,
-                &serde_json::json!({"id": id, "room_id": ops_room(&w), "thread": null, "text": "/ping answered"}),
-            )
-            .unwrap();
-    }
+    // As a process killed after answering, before recording the message answered, leaves it.
+    leave_being_handled(&w, &id, "/ping answered");
     w.start_bot().await;
     w.ping_ok("sentinel").await;
     let msgs = w.sim.messages("#ops").unwrap();
@@ -327,19 +324,8 @@ async fn a_message_answered_by_a_process_that_died_before_recording_it_gets_no_w
 async fn a_message_whose_operation_had_started_gets_no_word_after_the_restart_and_its_operation_resumes()
  {
     let mut w = World::with_cluster().await;
-    {
-        // As a bot killed after starting `/scale test 5`, before recording the message answered.
-        let store = w.open_store();
-        store
-            .mark_seen("m-started", chrono::Utc::now().timestamp_millis())
-            .unwrap();
-        store
-            .begin_handling(
-                "m-started",
-                &serde_json::json!({"id": "m-started", "room_id": ops_room(&w), "thread": null, "text": "/scale test 5"}),
-            )
-            .unwrap();
-    }
+    // As a bot killed after starting `/scale test 5`, before recording the message answered.
+    leave_being_handled(&w, "m-started", "/scale test 5");
     let mut rec = running(
         &w,
         3,
